@@ -1,0 +1,636 @@
+//! `Hearth`: the one object an app holds.
+//!
+//! Thread-safe: every method takes `&self` and may be called from any thread;
+//! calls are serialized on one lock. Calls touch the disk and can take
+//! milliseconds (export, forget, delete-all and rekey take longer): call them
+//! off the UI thread. Every method returns `Result<_, HearthError>`; a panic
+//! inside a call is caught, reported as `HearthError::Internal`, and the store
+//! is reopened from disk on the next call.
+
+use std::collections::HashMap;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+
+use log::{debug, info, warn};
+
+use crate::crypto::{KeyProvider, RootKey, fetch_root_key};
+use crate::error::{Error, HearthError, Result};
+use crate::history::{CatalogItem, Event, now_ms};
+use crate::privacy::{
+    EXPORT_FORMAT, EXPORT_FORMAT_VERSION, ExportDocument, ExportedEvent, ImportSummary,
+    PrivacySettings, RecordOutcome,
+};
+use crate::profile::{DEFAULT_HALF_LIFE_DAYS, Profile, ProfileSummary};
+use crate::store::{self, Durability, Store, StoreOptions};
+
+/// How to open a store.
+#[derive(Debug, Clone, PartialEq, uniffi::Record)]
+pub struct HearthConfig {
+    /// A directory private to the app (for example `Context.noBackupFilesDir`
+    /// on Android, Application Support on iOS). Created if missing.
+    pub data_dir: String,
+    #[uniffi(default)]
+    pub durability: Durability,
+    /// Cap on the store's size; recording past it fails with `StorageFull`.
+    #[uniffi(default = None)]
+    pub max_store_bytes: Option<u64>,
+    /// Half-life of engagement in the profile, in days.
+    #[uniffi(default = 30.0)]
+    pub profile_half_life_days: f64,
+}
+
+impl HearthConfig {
+    pub fn new(data_dir: impl Into<String>) -> Self {
+        HearthConfig {
+            data_dir: data_dir.into(),
+            durability: Durability::Normal,
+            max_store_bytes: None,
+            profile_half_life_days: DEFAULT_HALF_LIFE_DAYS,
+        }
+    }
+
+    fn validate(&self) -> Result<()> {
+        if self.data_dir.is_empty() {
+            return Err(Error::invalid("data_dir", "must not be empty"));
+        }
+        if !(self.profile_half_life_days.is_finite() && self.profile_half_life_days > 0.0) {
+            return Err(Error::invalid(
+                "profile_half_life_days",
+                "must be a positive number",
+            ));
+        }
+        Ok(())
+    }
+
+    fn store_options(&self) -> StoreOptions {
+        StoreOptions {
+            durability: self.durability,
+            max_store_bytes: self.max_store_bytes,
+        }
+    }
+}
+
+/// Profile is written to the store at most this many single records apart.
+const PROFILE_FLUSH_EVERY: u32 = 64;
+/// Retention is enforced at most this often while recording.
+const PURGE_INTERVAL_MS: i64 = 3600 * 1000;
+const DAY_MS: i64 = 86_400_000;
+
+/// The open store and everything derived from it.
+struct Session {
+    store: Store,
+    settings: PrivacySettings,
+    profile: Profile,
+    catalog: HashMap<String, CatalogItem>,
+    unflushed: u32,
+    last_purge_ms: i64,
+}
+
+impl Session {
+    fn open(config: &HearthConfig, root: &RootKey) -> Result<Session> {
+        let dir = PathBuf::from(&config.data_dir);
+        let store = Store::open(&dir, root, &config.store_options())?;
+        let settings = match store.get_state("settings")? {
+            Some(bytes) => {
+                serde_json::from_slice(&bytes).map_err(|_| Error::Integrity { table: "state" })?
+            }
+            None => PrivacySettings::default(),
+        };
+        let (items, _) = store.load_catalog()?;
+        let catalog = items.into_iter().map(|i| (i.id.clone(), i)).collect();
+        let profile = match store.get_state("profile") {
+            Ok(Some(bytes)) => serde_json::from_slice(&bytes).ok(),
+            Ok(None) => None,
+            Err(e) => {
+                warn!("profile unreadable, rebuilding: {e}");
+                None
+            }
+        };
+        let mut session = Session {
+            store,
+            settings,
+            profile: Profile::new(config.profile_half_life_days),
+            catalog,
+            unflushed: 0,
+            last_purge_ms: 0,
+        };
+        match profile {
+            Some(p) => {
+                session.profile = p;
+                session.catch_up_profile()?;
+            }
+            None => session.rebuild_profile()?,
+        }
+        session.purge_expired()?;
+        Ok(session)
+    }
+
+    /// Folds in events stored after the profile was last written.
+    fn catch_up_profile(&mut self) -> Result<()> {
+        let after = self.profile.watermark;
+        let mut folded = 0u32;
+        let (profile, catalog) = (&mut self.profile, &self.catalog);
+        self.store.scan_events(after, |id, ev| {
+            match ev {
+                Ok(ev) => {
+                    profile.fold(id, &ev, catalog.get(&ev.item_id));
+                    folded += 1;
+                }
+                Err(e) => warn!("event {id} skipped while updating the profile: {e}"),
+            }
+            Ok(())
+        })?;
+        if folded > 0 {
+            debug!("profile caught up with {folded} events");
+            // Not fatal: a full store must still open, and the profile is
+            // rebuilt from the watermark next time.
+            if let Err(e) = self.flush_profile() {
+                warn!("profile not written after catching up: {e}");
+            }
+        }
+        Ok(())
+    }
+
+    fn rebuild_profile(&mut self) -> Result<()> {
+        self.profile = Profile::new(self.profile.half_life_days);
+        self.catch_up_profile()
+    }
+
+    fn flush_profile(&mut self) -> Result<()> {
+        let bytes = serde_json::to_vec(&self.profile)?;
+        self.store.put_state("profile", &bytes)?;
+        self.unflushed = 0;
+        Ok(())
+    }
+
+    fn save_settings(&mut self, settings: PrivacySettings) -> Result<()> {
+        settings.validate()?;
+        self.store
+            .put_state("settings", &serde_json::to_vec(&settings)?)?;
+        self.settings = settings;
+        Ok(())
+    }
+
+    fn record(&mut self, events: &[Event]) -> Result<RecordOutcome> {
+        let now = now_ms();
+        for e in events {
+            e.validate(now)?;
+        }
+        if self.settings.history_paused {
+            debug!("history paused: {} events not stored", events.len());
+            return Ok(RecordOutcome::Paused);
+        }
+        if events.is_empty() {
+            return Ok(RecordOutcome::Stored { count: 0 });
+        }
+        if events.len() == 1 {
+            let first = self.store.insert_events(events)?;
+            self.profile
+                .fold(first, &events[0], self.catalog.get(&events[0].item_id));
+            self.unflushed += 1;
+            if self.unflushed >= PROFILE_FLUSH_EVERY
+                && let Err(e) = self.flush_profile()
+            {
+                // The event is stored; the profile catches up on next open.
+                warn!("profile not written: {e}");
+            }
+        } else {
+            let first = self.store.next_event_id();
+            let mut profile = self.profile.clone();
+            for (i, e) in events.iter().enumerate() {
+                profile.fold(first + i as i64, e, self.catalog.get(&e.item_id));
+            }
+            self.store.insert_events_with_state(
+                events,
+                "profile",
+                &serde_json::to_vec(&profile)?,
+            )?;
+            self.profile = profile;
+            self.unflushed = 0;
+        }
+        if self.settings.retention_days.is_some() && now - self.last_purge_ms > PURGE_INTERVAL_MS {
+            self.purge_expired()?;
+        }
+        Ok(RecordOutcome::Stored {
+            count: events.len() as u32,
+        })
+    }
+
+    /// Deletes events older than the retention window; returns how many.
+    fn purge_expired(&mut self) -> Result<u64> {
+        self.last_purge_ms = now_ms();
+        let Some(days) = self.settings.retention_days else {
+            return Ok(0);
+        };
+        let cutoff = now_ms() - days as i64 * DAY_MS;
+        self.delete_where(|e| e.timestamp_ms < cutoff)
+    }
+
+    /// Deletes the events matching `pred` and recomputes the profile.
+    fn delete_where(&mut self, pred: impl Fn(&Event) -> bool) -> Result<u64> {
+        let mut doomed = Vec::new();
+        self.store.scan_events(0, |id, ev| {
+            match ev {
+                Ok(ev) if pred(&ev) => doomed.push(id),
+                Ok(_) => {}
+                Err(e) => warn!("event {id} unreadable, left in place: {e}"),
+            }
+            Ok(())
+        })?;
+        if doomed.is_empty() {
+            return Ok(0);
+        }
+        self.store.delete_events(&doomed)?;
+        self.rebuild_profile()?;
+        self.store.checkpoint()?;
+        info!("deleted {} events", doomed.len());
+        Ok(doomed.len() as u64)
+    }
+
+    fn upsert_catalog(&mut self, items: &[CatalogItem]) -> Result<()> {
+        for i in items {
+            i.validate()?;
+        }
+        self.store.upsert_catalog(items)?;
+        let mut categories_changed = false;
+        for item in items {
+            let old = self.catalog.insert(item.id.clone(), item.clone());
+            if self.profile.items.contains_key(&item.id)
+                && old.as_ref().map(|o| &o.categories) != Some(&item.categories)
+            {
+                categories_changed = true;
+            }
+        }
+        if categories_changed {
+            self.profile.recompute_affinities(&self.catalog);
+            self.flush_profile()?;
+        }
+        Ok(())
+    }
+
+    fn export(&self) -> Result<ExportDocument> {
+        let mut events = Vec::new();
+        self.store.scan_events(0, |id, ev| {
+            events.push(ExportedEvent { id, event: ev? });
+            Ok(())
+        })?;
+        let mut catalog: Vec<CatalogItem> = self.catalog.values().cloned().collect();
+        catalog.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(ExportDocument {
+            format: EXPORT_FORMAT.into(),
+            format_version: EXPORT_FORMAT_VERSION,
+            exported_at_ms: now_ms(),
+            settings: self.settings.clone(),
+            events,
+            catalog,
+            profile: self.profile.summary(usize::MAX),
+        })
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        if self.unflushed > 0
+            && let Err(e) = self.flush_profile()
+        {
+            warn!("profile not written on close: {e}");
+        }
+    }
+}
+
+enum State {
+    Open(Box<Session>),
+    /// A call failed half-way (a panic, or delete-all could not reopen); the
+    /// next call reopens from disk.
+    NeedsReopen,
+    Closed,
+}
+
+/// An open Hearth store. See the module documentation for threading.
+#[derive(uniffi::Object)]
+pub struct Hearth {
+    config: HearthConfig,
+    /// Replaced by `rekey`.
+    keys: RwLock<Arc<dyn KeyProvider>>,
+    state: Mutex<State>,
+}
+
+impl std::fmt::Debug for Hearth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hearth").finish_non_exhaustive()
+    }
+}
+
+/// Runs `f`, turning a panic into `HearthError::Internal`.
+fn shield<T>(f: impl FnOnce() -> Result<T, HearthError>) -> Result<T, HearthError> {
+    catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|_| {
+        Err(HearthError::Internal {
+            reason: "panic caught".into(),
+        })
+    })
+}
+
+impl Hearth {
+    fn root_key(&self) -> Result<RootKey> {
+        let keys = self.keys.read().unwrap_or_else(|p| p.into_inner()).clone();
+        fetch_root_key(keys.as_ref())
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        match self.state.lock() {
+            Ok(g) => g,
+            Err(poisoned) => {
+                self.state.clear_poison();
+                let mut g = poisoned.into_inner();
+                if let State::Open(_) = *g {
+                    *g = State::NeedsReopen;
+                }
+                g
+            }
+        }
+    }
+
+    /// Runs `f` on the open session, reopening it first if a previous call
+    /// left it in doubt.
+    fn with<T>(&self, f: impl FnOnce(&mut Session) -> Result<T>) -> Result<T, HearthError> {
+        shield(|| {
+            let mut guard = self.lock();
+            if let State::NeedsReopen = *guard {
+                let root = self.root_key()?;
+                *guard = State::Open(Box::new(Session::open(&self.config, &root)?));
+            }
+            let State::Open(session) = &mut *guard else {
+                return Err(HearthError::Closed);
+            };
+            match catch_unwind(AssertUnwindSafe(|| f(session))) {
+                Ok(r) => r.map_err(HearthError::from),
+                Err(_) => {
+                    *guard = State::NeedsReopen;
+                    Err(HearthError::Internal {
+                        reason: "panic caught; the store will be reopened".into(),
+                    })
+                }
+            }
+        })
+    }
+}
+
+#[uniffi::export]
+impl Hearth {
+    /// Opens (or creates) the store in `config.data_dir` with the key the
+    /// provider hands over. A wrong key fails with `WrongKey` and changes
+    /// nothing; an interrupted `rekey` is finished here.
+    #[uniffi::constructor]
+    pub fn open(
+        config: HearthConfig,
+        keys: Arc<dyn KeyProvider>,
+    ) -> Result<Arc<Hearth>, HearthError> {
+        shield(|| {
+            config.validate()?;
+            let root = fetch_root_key(keys.as_ref())?;
+            let session = Session::open(&config, &root)?;
+            info!("store opened");
+            Ok(Arc::new(Hearth {
+                config,
+                keys: RwLock::new(keys),
+                state: Mutex::new(State::Open(Box::new(session))),
+            }))
+        })
+    }
+
+    /// Records one event. Returns `Paused` (and stores nothing) while history
+    /// is paused. When this returns `Stored`, the event survives the app
+    /// being killed.
+    pub fn record(&self, event: Event) -> Result<RecordOutcome, HearthError> {
+        self.with(|s| s.record(std::slice::from_ref(&event)))
+    }
+
+    /// Records events in one transaction: all or none.
+    pub fn record_batch(&self, events: Vec<Event>) -> Result<RecordOutcome, HearthError> {
+        self.with(|s| s.record(&events))
+    }
+
+    /// Adds or replaces items in the catalog cache.
+    pub fn upsert_catalog(&self, items: Vec<CatalogItem>) -> Result<(), HearthError> {
+        self.with(|s| s.upsert_catalog(&items))
+    }
+
+    pub fn catalog_item(&self, item_id: String) -> Result<Option<CatalogItem>, HearthError> {
+        self.with(|s| Ok(s.catalog.get(&item_id).cloned()))
+    }
+
+    pub fn catalog_size(&self) -> Result<u64, HearthError> {
+        self.with(|s| Ok(s.catalog.len() as u64))
+    }
+
+    /// The newest `limit` events, newest first.
+    pub fn recent_events(&self, limit: u32) -> Result<Vec<Event>, HearthError> {
+        self.with(|s| {
+            Ok(s.store
+                .recent_events(limit)?
+                .into_iter()
+                .map(|(_, e)| e)
+                .collect())
+        })
+    }
+
+    pub fn event_count(&self) -> Result<u64, HearthError> {
+        self.with(|s| s.store.event_count())
+    }
+
+    /// What the profile says: top categories, completion rate, device and
+    /// hour mix.
+    pub fn profile(&self) -> Result<ProfileSummary, HearthError> {
+        self.with(|s| Ok(s.profile.summary(10)))
+    }
+
+    pub fn settings(&self) -> Result<PrivacySettings, HearthError> {
+        self.with(|s| Ok(s.settings.clone()))
+    }
+
+    /// Replaces all settings at once.
+    pub fn set_settings(&self, settings: PrivacySettings) -> Result<(), HearthError> {
+        self.with(|s| {
+            let retention_changed = settings.retention_days != s.settings.retention_days;
+            s.save_settings(settings)?;
+            if retention_changed {
+                s.purge_expired()?;
+            }
+            Ok(())
+        })
+    }
+
+    pub fn set_personalization(&self, enabled: bool) -> Result<(), HearthError> {
+        self.with(|s| {
+            s.save_settings(PrivacySettings {
+                personalization_enabled: enabled,
+                ..s.settings.clone()
+            })
+        })
+    }
+
+    pub fn set_history_paused(&self, paused: bool) -> Result<(), HearthError> {
+        self.with(|s| {
+            s.save_settings(PrivacySettings {
+                history_paused: paused,
+                ..s.settings.clone()
+            })
+        })
+    }
+
+    pub fn set_federated_opt_in(&self, opt_in: bool) -> Result<(), HearthError> {
+        self.with(|s| {
+            s.save_settings(PrivacySettings {
+                federated_opt_in: opt_in,
+                ..s.settings.clone()
+            })
+        })
+    }
+
+    pub fn set_blocked_categories(&self, categories: Vec<String>) -> Result<(), HearthError> {
+        self.with(|s| {
+            s.save_settings(PrivacySettings {
+                blocked_categories: categories,
+                ..s.settings.clone()
+            })
+        })
+    }
+
+    /// Sets the retention window and deletes what falls outside it now.
+    pub fn set_retention_days(&self, days: Option<u32>) -> Result<(), HearthError> {
+        self.with(|s| {
+            s.save_settings(PrivacySettings {
+                retention_days: days,
+                ..s.settings.clone()
+            })?;
+            s.purge_expired()?;
+            Ok(())
+        })
+    }
+
+    /// Deletes events past the retention window now; returns how many.
+    pub fn purge_expired(&self) -> Result<u64, HearthError> {
+        self.with(|s| s.purge_expired())
+    }
+
+    /// Everything held about the user as one JSON document
+    /// (`docs/export-format.md`). Fails on a record that does not pass its
+    /// integrity check rather than export something partial.
+    pub fn export_json(&self) -> Result<String, HearthError> {
+        self.with(|s| Ok(serde_json::to_string_pretty(&s.export()?)?))
+    }
+
+    /// Brings in a document written by `export_json` (for example from the
+    /// user's previous device): its events are appended, its catalog items
+    /// upserted and its settings applied.
+    pub fn import_json(&self, document: String) -> Result<ImportSummary, HearthError> {
+        self.with(|s| {
+            let doc = ExportDocument::parse(&document)?;
+            let now = now_ms();
+            let events: Vec<Event> = doc.events.into_iter().map(|e| e.event).collect();
+            for e in &events {
+                e.validate(now)?;
+            }
+            for i in &doc.catalog {
+                i.validate()?;
+            }
+            s.upsert_catalog(&doc.catalog)?;
+            for chunk in events.chunks(10_000) {
+                let first = s.store.next_event_id();
+                let mut profile = s.profile.clone();
+                for (i, e) in chunk.iter().enumerate() {
+                    profile.fold(first + i as i64, e, s.catalog.get(&e.item_id));
+                }
+                s.store.insert_events_with_state(
+                    chunk,
+                    "profile",
+                    &serde_json::to_vec(&profile)?,
+                )?;
+                s.profile = profile;
+            }
+            s.save_settings(doc.settings)?;
+            Ok(ImportSummary {
+                events: events.len() as u64,
+                catalog_items: doc.catalog.len() as u64,
+            })
+        })
+    }
+
+    /// Deletes every event about one item and recomputes the profile.
+    /// Returns how many events went.
+    pub fn forget_item(&self, item_id: String) -> Result<u64, HearthError> {
+        self.with(|s| {
+            if item_id.is_empty() {
+                return Err(Error::invalid("item_id", "must not be empty"));
+            }
+            s.delete_where(|e| e.item_id == item_id)
+        })
+    }
+
+    /// Deletes everything: history, catalog cache, profile and settings. The
+    /// store's files are overwritten and removed, and a new, empty store (new
+    /// data key) takes their place.
+    pub fn delete_all(&self) -> Result<(), HearthError> {
+        shield(|| {
+            let root = self.root_key()?;
+            let mut guard = self.lock();
+            if let State::Closed = *guard {
+                return Err(HearthError::Closed);
+            }
+            if let State::Open(session) = std::mem::replace(&mut *guard, State::NeedsReopen) {
+                let mut session = *session;
+                session.unflushed = 0;
+                drop(session);
+            }
+            store::shred_files(&PathBuf::from(&self.config.data_dir))?;
+            *guard = State::Open(Box::new(Session::open(&self.config, &root)?));
+            info!("all data deleted");
+            Ok(())
+        })
+    }
+
+    /// Re-seals everything under the key `new_keys` hands over. Resumable:
+    /// if the process dies part-way, the store opens under the old key
+    /// (nothing changed yet) or the new one (and finishes on open).
+    pub fn rekey(&self, new_keys: Arc<dyn KeyProvider>) -> Result<(), HearthError> {
+        shield(|| {
+            let new_root = fetch_root_key(new_keys.as_ref())?;
+            self.with(|s| {
+                s.store.begin_rekey(&new_root)?;
+                // From here the store opens only under the new key.
+                *self.keys.write().unwrap_or_else(|p| p.into_inner()) = new_keys.clone();
+                s.store.finish_rekey()
+            })
+        })
+    }
+
+    /// Runs SQLite's integrity check: "ok" when the file is sound.
+    pub fn integrity_check(&self) -> Result<String, HearthError> {
+        self.with(|s| s.store.integrity_check())
+    }
+
+    /// Writes pending state and releases the store's files. Later calls fail
+    /// with `Closed`.
+    pub fn close(&self) -> Result<(), HearthError> {
+        shield(|| {
+            let mut guard = self.lock();
+            *guard = State::Closed;
+            Ok(())
+        })
+    }
+}
+
+/// Destroys the store in `data_dir` without opening it: for when the key is
+/// lost for good (`WrongKey`, `KeyInvalidated`). The files are overwritten
+/// and removed; open a new store afterwards.
+#[uniffi::export]
+pub fn destroy_store(data_dir: String) -> Result<(), HearthError> {
+    shield(|| {
+        if data_dir.is_empty() {
+            return Err(Error::invalid("data_dir", "must not be empty").into());
+        }
+        store::shred_files(&PathBuf::from(data_dir))?;
+        Ok(())
+    })
+}

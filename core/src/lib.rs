@@ -1,0 +1,40 @@
+//! Hearth's on-device core.
+//!
+//! An app holds one [`Hearth`]: it records the user's events into an
+//! encrypted SQLite store, keeps a profile current, and honours the user's
+//! privacy controls (pause, forget, export, delete all). See the workspace
+//! README for the privacy model.
+//!
+//! The public types carry UniFFI derives, so the Kotlin and Swift APIs are
+//! generated from these very declarations (the `hearth-ffi` crate bundles
+//! them into one native library).
+
+mod crypto;
+mod error;
+mod hearth;
+mod history;
+mod privacy;
+mod profile;
+pub(crate) mod store;
+
+pub use crypto::{
+    FixedKeyProvider, KeyError, KeyProvider, PASSPHRASE_ITERATIONS, PASSPHRASE_SALT_FILE,
+    PassphraseKeyProvider, ROOT_KEY_LEN,
+};
+pub use error::HearthError;
+pub use hearth::{Hearth, HearthConfig, destroy_store};
+pub use history::{CatalogItem, DeviceClass, Event, EventContext, EventKind};
+pub use privacy::{
+    EXPORT_FORMAT, EXPORT_FORMAT_VERSION, ExportDocument, ExportedEvent, ImportSummary,
+    PrivacySettings, RecordOutcome,
+};
+pub use profile::{CategoryAffinity, DeviceShare, ProfileSummary};
+pub use store::{DB_FILE, Durability, SCHEMA_VERSION};
+
+/// Internals exposed for the workspace's own tests and benchmarks only.
+#[doc(hidden)]
+pub mod testing {
+    pub use crate::store::schema::V1 as SCHEMA_V1_SQL;
+}
+
+uniffi::setup_scaffolding!("hearth");

@@ -1,0 +1,649 @@
+//! The on-disk store: one SQLite database in the data directory, every row of
+//! which is a sealed record (see `crypto`). Nothing personal is in clear: not
+//! an item id, a title, a category or a timestamp, in the main file, the WAL
+//! or any journal. The only clear values are the `meta` rows: the schema's
+//! own bookkeeping (salt, wrapped data keys, key epoch).
+//!
+//! Tables:
+//! * `meta(name, value)`: `salt`, `epoch`, `data_key.<epoch>`, `rekey_to`.
+//! * `events(id, sealed)`: the history, one sealed event per row.
+//! * `catalog(lookup, sealed)`: the catalog cache; `lookup` is an HMAC of the
+//!   item id under a key derived from the data key (a blind index).
+//! * `state(name, sealed)`: `settings`, `profile`.
+
+use std::path::{Path, PathBuf};
+
+use log::{debug, info, warn};
+use rusqlite::{
+    Connection, OpenFlags, OptionalExtension, Transaction, TransactionBehavior, params,
+};
+
+use crate::crypto::{self, DataKey, KeyRing, RootKey, Table, Wrapper};
+use crate::error::{Error, Result};
+use crate::history::{CatalogItem, Event};
+
+/// File name of the database inside the data directory.
+pub const DB_FILE: &str = "hearth.db";
+/// Files SQLite may keep beside the database.
+const SIDE_FILES: [&str; 3] = ["-wal", "-shm", "-journal"];
+/// The schema version this library writes.
+pub const SCHEMA_VERSION: u32 = 2;
+/// Rows re-sealed per transaction during `rekey`.
+const REKEY_BATCH: usize = 256;
+const PAGE_SIZE: u64 = 4096;
+
+/// How hard a commit works to survive power loss.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize, uniffi::Enum,
+)]
+pub enum Durability {
+    /// WAL with `synchronous=NORMAL`: a committed event survives the app being
+    /// killed; the last few may be lost if the device loses power.
+    #[default]
+    Normal,
+    /// `synchronous=FULL`: every commit is flushed to storage (slower).
+    Full,
+}
+
+pub(crate) struct StoreOptions {
+    pub durability: Durability,
+    pub max_store_bytes: Option<u64>,
+}
+
+pub(crate) struct Store {
+    conn: Connection,
+    keys: KeyRing,
+    data_keys: Vec<(u32, DataKey)>,
+    next_event_id: i64,
+}
+
+/// All paths the store may have written in `dir`.
+pub(crate) fn store_files(dir: &Path) -> Vec<PathBuf> {
+    let db = dir.join(DB_FILE);
+    let mut files = vec![db.clone()];
+    for s in SIDE_FILES {
+        let mut p = db.clone().into_os_string();
+        p.push(s);
+        files.push(PathBuf::from(p));
+    }
+    files
+}
+
+/// Overwrites the store's files with zeros, flushes, and removes them.
+/// Encryption already makes the bytes useless without the key (and the data
+/// keys are gone with the file); overwriting also removes them from the
+/// directory's files.
+pub(crate) fn shred_files(dir: &Path) -> Result<()> {
+    use std::io::Write;
+    for path in store_files(dir) {
+        let len = match std::fs::metadata(&path) {
+            Ok(m) => m.len(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e.into()),
+        };
+        {
+            let mut f = std::fs::OpenOptions::new().write(true).open(&path)?;
+            let zeros = vec![0u8; 64 * 1024];
+            let mut left = len;
+            while left > 0 {
+                let n = left.min(zeros.len() as u64) as usize;
+                f.write_all(&zeros[..n])?;
+                left -= n as u64;
+            }
+            f.sync_all()?;
+        }
+        std::fs::remove_file(&path)?;
+    }
+    Ok(())
+}
+
+impl Store {
+    /// Opens (creating if needed) the store in `dir` with the root key.
+    /// A wrong key fails with `WrongKey` before anything is written.
+    pub(crate) fn open(dir: &Path, root: &RootKey, opts: &StoreOptions) -> Result<Store> {
+        std::fs::create_dir_all(dir)?;
+        let path = dir.join(DB_FILE);
+        let conn = Connection::open_with_flags(
+            &path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE
+                | OpenFlags::SQLITE_OPEN_CREATE
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        configure(&conn, opts)?;
+        let mut store = Store {
+            conn,
+            keys: KeyRing::new(0, vec![]),
+            data_keys: vec![],
+            next_event_id: 1,
+        };
+        store.migrate(root)?;
+        let (epoch, keys) = store.load_keys(root)?;
+        store.set_keys(epoch, keys);
+        store.next_event_id =
+            store
+                .conn
+                .query_row("SELECT COALESCE(MAX(id), 0) + 1 FROM events", [], |r| {
+                    r.get(0)
+                })?;
+        if store.rekey_target()?.is_some() {
+            info!("resuming an interrupted rekey");
+            store.finish_rekey()?;
+        }
+        Ok(store)
+    }
+
+    /// Creates or upgrades the schema in one IMMEDIATE transaction.
+    fn migrate(&mut self, root: &RootKey) -> Result<()> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let version: u32 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        if version > SCHEMA_VERSION {
+            return Err(Error::NewerSchema {
+                found: version,
+                supported: SCHEMA_VERSION,
+            });
+        }
+        if version == 0 {
+            let tables: i64 =
+                tx.query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))?;
+            if tables != 0 {
+                return Err(Error::Corrupt(
+                    "tables present but no schema version".into(),
+                ));
+            }
+            schema::init(&tx)?;
+            init_keys(&tx, root)?;
+            info!("created store schema v{SCHEMA_VERSION}");
+        } else if version < SCHEMA_VERSION {
+            for from in version..SCHEMA_VERSION {
+                schema::upgrade_from(&tx, from)?;
+            }
+            info!("upgraded store schema v{version} -> v{SCHEMA_VERSION}");
+        }
+        if version != SCHEMA_VERSION {
+            tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn load_keys(&self, root: &RootKey) -> Result<(u32, Vec<(u32, DataKey)>)> {
+        let salt: Vec<u8> =
+            meta_get(&self.conn, "salt")?.ok_or_else(|| Error::Corrupt("no salt".into()))?;
+        let epoch = meta_epoch(&self.conn)?;
+        let wrapper = Wrapper::new(root, &salt);
+        let mut stmt = self
+            .conn
+            .prepare("SELECT name, value FROM meta WHERE name LIKE 'data_key.%'")?;
+        let rows = stmt.query_map([], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?))
+        })?;
+        let mut keys = Vec::new();
+        for row in rows {
+            let (name, wrapped) = row?;
+            let e: u32 = name["data_key.".len()..]
+                .parse()
+                .map_err(|_| Error::Corrupt("bad key name".into()))?;
+            keys.push((e, wrapper.unwrap(e, &wrapped)?));
+        }
+        if !keys.iter().any(|(e, _)| *e == epoch) {
+            return Err(Error::Corrupt("no data key for the current epoch".into()));
+        }
+        Ok((epoch, keys))
+    }
+
+    pub(crate) fn next_event_id(&self) -> i64 {
+        self.next_event_id
+    }
+
+    // ----- events -----
+
+    /// Stores events in one transaction; returns the id of the first.
+    pub(crate) fn insert_events(&mut self, events: &[Event]) -> Result<i64> {
+        let first = self.next_event_id;
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        insert_events_tx(&tx, &self.keys, first, events)?;
+        tx.commit()?;
+        self.next_event_id = first + events.len() as i64;
+        Ok(first)
+    }
+
+    /// Stores events and a state row atomically.
+    pub(crate) fn insert_events_with_state(
+        &mut self,
+        events: &[Event],
+        name: &str,
+        state: &[u8],
+    ) -> Result<i64> {
+        let first = self.next_event_id;
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        insert_events_tx(&tx, &self.keys, first, events)?;
+        put_state_tx(&tx, &self.keys, name, state)?;
+        tx.commit()?;
+        self.next_event_id = first + events.len() as i64;
+        Ok(first)
+    }
+
+    pub(crate) fn event_count(&self) -> Result<u64> {
+        Ok(self
+            .conn
+            .query_row("SELECT count(*) FROM events", [], |r| r.get::<_, i64>(0))?
+            as u64)
+    }
+
+    /// The newest `limit` events, newest first. A record that fails its
+    /// integrity check fails the call.
+    pub(crate) fn recent_events(&self, limit: u32) -> Result<Vec<(i64, Event)>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT id, sealed FROM events ORDER BY id DESC LIMIT ?1")?;
+        let rows = stmt.query_map([limit], |r| {
+            Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, sealed) = row?;
+            out.push((id, self.open_event(id, &sealed)?));
+        }
+        Ok(out)
+    }
+
+    fn open_event(&self, id: i64, sealed: &[u8]) -> Result<Event> {
+        let plain = self.keys.open(Table::Events, &id.to_le_bytes(), sealed)?;
+        serde_json::from_slice(&plain).map_err(|_| Error::Integrity { table: "events" })
+    }
+
+    /// Visits every event with id > `after`, in id order. Records that fail
+    /// their integrity check are passed to `f` as errors.
+    pub(crate) fn scan_events(
+        &self,
+        after: i64,
+        mut f: impl FnMut(i64, Result<Event>) -> Result<()>,
+    ) -> Result<()> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT id, sealed FROM events WHERE id > ?1 ORDER BY id")?;
+        let mut rows = stmt.query([after])?;
+        while let Some(row) = rows.next()? {
+            let id: i64 = row.get(0)?;
+            let sealed: Vec<u8> = row.get(1)?;
+            f(id, self.open_event(id, &sealed))?;
+        }
+        Ok(())
+    }
+
+    /// Deletes events by id in one transaction, then truncates the WAL so the
+    /// old pages do not linger there.
+    pub(crate) fn delete_events(&mut self, ids: &[i64]) -> Result<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        {
+            let mut stmt = tx.prepare_cached("DELETE FROM events WHERE id = ?1")?;
+            for id in ids {
+                stmt.execute([id])?;
+            }
+        }
+        tx.commit()?;
+        self.checkpoint()
+    }
+
+    // ----- catalog -----
+
+    pub(crate) fn upsert_catalog(&mut self, items: &[CatalogItem]) -> Result<()> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        {
+            let mut stmt = tx.prepare_cached(
+                "INSERT INTO catalog (lookup, sealed) VALUES (?1, ?2)
+                 ON CONFLICT(lookup) DO UPDATE SET sealed = excluded.sealed",
+            )?;
+            for item in items {
+                let lookup = self.keys.blind_index(&item.id);
+                let sealed = self
+                    .keys
+                    .seal(Table::Catalog, &lookup, &serde_json::to_vec(item)?)?;
+                stmt.execute(params![lookup, sealed])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Every catalog item. Items that fail their integrity check are skipped
+    /// and counted.
+    pub(crate) fn load_catalog(&self) -> Result<(Vec<CatalogItem>, usize)> {
+        let mut stmt = self.conn.prepare("SELECT lookup, sealed FROM catalog")?;
+        let mut rows = stmt.query([])?;
+        let (mut items, mut bad) = (Vec::new(), 0);
+        while let Some(row) = rows.next()? {
+            let lookup: Vec<u8> = row.get(0)?;
+            let sealed: Vec<u8> = row.get(1)?;
+            match self
+                .keys
+                .open(Table::Catalog, &lookup, &sealed)
+                .and_then(|p| Ok(serde_json::from_slice(&p)?))
+            {
+                Ok(item) => items.push(item),
+                Err(_) => bad += 1,
+            }
+        }
+        if bad > 0 {
+            warn!("{bad} catalog rows failed their integrity check and were skipped");
+        }
+        Ok((items, bad))
+    }
+
+    // ----- state -----
+
+    pub(crate) fn put_state(&mut self, name: &str, value: &[u8]) -> Result<()> {
+        put_state_tx(&self.conn, &self.keys, name, value)
+    }
+
+    pub(crate) fn get_state(&self, name: &str) -> Result<Option<Vec<u8>>> {
+        let sealed: Option<Vec<u8>> = self
+            .conn
+            .query_row("SELECT sealed FROM state WHERE name = ?1", [name], |r| {
+                r.get(0)
+            })
+            .optional()?;
+        sealed
+            .map(|s| self.keys.open(Table::State, name.as_bytes(), &s))
+            .transpose()
+    }
+
+    /// Moves the WAL's content into the database and truncates the WAL file.
+    pub(crate) fn checkpoint(&self) -> Result<()> {
+        let (busy, _, _): (i64, i64, i64) =
+            self.conn
+                .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                })?;
+        if busy != 0 {
+            warn!("wal checkpoint could not complete (busy)");
+        }
+        Ok(())
+    }
+
+    pub(crate) fn integrity_check(&self) -> Result<String> {
+        Ok(self
+            .conn
+            .query_row("PRAGMA integrity_check", [], |r| r.get(0))?)
+    }
+
+    // ----- rekey -----
+
+    fn rekey_target(&self) -> Result<Option<u32>> {
+        Ok(meta_get(&self.conn, "rekey_to")?
+            .map(|v| epoch_from(&v))
+            .transpose()?)
+    }
+
+    /// Step 1 of re-sealing everything under a new data key wrapped by `new_root`.
+    ///
+    /// Step 1 (one transaction) makes a new epoch and wraps every live data
+    /// key under the new root key; from then on the store opens only under
+    /// the new key, and can read records of both epochs. Step 2 re-seals the
+    /// rows in small transactions. Step 3 drops the old data key. Killed at
+    /// any point, the store opens under the old key (before step 1) or the new
+    /// one (after), with every record readable, and opening it finishes the
+    /// job.
+    pub(crate) fn begin_rekey(&mut self, new_root: &RootKey) -> Result<()> {
+        let salt: Vec<u8> =
+            meta_get(&self.conn, "salt")?.ok_or_else(|| Error::Corrupt("no salt".into()))?;
+        let wrapper = Wrapper::new(new_root, &salt);
+        let target = match self.rekey_target()? {
+            Some(t) => t,
+            None => self.keys.current_epoch() + 1,
+        };
+        let mut live = self.data_keys.clone();
+        if !live.iter().any(|(e, _)| *e == target) {
+            live.push((target, DataKey::generate()?));
+        }
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        for (e, k) in &live {
+            meta_put(&tx, &format!("data_key.{e}"), &wrapper.wrap(*e, k)?)?;
+        }
+        meta_put(&tx, "epoch", &target.to_le_bytes())?;
+        meta_put(&tx, "rekey_to", &target.to_le_bytes())?;
+        tx.commit()?;
+        info!("rekey: epoch {target} begun");
+        self.set_keys(target, live);
+        Ok(())
+    }
+
+    fn set_keys(&mut self, current: u32, keys: Vec<(u32, DataKey)>) {
+        self.keys = KeyRing::new(current, keys.clone());
+        self.data_keys = keys;
+    }
+
+    /// Steps 2 and 3 of `rekey`: re-seal what is not yet under the current
+    /// epoch, then forget the old data keys.
+    pub(crate) fn finish_rekey(&mut self) -> Result<()> {
+        let target = self.keys.current_epoch();
+        let stale = |sealed: &[u8]| crypto::record_epoch(sealed) != Some(target);
+
+        // Events, by id, a batch per transaction.
+        let mut after = 0i64;
+        let mut resealed = 0usize;
+        loop {
+            let batch: Vec<(i64, Vec<u8>)> = {
+                let mut stmt = self.conn.prepare_cached(
+                    "SELECT id, sealed FROM events WHERE id > ?1 ORDER BY id LIMIT ?2",
+                )?;
+                let rows = stmt.query_map(params![after, REKEY_BATCH as i64], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })?;
+                rows.collect::<rusqlite::Result<_>>()?
+            };
+            let Some((last, _)) = batch.last() else { break };
+            after = *last;
+            let tx = self
+                .conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)?;
+            {
+                let mut update =
+                    tx.prepare_cached("UPDATE events SET sealed = ?2 WHERE id = ?1")?;
+                for (id, sealed) in batch.iter().filter(|(_, s)| stale(s)) {
+                    let row = id.to_le_bytes();
+                    let plain = self.keys.open(Table::Events, &row, sealed)?;
+                    update.execute(params![id, self.keys.seal(Table::Events, &row, &plain)?])?;
+                    resealed += 1;
+                }
+            }
+            tx.commit()?;
+        }
+
+        // Catalog rows change their blind index with the epoch.
+        let rows: Vec<(Vec<u8>, Vec<u8>)> = {
+            let mut stmt = self.conn.prepare("SELECT lookup, sealed FROM catalog")?;
+            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            rows.collect::<rusqlite::Result<_>>()?
+        };
+        let stale_rows: Vec<_> = rows.into_iter().filter(|(_, s)| stale(s)).collect();
+        for chunk in stale_rows.chunks(REKEY_BATCH) {
+            let tx = self
+                .conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)?;
+            for (lookup, sealed) in chunk {
+                let plain = self.keys.open(Table::Catalog, lookup, sealed)?;
+                let item: CatalogItem = serde_json::from_slice(&plain)?;
+                let new_lookup = self.keys.blind_index(&item.id);
+                tx.execute("DELETE FROM catalog WHERE lookup = ?1", [lookup])?;
+                tx.execute(
+                    "INSERT OR REPLACE INTO catalog (lookup, sealed) VALUES (?1, ?2)",
+                    params![
+                        new_lookup,
+                        self.keys.seal(Table::Catalog, &new_lookup, &plain)?
+                    ],
+                )?;
+                resealed += 1;
+            }
+            tx.commit()?;
+        }
+
+        // State rows, and the end of the rekey, in one transaction.
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let states: Vec<(String, Vec<u8>)> = {
+            let mut stmt = tx.prepare("SELECT name, sealed FROM state")?;
+            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            rows.collect::<rusqlite::Result<_>>()?
+        };
+        for (name, sealed) in states.iter().filter(|(_, s)| stale(s)) {
+            let plain = self.keys.open(Table::State, name.as_bytes(), sealed)?;
+            put_state_tx(&tx, &self.keys, name, &plain)?;
+            resealed += 1;
+        }
+        for (e, _) in self.data_keys.iter().filter(|(e, _)| *e != target) {
+            tx.execute(
+                "DELETE FROM meta WHERE name = ?1",
+                [format!("data_key.{e}")],
+            )?;
+        }
+        tx.execute("DELETE FROM meta WHERE name = 'rekey_to'", [])?;
+        tx.commit()?;
+        let current: Vec<_> = self
+            .data_keys
+            .iter()
+            .filter(|(e, _)| *e == target)
+            .cloned()
+            .collect();
+        self.set_keys(target, current);
+        self.checkpoint()?;
+        info!("rekey: epoch {target} complete, {resealed} records re-sealed");
+        Ok(())
+    }
+}
+
+/// The SQLite settings every connection gets.
+fn configure(conn: &Connection, opts: &StoreOptions) -> Result<()> {
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    conn.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_DEFENSIVE, true)?;
+    conn.set_db_config(
+        rusqlite::config::DbConfig::SQLITE_DBCONFIG_TRUSTED_SCHEMA,
+        false,
+    )?;
+    let mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(Error::Internal(format!(
+            "journal mode {mode} instead of wal"
+        )));
+    }
+    let sync = match opts.durability {
+        Durability::Normal => "NORMAL",
+        Durability::Full => "FULL",
+    };
+    conn.pragma_update(None, "synchronous", sync)?;
+    conn.pragma_update(None, "secure_delete", "ON")?;
+    conn.pragma_update(None, "temp_store", "MEMORY")?;
+    conn.pragma_update(None, "cell_size_check", "ON")?;
+    conn.pragma_update(None, "journal_size_limit", 4 * 1024 * 1024)?;
+    if let Some(max) = opts.max_store_bytes {
+        let pages = (max / PAGE_SIZE).max(16);
+        let _: i64 = conn.query_row(&format!("PRAGMA max_page_count = {pages}"), [], |r| {
+            r.get(0)
+        })?;
+    }
+    debug!("store configured: wal, synchronous={sync}, secure_delete");
+    Ok(())
+}
+
+fn init_keys(tx: &Transaction, root: &RootKey) -> Result<()> {
+    let salt = crypto::random_bytes(16)?;
+    let wrapper = Wrapper::new(root, &salt);
+    let dk = DataKey::generate()?;
+    meta_put(tx, "salt", &salt)?;
+    meta_put(tx, "epoch", &1u32.to_le_bytes())?;
+    meta_put(tx, "data_key.1", &wrapper.wrap(1, &dk)?)?;
+    Ok(())
+}
+
+fn insert_events_tx(conn: &Connection, keys: &KeyRing, first: i64, events: &[Event]) -> Result<()> {
+    let mut stmt = conn.prepare_cached("INSERT INTO events (id, sealed) VALUES (?1, ?2)")?;
+    for (i, ev) in events.iter().enumerate() {
+        let id = first + i as i64;
+        let sealed = keys.seal(Table::Events, &id.to_le_bytes(), &serde_json::to_vec(ev)?)?;
+        stmt.execute(params![id, sealed])?;
+    }
+    Ok(())
+}
+
+fn put_state_tx(conn: &Connection, keys: &KeyRing, name: &str, value: &[u8]) -> Result<()> {
+    let sealed = keys.seal(Table::State, name.as_bytes(), value)?;
+    conn.prepare_cached(
+        "INSERT INTO state (name, sealed) VALUES (?1, ?2) ON CONFLICT(name) DO UPDATE SET sealed = excluded.sealed",
+    )?
+    .execute(params![name, sealed])?;
+    Ok(())
+}
+
+fn meta_get(conn: &Connection, name: &str) -> Result<Option<Vec<u8>>> {
+    Ok(conn
+        .query_row("SELECT value FROM meta WHERE name = ?1", [name], |r| {
+            r.get(0)
+        })
+        .optional()?)
+}
+
+fn meta_put(conn: &Connection, name: &str, value: &[u8]) -> Result<()> {
+    conn.execute(
+        "INSERT INTO meta (name, value) VALUES (?1, ?2) ON CONFLICT(name) DO UPDATE SET value = excluded.value",
+        params![name, value],
+    )?;
+    Ok(())
+}
+
+fn epoch_from(v: &[u8]) -> Result<u32> {
+    Ok(u32::from_le_bytes(
+        v.try_into()
+            .map_err(|_| Error::Corrupt("bad epoch".into()))?,
+    ))
+}
+
+fn meta_epoch(conn: &Connection) -> Result<u32> {
+    epoch_from(&meta_get(conn, "epoch")?.ok_or_else(|| Error::Corrupt("no epoch".into()))?)
+}
+
+/// Schema creation and upgrades. Each version's DDL is kept as it shipped.
+pub mod schema {
+    use super::*;
+
+    /// v1: meta, events, state.
+    pub const V1: &str = "
+        CREATE TABLE meta (name TEXT PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID;
+        CREATE TABLE events (id INTEGER PRIMARY KEY, sealed BLOB NOT NULL);
+        CREATE TABLE state (name TEXT PRIMARY KEY, sealed BLOB NOT NULL) WITHOUT ROWID;
+    ";
+
+    /// v1 -> v2: the catalog cache.
+    const V2: &str = "
+        CREATE TABLE catalog (lookup BLOB PRIMARY KEY, sealed BLOB NOT NULL) WITHOUT ROWID;
+    ";
+
+    pub(crate) fn init(tx: &Transaction) -> Result<()> {
+        tx.execute_batch(V1)?;
+        tx.execute_batch(V2)?;
+        Ok(())
+    }
+
+    pub(crate) fn upgrade_from(tx: &Transaction, version: u32) -> Result<()> {
+        match version {
+            1 => tx.execute_batch(V2)?,
+            v => return Err(Error::Internal(format!("no upgrade from schema v{v}"))),
+        }
+        Ok(())
+    }
+}
