@@ -47,9 +47,7 @@ pub enum KeyError {
 
 impl From<uniffi::UnexpectedUniFFICallbackError> for KeyError {
     fn from(e: uniffi::UnexpectedUniFFICallbackError) -> Self {
-        KeyError::Unavailable {
-            reason: format!("key provider failed: {}", e.reason),
-        }
+        KeyError::Unavailable { reason: format!("key provider failed: {}", e.reason) }
     }
 }
 
@@ -96,20 +94,14 @@ pub const PASSPHRASE_SALT_FILE: &str = "passphrase.salt";
 
 impl PassphraseKeyProvider {
     /// Reads the salt from `dir/passphrase.salt`, creating it if absent.
-    pub fn for_dir(
-        dir: &std::path::Path,
-        passphrase: &str,
-        iterations: u32,
-    ) -> std::io::Result<Self> {
+    pub fn for_dir(dir: &std::path::Path, passphrase: &str, iterations: u32) -> std::io::Result<Self> {
         std::fs::create_dir_all(dir)?;
         let path = dir.join(PASSPHRASE_SALT_FILE);
         let salt = match std::fs::read(&path) {
             Ok(s) => s,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let mut s = [0u8; 16];
-                SystemRandom::new()
-                    .fill(&mut s)
-                    .map_err(|_| std::io::Error::other("no randomness"))?;
+                SystemRandom::new().fill(&mut s).map_err(|_| std::io::Error::other("no randomness"))?;
                 std::fs::write(&path, s)?;
                 s.to_vec()
             }
@@ -121,13 +113,7 @@ impl PassphraseKeyProvider {
     pub fn derive(passphrase: &str, salt: &[u8], iterations: u32) -> Self {
         let mut key = [0u8; ROOT_KEY_LEN];
         let iterations = NonZeroU32::new(iterations.max(1)).expect("max(1) is non-zero");
-        pbkdf2::derive(
-            pbkdf2::PBKDF2_HMAC_SHA256,
-            iterations,
-            salt,
-            passphrase.as_bytes(),
-            &mut key,
-        );
+        pbkdf2::derive(pbkdf2::PBKDF2_HMAC_SHA256, iterations, salt, passphrase.as_bytes(), &mut key);
         PassphraseKeyProvider { key }
     }
 }
@@ -145,10 +131,7 @@ pub(crate) fn fetch_root_key(provider: &dyn KeyProvider) -> Result<RootKey> {
         KeyError::Invalidated => Error::KeyInvalidated,
     })?;
     if bytes.len() != ROOT_KEY_LEN {
-        return Err(Error::invalid(
-            "root_key",
-            format!("must be {ROOT_KEY_LEN} bytes, got {}", bytes.len()),
-        ));
+        return Err(Error::invalid("root_key", format!("must be {ROOT_KEY_LEN} bytes, got {}", bytes.len())));
     }
     let mut k = [0u8; ROOT_KEY_LEN];
     k.copy_from_slice(&bytes);
@@ -177,9 +160,7 @@ impl hkdf::KeyType for Len {
 fn hkdf_expand(ikm: &[u8], salt: &[u8], info: &str) -> [u8; 32] {
     let prk = hkdf::Salt::new(hkdf::HKDF_SHA256, salt).extract(ikm);
     let info = [info.as_bytes()];
-    let okm = prk
-        .expand(&info, Len(32))
-        .expect("32 bytes is a valid HKDF length");
+    let okm = prk.expand(&info, Len(32)).expect("32 bytes is a valid HKDF length");
     let mut out = [0u8; 32];
     okm.fill(&mut out).expect("length matches");
     out
@@ -196,9 +177,7 @@ pub(crate) struct Wrapper {
 
 impl Wrapper {
     pub(crate) fn new(root: &RootKey, store_salt: &[u8]) -> Self {
-        Wrapper {
-            key: aead_key(&hkdf_expand(&root.0, store_salt, "hearth/v1/wrap")),
-        }
+        Wrapper { key: aead_key(&hkdf_expand(&root.0, store_salt, "hearth/v1/wrap")) }
     }
 
     pub(crate) fn wrap(&self, epoch: u32, data_key: &DataKey) -> Result<Vec<u8>> {
@@ -228,9 +207,7 @@ pub(crate) struct DataKey([u8; 32]);
 impl DataKey {
     pub(crate) fn generate() -> Result<Self> {
         let mut k = [0u8; 32];
-        SystemRandom::new()
-            .fill(&mut k)
-            .map_err(|_| Error::Crypto("no randomness"))?;
+        SystemRandom::new().fill(&mut k).map_err(|_| Error::Crypto("no randomness"))?;
         Ok(DataKey(k))
     }
 }
@@ -249,6 +226,7 @@ pub(crate) enum Table {
     Events,
     Catalog,
     State,
+    ProfileItems,
 }
 
 impl Table {
@@ -257,6 +235,7 @@ impl Table {
             Table::Events => "events",
             Table::Catalog => "catalog",
             Table::State => "state",
+            Table::ProfileItems => "profile_items",
         }
     }
 }
@@ -266,6 +245,7 @@ struct EpochKeys {
     events: LessSafeKey,
     catalog: LessSafeKey,
     state: LessSafeKey,
+    profile_items: LessSafeKey,
     index: hmac::Key,
 }
 
@@ -276,10 +256,8 @@ impl EpochKeys {
             events: aead_key(&hkdf_expand(&dk.0, salt, "hearth/v1/events")),
             catalog: aead_key(&hkdf_expand(&dk.0, salt, "hearth/v1/catalog")),
             state: aead_key(&hkdf_expand(&dk.0, salt, "hearth/v1/state")),
-            index: hmac::Key::new(
-                hmac::HMAC_SHA256,
-                &hkdf_expand(&dk.0, salt, "hearth/v1/index"),
-            ),
+            profile_items: aead_key(&hkdf_expand(&dk.0, salt, "hearth/v1/profile-items")),
+            index: hmac::Key::new(hmac::HMAC_SHA256, &hkdf_expand(&dk.0, salt, "hearth/v1/index")),
         }
     }
 
@@ -288,6 +266,7 @@ impl EpochKeys {
             Table::Events => &self.events,
             Table::Catalog => &self.catalog,
             Table::State => &self.state,
+            Table::ProfileItems => &self.profile_items,
         }
     }
 }
@@ -300,10 +279,7 @@ pub(crate) struct KeyRing {
 
 impl KeyRing {
     pub(crate) fn new(current: u32, keys: Vec<(u32, DataKey)>) -> Self {
-        let epochs = keys
-            .iter()
-            .map(|(e, k)| (*e, EpochKeys::derive(k)))
-            .collect();
+        let epochs = keys.iter().map(|(e, k)| (*e, EpochKeys::derive(k))).collect();
         KeyRing { epochs, current }
     }
 
@@ -313,15 +289,10 @@ impl KeyRing {
 
     /// Seals `plain` for `table`/`row` under the current epoch.
     pub(crate) fn seal(&self, table: Table, row: &[u8], plain: &[u8]) -> Result<Vec<u8>> {
-        let keys = self
-            .epochs
-            .get(&self.current)
-            .ok_or(Error::Crypto("no key for current epoch"))?;
+        let keys = self.epochs.get(&self.current).ok_or(Error::Crypto("no key for current epoch"))?;
         let padded = pad(plain);
         let mut nonce = [0u8; NONCE_LEN];
-        SystemRandom::new()
-            .fill(&mut nonce)
-            .map_err(|_| Error::Crypto("no randomness"))?;
+        SystemRandom::new().fill(&mut nonce).map_err(|_| Error::Crypto("no randomness"))?;
         let mut out = Vec::with_capacity(HEADER_LEN + padded.len() + TAG_LEN);
         out.push(FORMAT);
         out.extend_from_slice(&self.current.to_le_bytes());
@@ -330,11 +301,7 @@ impl KeyRing {
         let aad = record_aad(table, row, self.current);
         let tag = keys
             .aead(table)
-            .seal_in_place_separate_tag(
-                Nonce::assume_unique_for_key(nonce),
-                Aad::from(&aad),
-                &mut out[HEADER_LEN..],
-            )
+            .seal_in_place_separate_tag(Nonce::assume_unique_for_key(nonce), Aad::from(&aad), &mut out[HEADER_LEN..])
             .map_err(|_| Error::Crypto("seal failed"))?;
         out.extend_from_slice(tag.as_ref());
         Ok(out)
@@ -343,37 +310,29 @@ impl KeyRing {
     /// Opens a sealed record; any mismatch (tampered bytes, wrong row, wrong
     /// table, unknown epoch) is an integrity error for this record.
     pub(crate) fn open(&self, table: Table, row: &[u8], sealed: &[u8]) -> Result<Vec<u8>> {
-        let integrity = Error::Integrity {
-            table: table.name(),
-        };
-        let epoch = record_epoch(sealed).ok_or(Error::Integrity {
-            table: table.name(),
-        })?;
-        let keys = self.epochs.get(&epoch).ok_or(Error::Integrity {
-            table: table.name(),
-        })?;
+        let integrity = Error::Integrity { table: table.name() };
+        let epoch = record_epoch(sealed).ok_or(Error::Integrity { table: table.name() })?;
+        let keys = self.epochs.get(&epoch).ok_or(Error::Integrity { table: table.name() })?;
         let aad = record_aad(table, row, epoch);
         let mut nonce = [0u8; NONCE_LEN];
         nonce.copy_from_slice(&sealed[5..HEADER_LEN]);
         let mut buf = sealed[HEADER_LEN..].to_vec();
         let plain = keys
             .aead(table)
-            .open_in_place(
-                Nonce::assume_unique_for_key(nonce),
-                Aad::from(&aad),
-                &mut buf,
-            )
-            .map_err(|_| Error::Integrity {
-                table: table.name(),
-            })?;
+            .open_in_place(Nonce::assume_unique_for_key(nonce), Aad::from(&aad), &mut buf)
+            .map_err(|_| Error::Integrity { table: table.name() })?;
         unpad(plain).ok_or(integrity)
     }
 
-    /// The blind index of an item id in the catalog under the current epoch:
-    /// lets the store find a row without holding the id in clear.
-    pub(crate) fn blind_index(&self, item_id: &str) -> Vec<u8> {
+    /// The blind index of an item id in `table` under the current epoch:
+    /// lets the store find a row without holding the id in clear. Different
+    /// tables give different indexes, so rows cannot be matched across them.
+    pub(crate) fn blind_index(&self, table: Table, item_id: &str) -> Vec<u8> {
         let keys = &self.epochs[&self.current];
-        let tag = hmac::sign(&keys.index, item_id.as_bytes());
+        let mut msg = table.name().as_bytes().to_vec();
+        msg.push(0);
+        msg.extend_from_slice(item_id.as_bytes());
+        let tag = hmac::sign(&keys.index, &msg);
         tag.as_ref()[..16].to_vec()
     }
 }
@@ -398,16 +357,10 @@ fn record_aad(table: Table, row: &[u8], epoch: u32) -> Vec<u8> {
 
 fn seal_raw(key: &LessSafeKey, aad: &[u8], plain: &[u8]) -> Result<Vec<u8>> {
     let mut nonce = [0u8; NONCE_LEN];
-    SystemRandom::new()
-        .fill(&mut nonce)
-        .map_err(|_| Error::Crypto("no randomness"))?;
+    SystemRandom::new().fill(&mut nonce).map_err(|_| Error::Crypto("no randomness"))?;
     let mut buf = plain.to_vec();
-    key.seal_in_place_append_tag(
-        Nonce::assume_unique_for_key(nonce),
-        Aad::from(aad),
-        &mut buf,
-    )
-    .map_err(|_| Error::Crypto("seal failed"))?;
+    key.seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::from(aad), &mut buf)
+        .map_err(|_| Error::Crypto("seal failed"))?;
     let mut out = nonce.to_vec();
     out.extend_from_slice(&buf);
     Ok(out)
@@ -419,9 +372,7 @@ fn open_raw(key: &LessSafeKey, aad: &[u8], sealed: &[u8]) -> Result<Vec<u8>, ()>
     }
     let nonce = Nonce::try_assume_unique_for_key(&sealed[..NONCE_LEN]).map_err(|_| ())?;
     let mut buf = sealed[NONCE_LEN..].to_vec();
-    let plain = key
-        .open_in_place(nonce, Aad::from(aad), &mut buf)
-        .map_err(|_| ())?;
+    let plain = key.open_in_place(nonce, Aad::from(aad), &mut buf).map_err(|_| ())?;
     Ok(plain.to_vec())
 }
 
@@ -431,11 +382,7 @@ const BUCKETS: [usize; 7] = [64, 128, 256, 512, 1024, 2048, 4096];
 
 pub(crate) fn padded_len(payload: usize) -> usize {
     let need = payload + 4;
-    BUCKETS
-        .iter()
-        .copied()
-        .find(|b| *b >= need)
-        .unwrap_or_else(|| need.div_ceil(4096) * 4096)
+    BUCKETS.iter().copied().find(|b| *b >= need).unwrap_or_else(|| need.div_ceil(4096) * 4096)
 }
 
 fn pad(payload: &[u8]) -> Vec<u8> {
@@ -455,9 +402,7 @@ fn unpad(padded: &[u8]) -> Option<Vec<u8>> {
 /// Fresh random bytes.
 pub(crate) fn random_bytes(n: usize) -> Result<Vec<u8>> {
     let mut v = vec![0u8; n];
-    SystemRandom::new()
-        .fill(&mut v)
-        .map_err(|_| Error::Crypto("no randomness"))?;
+    SystemRandom::new().fill(&mut v).map_err(|_| Error::Crypto("no randomness"))?;
     Ok(v)
 }
 
@@ -476,14 +421,8 @@ mod tests {
         assert_eq!(sealed.len(), HEADER_LEN + 64 + TAG_LEN);
         assert_eq!(r.open(Table::Events, b"42", &sealed).unwrap(), b"hello");
         // Another row, another table: refused.
-        assert!(matches!(
-            r.open(Table::Events, b"43", &sealed),
-            Err(Error::Integrity { .. })
-        ));
-        assert!(matches!(
-            r.open(Table::State, b"42", &sealed),
-            Err(Error::Integrity { .. })
-        ));
+        assert!(matches!(r.open(Table::Events, b"43", &sealed), Err(Error::Integrity { .. })));
+        assert!(matches!(r.open(Table::State, b"42", &sealed), Err(Error::Integrity { .. })));
         // Any flipped byte: refused.
         for i in 0..sealed.len() {
             let mut t = sealed.clone();
@@ -519,15 +458,9 @@ mod tests {
 
     #[test]
     fn passphrase_derivation_is_deterministic_per_salt() {
-        let a = PassphraseKeyProvider::derive("pw", b"salt-one", 1000)
-            .root_key()
-            .unwrap();
-        let b = PassphraseKeyProvider::derive("pw", b"salt-one", 1000)
-            .root_key()
-            .unwrap();
-        let c = PassphraseKeyProvider::derive("pw", b"salt-two", 1000)
-            .root_key()
-            .unwrap();
+        let a = PassphraseKeyProvider::derive("pw", b"salt-one", 1000).root_key().unwrap();
+        let b = PassphraseKeyProvider::derive("pw", b"salt-one", 1000).root_key().unwrap();
+        let c = PassphraseKeyProvider::derive("pw", b"salt-two", 1000).root_key().unwrap();
         assert_eq!(a, b);
         assert_ne!(a, c);
         assert_eq!(a.len(), 32);

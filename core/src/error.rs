@@ -44,10 +44,7 @@ pub(crate) type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
     pub(crate) fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Self {
-        Error::InvalidInput {
-            field: field.into(),
-            reason: reason.into(),
-        }
+        Error::InvalidInput { field: field.into(), reason: reason.into() }
     }
 }
 
@@ -107,9 +104,7 @@ impl From<Error> for HearthError {
                     return HearthError::StorageFull;
                 }
                 error!("i/o error: {err}");
-                HearthError::Io {
-                    reason: err.kind().to_string(),
-                }
+                HearthError::Io { reason: err.kind().to_string() }
             }
             Error::Json(err) => {
                 // Only our own documents are parsed; the message names a line
@@ -128,23 +123,17 @@ impl From<Error> for HearthError {
             Error::KeyInvalidated => HearthError::KeyInvalidated,
             Error::Integrity { table } => {
                 warn!("integrity failure in {table}");
-                HearthError::Integrity {
-                    what: table.to_string(),
-                }
+                HearthError::Integrity { what: table.to_string() }
             }
             Error::InvalidInput { field, reason } => HearthError::InvalidInput { field, reason },
             Error::Corrupt(reason) => {
                 error!("corrupt store: {reason}");
                 HearthError::CorruptStore { reason }
             }
-            Error::NewerSchema { found, supported } => {
-                HearthError::StoreTooNew { found, supported }
-            }
+            Error::NewerSchema { found, supported } => HearthError::StoreTooNew { found, supported },
             Error::Crypto(what) => {
                 error!("crypto failure: {what}");
-                HearthError::Internal {
-                    reason: what.to_string(),
-                }
+                HearthError::Internal { reason: what.to_string() }
             }
             Error::Internal(reason) => {
                 error!("internal error: {reason}");
@@ -164,18 +153,11 @@ fn from_sqlite(err: rusqlite::Error) -> HearthError {
             }
             ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase => {
                 error!("corrupt store: {err}");
-                return HearthError::CorruptStore {
-                    reason: format!("{:?}", f.code),
-                };
+                return HearthError::CorruptStore { reason: format!("{:?}", f.code) };
             }
-            ErrorCode::CannotOpen
-            | ErrorCode::PermissionDenied
-            | ErrorCode::ReadOnly
-            | ErrorCode::SystemIoFailure => {
+            ErrorCode::CannotOpen | ErrorCode::PermissionDenied | ErrorCode::ReadOnly | ErrorCode::SystemIoFailure => {
                 error!("storage i/o error: {err}");
-                return HearthError::Io {
-                    reason: format!("{:?}", f.code),
-                };
+                return HearthError::Io { reason: format!("{:?}", f.code) };
             }
             _ => {}
         }
@@ -201,8 +183,6 @@ fn short_kind(err: &rusqlite::Error) -> &'static str {
 
 impl From<uniffi::UnexpectedUniFFICallbackError> for HearthError {
     fn from(e: uniffi::UnexpectedUniFFICallbackError) -> Self {
-        HearthError::Internal {
-            reason: format!("callback failed: {}", e.reason),
-        }
+        HearthError::Internal { reason: format!("callback failed: {}", e.reason) }
     }
 }

@@ -14,14 +14,14 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use log::{debug, info, warn};
 
+use crate::crypto::Table;
 use crate::crypto::{KeyProvider, RootKey, fetch_root_key};
 use crate::error::{Error, HearthError, Result};
 use crate::history::{CatalogItem, Event, now_ms};
 use crate::privacy::{
-    EXPORT_FORMAT, EXPORT_FORMAT_VERSION, ExportDocument, ExportedEvent, ImportSummary,
-    PrivacySettings, RecordOutcome,
+    EXPORT_FORMAT, EXPORT_FORMAT_VERSION, ExportDocument, ExportedEvent, ImportSummary, PrivacySettings, RecordOutcome,
 };
-use crate::profile::{DEFAULT_HALF_LIFE_DAYS, Profile, ProfileSummary};
+use crate::profile::{DEFAULT_HALF_LIFE_DAYS, ItemState, Profile, ProfileSummary};
 use crate::store::{self, Durability, Store, StoreOptions};
 
 /// How to open a store.
@@ -55,24 +55,21 @@ impl HearthConfig {
             return Err(Error::invalid("data_dir", "must not be empty"));
         }
         if !(self.profile_half_life_days.is_finite() && self.profile_half_life_days > 0.0) {
-            return Err(Error::invalid(
-                "profile_half_life_days",
-                "must be a positive number",
-            ));
+            return Err(Error::invalid("profile_half_life_days", "must be a positive number"));
         }
         Ok(())
     }
 
     fn store_options(&self) -> StoreOptions {
-        StoreOptions {
-            durability: self.durability,
-            max_store_bytes: self.max_store_bytes,
-        }
+        StoreOptions { durability: self.durability, max_store_bytes: self.max_store_bytes }
     }
 }
 
-/// Profile is written to the store at most this many single records apart.
-const PROFILE_FLUSH_EVERY: u32 = 64;
+/// The profile is written when this many events arrived since its last
+/// write...
+const PROFILE_FLUSH_EVENTS: u32 = 1024;
+/// ...or this many items changed.
+const PROFILE_FLUSH_ITEMS: usize = 512;
 /// Retention is enforced at most this often while recording.
 const PURGE_INTERVAL_MS: i64 = 3600 * 1000;
 const DAY_MS: i64 = 86_400_000;
@@ -92,14 +89,11 @@ impl Session {
         let dir = PathBuf::from(&config.data_dir);
         let store = Store::open(&dir, root, &config.store_options())?;
         let settings = match store.get_state("settings")? {
-            Some(bytes) => {
-                serde_json::from_slice(&bytes).map_err(|_| Error::Integrity { table: "state" })?
-            }
+            Some(bytes) => serde_json::from_slice(&bytes).map_err(|_| Error::Integrity { table: "state" })?,
             None => PrivacySettings::default(),
         };
-        let (items, _) = store.load_catalog()?;
-        let catalog = items.into_iter().map(|i| (i.id.clone(), i)).collect();
-        let profile = match store.get_state("profile") {
+        let catalog = store.load_catalog()?.into_iter().map(|i| (i.id.clone(), i)).collect();
+        let stored: Option<Profile> = match store.get_state("profile") {
             Ok(Some(bytes)) => serde_json::from_slice(&bytes).ok(),
             Ok(None) => None,
             Err(e) => {
@@ -115,10 +109,18 @@ impl Session {
             unflushed: 0,
             last_purge_ms: 0,
         };
-        match profile {
-            Some(p) => {
+        match stored {
+            Some(mut p) => {
+                let items: Vec<ItemState> = session.store.load_keyed(Table::ProfileItems)?;
+                p.items = items.into_iter().map(|i| (i.id.clone(), i)).collect();
                 session.profile = p;
-                session.catch_up_profile()?;
+                if session.catch_up_profile()? > 0 {
+                    // Not fatal: a full store must still open, and the
+                    // profile catches up again next time.
+                    if let Err(e) = session.flush_profile(false) {
+                        warn!("profile not written after catching up: {e}");
+                    }
+                }
             }
             None => session.rebuild_profile()?,
         }
@@ -126,8 +128,8 @@ impl Session {
         Ok(session)
     }
 
-    /// Folds in events stored after the profile was last written.
-    fn catch_up_profile(&mut self) -> Result<()> {
+    /// Folds in the events stored after the profile's watermark.
+    fn catch_up_profile(&mut self) -> Result<u32> {
         let after = self.profile.watermark;
         let mut folded = 0u32;
         let (profile, catalog) = (&mut self.profile, &self.catalog);
@@ -143,31 +145,53 @@ impl Session {
         })?;
         if folded > 0 {
             debug!("profile caught up with {folded} events");
-            // Not fatal: a full store must still open, and the profile is
-            // rebuilt from the watermark next time.
-            if let Err(e) = self.flush_profile() {
-                warn!("profile not written after catching up: {e}");
-            }
+        }
+        Ok(folded)
+    }
+
+    /// Recomputes the profile from the whole history and writes it whole.
+    fn rebuild_profile(&mut self) -> Result<()> {
+        self.profile = Profile::new(self.profile.half_life_days);
+        self.catch_up_profile()?;
+        if let Err(e) = self.flush_profile(true) {
+            warn!("rebuilt profile not written: {e}");
         }
         Ok(())
     }
 
-    fn rebuild_profile(&mut self) -> Result<()> {
-        self.profile = Profile::new(self.profile.half_life_days);
-        self.catch_up_profile()
-    }
-
-    fn flush_profile(&mut self) -> Result<()> {
-        let bytes = serde_json::to_vec(&self.profile)?;
-        self.store.put_state("profile", &bytes)?;
+    /// Writes the aggregates and the changed items (all items with
+    /// `replace_all`).
+    fn flush_profile(&mut self, replace_all: bool) -> Result<()> {
+        let aggregate = serde_json::to_vec(&self.profile)?;
+        let changed: Vec<(String, Vec<u8>)> = if replace_all {
+            self.profile.items.values().map(|i| Ok((i.id.clone(), serde_json::to_vec(i)?))).collect::<Result<_>>()?
+        } else {
+            self.profile
+                .dirty
+                .iter()
+                .filter_map(|id| self.profile.items.get(id))
+                .map(|i| Ok((i.id.clone(), serde_json::to_vec(i)?)))
+                .collect::<Result<_>>()?
+        };
+        self.store.write_profile(&aggregate, &changed, replace_all)?;
+        self.profile.dirty.clear();
         self.unflushed = 0;
         Ok(())
     }
 
+    /// Writes the profile when enough has changed since the last write.
+    fn maybe_flush_profile(&mut self) {
+        if (self.unflushed >= PROFILE_FLUSH_EVENTS || self.profile.dirty.len() >= PROFILE_FLUSH_ITEMS)
+            && let Err(e) = self.flush_profile(false)
+        {
+            // The events are stored; the profile catches up on next open.
+            warn!("profile not written: {e}");
+        }
+    }
+
     fn save_settings(&mut self, settings: PrivacySettings) -> Result<()> {
         settings.validate()?;
-        self.store
-            .put_state("settings", &serde_json::to_vec(&settings)?)?;
+        self.store.put_state("settings", &serde_json::to_vec(&settings)?)?;
         self.settings = settings;
         Ok(())
     }
@@ -181,40 +205,26 @@ impl Session {
             debug!("history paused: {} events not stored", events.len());
             return Ok(RecordOutcome::Paused);
         }
-        if events.is_empty() {
-            return Ok(RecordOutcome::Stored { count: 0 });
-        }
-        if events.len() == 1 {
-            let first = self.store.insert_events(events)?;
-            self.profile
-                .fold(first, &events[0], self.catalog.get(&events[0].item_id));
-            self.unflushed += 1;
-            if self.unflushed >= PROFILE_FLUSH_EVERY
-                && let Err(e) = self.flush_profile()
-            {
-                // The event is stored; the profile catches up on next open.
-                warn!("profile not written: {e}");
-            }
-        } else {
-            let first = self.store.next_event_id();
-            let mut profile = self.profile.clone();
-            for (i, e) in events.iter().enumerate() {
-                profile.fold(first + i as i64, e, self.catalog.get(&e.item_id));
-            }
-            self.store.insert_events_with_state(
-                events,
-                "profile",
-                &serde_json::to_vec(&profile)?,
-            )?;
-            self.profile = profile;
-            self.unflushed = 0;
-        }
+        self.store_events(events)?;
         if self.settings.retention_days.is_some() && now - self.last_purge_ms > PURGE_INTERVAL_MS {
             self.purge_expired()?;
         }
-        Ok(RecordOutcome::Stored {
-            count: events.len() as u32,
-        })
+        Ok(RecordOutcome::Stored { count: events.len() as u32 })
+    }
+
+    /// Stores validated events in one transaction and folds them into the
+    /// profile once they are committed.
+    fn store_events(&mut self, events: &[Event]) -> Result<()> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let first = self.store.insert_events(events)?;
+        for (i, e) in events.iter().enumerate() {
+            self.profile.fold(first + i as i64, e, self.catalog.get(&e.item_id));
+        }
+        self.unflushed += events.len() as u32;
+        self.maybe_flush_profile();
+        Ok(())
     }
 
     /// Deletes events older than the retention window; returns how many.
@@ -264,7 +274,7 @@ impl Session {
         }
         if categories_changed {
             self.profile.recompute_affinities(&self.catalog);
-            self.flush_profile()?;
+            self.flush_profile(false)?;
         }
         Ok(())
     }
@@ -291,8 +301,8 @@ impl Session {
 
 impl Drop for Session {
     fn drop(&mut self) {
-        if self.unflushed > 0
-            && let Err(e) = self.flush_profile()
+        if (self.unflushed > 0 || !self.profile.dirty.is_empty())
+            && let Err(e) = self.flush_profile(false)
         {
             warn!("profile not written on close: {e}");
         }
@@ -324,11 +334,7 @@ impl std::fmt::Debug for Hearth {
 
 /// Runs `f`, turning a panic into `HearthError::Internal`.
 fn shield<T>(f: impl FnOnce() -> Result<T, HearthError>) -> Result<T, HearthError> {
-    catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|_| {
-        Err(HearthError::Internal {
-            reason: "panic caught".into(),
-        })
-    })
+    catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|_| Err(HearthError::Internal { reason: "panic caught".into() }))
 }
 
 impl Hearth {
@@ -367,9 +373,7 @@ impl Hearth {
                 Ok(r) => r.map_err(HearthError::from),
                 Err(_) => {
                     *guard = State::NeedsReopen;
-                    Err(HearthError::Internal {
-                        reason: "panic caught; the store will be reopened".into(),
-                    })
+                    Err(HearthError::Internal { reason: "panic caught; the store will be reopened".into() })
                 }
             }
         })
@@ -382,20 +386,13 @@ impl Hearth {
     /// provider hands over. A wrong key fails with `WrongKey` and changes
     /// nothing; an interrupted `rekey` is finished here.
     #[uniffi::constructor]
-    pub fn open(
-        config: HearthConfig,
-        keys: Arc<dyn KeyProvider>,
-    ) -> Result<Arc<Hearth>, HearthError> {
+    pub fn open(config: HearthConfig, keys: Arc<dyn KeyProvider>) -> Result<Arc<Hearth>, HearthError> {
         shield(|| {
             config.validate()?;
             let root = fetch_root_key(keys.as_ref())?;
             let session = Session::open(&config, &root)?;
             info!("store opened");
-            Ok(Arc::new(Hearth {
-                config,
-                keys: RwLock::new(keys),
-                state: Mutex::new(State::Open(Box::new(session))),
-            }))
+            Ok(Arc::new(Hearth { config, keys: RwLock::new(keys), state: Mutex::new(State::Open(Box::new(session))) }))
         })
     }
 
@@ -426,13 +423,7 @@ impl Hearth {
 
     /// The newest `limit` events, newest first.
     pub fn recent_events(&self, limit: u32) -> Result<Vec<Event>, HearthError> {
-        self.with(|s| {
-            Ok(s.store
-                .recent_events(limit)?
-                .into_iter()
-                .map(|(_, e)| e)
-                .collect())
-        })
+        self.with(|s| Ok(s.store.recent_events(limit)?.into_iter().map(|(_, e)| e).collect()))
     }
 
     pub fn event_count(&self) -> Result<u64, HearthError> {
@@ -462,48 +453,25 @@ impl Hearth {
     }
 
     pub fn set_personalization(&self, enabled: bool) -> Result<(), HearthError> {
-        self.with(|s| {
-            s.save_settings(PrivacySettings {
-                personalization_enabled: enabled,
-                ..s.settings.clone()
-            })
-        })
+        self.with(|s| s.save_settings(PrivacySettings { personalization_enabled: enabled, ..s.settings.clone() }))
     }
 
     pub fn set_history_paused(&self, paused: bool) -> Result<(), HearthError> {
-        self.with(|s| {
-            s.save_settings(PrivacySettings {
-                history_paused: paused,
-                ..s.settings.clone()
-            })
-        })
+        self.with(|s| s.save_settings(PrivacySettings { history_paused: paused, ..s.settings.clone() }))
     }
 
     pub fn set_federated_opt_in(&self, opt_in: bool) -> Result<(), HearthError> {
-        self.with(|s| {
-            s.save_settings(PrivacySettings {
-                federated_opt_in: opt_in,
-                ..s.settings.clone()
-            })
-        })
+        self.with(|s| s.save_settings(PrivacySettings { federated_opt_in: opt_in, ..s.settings.clone() }))
     }
 
     pub fn set_blocked_categories(&self, categories: Vec<String>) -> Result<(), HearthError> {
-        self.with(|s| {
-            s.save_settings(PrivacySettings {
-                blocked_categories: categories,
-                ..s.settings.clone()
-            })
-        })
+        self.with(|s| s.save_settings(PrivacySettings { blocked_categories: categories, ..s.settings.clone() }))
     }
 
     /// Sets the retention window and deletes what falls outside it now.
     pub fn set_retention_days(&self, days: Option<u32>) -> Result<(), HearthError> {
         self.with(|s| {
-            s.save_settings(PrivacySettings {
-                retention_days: days,
-                ..s.settings.clone()
-            })?;
+            s.save_settings(PrivacySettings { retention_days: days, ..s.settings.clone() })?;
             s.purge_expired()?;
             Ok(())
         })
@@ -537,23 +505,10 @@ impl Hearth {
             }
             s.upsert_catalog(&doc.catalog)?;
             for chunk in events.chunks(10_000) {
-                let first = s.store.next_event_id();
-                let mut profile = s.profile.clone();
-                for (i, e) in chunk.iter().enumerate() {
-                    profile.fold(first + i as i64, e, s.catalog.get(&e.item_id));
-                }
-                s.store.insert_events_with_state(
-                    chunk,
-                    "profile",
-                    &serde_json::to_vec(&profile)?,
-                )?;
-                s.profile = profile;
+                s.store_events(chunk)?;
             }
             s.save_settings(doc.settings)?;
-            Ok(ImportSummary {
-                events: events.len() as u64,
-                catalog_items: doc.catalog.len() as u64,
-            })
+            Ok(ImportSummary { events: events.len() as u64, catalog_items: doc.catalog.len() as u64 })
         })
     }
 
@@ -581,6 +536,7 @@ impl Hearth {
             if let State::Open(session) = std::mem::replace(&mut *guard, State::NeedsReopen) {
                 let mut session = *session;
                 session.unflushed = 0;
+                session.profile.dirty.clear();
                 drop(session);
             }
             store::shred_files(&PathBuf::from(&self.config.data_dir))?;

@@ -53,13 +53,8 @@ pub enum DeviceClass {
 }
 
 impl DeviceClass {
-    pub const ALL: [DeviceClass; 5] = [
-        DeviceClass::Phone,
-        DeviceClass::Tablet,
-        DeviceClass::Tv,
-        DeviceClass::Car,
-        DeviceClass::Speaker,
-    ];
+    pub const ALL: [DeviceClass; 5] =
+        [DeviceClass::Phone, DeviceClass::Tablet, DeviceClass::Tv, DeviceClass::Car, DeviceClass::Speaker];
 
     pub(crate) fn index(self) -> usize {
         self as usize
@@ -136,10 +131,7 @@ const MAX_TAG_BYTES: usize = 64;
 const MAX_CATEGORIES: usize = 32;
 
 pub(crate) fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
 fn check_text(field: &str, value: &str, max: usize) -> Result<()> {
@@ -158,10 +150,7 @@ fn check_text(field: &str, value: &str, max: usize) -> Result<()> {
 fn check_tag(field: &str, value: &Option<String>) -> Result<()> {
     if let Some(v) = value {
         check_text(field, v, MAX_TAG_BYTES)?;
-        if !v
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-        {
+        if !v.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
             return Err(Error::invalid(field, "not a language tag"));
         }
     }
@@ -175,10 +164,7 @@ impl Event {
             return Err(Error::invalid("timestamp_ms", "before the year 2000"));
         }
         if self.timestamp_ms > now_ms + MAX_FUTURE_SKEW_MS {
-            return Err(Error::invalid(
-                "timestamp_ms",
-                "more than a day in the future",
-            ));
+            return Err(Error::invalid("timestamp_ms", "more than a day in the future"));
         }
         if self.context.local_hour > 23 {
             return Err(Error::invalid("context.local_hour", "must be 0 to 23"));
@@ -206,10 +192,7 @@ impl CatalogItem {
         check_text("id", &self.id, MAX_ID_BYTES)?;
         check_text("title", &self.title, MAX_TEXT_BYTES)?;
         if self.categories.len() > MAX_CATEGORIES {
-            return Err(Error::invalid(
-                "categories",
-                format!("more than {MAX_CATEGORIES}"),
-            ));
+            return Err(Error::invalid("categories", format!("more than {MAX_CATEGORIES}")));
         }
         for c in &self.categories {
             check_text("categories", c, MAX_TAG_BYTES)?;
@@ -241,11 +224,7 @@ mod tests {
             timestamp_ms: 1_700_000_000_000,
             position_ms: Some(10),
             duration_ms: Some(100),
-            context: EventContext {
-                device: DeviceClass::Tv,
-                local_hour: 20,
-                locale: Some("en-GB".into()),
-            },
+            context: EventContext { device: DeviceClass::Tv, local_hour: 20, locale: Some("en-GB".into()) },
         }
     }
 

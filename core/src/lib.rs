@@ -18,15 +18,14 @@ mod profile;
 pub(crate) mod store;
 
 pub use crypto::{
-    FixedKeyProvider, KeyError, KeyProvider, PASSPHRASE_ITERATIONS, PASSPHRASE_SALT_FILE,
-    PassphraseKeyProvider, ROOT_KEY_LEN,
+    FixedKeyProvider, KeyError, KeyProvider, PASSPHRASE_ITERATIONS, PASSPHRASE_SALT_FILE, PassphraseKeyProvider,
+    ROOT_KEY_LEN,
 };
 pub use error::HearthError;
 pub use hearth::{Hearth, HearthConfig, destroy_store};
 pub use history::{CatalogItem, DeviceClass, Event, EventContext, EventKind};
 pub use privacy::{
-    EXPORT_FORMAT, EXPORT_FORMAT_VERSION, ExportDocument, ExportedEvent, ImportSummary,
-    PrivacySettings, RecordOutcome,
+    EXPORT_FORMAT, EXPORT_FORMAT_VERSION, ExportDocument, ExportedEvent, ImportSummary, PrivacySettings, RecordOutcome,
 };
 pub use profile::{CategoryAffinity, DeviceShare, ProfileSummary};
 pub use store::{DB_FILE, Durability, SCHEMA_VERSION};

@@ -46,20 +46,14 @@ impl PrivacySettings {
         if let Some(d) = self.retention_days
             && !(1..=MAX_RETENTION_DAYS).contains(&d)
         {
-            return Err(Error::invalid(
-                "retention_days",
-                format!("must be 1 to {MAX_RETENTION_DAYS}"),
-            ));
+            return Err(Error::invalid("retention_days", format!("must be 1 to {MAX_RETENTION_DAYS}")));
         }
         if self.blocked_categories.len() > 1000 {
             return Err(Error::invalid("blocked_categories", "more than 1000"));
         }
         for c in &self.blocked_categories {
             if c.is_empty() || c.len() > 64 || c.chars().any(char::is_control) {
-                return Err(Error::invalid(
-                    "blocked_categories",
-                    "each must be 1 to 64 bytes of text",
-                ));
+                return Err(Error::invalid("blocked_categories", "each must be 1 to 64 bytes of text"));
             }
         }
         Ok(())
@@ -107,10 +101,7 @@ impl ExportDocument {
     pub(crate) fn parse(json: &str) -> Result<ExportDocument> {
         let doc: ExportDocument = serde_json::from_str(json)?;
         if doc.format != EXPORT_FORMAT {
-            return Err(Error::invalid(
-                "format",
-                format!("expected \"{EXPORT_FORMAT}\""),
-            ));
+            return Err(Error::invalid("format", format!("expected \"{EXPORT_FORMAT}\"")));
         }
         if doc.format_version != EXPORT_FORMAT_VERSION {
             return Err(Error::invalid(

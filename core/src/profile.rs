@@ -7,11 +7,13 @@
 //! carries its own timestamp and is decayed when read.
 //!
 //! The profile is sealed in the store with the id of the last event folded in
-//! (its watermark). It is written every few events and at the end of each
-//! batch; after a crash, opening the store folds the events past the
-//! watermark, so the profile can lag the history but never lose it.
+//! (its watermark): the aggregates as one record, each item's state as a row
+//! of its own. It is written every so many events (only the items that
+//! changed) and on close; after a crash, opening the store folds in the events
+//! past the watermark, so the stored profile can lag the history but never
+//! lose it.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use serde::{Deserialize, Serialize};
 
@@ -38,6 +40,9 @@ pub(crate) fn engagement_weight(event: &Event) -> f64 {
 /// What the profile keeps about one item the user met.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub(crate) struct ItemState {
+    /// The item's id (kept inside the sealed record).
+    #[serde(default)]
+    pub id: String,
     /// Engagement, decayed to `at_ms`.
     pub engagement: f64,
     pub at_ms: i64,
@@ -63,7 +68,13 @@ pub(crate) struct Profile {
     pub category_affinity: BTreeMap<String, f64>,
     pub device_mix: [f64; 5],
     pub hour_mix: [f64; 24],
+    /// Per-item state: stored as rows of its own (`profile_items`), not in
+    /// the aggregate record, so a write touches only what changed.
+    #[serde(skip)]
     pub items: HashMap<String, ItemState>,
+    /// Items changed since the profile was last written.
+    #[serde(skip)]
+    pub dirty: HashSet<String>,
 }
 
 impl Profile {
@@ -79,6 +90,7 @@ impl Profile {
             device_mix: [0.0; 5],
             hour_mix: [0.0; 24],
             items: HashMap::new(),
+            dirty: HashSet::new(),
         }
     }
 
@@ -123,13 +135,15 @@ impl Profile {
         }
 
         let half_life = self.half_life_days;
-        let state = self.items.entry(event.item_id.clone()).or_default();
+        if !self.dirty.contains(&event.item_id) {
+            self.dirty.insert(event.item_id.clone());
+        }
+        let state = self
+            .items
+            .entry(event.item_id.clone())
+            .or_insert_with(|| ItemState { id: event.item_id.clone(), ..ItemState::default() });
         let decay_to = |from: i64, to: i64| {
-            if to <= from {
-                1.0
-            } else {
-                (-((to - from) as f64) / DAY_MS * std::f64::consts::LN_2 / half_life).exp()
-            }
+            if to <= from { 1.0 } else { (-((to - from) as f64) / DAY_MS * std::f64::consts::LN_2 / half_life).exp() }
         };
         if t >= state.at_ms {
             state.engagement = state.engagement * decay_to(state.at_ms, t) + w;
@@ -181,11 +195,7 @@ impl Profile {
     pub(crate) fn completion_rate(&self) -> f64 {
         let plays = self.kind_counts[EventKind::Play.index()];
         let completes = self.kind_counts[EventKind::Complete.index()];
-        if plays == 0 {
-            0.0
-        } else {
-            (completes as f64 / plays as f64).min(1.0)
-        }
+        if plays == 0 { 0.0 } else { (completes as f64 / plays as f64).min(1.0) }
     }
 
     pub(crate) fn skip_rate(&self) -> f64 {
@@ -200,22 +210,13 @@ impl Profile {
             .category_affinity
             .iter()
             .filter(|(_, v)| **v > 0.0)
-            .map(|(c, v)| CategoryAffinity {
-                category: c.clone(),
-                affinity: *v,
-            })
+            .map(|(c, v)| CategoryAffinity { category: c.clone(), affinity: *v })
             .collect();
-        cats.sort_by(|a, b| {
-            b.affinity
-                .total_cmp(&a.affinity)
-                .then_with(|| a.category.cmp(&b.category))
-        });
+        cats.sort_by(|a, b| b.affinity.total_cmp(&a.affinity).then_with(|| a.category.cmp(&b.category)));
         cats.truncate(top);
         let norm = |xs: &[f64]| {
             let s: f64 = xs.iter().sum();
-            xs.iter()
-                .map(|x| if s > 0.0 { x / s } else { 0.0 })
-                .collect::<Vec<_>>()
+            xs.iter().map(|x| if s > 0.0 { x / s } else { 0.0 }).collect::<Vec<_>>()
         };
         let devices = norm(&self.device_mix);
         ProfileSummary {
@@ -231,11 +232,7 @@ impl Profile {
                 .collect(),
             hour_mix: norm(&self.hour_mix),
             first_event_ms: self.first_ms,
-            last_event_ms: if self.event_count > 0 {
-                Some(self.reference_ms)
-            } else {
-                None
-            },
+            last_event_ms: if self.event_count > 0 { Some(self.reference_ms) } else { None },
         }
     }
 }
@@ -284,11 +281,7 @@ mod tests {
             timestamp_ms: t,
             position_ms: None,
             duration_ms: None,
-            context: EventContext {
-                device: DeviceClass::Phone,
-                local_hour: 21,
-                locale: None,
-            },
+            context: EventContext { device: DeviceClass::Phone, local_hour: 21, locale: None },
         }
     }
 
@@ -328,10 +321,7 @@ mod tests {
     fn out_of_order_events_fold_the_same_as_in_order() {
         let t0 = 1_700_000_000_000;
         let a = item("a", &["drama", "crime"]);
-        let evs = [
-            ev("a", EventKind::Play, t0),
-            ev("a", EventKind::Like, t0 + 5 * 86_400_000),
-        ];
+        let evs = [ev("a", EventKind::Play, t0), ev("a", EventKind::Like, t0 + 5 * 86_400_000)];
         let mut p1 = Profile::new(30.0);
         p1.fold(1, &evs[0], Some(&a));
         p1.fold(2, &evs[1], Some(&a));

@@ -9,14 +9,14 @@
 //! * `events(id, sealed)`: the history, one sealed event per row.
 //! * `catalog(lookup, sealed)`: the catalog cache; `lookup` is an HMAC of the
 //!   item id under a key derived from the data key (a blind index).
-//! * `state(name, sealed)`: `settings`, `profile`.
+//! * `state(name, sealed)`: `settings`, `profile` (the aggregates).
+//! * `profile_items(lookup, sealed)`: the profile's per-item state, with a
+//!   blind index of its own.
 
 use std::path::{Path, PathBuf};
 
 use log::{debug, info, warn};
-use rusqlite::{
-    Connection, OpenFlags, OptionalExtension, Transaction, TransactionBehavior, params,
-};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, Transaction, TransactionBehavior, params};
 
 use crate::crypto::{self, DataKey, KeyRing, RootKey, Table, Wrapper};
 use crate::error::{Error, Result};
@@ -33,9 +33,7 @@ const REKEY_BATCH: usize = 256;
 const PAGE_SIZE: u64 = 4096;
 
 /// How hard a commit works to survive power loss.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize, uniffi::Enum,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize, uniffi::Enum)]
 pub enum Durability {
     /// WAL with `synchronous=NORMAL`: a committed event survives the app being
     /// killed; the last few may be lost if the device loses power.
@@ -105,26 +103,14 @@ impl Store {
         let path = dir.join(DB_FILE);
         let conn = Connection::open_with_flags(
             &path,
-            OpenFlags::SQLITE_OPEN_READ_WRITE
-                | OpenFlags::SQLITE_OPEN_CREATE
-                | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )?;
         configure(&conn, opts)?;
-        let mut store = Store {
-            conn,
-            keys: KeyRing::new(0, vec![]),
-            data_keys: vec![],
-            next_event_id: 1,
-        };
+        let mut store = Store { conn, keys: KeyRing::new(0, vec![]), data_keys: vec![], next_event_id: 1 };
         store.migrate(root)?;
         let (epoch, keys) = store.load_keys(root)?;
         store.set_keys(epoch, keys);
-        store.next_event_id =
-            store
-                .conn
-                .query_row("SELECT COALESCE(MAX(id), 0) + 1 FROM events", [], |r| {
-                    r.get(0)
-                })?;
+        store.next_event_id = store.conn.query_row("SELECT COALESCE(MAX(id), 0) + 1 FROM events", [], |r| r.get(0))?;
         if store.rekey_target()?.is_some() {
             info!("resuming an interrupted rekey");
             store.finish_rekey()?;
@@ -134,23 +120,15 @@ impl Store {
 
     /// Creates or upgrades the schema in one IMMEDIATE transaction.
     fn migrate(&mut self, root: &RootKey) -> Result<()> {
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let version: u32 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
         if version > SCHEMA_VERSION {
-            return Err(Error::NewerSchema {
-                found: version,
-                supported: SCHEMA_VERSION,
-            });
+            return Err(Error::NewerSchema { found: version, supported: SCHEMA_VERSION });
         }
         if version == 0 {
-            let tables: i64 =
-                tx.query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))?;
+            let tables: i64 = tx.query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))?;
             if tables != 0 {
-                return Err(Error::Corrupt(
-                    "tables present but no schema version".into(),
-                ));
+                return Err(Error::Corrupt("tables present but no schema version".into()));
             }
             schema::init(&tx)?;
             init_keys(&tx, root)?;
@@ -169,22 +147,15 @@ impl Store {
     }
 
     fn load_keys(&self, root: &RootKey) -> Result<(u32, Vec<(u32, DataKey)>)> {
-        let salt: Vec<u8> =
-            meta_get(&self.conn, "salt")?.ok_or_else(|| Error::Corrupt("no salt".into()))?;
+        let salt: Vec<u8> = meta_get(&self.conn, "salt")?.ok_or_else(|| Error::Corrupt("no salt".into()))?;
         let epoch = meta_epoch(&self.conn)?;
         let wrapper = Wrapper::new(root, &salt);
-        let mut stmt = self
-            .conn
-            .prepare("SELECT name, value FROM meta WHERE name LIKE 'data_key.%'")?;
-        let rows = stmt.query_map([], |r| {
-            Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?))
-        })?;
+        let mut stmt = self.conn.prepare("SELECT name, value FROM meta WHERE name LIKE 'data_key.%'")?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?)))?;
         let mut keys = Vec::new();
         for row in rows {
             let (name, wrapped) = row?;
-            let e: u32 = name["data_key.".len()..]
-                .parse()
-                .map_err(|_| Error::Corrupt("bad key name".into()))?;
+            let e: u32 = name["data_key.".len()..].parse().map_err(|_| Error::Corrupt("bad key name".into()))?;
             keys.push((e, wrapper.unwrap(e, &wrapped)?));
         }
         if !keys.iter().any(|(e, _)| *e == epoch) {
@@ -193,58 +164,27 @@ impl Store {
         Ok((epoch, keys))
     }
 
-    pub(crate) fn next_event_id(&self) -> i64 {
-        self.next_event_id
-    }
-
     // ----- events -----
 
     /// Stores events in one transaction; returns the id of the first.
     pub(crate) fn insert_events(&mut self, events: &[Event]) -> Result<i64> {
         let first = self.next_event_id;
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         insert_events_tx(&tx, &self.keys, first, events)?;
-        tx.commit()?;
-        self.next_event_id = first + events.len() as i64;
-        Ok(first)
-    }
-
-    /// Stores events and a state row atomically.
-    pub(crate) fn insert_events_with_state(
-        &mut self,
-        events: &[Event],
-        name: &str,
-        state: &[u8],
-    ) -> Result<i64> {
-        let first = self.next_event_id;
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        insert_events_tx(&tx, &self.keys, first, events)?;
-        put_state_tx(&tx, &self.keys, name, state)?;
         tx.commit()?;
         self.next_event_id = first + events.len() as i64;
         Ok(first)
     }
 
     pub(crate) fn event_count(&self) -> Result<u64> {
-        Ok(self
-            .conn
-            .query_row("SELECT count(*) FROM events", [], |r| r.get::<_, i64>(0))?
-            as u64)
+        Ok(self.conn.query_row("SELECT count(*) FROM events", [], |r| r.get::<_, i64>(0))? as u64)
     }
 
     /// The newest `limit` events, newest first. A record that fails its
     /// integrity check fails the call.
     pub(crate) fn recent_events(&self, limit: u32) -> Result<Vec<(i64, Event)>> {
-        let mut stmt = self
-            .conn
-            .prepare_cached("SELECT id, sealed FROM events ORDER BY id DESC LIMIT ?1")?;
-        let rows = stmt.query_map([limit], |r| {
-            Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?))
-        })?;
+        let mut stmt = self.conn.prepare_cached("SELECT id, sealed FROM events ORDER BY id DESC LIMIT ?1")?;
+        let rows = stmt.query_map([limit], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?)))?;
         let mut out = Vec::new();
         for row in rows {
             let (id, sealed) = row?;
@@ -260,14 +200,8 @@ impl Store {
 
     /// Visits every event with id > `after`, in id order. Records that fail
     /// their integrity check are passed to `f` as errors.
-    pub(crate) fn scan_events(
-        &self,
-        after: i64,
-        mut f: impl FnMut(i64, Result<Event>) -> Result<()>,
-    ) -> Result<()> {
-        let mut stmt = self
-            .conn
-            .prepare_cached("SELECT id, sealed FROM events WHERE id > ?1 ORDER BY id")?;
+    pub(crate) fn scan_events(&self, after: i64, mut f: impl FnMut(i64, Result<Event>) -> Result<()>) -> Result<()> {
+        let mut stmt = self.conn.prepare_cached("SELECT id, sealed FROM events WHERE id > ?1 ORDER BY id")?;
         let mut rows = stmt.query([after])?;
         while let Some(row) = rows.next()? {
             let id: i64 = row.get(0)?;
@@ -283,9 +217,7 @@ impl Store {
         if ids.is_empty() {
             return Ok(());
         }
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         {
             let mut stmt = tx.prepare_cached("DELETE FROM events WHERE id = ?1")?;
             for id in ids {
@@ -296,51 +228,58 @@ impl Store {
         self.checkpoint()
     }
 
-    // ----- catalog -----
+    // ----- keyed tables: catalog, profile_items -----
 
+    /// Adds or replaces catalog items.
     pub(crate) fn upsert_catalog(&mut self, items: &[CatalogItem]) -> Result<()> {
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        {
-            let mut stmt = tx.prepare_cached(
-                "INSERT INTO catalog (lookup, sealed) VALUES (?1, ?2)
-                 ON CONFLICT(lookup) DO UPDATE SET sealed = excluded.sealed",
-            )?;
-            for item in items {
-                let lookup = self.keys.blind_index(&item.id);
-                let sealed = self
-                    .keys
-                    .seal(Table::Catalog, &lookup, &serde_json::to_vec(item)?)?;
-                stmt.execute(params![lookup, sealed])?;
-            }
-        }
+        let rows = items.iter().map(|i| Ok((i.id.clone(), serde_json::to_vec(i)?))).collect::<Result<Vec<_>>>()?;
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        upsert_keyed_tx(&tx, &self.keys, Table::Catalog, &rows)?;
         tx.commit()?;
         Ok(())
     }
 
     /// Every catalog item. Items that fail their integrity check are skipped
-    /// and counted.
-    pub(crate) fn load_catalog(&self) -> Result<(Vec<CatalogItem>, usize)> {
-        let mut stmt = self.conn.prepare("SELECT lookup, sealed FROM catalog")?;
+    /// (and logged).
+    pub(crate) fn load_catalog(&self) -> Result<Vec<CatalogItem>> {
+        self.load_keyed(Table::Catalog)
+    }
+
+    /// Every row of a keyed table, opened and parsed; bad rows are skipped.
+    pub(crate) fn load_keyed<T: serde::de::DeserializeOwned>(&self, table: Table) -> Result<Vec<T>> {
+        let mut stmt = self.conn.prepare(&format!("SELECT lookup, sealed FROM {}", table.name()))?;
         let mut rows = stmt.query([])?;
-        let (mut items, mut bad) = (Vec::new(), 0);
+        let (mut out, mut bad) = (Vec::new(), 0);
         while let Some(row) = rows.next()? {
             let lookup: Vec<u8> = row.get(0)?;
             let sealed: Vec<u8> = row.get(1)?;
-            match self
-                .keys
-                .open(Table::Catalog, &lookup, &sealed)
-                .and_then(|p| Ok(serde_json::from_slice(&p)?))
-            {
-                Ok(item) => items.push(item),
+            match self.keys.open(table, &lookup, &sealed).and_then(|p| Ok(serde_json::from_slice(&p)?)) {
+                Ok(v) => out.push(v),
                 Err(_) => bad += 1,
             }
         }
         if bad > 0 {
-            warn!("{bad} catalog rows failed their integrity check and were skipped");
+            warn!("{bad} rows of {} failed their integrity check and were skipped", table.name());
         }
-        Ok((items, bad))
+        Ok(out)
+    }
+
+    /// Writes the profile: its aggregate record and the item rows that
+    /// changed (`replace_all`: the item rows are exactly `items`), atomically.
+    pub(crate) fn write_profile(
+        &mut self,
+        aggregate: &[u8],
+        items: &[(String, Vec<u8>)],
+        replace_all: bool,
+    ) -> Result<()> {
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        if replace_all {
+            tx.execute("DELETE FROM profile_items", [])?;
+        }
+        upsert_keyed_tx(&tx, &self.keys, Table::ProfileItems, items)?;
+        put_state_tx(&tx, &self.keys, "profile", aggregate)?;
+        tx.commit()?;
+        Ok(())
     }
 
     // ----- state -----
@@ -350,24 +289,15 @@ impl Store {
     }
 
     pub(crate) fn get_state(&self, name: &str) -> Result<Option<Vec<u8>>> {
-        let sealed: Option<Vec<u8>> = self
-            .conn
-            .query_row("SELECT sealed FROM state WHERE name = ?1", [name], |r| {
-                r.get(0)
-            })
-            .optional()?;
-        sealed
-            .map(|s| self.keys.open(Table::State, name.as_bytes(), &s))
-            .transpose()
+        let sealed: Option<Vec<u8>> =
+            self.conn.query_row("SELECT sealed FROM state WHERE name = ?1", [name], |r| r.get(0)).optional()?;
+        sealed.map(|s| self.keys.open(Table::State, name.as_bytes(), &s)).transpose()
     }
 
     /// Moves the WAL's content into the database and truncates the WAL file.
     pub(crate) fn checkpoint(&self) -> Result<()> {
         let (busy, _, _): (i64, i64, i64) =
-            self.conn
-                .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
-                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-                })?;
+            self.conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
         if busy != 0 {
             warn!("wal checkpoint could not complete (busy)");
         }
@@ -375,17 +305,13 @@ impl Store {
     }
 
     pub(crate) fn integrity_check(&self) -> Result<String> {
-        Ok(self
-            .conn
-            .query_row("PRAGMA integrity_check", [], |r| r.get(0))?)
+        Ok(self.conn.query_row("PRAGMA integrity_check", [], |r| r.get(0))?)
     }
 
     // ----- rekey -----
 
     fn rekey_target(&self) -> Result<Option<u32>> {
-        Ok(meta_get(&self.conn, "rekey_to")?
-            .map(|v| epoch_from(&v))
-            .transpose()?)
+        Ok(meta_get(&self.conn, "rekey_to")?.map(|v| epoch_from(&v)).transpose()?)
     }
 
     /// Step 1 of re-sealing everything under a new data key wrapped by `new_root`.
@@ -398,8 +324,7 @@ impl Store {
     /// one (after), with every record readable, and opening it finishes the
     /// job.
     pub(crate) fn begin_rekey(&mut self, new_root: &RootKey) -> Result<()> {
-        let salt: Vec<u8> =
-            meta_get(&self.conn, "salt")?.ok_or_else(|| Error::Corrupt("no salt".into()))?;
+        let salt: Vec<u8> = meta_get(&self.conn, "salt")?.ok_or_else(|| Error::Corrupt("no salt".into()))?;
         let wrapper = Wrapper::new(new_root, &salt);
         let target = match self.rekey_target()? {
             Some(t) => t,
@@ -409,9 +334,7 @@ impl Store {
         if !live.iter().any(|(e, _)| *e == target) {
             live.push((target, DataKey::generate()?));
         }
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         for (e, k) in &live {
             meta_put(&tx, &format!("data_key.{e}"), &wrapper.wrap(*e, k)?)?;
         }
@@ -439,22 +362,16 @@ impl Store {
         let mut resealed = 0usize;
         loop {
             let batch: Vec<(i64, Vec<u8>)> = {
-                let mut stmt = self.conn.prepare_cached(
-                    "SELECT id, sealed FROM events WHERE id > ?1 ORDER BY id LIMIT ?2",
-                )?;
-                let rows = stmt.query_map(params![after, REKEY_BATCH as i64], |r| {
-                    Ok((r.get(0)?, r.get(1)?))
-                })?;
+                let mut stmt =
+                    self.conn.prepare_cached("SELECT id, sealed FROM events WHERE id > ?1 ORDER BY id LIMIT ?2")?;
+                let rows = stmt.query_map(params![after, REKEY_BATCH as i64], |r| Ok((r.get(0)?, r.get(1)?)))?;
                 rows.collect::<rusqlite::Result<_>>()?
             };
             let Some((last, _)) = batch.last() else { break };
             after = *last;
-            let tx = self
-                .conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             {
-                let mut update =
-                    tx.prepare_cached("UPDATE events SET sealed = ?2 WHERE id = ?1")?;
+                let mut update = tx.prepare_cached("UPDATE events SET sealed = ?2 WHERE id = ?1")?;
                 for (id, sealed) in batch.iter().filter(|(_, s)| stale(s)) {
                     let row = id.to_le_bytes();
                     let plain = self.keys.open(Table::Events, &row, sealed)?;
@@ -465,38 +382,32 @@ impl Store {
             tx.commit()?;
         }
 
-        // Catalog rows change their blind index with the epoch.
-        let rows: Vec<(Vec<u8>, Vec<u8>)> = {
-            let mut stmt = self.conn.prepare("SELECT lookup, sealed FROM catalog")?;
-            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
-            rows.collect::<rusqlite::Result<_>>()?
-        };
-        let stale_rows: Vec<_> = rows.into_iter().filter(|(_, s)| stale(s)).collect();
-        for chunk in stale_rows.chunks(REKEY_BATCH) {
-            let tx = self
-                .conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)?;
-            for (lookup, sealed) in chunk {
-                let plain = self.keys.open(Table::Catalog, lookup, sealed)?;
-                let item: CatalogItem = serde_json::from_slice(&plain)?;
-                let new_lookup = self.keys.blind_index(&item.id);
-                tx.execute("DELETE FROM catalog WHERE lookup = ?1", [lookup])?;
-                tx.execute(
-                    "INSERT OR REPLACE INTO catalog (lookup, sealed) VALUES (?1, ?2)",
-                    params![
-                        new_lookup,
-                        self.keys.seal(Table::Catalog, &new_lookup, &plain)?
-                    ],
-                )?;
-                resealed += 1;
+        // Keyed rows change their blind index with the epoch.
+        for table in [Table::Catalog, Table::ProfileItems] {
+            let rows: Vec<(Vec<u8>, Vec<u8>)> = {
+                let mut stmt = self.conn.prepare(&format!("SELECT lookup, sealed FROM {}", table.name()))?;
+                let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+                rows.collect::<rusqlite::Result<_>>()?
+            };
+            let stale_rows: Vec<_> = rows.into_iter().filter(|(_, s)| stale(s)).collect();
+            for chunk in stale_rows.chunks(REKEY_BATCH) {
+                let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                let delete = format!("DELETE FROM {} WHERE lookup = ?1", table.name());
+                let mut moved = Vec::with_capacity(chunk.len());
+                for (lookup, sealed) in chunk {
+                    let plain = self.keys.open(table, lookup, sealed)?;
+                    let KeyedId { id } = serde_json::from_slice(&plain)?;
+                    tx.execute(&delete, [lookup])?;
+                    moved.push((id, plain));
+                }
+                upsert_keyed_tx(&tx, &self.keys, table, &moved)?;
+                tx.commit()?;
+                resealed += moved.len();
             }
-            tx.commit()?;
         }
 
         // State rows, and the end of the rekey, in one transaction.
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let states: Vec<(String, Vec<u8>)> = {
             let mut stmt = tx.prepare("SELECT name, sealed FROM state")?;
             let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
@@ -508,19 +419,11 @@ impl Store {
             resealed += 1;
         }
         for (e, _) in self.data_keys.iter().filter(|(e, _)| *e != target) {
-            tx.execute(
-                "DELETE FROM meta WHERE name = ?1",
-                [format!("data_key.{e}")],
-            )?;
+            tx.execute("DELETE FROM meta WHERE name = ?1", [format!("data_key.{e}")])?;
         }
         tx.execute("DELETE FROM meta WHERE name = 'rekey_to'", [])?;
         tx.commit()?;
-        let current: Vec<_> = self
-            .data_keys
-            .iter()
-            .filter(|(e, _)| *e == target)
-            .cloned()
-            .collect();
+        let current: Vec<_> = self.data_keys.iter().filter(|(e, _)| *e == target).cloned().collect();
         self.set_keys(target, current);
         self.checkpoint()?;
         info!("rekey: epoch {target} complete, {resealed} records re-sealed");
@@ -532,15 +435,10 @@ impl Store {
 fn configure(conn: &Connection, opts: &StoreOptions) -> Result<()> {
     conn.busy_timeout(std::time::Duration::from_secs(5))?;
     conn.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_DEFENSIVE, true)?;
-    conn.set_db_config(
-        rusqlite::config::DbConfig::SQLITE_DBCONFIG_TRUSTED_SCHEMA,
-        false,
-    )?;
+    conn.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_TRUSTED_SCHEMA, false)?;
     let mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
     if !mode.eq_ignore_ascii_case("wal") {
-        return Err(Error::Internal(format!(
-            "journal mode {mode} instead of wal"
-        )));
+        return Err(Error::Internal(format!("journal mode {mode} instead of wal")));
     }
     let sync = match opts.durability {
         Durability::Normal => "NORMAL",
@@ -553,9 +451,7 @@ fn configure(conn: &Connection, opts: &StoreOptions) -> Result<()> {
     conn.pragma_update(None, "journal_size_limit", 4 * 1024 * 1024)?;
     if let Some(max) = opts.max_store_bytes {
         let pages = (max / PAGE_SIZE).max(16);
-        let _: i64 = conn.query_row(&format!("PRAGMA max_page_count = {pages}"), [], |r| {
-            r.get(0)
-        })?;
+        let _: i64 = conn.query_row(&format!("PRAGMA max_page_count = {pages}"), [], |r| r.get(0))?;
     }
     debug!("store configured: wal, synchronous={sync}, secure_delete");
     Ok(())
@@ -581,6 +477,25 @@ fn insert_events_tx(conn: &Connection, keys: &KeyRing, first: i64, events: &[Eve
     Ok(())
 }
 
+fn upsert_keyed_tx(conn: &Connection, keys: &KeyRing, table: Table, rows: &[(String, Vec<u8>)]) -> Result<()> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "INSERT INTO {} (lookup, sealed) VALUES (?1, ?2) ON CONFLICT(lookup) DO UPDATE SET sealed = excluded.sealed",
+        table.name()
+    ))?;
+    for (id, plain) in rows {
+        let lookup = keys.blind_index(table, id);
+        stmt.execute(params![lookup, keys.seal(table, &lookup, plain)?])?;
+    }
+    Ok(())
+}
+
+/// The id inside a keyed table's record (catalog items and profile items
+/// both carry one).
+#[derive(serde::Deserialize)]
+struct KeyedId {
+    id: String,
+}
+
 fn put_state_tx(conn: &Connection, keys: &KeyRing, name: &str, value: &[u8]) -> Result<()> {
     let sealed = keys.seal(Table::State, name.as_bytes(), value)?;
     conn.prepare_cached(
@@ -591,11 +506,7 @@ fn put_state_tx(conn: &Connection, keys: &KeyRing, name: &str, value: &[u8]) -> 
 }
 
 fn meta_get(conn: &Connection, name: &str) -> Result<Option<Vec<u8>>> {
-    Ok(conn
-        .query_row("SELECT value FROM meta WHERE name = ?1", [name], |r| {
-            r.get(0)
-        })
-        .optional()?)
+    Ok(conn.query_row("SELECT value FROM meta WHERE name = ?1", [name], |r| r.get(0)).optional()?)
 }
 
 fn meta_put(conn: &Connection, name: &str, value: &[u8]) -> Result<()> {
@@ -607,10 +518,7 @@ fn meta_put(conn: &Connection, name: &str, value: &[u8]) -> Result<()> {
 }
 
 fn epoch_from(v: &[u8]) -> Result<u32> {
-    Ok(u32::from_le_bytes(
-        v.try_into()
-            .map_err(|_| Error::Corrupt("bad epoch".into()))?,
-    ))
+    Ok(u32::from_le_bytes(v.try_into().map_err(|_| Error::Corrupt("bad epoch".into()))?))
 }
 
 fn meta_epoch(conn: &Connection) -> Result<u32> {
@@ -628,10 +536,15 @@ pub mod schema {
         CREATE TABLE state (name TEXT PRIMARY KEY, sealed BLOB NOT NULL) WITHOUT ROWID;
     ";
 
-    /// v1 -> v2: the catalog cache.
+    /// v1 -> v2: the catalog cache; the profile's item rows move out of the
+    /// profile record into a table of their own.
     const V2: &str = "
         CREATE TABLE catalog (lookup BLOB PRIMARY KEY, sealed BLOB NOT NULL) WITHOUT ROWID;
+        CREATE TABLE profile_items (lookup BLOB PRIMARY KEY, sealed BLOB NOT NULL) WITHOUT ROWID;
     ";
+    /// The v1 profile record held its items inline: drop it, and opening the
+    /// store rebuilds the profile from the history.
+    const V2_DATA: &str = "DELETE FROM state WHERE name = 'profile';";
 
     pub(crate) fn init(tx: &Transaction) -> Result<()> {
         tx.execute_batch(V1)?;
@@ -641,7 +554,10 @@ pub mod schema {
 
     pub(crate) fn upgrade_from(tx: &Transaction, version: u32) -> Result<()> {
         match version {
-            1 => tx.execute_batch(V2)?,
+            1 => {
+                tx.execute_batch(V2)?;
+                tx.execute_batch(V2_DATA)?;
+            }
             v => return Err(Error::Internal(format!("no upgrade from schema v{v}"))),
         }
         Ok(())

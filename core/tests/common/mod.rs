@@ -31,11 +31,7 @@ pub fn event(item: &str, kind: EventKind, t: i64) -> Event {
         timestamp_ms: t,
         position_ms: Some(60_000),
         duration_ms: Some(3_600_000),
-        context: EventContext {
-            device: DeviceClass::Tv,
-            local_hour: 21,
-            locale: Some("en-GB".into()),
-        },
+        context: EventContext { device: DeviceClass::Tv, local_hour: 21, locale: Some("en-GB".into()) },
     }
 }
 
@@ -72,11 +68,7 @@ pub fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 
 /// The names of the files in `dir` that contain `needle`.
 pub fn files_containing(dir: &Path, needle: &[u8]) -> Vec<String> {
-    dir_bytes(dir)
-        .into_iter()
-        .filter(|(_, b)| contains(b, needle))
-        .map(|(n, _)| n)
-        .collect()
+    dir_bytes(dir).into_iter().filter(|(_, b)| contains(b, needle)).map(|(n, _)| n).collect()
 }
 
 pub fn item_ids(events: &[Event]) -> Vec<String> {
