@@ -1,1 +1,258 @@
-fn main() {}
+//! `hearth`: run Hearth on a laptop.
+//!
+//! * `hearth simulate`: a synthetic audience, each device with its own
+//!   encrypted store.
+//! * `hearth inspect DIR`: what a store holds, in summary.
+//! * `hearth export DIR`: everything a store holds, as the export document.
+
+mod population;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use hearth_core::{
+    EventKind, Hearth, HearthConfig, PASSPHRASE_ITERATIONS, PassphraseKeyProvider, RecordOutcome, SCHEMA_VERSION,
+};
+use indicatif::{ProgressBar, ProgressStyle};
+use population::{Population, PopulationSpec};
+
+/// Used by `simulate` when no passphrase is given: the data is synthetic.
+const SIMULATION_PASSPHRASE: &str = "hearth-simulation";
+
+#[derive(Parser)]
+#[command(name = "hearth", version, about = "On-device personalization that keeps watch history on the device")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Generate a synthetic audience and record each device's history into its
+    /// own encrypted store.
+    Simulate {
+        /// Number of simulated devices (one user each).
+        #[arg(long, default_value_t = 50)]
+        devices: usize,
+        /// Output directory (`catalog.json`, `devices/<n>/`); a temporary
+        /// directory, removed at the end, when absent.
+        #[arg(long)]
+        data: Option<PathBuf>,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        /// Catalog size.
+        #[arg(long, default_value_t = 1500)]
+        items: usize,
+        /// Days of history per device.
+        #[arg(long, default_value_t = 60)]
+        days: i64,
+        /// Passphrase for the device stores.
+        #[arg(long, env = "HEARTH_PASSPHRASE", hide_env_values = true)]
+        passphrase: Option<String>,
+    },
+    /// Summarize a store: events, profile, settings, files.
+    Inspect {
+        /// The store's directory (for example `DATA/devices/0`).
+        dir: PathBuf,
+        #[arg(long, env = "HEARTH_PASSPHRASE", hide_env_values = true)]
+        passphrase: String,
+    },
+    /// Write everything a store holds as one JSON document.
+    Export {
+        dir: PathBuf,
+        #[arg(long, env = "HEARTH_PASSPHRASE", hide_env_values = true)]
+        passphrase: String,
+        /// Output file (standard output when absent).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+}
+
+fn main() {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Simulate { devices, data, seed, items, days, passphrase } => {
+            let passphrase = passphrase.unwrap_or_else(|| SIMULATION_PASSPHRASE.to_string());
+            simulate(devices, data, seed, PopulationSpec { items, days, ..Default::default() }, &passphrase)
+        }
+        Command::Inspect { dir, passphrase } => inspect(&dir, &passphrase),
+        Command::Export { dir, passphrase, out } => export(&dir, &passphrase, out.as_deref()),
+    };
+    if let Err(e) = result {
+        eprintln!("hearth: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn open_store(dir: &Path, passphrase: &str) -> Result<Arc<Hearth>> {
+    if !dir.join(hearth_core::DB_FILE).exists() {
+        bail!("no Hearth store in {}", dir.display());
+    }
+    let keys = PassphraseKeyProvider::for_dir(dir, passphrase, PASSPHRASE_ITERATIONS)?;
+    Hearth::open(HearthConfig::new(dir.to_str().context("directory name is not UTF-8")?), Arc::new(keys))
+        .with_context(|| format!("opening {}", dir.display()))
+}
+
+#[derive(Default)]
+struct Tally {
+    events: u64,
+    by_kind: [u64; 8],
+    bytes: u64,
+    per_device: Vec<u64>,
+}
+
+fn simulate(devices: usize, data: Option<PathBuf>, seed: u64, spec: PopulationSpec, passphrase: &str) -> Result<()> {
+    if devices == 0 {
+        bail!("--devices must be at least 1");
+    }
+    let started = Instant::now();
+    let temp = match &data {
+        Some(_) => None,
+        None => Some(tempfile::tempdir()?),
+    };
+    let root = data.clone().unwrap_or_else(|| temp.as_ref().unwrap().path().to_path_buf());
+    std::fs::create_dir_all(root.join("devices"))?;
+
+    let pop = Population::generate(spec, seed);
+    let catalog_json = serde_json::to_string_pretty(&serde_json::json!({ "items": pop.catalog }))?;
+    std::fs::write(root.join("catalog.json"), catalog_json)?;
+
+    let bar = ProgressBar::new(devices as u64);
+    bar.set_style(ProgressStyle::with_template("{spinner} simulating devices {bar:30} {pos}/{len} {elapsed_precise}")?);
+    let next = AtomicUsize::new(0);
+    let tally = Mutex::new(Tally { per_device: vec![0; devices], ..Default::default() });
+    let workers = std::thread::available_parallelism().map_or(2, |n| n.get()).min(devices);
+    std::thread::scope(|scope| -> Result<()> {
+        let handles: Vec<_> = (0..workers)
+            .map(|_| {
+                scope.spawn(|| -> Result<()> {
+                    loop {
+                        let n = next.fetch_add(1, Ordering::Relaxed);
+                        if n >= devices {
+                            return Ok(());
+                        }
+                        let dir = root.join("devices").join(n.to_string());
+                        let user = pop.user(n, seed);
+                        let history = pop.history(&user, seed);
+                        let keys = PassphraseKeyProvider::for_dir(&dir, passphrase, PASSPHRASE_ITERATIONS)?;
+                        let h = Hearth::open(HearthConfig::new(dir.to_str().unwrap()), Arc::new(keys))?;
+                        h.upsert_catalog(pop.catalog.clone())?;
+                        let outcome = h.record_batch(history.clone())?;
+                        if outcome != (RecordOutcome::Stored { count: history.len() as u32 }) {
+                            bail!("device {n}: unexpected outcome {outcome:?}");
+                        }
+                        h.close()?;
+                        let bytes: u64 =
+                            std::fs::read_dir(&dir)?.filter_map(|e| e.ok()?.metadata().ok()).map(|m| m.len()).sum();
+                        let mut t = tally.lock().unwrap();
+                        t.events += history.len() as u64;
+                        for e in &history {
+                            t.by_kind[EventKind::ALL.iter().position(|k| *k == e.kind).unwrap()] += 1;
+                        }
+                        t.bytes += bytes;
+                        t.per_device[n] = history.len() as u64;
+                        drop(t);
+                        bar.inc(1);
+                    }
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join().expect("worker panicked")?;
+        }
+        Ok(())
+    })?;
+    bar.finish_and_clear();
+
+    let t = tally.into_inner().unwrap();
+    let mut per = t.per_device.clone();
+    per.sort_unstable();
+    println!("Hearth simulation (seed {seed})");
+    println!("  devices           {devices}");
+    println!("  catalog           {} items -> {}", pop.catalog.len(), root.join("catalog.json").display());
+    println!(
+        "  events recorded   {} (per device: median {}, min {}, max {})",
+        t.events,
+        per[per.len() / 2],
+        per[0],
+        per[per.len() - 1]
+    );
+    let kinds: Vec<String> =
+        EventKind::ALL.iter().zip(t.by_kind).map(|(k, n)| format!("{}={n}", format!("{k:?}").to_lowercase())).collect();
+    println!("  by kind           {}", kinds.join(" "));
+    println!(
+        "  encrypted stores  {} under {} ({:.1} KiB per device)",
+        human_bytes(t.bytes),
+        root.join("devices").display(),
+        t.bytes as f64 / 1024.0 / devices as f64
+    );
+    println!("  took              {:.1} s", started.elapsed().as_secs_f64());
+    if temp.is_some() {
+        println!("  (temporary directory, removed; pass --data DIR to keep the stores)");
+    }
+    Ok(())
+}
+
+fn human_bytes(b: u64) -> String {
+    if b >= 1 << 20 {
+        format!("{:.1} MiB", b as f64 / (1 << 20) as f64)
+    } else {
+        format!("{:.1} KiB", b as f64 / 1024.0)
+    }
+}
+
+fn inspect(dir: &Path, passphrase: &str) -> Result<()> {
+    let h = open_store(dir, passphrase)?;
+    let p = h.profile()?;
+    let s = h.settings()?;
+    println!("Hearth store {} (schema v{SCHEMA_VERSION})", dir.display());
+    println!("  integrity         {}", h.integrity_check()?);
+    println!("  events            {}", h.event_count()?);
+    println!("  items seen        {}", p.items_seen);
+    println!("  catalog cache     {} items", h.catalog_size()?);
+    println!("  completion rate   {:.2}", p.completion_rate);
+    println!("  skip rate         {:.2}", p.skip_rate);
+    let cats: Vec<String> =
+        p.top_categories.iter().take(5).map(|c| format!("{} ({:.1})", c.category, c.affinity)).collect();
+    println!("  top categories    {}", cats.join(", "));
+    let devices: Vec<String> = p
+        .device_mix
+        .iter()
+        .filter(|d| d.share > 0.0)
+        .map(|d| format!("{:?} {:.0}%", d.device, d.share * 100.0).to_lowercase())
+        .collect();
+    println!("  devices           {}", devices.join(", "));
+    let peak = p.hour_mix.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map(|(h, _)| h).unwrap_or(0);
+    println!("  peak hour         {peak:02}:00");
+    println!(
+        "  settings          personalization={} history_paused={} federated_opt_in={} blocked={:?} retention_days={:?}",
+        s.personalization_enabled, s.history_paused, s.federated_opt_in, s.blocked_categories, s.retention_days
+    );
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        println!(
+            "  file              {} ({})",
+            entry.file_name().to_string_lossy(),
+            human_bytes(entry.metadata()?.len())
+        );
+    }
+    Ok(())
+}
+
+fn export(dir: &Path, passphrase: &str, out: Option<&Path>) -> Result<()> {
+    let h = open_store(dir, passphrase)?;
+    let json = h.export_json()?;
+    match out {
+        Some(path) => {
+            std::fs::write(path, json)?;
+            eprintln!("exported to {}", path.display());
+        }
+        None => println!("{json}"),
+    }
+    Ok(())
+}
