@@ -37,7 +37,7 @@ lane_cross() {
     bash tests/cross/run.sh
 }
 
-all=(rust)
+all=(rust models)
 lanes=("$@")
 [ ${#lanes[@]} -gt 0 ] || lanes=("${all[@]}")
 

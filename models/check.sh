@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# Rebuilds the model package into a temporary folder and compares every
+# generated file byte for byte with the committed one.
+#
+#   models/check.sh            exit 0 when up to date, 1 when stale or a build check fails
+#   models/check.sh --update   rebuild in place (then review and commit the result)
+#
+# The venv lives outside the repository: $HEARTH_MODELS_VENV, default
+# ~/.cache/hearth/models-venv. It is created on first use and reinstalled
+# whenever requirements.txt changes.
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+venv="${HEARTH_MODELS_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/hearth/models-venv}"
+req="$here/requirements.txt"
+
+make_venv() {
+  mkdir -p "$(dirname "$venv")"
+  if python3 -m venv "$venv" >/dev/null 2>&1; then return; fi
+  # Debian ships ensurepip separately, in python3-venv.
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "check.sh: installing python3-venv" >&2
+    apt-get update -qq >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null
+    rm -rf "$venv"
+    python3 -m venv "$venv"
+  else
+    echo "check.sh: 'python3 -m venv' failed; install python3-venv" >&2
+    exit 2
+  fi
+}
+
+[ -x "$venv/bin/python" ] || make_venv
+stamp="$venv/.hearth-models-requirements"
+want="$(sha256sum "$req" | cut -d' ' -f1)"
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$req"
+  echo "$want" >"$stamp"
+fi
+
+if [ "${1:-}" = "--update" ]; then
+  exec "$venv/bin/python" "$here/build.py"
+fi
+
+tmp="$(mktemp -d)"
+trap 'rm -rf "$tmp"' EXIT
+cp "$here/README.md" "$tmp/README.md"
+if ! "$venv/bin/python" "$here/build.py" --out "$tmp/ranker-v1" --readme "$tmp/README.md" >"$tmp/build.log" 2>&1; then
+  cat "$tmp/build.log"
+  echo "check.sh: FAILED: build.py failed (see above)" >&2
+  exit 1
+fi
+cat "$tmp/build.log"
+
+stale=()
+for f in "$tmp"/ranker-v1/*; do
+  name="$(basename "$f")"
+  cmp -s "$f" "$here/ranker-v1/$name" || stale+=("models/ranker-v1/$name")
+done
+for f in "$here"/ranker-v1/*; do
+  name="$(basename "$f")"
+  # manifest.sig is written by the signing step, not by build.py.
+  [ "$name" = manifest.sig ] || [ -e "$tmp/ranker-v1/$name" ] || stale+=("models/ranker-v1/$name (not made by build.py)")
+done
+cmp -s "$tmp/README.md" "$here/README.md" || stale+=("models/README.md (generated block)")
+
+if [ "${#stale[@]}" -gt 0 ]; then
+  echo "check.sh: FAILED: these files differ from what build.py makes now:" >&2
+  printf '  %s\n' "${stale[@]}" >&2
+  echo "Run models/check.sh --update, review, commit, and sign the new manifest.json." >&2
+  exit 1
+fi
+echo "check.sh: models/ranker-v1 is up to date ($(ls "$tmp/ranker-v1" | wc -l) files byte-identical)"
