@@ -47,7 +47,10 @@ pub enum KeyError {
 
 impl From<uniffi::UnexpectedUniFFICallbackError> for KeyError {
     fn from(e: uniffi::UnexpectedUniFFICallbackError) -> Self {
-        KeyError::Unavailable { reason: format!("key provider failed: {}", e.reason) }
+        // Kotlin hands over the whole stack trace: keep the first line, short.
+        let first = e.reason.lines().next().unwrap_or("").trim();
+        let reason: String = first.chars().take(160).collect();
+        KeyError::Unavailable { reason: format!("key provider failed: {reason}") }
     }
 }
 
@@ -56,7 +59,7 @@ impl From<uniffi::UnexpectedUniFFICallbackError> for KeyError {
 ///
 /// Hearth calls it when a store is opened, deleted or re-keyed, never while it
 /// holds its own lock, and the implementation must not call back into Hearth.
-#[uniffi::export(with_foreign)]
+#[uniffi::export(foreign)]
 pub trait KeyProvider: Send + Sync {
     /// The root key: exactly 32 bytes.
     fn root_key(&self) -> Result<Vec<u8>, KeyError>;

@@ -183,6 +183,7 @@ fn short_kind(err: &rusqlite::Error) -> &'static str {
 
 impl From<uniffi::UnexpectedUniFFICallbackError> for HearthError {
     fn from(e: uniffi::UnexpectedUniFFICallbackError) -> Self {
-        HearthError::Internal { reason: format!("callback failed: {}", e.reason) }
+        let first: String = e.reason.lines().next().unwrap_or("").trim().chars().take(160).collect();
+        HearthError::Internal { reason: format!("callback failed: {first}") }
     }
 }
