@@ -17,6 +17,7 @@
 //! to another row or table fails to open. Plaintexts are padded to a few fixed
 //! sizes so that the length of a row says little about what it holds.
 
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::num::NonZeroU32;
 
@@ -278,12 +279,38 @@ impl EpochKeys {
 pub(crate) struct KeyRing {
     epochs: BTreeMap<u32, EpochKeys>,
     current: u32,
+    nonces: RefCell<NoncePool>,
+}
+
+/// Random nonces, drawn from the system's generator a few hundred at a time
+/// rather than with one system call per record.
+struct NoncePool {
+    buf: Vec<u8>,
+    used: usize,
+}
+
+const NONCE_POOL: usize = NONCE_LEN * 256;
+
+impl NoncePool {
+    fn next(&mut self) -> Result<[u8; NONCE_LEN]> {
+        if self.used + NONCE_LEN > self.buf.len() {
+            self.buf.resize(NONCE_POOL, 0);
+            SystemRandom::new().fill(&mut self.buf).map_err(|_| Error::Crypto("no randomness"))?;
+            self.used = 0;
+        }
+        let mut n = [0u8; NONCE_LEN];
+        n.copy_from_slice(&self.buf[self.used..self.used + NONCE_LEN]);
+        // A nonce is used once: wipe it from the pool.
+        self.buf[self.used..self.used + NONCE_LEN].fill(0);
+        self.used += NONCE_LEN;
+        Ok(n)
+    }
 }
 
 impl KeyRing {
     pub(crate) fn new(current: u32, keys: Vec<(u32, DataKey)>) -> Self {
         let epochs = keys.iter().map(|(e, k)| (*e, EpochKeys::derive(k))).collect();
-        KeyRing { epochs, current }
+        KeyRing { epochs, current, nonces: RefCell::new(NoncePool { buf: Vec::new(), used: 0 }) }
     }
 
     pub(crate) fn current_epoch(&self) -> u32 {
@@ -293,14 +320,15 @@ impl KeyRing {
     /// Seals `plain` for `table`/`row` under the current epoch.
     pub(crate) fn seal(&self, table: Table, row: &[u8], plain: &[u8]) -> Result<Vec<u8>> {
         let keys = self.epochs.get(&self.current).ok_or(Error::Crypto("no key for current epoch"))?;
-        let padded = pad(plain);
-        let mut nonce = [0u8; NONCE_LEN];
-        SystemRandom::new().fill(&mut nonce).map_err(|_| Error::Crypto("no randomness"))?;
-        let mut out = Vec::with_capacity(HEADER_LEN + padded.len() + TAG_LEN);
+        let nonce = self.nonces.borrow_mut().next()?;
+        let total = padded_len(plain.len());
+        let mut out = Vec::with_capacity(HEADER_LEN + total + TAG_LEN);
         out.push(FORMAT);
         out.extend_from_slice(&self.current.to_le_bytes());
         out.extend_from_slice(&nonce);
-        out.extend_from_slice(&padded);
+        out.extend_from_slice(&(plain.len() as u32).to_le_bytes());
+        out.extend_from_slice(plain);
+        out.resize(HEADER_LEN + total, 0);
         let aad = record_aad(table, row, self.current);
         let tag = keys
             .aead(table)
@@ -388,15 +416,6 @@ pub(crate) fn padded_len(payload: usize) -> usize {
     BUCKETS.iter().copied().find(|b| *b >= need).unwrap_or_else(|| need.div_ceil(4096) * 4096)
 }
 
-fn pad(payload: &[u8]) -> Vec<u8> {
-    let total = padded_len(payload.len());
-    let mut out = Vec::with_capacity(total);
-    out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-    out.extend_from_slice(payload);
-    out.resize(total, 0);
-    out
-}
-
 fn unpad(padded: &[u8]) -> Option<Vec<u8>> {
     let len = u32::from_le_bytes(padded.get(..4)?.try_into().ok()?) as usize;
     padded.get(4..4 + len).map(|p| p.to_vec())
@@ -431,6 +450,16 @@ mod tests {
             let mut t = sealed.clone();
             t[i] ^= 0x01;
             assert!(r.open(Table::Events, b"42", &t).is_err(), "byte {i}");
+        }
+    }
+
+    #[test]
+    fn nonces_are_never_repeated() {
+        let r = ring();
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..2000 {
+            let s = r.seal(Table::Events, b"1", b"x").unwrap();
+            assert!(seen.insert(s[5..HEADER_LEN].to_vec()));
         }
     }
 

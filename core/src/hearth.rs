@@ -67,9 +67,9 @@ impl HearthConfig {
 
 /// The profile is written when this many events arrived since its last
 /// write...
-const PROFILE_FLUSH_EVENTS: u32 = 1024;
+const PROFILE_FLUSH_EVENTS: u32 = 4096;
 /// ...or this many items changed.
-const PROFILE_FLUSH_ITEMS: usize = 512;
+const PROFILE_FLUSH_ITEMS: usize = 2048;
 /// Retention is enforced at most this often while recording.
 const PURGE_INTERVAL_MS: i64 = 3600 * 1000;
 const DAY_MS: i64 = 86_400_000;

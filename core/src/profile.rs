@@ -130,7 +130,12 @@ impl Profile {
         {
             let share = w * age / item.categories.len() as f64;
             for c in &item.categories {
-                *self.category_affinity.entry(c.clone()).or_insert(0.0) += share;
+                match self.category_affinity.get_mut(c) {
+                    Some(v) => *v += share,
+                    None => {
+                        self.category_affinity.insert(c.clone(), share);
+                    }
+                }
             }
         }
 

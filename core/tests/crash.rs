@@ -58,13 +58,21 @@ fn parent(args: &[String]) {
     }
 }
 
+/// This binary as a child process. Under user-mode emulation (the ARM lane)
+/// the kernel cannot exec an ARM binary itself, so `HEARTH_TEST_RUNNER`
+/// names the emulator to put in front.
 fn spawn(mode: &str, dir: &Path) -> Child {
-    Command::new(std::env::current_exe().unwrap())
-        .args([mode, dir.to_str().unwrap()])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap()
+    let exe = std::env::current_exe().unwrap();
+    let mut cmd = match std::env::var("HEARTH_TEST_RUNNER").ok().filter(|r| !r.trim().is_empty()) {
+        Some(runner) => {
+            let mut parts = runner.split_whitespace();
+            let mut c = Command::new(parts.next().unwrap());
+            c.args(parts).arg(exe);
+            c
+        }
+        None => Command::new(exe),
+    };
+    cmd.args([mode, dir.to_str().unwrap()]).stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().unwrap()
 }
 
 /// Forwards the child's stdout lines to a channel.
