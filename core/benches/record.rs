@@ -111,9 +111,30 @@ fn batched(c: &mut Criterion) {
     g.finish();
 }
 
+/// The profile is written behind the events (every 30 s, on `flush` and on
+/// close): the cost of writing it after 1000 events on 1000 distinct items.
+fn profile_write(c: &mut Criterion) {
+    let dir = tempfile::tempdir().unwrap();
+    let h = hearth(dir.path());
+    let mut g = c.benchmark_group("profile_write_after_1000_items");
+    g.throughput(Throughput::Elements(BATCH as u64));
+    let mut i = 0u64;
+    g.bench_function("flush", |b| {
+        b.iter_batched(
+            || {
+                i += BATCH as u64;
+                h.record_batch((i..i + BATCH as u64).map(event).collect()).unwrap();
+            },
+            |()| h.flush().unwrap(),
+            BatchSize::PerIteration,
+        )
+    });
+    g.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().measurement_time(Duration::from_secs(5)).warm_up_time(Duration::from_secs(1));
-    targets = single, batched
+    targets = single, batched, profile_write
 }
 criterion_main!(benches);

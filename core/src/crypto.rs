@@ -408,8 +408,8 @@ fn open_raw(key: &LessSafeKey, aad: &[u8], sealed: &[u8]) -> Result<Vec<u8>, ()>
 }
 
 /// The padded sizes of sealed plaintexts: a length prefix, the payload, zeros.
-/// Beyond the last bucket sizes grow in whole 4 KiB steps.
-const BUCKETS: [usize; 7] = [64, 128, 256, 512, 1024, 2048, 4096];
+/// Steps of about 1.5x; beyond the last bucket sizes grow in whole 4 KiB steps.
+const BUCKETS: [usize; 12] = [64, 96, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048, 4096];
 
 pub(crate) fn padded_len(payload: usize) -> usize {
     let need = payload + 4;
@@ -467,7 +467,8 @@ mod tests {
     fn padding_hides_exact_lengths() {
         assert_eq!(padded_len(0), 64);
         assert_eq!(padded_len(60), 64);
-        assert_eq!(padded_len(61), 128);
+        assert_eq!(padded_len(61), 96);
+        assert_eq!(padded_len(150), 192);
         assert_eq!(padded_len(4092), 4096);
         assert_eq!(padded_len(4093), 8192);
         let r = ring();

@@ -65,11 +65,14 @@ impl HearthConfig {
     }
 }
 
-/// The profile is written when this many events arrived since its last
-/// write...
-const PROFILE_FLUSH_EVENTS: u32 = 4096;
-/// ...or this many items changed.
-const PROFILE_FLUSH_ITEMS: usize = 2048;
+/// The profile is a cache of the history, written behind: when this long has
+/// passed since its last write...
+const PROFILE_FLUSH_INTERVAL_MS: i64 = 30_000;
+/// ...or this many events arrived...
+const PROFILE_FLUSH_EVENTS: u32 = 65_536;
+/// ...or this many items changed; and on close. After a crash, opening the
+/// store folds in the events past the watermark (at most the above).
+const PROFILE_FLUSH_ITEMS: usize = 16_384;
 /// Retention is enforced at most this often while recording.
 const PURGE_INTERVAL_MS: i64 = 3600 * 1000;
 const DAY_MS: i64 = 86_400_000;
@@ -81,6 +84,7 @@ struct Session {
     profile: Profile,
     catalog: HashMap<String, CatalogItem>,
     unflushed: u32,
+    last_flush_ms: i64,
     last_purge_ms: i64,
 }
 
@@ -107,6 +111,7 @@ impl Session {
             profile: Profile::new(config.profile_half_life_days),
             catalog,
             unflushed: 0,
+            last_flush_ms: now_ms(),
             last_purge_ms: 0,
         };
         match stored {
@@ -176,12 +181,14 @@ impl Session {
         self.store.write_profile(&aggregate, &changed, replace_all)?;
         self.profile.dirty.clear();
         self.unflushed = 0;
+        self.last_flush_ms = now_ms();
         Ok(())
     }
 
     /// Writes the profile when enough has changed since the last write.
     fn maybe_flush_profile(&mut self) {
-        if (self.unflushed >= PROFILE_FLUSH_EVENTS || self.profile.dirty.len() >= PROFILE_FLUSH_ITEMS)
+        let due = self.unflushed > 0 && now_ms() - self.last_flush_ms >= PROFILE_FLUSH_INTERVAL_MS;
+        if (due || self.unflushed >= PROFILE_FLUSH_EVENTS || self.profile.dirty.len() >= PROFILE_FLUSH_ITEMS)
             && let Err(e) = self.flush_profile(false)
         {
             // The events are stored; the profile catches up on next open.
@@ -559,6 +566,13 @@ impl Hearth {
                 s.store.finish_rekey()
             })
         })
+    }
+
+    /// Writes state kept behind (the profile) to the store now. Apps call it
+    /// when they go to the background; it also happens on its own every 30 s
+    /// of recording and on close.
+    pub fn flush(&self) -> Result<(), HearthError> {
+        self.with(|s| s.flush_profile(false))
     }
 
     /// Runs SQLite's integrity check: "ok" when the file is sound.

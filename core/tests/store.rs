@@ -496,6 +496,15 @@ fn profile_follows_the_history() {
     drop(h);
     let h = open(dir.path(), KEY_A).unwrap();
     assert_eq!(h.profile().unwrap(), expected);
+    // An explicit flush writes it too; reopening folds in nothing new.
+    h.record(event("z", EventKind::Like, T0 + 500)).unwrap();
+    h.flush().unwrap();
+    let expected = h.profile().unwrap();
+    let h2 = {
+        h.close().unwrap();
+        open(dir.path(), KEY_A).unwrap()
+    };
+    assert_eq!(h2.profile().unwrap(), expected);
 }
 
 #[test]
