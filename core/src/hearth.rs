@@ -172,14 +172,14 @@ impl Session {
             self.profile.items.values().map(|i| Ok((i.id.clone(), serde_json::to_vec(i)?))).collect::<Result<_>>()?
         } else {
             self.profile
-                .dirty
-                .iter()
-                .filter_map(|id| self.profile.items.get(id))
+                .items
+                .values()
+                .filter(|i| i.dirty)
                 .map(|i| Ok((i.id.clone(), serde_json::to_vec(i)?)))
                 .collect::<Result<_>>()?
         };
         self.store.write_profile(&aggregate, &changed, replace_all)?;
-        self.profile.dirty.clear();
+        self.profile.mark_clean();
         self.unflushed = 0;
         self.last_flush_ms = now_ms();
         Ok(())
@@ -188,7 +188,7 @@ impl Session {
     /// Writes the profile when enough has changed since the last write.
     fn maybe_flush_profile(&mut self) {
         let due = self.unflushed > 0 && now_ms() - self.last_flush_ms >= PROFILE_FLUSH_INTERVAL_MS;
-        if (due || self.unflushed >= PROFILE_FLUSH_EVENTS || self.profile.dirty.len() >= PROFILE_FLUSH_ITEMS)
+        if (due || self.unflushed >= PROFILE_FLUSH_EVENTS || self.profile.dirty_count >= PROFILE_FLUSH_ITEMS)
             && let Err(e) = self.flush_profile(false)
         {
             // The events are stored; the profile catches up on next open.
@@ -308,7 +308,7 @@ impl Session {
 
 impl Drop for Session {
     fn drop(&mut self) {
-        if (self.unflushed > 0 || !self.profile.dirty.is_empty())
+        if (self.unflushed > 0 || self.profile.dirty_count > 0)
             && let Err(e) = self.flush_profile(false)
         {
             warn!("profile not written on close: {e}");
@@ -543,7 +543,7 @@ impl Hearth {
             if let State::Open(session) = std::mem::replace(&mut *guard, State::NeedsReopen) {
                 let mut session = *session;
                 session.unflushed = 0;
-                session.profile.dirty.clear();
+                session.profile.dirty_count = 0;
                 drop(session);
             }
             store::shred_files(&PathBuf::from(&self.config.data_dir))?;

@@ -13,7 +13,7 @@
 //! past the watermark, so the stored profile can lag the history but never
 //! lose it.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 
 use serde::{Deserialize, Serialize};
 
@@ -43,6 +43,9 @@ pub(crate) struct ItemState {
     /// The item's id (kept inside the sealed record).
     #[serde(default)]
     pub id: String,
+    /// Changed since the profile was last written.
+    #[serde(skip)]
+    pub dirty: bool,
     /// Engagement, decayed to `at_ms`.
     pub engagement: f64,
     pub at_ms: i64,
@@ -72,9 +75,9 @@ pub(crate) struct Profile {
     /// the aggregate record, so a write touches only what changed.
     #[serde(skip)]
     pub items: HashMap<String, ItemState>,
-    /// Items changed since the profile was last written.
+    /// How many items changed since the profile was last written.
     #[serde(skip)]
-    pub dirty: HashSet<String>,
+    pub dirty_count: usize,
 }
 
 impl Profile {
@@ -90,7 +93,7 @@ impl Profile {
             device_mix: [0.0; 5],
             hour_mix: [0.0; 24],
             items: HashMap::new(),
-            dirty: HashSet::new(),
+            dirty_count: 0,
         }
     }
 
@@ -140,13 +143,17 @@ impl Profile {
         }
 
         let half_life = self.half_life_days;
-        if !self.dirty.contains(&event.item_id) {
-            self.dirty.insert(event.item_id.clone());
+        let state = match self.items.get_mut(&event.item_id) {
+            Some(s) => s,
+            None => {
+                let fresh = ItemState { id: event.item_id.clone(), ..ItemState::default() };
+                self.items.entry(event.item_id.clone()).or_insert(fresh)
+            }
+        };
+        if !state.dirty {
+            state.dirty = true;
+            self.dirty_count += 1;
         }
-        let state = self
-            .items
-            .entry(event.item_id.clone())
-            .or_insert_with(|| ItemState { id: event.item_id.clone(), ..ItemState::default() });
         let decay_to = |from: i64, to: i64| {
             if to <= from { 1.0 } else { (-((to - from) as f64) / DAY_MS * std::f64::consts::LN_2 / half_life).exp() }
         };
@@ -195,6 +202,12 @@ impl Profile {
             }
         }
         self.category_affinity = aff;
+    }
+
+    /// Marks every item written: after a profile write.
+    pub(crate) fn mark_clean(&mut self) {
+        self.items.values_mut().for_each(|i| i.dirty = false);
+        self.dirty_count = 0;
     }
 
     pub(crate) fn completion_rate(&self) -> f64 {
