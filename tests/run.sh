@@ -22,7 +22,8 @@ lane_rust() {
     rustup component add rustfmt >/dev/null 2>&1 || true
     cargo fmt --all -- --check || { echo "rust: cargo fmt --check failed"; return 1; }
     # --all-targets also runs each criterion benchmark once, in test mode.
-    cargo test --workspace --all-targets --locked && cargo test --workspace --doc --locked
+    cargo test --workspace --exclude uniffi-bindgen --all-targets --locked &&
+        cargo test --workspace --exclude uniffi-bindgen --doc --locked
 }
 
 lane_models() {
@@ -37,7 +38,7 @@ lane_cross() {
     bash tests/cross/run.sh
 }
 
-all=(rust models)
+all=(rust models bindings)
 lanes=("$@")
 [ ${#lanes[@]} -gt 0 ] || lanes=("${all[@]}")
 

@@ -30,7 +30,6 @@ pub struct HearthConfig {
     /// A directory private to the app (for example `Context.noBackupFilesDir`
     /// on Android, Application Support on iOS). Created if missing.
     pub data_dir: String,
-    #[uniffi(default)]
     pub durability: Durability,
     /// Cap on the store's size; recording past it fails with `StorageFull`.
     #[uniffi(default = None)]
@@ -339,6 +338,17 @@ impl std::fmt::Debug for Hearth {
     }
 }
 
+/// Drops an open session that a panic may have left half-updated, without
+/// writing its in-memory state, so the next call reopens it from disk.
+fn abandon(state: &mut State) {
+    if let State::Open(session) = std::mem::replace(state, State::NeedsReopen) {
+        let mut session = *session;
+        session.unflushed = 0;
+        session.profile.dirty_count = 0;
+        drop(session);
+    }
+}
+
 /// Runs `f`, turning a panic into `HearthError::Internal`.
 fn shield<T>(f: impl FnOnce() -> Result<T, HearthError>) -> Result<T, HearthError> {
     catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|_| Err(HearthError::Internal { reason: "panic caught".into() }))
@@ -356,9 +366,7 @@ impl Hearth {
             Err(poisoned) => {
                 self.state.clear_poison();
                 let mut g = poisoned.into_inner();
-                if let State::Open(_) = *g {
-                    *g = State::NeedsReopen;
-                }
+                abandon(&mut g);
                 g
             }
         }
@@ -370,8 +378,13 @@ impl Hearth {
         shield(|| {
             let mut guard = self.lock();
             if let State::NeedsReopen = *guard {
+                // The key provider is never called under the lock.
+                drop(guard);
                 let root = self.root_key()?;
-                *guard = State::Open(Box::new(Session::open(&self.config, &root)?));
+                guard = self.lock();
+                if let State::NeedsReopen = *guard {
+                    *guard = State::Open(Box::new(Session::open(&self.config, &root)?));
+                }
             }
             let State::Open(session) = &mut *guard else {
                 return Err(HearthError::Closed);
@@ -379,7 +392,7 @@ impl Hearth {
             match catch_unwind(AssertUnwindSafe(|| f(session))) {
                 Ok(r) => r.map_err(HearthError::from),
                 Err(_) => {
-                    *guard = State::NeedsReopen;
+                    abandon(&mut guard);
                     Err(HearthError::Internal { reason: "panic caught; the store will be reopened".into() })
                 }
             }
@@ -540,12 +553,7 @@ impl Hearth {
             if let State::Closed = *guard {
                 return Err(HearthError::Closed);
             }
-            if let State::Open(session) = std::mem::replace(&mut *guard, State::NeedsReopen) {
-                let mut session = *session;
-                session.unflushed = 0;
-                session.profile.dirty_count = 0;
-                drop(session);
-            }
+            abandon(&mut guard);
             store::shred_files(&PathBuf::from(&self.config.data_dir))?;
             *guard = State::Open(Box::new(Session::open(&self.config, &root)?));
             info!("all data deleted");
