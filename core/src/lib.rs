@@ -13,6 +13,7 @@ mod crypto;
 mod error;
 mod hearth;
 mod history;
+mod logging;
 mod privacy;
 mod profile;
 pub(crate) mod store;
@@ -24,6 +25,7 @@ pub use crypto::{
 pub use error::HearthError;
 pub use hearth::{Hearth, HearthConfig, destroy_store};
 pub use history::{CatalogItem, DeviceClass, Event, EventContext, EventKind};
+pub use logging::{LogLevel, Logger, set_logger};
 pub use privacy::{
     EXPORT_FORMAT, EXPORT_FORMAT_VERSION, ExportDocument, ExportedEvent, ImportSummary, PrivacySettings, RecordOutcome,
 };
