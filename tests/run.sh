@@ -38,7 +38,7 @@ lane_cross() {
     bash tests/cross/run.sh
 }
 
-all=(rust models bindings)
+all=(rust models bindings cross)
 lanes=("$@")
 [ ${#lanes[@]} -gt 0 ] || lanes=("${all[@]}")
 
