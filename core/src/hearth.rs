@@ -167,16 +167,13 @@ impl Session {
     /// `replace_all`).
     fn flush_profile(&mut self, replace_all: bool) -> Result<()> {
         let aggregate = serde_json::to_vec(&self.profile)?;
-        let changed: Vec<(String, Vec<u8>)> = if replace_all {
-            self.profile.items.values().map(|i| Ok((i.id.clone(), serde_json::to_vec(i)?))).collect::<Result<_>>()?
-        } else {
-            self.profile
-                .items
-                .values()
-                .filter(|i| i.dirty)
-                .map(|i| Ok((i.id.clone(), serde_json::to_vec(i)?)))
-                .collect::<Result<_>>()?
-        };
+        let changed: Vec<(String, Vec<u8>)> = self
+            .profile
+            .items
+            .values()
+            .filter(|i| replace_all || i.dirty)
+            .map(|i| Ok((i.id.clone(), serde_json::to_vec(i)?)))
+            .collect::<Result<_>>()?;
         self.store.write_profile(&aggregate, &changed, replace_all)?;
         self.profile.mark_clean();
         self.unflushed = 0;
