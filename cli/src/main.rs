@@ -4,7 +4,11 @@
 //!   encrypted store.
 //! * `hearth inspect DIR`: what a store holds, in summary.
 //! * `hearth export DIR`: everything a store holds, as the export document.
+//! * `hearth evaluate`: ranking quality through the on-device path.
+//! * `hearth model keygen|sign|pubkey`: keys and signatures for model packages.
 
+mod evaluate;
+mod model_cmd;
 mod population;
 
 use std::path::{Path, PathBuf};
@@ -15,7 +19,8 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use hearth_core::{
-    EventKind, Hearth, HearthConfig, PASSPHRASE_ITERATIONS, PassphraseKeyProvider, RecordOutcome, SCHEMA_VERSION,
+    Event, EventKind, Hearth, HearthConfig, PASSPHRASE_ITERATIONS, PassphraseKeyProvider, RankContext, RecordOutcome,
+    SCHEMA_VERSION,
 };
 use indicatif::{ProgressBar, ProgressStyle};
 use population::{Population, PopulationSpec};
@@ -61,6 +66,27 @@ enum Command {
         #[arg(long, env = "HEARTH_PASSPHRASE", hide_env_values = true)]
         passphrase: String,
     },
+    /// Rank held-out items through the on-device path and report NDCG@10 and
+    /// HR@10 as JSON. INPUT: {"catalog": [CatalogItem], "users": [{"events":
+    /// [Event], "held_out": "id", "context"?: RankContext}]}.
+    Evaluate {
+        #[arg(long)]
+        input: PathBuf,
+        /// A model package directory to install in every store (the built-in
+        /// model when absent).
+        #[arg(long)]
+        model: Option<PathBuf>,
+        /// Ed25519 public keys (hex) trusted to sign the package.
+        #[arg(long = "trust-key")]
+        trust_keys: Vec<String>,
+        #[arg(long, default_value_t = 2)]
+        threads: usize,
+    },
+    /// Model package keys and signatures.
+    Model {
+        #[command(subcommand)]
+        command: ModelCommand,
+    },
     /// Write everything a store holds as one JSON document.
     Export {
         dir: PathBuf,
@@ -70,6 +96,23 @@ enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+}
+
+#[derive(Subcommand)]
+enum ModelCommand {
+    /// Write a new Ed25519 signing key (PKCS#8) and print its public key.
+    Keygen {
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Sign DIR/manifest.json into DIR/manifest.sig.
+    Sign {
+        #[arg(long)]
+        key: PathBuf,
+        dir: PathBuf,
+    },
+    /// Print the public key of a signing key.
+    Pubkey { key: PathBuf },
 }
 
 fn main() {
@@ -82,6 +125,18 @@ fn main() {
         }
         Command::Inspect { dir, passphrase } => inspect(&dir, &passphrase),
         Command::Export { dir, passphrase, out } => export(&dir, &passphrase, out.as_deref()),
+        Command::Evaluate { input, model, trust_keys, threads } => (|| {
+            let text = std::fs::read_to_string(&input).with_context(|| format!("reading {}", input.display()))?;
+            let input: evaluate::EvalInput = serde_json::from_str(&text).context("parsing the evaluation input")?;
+            let metrics = evaluate::evaluate(&input, model.as_deref(), &trust_keys, threads)?;
+            println!("{}", serde_json::to_string(&metrics)?);
+            Ok(())
+        })(),
+        Command::Model { command } => match command {
+            ModelCommand::Keygen { out } => model_cmd::keygen(&out).map(|k| println!("{k}")),
+            ModelCommand::Sign { key, dir } => model_cmd::sign(&key, &dir).map(|k| println!("signed by {k}")),
+            ModelCommand::Pubkey { key } => model_cmd::public(&key).map(|k| println!("{k}")),
+        },
     };
     if let Err(e) = result {
         eprintln!("hearth: {e:#}");
@@ -104,6 +159,30 @@ struct Tally {
     by_kind: [u64; 8],
     bytes: u64,
     per_device: Vec<u64>,
+    /// NDCG@10 and HR@10 sums of the held-out items: model, then popularity.
+    model: (f64, f64),
+    popularity: (f64, f64),
+    ranked: usize,
+}
+
+/// Splits a history into what is recorded and the item held out: the item
+/// most recently engaged with for the first time (played, completed or
+/// liked); all of its events are held out.
+fn hold_out(history: &[Event]) -> (Vec<Event>, Option<(String, RankContext)>) {
+    let engaged = |e: &Event| matches!(e.kind, EventKind::Play | EventKind::Complete | EventKind::Like);
+    let mut first_engaged: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    for (i, e) in history.iter().enumerate() {
+        if engaged(e) {
+            first_engaged.entry(e.item_id.as_str()).or_insert(i);
+        }
+    }
+    let Some((&item, &at)) = first_engaged.iter().max_by_key(|(id, i)| (**i, *id)) else {
+        return (history.to_vec(), None);
+    };
+    let ctx = &history[at].context;
+    let context = RankContext { device: ctx.device, local_hour: ctx.local_hour, locale: ctx.locale.clone() };
+    let item = item.to_string();
+    (history.iter().filter(|e| e.item_id != item).cloned().collect(), Some((item, context)))
 }
 
 fn simulate(devices: usize, data: Option<PathBuf>, seed: u64, spec: PopulationSpec, passphrase: &str) -> Result<()> {
@@ -142,9 +221,20 @@ fn simulate(devices: usize, data: Option<PathBuf>, seed: u64, spec: PopulationSp
                         let keys = PassphraseKeyProvider::for_dir(&dir, passphrase, PASSPHRASE_ITERATIONS)?;
                         let h = Hearth::open(HearthConfig::new(dir.to_str().unwrap()), Arc::new(keys))?;
                         h.upsert_catalog(pop.catalog.clone())?;
+                        let (history, held_out) = hold_out(&history);
                         let outcome = h.record_batch(history.clone())?;
                         if outcome != (RecordOutcome::Stored { count: history.len() as u32 }) {
                             bail!("device {n}: unexpected outcome {outcome:?}");
+                        }
+                        let mut ranked = None;
+                        if let Some((item, context)) = held_out {
+                            let by_model =
+                                evaluate::held_out_position(&h, &pop.catalog, &history, &item, context.clone())?.0;
+                            h.set_personalization(false)?;
+                            let by_popularity =
+                                evaluate::held_out_position(&h, &pop.catalog, &history, &item, context)?.0;
+                            h.set_personalization(true)?;
+                            ranked = Some((evaluate::gains(by_model), evaluate::gains(by_popularity)));
                         }
                         h.close()?;
                         let bytes: u64 =
@@ -156,6 +246,11 @@ fn simulate(devices: usize, data: Option<PathBuf>, seed: u64, spec: PopulationSp
                         }
                         t.bytes += bytes;
                         t.per_device[n] = history.len() as u64;
+                        if let Some((m, p)) = ranked {
+                            t.model = (t.model.0 + m.0, t.model.1 + m.1);
+                            t.popularity = (t.popularity.0 + p.0, t.popularity.1 + p.1);
+                            t.ranked += 1;
+                        }
                         drop(t);
                         bar.inc(1);
                     }
@@ -191,6 +286,16 @@ fn simulate(devices: usize, data: Option<PathBuf>, seed: u64, spec: PopulationSp
         root.join("devices").display(),
         t.bytes as f64 / 1024.0 / devices as f64
     );
+    if t.ranked > 0 {
+        let r = t.ranked as f64;
+        println!(
+            "  ranking           each device's most recent new item held out, ranked among all items it has not seen ({} devices)",
+            t.ranked
+        );
+        println!("                    NDCG@10  HR@10");
+        println!("    model (built-in) {:7.4}  {:5.3}", t.model.0 / r, t.model.1 / r);
+        println!("    popularity       {:7.4}  {:5.3}", t.popularity.0 / r, t.popularity.1 / r);
+    }
     println!("  took              {:.1} s", started.elapsed().as_secs_f64());
     if temp.is_some() {
         println!("  (temporary directory, removed; pass --data DIR to keep the stores)");

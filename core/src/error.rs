@@ -36,6 +36,8 @@ pub(crate) enum Error {
     NewerSchema { found: u32, supported: u32 },
     #[error("crypto failure: {0}")]
     Crypto(&'static str),
+    #[error("model rejected ({kind:?}): {reason}")]
+    Model { kind: crate::model::ModelRejection, reason: String },
     #[error("internal: {0}")]
     Internal(String),
 }
@@ -89,6 +91,10 @@ pub enum HearthError {
     /// `close` was called; open a new `Hearth`.
     #[error("the store is closed")]
     Closed,
+    /// A model package was refused; `kind` says why. Ranking goes on with
+    /// the model it used before (or the non-personalized ranker).
+    #[error("model rejected ({kind:?}): {reason}")]
+    ModelRejected { kind: crate::model::ModelRejection, reason: String },
     /// A bug in Hearth. The call failed; the object is still usable.
     #[error("internal error: {reason}")]
     Internal { reason: String },
@@ -134,6 +140,10 @@ impl From<Error> for HearthError {
             Error::Crypto(what) => {
                 error!("crypto failure: {what}");
                 HearthError::Internal { reason: what.to_string() }
+            }
+            Error::Model { kind, reason } => {
+                warn!("model rejected ({kind:?}): {reason}");
+                HearthError::ModelRejected { kind, reason }
             }
             Error::Internal(reason) => {
                 error!("internal error: {reason}");

@@ -18,10 +18,12 @@ use crate::crypto::Table;
 use crate::crypto::{KeyProvider, RootKey, fetch_root_key};
 use crate::error::{Error, HearthError, Result};
 use crate::history::{CatalogItem, Event, now_ms};
+use crate::model::{self, Model, ModelInfo, ModelPackage, ModelRejection, TrustedKey};
 use crate::privacy::{
     EXPORT_FORMAT, EXPORT_FORMAT_VERSION, ExportDocument, ExportedEvent, ImportSummary, PrivacySettings, RecordOutcome,
 };
 use crate::profile::{DEFAULT_HALF_LIFE_DAYS, ItemState, Profile, ProfileSummary};
+use crate::ranking::{self, Candidate, RankOptions, RankResult};
 use crate::store::{self, Durability, Store, StoreOptions};
 
 /// How to open a store.
@@ -37,6 +39,11 @@ pub struct HearthConfig {
     /// Half-life of engagement in the profile, in days.
     #[uniffi(default = 30.0)]
     pub profile_half_life_days: f64,
+    /// Ed25519 public keys (64 hex digits each) whose signatures on a model
+    /// package are accepted: your federated coordinator's. Hearth's release
+    /// key, which signs the built-in model, is always trusted.
+    #[uniffi(default)]
+    pub trusted_model_keys: Vec<String>,
 }
 
 impl HearthConfig {
@@ -46,7 +53,20 @@ impl HearthConfig {
             durability: Durability::Normal,
             max_store_bytes: None,
             profile_half_life_days: DEFAULT_HALF_LIFE_DAYS,
+            trusted_model_keys: Vec::new(),
         }
+    }
+
+    fn model_keys(&self) -> Result<Vec<TrustedKey>> {
+        let mut keys = vec![TrustedKey::release()];
+        for k in &self.trusted_model_keys {
+            keys.push(TrustedKey::from_hex("trusted_model_keys", k)?);
+        }
+        Ok(keys)
+    }
+
+    fn model_dir(&self) -> PathBuf {
+        PathBuf::from(&self.data_dir).join("model")
     }
 
     fn validate(&self) -> Result<()> {
@@ -56,6 +76,7 @@ impl HearthConfig {
         if !(self.profile_half_life_days.is_finite() && self.profile_half_life_days > 0.0) {
             return Err(Error::invalid("profile_half_life_days", "must be a positive number"));
         }
+        self.model_keys()?;
         Ok(())
     }
 
@@ -320,6 +341,19 @@ enum State {
     Closed,
 }
 
+/// The model ranking uses; loaded on first use.
+#[derive(Default)]
+enum ModelSlot {
+    #[default]
+    NotLoaded,
+    Active {
+        model: Arc<Model>,
+        builtin: bool,
+    },
+    /// Neither an installed nor the built-in package verified.
+    None,
+}
+
 /// An open Hearth store. See the module documentation for threading.
 #[derive(uniffi::Object)]
 pub struct Hearth {
@@ -327,6 +361,9 @@ pub struct Hearth {
     /// Replaced by `rekey`.
     keys: RwLock<Arc<dyn KeyProvider>>,
     state: Mutex<State>,
+    /// Not store data: the model is shared, read-mostly, and used outside
+    /// the session lock.
+    model: RwLock<ModelSlot>,
 }
 
 impl std::fmt::Debug for Hearth {
@@ -352,6 +389,68 @@ fn shield<T>(f: impl FnOnce() -> Result<T, HearthError>) -> Result<T, HearthErro
 }
 
 impl Hearth {
+    /// The active model: the installed package if it verifies, else the
+    /// built-in one. Loaded once; `None` when neither verifies.
+    fn active_model(&self) -> Option<(Arc<Model>, bool)> {
+        if let ModelSlot::Active { model, builtin } = &*self.model.read().unwrap_or_else(|p| p.into_inner()) {
+            return Some((model.clone(), *builtin));
+        }
+        let mut slot = self.model.write().unwrap_or_else(|p| p.into_inner());
+        if let ModelSlot::NotLoaded = *slot {
+            *slot = self.load_model();
+        }
+        match &*slot {
+            ModelSlot::Active { model, builtin } => Some((model.clone(), *builtin)),
+            _ => None,
+        }
+    }
+
+    fn load_model(&self) -> ModelSlot {
+        let dir = self.config.model_dir();
+        if dir.exists() {
+            let loaded = self.config.model_keys().and_then(|keys| Model::load(&ModelPackage::read_dir(&dir)?, &keys));
+            match loaded {
+                Ok(m) => return ModelSlot::Active { model: Arc::new(m), builtin: false },
+                Err(e) => warn!("installed model not usable, using the built-in one: {e}"),
+            }
+        }
+        match model::builtin() {
+            Ok(m) => ModelSlot::Active { model: m, builtin: true },
+            Err(e) => {
+                warn!("no usable model; ranking falls back to popularity: {e}");
+                ModelSlot::None
+            }
+        }
+    }
+
+    fn install(&self, package: ModelPackage) -> Result<ModelInfo> {
+        let keys = self.config.model_keys()?;
+        let model = Model::load(&package, &keys)?;
+        if let Some((active, builtin)) = self.active_model()
+            && !builtin
+            && model.version() < active.version()
+        {
+            return Err(ModelRejection::Stale.err(format!(
+                "version {} is older than the installed {}",
+                model.version(),
+                active.version()
+            )));
+        }
+        std::fs::create_dir_all(&self.config.data_dir)?;
+        package.write_dir(&self.config.model_dir())?;
+        let info = model_info(&model, false);
+        info!("model v{} installed", model.version());
+        *self.model.write().unwrap_or_else(|p| p.into_inner()) =
+            ModelSlot::Active { model: Arc::new(model), builtin: false };
+        Ok(info)
+    }
+
+    fn rank_prepared(&self, prepared: ranking::Prepared, options: &RankOptions) -> RankResult {
+        let model = if prepared.personalization { self.active_model() } else { None };
+        let scores = ranking::score(&prepared, model.as_ref().map(|(m, _)| m.as_ref()), &options.context);
+        ranking::finish(&prepared, scores, options)
+    }
+
     fn root_key(&self) -> Result<RootKey> {
         let keys = self.keys.read().unwrap_or_else(|p| p.into_inner()).clone();
         fetch_root_key(keys.as_ref())
@@ -409,7 +508,12 @@ impl Hearth {
             let root = fetch_root_key(keys.as_ref())?;
             let session = Session::open(&config, &root)?;
             info!("store opened");
-            Ok(Arc::new(Hearth { config, keys: RwLock::new(keys), state: Mutex::new(State::Open(Box::new(session))) }))
+            Ok(Arc::new(Hearth {
+                config,
+                keys: RwLock::new(keys),
+                state: Mutex::new(State::Open(Box::new(session))),
+                model: RwLock::new(ModelSlot::NotLoaded),
+            }))
         })
     }
 
@@ -585,6 +689,54 @@ impl Hearth {
         self.with(|s| s.store.integrity_check())
     }
 
+    /// Orders `candidates` for this user: filtered (blocked categories and
+    /// disliked items never appear), scored by the model or, when
+    /// personalization is off or no model verifies, by popularity, then
+    /// diversified and explained per `options`. Scoring runs outside the
+    /// store's lock.
+    pub fn rank(&self, candidates: Vec<Candidate>, options: RankOptions) -> Result<RankResult, HearthError> {
+        let prepared =
+            self.with(|s| ranking::prepare(candidates, &options, &s.settings, &s.profile, &s.catalog, now_ms()))?;
+        shield(|| Ok(self.rank_prepared(prepared, &options)))
+    }
+
+    /// Ranks every item of the catalog cache (a home screen's row).
+    pub fn rank_catalog(&self, options: RankOptions) -> Result<RankResult, HearthError> {
+        let prepared = self.with(|s| {
+            let mut ids: Vec<&String> = s.catalog.keys().collect();
+            ids.sort();
+            let candidates = ids.into_iter().map(|id| Candidate::id(id.clone())).collect();
+            ranking::prepare(candidates, &options, &s.settings, &s.profile, &s.catalog, now_ms())
+        })?;
+        shield(|| Ok(self.rank_prepared(prepared, &options)))
+    }
+
+    /// Verifies a model package (signature by a trusted key, digests,
+    /// schema, known ops, shapes) and makes it the one ranking uses; it is
+    /// kept in `data_dir` for later sessions. A refused package fails with
+    /// `ModelRejected` and changes nothing.
+    pub fn install_model(&self, package: ModelPackage) -> Result<ModelInfo, HearthError> {
+        shield(|| self.install(package).map_err(HearthError::from))
+    }
+
+    /// `install_model` from a directory holding the package's five files.
+    pub fn install_model_from_dir(&self, dir: String) -> Result<ModelInfo, HearthError> {
+        shield(|| {
+            let package = ModelPackage::read_dir(std::path::Path::new(&dir)).map_err(|e| match e {
+                Error::Io(io) if io.kind() == std::io::ErrorKind::NotFound => {
+                    ModelRejection::Truncated.err("a package file is missing")
+                }
+                other => other,
+            })?;
+            self.install(package).map_err(HearthError::from)
+        })
+    }
+
+    /// The model ranking uses, or `None` when no package verifies.
+    pub fn model_info(&self) -> Result<Option<ModelInfo>, HearthError> {
+        shield(|| Ok(self.active_model().map(|(m, builtin)| model_info(&m, builtin))))
+    }
+
     /// Writes pending state and releases the store's files. Later calls fail
     /// with `Closed`.
     pub fn close(&self) -> Result<(), HearthError> {
@@ -594,6 +746,10 @@ impl Hearth {
             Ok(())
         })
     }
+}
+
+fn model_info(model: &Model, builtin: bool) -> ModelInfo {
+    ModelInfo { name: model.manifest.name.clone(), version: model.version(), digest: model.digest.clone(), builtin }
 }
 
 /// Destroys the store in `data_dir` without opening it: for when the key is

@@ -11,11 +11,14 @@
 
 mod crypto;
 mod error;
+mod features;
 mod hearth;
 mod history;
 mod logging;
+mod model;
 mod privacy;
 mod profile;
+mod ranking;
 pub(crate) mod store;
 
 pub use crypto::{
@@ -23,13 +26,19 @@ pub use crypto::{
     ROOT_KEY_LEN,
 };
 pub use error::HearthError;
+pub use features::RankContext;
 pub use hearth::{Hearth, HearthConfig, destroy_store};
 pub use history::{CatalogItem, DeviceClass, Event, EventContext, EventKind};
 pub use logging::{LogLevel, Logger, set_logger};
+pub use model::{ModelInfo, ModelPackage, ModelRejection, PACKAGE_FILES, RELEASE_MODEL_KEY};
 pub use privacy::{
     EXPORT_FORMAT, EXPORT_FORMAT_VERSION, ExportDocument, ExportedEvent, ImportSummary, PrivacySettings, RecordOutcome,
 };
 pub use profile::{CategoryAffinity, DeviceShare, ProfileSummary};
+pub use ranking::{
+    Candidate, Diversity, FallbackReason, MAX_CANDIDATES, MAX_EXPLORATION_SHARE, MAX_LIMIT, RankOptions, RankResult,
+    RankedItem, Ranker, Reason,
+};
 pub use store::{DB_FILE, Durability, SCHEMA_VERSION};
 
 /// Internals exposed for the workspace's own tests and benchmarks only.
