@@ -410,7 +410,7 @@ impl Hearth {
         if dir.exists() {
             let loaded = self.config.model_keys().and_then(|keys| Model::load(&ModelPackage::read_dir(&dir)?, &keys));
             match loaded {
-                Ok(m) => return ModelSlot::Active { model: Arc::new(m), builtin: false },
+                Ok(m) => return ModelSlot::Active { model: m, builtin: false },
                 Err(e) => warn!("installed model not usable, using the built-in one: {e}"),
             }
         }
@@ -440,8 +440,7 @@ impl Hearth {
         package.write_dir(&self.config.model_dir())?;
         let info = model_info(&model, false);
         info!("model v{} installed", model.version());
-        *self.model.write().unwrap_or_else(|p| p.into_inner()) =
-            ModelSlot::Active { model: Arc::new(model), builtin: false };
+        *self.model.write().unwrap_or_else(|p| p.into_inner()) = ModelSlot::Active { model, builtin: false };
         Ok(info)
     }
 

@@ -15,7 +15,7 @@
 
 use std::collections::HashSet;
 use std::path::Path;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 use log::{info, warn};
 use ring::digest::{SHA256, digest};
@@ -574,9 +574,39 @@ fn floats(t: &TValue) -> Result<Vec<f32>> {
     Ok(t.to_plain_array_view::<f32>().map_err(|e| Error::Internal(format!("output: {e}")))?.iter().copied().collect())
 }
 
+/// Verified models by manifest digest, so that every store of a process
+/// (and every reopen) shares one set of plans per package.
+fn cache() -> &'static Mutex<Vec<(String, Weak<Model>)>> {
+    static CACHE: OnceLock<Mutex<Vec<(String, Weak<Model>)>>> = OnceLock::new();
+    CACHE.get_or_init(|| Mutex::new(Vec::new()))
+}
+
 impl Model {
+    /// Verifies a package and returns its model, building the plans unless
+    /// this process already holds the same package. The signature and the
+    /// file digests are checked on every call.
+    pub(crate) fn load(package: &ModelPackage, keys: &[TrustedKey]) -> Result<Arc<Model>> {
+        verify_signature(package, keys)?;
+        let key = hex(digest(&SHA256, &package.manifest).as_ref());
+        let cached = {
+            let mut entries = cache().lock().unwrap_or_else(|p| p.into_inner());
+            entries.retain(|(_, w)| w.strong_count() > 0);
+            entries.iter().find(|(k, _)| *k == key).and_then(|(_, w)| w.upgrade())
+        };
+        if let Some(model) = cached {
+            // The manifest is the signed one; the files must still be its.
+            check_file("inference.onnx", &package.inference, &model.manifest.files.inference)?;
+            check_file("train_step.onnx", &package.train_step, &model.manifest.files.train_step)?;
+            check_file("weights.bin", &package.weights, &model.manifest.files.weights)?;
+            return Ok(model);
+        }
+        let model = Arc::new(Model::build(package, keys)?);
+        cache().lock().unwrap_or_else(|p| p.into_inner()).push((key, Arc::downgrade(&model)));
+        Ok(model)
+    }
+
     /// Verifies a package and builds its plans.
-    pub(crate) fn load(package: &ModelPackage, keys: &[TrustedKey]) -> Result<Model> {
+    fn build(package: &ModelPackage, keys: &[TrustedKey]) -> Result<Model> {
         let total: usize = package.files().iter().map(|f| f.len()).sum();
         if total > MAX_PACKAGE_BYTES {
             return Err(ModelRejection::Malformed.err(format!("package of {total} bytes is over the limit")));
@@ -671,7 +701,7 @@ pub(crate) fn builtin() -> Result<Arc<Model>> {
     static BUILTIN: OnceLock<std::result::Result<Arc<Model>, String>> = OnceLock::new();
     BUILTIN
         .get_or_init(|| {
-            Model::load(&ModelPackage::builtin(), &[TrustedKey::release()]).map(Arc::new).map_err(|e| {
+            Model::load(&ModelPackage::builtin(), &[TrustedKey::release()]).map_err(|e| {
                 warn!("the built-in model does not load: {e}");
                 e.to_string()
             })
