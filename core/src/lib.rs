@@ -43,8 +43,6 @@ pub use store::{DB_FILE, Durability, SCHEMA_VERSION};
 
 /// Internals exposed for the workspace's own tests and benchmarks only.
 #[doc(hidden)]
-pub mod testing {
-    pub use crate::store::schema::V1 as SCHEMA_V1_SQL;
-}
+pub mod testing;
 
 uniffi::setup_scaffolding!("hearth");

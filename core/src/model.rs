@@ -550,7 +550,6 @@ pub(crate) struct Model {
     pub digest: String,
     pub weights: Weights,
     inference: Plan,
-    #[allow(dead_code)] // on-device training
     train_step: Plan,
 }
 
@@ -562,7 +561,6 @@ impl std::fmt::Debug for Model {
 
 /// Loss and gradients of one training-step call.
 #[derive(Debug, Clone)]
-#[allow(dead_code)] // on-device training
 pub(crate) struct StepOutput {
     pub loss: f32,
     /// One flat gradient per parameter, in manifest order.
@@ -668,7 +666,6 @@ impl Model {
     }
 
     /// The training-step graph: loss and every gradient at `weights`.
-    #[allow(dead_code)] // on-device training; the gradient tests
     pub(crate) fn step(
         &self,
         weights: &Weights,
