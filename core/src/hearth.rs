@@ -25,6 +25,7 @@ use crate::privacy::{
 use crate::profile::{DEFAULT_HALF_LIFE_DAYS, ItemState, Profile, ProfileSummary};
 use crate::ranking::{self, Candidate, RankOptions, RankResult};
 use crate::store::{self, Durability, Store, StoreOptions};
+use crate::training::{self, LocalUpdate, TrainingPlan};
 
 /// How to open a store.
 #[derive(Debug, Clone, PartialEq, uniffi::Record)]
@@ -448,6 +449,28 @@ impl Hearth {
         let model = if prepared.personalization { self.active_model() } else { None };
         let scores = ranking::score(&prepared, model.as_ref().map(|(m, _)| m.as_ref()), &options.context);
         ranking::finish(&prepared, scores, options)
+    }
+
+    /// Trains on this device's history from the active model's global
+    /// weights and returns the clipped update (the federated round's local
+    /// step; the round protocol itself lands with the federated issue).
+    pub(crate) fn local_update(&self, clip_norm: f64, epochs: u32, seed: u64) -> Result<LocalUpdate, HearthError> {
+        let (model, _) = self.active_model().ok_or(HearthError::ModelRejected {
+            kind: ModelRejection::Malformed,
+            reason: "no model to train".into(),
+        })?;
+        self.with(|s| {
+            let mut events = Vec::new();
+            s.store.scan_events(0, |_, e| {
+                if let Ok(e) = e {
+                    events.push(e);
+                }
+                Ok(())
+            })?;
+            let plan = TrainingPlan { epochs, ..TrainingPlan::from_model(&model, clip_norm, seed) };
+            let examples = training::examples(&events, &s.profile, plan.max_examples);
+            training::train(&model, &model.weights, &examples, &s.profile, &s.catalog, &plan, now_ms())
+        })
     }
 
     fn root_key(&self) -> Result<RootKey> {

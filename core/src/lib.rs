@@ -20,6 +20,7 @@ mod privacy;
 mod profile;
 mod ranking;
 pub(crate) mod store;
+mod training;
 
 pub use crypto::{
     FixedKeyProvider, KeyError, KeyProvider, PASSPHRASE_ITERATIONS, PASSPHRASE_SALT_FILE, PassphraseKeyProvider,

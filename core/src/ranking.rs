@@ -302,8 +302,13 @@ pub(crate) fn prepare(
     let personalization = settings.personalization_enabled;
     let (user, history, history_items, liked_categories) = if personalization {
         let history = features::history(profile, now_ms, None);
-        let history_items =
-            history.iter().filter_map(|h| catalog.get(&h.item_id).map(|i| (h.item_id.clone(), i.clone()))).collect();
+        // An item in a category the user blocked is never named in a reason,
+        // even when the candidate shares another category with it.
+        let history_items = history
+            .iter()
+            .filter_map(|h| catalog.get(&h.item_id).map(|i| (h.item_id.clone(), i.clone())))
+            .filter(|(_, i)| !i.categories.iter().any(|c| blocked.contains(&c.to_lowercase())))
+            .collect();
         let mut liked: Vec<(&String, f64)> = profile
             .category_affinity
             .iter()

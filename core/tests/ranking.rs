@@ -159,6 +159,15 @@ fn blocked_categories_and_dislikes_never_appear() {
             }
         }
     }
+    // No reason names a watched item of a blocked category (horror was
+    // watched, then blocked).
+    h.set_personalization(true).unwrap();
+    let row = h.rank(all.clone(), RankOptions { limit: 200, ..options() }).unwrap();
+    for i in &row.items {
+        if let Reason::BecauseYouWatched { item_id, .. } = &i.reason {
+            assert_ne!(category_of(&cat, item_id), "horror", "a reason names a blocked item");
+        }
+    }
     // Inline metadata is filtered the same way.
     let inline = Candidate { item_id: "new-1".into(), item: Some(item("new-1", "Fresh", &["HORROR"])) };
     let row = h.rank(vec![inline, Candidate::id("item-001")], options()).unwrap();

@@ -113,9 +113,11 @@ suite_kotlin() {
         "$KOTLINC" -Werror -cp "$k/hearth.jar:$cp" "${sources[@]}" -d "$k/tests.jar" || return 1
         echo "$tests_sig" >"$k/tests.sig"
     fi
-    # The JUnit run: one JVM, the native library found through JNA's path.
-    java -Djna.library.path="$(dirname "$lib")" -cp "$k/tests.jar:$k/hearth.jar:$cp:$KOTLIN_LIB/kotlin-stdlib.jar" \
-        org.junit.runner.JUnitCore org.hearth.HearthTest >"$k/junit.log" 2>&1
+    # The JUnit run: one JVM, the native library found through JNA's path;
+    # HEARTH_MODEL_DIR is the built-in model package, for the install tests.
+    HEARTH_MODEL_DIR="$repo/models/ranker-v1" \
+        java -Djna.library.path="$(dirname "$lib")" -cp "$k/tests.jar:$k/hearth.jar:$cp:$KOTLIN_LIB/kotlin-stdlib.jar" \
+        org.junit.runner.JUnitCore org.hearth.HearthTest org.hearth.RankingTest >"$k/junit.log" 2>&1
     local status=$?
     if [ $status -ne 0 ]; then
         cat "$k/junit.log"
@@ -134,10 +136,12 @@ suite_swift() {
     . tests/toolchains/swift.sh || return 1
     local pkg="$out/swift" stage="$out/swift.stage"
     # The package as the chroot sees it (only this directory is mounted, at
-    # /work): the repository's manifest and tests, the generated sources, and
-    # libhearth.so.
+    # /work): the repository's manifest and tests, the generated sources,
+    # libhearth.so, and the built-in model package (fixtures/ranker-v1, which
+    # the tests find through HEARTH_MODEL_DIR).
     rm -rf "$stage"
-    mkdir -p "$stage/Sources/Hearth" "$stage/Sources/HearthFFI" "$stage/lib"
+    mkdir -p "$stage/Sources/Hearth" "$stage/Sources/HearthFFI" "$stage/lib" "$stage/fixtures"
+    cp -R models/ranker-v1 "$stage/fixtures/ranker-v1"
     cp bindings/swift/Package.swift "$stage/"
     cp -R bindings/swift/Tests "$stage/"
     cp "$swift_gen" "$stage/Sources/Hearth/Hearth.swift"
@@ -145,12 +149,12 @@ suite_swift() {
     cp "$out/gen/HearthFFI.modulemap" "$stage/Sources/HearthFFI/module.modulemap"
     cp "$lib" "$stage/lib/libhearth.so"
     mkdir -p "$pkg"
-    for d in Sources Tests lib; do sync "$stage/$d" "$pkg/$d"; done
+    for d in Sources Tests lib fixtures; do sync "$stage/$d" "$pkg/$d"; done
     cmp -s "$stage/Package.swift" "$pkg/Package.swift" || cp "$stage/Package.swift" "$pkg/Package.swift"
     rm -rf "$stage"
     # --disable-swift-testing: XCTest only (otherwise the closing line is the
     # empty swift-testing run's). The build directory stays in $pkg/.build.
-    hearth_swift "$pkg" swift test --scratch-path /work/.build -j 2 --disable-swift-testing \
+    hearth_swift "$pkg" env HEARTH_MODEL_DIR=/work/fixtures/ranker-v1 swift test --scratch-path /work/.build -j 2 --disable-swift-testing \
         -Xswiftc -warnings-as-errors \
         -Xlinker -L/work/lib -Xlinker -rpath -Xlinker /work/lib >"$pkg/test.log" 2>&1
     local status=$?

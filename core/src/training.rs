@@ -1,0 +1,267 @@
+//! On-device training: examples made from the sealed history, SGD through the
+//! model's training-step graph, and the update that may leave the device:
+//! `delta = local - global`, clipped to L2 norm at most C.
+//!
+//! An example is one item the user engaged with (played, completed, liked),
+//! in the context of that engagement (device class, local hour, language),
+//! against negatives drawn uniformly from catalog items the user has not
+//! engaged with; the history fed beside it leaves the positive out, so the
+//! model does not learn to recommend what was just watched. The user
+//! features are the profile's as they stand now (the profile keeps no past
+//! states). The update carries no example: only the weight delta and a
+//! coarse count.
+
+use std::collections::{HashMap, HashSet};
+
+use log::debug;
+
+use crate::error::{Error, Result};
+use crate::features::{self, ITEM_WIDTH, ItemScale, RankContext};
+use crate::history::{CatalogItem, Event, EventKind};
+use crate::model::{Model, ScoreInputs, Weights};
+use crate::profile::Profile;
+use crate::ranking::SplitMix;
+
+/// How one round trains. Defaults come from the model manifest's
+/// `training`; a coordinator's round config overrides them.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct TrainingPlan {
+    pub epochs: u32,
+    pub learning_rate: f32,
+    /// Examples whose gradients are averaged per SGD step.
+    pub batch_examples: usize,
+    pub negatives_per_positive: usize,
+    /// The most recent this many positives are used.
+    pub max_examples: usize,
+    /// L2 bound C of the update.
+    pub clip_norm: f64,
+    pub seed: u64,
+}
+
+impl TrainingPlan {
+    pub(crate) fn from_model(model: &Model, clip_norm: f64, seed: u64) -> TrainingPlan {
+        let t = &model.manifest.training;
+        TrainingPlan {
+            epochs: 1,
+            learning_rate: t.learning_rate as f32,
+            batch_examples: t.batch_examples,
+            negatives_per_positive: t.negatives_per_positive,
+            max_examples: 500,
+            clip_norm,
+            seed,
+        }
+    }
+
+    pub(crate) fn validate(&self) -> Result<()> {
+        if self.epochs == 0 || self.epochs > 20 {
+            return Err(Error::invalid("epochs", "must be 1 to 20"));
+        }
+        if !(self.learning_rate.is_finite() && self.learning_rate > 0.0 && self.learning_rate <= 10.0) {
+            return Err(Error::invalid("learning_rate", "must be in (0, 10]"));
+        }
+        if self.batch_examples == 0 || self.negatives_per_positive == 0 || self.max_examples == 0 {
+            return Err(Error::invalid("training plan", "batch, negatives and max examples must be at least 1"));
+        }
+        if !(self.clip_norm.is_finite() && self.clip_norm > 0.0) {
+            return Err(Error::invalid("clip_norm", "must be a positive number"));
+        }
+        Ok(())
+    }
+}
+
+/// One positive and where it happened.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Example {
+    pub item_id: String,
+    pub context: RankContext,
+}
+
+/// The positives of a history: the latest engaging event per item, newest
+/// first, at most `max`, leaving out items the user since disliked or
+/// skipped past (engagement <= 0 in the profile).
+pub(crate) fn examples(events: &[Event], profile: &Profile, max: usize) -> Vec<Example> {
+    let mut latest: HashMap<&str, &Event> = HashMap::new();
+    for e in events {
+        if matches!(e.kind, EventKind::Play | EventKind::Complete | EventKind::Like)
+            && latest.get(e.item_id.as_str()).is_none_or(|l| l.timestamp_ms <= e.timestamp_ms)
+        {
+            latest.insert(&e.item_id, e);
+        }
+    }
+    let mut out: Vec<&Event> = latest
+        .into_values()
+        .filter(|e| profile.items.get(&e.item_id).is_some_and(|s| s.engagement > 0.0 && !s.disliked))
+        .collect();
+    out.sort_by(|a, b| b.timestamp_ms.cmp(&a.timestamp_ms).then_with(|| a.item_id.cmp(&b.item_id)));
+    out.truncate(max);
+    out.into_iter()
+        .map(|e| Example {
+            item_id: e.item_id.clone(),
+            context: RankContext {
+                device: e.context.device,
+                local_hour: e.context.local_hour,
+                locale: e.context.locale.clone(),
+            },
+        })
+        .collect()
+}
+
+/// What local training produced.
+#[derive(Debug, Clone)]
+pub(crate) struct LocalUpdate {
+    /// `local - global` over weights.bin's layout, clipped.
+    pub delta: Vec<f32>,
+    pub norm_before_clip: f64,
+    pub norm: f64,
+    pub examples: usize,
+    pub steps: usize,
+    /// Mean training loss over the first and the last epoch.
+    pub first_epoch_loss: f64,
+    pub last_epoch_loss: f64,
+}
+
+pub(crate) fn l2(v: &[f32]) -> f64 {
+    v.iter().map(|x| (*x as f64) * (*x as f64)).sum::<f64>().sqrt()
+}
+
+/// Scales `v` so its L2 norm is at most `c`; returns the norm before.
+pub(crate) fn clip(v: &mut [f32], c: f64) -> f64 {
+    let norm = l2(v);
+    if norm > c {
+        let s = (c / norm) as f32;
+        v.iter_mut().for_each(|x| *x *= s);
+        // f32 rounding can leave the norm a hair above c.
+        while l2(v) > c {
+            v.iter_mut().for_each(|x| *x *= 1.0 - 1e-6);
+        }
+    }
+    norm
+}
+
+/// Trains from `global` on `examples` and returns the clipped delta.
+pub(crate) fn train(
+    model: &Model,
+    global: &Weights,
+    examples: &[Example],
+    profile: &Profile,
+    catalog: &HashMap<String, CatalogItem>,
+    plan: &TrainingPlan,
+    now_ms: i64,
+) -> Result<LocalUpdate> {
+    plan.validate()?;
+    if examples.is_empty() {
+        return Err(Error::invalid("history", "no engaged items to learn from"));
+    }
+    let engaged: HashSet<&str> =
+        profile.items.values().filter(|s| s.engagement > 0.0 || s.plays > 0).map(|s| s.id.as_str()).collect();
+    let mut pool: Vec<&CatalogItem> = catalog.values().filter(|i| !engaged.contains(i.id.as_str())).collect();
+    pool.sort_by(|a, b| a.id.cmp(&b.id));
+    if pool.len() < plan.negatives_per_positive {
+        return Err(Error::invalid("catalog", "too few unseen items to draw negatives from"));
+    }
+    let user = features::user_features(profile).to_vec();
+    let global_flat = global.flat();
+    let mut local = global_flat.clone();
+    let mut rng = SplitMix::new(plan.seed);
+    let mut order: Vec<usize> = (0..examples.len()).collect();
+    let n = 1 + plan.negatives_per_positive;
+    let labels: Vec<f32> = (0..n).map(|i| (i == 0) as u8 as f32).collect();
+    let sample_weights = vec![1.0f32; n];
+    let (mut steps, mut first_loss, mut last_loss) = (0, 0.0, 0.0);
+    for epoch in 0..plan.epochs {
+        // Fisher-Yates with the plan's seed: the same history trains the same.
+        for i in (1..order.len()).rev() {
+            order.swap(i, rng.below(i + 1));
+        }
+        let mut epoch_loss = 0.0;
+        for batch in order.chunks(plan.batch_examples) {
+            let weights = Weights::from_flat(model, &local)?;
+            let mut sum = vec![0f32; local.len()];
+            for &e in batch {
+                let ex = &examples[e];
+                let mut candidates: Vec<Option<&CatalogItem>> = vec![catalog.get(&ex.item_id)];
+                let mut ids = vec![ex.item_id.as_str()];
+                while candidates.len() < n {
+                    let neg = pool[rng.below(pool.len())];
+                    if !ids.contains(&neg.id.as_str()) {
+                        ids.push(&neg.id);
+                        candidates.push(Some(neg));
+                    }
+                }
+                let scale = ItemScale::new(catalog, ex.context.locale.clone(), now_ms);
+                let mut items = vec![0f32; n * ITEM_WIDTH];
+                for (c, row) in candidates.iter().zip(items.chunks_exact_mut(ITEM_WIDTH)) {
+                    features::item_features(*c, &scale, row);
+                }
+                let history = features::history(profile, now_ms, Some(&ex.item_id));
+                let (history_ids, history_weights) = features::history_tensors(&history);
+                let inputs = ScoreInputs {
+                    user: user.clone(),
+                    context: ex.context.features().to_vec(),
+                    items,
+                    item_ids: ids.iter().map(|id| features::item_row(id)).collect(),
+                    history_ids,
+                    history_weights,
+                };
+                let out = model.step(&weights, &inputs, &labels, &sample_weights)?;
+                if !out.loss.is_finite() {
+                    return Err(Error::Internal("training loss is not finite".into()));
+                }
+                epoch_loss += out.loss as f64;
+                let mut at = 0;
+                for g in &out.gradients {
+                    for (s, v) in sum[at..at + g.len()].iter_mut().zip(g) {
+                        *s += v;
+                    }
+                    at += g.len();
+                }
+            }
+            let step = plan.learning_rate / batch.len() as f32;
+            for (w, g) in local.iter_mut().zip(&sum) {
+                *w -= step * g;
+            }
+            steps += 1;
+        }
+        let mean = epoch_loss / examples.len() as f64;
+        if epoch == 0 {
+            first_loss = mean;
+        }
+        last_loss = mean;
+    }
+    let mut delta: Vec<f32> = local.iter().zip(&global_flat).map(|(l, g)| l - g).collect();
+    if delta.iter().any(|d| !d.is_finite()) {
+        return Err(Error::Internal("training diverged".into()));
+    }
+    let norm_before_clip = clip(&mut delta, plan.clip_norm);
+    let norm = l2(&delta);
+    debug!("trained {} examples in {steps} steps; update norm {norm_before_clip:.4} -> {norm:.4}", examples.len());
+    Ok(LocalUpdate {
+        delta,
+        norm_before_clip,
+        norm,
+        examples: examples.len(),
+        steps,
+        first_epoch_loss: first_loss,
+        last_epoch_loss: last_loss,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clipping_bounds_the_norm_and_keeps_the_direction() {
+        let mut v: Vec<f32> = (0..1000).map(|i| ((i * 37 % 101) as f32 - 50.0) / 7.0).collect();
+        let before = v.clone();
+        let norm = clip(&mut v, 1.5);
+        assert!(norm > 1.5);
+        assert!(l2(&v) <= 1.5);
+        assert!((l2(&v) - 1.5).abs() < 1e-4);
+        let ratio = v[3] / before[3];
+        assert!(v.iter().zip(&before).all(|(a, b)| (a - b * ratio).abs() < 1e-5));
+        let mut small = vec![0.1f32; 4];
+        assert!((clip(&mut small, 1.0) - 0.2).abs() < 1e-6);
+        assert_eq!(small, vec![0.1f32; 4], "an update inside the bound is untouched");
+    }
+}

@@ -1,0 +1,73 @@
+//! Local training: the update is bounded, deterministic per seed, learns,
+//! and carries nothing but weights.
+
+mod common;
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use common::*;
+use hearth_core::testing::local_update;
+use hearth_core::*;
+
+const DAY: i64 = 86_400_000;
+
+fn now() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as i64
+}
+
+fn store(dir: &std::path::Path) -> std::sync::Arc<Hearth> {
+    let h = open(dir, KEY_A).unwrap();
+    let genres = ["drama", "comedy", "horror", "kids"];
+    h.upsert_catalog(
+        (0..200).map(|i| item(&format!("item-{i:03}"), &format!("Title {i}"), &[genres[i % 4]])).collect(),
+    )
+    .unwrap();
+    let t = now() - 20 * DAY;
+    let events: Vec<Event> = (0..40)
+        .flat_map(|n| {
+            let id = format!("item-{:03}", (n * 4) % 200); // drama only
+            [
+                event(&id, EventKind::Play, t + n as i64 * 3_600_000),
+                event(&id, EventKind::Complete, t + n as i64 * 3_600_000 + 1),
+            ]
+        })
+        .collect();
+    h.record_batch(events).unwrap();
+    h
+}
+
+#[test]
+fn the_update_is_clipped_deterministic_and_learns() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = store(dir.path());
+    let free = local_update(&h, 1e6, 3, 1).unwrap();
+    assert_eq!(free.examples, 40);
+    assert!(free.norm > 0.0);
+    assert!(free.last_epoch_loss < free.first_epoch_loss, "{} -> {}", free.first_epoch_loss, free.last_epoch_loss);
+    let again = local_update(&h, 1e6, 3, 1).unwrap();
+    // Same history, same seed: the same update, up to the history weights
+    // decaying for the milliseconds between the two calls.
+    let scale = free.delta.iter().fold(0f32, |m, d| m.max(d.abs()));
+    let diff = free.delta.iter().zip(&again.delta).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+    assert!(diff <= 1e-3 * scale, "updates differ by {diff} (scale {scale})");
+    let other_seed = local_update(&h, 1e6, 3, 2).unwrap();
+    let diff = free.delta.iter().zip(&other_seed.delta).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+    assert!(diff > 1e-2 * scale, "another seed draws other negatives");
+
+    for c in [0.01, 0.1, 1.0] {
+        let u = local_update(&h, c, 3, 1).unwrap();
+        assert!(u.norm <= c, "norm {} > C {c}", u.norm);
+        if free.norm > c {
+            assert!((u.norm_before_clip - free.norm).abs() < 1e-9);
+            assert!((u.norm - c).abs() < 1e-3 * c);
+        }
+    }
+}
+
+#[test]
+fn no_history_no_update() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = open(dir.path(), KEY_A).unwrap();
+    h.upsert_catalog((0..20).map(|i| item(&format!("i{i}"), "T", &["drama"])).collect()).unwrap();
+    assert!(matches!(local_update(&h, 1.0, 1, 1), Err(HearthError::InvalidInput { .. })));
+}
