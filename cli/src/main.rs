@@ -8,6 +8,7 @@
 //! * `hearth model keygen|sign|pubkey`: keys and signatures for model packages.
 
 mod evaluate;
+mod fedavg;
 mod model_cmd;
 mod population;
 
@@ -58,6 +59,12 @@ enum Command {
         /// Passphrase for the device stores.
         #[arg(long, env = "HEARTH_PASSPHRASE", hide_env_values = true)]
         passphrase: Option<String>,
+        /// Federated rounds after recording (in-process FedAvg; 0: none).
+        #[arg(long, default_value_t = 0)]
+        rounds: u32,
+        /// L2 bound C of each device's update.
+        #[arg(long, default_value_t = 1.0)]
+        clip: f64,
     },
     /// Summarize a store: events, profile, settings, files.
     Inspect {
@@ -119,9 +126,10 @@ fn main() {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Simulate { devices, data, seed, items, days, passphrase } => {
+        Command::Simulate { devices, data, seed, items, days, passphrase, rounds, clip } => {
             let passphrase = passphrase.unwrap_or_else(|| SIMULATION_PASSPHRASE.to_string());
-            simulate(devices, data, seed, PopulationSpec { items, days, ..Default::default() }, &passphrase)
+            let spec = PopulationSpec { items, days, ..Default::default() };
+            simulate(devices, data, seed, spec, &passphrase, Rounds { rounds, clip })
         }
         Command::Inspect { dir, passphrase } => inspect(&dir, &passphrase),
         Command::Export { dir, passphrase, out } => export(&dir, &passphrase, out.as_deref()),
@@ -185,7 +193,23 @@ fn hold_out(history: &[Event]) -> (Vec<Event>, Option<(String, RankContext)>) {
     (history.iter().filter(|e| e.item_id != item).cloned().collect(), Some((item, context)))
 }
 
-fn simulate(devices: usize, data: Option<PathBuf>, seed: u64, spec: PopulationSpec, passphrase: &str) -> Result<()> {
+struct Rounds {
+    rounds: u32,
+    clip: f64,
+}
+
+/// Per device: its open store (kept open for the rounds), the held-out
+/// item and its context, and what it recorded.
+type Device = (Arc<Hearth>, Option<(String, RankContext)>, Vec<Event>);
+
+fn simulate(
+    devices: usize,
+    data: Option<PathBuf>,
+    seed: u64,
+    spec: PopulationSpec,
+    passphrase: &str,
+    fed: Rounds,
+) -> Result<()> {
     if devices == 0 {
         bail!("--devices must be at least 1");
     }
@@ -205,6 +229,9 @@ fn simulate(devices: usize, data: Option<PathBuf>, seed: u64, spec: PopulationSp
     bar.set_style(ProgressStyle::with_template("{spinner} simulating devices {bar:30} {pos}/{len} {elapsed_precise}")?);
     let next = AtomicUsize::new(0);
     let tally = Mutex::new(Tally { per_device: vec![0; devices], ..Default::default() });
+    let coordinator = if fed.rounds > 0 { Some(Mutex::new(fedavg::Coordinator::new()?)) } else { None };
+    let trusted: Vec<String> = coordinator.iter().map(|c| c.lock().unwrap().public_key()).collect();
+    let kept: Mutex<Vec<Option<Device>>> = Mutex::new((0..devices).map(|_| None).collect());
     let workers = std::thread::available_parallelism().map_or(2, |n| n.get()).min(devices);
     std::thread::scope(|scope| -> Result<()> {
         let handles: Vec<_> = (0..workers)
@@ -219,7 +246,11 @@ fn simulate(devices: usize, data: Option<PathBuf>, seed: u64, spec: PopulationSp
                         let user = pop.user(n, seed);
                         let history = pop.history(&user, seed);
                         let keys = PassphraseKeyProvider::for_dir(&dir, passphrase, PASSPHRASE_ITERATIONS)?;
-                        let h = Hearth::open(HearthConfig::new(dir.to_str().unwrap()), Arc::new(keys))?;
+                        let config = HearthConfig {
+                            trusted_model_keys: trusted.clone(),
+                            ..HearthConfig::new(dir.to_str().unwrap())
+                        };
+                        let h = Hearth::open(config, Arc::new(keys))?;
                         h.upsert_catalog(pop.catalog.clone())?;
                         let (history, held_out) = hold_out(&history);
                         let outcome = h.record_batch(history.clone())?;
@@ -227,7 +258,7 @@ fn simulate(devices: usize, data: Option<PathBuf>, seed: u64, spec: PopulationSp
                             bail!("device {n}: unexpected outcome {outcome:?}");
                         }
                         let mut ranked = None;
-                        if let Some((item, context)) = held_out {
+                        if let Some((item, context)) = held_out.clone() {
                             let by_model =
                                 evaluate::held_out_position(&h, &pop.catalog, &history, &item, context.clone())?.0;
                             h.set_personalization(false)?;
@@ -236,7 +267,12 @@ fn simulate(devices: usize, data: Option<PathBuf>, seed: u64, spec: PopulationSp
                             h.set_personalization(true)?;
                             ranked = Some((evaluate::gains(by_model), evaluate::gains(by_popularity)));
                         }
-                        h.close()?;
+                        if fed.rounds > 0 {
+                            h.set_federated_opt_in(true)?;
+                            kept.lock().unwrap()[n] = Some((h.clone(), held_out.clone(), history.clone()));
+                        } else {
+                            h.close()?;
+                        }
                         let bytes: u64 =
                             std::fs::read_dir(&dir)?.filter_map(|e| e.ok()?.metadata().ok()).map(|m| m.len()).sum();
                         let mut t = tally.lock().unwrap();
@@ -296,9 +332,77 @@ fn simulate(devices: usize, data: Option<PathBuf>, seed: u64, spec: PopulationSp
         println!("    model (built-in) {:7.4}  {:5.3}", t.model.0 / r, t.model.1 / r);
         println!("    popularity       {:7.4}  {:5.3}", t.popularity.0 / r, t.popularity.1 / r);
     }
+    if let Some(coordinator) = coordinator {
+        let devices: Vec<Device> = kept.into_inner().unwrap().into_iter().flatten().collect();
+        run_rounds(&mut coordinator.into_inner().unwrap(), &devices, &pop.catalog, &fed, seed)?;
+    }
     println!("  took              {:.1} s", started.elapsed().as_secs_f64());
     if temp.is_some() {
         println!("  (temporary directory, removed; pass --data DIR to keep the stores)");
+    }
+    Ok(())
+}
+
+/// FedAvg rounds over the kept devices, with a quality row per round.
+fn run_rounds(
+    coordinator: &mut fedavg::Coordinator,
+    devices: &[Device],
+    catalog: &[hearth_core::CatalogItem],
+    fed: &Rounds,
+    seed: u64,
+) -> Result<()> {
+    let quality = |devices: &[Device]| -> Result<(f64, f64)> {
+        let mut sum = (0.0, 0.0);
+        let mut n = 0;
+        for (h, held, history) in devices {
+            if let Some((item, context)) = held {
+                let (p, _) = evaluate::held_out_position(h, catalog, history, item, context.clone())?;
+                let g = evaluate::gains(p);
+                sum = (sum.0 + g.0, sum.1 + g.1);
+                n += 1;
+            }
+        }
+        Ok((sum.0 / n.max(1) as f64, sum.1 / n.max(1) as f64))
+    };
+    println!("  federated rounds  in-process FedAvg, C = {}, 1 local epoch, no noise", fed.clip);
+    println!("    round  participants  mean norm (before clip)  NDCG@10  HR@10");
+    let (ndcg, hr) = quality(devices)?;
+    println!("    {:>5}  {:>12}  {:>23}  {ndcg:7.4}  {hr:5.3}", 0, "-", "-");
+    for round in 1..=fed.rounds {
+        let next = AtomicUsize::new(0);
+        let updates = Mutex::new(Vec::new());
+        std::thread::scope(|scope| -> Result<()> {
+            let workers: Vec<_> = (0..2)
+                .map(|_| {
+                    scope.spawn(|| -> Result<()> {
+                        loop {
+                            let i = next.fetch_add(1, Ordering::Relaxed);
+                            let Some((h, _, _)) = devices.get(i) else { return Ok(()) };
+                            let round_seed = seed ^ ((round as u64) << 32) ^ i as u64;
+                            if let Some(u) = fedavg::local_round(h, fed.clip, round_seed)? {
+                                updates.lock().unwrap().push(u);
+                            }
+                        }
+                    })
+                })
+                .collect();
+            for w in workers {
+                w.join().expect("device worker panicked")?;
+            }
+            Ok(())
+        })?;
+        let updates = updates.into_inner().unwrap();
+        let norms: f64 = updates.iter().map(|(_, n)| n).sum::<f64>() / updates.len().max(1) as f64;
+        let deltas: Vec<Vec<f32>> = updates.into_iter().map(|(d, _)| d).collect();
+        let package = coordinator.aggregate(&deltas)?;
+        for (h, _, _) in devices {
+            h.install_model(package.clone())?;
+        }
+        let (ndcg, hr) = quality(devices)?;
+        println!("    {round:>5}  {:>12}  {norms:>23.4}  {ndcg:7.4}  {hr:5.3}", deltas.len());
+    }
+    for (h, _, _) in devices {
+        h.close()?;
     }
     Ok(())
 }

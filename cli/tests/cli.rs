@@ -73,3 +73,78 @@ fn simulate_inspect_export() {
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("the key does not open this store"));
 }
+
+#[test]
+fn simulate_ranks_and_runs_federated_rounds() {
+    let out =
+        hearth(&["simulate", "--devices", "6", "--items", "300", "--seed", "3", "--rounds", "2", "--clip", "0.05"]);
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("model (built-in)") && text.contains("popularity"), "{text}");
+    let rounds: Vec<&str> = text.lines().skip_while(|l| !l.contains("round  participants")).skip(1).collect();
+    assert!(rounds.len() >= 3, "{text}");
+    for line in &rounds[1..3] {
+        let cols: Vec<&str> = line.split_whitespace().collect();
+        let participants: usize = cols[1].parse().unwrap();
+        assert!(participants >= 1, "{line}");
+        let ndcg: f64 = cols[3].parse().unwrap();
+        assert!((0.0..=1.0).contains(&ndcg), "{line}");
+    }
+}
+
+#[test]
+fn model_keys_sign_and_evaluate() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("k.pk8");
+    let public = String::from_utf8(hearth(&["model", "keygen", "--out", key.to_str().unwrap()]).stdout).unwrap();
+    let public = public.trim();
+    assert_eq!(public.len(), 64);
+    // A copy of the built-in package, re-signed with the new key.
+    let package = dir.path().join("pkg");
+    std::fs::create_dir(&package).unwrap();
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/ranker-v1");
+    for f in ["manifest.json", "inference.onnx", "train_step.onnx", "weights.bin"] {
+        std::fs::copy(src.join(f), package.join(f)).unwrap();
+    }
+    let signed =
+        String::from_utf8(hearth(&["model", "sign", "--key", key.to_str().unwrap(), package.to_str().unwrap()]).stdout)
+            .unwrap();
+    assert!(signed.contains(public));
+    assert_eq!(std::fs::read(package.join("manifest.sig")).unwrap().len(), 64);
+
+    // A two-user evaluation through the on-device path with that package.
+    let item = |id: &str, cat: &str| serde_json::json!({"id": id, "title": id, "categories": [cat], "popularity": 1.0});
+    let catalog: Vec<serde_json::Value> =
+        (0..30).map(|i| item(&format!("i{i}"), if i % 2 == 0 { "a" } else { "b" })).collect();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
+    let ev = |id: &str, t: i64| serde_json::json!({"item_id": id, "kind": "play", "timestamp_ms": t, "context": {"device": "phone", "local_hour": 20}});
+    let input = serde_json::json!({
+        "catalog": catalog,
+        "users": [
+            {"events": [ev("i0", now - 5000), ev("i2", now - 4000)], "held_out": "i4"},
+            {"events": [ev("i1", now - 5000)], "held_out": "i3", "context": {"device": "tv", "local_hour": 9}},
+        ],
+    });
+    let input_path = dir.path().join("input.json");
+    std::fs::write(&input_path, input.to_string()).unwrap();
+    let args = [
+        "evaluate",
+        "--input",
+        input_path.to_str().unwrap(),
+        "--model",
+        package.to_str().unwrap(),
+        "--trust-key",
+        public,
+    ];
+    let metrics: serde_json::Value = serde_json::from_slice(&hearth(&args).stdout).unwrap();
+    assert_eq!(metrics["users"], 2);
+    assert_eq!(metrics["fallback_rows"], 0);
+    assert!((0.0..=1.0).contains(&metrics["ndcg_at_10"].as_f64().unwrap()));
+    // Without trusting the key the package is refused, and the run fails.
+    let refused = Command::new(env!("CARGO_BIN_EXE_hearth")).args(&args[..5]).output().unwrap();
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("BadSignature"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+}

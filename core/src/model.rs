@@ -89,7 +89,8 @@ pub struct ModelPackage {
 }
 
 impl ModelPackage {
-    pub(crate) fn builtin() -> ModelPackage {
+    /// The package built into the library (signed by the release key).
+    pub fn builtin() -> ModelPackage {
         ModelPackage {
             manifest: BUILTIN_MANIFEST.to_vec(),
             signature: BUILTIN_SIGNATURE.to_vec(),
