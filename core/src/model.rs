@@ -458,6 +458,31 @@ fn check_graph(what: &str, bytes: &[u8], io: &GraphIo) -> Result<ModelProto> {
 
 type Plan = Arc<TypedRunnableModel>;
 
+/// The inference graph with the weights moved from inputs into initializers:
+/// tract then folds what depends only on weights and packs the matrices
+/// once, at plan time. Ranking uses it; training, which changes the
+/// weights, uses the graph with weight inputs.
+fn bake_weights(proto: &ModelProto, manifest: &Manifest, weights: &[u8]) -> Result<ModelProto> {
+    let mut baked = proto.clone();
+    let graph = baked.graph.as_mut().ok_or_else(|| ModelRejection::Malformed.err("no graph"))?;
+    for p in &manifest.parameters {
+        let at = graph
+            .input
+            .iter()
+            .position(|i| i.name == p.name)
+            .ok_or_else(|| ModelRejection::WrongShape.err(format!("no input for parameter {}", p.name)))?;
+        graph.input.remove(at);
+        graph.initializer.push(tract_onnx::pb::TensorProto {
+            name: p.name.clone(),
+            dims: p.shape.iter().map(|&d| d as i64).collect(),
+            data_type: 1, // FLOAT
+            raw_data: weights[p.offset..p.offset + p.count * 4].to_vec(),
+            ..Default::default()
+        });
+    }
+    Ok(baked)
+}
+
 fn build_plan(what: &str, proto: &ModelProto) -> Result<Plan> {
     let build =
         || -> TractResult<Plan> { tract_onnx::onnx().model_for_proto_model(proto)?.into_optimized()?.into_runnable() };
@@ -550,6 +575,9 @@ pub(crate) struct Model {
     /// Hex SHA-256 of the manifest: the identity of this package.
     pub digest: String,
     pub weights: Weights,
+    /// Inference with the package's own weights as constants.
+    ranking: Plan,
+    /// Inference with the weights as inputs.
     inference: Plan,
     train_step: Plan,
 }
@@ -620,8 +648,10 @@ impl Model {
         let inference = check_graph("inference", &package.inference, &manifest.graphs.inference)?;
         let train_step = check_graph("train_step", &package.train_step, &manifest.graphs.train_step)?;
         let weights = Weights::from_bytes(&manifest, &package.weights)?;
+        let baked = bake_weights(&inference, &manifest, &package.weights)?;
         let model = Model {
             digest: hex(digest(&SHA256, &package.manifest).as_ref()),
+            ranking: build_plan("inference", &baked)?,
             inference: build_plan("inference", &inference)?,
             train_step: build_plan("train_step", &train_step)?,
             manifest,
@@ -637,9 +667,10 @@ impl Model {
             history_ids: vec![0],
             history_weights: vec![0.0],
         };
-        let scores =
-            model.score(&probe).map_err(|e| ModelRejection::WrongShape.err(format!("probe run failed: {e}")))?;
-        if scores.len() != 2 || scores.iter().any(|s| !s.is_finite()) {
+        let probe_failed = |e: Error| ModelRejection::WrongShape.err(format!("probe run failed: {e}"));
+        let scores = model.score(&probe).map_err(probe_failed)?;
+        let with_inputs = model.score_with(&model.weights, &probe).map_err(probe_failed)?;
+        if scores.len() != 2 || scores.iter().chain(&with_inputs).any(|s| !s.is_finite()) {
             return Err(ModelRejection::WrongShape.err("probe run gave no finite score per candidate"));
         }
         info!("model {} v{} loaded ({})", model.manifest.name, model.manifest.version, &model.digest[..12]);
@@ -652,7 +683,12 @@ impl Model {
 
     /// One score per candidate, with the model's global weights.
     pub(crate) fn score(&self, inputs: &ScoreInputs) -> Result<Vec<f32>> {
-        self.score_with(&self.weights, inputs)
+        let out = self.ranking.run(inputs.tensors()?).map_err(|e| Error::Internal(format!("inference failed: {e}")))?;
+        let scores = floats(&out[0])?;
+        if scores.len() != inputs.item_ids.len() {
+            return Err(Error::Internal("inference returned the wrong number of scores".into()));
+        }
+        Ok(scores)
     }
 
     pub(crate) fn score_with(&self, weights: &Weights, inputs: &ScoreInputs) -> Result<Vec<f32>> {
@@ -840,6 +876,12 @@ mod tests {
         let (inputs, _, _) = batch(&mut rng, 500, 50);
         let scores = model.score(&inputs).unwrap();
         assert_eq!(scores.len(), 500);
+        // The plan with the weights baked in agrees with the one taking them
+        // as inputs.
+        let with_inputs = model.score_with(&model.weights, &inputs).unwrap();
+        for (a, b) in scores.iter().zip(&with_inputs) {
+            assert!((a - b).abs() <= 1e-5 + 1e-5 * b.abs(), "{a} vs {b}");
+        }
         assert!(scores.iter().all(|s| s.is_finite()));
         // Scores vary with the item features.
         let spread = scores.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b))
