@@ -113,20 +113,31 @@ pub(crate) struct HistoryEntry {
 /// id bytes), at most `MAX_HISTORY`; `except` is left out (training).
 pub(crate) fn history(profile: &Profile, now_ms: i64, except: Option<&str>) -> Vec<HistoryEntry> {
     let ln2 = std::f64::consts::LN_2;
-    let mut out: Vec<HistoryEntry> = profile
+    let decay = |at_ms: i64| (-((now_ms - at_ms).max(0) as f64) / DAY_MS * ln2 / profile.half_life_days).exp();
+    // Select the most recent first, then decay and copy only those: a
+    // profile can hold thousands of items.
+    let mut eligible: Vec<&crate::profile::ItemState> = profile
         .items
         .values()
-        .filter(|s| s.engagement > 0.0 && except != Some(s.id.as_str()))
-        .map(|s| {
-            let dt = (now_ms - s.at_ms).max(0) as f64;
-            let weight = s.engagement * (-dt / DAY_MS * ln2 / profile.half_life_days).exp();
-            HistoryEntry { item_id: s.id.clone(), weight, last_ms: s.last_ms }
+        // Past about a thousand half-lives the decayed weight underflows to 0.
+        .filter(|s| {
+            s.engagement > 0.0
+                && except != Some(s.id.as_str())
+                && ((now_ms - s.at_ms).max(0) as f64) / DAY_MS / profile.half_life_days < 1000.0
         })
-        .filter(|h| h.weight > 0.0)
         .collect();
-    out.sort_by(|a, b| b.last_ms.cmp(&a.last_ms).then_with(|| a.item_id.as_bytes().cmp(b.item_id.as_bytes())));
-    out.truncate(MAX_HISTORY);
-    out
+    let newest_first = |a: &&crate::profile::ItemState, b: &&crate::profile::ItemState| {
+        b.last_ms.cmp(&a.last_ms).then_with(|| a.id.as_bytes().cmp(b.id.as_bytes()))
+    };
+    if eligible.len() > MAX_HISTORY {
+        eligible.select_nth_unstable_by(MAX_HISTORY - 1, newest_first);
+        eligible.truncate(MAX_HISTORY);
+    }
+    eligible.sort_by(newest_first);
+    eligible
+        .into_iter()
+        .map(|s| HistoryEntry { item_id: s.id.clone(), weight: s.engagement * decay(s.at_ms), last_ms: s.last_ms })
+        .collect()
 }
 
 /// The history as the graph's `history_ids` and `history_weights`; one
@@ -230,6 +241,37 @@ mod tests {
             assert_eq!(format!("{:016x}", fnv1a64(text)), v["fnv1a64"].as_str().unwrap(), "{text:?}");
             assert_eq!(category_bucket(text) as u64, v["category_bucket"].as_u64().unwrap());
             assert_eq!(item_row(text) as u64, v["item_row"].as_u64().unwrap());
+        }
+    }
+
+    #[test]
+    fn history_keeps_the_most_recent_engaged_items() {
+        let mut profile = Profile::new(30.0);
+        let now = 1_790_000_000_000;
+        for i in 0..300i64 {
+            let id = format!("item-{i:03}");
+            let state = crate::profile::ItemState {
+                id: id.clone(),
+                engagement: if i % 7 == 0 { -1.0 } else { 1.0 + (i % 5) as f64 },
+                at_ms: now - (i * 37 % 300) * 3_600_000,
+                // Ties in last_ms are broken by id.
+                last_ms: now - (i * 37 % 300 / 2) * 3_600_000,
+                ..Default::default()
+            };
+            profile.items.insert(id, state);
+        }
+        let got = history(&profile, now, Some("item-001"));
+        let mut want: Vec<&crate::profile::ItemState> =
+            profile.items.values().filter(|s| s.engagement > 0.0 && s.id != "item-001").collect();
+        want.sort_by(|a, b| b.last_ms.cmp(&a.last_ms).then_with(|| a.id.cmp(&b.id)));
+        want.truncate(MAX_HISTORY);
+        assert_eq!(
+            got.iter().map(|h| h.item_id.as_str()).collect::<Vec<_>>(),
+            want.iter().map(|s| s.id.as_str()).collect::<Vec<_>>()
+        );
+        for (h, s) in got.iter().zip(&want) {
+            let expected = s.engagement * 0.5f64.powf((now - s.at_ms) as f64 / DAY_MS / 30.0);
+            assert!((h.weight - expected).abs() < 1e-9 * expected);
         }
     }
 
