@@ -159,11 +159,17 @@ pub(crate) struct ItemScale {
 }
 
 impl ItemScale {
-    pub(crate) fn new(catalog: &HashMap<String, CatalogItem>, locale: Option<String>, now_ms: i64) -> Self {
-        let max_popularity = catalog.values().map(|i| i.popularity).fold(0.0, f64::max);
+    pub(crate) fn new(max_popularity: f64, locale: Option<String>, now_ms: i64) -> Self {
         ItemScale { max_popularity, locale, year: utc_year(now_ms) }
     }
 }
+
+/// The largest popularity in a catalog (0 when empty).
+pub(crate) fn max_popularity(catalog: &HashMap<String, CatalogItem>) -> f64 {
+    catalog.values().map(|i| i.popularity).fold(0.0, f64::max)
+}
+
+impl ItemScale {}
 
 /// The primary subtag of a BCP 47 tag, lowercased ("en" for "en-GB").
 pub(crate) fn primary_language(tag: &str) -> String {

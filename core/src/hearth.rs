@@ -17,6 +17,7 @@ use log::{debug, info, warn};
 use crate::crypto::Table;
 use crate::crypto::{KeyProvider, RootKey, fetch_root_key};
 use crate::error::{Error, HearthError, Result};
+use crate::features;
 use crate::history::{CatalogItem, Event, now_ms};
 use crate::model::{self, Model, ModelInfo, ModelPackage, ModelRejection, TrustedKey};
 use crate::privacy::{
@@ -104,6 +105,8 @@ struct Session {
     settings: PrivacySettings,
     profile: Profile,
     catalog: HashMap<String, CatalogItem>,
+    /// The catalog's largest popularity (item features are scaled by it).
+    max_popularity: f64,
     unflushed: u32,
     last_flush_ms: i64,
     last_purge_ms: i64,
@@ -130,6 +133,7 @@ impl Session {
             store,
             settings,
             profile: Profile::new(config.profile_half_life_days),
+            max_popularity: features::max_popularity(&catalog),
             catalog,
             unflushed: 0,
             last_flush_ms: now_ms(),
@@ -289,13 +293,19 @@ impl Session {
         }
         self.store.upsert_catalog(items)?;
         let mut categories_changed = false;
+        let mut popularity_fell = false;
         for item in items {
             let old = self.catalog.insert(item.id.clone(), item.clone());
+            popularity_fell |= old.as_ref().is_some_and(|o| o.popularity >= self.max_popularity);
+            self.max_popularity = self.max_popularity.max(item.popularity);
             if self.profile.items.contains_key(&item.id)
                 && old.as_ref().map(|o| &o.categories) != Some(&item.categories)
             {
                 categories_changed = true;
             }
+        }
+        if popularity_fell {
+            self.max_popularity = features::max_popularity(&self.catalog);
         }
         if categories_changed {
             self.profile.recompute_affinities(&self.catalog);
@@ -717,8 +727,9 @@ impl Hearth {
     /// diversified and explained per `options`. Scoring runs outside the
     /// store's lock.
     pub fn rank(&self, candidates: Vec<Candidate>, options: RankOptions) -> Result<RankResult, HearthError> {
-        let prepared =
-            self.with(|s| ranking::prepare(candidates, &options, &s.settings, &s.profile, &s.catalog, now_ms()))?;
+        let prepared = self.with(|s| {
+            ranking::prepare(candidates, &options, &s.settings, &s.profile, &s.catalog, s.max_popularity, now_ms())
+        })?;
         shield(|| Ok(self.rank_prepared(prepared, &options)))
     }
 
@@ -728,7 +739,7 @@ impl Hearth {
             let mut ids: Vec<&String> = s.catalog.keys().collect();
             ids.sort();
             let candidates = ids.into_iter().map(|id| Candidate::id(id.clone())).collect();
-            ranking::prepare(candidates, &options, &s.settings, &s.profile, &s.catalog, now_ms())
+            ranking::prepare(candidates, &options, &s.settings, &s.profile, &s.catalog, s.max_popularity, now_ms())
         })?;
         shield(|| Ok(self.rank_prepared(prepared, &options)))
     }

@@ -258,6 +258,7 @@ pub(crate) fn prepare(
     settings: &PrivacySettings,
     profile: &Profile,
     catalog: &HashMap<String, CatalogItem>,
+    max_popularity: f64,
     now_ms: i64,
 ) -> Result<Prepared> {
     options.validate()?;
@@ -297,7 +298,7 @@ pub(crate) fn prepare(
         let bits = category_bits(item.as_ref());
         resolved.push(Resolved { item_id: c.item_id, item, bits });
     }
-    let mut scale = ItemScale::new(catalog, options.context.locale.clone(), now_ms);
+    let mut scale = ItemScale::new(max_popularity, options.context.locale.clone(), now_ms);
     scale.max_popularity = scale.max_popularity.max(inline_max_popularity);
     let personalization = settings.personalization_enabled;
     let (user, history, history_items, liked_categories) = if personalization {

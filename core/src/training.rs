@@ -160,6 +160,7 @@ pub(crate) fn train(
         return Err(Error::invalid("catalog", "too few unseen items to draw negatives from"));
     }
     let user = features::user_features(profile).to_vec();
+    let max_popularity = features::max_popularity(catalog);
     let global_flat = global.flat();
     let mut local = global_flat.clone();
     let mut rng = SplitMix::new(plan.seed);
@@ -188,7 +189,7 @@ pub(crate) fn train(
                         candidates.push(Some(neg));
                     }
                 }
-                let scale = ItemScale::new(catalog, ex.context.locale.clone(), now_ms);
+                let scale = ItemScale::new(max_popularity, ex.context.locale.clone(), now_ms);
                 let mut items = vec![0f32; n * ITEM_WIDTH];
                 for (c, row) in candidates.iter().zip(items.chunks_exact_mut(ITEM_WIDTH)) {
                     features::item_features(*c, &scale, row);
