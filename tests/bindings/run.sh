@@ -8,15 +8,21 @@
 #   3. generates the Kotlin and Swift code into $CARGO_TARGET_DIR/hearth-bindings
 #      (never into the repository);
 #   4. suite kotlin: kotlinc -Werror, then the JUnit tests on the JVM;
-#   5. suite swift: `swift test` (XCTest) in the Debian 13 chroot;
-#   6. suite coverage: every function, constructor, method, foreign-trait
+#   5. suite kotlin-console: the Android demo's console twin
+#      (android-demo/console), kotlinc -Werror, run on the JVM;
+#   6. suite swift: `swift test` (XCTest) in the Debian 13 chroot;
+#   7. suite swift-console: the iOS demo's console twin (ios-demo/console),
+#      `swift build` and run in the chroot;
+#   8. suite coverage: every function, constructor, method, foreign-trait
 #      method and error variant the library exports must be used by the
 #      Kotlin tests and by the Swift tests, under its name in that language.
+# The console twins print their whole output (the ranked rows with reasons);
+# they check what they print and exit non-zero on a failed check.
 # The last line counts the suites: "bindings: N passed, N failed".
 #
 # Incremental: cargo, the generated files (rewritten only when they change),
 # the compiled Kotlin (rebuilt when the hash of its sources changes) and
-# SwiftPM's build directory are all kept in the output directory between runs.
+# SwiftPM's build directories are all kept in the output directory between runs.
 set -uo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -65,11 +71,13 @@ sync() {
     done
 }
 
+suites="kotlin kotlin-console swift swift-console coverage"
+
 # ---- build and generate (every suite needs them)
 t=$(date +%s)
 echo "--- build: hearth-ffi, uniffi-bindgen; generate Kotlin and Swift"
 if ! cargo build -j2 --locked -p hearth-ffi || ! cargo build -j2 --locked -p uniffi-bindgen; then
-    for s in kotlin swift coverage; do fail "$s" "$t"; done
+    for s in $suites; do fail "$s" "$t"; done
     finish
 fi
 rm -rf "$out/gen.new"
@@ -77,7 +85,7 @@ rm -rf "$out/gen.new"
 if ! RUST_BACKTRACE=0 RUST_LIB_BACKTRACE=0 "$bindgen" generate "$lib" --language kotlin --language swift --out-dir "$out/gen.new" --no-format >"$out/generate.log" 2>&1; then
     cat "$out/generate.log"
     echo "uniffi-bindgen generate failed"
-    for s in kotlin swift coverage; do fail "$s" "$t"; done
+    for s in $suites; do fail "$s" "$t"; done
     finish
 fi
 sync "$out/gen.new" "$out/gen"
@@ -87,16 +95,13 @@ swift_gen="$out/gen/Hearth.swift"
 echo "generated in $(($(date +%s) - t)) s: $kotlin_gen, $swift_gen"
 
 # ---- kotlin
-suite_kotlin() {
-    # shellcheck source=../toolchains/kotlin.sh
-    . tests/toolchains/kotlin.sh || return 1
-    local k="$out/kotlin" tests_src=bindings/kotlin/src/test/kotlin
-    local cp="$JNA_JAR:$JUNIT_JAR:$KOTLIN_LIB/kotlin-test.jar:$KOTLIN_LIB/kotlin-test-junit.jar"
+# Compiled Kotlin is rebuilt when what goes in changes (content hashes, so a
+# checkout or a regeneration that changes nothing costs nothing). The
+# generated code changes only with the library's interface: it gets a jar of
+# its own, $out/kotlin/hearth.jar, which the tests and the console twin share.
+kotlin_hearth_jar() {
+    local k="$out/kotlin" gen_sig
     mkdir -p "$k"
-    # Recompiled when what goes in changes (content hashes, so a checkout or a
-    # regeneration that changes nothing costs nothing). The generated code
-    # changes only with the library's interface: it gets a jar of its own.
-    local gen_sig tests_sig
     gen_sig="$(sha256sum <"$kotlin_gen")"
     if [ ! -f "$k/hearth.jar" ] || [ "$(cat "$k/hearth.sig" 2>/dev/null)" != "$gen_sig" ]; then
         echo "kotlinc -Werror: generated bindings"
@@ -104,6 +109,15 @@ suite_kotlin() {
         "$KOTLINC" -Werror -cp "$JNA_JAR" "$kotlin_gen" -d "$k/hearth.jar" || return 1
         echo "$gen_sig" >"$k/hearth.sig"
     fi
+}
+suite_kotlin() {
+    # shellcheck source=../toolchains/kotlin.sh
+    . tests/toolchains/kotlin.sh || return 1
+    kotlin_hearth_jar || return 1
+    local k="$out/kotlin" tests_src=bindings/kotlin/src/test/kotlin
+    local cp="$JNA_JAR:$JUNIT_JAR:$KOTLIN_LIB/kotlin-test.jar:$KOTLIN_LIB/kotlin-test-junit.jar"
+    local gen_sig tests_sig
+    gen_sig="$(cat "$k/hearth.sig")"
     local sources
     mapfile -t sources < <(find "$tests_src" -name '*.kt' | sort)
     tests_sig="$( (echo "$gen_sig" "${sources[@]}" && cat "${sources[@]}") | sha256sum)"
@@ -129,6 +143,33 @@ suite_kotlin() {
 t=$(date +%s)
 echo "--- kotlin"
 if suite_kotlin; then pass kotlin "$t"; else fail kotlin "$t"; fi
+
+# ---- kotlin-console: the Android demo's flow on the JVM (android-demo/console)
+suite_kotlin_console() {
+    # shellcheck source=../toolchains/kotlin.sh
+    . tests/toolchains/kotlin.sh || return 1
+    kotlin_hearth_jar || return 1
+    local k="$out/kotlin" c="$out/kotlin-console" src=android-demo/console/src sources sig
+    mkdir -p "$c"
+    mapfile -t sources < <(find "$src" -name '*.kt' | sort)
+    [ ${#sources[@]} -gt 0 ] || { echo "no Kotlin sources in $src"; return 1; }
+    sig="$( (cat "$k/hearth.sig" && echo "${sources[@]}" && cat "${sources[@]}") | sha256sum)"
+    if [ ! -f "$c/console.jar" ] || [ "$(cat "$c/console.sig" 2>/dev/null)" != "$sig" ]; then
+        echo "kotlinc -Werror: $src"
+        rm -f "$c/console.jar"
+        "$KOTLINC" -Werror -cp "$k/hearth.jar:$JNA_JAR" "${sources[@]}" -d "$c/console.jar" || return 1
+        echo "$sig" >"$c/console.sig"
+    fi
+    java -Djna.library.path="$(dirname "$lib")" \
+        -cp "$c/console.jar:$k/hearth.jar:$JNA_JAR:$KOTLIN_LIB/kotlin-stdlib.jar" \
+        org.hearth.console.MainKt >"$c/output.log" 2>&1
+    local status=$?
+    cat "$c/output.log"
+    return $status
+}
+t=$(date +%s)
+echo "--- kotlin-console"
+if suite_kotlin_console; then pass kotlin-console "$t"; else fail kotlin-console "$t"; fi
 
 # ---- swift
 suite_swift() {
@@ -168,6 +209,43 @@ suite_swift() {
 t=$(date +%s)
 echo "--- swift"
 if suite_swift; then pass swift "$t"; else fail swift "$t"; fi
+
+# ---- swift-console: the iOS demo's flow (ios-demo/console) in the chroot
+suite_swift_console() {
+    # shellcheck source=../toolchains/swift.sh
+    . tests/toolchains/swift.sh || return 1
+    local pkg="$out/swift-console" stage="$out/swift-console.stage"
+    # The repository's layout as the console's manifest expects it (it
+    # depends on ../../bindings/swift), with the generated sources and
+    # libhearth.so; only this directory is mounted, at /work. The build
+    # directory stays in $pkg/.build.
+    rm -rf "$stage"
+    mkdir -p "$stage/bindings/swift/Sources/Hearth" "$stage/bindings/swift/Sources/HearthFFI" \
+        "$stage/ios-demo/console" "$stage/lib"
+    cp bindings/swift/Package.swift "$stage/bindings/swift/"
+    cp "$swift_gen" "$stage/bindings/swift/Sources/Hearth/Hearth.swift"
+    cp "$out/gen/HearthFFI.h" "$stage/bindings/swift/Sources/HearthFFI/HearthFFI.h"
+    cp "$out/gen/HearthFFI.modulemap" "$stage/bindings/swift/Sources/HearthFFI/module.modulemap"
+    cp ios-demo/console/Package.swift "$stage/ios-demo/console/"
+    cp -R ios-demo/console/Sources "$stage/ios-demo/console/Sources"
+    cp "$lib" "$stage/lib/libhearth.so"
+    mkdir -p "$pkg"
+    for d in bindings ios-demo lib; do sync "$stage/$d" "$pkg/$d"; done
+    rm -rf "$stage"
+    hearth_swift "$pkg" swift build --package-path /work/ios-demo/console --scratch-path /work/.build -j 2 \
+        -Xswiftc -warnings-as-errors \
+        -Xlinker -L/work/lib -Xlinker -rpath -Xlinker /work/lib >"$pkg/build.log" 2>&1 || {
+        cat "$pkg/build.log"
+        return 1
+    }
+    hearth_swift "$pkg" /work/.build/debug/HearthConsole >"$pkg/output.log" 2>&1
+    local status=$?
+    cat "$pkg/output.log"
+    return $status
+}
+t=$(date +%s)
+echo "--- swift-console"
+if suite_swift_console; then pass swift-console "$t"; else fail swift-console "$t"; fi
 
 # ---- coverage: every export used by both test suites
 suite_coverage() {
