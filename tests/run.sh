@@ -6,7 +6,7 @@
 #   tests/run.sh              every lane
 #   tests/run.sh rust models  only the lanes named
 #
-# Lanes: rust, models, bindings, cross. Each prints its own results; the last
+# Lanes: rust, models, bindings, cross, federated. Each prints its own results; the last
 # line counts the lanes: "lanes: N passed, N failed".
 set -uo pipefail
 
@@ -38,7 +38,11 @@ lane_cross() {
     bash tests/cross/run.sh
 }
 
-all=(rust models bindings cross)
+lane_federated() {
+    bash tests/federated/run.sh
+}
+
+all=(rust models bindings cross federated)
 lanes=("$@")
 [ ${#lanes[@]} -gt 0 ] || lanes=("${all[@]}")
 

@@ -12,6 +12,7 @@
 mod crypto;
 mod error;
 mod features;
+pub mod federated;
 mod hearth;
 mod history;
 mod logging;

@@ -1,0 +1,1 @@
+"""Hearth's federated coordinator (a Flower app)."""

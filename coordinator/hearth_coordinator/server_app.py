@@ -1,0 +1,75 @@
+"""The ServerApp: FedAvg rounds over Hearth devices.
+
+Every train message carries, besides the global arrays (weights.bin's
+parameters, in manifest order, named and shaped as the manifest says), a
+config of: `clip-norm` (C), `local-epochs`, `learning-rate` (when set),
+`server-round` (FedAvg's), and, with a signing key, `model-manifest` and
+`model-signature`: the manifest of the global model being sent, signed with
+Ed25519, so a device installs it through its verifying path before it
+trains from it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from flwr.app import ConfigRecord, Context
+from flwr.serverapp import Grid, ServerApp
+
+from . import model
+from .strategy import HearthFedAvg, from_arrays, to_arrays
+
+app = ServerApp()
+
+
+class SigningFedAvg(HearthFedAvg):
+    """Puts the signed manifest of each round's global model in its config."""
+
+    def __init__(self, *, manifest: dict, key, **kw) -> None:
+        super().__init__(**kw)
+        self.manifest = manifest
+        self.key = key
+        self.base_version = int(manifest["version"])
+
+    def configure_train(self, server_round, arrays, config, grid):
+        if self.key is not None:
+            weights = model.weights_bytes(from_arrays(arrays))
+            data, sig = model.signed_manifest(self.manifest, self.base_version + server_round, weights, self.key)
+            config["model-manifest"] = data
+            config["model-signature"] = sig
+        return super().configure_train(server_round, arrays, config, grid)
+
+
+@app.main()
+def main(grid: Grid, context: Context) -> None:
+    cfg = context.run_config
+    if not cfg.get("model-dir"):
+        raise ValueError("run config model-dir is required (the model package directory)")
+    manifest, params = model.load(str(cfg["model-dir"]))
+    clip = float(cfg["clip-norm"])
+    train_config = ConfigRecord({"clip-norm": clip, "local-epochs": int(cfg["local-epochs"])})
+    if float(cfg["learning-rate"]) > 0:
+        train_config["learning-rate"] = float(cfg["learning-rate"])
+    strategy = SigningFedAvg(
+        manifest=manifest,
+        key=model.load_signing_key(str(cfg.get("signing-key", ""))),
+        clip_norm=clip,
+        noise_multiplier=float(cfg["noise-multiplier"]),
+        min_nodes=int(cfg["min-nodes"]),
+        seed=int(cfg["noise-seed"]),
+    )
+    result = strategy.start(
+        grid=grid,
+        initial_arrays=to_arrays(params),
+        num_rounds=int(cfg["num-server-rounds"]),
+        timeout=float(cfg["round-timeout"]),
+        train_config=train_config,
+    )
+    if cfg.get("out-dir"):
+        out = Path(str(cfg["out-dir"]))
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "weights.bin").write_bytes(model.weights_bytes(from_arrays(result.arrays)))
+        (out / "summary.json").write_text(
+            json.dumps({"clip_norm": clip, "rounds": strategy.rounds}, indent=2) + "\n"
+        )

@@ -1,0 +1,724 @@
+//! The Fleet API over a [`Transport`], and one round of federated training
+//! as a device takes part in it.
+//!
+//! The calls, in the order a round makes them (all `POST /v1/fleet/<name>`,
+//! `content-type: application/protobuf`, signed as [`super::node_key`] says):
+//!
+//! 1. `activate-node` (public key, heartbeat interval) gives the node id;
+//!    when the SuperLink does not know the key (HTTP 412) the device first
+//!    calls `register-node` with it.
+//! 2. `pull-messages` until a message arrives or the wait is over. A message
+//!    comes as metadata plus an object tree rooted at the message id.
+//! 3. `pull-object` for each object of the tree (an object may be "found but
+//!    not yet available": asked again after a pause), each checked against
+//!    its id; then `confirm-message-received`.
+//! 4. Local training through the caller's [`Trainer`], with heartbeats sent
+//!    from a second thread meanwhile.
+//! 5. `send-node-heartbeat`, then `push-messages` with the reply's metadata
+//!    (its content an empty RecordDict: the field must be present)
+//!    and object tree; the SuperLink answers with the ids it lacks and a
+//!    session id, and each of those objects goes up with `push-object`.
+//!    When the message is not a train message, or training fails, or the
+//!    update breaks its bound, the reply is an error (code 2, a fixed
+//!    reason) so the ServerApp need not wait for its timeout.
+//! 6. `deactivate-node`, whatever happened after step 1 (after a reply, an
+//!    error one too, only once [`ClientOptions::linger`] has passed).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use prost::Message;
+
+use super::objects::{self, ConfigValue, F32Array, Limits, Record};
+use super::proto;
+use super::{FleetError, NodeKey};
+
+/// The SuperLink's own node id (flwr's SUPERLINK_NODE_ID).
+pub const SUPERLINK_NODE_ID: u64 = 1;
+
+/// flwr's `ErrorCode.CLIENT_APP_RAISED_EXCEPTION`, the code of an error reply.
+pub const CLIENT_APP_RAISED_EXCEPTION: i64 = 2;
+
+/// Why one HTTP exchange failed.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TransportError {
+    Timeout,
+    /// A non-2xx status.
+    Status(u16),
+    /// A reply body above the transport's bound.
+    TooLarge,
+    /// Connection-level failure.
+    Io(String),
+}
+
+/// One request, one reply: an app may implement this over its own HTTP
+/// stack (OkHttp, URLSession); tests put a fake here.
+pub trait Transport: Send + Sync {
+    /// POSTs `body` to `path` (such as `/v1/fleet/pull-messages`) with
+    /// `headers` and returns the body of a 2xx reply, all within `timeout`.
+    fn post(
+        &self,
+        path: &str,
+        headers: &[(String, String)],
+        body: &[u8],
+        timeout: Duration,
+    ) -> Result<Vec<u8>, TransportError>;
+}
+
+/// [`Transport`] over plain HTTP/1.1 (ureq). `base` is like
+/// `http://127.0.0.1:9092`. TLS comes with ureq's rustls feature later.
+pub struct HttpTransport {
+    base: String,
+    agent: ureq::Agent,
+    max_reply_bytes: u64,
+}
+
+impl HttpTransport {
+    pub fn new(base: &str) -> HttpTransport {
+        let config = ureq::Agent::config_builder().http_status_as_error(false).build();
+        HttpTransport {
+            base: base.trim_end_matches('/').to_string(),
+            agent: ureq::Agent::new_with_config(config),
+            max_reply_bytes: 64 << 20,
+        }
+    }
+}
+
+impl Transport for HttpTransport {
+    fn post(
+        &self,
+        path: &str,
+        headers: &[(String, String)],
+        body: &[u8],
+        timeout: Duration,
+    ) -> Result<Vec<u8>, TransportError> {
+        let mut req = self
+            .agent
+            .post(format!("{}{path}", self.base))
+            .header("content-type", "application/protobuf")
+            .header("accept", "application/protobuf");
+        for (k, v) in headers {
+            req = req.header(k.as_str(), v.as_str());
+        }
+        let map = |e: ureq::Error| match e {
+            ureq::Error::Timeout(_) => TransportError::Timeout,
+            ureq::Error::StatusCode(s) => TransportError::Status(s),
+            ureq::Error::BodyExceedsLimit(_) => TransportError::TooLarge,
+            ureq::Error::Io(e) if e.kind() == std::io::ErrorKind::TimedOut => TransportError::Timeout,
+            other => TransportError::Io(other.to_string()),
+        };
+        let mut reply = req.config().timeout_global(Some(timeout)).build().send(body).map_err(map)?;
+        let status = reply.status().as_u16();
+        if !(200..300).contains(&status) {
+            return Err(TransportError::Status(status));
+        }
+        reply.body_mut().with_config().limit(self.max_reply_bytes).read_to_vec().map_err(map)
+    }
+}
+
+/// Timeouts, retries and bounds of a [`FleetClient`].
+#[derive(Debug, Clone)]
+pub struct ClientOptions {
+    /// One HTTP exchange.
+    pub call_timeout: Duration,
+    /// Tries per call (1 = no retry). Timeouts, network errors, 429 and 5xx
+    /// are retried; other statuses are not.
+    pub attempts: u32,
+    /// Pause before the first retry, doubled each time up to `max_backoff`.
+    pub backoff: Duration,
+    pub max_backoff: Duration,
+    /// Between two `pull-messages` while waiting for a round.
+    pub poll_interval: Duration,
+    /// Seconds the SuperLink may go without hearing from the node before it
+    /// counts it offline (flwr accepts 10 to 1800).
+    pub heartbeat_interval: f64,
+    /// How long the node stays active after its last reply before it
+    /// deactivates. A SuperLink answers a ServerApp's pull for a node that
+    /// is offline with a "node unavailable" error even when the node's reply
+    /// is stored, and flwr's ServerApp pulls every 3 s: deactivating at once
+    /// would lose the reply.
+    pub linger: Duration,
+    pub limits: Limits,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        ClientOptions {
+            call_timeout: Duration::from_secs(30),
+            attempts: 4,
+            backoff: Duration::from_millis(500),
+            max_backoff: Duration::from_secs(8),
+            poll_interval: Duration::from_secs(1),
+            heartbeat_interval: 60.0,
+            linger: Duration::from_secs(6),
+            limits: Limits::default(),
+        }
+    }
+}
+
+impl ClientOptions {
+    /// The longest one call can take, retries and pauses included.
+    pub fn call_bound(&self) -> Duration {
+        let mut total = Duration::ZERO;
+        let mut pause = self.backoff;
+        for i in 0..self.attempts.max(1) {
+            total += self.call_timeout;
+            if i + 1 < self.attempts {
+                total += pause;
+                pause = (pause * 2).min(self.max_backoff);
+            }
+        }
+        total
+    }
+}
+
+/// What the server asks for in a train message.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrainInstruction {
+    pub run_id: u64,
+    /// The server's round number, when its config says (`server-round`).
+    pub round: Option<u64>,
+    /// The L2 bound C of the update (`clip-norm`; required).
+    pub clip_norm: f64,
+    /// Local epochs (`local-epochs`; 1 when absent).
+    pub epochs: u32,
+    /// SGD learning rate (`learning-rate`), when the server sets one.
+    pub learning_rate: Option<f64>,
+    /// The global parameters, named, in the server's order.
+    pub arrays: Vec<(String, F32Array)>,
+    /// The whole train config, for keys this module does not read (such as
+    /// `model-manifest` and `model-signature`, the signed manifest of the
+    /// global model that `coordinator/` sends).
+    pub config: Vec<(String, ConfigValue)>,
+}
+
+impl TrainInstruction {
+    /// A config value by key.
+    pub fn config(&self, key: &str) -> Option<&ConfigValue> {
+        self.config.iter().find(|(k, _)| k == key).map(|(_, v)| v)
+    }
+}
+
+impl TrainInstruction {
+    /// The global parameters concatenated, in order (weights.bin's layout
+    /// when the server sends the model's parameters in manifest order).
+    pub fn flat(&self) -> Vec<f32> {
+        self.arrays.iter().flat_map(|(_, a)| a.data.iter().copied()).collect()
+    }
+}
+
+/// What local training gives back.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LocalResult {
+    /// `local - global` over the instruction's arrays concatenated, already
+    /// clipped to L2 norm <= C.
+    pub delta: Vec<f32>,
+    /// Local examples used (reported coarsely).
+    pub examples: usize,
+}
+
+/// The device's training, as the round needs it.
+pub trait Trainer {
+    fn train(&mut self, instruction: &TrainInstruction) -> Result<LocalResult, String>;
+}
+
+impl<F: FnMut(&TrainInstruction) -> Result<LocalResult, String>> Trainer for F {
+    fn train(&mut self, instruction: &TrainInstruction) -> Result<LocalResult, String> {
+        self(instruction)
+    }
+}
+
+/// One round the device took part in.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RoundReport {
+    pub node_id: u64,
+    pub run_id: u64,
+    pub round: Option<u64>,
+    pub clip_norm: f64,
+    /// L2 norm of the update sent.
+    pub norm: f64,
+    pub examples_reported: u64,
+    /// Request bodies sent and reply bodies received, in bytes.
+    pub bytes_sent: u64,
+    pub bytes_received: u64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum RoundOutcome {
+    /// No train message came within the wait.
+    NoMessage,
+    Done(RoundReport),
+}
+
+/// The coarse count a reply carries instead of the exact one.
+pub fn coarse_count(n: usize) -> u64 {
+    const BUCKETS: [u64; 9] = [500, 200, 100, 50, 20, 10, 5, 2, 1];
+    BUCKETS.iter().copied().find(|b| n as u64 >= *b).unwrap_or(0)
+}
+
+fn now_secs() -> f64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
+}
+
+/// A device's connection to one SuperLink.
+pub struct FleetClient<T: Transport> {
+    transport: T,
+    key: NodeKey,
+    options: ClientOptions,
+    sent: u64,
+    received: u64,
+    /// When this session last pushed a reply (the linger counts from it).
+    replied_at: Option<Instant>,
+}
+
+impl<T: Transport> FleetClient<T> {
+    pub fn new(transport: T, key: NodeKey, options: ClientOptions) -> Self {
+        FleetClient { transport, key, options, sent: 0, received: 0, replied_at: None }
+    }
+
+    pub fn transport(&self) -> &T {
+        &self.transport
+    }
+
+    /// One Fleet call: signed, bounded, retried.
+    fn call<Req: Message, Resp: Message + Default>(&mut self, name: &str, req: &Req) -> Result<Resp, FleetError> {
+        let path = format!("/v1/fleet/{name}");
+        let body = req.encode_to_vec();
+        let mut pause = self.options.backoff;
+        let attempts = self.options.attempts.max(1);
+        let mut last = FleetError::Timeout;
+        for attempt in 0..attempts {
+            if attempt > 0 {
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(self.options.max_backoff);
+            }
+            let headers = self.key.auth_headers()?;
+            self.sent += body.len() as u64;
+            match self.transport.post(&path, &headers, &body, self.options.call_timeout) {
+                Ok(reply) => {
+                    self.received += reply.len() as u64;
+                    return Resp::decode(reply.as_slice()).map_err(|e| FleetError::Decode(format!("{name}: {e}")));
+                }
+                Err(TransportError::Timeout) => last = FleetError::Timeout,
+                Err(TransportError::Io(e)) => last = FleetError::Network(e),
+                Err(TransportError::Status(s)) if s == 429 || s >= 500 => last = FleetError::Http(s),
+                Err(TransportError::Status(s)) if s == 401 || s == 403 => return Err(FleetError::Rejected(s)),
+                Err(TransportError::Status(s)) => return Err(FleetError::Http(s)),
+                Err(TransportError::TooLarge) => return Err(FleetError::TooLarge(format!("the reply to {name}"))),
+            }
+            log::debug!("fleet {name}: attempt {} failed: {last}", attempt + 1);
+        }
+        Err(last)
+    }
+
+    /// Activates the node (registering its key first if the SuperLink does
+    /// not know it); returns the node id.
+    pub fn activate(&mut self) -> Result<u64, FleetError> {
+        let pem = self.key.public_key_pem().to_vec();
+        let activate =
+            proto::ActivateNodeRequest { public_key: pem.clone(), heartbeat_interval: self.options.heartbeat_interval };
+        let reply: proto::ActivateNodeResponse = match self.call("activate-node", &activate) {
+            Err(FleetError::Http(412)) => {
+                let _: proto::RegisterNodeFleetResponse =
+                    self.call("register-node", &proto::RegisterNodeFleetRequest { public_key: pem })?;
+                self.call("activate-node", &activate)?
+            }
+            other => other?,
+        };
+        if reply.node_id == 0 {
+            return Err(FleetError::Protocol("activation gave node id 0".into()));
+        }
+        Ok(reply.node_id)
+    }
+
+    pub fn deactivate(&mut self, node_id: u64) -> Result<(), FleetError> {
+        let _: proto::DeactivateNodeResponse =
+            self.call("deactivate-node", &proto::DeactivateNodeRequest { node_id })?;
+        Ok(())
+    }
+
+    pub fn heartbeat(&mut self, node_id: u64) -> Result<bool, FleetError> {
+        let req = proto::SendNodeHeartbeatRequest {
+            node: Some(proto::Node { node_id }),
+            heartbeat_interval: self.options.heartbeat_interval,
+        };
+        let reply: proto::SendNodeHeartbeatResponse = self.call("send-node-heartbeat", &req)?;
+        Ok(reply.success)
+    }
+
+    /// Takes part in one round: waits up to `wait` for a train message,
+    /// trains, replies, and deactivates the node in every case.
+    pub fn participate(&mut self, wait: Duration, trainer: &mut dyn Trainer) -> Result<RoundOutcome, FleetError> {
+        let mut outcomes = self.participate_rounds(1, wait, trainer)?;
+        Ok(outcomes.pop().unwrap_or(RoundOutcome::NoMessage))
+    }
+
+    /// Takes part in up to `rounds` rounds in one session: activates once,
+    /// stays online between rounds (a node that deactivates right after
+    /// replying may be sampled for the next round while offline, and the
+    /// SuperLink then answers for it with a "node unavailable" error), stops
+    /// at the first wait without a message, and deactivates in every case.
+    pub fn participate_rounds(
+        &mut self,
+        rounds: usize,
+        wait: Duration,
+        trainer: &mut dyn Trainer,
+    ) -> Result<Vec<RoundOutcome>, FleetError> {
+        let node_id = self.activate()?;
+        self.replied_at = None;
+        let mut outcomes = Vec::new();
+        let mut result = Ok(());
+        for _ in 0..rounds {
+            let (sent, received) = (self.sent, self.received);
+            match self.round(node_id, wait, trainer) {
+                Ok(RoundOutcome::Done(mut r)) => {
+                    r.bytes_sent = self.sent - sent;
+                    r.bytes_received = self.received - received;
+                    outcomes.push(RoundOutcome::Done(r));
+                }
+                Ok(RoundOutcome::NoMessage) => {
+                    outcomes.push(RoundOutcome::NoMessage);
+                    break;
+                }
+                Err(e) => {
+                    result = Err(e);
+                    break;
+                }
+            }
+        }
+        // Any reply, an error one too, is lost if the node goes offline
+        // before the ServerApp has pulled it.
+        if let Some(at) = self.replied_at.take() {
+            std::thread::sleep(self.options.linger.saturating_sub(at.elapsed()));
+        }
+        let deactivated = self.deactivate(node_id);
+        result?;
+        deactivated?;
+        Ok(outcomes)
+    }
+
+    fn round(&mut self, node_id: u64, wait: Duration, trainer: &mut dyn Trainer) -> Result<RoundOutcome, FleetError> {
+        let node = Some(proto::Node { node_id });
+        let start = Instant::now();
+        let mut last_beat = Instant::now();
+        let (message, tree) = loop {
+            let reply: proto::PullMessagesResponse = self
+                .call("pull-messages", &proto::PullMessagesRequest { node: node.clone(), message_ids: Vec::new() })?;
+            if let (Some(m), Some(t)) =
+                (reply.messages_list.into_iter().next(), reply.message_object_trees.into_iter().next())
+            {
+                break (m, t);
+            }
+            if start.elapsed() >= wait {
+                return Ok(RoundOutcome::NoMessage);
+            }
+            if last_beat.elapsed().as_secs_f64() > self.options.heartbeat_interval / 3.0 {
+                self.heartbeat(node_id)?;
+                last_beat = Instant::now();
+            }
+            std::thread::sleep(self.options.poll_interval.min(wait.saturating_sub(start.elapsed())));
+        };
+        let meta = message.metadata.ok_or_else(|| FleetError::Protocol("a message without metadata".into()))?;
+        if tree.object_id != meta.message_id {
+            return Err(FleetError::Protocol("the object tree is not rooted at the message".into()));
+        }
+        if meta.message_type != "train" {
+            self.push_error(node_id, &meta, "a Hearth device answers train messages only")?;
+            return Err(FleetError::Protocol(format!("unsupported message type {:?}", meta.message_type)));
+        }
+        let objects = self.pull_objects(node_id, meta.run_id, &tree)?;
+        let _: proto::ConfirmMessageReceivedResponse = self.call(
+            "confirm-message-received",
+            &proto::ConfirmMessageReceivedRequest {
+                node: node.clone(),
+                run_id: meta.run_id,
+                message_object_id: meta.message_id.clone(),
+            },
+        )?;
+        let (_, content) = objects::inflate_content(&meta.message_id, &objects, &self.options.limits)?;
+        let instruction = instruction(meta.run_id, content)?;
+
+        let trained_at = Instant::now();
+        // On failure the server hears only that it failed (a fixed reason:
+        // the trainer's message may say more than should leave the device).
+        let result = match self.train_online(node_id, trainer, &instruction) {
+            Ok(r) => r,
+            Err(why) => {
+                self.push_error(node_id, &meta, "local training failed on the device")?;
+                return Err(FleetError::Update(why));
+            }
+        };
+        let runtime = trained_at.elapsed().as_secs_f64();
+        let norm = match check_update(&instruction, &result) {
+            Ok(n) => n,
+            Err(e) => {
+                self.push_error(node_id, &meta, "the device refused its own update")?;
+                return Err(e);
+            }
+        };
+
+        let mut at = 0;
+        let delta_arrays: Vec<(String, F32Array)> = instruction
+            .arrays
+            .iter()
+            .map(|(name, a)| {
+                let data = result.delta[at..at + a.len()].to_vec();
+                at += a.len();
+                (name.clone(), F32Array { shape: a.shape.clone(), data })
+            })
+            .collect();
+        let examples = coarse_count(result.examples);
+        let content = vec![
+            ("arrays".to_string(), Record::Arrays(delta_arrays)),
+            ("metrics".to_string(), Record::Metrics(vec![("num-examples".into(), examples as f64)])),
+        ];
+        let reply_meta = reply_metadata(node_id, &meta)?;
+        let deflated = objects::deflate_message(&reply_meta, &content);
+        self.push_reply(node_id, reply_meta, deflated, None, runtime)?;
+        Ok(RoundOutcome::Done(RoundReport {
+            node_id,
+            run_id: meta.run_id,
+            round: instruction.round,
+            clip_norm: instruction.clip_norm,
+            norm,
+            examples_reported: examples,
+            bytes_sent: 0,
+            bytes_received: 0,
+        }))
+    }
+
+    /// Runs the trainer while a second thread keeps the node online with
+    /// heartbeats (a phone may train for minutes; a node silent for two
+    /// intervals is offline to the SuperLink, and its reply then lost).
+    fn train_online(
+        &self,
+        node_id: u64,
+        trainer: &mut dyn Trainer,
+        instruction: &TrainInstruction,
+    ) -> Result<LocalResult, String> {
+        let done = AtomicBool::new(false);
+        let every = Duration::from_secs_f64((self.options.heartbeat_interval / 3.0).max(1.0));
+        let req = proto::SendNodeHeartbeatRequest {
+            node: Some(proto::Node { node_id }),
+            heartbeat_interval: self.options.heartbeat_interval,
+        }
+        .encode_to_vec();
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let mut last = Instant::now();
+                while !done.load(Ordering::Relaxed) {
+                    std::thread::sleep(Duration::from_millis(100));
+                    if last.elapsed() >= every {
+                        last = Instant::now();
+                        // Best effort: a missed beat is retried at the next.
+                        if let Ok(headers) = self.key.auth_headers() {
+                            let _ = self.transport.post(
+                                "/v1/fleet/send-node-heartbeat",
+                                &headers,
+                                &req,
+                                self.options.call_timeout,
+                            );
+                        }
+                    }
+                }
+            });
+            let result = trainer.train(instruction);
+            done.store(true, Ordering::Relaxed);
+            result
+        })
+    }
+
+    /// Replies to `to` with an error (no content) and `reason`.
+    fn push_error(&mut self, node_id: u64, to: &proto::Metadata, reason: &str) -> Result<(), FleetError> {
+        let meta = reply_metadata(node_id, to)?;
+        let error = proto::ProtoError { code: CLIENT_APP_RAISED_EXCEPTION, reason: reason.into() };
+        let deflated = objects::deflate_error_message(&meta, &error);
+        self.push_reply(node_id, meta, deflated, Some(error), 0.0)
+    }
+
+    /// `push-messages` with the reply's metadata and tree, then
+    /// `push-object` for each object the SuperLink says it lacks.
+    fn push_reply(
+        &mut self,
+        node_id: u64,
+        mut meta: proto::Metadata,
+        deflated: objects::Deflated,
+        error: Option<proto::ProtoError>,
+        runtime: f64,
+    ) -> Result<(), FleetError> {
+        let node = Some(proto::Node { node_id });
+        let run_id = meta.run_id;
+        meta.message_id = deflated.message_id().to_string();
+        self.heartbeat(node_id)?;
+        let push = proto::PushMessagesRequest {
+            node: node.clone(),
+            // The content travels as objects, but the field must be present (an
+            // empty RecordDict) in a reply without an error: flwr rebuilds a
+            // Message from this proto and refuses one with neither.
+            messages_list: vec![proto::ProtoMessage {
+                metadata: Some(meta),
+                content: if error.is_none() { Some(proto::RecordDict {}) } else { None },
+                error,
+            }],
+            message_object_trees: vec![deflated.tree.clone()],
+            clientapp_runtime_list: vec![runtime],
+        };
+        let pushed: proto::PushMessagesResponse = self.call("push-messages", &push)?;
+        for id in &pushed.objects_to_push {
+            let object = deflated
+                .get(id)
+                .ok_or_else(|| FleetError::Protocol("the SuperLink asked for an object not in the reply".into()))?;
+            let _: proto::PushObjectResponse = self.call(
+                "push-object",
+                &proto::PushObjectRequest {
+                    node: node.clone(),
+                    run_id,
+                    object_id: object.id.clone(),
+                    object_content: object.content.clone(),
+                    session_id: pushed.session_id.clone(),
+                },
+            )?;
+        }
+        self.replied_at = Some(Instant::now());
+        Ok(())
+    }
+
+    /// Pulls every object of `tree`, each checked against its id, its
+    /// head's children against the tree, and all against the limits.
+    fn pull_objects(
+        &mut self,
+        node_id: u64,
+        run_id: u64,
+        tree: &proto::ObjectTree,
+    ) -> Result<HashMap<String, Vec<u8>>, FleetError> {
+        let limits = self.options.limits.clone();
+        let mut order = Vec::new();
+        let mut stack = vec![tree];
+        let mut expected_children: HashMap<&str, HashSet<&str>> = HashMap::new();
+        while let Some(t) = stack.pop() {
+            if order.len() >= limits.max_objects {
+                return Err(FleetError::TooLarge(format!("a message of more than {} objects", limits.max_objects)));
+            }
+            expected_children.entry(&t.object_id).or_default().extend(t.children.iter().map(|c| c.object_id.as_str()));
+            order.push(t.object_id.as_str());
+            stack.extend(t.children.iter());
+        }
+        let mut objects: HashMap<String, Vec<u8>> = HashMap::new();
+        let mut total = 0usize;
+        for id in order {
+            if objects.contains_key(id) {
+                continue;
+            }
+            let mut tries = 0;
+            let content = loop {
+                let reply: proto::PullObjectResponse = self.call(
+                    "pull-object",
+                    &proto::PullObjectRequest {
+                        node: Some(proto::Node { node_id }),
+                        run_id,
+                        object_id: id.to_string(),
+                    },
+                )?;
+                if !reply.object_found {
+                    return Err(FleetError::Protocol("an object of the message is unknown to the SuperLink".into()));
+                }
+                if reply.object_available {
+                    break reply.object_content;
+                }
+                tries += 1;
+                if tries >= 20 {
+                    return Err(FleetError::Timeout);
+                }
+                std::thread::sleep(self.options.poll_interval.min(Duration::from_millis(250)));
+            };
+            if content.len() > limits.max_object_bytes {
+                return Err(FleetError::TooLarge(format!("an object of {} bytes", content.len())));
+            }
+            total += content.len();
+            if total > limits.max_message_bytes {
+                return Err(FleetError::TooLarge(format!("a message of more than {} bytes", limits.max_message_bytes)));
+            }
+            if objects::object_id(&content) != id {
+                return Err(FleetError::Protocol("an object's content does not match its id".into()));
+            }
+            let parsed = objects::parse(&content)?;
+            let head: HashSet<&str> = parsed.children.iter().copied().collect();
+            if expected_children.get(id).is_some_and(|e| *e != head) {
+                return Err(FleetError::Protocol("an object's children differ from the tree's".into()));
+            }
+            objects.insert(id.to_string(), content);
+        }
+        Ok(objects)
+    }
+}
+
+/// The metadata of a reply to `to`, as flwr's `Message(reply_to=...)` makes
+/// it: the TTL ends when the instruction's does.
+fn reply_metadata(node_id: u64, to: &proto::Metadata) -> Result<proto::Metadata, FleetError> {
+    let created_at = now_secs();
+    let ttl = to.created_at + to.ttl - created_at;
+    if ttl <= 0.0 {
+        return Err(FleetError::Protocol("the message expired before the reply".into()));
+    }
+    Ok(proto::Metadata {
+        run_id: to.run_id,
+        message_id: String::new(),
+        src_node_id: node_id,
+        dst_node_id: to.src_node_id,
+        reply_to_message_id: to.message_id.clone(),
+        group_id: to.group_id.clone(),
+        ttl,
+        message_type: to.message_type.clone(),
+        created_at,
+        src_task_id: to.dst_task_id,
+        dst_task_id: to.src_task_id,
+    })
+}
+
+fn instruction(run_id: u64, content: Vec<(String, Record)>) -> Result<TrainInstruction, FleetError> {
+    let mut arrays = None;
+    let mut config = Vec::new();
+    for (_, record) in content {
+        match record {
+            Record::Arrays(a) if arrays.is_none() => arrays = Some(a),
+            Record::Arrays(_) => return Err(FleetError::Protocol("more than one ArrayRecord".into())),
+            Record::Config(c) => config.extend(c),
+            Record::Metrics(_) => {}
+        }
+    }
+    let arrays = arrays.ok_or_else(|| FleetError::Protocol("a train message without arrays".into()))?;
+    let get = |k: &str| config.iter().find(|(key, _)| key == k).map(|(_, v)| v);
+    let clip_norm = get("clip-norm")
+        .and_then(ConfigValue::as_f64)
+        .filter(|c| c.is_finite() && *c > 0.0)
+        .ok_or_else(|| FleetError::Protocol("no positive clip-norm in the train config".into()))?;
+    let epochs = match get("local-epochs").and_then(ConfigValue::as_f64) {
+        None => 1,
+        Some(e) if (1.0..=20.0).contains(&e) && e.fract() == 0.0 => e as u32,
+        Some(_) => return Err(FleetError::Protocol("local-epochs must be a whole number from 1 to 20".into())),
+    };
+    let learning_rate = match get("learning-rate").map(|v| v.as_f64()) {
+        None => None,
+        Some(Some(lr)) if lr.is_finite() && lr > 0.0 && lr <= 10.0 => Some(lr),
+        Some(_) => return Err(FleetError::Protocol("learning-rate must be in (0, 10]".into())),
+    };
+    let round = get("server-round").and_then(ConfigValue::as_f64).map(|r| r as u64);
+    Ok(TrainInstruction { run_id, round, clip_norm, epochs, learning_rate, arrays, config })
+}
+
+/// Refuses an update of the wrong length, not finite, or above C.
+fn check_update(instruction: &TrainInstruction, result: &LocalResult) -> Result<f64, FleetError> {
+    let expected: usize = instruction.arrays.iter().map(|(_, a)| a.len()).sum();
+    if result.delta.len() != expected {
+        return Err(FleetError::Update(format!("{} values for {expected} parameters", result.delta.len())));
+    }
+    if result.delta.iter().any(|x| !x.is_finite()) {
+        return Err(FleetError::Update("a value that is not finite".into()));
+    }
+    let norm = result.delta.iter().map(|x| (*x as f64) * (*x as f64)).sum::<f64>().sqrt();
+    if norm > instruction.clip_norm {
+        return Err(FleetError::Update(format!("norm {norm:.6} above the clip norm {}", instruction.clip_norm)));
+    }
+    Ok(norm)
+}

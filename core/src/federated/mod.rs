@@ -1,0 +1,76 @@
+//! Federated learning, device side: a native client of Flower's Fleet API
+//! (pinned: flwr 1.42.0, protobuf over HTTP), so a device takes part in a
+//! Flower round with no Python and no gRPC on it.
+//!
+//! * [`fleet`]: the [`Transport`] trait (an app may bring its own HTTP
+//!   stack), [`HttpTransport`], and [`FleetClient`], which signs every
+//!   request, bounds every call with a timeout and a few retries with
+//!   backoff, and runs one round: activate (registering first if the
+//!   SuperLink does not know the key), pull a train message and its objects
+//!   (each checked against its SHA-256 id and the [`Limits`]), train through
+//!   the caller's [`Trainer`], reply with the clipped update, deactivate.
+//! * [`objects`]: Flower's content-addressed objects and `.npy` arrays.
+//! * [`node_key`]: the device's P-256 node key and the signed headers.
+//! * [`proto`]: the Fleet API's protobuf messages, written by hand.
+//!
+//! What a reply holds (the coordinator in `coordinator/` expects exactly
+//! this): a RecordDict with
+//! * `"arrays"`: an ArrayRecord of the *clipped delta* `local - global`, one
+//!   float32 array per parameter, with the names and shapes of the arrays
+//!   the server sent (weights.bin's parameters, in order); its L2 norm over
+//!   all arrays is at most the round's clip norm C, checked here before
+//!   anything is sent;
+//! * `"metrics"`: a MetricRecord with `"num-examples"`, the count of local
+//!   examples rounded down to a coarse bucket (1, 2, 5, 10, 20, 50, 100, 200,
+//!   500).
+//!
+//! Nothing else leaves the device: no item id, title, category or
+//! timestamp of the history (the node key's public half, the node id and the
+//! message metadata Flower requires aside).
+
+pub mod fleet;
+pub mod node_key;
+pub mod objects;
+pub mod proto;
+
+pub use fleet::{
+    ClientOptions, FleetClient, HttpTransport, LocalResult, RoundOutcome, RoundReport, TrainInstruction, Trainer,
+    Transport, TransportError,
+};
+pub use node_key::NodeKey;
+pub use objects::{ConfigValue, F32Array, Limits, Record};
+
+/// Why a Fleet call or a round failed. Messages carry no personal data.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum FleetError {
+    /// No answer within the call's timeout, after every retry.
+    #[error("the SuperLink did not answer in time")]
+    Timeout,
+    /// The SuperLink answered with this HTTP status.
+    #[error("the SuperLink answered HTTP {0}")]
+    Http(u16),
+    /// The SuperLink refused the node (HTTP 401/403: bad signature, unknown
+    /// node, run not running).
+    #[error("the SuperLink refused this node (HTTP {0})")]
+    Rejected(u16),
+    /// The connection failed (refused, reset, DNS).
+    #[error("network: {0}")]
+    Network(String),
+    /// A reply or an object that does not parse.
+    #[error("undecodable reply: {0}")]
+    Decode(String),
+    /// A reply that parses but breaks the protocol (wrong content hash,
+    /// missing object, unexpected types or shapes).
+    #[error("protocol: {0}")]
+    Protocol(String),
+    /// Something bigger than the [`Limits`] allow.
+    #[error("too large: {0}")]
+    TooLarge(String),
+    /// The node key could not be made, read or used.
+    #[error("node key: {0}")]
+    Key(String),
+    /// Local training failed or gave an update this module refuses to send
+    /// (wrong length, not finite, norm above C).
+    #[error("local update: {0}")]
+    Update(String),
+}

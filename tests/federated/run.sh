@@ -1,0 +1,126 @@
+#!/usr/bin/env bash
+# Flower end to end: Hearth devices (the Rust Fleet client in hearth-core,
+# each with its own encrypted store and history) take part in FedAvg rounds
+# run by Hearth's ServerApp (coordinator/) on a real `flower-superlink`.
+#
+#   tests/federated/run.sh                    10 devices, 3 rounds
+#   HEARTH_DEVICES=3 HEARTH_ROUNDS=2 tests/federated/run.sh
+#
+# Makes (once) a venv with the pinned flwr under ~/.cache/hearth, starts a
+# SuperLink on a free 127.0.0.1 port, submits the ServerApp with `flwr run`,
+# runs the `#[ignore]`d device test against it, checks the coordinator's
+# summary, and stops the SuperLink (and the ServerApp it started).
+set -euo pipefail
+
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+cd "$repo"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/hearth/target}"
+FLWR_VERSION=1.42.0
+venv="$HOME/.cache/hearth/flwr-venv"
+devices="${HEARTH_DEVICES:-10}"
+rounds="${HEARTH_ROUNDS:-3}"
+clip="${HEARTH_CLIP:-1.0}"
+noise="${HEARTH_NOISE:-0.5}"
+
+if ! "$venv/bin/python" -c "import flwr, sys; sys.exit(flwr.__version__ != '$FLWR_VERSION')" 2>/dev/null; then
+    echo "federated: making $venv (flwr $FLWR_VERSION)"
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install -q --upgrade pip >/dev/null
+    # flwr pins a certifi newer than some registries carry: its other
+    # requirements come from coordinator/requirements.txt, then flwr alone.
+    "$venv/bin/pip" install -q -r coordinator/requirements.txt
+    "$venv/bin/pip" install -q --no-deps "flwr==$FLWR_VERSION"
+fi
+py="$venv/bin/python"
+export PATH="$venv/bin:$PATH"
+
+echo "federated: coordinator unit checks"
+(cd coordinator && "$py" tests/test_strategy.py)
+
+work="$(mktemp -d)"
+export FLWR_HOME="$work/flwr"
+mkdir -p "$FLWR_HOME"
+superlink_pid=""
+cleanup() {
+    status=$?
+    if [ -n "$superlink_pid" ]; then
+        # Its own process group: the ServerApp it spawned goes with it.
+        kill -- "-$superlink_pid" 2>/dev/null || kill "$superlink_pid" 2>/dev/null || true
+        wait "$superlink_pid" 2>/dev/null || true
+    fi
+    if [ $status -ne 0 ]; then
+        logs="$HOME/.cache/hearth/logs/federated-$(date +%Y%m%d-%H%M%S)"
+        mkdir -p "$logs" && cp -r "$work"/*.log "$work"/out "$logs"/ 2>/dev/null || true
+        echo "federated: FAILED; logs in $logs"
+    fi
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+port="$("$py" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+cat > "$FLWR_HOME/config.toml" <<TOML
+[superlink]
+default = "local"
+
+[superlink.local]
+address = "127.0.0.1:$port"
+insecure = true
+TOML
+
+# The coordinator's model-signing key for this run; devices trust its public half.
+"$py" - "$work" <<'PY'
+import sys
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+key = Ed25519PrivateKey.generate()
+open(f"{sys.argv[1]}/coordinator.key", "wb").write(key.private_bytes(
+    serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+open(f"{sys.argv[1]}/coordinator.pub", "w").write(key.public_key().public_bytes(
+    serialization.Encoding.Raw, serialization.PublicFormat.Raw).hex())
+PY
+
+echo "federated: building the device test"
+cargo test -p hearth-core --test fleet --locked --no-run 2>&1 | tail -1
+
+start=$(date +%s)
+setsid flower-superlink --insecure --host 127.0.0.1 --port "$port" --disable-runtime-dependency-installation \
+    >"$work/superlink.log" 2>&1 &
+superlink_pid=$!
+for _ in $(seq 1 120); do
+    "$py" -c "import socket; socket.create_connection(('127.0.0.1', $port), 0.5)" 2>/dev/null && break
+    kill -0 "$superlink_pid" 2>/dev/null || { cat "$work/superlink.log"; exit 1; }
+    sleep 0.5
+done
+echo "federated: SuperLink on 127.0.0.1:$port after $(($(date +%s) - start)) s"
+
+flwr run coordinator local --run-config \
+    "model-dir='$repo/models/ranker-v1' signing-key='$work/coordinator.key' out-dir='$work/out' \
+min-nodes=$devices num-server-rounds=$rounds clip-norm=$clip noise-multiplier=$noise round-timeout=600.0" \
+    | tail -1
+
+start=$(date +%s)
+HEARTH_SUPERLINK="http://127.0.0.1:$port" HEARTH_DEVICES="$devices" HEARTH_ROUNDS="$rounds" \
+    HEARTH_COORDINATOR_PUBKEY="$(cat "$work/coordinator.pub")" HEARTH_ROUND_WAIT_S=600 \
+    cargo test -p hearth-core --test fleet --locked -- --ignored --nocapture 2>&1 | tee "$work/devices.log" |
+    grep -E "^device|devices x|^test |test result|panicked"
+[ "${PIPESTATUS[0]}" -eq 0 ] || exit 1
+echo "federated: $devices devices x $rounds rounds in $(($(date +%s) - start)) s"
+
+# The ServerApp writes its summary after the last round.
+for _ in $(seq 1 60); do
+    [ -f "$work/out/summary.json" ] && break
+    sleep 1
+done
+"$py" - "$work/out/summary.json" "$devices" "$rounds" "$clip" <<'PY'
+import json, sys
+summary = json.load(open(sys.argv[1]))
+devices, rounds, clip = int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
+got = summary["rounds"]
+assert len(got) == rounds, f"{len(got)} rounds aggregated, expected {rounds}"
+for r in got:
+    assert r["participants"] == devices and r["dropped"] == 0, r
+    assert r["max_norm"] <= clip * (1 + 1e-5), r
+    print(f"  round {r['round']}: {r['participants']} updates, max norm {r['max_norm']:.4f}, "
+          f"noise std {r['noise_std']:.4f}, examples (coarse) {r['examples']}")
+PY
+echo "federated: passed"
