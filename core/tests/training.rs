@@ -58,7 +58,8 @@ fn the_update_is_clipped_deterministic_and_learns() {
         let u = local_update(&h, c, 3, 1).unwrap();
         assert!(u.norm <= c, "norm {} > C {c}", u.norm);
         if free.norm > c {
-            assert!((u.norm_before_clip - free.norm).abs() < 1e-9);
+            // The same training (up to the milliseconds of decay between calls).
+            assert!((u.norm_before_clip - free.norm).abs() <= 1e-3 * free.norm);
             assert!((u.norm - c).abs() < 1e-3 * c);
         }
     }
