@@ -22,6 +22,12 @@ rounds="${HEARTH_ROUNDS:-3}"
 clip="${HEARTH_CLIP:-1.0}"
 noise="${HEARTH_NOISE:-0.5}"
 
+# The device's RDP accountant is tested (core/tests/accountant.rs) against
+# epsilons from Google's dp_accounting; prove that fixture current: regenerate
+# it with the pinned dp_accounting (its own venv, made once) and compare.
+echo "federated: dp_accounting fixture of the privacy accountant"
+python3 tests/federated/accountant_fixture.py --check
+
 if ! "$venv/bin/python" -c "import flwr, sys; sys.exit(flwr.__version__ != '$FLWR_VERSION')" 2>/dev/null; then
     echo "federated: making $venv (flwr $FLWR_VERSION)"
     python3 -m venv "$venv"

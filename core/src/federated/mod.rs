@@ -28,6 +28,7 @@
 //! timestamp of the history (the node key's public half, the node id and the
 //! message metadata Flower requires aside).
 
+pub mod accountant;
 pub mod fleet;
 pub mod node_key;
 pub mod objects;
