@@ -11,6 +11,8 @@
 #   HEARTH_CROSS_PACKAGE   package to test (default hearth-core)
 #   HEARTH_CROSS_RELEASE   1: test with --release (default 0, see below)
 #   HEARTH_CROSS_JOBS      passed to cargo as -j (default: cargo's own)
+#   HEARTH_CROSS_BUNDLE    1 (default): also build the bundle library (hearth-ffi,
+#                          cdylib + staticlib) for each target; 0: skip it
 #   HEARTH_CROSS_CARGO_ARGS more cargo test arguments, split on spaces
 #                          (e.g. "--features tract" or "--lib --test store")
 #   HEARTH_CROSS_AARCH64_CPU  core qemu emulates for aarch64 (default cortex-a76,
@@ -98,6 +100,14 @@ for t in $HEARTH_CROSS_TARGETS; do
     if ! cargo test "${cargo_args[@]}" --target "$t" --no-run; then
         failed=$((failed + 1))
         summary+=("cross: $t: FAILED to build ($(($(date +%s) - start)) s)")
+        continue
+    fi
+    # The bundle library apps load (cdylib + staticlib) links for the target
+    # too; its release size is tests/cross/lib-size.sh's job.
+    if [ "${HEARTH_CROSS_BUNDLE:-1}" = 1 ] &&
+        ! cargo build --config "$config" -p hearth-ffi --lib --target "$t" ${HEARTH_CROSS_JOBS:+-j "$HEARTH_CROSS_JOBS"}; then
+        failed=$((failed + 1))
+        summary+=("cross: $t: hearth-ffi FAILED to build ($(($(date +%s) - start)) s)")
         continue
     fi
     built=$(date +%s)
