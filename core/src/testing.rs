@@ -102,31 +102,15 @@ impl Inference {
     }
 }
 
-/// The clipped update local training makes on `hearth`'s history.
-pub struct UpdateReport {
-    pub delta: Vec<f32>,
-    pub norm_before_clip: f64,
-    pub norm: f64,
-    pub examples: usize,
-    pub steps: usize,
-    pub first_epoch_loss: f64,
-    pub last_epoch_loss: f64,
-}
+/// What local training produced (the clipped delta and its record).
+pub use crate::training::LocalUpdate as UpdateReport;
 
+/// The clipped update local training makes on `hearth`'s history.
 pub fn local_update(
     hearth: &crate::Hearth,
     clip_norm: f64,
     epochs: u32,
     seed: u64,
 ) -> Result<UpdateReport, crate::HearthError> {
-    let u = hearth.local_update(clip_norm, epochs, seed)?;
-    Ok(UpdateReport {
-        delta: u.delta,
-        norm_before_clip: u.norm_before_clip,
-        norm: u.norm,
-        examples: u.examples,
-        steps: u.steps,
-        first_epoch_loss: u.first_epoch_loss,
-        last_epoch_loss: u.last_epoch_loss,
-    })
+    hearth.local_update(clip_norm, epochs, seed)
 }

@@ -108,7 +108,7 @@ pub(crate) fn examples(events: &[Event], profile: &Profile, max: usize) -> Vec<E
 
 /// What local training produced.
 #[derive(Debug, Clone)]
-pub(crate) struct LocalUpdate {
+pub struct LocalUpdate {
     /// `local - global` over weights.bin's layout, clipped.
     pub delta: Vec<f32>,
     pub norm_before_clip: f64,
