@@ -27,6 +27,12 @@ use ring::{hkdf, hmac, pbkdf2};
 
 use crate::error::{Error, Result};
 
+/// Lower-case hex of the SHA-256 of `bytes` (model package digests,
+/// Flower object ids).
+pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
+    ring::digest::digest(&ring::digest::SHA256, bytes).as_ref().iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// Length of the root key an app hands over.
 pub const ROOT_KEY_LEN: usize = 32;
 const FORMAT: u8 = 1;

@@ -18,12 +18,12 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 use log::{info, warn};
-use ring::digest::{SHA256, digest};
 use ring::signature::{ED25519, UnparsedPublicKey};
 use serde::Deserialize;
 use tract_onnx::pb::ModelProto;
 use tract_onnx::prelude::*;
 
+use crate::crypto::sha256_hex;
 use crate::error::{Error, Result};
 use crate::features::{CATEGORY_BUCKETS, CONTEXT_WIDTH, ID_ROWS, ITEM_WIDTH, USER_WIDTH};
 
@@ -264,10 +264,6 @@ pub(crate) struct Training {
     pub max_history: usize,
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 pub(crate) fn parse_hex(text: &str) -> Option<Vec<u8>> {
     let text = text.trim();
     if text.len() % 2 != 0 || !text.is_ascii() {
@@ -318,7 +314,7 @@ fn check_file(what: &str, bytes: &[u8], entry: &FileEntry) -> Result<()> {
             entry.bytes
         )));
     }
-    if hex(digest(&SHA256, bytes).as_ref()) != entry.sha256.to_ascii_lowercase() {
+    if sha256_hex(bytes) != entry.sha256.to_ascii_lowercase() {
         return Err(ModelRejection::DigestMismatch.err(format!("{what}: SHA-256 differs from the manifest")));
     }
     Ok(())
@@ -614,7 +610,7 @@ impl Model {
     /// file digests are checked on every call.
     pub(crate) fn load(package: &ModelPackage, keys: &[TrustedKey]) -> Result<Arc<Model>> {
         verify_signature(package, keys)?;
-        let key = hex(digest(&SHA256, &package.manifest).as_ref());
+        let key = sha256_hex(&package.manifest);
         let cached = {
             let mut entries = cache().lock().unwrap_or_else(|p| p.into_inner());
             entries.retain(|(_, w)| w.strong_count() > 0);
@@ -627,18 +623,18 @@ impl Model {
             check_file("weights.bin", &package.weights, &model.manifest.files.weights)?;
             return Ok(model);
         }
-        let model = Arc::new(Model::build(package, keys)?);
+        let model = Arc::new(Model::build(package, key.clone())?);
         cache().lock().unwrap_or_else(|p| p.into_inner()).push((key, Arc::downgrade(&model)));
         Ok(model)
     }
 
-    /// Verifies a package and builds its plans.
-    fn build(package: &ModelPackage, keys: &[TrustedKey]) -> Result<Model> {
+    /// Checks a package whose signature `load` verified, and builds its
+    /// plans; `digest` is the manifest's SHA-256.
+    fn build(package: &ModelPackage, digest: String) -> Result<Model> {
         let total: usize = package.files().iter().map(|f| f.len()).sum();
         if total > MAX_PACKAGE_BYTES {
             return Err(ModelRejection::Malformed.err(format!("package of {total} bytes is over the limit")));
         }
-        verify_signature(package, keys)?;
         let manifest: Manifest = serde_json::from_slice(&package.manifest)
             .map_err(|e| ModelRejection::Malformed.err(format!("manifest: {e}")))?;
         check_file("inference.onnx", &package.inference, &manifest.files.inference)?;
@@ -650,7 +646,7 @@ impl Model {
         let weights = Weights::from_bytes(&manifest, &package.weights)?;
         let baked = bake_weights(&inference, &manifest, &package.weights)?;
         let model = Model {
-            digest: hex(digest(&SHA256, &package.manifest).as_ref()),
+            digest,
             ranking: build_plan("inference", &baked)?,
             inference: build_plan("inference", &inference)?,
             train_step: build_plan("train_step", &train_step)?,

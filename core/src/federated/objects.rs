@@ -21,7 +21,6 @@
 use std::collections::HashMap;
 
 use prost::Message as _;
-use ring::digest::{SHA256, digest};
 use serde_json::Value;
 
 use super::FleetError;
@@ -56,11 +55,7 @@ impl Default for Limits {
 
 /// Lower-case hex SHA-256 of an object's bytes: its id.
 pub fn object_id(content: &[u8]) -> String {
-    hex(digest(&SHA256, content).as_ref())
-}
-
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    crate::crypto::sha256_hex(content)
 }
 
 fn is_object_id(s: &str) -> bool {
@@ -160,26 +155,32 @@ pub enum Record {
 
 // ---- .npy ----
 
-/// `.npy` version 1.0 of a float32 array (little-endian, C order).
-pub fn npy_f32(shape: &[usize], data: &[f32]) -> Vec<u8> {
+/// `.npy` version 1.0 of an array in C order: `descr` is numpy's dtype
+/// string (`<f4`, `<i8`), `data` the elements' bytes in that type.
+pub fn npy(descr: &str, shape: &[usize], data: &[u8]) -> Vec<u8> {
     let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
     let shape = match dims.len() {
         1 => format!("({},)", dims[0]),
         _ => format!("({})", dims.join(", ")),
     };
-    let mut header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': {shape}, }}");
+    let mut header = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}");
+    // Magic (6) + version (2) + length (2) + header + '\n', padded to 64.
     while (10 + header.len() + 1) % 64 != 0 {
         header.push(' ');
     }
     header.push('\n');
-    let mut out = Vec::with_capacity(10 + header.len() + 4 * data.len());
+    let mut out = Vec::with_capacity(10 + header.len() + data.len());
     out.extend_from_slice(b"\x93NUMPY\x01\x00");
     out.extend_from_slice(&(header.len() as u16).to_le_bytes());
     out.extend_from_slice(header.as_bytes());
-    for x in data {
-        out.extend_from_slice(&x.to_le_bytes());
-    }
+    out.extend_from_slice(data);
     out
+}
+
+/// `.npy` version 1.0 of a float32 array (little-endian, C order).
+pub fn npy_f32(shape: &[usize], data: &[f32]) -> Vec<u8> {
+    let bytes: Vec<u8> = data.iter().flat_map(|x| x.to_le_bytes()).collect();
+    npy("<f4", shape, &bytes)
 }
 
 /// Reads a `.npy` of little-endian float32 in C order; anything else is a
