@@ -19,14 +19,14 @@ use crate::crypto::{KeyProvider, RootKey, fetch_root_key};
 use crate::error::{Error, HearthError, Result};
 use crate::features;
 use crate::history::{CatalogItem, Event, now_ms};
-use crate::model::{self, Model, ModelInfo, ModelPackage, ModelRejection, TrustedKey};
+use crate::model::{self, Model, ModelInfo, ModelPackage, ModelRejection, TrustedKey, Weights};
 use crate::privacy::{
     EXPORT_FORMAT, EXPORT_FORMAT_VERSION, ExportDocument, ExportedEvent, ImportSummary, PrivacySettings, RecordOutcome,
 };
 use crate::profile::{DEFAULT_HALF_LIFE_DAYS, ItemState, Profile, ProfileSummary};
 use crate::ranking::{self, Candidate, RankOptions, RankResult};
 use crate::store::{self, Durability, Store, StoreOptions};
-use crate::training::{self, LocalUpdate, TrainingPlan};
+use crate::training::{self, LocalUpdate, RoundSettings, TrainingPlan};
 
 /// How to open a store.
 #[derive(Debug, Clone, PartialEq, uniffi::Record)]
@@ -461,14 +461,28 @@ impl Hearth {
         ranking::finish(&prepared, scores, options)
     }
 
-    /// Trains on this device's history from the active model's global
-    /// weights and returns the clipped update (the federated round's local
-    /// step; the round protocol itself lands with the federated issue).
-    pub(crate) fn local_update(&self, clip_norm: f64, epochs: u32, seed: u64) -> Result<LocalUpdate, HearthError> {
+    /// Trains on this device's history from `global` (the active model's
+    /// weights when `None`; else a flat vector in weights.bin's layout) and
+    /// returns the clipped update.
+    pub(crate) fn local_update(
+        &self,
+        round: &RoundSettings,
+        global: Option<&[f32]>,
+    ) -> Result<LocalUpdate, HearthError> {
         let (model, _) = self.active_model().ok_or(HearthError::ModelRejected {
             kind: ModelRejection::Malformed,
             reason: "no model to train".into(),
         })?;
+        let global = match global {
+            Some(flat) => {
+                let expected: usize = model.manifest.parameters.iter().map(|p| p.count).sum();
+                if flat.len() != expected || flat.iter().any(|w| !w.is_finite()) {
+                    return Err(Error::invalid("global weights", format!("need {expected} finite values")).into());
+                }
+                Weights::from_flat(&model, flat)?
+            }
+            None => model.weights.clone(),
+        };
         self.with(|s| {
             let mut events = Vec::new();
             s.store.scan_events(0, |_, e| {
@@ -477,9 +491,9 @@ impl Hearth {
                 }
                 Ok(())
             })?;
-            let plan = TrainingPlan { epochs, ..TrainingPlan::from_model(&model, clip_norm, seed) };
+            let plan = TrainingPlan::for_round(&model, round);
             let examples = training::examples(&events, &s.profile, plan.max_examples);
-            training::train(&model, &model.weights, &examples, &s.profile, &s.catalog, &plan, now_ms())
+            training::train(&model, &global, &examples, &s.profile, &s.catalog, &plan, now_ms())
         })
     }
 

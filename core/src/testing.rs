@@ -91,13 +91,25 @@ impl Inference {
 
 /// What local training produced (the clipped delta and its record).
 pub use crate::training::LocalUpdate as UpdateReport;
+pub use crate::training::RoundSettings;
 
-/// The clipped update local training makes on `hearth`'s history.
+/// The clipped update local training makes on `hearth`'s history, from the
+/// active model's weights.
 pub fn local_update(
     hearth: &crate::Hearth,
     clip_norm: f64,
     epochs: u32,
     seed: u64,
 ) -> Result<UpdateReport, crate::HearthError> {
-    hearth.local_update(clip_norm, epochs, seed)
+    hearth.local_update(&RoundSettings { epochs, ..RoundSettings::new(clip_norm, seed) }, None)
+}
+
+/// The clipped update from `global` (weights.bin's layout; the active
+/// model's weights when `None`) with a round's settings.
+pub fn local_update_with(
+    hearth: &crate::Hearth,
+    round: &RoundSettings,
+    global: Option<&[f32]>,
+) -> Result<UpdateReport, crate::HearthError> {
+    hearth.local_update(round, global)
 }

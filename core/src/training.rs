@@ -38,7 +38,37 @@ pub(crate) struct TrainingPlan {
     pub seed: u64,
 }
 
+/// What a round asks of local training; `None` keeps the model manifest's
+/// default. A coordinator's train config fills this in.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RoundSettings {
+    /// L2 bound C of the update.
+    pub clip_norm: f64,
+    pub epochs: u32,
+    pub learning_rate: Option<f64>,
+    pub negatives_per_positive: Option<usize>,
+    /// Seeds the shuffling and the negatives.
+    pub seed: u64,
+}
+
+impl RoundSettings {
+    pub fn new(clip_norm: f64, seed: u64) -> RoundSettings {
+        RoundSettings { clip_norm, epochs: 1, learning_rate: None, negatives_per_positive: None, seed }
+    }
+}
+
 impl TrainingPlan {
+    /// The manifest's defaults with the round's settings over them.
+    pub(crate) fn for_round(model: &Model, round: &RoundSettings) -> TrainingPlan {
+        let base = TrainingPlan::from_model(model, round.clip_norm, round.seed);
+        TrainingPlan {
+            epochs: round.epochs,
+            learning_rate: round.learning_rate.map_or(base.learning_rate, |lr| lr as f32),
+            negatives_per_positive: round.negatives_per_positive.unwrap_or(base.negatives_per_positive),
+            ..base
+        }
+    }
+
     pub(crate) fn from_model(model: &Model, clip_norm: f64, seed: u64) -> TrainingPlan {
         let t = &model.manifest.training;
         TrainingPlan {
@@ -61,6 +91,9 @@ impl TrainingPlan {
         }
         if self.batch_examples == 0 || self.negatives_per_positive == 0 || self.max_examples == 0 {
             return Err(Error::invalid("training plan", "batch, negatives and max examples must be at least 1"));
+        }
+        if self.negatives_per_positive > 256 {
+            return Err(Error::invalid("negatives_per_positive", "at most 256"));
         }
         if !(self.clip_norm.is_finite() && self.clip_norm > 0.0) {
             return Err(Error::invalid("clip_norm", "must be a positive number"));
