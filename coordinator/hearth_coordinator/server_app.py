@@ -3,7 +3,10 @@
 Every train message carries, besides the global arrays (weights.bin's
 parameters, in manifest order, named and shaped as the manifest says), a
 config of: `clip-norm` (C), `local-epochs`, `learning-rate` (when set),
-`server-round` (FedAvg's), and, with a signing key, `model-manifest` and
+`server-round` (FedAvg's), the privacy terms devices account for in their
+ledgers and refuse to train without (`noise-multiplier` z, the std of the
+noise on the sum of updates in units of C, and `sampling-rate` q, the
+probability that a given device is in a round), and, with a signing key, `model-manifest` and
 `model-signature`: the manifest of the global model being sent, signed with
 Ed25519, so a device installs it through its verifying path before it
 trains from it.
@@ -48,14 +51,25 @@ def main(grid: Grid, context: Context) -> None:
         raise ValueError("run config model-dir is required (the model package directory)")
     manifest, params = model.load(str(cfg["model-dir"]))
     clip = float(cfg["clip-norm"])
-    train_config = ConfigRecord({"clip-norm": clip, "local-epochs": int(cfg["local-epochs"])})
+    noise = float(cfg["noise-multiplier"])
+    sampling_rate = float(cfg["sampling-rate"])
+    if not 0.0 < sampling_rate <= 1.0:
+        raise ValueError("run config sampling-rate must be in (0, 1]")
+    train_config = ConfigRecord(
+        {
+            "clip-norm": clip,
+            "local-epochs": int(cfg["local-epochs"]),
+            "noise-multiplier": noise,
+            "sampling-rate": sampling_rate,
+        }
+    )
     if float(cfg["learning-rate"]) > 0:
         train_config["learning-rate"] = float(cfg["learning-rate"])
     strategy = SigningFedAvg(
         manifest=manifest,
         key=model.load_signing_key(str(cfg.get("signing-key", ""))),
         clip_norm=clip,
-        noise_multiplier=float(cfg["noise-multiplier"]),
+        noise_multiplier=noise,
         min_nodes=int(cfg["min-nodes"]),
         seed=int(cfg["noise-seed"]),
     )

@@ -38,8 +38,16 @@ pub(crate) enum Error {
     Crypto(&'static str),
     #[error("model rejected ({kind:?}): {reason}")]
     Model { kind: crate::model::ModelRejection, reason: String },
+    #[error("federated round failed ({kind:?}): {reason}")]
+    Federated { kind: crate::federated::FederatedFailure, reason: String },
     #[error("internal: {0}")]
     Internal(String),
+}
+
+impl From<crate::federated::FleetError> for Error {
+    fn from(e: crate::federated::FleetError) -> Self {
+        Error::Federated { kind: (&e).into(), reason: e.to_string() }
+    }
 }
 
 pub(crate) type Result<T, E = Error> = std::result::Result<T, E>;
@@ -95,6 +103,10 @@ pub enum HearthError {
     /// the model it used before (or the non-personalized ranker).
     #[error("model rejected ({kind:?}): {reason}")]
     ModelRejected { kind: crate::model::ModelRejection, reason: String },
+    /// A federated round failed; `kind` says how. No update was sent
+    /// unless the privacy ledger has an entry for the round.
+    #[error("federated round failed ({kind:?}): {reason}")]
+    Federated { kind: crate::federated::FederatedFailure, reason: String },
     /// A bug in Hearth. The call failed; the object is still usable.
     #[error("internal error: {reason}")]
     Internal { reason: String },
@@ -144,6 +156,10 @@ impl From<Error> for HearthError {
             Error::Model { kind, reason } => {
                 warn!("model rejected ({kind:?}): {reason}");
                 HearthError::ModelRejected { kind, reason }
+            }
+            Error::Federated { kind, reason } => {
+                warn!("federated round failed ({kind:?}): {reason}");
+                HearthError::Federated { kind, reason }
             }
             Error::Internal(reason) => {
                 error!("internal error: {reason}");

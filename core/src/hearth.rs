@@ -18,6 +18,8 @@ use crate::crypto::Table;
 use crate::crypto::{KeyProvider, RootKey, fetch_root_key};
 use crate::error::{Error, HearthError, Result};
 use crate::features;
+use crate::federated::ledger::LedgerEntry;
+use crate::federated::participation;
 use crate::history::{CatalogItem, Event, now_ms};
 use crate::model::{self, Model, ModelInfo, ModelPackage, ModelRejection, TrustedKey, Weights};
 use crate::privacy::{
@@ -46,6 +48,23 @@ pub struct HearthConfig {
     /// key, which signs the built-in model, is always trusted.
     #[uniffi(default)]
     pub trusted_model_keys: Vec<String>,
+    /// Federated learning: the epsilon this store may spend over its life
+    /// (until `delete_all`); no round starts that would go above it.
+    #[uniffi(default = 10.0)]
+    pub federated_epsilon_budget: f64,
+    /// The delta at which the ledger states epsilon (in (0, 0.01]).
+    #[uniffi(default = 0.000001)]
+    pub federated_delta: f64,
+    /// Engagements (plays, completions, likes) recorded since the last
+    /// contribution before the device takes part again.
+    #[uniffi(default = 10)]
+    pub federated_min_new_examples: u32,
+    /// Hours from one contribution to the next (0 to 8760).
+    #[uniffi(default = 24)]
+    pub federated_min_interval_hours: u32,
+    /// How long `participate` waits for a round to be offered (1 to 3600 s).
+    #[uniffi(default = 60)]
+    pub federated_round_wait_seconds: u32,
 }
 
 impl HearthConfig {
@@ -56,6 +75,11 @@ impl HearthConfig {
             max_store_bytes: None,
             profile_half_life_days: DEFAULT_HALF_LIFE_DAYS,
             trusted_model_keys: Vec::new(),
+            federated_epsilon_budget: 10.0,
+            federated_delta: 1e-6,
+            federated_min_new_examples: 10,
+            federated_min_interval_hours: 24,
+            federated_round_wait_seconds: 60,
         }
     }
 
@@ -79,6 +103,18 @@ impl HearthConfig {
             return Err(Error::invalid("profile_half_life_days", "must be a positive number"));
         }
         self.model_keys()?;
+        if self.federated_epsilon_budget.is_nan() || self.federated_epsilon_budget <= 0.0 {
+            return Err(Error::invalid("federated_epsilon_budget", "must be above 0 (infinity: no budget)"));
+        }
+        if !(self.federated_delta > 0.0 && self.federated_delta <= 0.01) {
+            return Err(Error::invalid("federated_delta", "must be in (0, 0.01]"));
+        }
+        if self.federated_min_interval_hours > 8760 {
+            return Err(Error::invalid("federated_min_interval_hours", "at most 8760 (a year)"));
+        }
+        if !(1..=3600).contains(&self.federated_round_wait_seconds) {
+            return Err(Error::invalid("federated_round_wait_seconds", "must be 1 to 3600"));
+        }
         Ok(())
     }
 
@@ -100,9 +136,9 @@ const PURGE_INTERVAL_MS: i64 = 3600 * 1000;
 const DAY_MS: i64 = 86_400_000;
 
 /// The open store and everything derived from it.
-struct Session {
-    store: Store,
-    settings: PrivacySettings,
+pub(crate) struct Session {
+    pub(crate) store: Store,
+    pub(crate) settings: PrivacySettings,
     profile: Profile,
     catalog: HashMap<String, CatalogItem>,
     /// The catalog's largest popularity (item features are scaled by it).
@@ -330,7 +366,16 @@ impl Session {
             events,
             catalog,
             profile: self.profile.summary(usize::MAX),
+            privacy_ledger: self.ledger_entries()?,
         })
+    }
+
+    /// The privacy ledger's entries, oldest first.
+    pub(crate) fn ledger_entries(&self) -> Result<Vec<LedgerEntry>> {
+        match self.store.get_state(participation::LEDGER)? {
+            Some(bytes) => Ok(serde_json::from_slice(&bytes)?),
+            None => Ok(Vec::new()),
+        }
     }
 }
 
@@ -368,13 +413,15 @@ enum ModelSlot {
 /// An open Hearth store. See the module documentation for threading.
 #[derive(uniffi::Object)]
 pub struct Hearth {
-    config: HearthConfig,
+    pub(crate) config: HearthConfig,
     /// Replaced by `rekey`.
     keys: RwLock<Arc<dyn KeyProvider>>,
     state: Mutex<State>,
     /// Not store data: the model is shared, read-mostly, and used outside
     /// the session lock.
     model: RwLock<ModelSlot>,
+    /// Held for the whole of a federated round: one at a time per store.
+    pub(crate) round_lock: Mutex<()>,
 }
 
 impl std::fmt::Debug for Hearth {
@@ -395,7 +442,7 @@ fn abandon(state: &mut State) {
 }
 
 /// Runs `f`, turning a panic into `HearthError::Internal`.
-fn shield<T>(f: impl FnOnce() -> Result<T, HearthError>) -> Result<T, HearthError> {
+pub(crate) fn shield<T>(f: impl FnOnce() -> Result<T, HearthError>) -> Result<T, HearthError> {
     catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|_| Err(HearthError::Internal { reason: "panic caught".into() }))
 }
 
@@ -434,7 +481,7 @@ impl Hearth {
         }
     }
 
-    fn install(&self, package: ModelPackage) -> Result<ModelInfo> {
+    pub(crate) fn install(&self, package: ModelPackage) -> Result<ModelInfo> {
         let keys = self.config.model_keys()?;
         let model = Model::load(&package, &keys)?;
         if let Some((active, builtin)) = self.active_model()
@@ -516,7 +563,7 @@ impl Hearth {
 
     /// Runs `f` on the open session, reopening it first if a previous call
     /// left it in doubt.
-    fn with<T>(&self, f: impl FnOnce(&mut Session) -> Result<T>) -> Result<T, HearthError> {
+    pub(crate) fn with<T>(&self, f: impl FnOnce(&mut Session) -> Result<T>) -> Result<T, HearthError> {
         shield(|| {
             let mut guard = self.lock();
             if let State::NeedsReopen = *guard {
@@ -559,6 +606,7 @@ impl Hearth {
                 keys: RwLock::new(keys),
                 state: Mutex::new(State::Open(Box::new(session))),
                 model: RwLock::new(ModelSlot::NotLoaded),
+                round_lock: Mutex::new(()),
             }))
         })
     }
@@ -675,6 +723,19 @@ impl Hearth {
                 s.store_events(chunk)?;
             }
             s.save_settings(doc.settings)?;
+            // The epsilon the user's data has cost goes with it: entries not
+            // already here are added (never removed), oldest first.
+            let mut ledger = s.ledger_entries()?;
+            let before = ledger.len();
+            for e in doc.privacy_ledger {
+                if !ledger.contains(&e) {
+                    ledger.push(e);
+                }
+            }
+            if ledger.len() > before {
+                ledger.sort_by_key(|e| e.at_ms);
+                s.store.put_state(participation::LEDGER, &serde_json::to_vec(&ledger)?)?;
+            }
             Ok(ImportSummary { events: events.len() as u64, catalog_items: doc.catalog.len() as u64 })
         })
     }

@@ -29,6 +29,10 @@ pub use crypto::{
 };
 pub use error::HearthError;
 pub use features::RankContext;
+pub use federated::{
+    DeclineReason, DeviceConditions, Eligibility, FederatedFailure, FleetTransport, HttpHeader, IneligibleReason,
+    LedgerEntry, ParticipationOutcome, PrivacyLedger, TransportFailure, UploadStatus,
+};
 pub use hearth::{Hearth, HearthConfig, destroy_store};
 pub use history::{CatalogItem, DeviceClass, Event, EventContext, EventKind};
 pub use logging::{LogLevel, Logger, set_logger};

@@ -7,6 +7,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::federated::ledger::LedgerEntry;
 use crate::history::{CatalogItem, Event};
 use crate::profile::ProfileSummary;
 
@@ -95,6 +96,10 @@ pub struct ExportDocument {
     pub catalog: Vec<CatalogItem>,
     /// Derived from the events; informative, ignored on import.
     pub profile: ProfileSummary,
+    /// Every federated update that left the device (absent in exports made
+    /// before the ledger existed). Merged on import, never dropped.
+    #[serde(default)]
+    pub privacy_ledger: Vec<LedgerEntry>,
 }
 
 impl ExportDocument {

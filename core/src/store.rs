@@ -211,6 +211,11 @@ impl Store {
         Ok(())
     }
 
+    /// The largest event id stored (0 when none).
+    pub(crate) fn last_event_id(&self) -> Result<i64> {
+        Ok(self.conn.query_row("SELECT COALESCE(MAX(id), 0) FROM events", [], |r| r.get(0))?)
+    }
+
     /// Deletes events by id in one transaction. The caller truncates the WAL
     /// (`checkpoint`) once it has also rewritten what derives from them.
     pub(crate) fn delete_events(&mut self, ids: &[i64]) -> Result<()> {

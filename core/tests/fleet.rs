@@ -5,135 +5,16 @@
 
 mod common;
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use common::superlink::*;
 use common::*;
-use hearth_core::federated::objects::{self, Deflated};
+use hearth_core::federated::objects;
 use hearth_core::federated::proto;
 use hearth_core::federated::*;
 use hearth_core::*;
 use prost::Message;
-
-type Log = Arc<Mutex<Vec<(String, Vec<u8>)>>>;
-
-fn now_secs() -> f64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs_f64()
-}
-
-/// A train message as a SuperLink would hold it.
-fn train_message(node_id: u64, arrays: Vec<(String, F32Array)>, clip: f64) -> (proto::Metadata, Deflated) {
-    let mut meta = proto::Metadata {
-        run_id: 5,
-        src_node_id: 1,
-        dst_node_id: node_id,
-        group_id: "1".into(),
-        ttl: 600.0,
-        message_type: "train".into(),
-        created_at: now_secs(),
-        ..Default::default()
-    };
-    let content = vec![
-        ("arrays".to_string(), Record::Arrays(arrays)),
-        (
-            "config".to_string(),
-            Record::Config(vec![
-                ("clip-norm".into(), ConfigValue::Double(clip)),
-                ("local-epochs".into(), ConfigValue::Int(1)),
-                ("server-round".into(), ConfigValue::Int(1)),
-            ]),
-        ),
-    ];
-    let d = objects::deflate_message(&meta, &content);
-    meta.message_id = d.message_id().to_string();
-    (meta, d)
-}
-
-fn small_arrays() -> Vec<(String, F32Array)> {
-    vec![
-        ("w".into(), F32Array { shape: vec![3, 2], data: vec![0.5; 6] }),
-        ("b".into(), F32Array { shape: vec![2], data: vec![0.1, 0.2] }),
-    ]
-}
-
-/// A scripted SuperLink: one train message for node 42, objects served from
-/// `objects` (which a test may tamper with), every request logged.
-struct FakeLink {
-    meta: proto::Metadata,
-    tree: proto::ObjectTree,
-    objects: HashMap<String, Vec<u8>>,
-    log: Log,
-    stall: bool,
-}
-
-impl FakeLink {
-    fn new(arrays: Vec<(String, F32Array)>, clip: f64) -> FakeLink {
-        let (meta, d) = train_message(42, arrays, clip);
-        let objects = d.objects.iter().map(|o| (o.id.clone(), o.content.clone())).collect();
-        FakeLink { meta, tree: d.tree, objects, log: Arc::default(), stall: false }
-    }
-
-    fn paths(&self) -> Vec<String> {
-        self.log.lock().unwrap().iter().map(|(p, _)| p.clone()).collect()
-    }
-}
-
-impl Transport for FakeLink {
-    fn post(
-        &self,
-        path: &str,
-        headers: &[(String, String)],
-        body: &[u8],
-        timeout: Duration,
-    ) -> Result<Vec<u8>, TransportError> {
-        assert_eq!(headers.len(), 3, "every request is signed");
-        self.log.lock().unwrap().push((path.to_string(), body.to_vec()));
-        if self.stall {
-            std::thread::sleep(timeout);
-            return Err(TransportError::Timeout);
-        }
-        let name = path.strip_prefix("/v1/fleet/").unwrap();
-        Ok(match name {
-            "activate-node" => proto::ActivateNodeResponse { node_id: 42 }.encode_to_vec(),
-            "deactivate-node" | "confirm-message-received" => Vec::new(),
-            "send-node-heartbeat" => proto::SendNodeHeartbeatResponse { success: true }.encode_to_vec(),
-            "pull-messages" => proto::PullMessagesResponse {
-                reconnect: None,
-                messages_list: vec![proto::ProtoMessage {
-                    metadata: Some(self.meta.clone()),
-                    content: None,
-                    error: None,
-                }],
-                message_object_trees: vec![self.tree.clone()],
-            }
-            .encode_to_vec(),
-            "pull-object" => {
-                let req = proto::PullObjectRequest::decode(body).unwrap();
-                let content = self.objects.get(&req.object_id).cloned();
-                proto::PullObjectResponse {
-                    object_found: content.is_some(),
-                    object_available: content.is_some(),
-                    object_content: content.unwrap_or_default(),
-                }
-                .encode_to_vec()
-            }
-            "push-messages" => {
-                let req = proto::PushMessagesRequest::decode(body).unwrap();
-                let mut ids = Vec::new();
-                let mut stack = vec![&req.message_object_trees[0]];
-                while let Some(t) = stack.pop() {
-                    ids.push(t.object_id.clone());
-                    stack.extend(t.children.iter());
-                }
-                proto::PushMessagesResponse { objects_to_push: ids, session_id: "s".into(), ..Default::default() }
-                    .encode_to_vec()
-            }
-            "push-object" => proto::PushObjectResponse { stored: true }.encode_to_vec(),
-            other => panic!("unexpected call {other}"),
-        })
-    }
-}
 
 fn client(link: FakeLink, options: ClientOptions) -> FleetClient<FakeLink> {
     FleetClient::new(link, NodeKey::generate().unwrap(), options)
@@ -357,13 +238,25 @@ fn env(name: &str, default: &str) -> String {
 
 const DAY: i64 = 86_400_000;
 
+/// The item a device's history leaves out (same genre as its history): the
+/// global model should rank it higher than the initial one did.
+fn held_out(n: usize) -> String {
+    format!("hearth-item-{:05}", (30 * 6 + n % 6 + 6 * n) % 240)
+}
+
 /// A device with its own history: distinctive ids and titles, so any of them
-/// in a request body would be found.
+/// in a request body would be found. Every device of genre `n % 6` watched
+/// 30 items of that genre.
 fn device(dir: &std::path::Path, n: usize, trusted: &str) -> (Arc<Hearth>, Vec<String>) {
     let mut config = HearthConfig::new(dir.to_str().unwrap());
     if !trusted.is_empty() {
         config.trusted_model_keys = vec![trusted.to_string()];
     }
+    // Every round, whatever it costs: this test checks the ledger's sums.
+    config.federated_epsilon_budget = f64::INFINITY;
+    config.federated_min_new_examples = 0;
+    config.federated_min_interval_hours = 0;
+    config.federated_round_wait_seconds = env("HEARTH_ROUND_WAIT_S", "300").parse().unwrap();
     let h = open_with(config, [n as u8 + 1; 32]).unwrap();
     let genres = ["drama", "comedy", "horror", "kids", "news", "sport"];
     let catalog: Vec<CatalogItem> = (0..240)
@@ -384,30 +277,11 @@ fn device(dir: &std::path::Path, n: usize, trusted: &str) -> (Arc<Hearth>, Vec<S
         })
         .collect();
     h.record_batch(events).unwrap();
+    h.set_federated_opt_in(true).unwrap();
     (h, secrets)
 }
 
-/// Installs the signed global model the coordinator sent, then trains on
-/// the device's history through hearth-core's own training path.
-fn hearth_trainer(h: Arc<Hearth>, seed: u64) -> impl FnMut(&TrainInstruction) -> Result<LocalResult, String> {
-    move |ins: &TrainInstruction| {
-        if let (Some(ConfigValue::Bytes(manifest)), Some(ConfigValue::Bytes(signature))) =
-            (ins.config("model-manifest"), ins.config("model-signature"))
-        {
-            let weights: Vec<u8> = ins.flat().iter().flat_map(|x| x.to_le_bytes()).collect();
-            let package = ModelPackage {
-                manifest: manifest.clone(),
-                signature: signature.clone(),
-                weights,
-                ..ModelPackage::builtin()
-            };
-            h.install_model(package).map_err(|e| format!("install: {e}"))?;
-        }
-        let u = hearth_core::testing::local_update(&h, ins.clip_norm, ins.epochs, seed ^ ins.round.unwrap_or(0))
-            .map_err(|e| e.to_string())?;
-        Ok(LocalResult { delta: u.delta, examples: u.examples })
-    }
-}
+const READY: DeviceConditions = DeviceConditions { charging: true, unmetered_network: true, idle: true };
 
 #[test]
 #[ignore = "needs a SuperLink and the ServerApp: tests/federated/run.sh"]
@@ -416,7 +290,6 @@ fn devices_take_part_in_rounds_against_a_superlink() {
     let devices: usize = env("HEARTH_DEVICES", "3").parse().unwrap();
     let rounds: usize = env("HEARTH_ROUNDS", "3").parse().unwrap();
     let trusted = env("HEARTH_COORDINATOR_PUBKEY", "");
-    let wait = Duration::from_secs(env("HEARTH_ROUND_WAIT_S", "300").parse().unwrap());
     let root = tempfile::tempdir().unwrap();
     let started = Instant::now();
     let results: Vec<_> = std::thread::scope(|s| {
@@ -426,39 +299,46 @@ fn devices_take_part_in_rounds_against_a_superlink() {
                 s.spawn(move || {
                     let (h, secrets) = device(&root.join(format!("d{n}")), n, trusted);
                     let log: Log = Arc::default();
-                    let transport = Recording { inner: HttpTransport::new(link), log: log.clone() };
-                    let options =
-                        ClientOptions { poll_interval: Duration::from_millis(200), ..ClientOptions::default() };
-                    let mut c = FleetClient::new(transport, NodeKey::generate().unwrap(), options);
-                    let mut train = hearth_trainer(h.clone(), 1000 + n as u64);
-                    let outcomes = match c.participate_rounds(rounds, wait, &mut train) {
-                        Ok(o) => o,
-                        Err(e) => panic!("device {n}: {e}"),
-                    };
-                    let reports: Vec<RoundReport> = outcomes
-                        .into_iter()
-                        .map(|o| match o {
-                            RoundOutcome::Done(r) => r,
-                            RoundOutcome::NoMessage => panic!("device {n}: no train message within {wait:?}"),
-                        })
-                        .collect();
+                    let mut entries = Vec::new();
+                    // The product's path, one call per round, as a phone's
+                    // background worker would make it.
+                    for round in 1..=rounds {
+                        let transport = Recording { inner: HttpTransport::new(link), log: log.clone() };
+                        let options =
+                            ClientOptions { poll_interval: Duration::from_millis(200), ..ClientOptions::default() };
+                        match h.participate_using(transport, READY, options) {
+                            Ok(ParticipationOutcome::Contributed { entry }) => entries.push(entry),
+                            other => panic!("device {n}, round {round}: {other:?}"),
+                        }
+                    }
+                    let ledger = h.privacy_ledger().unwrap();
                     let log = log.lock().unwrap().clone();
-                    (reports, secrets, log)
+                    (entries, ledger, secrets, log)
                 })
             })
             .collect();
         handles.into_iter().map(|h| h.join().expect("a device thread panicked")).collect()
     });
-    let secrets: Vec<String> = results.iter().flat_map(|(_, s, _)| s.clone()).collect();
+    let secrets: Vec<String> = results.iter().flat_map(|(_, _, s, _)| s.clone()).collect();
     let (mut requests, mut bytes) = (0, 0);
-    for (n, (reports, _, log)) in results.iter().enumerate() {
-        assert_eq!(reports.len(), rounds);
+    for (n, (entries, ledger, _, log)) in results.iter().enumerate() {
+        assert_eq!(entries.len(), rounds);
         let norms = pushed_norms(log);
         assert_eq!(norms.len(), rounds, "device {n}: one reply per round");
-        for (r, norm) in reports.iter().zip(&norms) {
-            assert!(*norm <= r.clip_norm, "device {n}: pushed norm {norm} above C = {}", r.clip_norm);
+        for (e, norm) in entries.iter().zip(&norms) {
+            assert!(*norm <= e.clip_norm, "device {n}: pushed norm {norm} above C = {}", e.clip_norm);
             assert!(*norm > 0.0);
+            assert!((norm - e.norm_after_clip).abs() < 1e-4, "device {n}: the ledger's norm is the one sent");
         }
+        // The ledger: every round, with the terms the coordinator announced,
+        // and the epsilon the accountant gives for them.
+        assert_eq!(&ledger.entries, entries);
+        let mut accountant = hearth_core::federated::accountant::RdpAccountant::new();
+        for e in entries {
+            assert_eq!(e.status, UploadStatus::Sent);
+            accountant.compose(e.noise_multiplier, e.sampling_rate, 1).unwrap();
+        }
+        assert_eq!(ledger.epsilon_spent, accountant.epsilon(ledger.delta).unwrap());
         for (path, body) in log {
             for s in &secrets {
                 assert!(!contains(body, s.as_bytes()), "device {n}: a history item is in a {path} request");
@@ -466,10 +346,14 @@ fn devices_take_part_in_rounds_against_a_superlink() {
             requests += 1;
             bytes += body.len();
         }
-        let rounds_seen: Vec<_> = reports.iter().map(|r| r.round).collect();
+        let rounds_seen: Vec<_> = entries.iter().map(|e| e.round).collect();
         println!(
-            "device {n}: rounds {rounds_seen:?}, norms {norms:.4?}, sent {} B",
-            reports.iter().map(|r| r.bytes_sent).sum::<u64>()
+            "device {n}: rounds {rounds_seen:?}, norms {norms:.4?}, sent {} B, epsilon {:.3} (z {}, q {}, delta {:e})",
+            entries.iter().map(|e| e.bytes_sent).sum::<u64>(),
+            ledger.epsilon_spent,
+            entries[0].noise_multiplier,
+            entries[0].sampling_rate,
+            ledger.delta
         );
     }
     println!(
@@ -477,4 +361,65 @@ fn devices_take_part_in_rounds_against_a_superlink() {
         started.elapsed().as_secs_f64(),
         secrets.len()
     );
+}
+
+/// The 1-based rank of each device's held-out item in its home row (the
+/// whole catalog, watched items excluded).
+fn held_out_ranks(root: &std::path::Path, devices: usize, trusted: &str, package: Option<&ModelPackage>) -> Vec<usize> {
+    (0..devices)
+        .map(|n| {
+            let dir = root.join(format!("e{n}"));
+            let (h, _) = device(&dir, n, trusted);
+            if let Some(p) = package {
+                h.install_model(p.clone()).unwrap();
+            }
+            let context = RankContext { device: DeviceClass::Tv, local_hour: 21, locale: Some("en-GB".into()) };
+            let options = RankOptions { limit: 240, ..RankOptions::new(context) };
+            let result = h.rank_catalog(options).unwrap();
+            assert!(result.personalized);
+            let target = held_out(n);
+            let rank = result.items.iter().position(|i| i.item_id == target).expect("the held-out item is ranked");
+            h.close().unwrap();
+            std::fs::remove_dir_all(&dir).unwrap();
+            rank + 1
+        })
+        .collect()
+}
+
+#[test]
+#[ignore = "needs the coordinator's final weights: tests/federated/run.sh"]
+fn the_global_model_ranks_held_out_items_better_than_the_initial_one() {
+    use ring::signature::Ed25519KeyPair;
+    let devices: usize = env("HEARTH_DEVICES", "3").parse().unwrap();
+    let weights = std::fs::read(env("HEARTH_GLOBAL_WEIGHTS", "")).expect("HEARTH_GLOBAL_WEIGHTS");
+    let key = std::fs::read(env("HEARTH_COORDINATOR_KEY", "")).expect("HEARTH_COORDINATOR_KEY");
+    let key = Ed25519KeyPair::from_pkcs8_maybe_unchecked(&key).expect("an Ed25519 PKCS#8 key");
+    let trusted = env("HEARTH_COORDINATOR_PUBKEY", "");
+    // The coordinator's final model, packaged as its next round would send it.
+    let base = ModelPackage::builtin();
+    let mut manifest: serde_json::Value = serde_json::from_slice(&base.manifest).unwrap();
+    manifest["version"] = (manifest["version"].as_u64().unwrap() + 1000).into();
+    manifest["files"]["weights"]["bytes"] = weights.len().into();
+    let digest = ring::digest::digest(&ring::digest::SHA256, &weights);
+    manifest["files"]["weights"]["sha256"] =
+        digest.as_ref().iter().map(|b| format!("{b:02x}")).collect::<String>().into();
+    let manifest = serde_json::to_vec(&manifest).unwrap();
+    let signature = key.sign(&manifest).as_ref().to_vec();
+    let global = ModelPackage { manifest, signature, weights, ..base };
+
+    let root = tempfile::tempdir().unwrap();
+    let before = held_out_ranks(root.path(), devices, &trusted, None);
+    let after = held_out_ranks(root.path(), devices, &trusted, Some(&global));
+    let mean = |r: &[usize]| r.iter().sum::<usize>() as f64 / r.len() as f64;
+    let mrr = |r: &[usize]| r.iter().map(|x| 1.0 / *x as f64).sum::<f64>() / r.len() as f64;
+    println!("held-out rank per device, initial model: {before:?}");
+    println!("held-out rank per device, global model:  {after:?}");
+    println!(
+        "mean rank {:.1} -> {:.1} of 210; MRR {:.4} -> {:.4}",
+        mean(&before),
+        mean(&after),
+        mrr(&before),
+        mrr(&after)
+    );
+    assert!(mean(&after) < mean(&before), "the global model ranks held-out items better");
 }

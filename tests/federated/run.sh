@@ -20,7 +20,8 @@ venv="$HOME/.cache/hearth/flwr-venv"
 devices="${HEARTH_DEVICES:-10}"
 rounds="${HEARTH_ROUNDS:-3}"
 clip="${HEARTH_CLIP:-1.0}"
-noise="${HEARTH_NOISE:-0.5}"
+noise="${HEARTH_NOISE:-0.05}"
+lr="${HEARTH_LR:-0.5}"
 
 # The device's RDP accountant is tested (core/tests/accountant.rs) against
 # epsilons from Google's dp_accounting; prove that fixture current: regenerate
@@ -101,13 +102,15 @@ echo "federated: SuperLink on 127.0.0.1:$port after $(($(date +%s) - start)) s"
 
 flwr run coordinator local --run-config \
     "model-dir='$repo/models/ranker-v1' signing-key='$work/coordinator.key' out-dir='$work/out' \
-min-nodes=$devices num-server-rounds=$rounds clip-norm=$clip noise-multiplier=$noise round-timeout=600.0" \
+min-nodes=$devices num-server-rounds=$rounds clip-norm=$clip noise-multiplier=$noise learning-rate=$lr \
+round-timeout=600.0" \
     | tail -1
 
 start=$(date +%s)
 HEARTH_SUPERLINK="http://127.0.0.1:$port" HEARTH_DEVICES="$devices" HEARTH_ROUNDS="$rounds" \
     HEARTH_COORDINATOR_PUBKEY="$(cat "$work/coordinator.pub")" HEARTH_ROUND_WAIT_S=600 \
-    cargo test -p hearth-core --test fleet --locked -- --ignored --nocapture 2>&1 | tee "$work/devices.log" |
+    cargo test -p hearth-core --test fleet --locked -- --ignored --nocapture devices_take_part 2>&1 |
+    tee "$work/devices.log" |
     grep -E "^device|devices x|^test |test result|panicked"
 [ "${PIPESTATUS[0]}" -eq 0 ] || exit 1
 echo "federated: $devices devices x $rounds rounds in $(($(date +%s) - start)) s"
@@ -129,4 +132,12 @@ for r in got:
     print(f"  round {r['round']}: {r['participants']} updates, max norm {r['max_norm']:.4f}, "
           f"noise std {r['noise_std']:.4f}, examples (coarse) {r['examples']}")
 PY
+
+# The global model the rounds made ranks each device's held-out item (an
+# unwatched item of the genre it watches) better than the initial model.
+HEARTH_DEVICES="$devices" HEARTH_GLOBAL_WEIGHTS="$work/out/weights.bin" HEARTH_COORDINATOR_KEY="$work/coordinator.key" \
+    HEARTH_COORDINATOR_PUBKEY="$(cat "$work/coordinator.pub")" \
+    cargo test -p hearth-core --test fleet --locked -- --ignored --nocapture global_model_ranks 2>&1 |
+    tee "$work/quality.log" | grep -E "^held-out|^mean rank|^test |test result|panicked"
+[ "${PIPESTATUS[0]}" -eq 0 ] || exit 1
 echo "federated: passed"

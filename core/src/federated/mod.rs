@@ -30,16 +30,46 @@
 
 pub mod accountant;
 pub mod fleet;
+pub mod ledger;
 pub mod node_key;
 pub mod objects;
+pub mod participation;
 pub mod proto;
 
 pub use fleet::{
     ClientOptions, FleetClient, HttpTransport, LocalResult, RoundOutcome, RoundReport, TrainInstruction, Trainer,
     Transport, TransportError,
 };
+pub use ledger::{LedgerEntry, PrivacyLedger, UploadStatus};
 pub use node_key::NodeKey;
 pub use objects::{ConfigValue, F32Array, Limits, Record};
+pub use participation::{
+    DeclineReason, DeviceConditions, Eligibility, FleetTransport, HttpHeader, IneligibleReason, ParticipationOutcome,
+    TransportFailure,
+};
+
+/// What kind of failure ended a federated round, as apps see it (in
+/// `HearthError::Federated`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, uniffi::Enum)]
+pub enum FederatedFailure {
+    /// No answer in time, after the retries.
+    Timeout,
+    /// The coordinator answered with an HTTP error.
+    Http,
+    /// The coordinator refused this device.
+    Rejected,
+    /// The connection failed.
+    Network,
+    /// A reply that breaks the protocol (undecodable, wrong content hash,
+    /// unexpected shapes).
+    Protocol,
+    /// A reply above the device's size limits.
+    TooLarge,
+    /// The device's node key could not be made or used.
+    Key,
+    /// Local training failed or gave an update the device refused to send.
+    Update,
+}
 
 /// Why a Fleet call or a round failed. Messages carry no personal data.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]

@@ -2,6 +2,8 @@
 //! and catalog generators, and a byte scanner for the store's directory.
 #![allow(dead_code)]
 
+pub mod superlink;
+
 use std::path::Path;
 use std::sync::Arc;
 

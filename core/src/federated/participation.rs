@@ -1,0 +1,564 @@
+//! Taking part in a federated round as the product does: the user's consent
+//! and the host's report of the device's state first, then one round over
+//! the Fleet API with this store's node key, training from the round's
+//! global model, and an entry in the privacy ledger for every update.
+//!
+//! Order of a round (each step can end it, and nothing is uploaded unless
+//! all before it passed):
+//!
+//! 1. eligibility ([`Eligibility`]): federated opt-in, charging, unmetered
+//!    network, idle, enough new examples since the last contribution, the
+//!    configured period since it, epsilon left in the budget;
+//! 2. the train message: it must announce the round's noise multiplier and
+//!    sampling rate (`noise-multiplier`, `sampling-rate`; the ledger cannot
+//!    account for a round without them), be a round this device has not
+//!    answered, and keep the epsilon spent within the budget once this
+//!    round is added; otherwise the device declines (an error reply with a
+//!    fixed reason, no update);
+//! 3. the global model: a signed manifest in the round's config
+//!    (`model-manifest`, `model-signature`) is verified and installed
+//!    before the device trains from it; a bad one is `ModelRejected` and
+//!    nothing is uploaded. Without one the device trains from the round's
+//!    arrays, which must match the active model's layout;
+//! 4. training (SGD from the global weights with the round's epochs and
+//!    learning rate), the delta clipped to the round's C;
+//! 5. the ledger entry is written (`Pending`), then the update is pushed and
+//!    the entry marked `Sent` (or `Unconfirmed` when the push failed).
+//!
+//! The node key (P-256) is made once per store and kept sealed in it; it
+//! goes with `delete_all`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use log::{info, warn};
+use ring::rand::{SecureRandom, SystemRandom};
+use serde::{Deserialize, Serialize};
+
+use super::fleet::{ClientOptions, FleetClient, HttpTransport, LocalResult, RoundOutcome, TrainInstruction, Trainer};
+use super::fleet::{Transport, TransportError};
+use super::ledger::{self, LedgerEntry, PrivacyLedger, UploadStatus};
+use super::{ConfigValue, FederatedFailure, FleetError, NodeKey};
+use crate::error::{Error, HearthError, Result};
+use crate::hearth::{Hearth, shield};
+use crate::history::{EventKind, now_ms};
+use crate::model::ModelPackage;
+use crate::training::RoundSettings;
+
+/// What the host app reports about the device right now (from
+/// `BatteryManager`/`ConnectivityManager` on Android, `ProcessInfo` and
+/// `NWPathMonitor` on iOS, or the scheduler's constraints that started it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, uniffi::Record)]
+pub struct DeviceConditions {
+    pub charging: bool,
+    /// Wi-Fi or Ethernet, not a metered or roaming cellular link.
+    pub unmetered_network: bool,
+    /// The user is not using the device (screen off, or the OS's idle
+    /// constraint).
+    pub idle: bool,
+}
+
+/// Why a device does not take part now. Shown to the user as is: nothing
+/// here is an inference about them.
+#[derive(Debug, Clone, PartialEq, uniffi::Enum)]
+pub enum IneligibleReason {
+    /// The user has not opted in to federated learning.
+    NotOptedIn,
+    NotCharging,
+    MeteredNetwork,
+    NotIdle,
+    /// Fewer new engagements than the store's minimum since the last
+    /// contribution.
+    TooFewNewExamples {
+        have: u32,
+        need: u32,
+    },
+    /// The last contribution was too recent; the next one may start then.
+    TooSoon {
+        next_allowed_ms: i64,
+    },
+    /// The privacy budget is spent.
+    BudgetSpent {
+        spent: f64,
+        budget: f64,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, uniffi::Enum)]
+pub enum Eligibility {
+    Eligible,
+    /// Every reason that applies, in the order above.
+    NotEligible {
+        reasons: Vec<IneligibleReason>,
+    },
+}
+
+/// Why a device that was eligible declined the round it was offered.
+#[derive(Debug, Clone, PartialEq, uniffi::Enum)]
+pub enum DeclineReason {
+    /// The round did not announce its noise multiplier and sampling rate.
+    PrivacyTermsMissing,
+    /// Taking part would take the epsilon spent to `epsilon_after`, above
+    /// the budget.
+    OverBudget { epsilon_after: f64, budget: f64 },
+    /// This device already answered this round.
+    AlreadyTookPart,
+}
+
+/// How a call to `participate` ended (failures are errors instead).
+#[derive(Debug, Clone, PartialEq, uniffi::Enum)]
+pub enum ParticipationOutcome {
+    /// Nothing was contacted.
+    NotEligible { reasons: Vec<IneligibleReason> },
+    /// No round was offered within the wait.
+    NoRound,
+    /// A round was offered and declined; no update left the device.
+    Declined { reason: DeclineReason },
+    /// An update left the device; its ledger entry.
+    Contributed { entry: LedgerEntry },
+}
+
+/// A header of a Fleet request.
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
+pub struct HttpHeader {
+    pub name: String,
+    pub value: String,
+}
+
+/// How an app's [`FleetTransport`] failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, uniffi::Error)]
+pub enum TransportFailure {
+    #[error("timed out")]
+    Timeout,
+    /// The server answered with a non-2xx status.
+    #[error("HTTP {code}")]
+    Status { code: u16 },
+    /// The reply was larger than the transport accepts.
+    #[error("reply too large")]
+    TooLarge,
+    /// Connection-level failure (DNS, TLS, refused, reset).
+    #[error("{reason}")]
+    Io { reason: String },
+}
+
+impl From<uniffi::UnexpectedUniFFICallbackError> for TransportFailure {
+    fn from(e: uniffi::UnexpectedUniFFICallbackError) -> Self {
+        let first: String = e.reason.lines().next().unwrap_or("").trim().chars().take(160).collect();
+        TransportFailure::Io { reason: format!("transport failed: {first}") }
+    }
+}
+
+/// The app's own HTTP stack for the Fleet API (OkHttp, URLSession: TLS,
+/// proxies and certificate pinning as the platform does them).
+///
+/// `post` sends `body` to the coordinator's base URL joined with `path`
+/// (such as `/v1/fleet/pull-messages`) with the given headers plus
+/// `content-type: application/protobuf`, and returns the body of a 2xx
+/// reply, all within `timeout_ms`. Hearth calls it from the thread that
+/// called `participate_via`, and from one helper thread of its own for
+/// heartbeats while it trains.
+#[uniffi::export(with_foreign)]
+pub trait FleetTransport: Send + Sync {
+    fn post(
+        &self,
+        path: String,
+        headers: Vec<HttpHeader>,
+        body: Vec<u8>,
+        timeout_ms: u64,
+    ) -> std::result::Result<Vec<u8>, TransportFailure>;
+}
+
+/// A [`FleetTransport`] as the Fleet client's [`Transport`].
+struct ForeignTransport(Arc<dyn FleetTransport>);
+
+impl Transport for ForeignTransport {
+    fn post(
+        &self,
+        path: &str,
+        headers: &[(String, String)],
+        body: &[u8],
+        timeout: Duration,
+    ) -> std::result::Result<Vec<u8>, TransportError> {
+        let headers = headers.iter().map(|(name, value)| HttpHeader { name: name.clone(), value: value.clone() });
+        let timeout_ms = timeout.as_millis().min(u64::MAX as u128) as u64;
+        self.0.post(path.to_string(), headers.collect(), body.to_vec(), timeout_ms).map_err(|e| match e {
+            TransportFailure::Timeout => TransportError::Timeout,
+            TransportFailure::Status { code } => TransportError::Status(code),
+            TransportFailure::TooLarge => TransportError::TooLarge,
+            TransportFailure::Io { reason } => TransportError::Io(reason),
+        })
+    }
+}
+
+/// The store's federated bookkeeping (sealed, state `federated`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub(crate) struct FederatedState {
+    /// PKCS#8 of the node key.
+    node_key: Option<Vec<u8>>,
+    last_contribution_ms: Option<i64>,
+    /// Events up to this store id were there at the last contribution.
+    examples_watermark: i64,
+    /// (run, round) pairs answered, the most recent last.
+    rounds_taken: Vec<(u64, u64)>,
+}
+
+const STATE: &str = "federated";
+pub(crate) const LEDGER: &str = "ledger";
+/// Rounds remembered for "at most once per round".
+const ROUNDS_KEPT: usize = 256;
+const HOUR_MS: i64 = 3_600_000;
+
+impl Hearth {
+    fn federated_state(&self) -> std::result::Result<FederatedState, HearthError> {
+        self.with(|s| match s.store.get_state(STATE)? {
+            Some(bytes) => Ok(serde_json::from_slice(&bytes)?),
+            None => Ok(FederatedState::default()),
+        })
+    }
+
+    fn save_federated_state(&self, state: &FederatedState) -> std::result::Result<(), HearthError> {
+        self.with(|s| s.store.put_state(STATE, &serde_json::to_vec(state)?))
+    }
+
+    pub(crate) fn ledger_entries(&self) -> std::result::Result<Vec<LedgerEntry>, HearthError> {
+        self.with(|s| s.ledger_entries())
+    }
+
+    fn save_ledger(&self, entries: &[LedgerEntry]) -> std::result::Result<(), HearthError> {
+        self.with(|s| s.store.put_state(LEDGER, &serde_json::to_vec(entries)?))
+    }
+
+    fn epsilon_spent(&self, entries: &[LedgerEntry], next: Option<(f64, f64)>) -> Result<f64> {
+        ledger::epsilon(entries, next, self.config.federated_delta)
+            .map_err(|e| Error::invalid("privacy terms", e.to_string()))
+    }
+
+    /// The node key, made and sealed in the store on first use.
+    fn node_key(&self) -> std::result::Result<NodeKey, HearthError> {
+        let mut state = self.federated_state()?;
+        if let Some(pkcs8) = &state.node_key {
+            return NodeKey::from_pkcs8(pkcs8).map_err(|e| HearthError::from(Error::from(e)));
+        }
+        let key = NodeKey::generate().map_err(Error::from)?;
+        state.node_key = Some(key.pkcs8().to_vec());
+        self.save_federated_state(&state)?;
+        info!("federated node key made");
+        Ok(key)
+    }
+
+    fn ineligible_reasons(&self, c: &DeviceConditions) -> std::result::Result<Vec<IneligibleReason>, HearthError> {
+        let state = self.federated_state()?;
+        let entries = self.ledger_entries()?;
+        let (opted_in, new_examples) = self.with(|s| {
+            let mut n = 0u32;
+            s.store.scan_events(state.examples_watermark, |_, e| {
+                if let Ok(e) = e
+                    && matches!(e.kind, EventKind::Play | EventKind::Complete | EventKind::Like)
+                {
+                    n = n.saturating_add(1);
+                }
+                Ok(())
+            })?;
+            Ok((s.settings.federated_opt_in, n))
+        })?;
+        let mut reasons = Vec::new();
+        if !opted_in {
+            reasons.push(IneligibleReason::NotOptedIn);
+        }
+        if !c.charging {
+            reasons.push(IneligibleReason::NotCharging);
+        }
+        if !c.unmetered_network {
+            reasons.push(IneligibleReason::MeteredNetwork);
+        }
+        if !c.idle {
+            reasons.push(IneligibleReason::NotIdle);
+        }
+        let need = self.config.federated_min_new_examples;
+        if new_examples < need {
+            reasons.push(IneligibleReason::TooFewNewExamples { have: new_examples, need });
+        }
+        if let Some(last) = state.last_contribution_ms {
+            let next = last.saturating_add(self.config.federated_min_interval_hours as i64 * HOUR_MS);
+            if now_ms() < next {
+                reasons.push(IneligibleReason::TooSoon { next_allowed_ms: next });
+            }
+        }
+        let spent = self.epsilon_spent(&entries, None)?;
+        let budget = self.config.federated_epsilon_budget;
+        if spent >= budget {
+            reasons.push(IneligibleReason::BudgetSpent { spent, budget });
+        }
+        Ok(reasons)
+    }
+
+    /// Takes part in one round over `transport` (the Rust API behind
+    /// `participate` and `participate_via`; tests and the simulator bring
+    /// their own transport and client options).
+    ///
+    /// Blocks for at most the store's `federated_round_wait_seconds`, plus
+    /// local training, plus [`ClientOptions::call_bound`] for each Fleet call
+    /// after the wait (about a dozen, and one per object of the model), plus
+    /// the client's linger. Call it from a background worker.
+    pub fn participate_using<T: Transport>(
+        &self,
+        transport: T,
+        conditions: DeviceConditions,
+        options: ClientOptions,
+    ) -> std::result::Result<ParticipationOutcome, HearthError> {
+        shield(|| {
+            let Ok(_one_round) = self.round_lock.try_lock() else {
+                return Err(Error::invalid("participate", "a round is already in progress on this store").into());
+            };
+            let reasons = self.ineligible_reasons(&conditions)?;
+            if !reasons.is_empty() {
+                info!("not eligible for a federated round: {reasons:?}");
+                return Ok(ParticipationOutcome::NotEligible { reasons });
+            }
+            let mut state = self.federated_state()?;
+            let key = self.node_key()?;
+            let watermark = self.with(|s| s.store.last_event_id())?;
+            let mut trainer = DeviceTrainer::new(self, state.rounds_taken.clone())?;
+            let wait = Duration::from_secs(self.config.federated_round_wait_seconds as u64);
+            let mut client = FleetClient::new(transport, key, options);
+            let outcome = client.participate(wait, &mut trainer);
+            let mut charged = trainer.charged.take();
+            let result = match outcome {
+                Ok(RoundOutcome::NoMessage) => Ok(ParticipationOutcome::NoRound),
+                Ok(RoundOutcome::Done(report)) => match charged.take() {
+                    Some((index, mut entry)) => {
+                        entry.status = UploadStatus::Sent;
+                        entry.bytes_sent = report.bytes_sent;
+                        self.update_entry(index, &entry)?;
+                        state.last_contribution_ms = Some(entry.at_ms);
+                        state.examples_watermark = watermark;
+                        if let Some(round) = entry.round {
+                            state.rounds_taken.push((entry.run_id, round));
+                            let excess = state.rounds_taken.len().saturating_sub(ROUNDS_KEPT);
+                            state.rounds_taken.drain(..excess);
+                        }
+                        // Keep the key the store holds (node_key may have made it).
+                        state.node_key = self.federated_state()?.node_key;
+                        self.save_federated_state(&state)?;
+                        info!("federated round {:?} of run {}: update sent", entry.round, entry.run_id);
+                        Ok(ParticipationOutcome::Contributed { entry })
+                    }
+                    None => Err(Error::Internal("a round ended without its ledger entry".into()).into()),
+                },
+                Err(e) => {
+                    if let Some(reason) = trainer.declined.take() {
+                        info!("federated round declined: {reason:?}");
+                        Ok(ParticipationOutcome::Declined { reason })
+                    } else if let Some(rejected) = trainer.rejected.take() {
+                        Err(rejected)
+                    } else {
+                        Err(HearthError::from(Error::from(e)))
+                    }
+                }
+            };
+            if let Some((index, mut entry)) = charged {
+                // Charged but not confirmed: it counts, marked so.
+                entry.status = UploadStatus::Unconfirmed;
+                if let Err(e) = self.update_entry(index, &entry) {
+                    warn!("ledger entry not updated after a failed push: {e}");
+                }
+            }
+            result
+        })
+    }
+
+    fn update_entry(&self, index: usize, entry: &LedgerEntry) -> std::result::Result<(), HearthError> {
+        let mut entries = self.ledger_entries()?;
+        match entries.get_mut(index) {
+            Some(e) => *e = entry.clone(),
+            // delete_all ran meanwhile: the entry went with everything else.
+            None => return Ok(()),
+        }
+        self.save_ledger(&entries)
+    }
+}
+
+/// The device's side of one round, as the Fleet client calls it.
+struct DeviceTrainer<'a> {
+    hearth: &'a Hearth,
+    rounds_taken: Vec<(u64, u64)>,
+    seed: u64,
+    declined: Option<DeclineReason>,
+    rejected: Option<HearthError>,
+    /// The ledger entry written before the update was handed over.
+    charged: Option<(usize, LedgerEntry)>,
+}
+
+impl<'a> DeviceTrainer<'a> {
+    fn new(hearth: &'a Hearth, rounds_taken: Vec<(u64, u64)>) -> Result<Self> {
+        let mut seed = [0u8; 8];
+        SystemRandom::new().fill(&mut seed).map_err(|_| Error::Crypto("no randomness"))?;
+        Ok(DeviceTrainer {
+            hearth,
+            rounds_taken,
+            seed: u64::from_le_bytes(seed),
+            declined: None,
+            rejected: None,
+            charged: None,
+        })
+    }
+
+    fn decline(&mut self, reason: DeclineReason) -> String {
+        let text = format!("declined: {reason:?}");
+        self.declined = Some(reason);
+        text
+    }
+
+    fn reject(&mut self, e: HearthError) -> String {
+        let text = e.to_string();
+        self.rejected = Some(e);
+        text
+    }
+}
+
+fn config_f64(ins: &TrainInstruction, key: &str) -> Option<f64> {
+    ins.config(key).and_then(ConfigValue::as_f64)
+}
+
+impl Trainer for DeviceTrainer<'_> {
+    fn train(&mut self, ins: &TrainInstruction) -> std::result::Result<LocalResult, String> {
+        let h = self.hearth;
+        let (Some(z), Some(q)) = (config_f64(ins, "noise-multiplier"), config_f64(ins, "sampling-rate")) else {
+            return Err(self.decline(DeclineReason::PrivacyTermsMissing));
+        };
+        if let Some(round) = ins.round
+            && self.rounds_taken.contains(&(ins.run_id, round))
+        {
+            return Err(self.decline(DeclineReason::AlreadyTookPart));
+        }
+        let entries = h.ledger_entries().map_err(|e| self.reject(e))?;
+        let epsilon_after = match h.epsilon_spent(&entries, Some((z, q))) {
+            Ok(e) => e,
+            Err(e) => return Err(self.reject(e.into())),
+        };
+        let budget = h.config.federated_epsilon_budget;
+        if epsilon_after > budget {
+            return Err(self.decline(DeclineReason::OverBudget { epsilon_after, budget }));
+        }
+        if let (Some(ConfigValue::Bytes(manifest)), Some(ConfigValue::Bytes(signature))) =
+            (ins.config("model-manifest"), ins.config("model-signature"))
+        {
+            let weights: Vec<u8> = ins.flat().iter().flat_map(|x| x.to_le_bytes()).collect();
+            let package = ModelPackage {
+                manifest: manifest.clone(),
+                signature: signature.clone(),
+                weights,
+                ..ModelPackage::builtin()
+            };
+            h.install(package).map_err(|e| self.reject(e.into()))?;
+        }
+        let settings = RoundSettings {
+            clip_norm: ins.clip_norm,
+            epochs: ins.epochs,
+            learning_rate: ins.learning_rate,
+            negatives_per_positive: None,
+            seed: self.seed ^ ins.round.unwrap_or(0),
+        };
+        let update = match h.local_update(&settings, Some(&ins.flat())) {
+            Ok(u) => u,
+            // Too little to learn from, or training failed: the reply says
+            // only that it failed; the caller gets the typed error.
+            Err(e) => return Err(self.reject(e)),
+        };
+        let entry = LedgerEntry {
+            run_id: ins.run_id,
+            round: ins.round,
+            at_ms: now_ms(),
+            status: UploadStatus::Pending,
+            bytes_sent: 0,
+            norm_before_clip: update.norm_before_clip,
+            norm_after_clip: update.norm,
+            clip_norm: ins.clip_norm,
+            noise_multiplier: z,
+            sampling_rate: q,
+            epsilon_total: epsilon_after,
+        };
+        let mut all = entries;
+        all.push(entry.clone());
+        h.save_ledger(&all).map_err(|e| self.reject(e))?;
+        self.charged = Some((all.len() - 1, entry));
+        Ok(LocalResult { delta: update.delta, examples: update.examples })
+    }
+}
+
+#[uniffi::export]
+impl Hearth {
+    /// Whether this device may take part in a federated round now, and if
+    /// not, every reason why. Reads the store only; contacts nothing.
+    pub fn federated_eligibility(&self, conditions: DeviceConditions) -> std::result::Result<Eligibility, HearthError> {
+        shield(|| {
+            let reasons = self.ineligible_reasons(&conditions)?;
+            Ok(if reasons.is_empty() { Eligibility::Eligible } else { Eligibility::NotEligible { reasons } })
+        })
+    }
+
+    /// Takes part in one federated round with the coordinator's SuperLink
+    /// at `coordinator_url` (`http://host:port` of its Fleet API; plain
+    /// HTTP, for a coordinator on a private network or a test: over the
+    /// internet use `participate_via` with the platform's HTTPS stack).
+    ///
+    /// Blocking: waits up to the store's `federated_round_wait_seconds` for
+    /// a round, then trains and uploads (see the README for the whole
+    /// bound). Call it from a background worker (WorkManager,
+    /// BGProcessingTask), never the main thread. Other calls on this store
+    /// proceed meanwhile.
+    pub fn participate(
+        &self,
+        coordinator_url: String,
+        conditions: DeviceConditions,
+    ) -> std::result::Result<ParticipationOutcome, HearthError> {
+        let url = coordinator_url.trim_end_matches('/');
+        if !url.starts_with("http://") || url.len() <= "http://".len() || url.chars().any(char::is_whitespace) {
+            return Err(Error::invalid(
+                "coordinator_url",
+                "must be http://host:port (for HTTPS, use participate_via with the platform's HTTP stack)",
+            )
+            .into());
+        }
+        self.participate_using(HttpTransport::new(url), conditions, ClientOptions::default())
+    }
+
+    /// As `participate`, over the app's own HTTP stack.
+    pub fn participate_via(
+        &self,
+        transport: Arc<dyn FleetTransport>,
+        conditions: DeviceConditions,
+    ) -> std::result::Result<ParticipationOutcome, HearthError> {
+        self.participate_using(ForeignTransport(transport), conditions, ClientOptions::default())
+    }
+
+    /// The privacy ledger: every update that left the device, and the
+    /// epsilon spent.
+    pub fn privacy_ledger(&self) -> std::result::Result<PrivacyLedger, HearthError> {
+        shield(|| {
+            let entries = self.ledger_entries()?;
+            let epsilon_spent = self.epsilon_spent(&entries, None)?;
+            Ok(PrivacyLedger {
+                entries,
+                epsilon_spent,
+                delta: self.config.federated_delta,
+                epsilon_budget: self.config.federated_epsilon_budget,
+            })
+        })
+    }
+}
+
+impl From<&FleetError> for FederatedFailure {
+    fn from(e: &FleetError) -> Self {
+        match e {
+            FleetError::Timeout => FederatedFailure::Timeout,
+            FleetError::Http(_) => FederatedFailure::Http,
+            FleetError::Rejected(_) => FederatedFailure::Rejected,
+            FleetError::Network(_) => FederatedFailure::Network,
+            FleetError::Decode(_) | FleetError::Protocol(_) => FederatedFailure::Protocol,
+            FleetError::TooLarge(_) => FederatedFailure::TooLarge,
+            FleetError::Key(_) => FederatedFailure::Key,
+            FleetError::Update(_) => FederatedFailure::Update,
+        }
+    }
+}

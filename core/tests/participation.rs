@@ -1,0 +1,468 @@
+//! Taking part in a federated round through `Hearth`: eligibility (consent,
+//! the host's conditions, new examples, the period, the budget), what a
+//! device declines, the privacy ledger, the sealed node key, and what goes
+//! over the wire, against the scripted SuperLink of `common::superlink`.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::superlink::*;
+use common::*;
+use hearth_core::federated::accountant::RdpAccountant;
+use hearth_core::federated::objects;
+use hearth_core::federated::proto;
+use hearth_core::federated::*;
+use hearth_core::*;
+use prost::Message;
+
+const DAY: i64 = 86_400_000;
+
+fn good() -> DeviceConditions {
+    DeviceConditions { charging: true, unmetered_network: true, idle: true }
+}
+
+fn quick() -> ClientOptions {
+    ClientOptions {
+        call_timeout: Duration::from_millis(300),
+        attempts: 2,
+        backoff: Duration::from_millis(20),
+        max_backoff: Duration::from_millis(40),
+        poll_interval: Duration::from_millis(10),
+        linger: Duration::ZERO,
+        ..ClientOptions::default()
+    }
+}
+
+/// The built-in model's weights as the coordinator sends them.
+fn model_arrays() -> Vec<(String, F32Array)> {
+    let package = ModelPackage::builtin();
+    let manifest: serde_json::Value = serde_json::from_slice(&package.manifest).unwrap();
+    let weights: Vec<f32> =
+        package.weights.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+    manifest["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            let (offset, count) = (p["offset"].as_u64().unwrap() as usize / 4, p["count"].as_u64().unwrap() as usize);
+            let shape = p["shape"].as_array().unwrap().iter().map(|d| d.as_u64().unwrap() as usize).collect();
+            (
+                p["name"].as_str().unwrap().to_string(),
+                F32Array { shape, data: weights[offset..offset + count].to_vec() },
+            )
+        })
+        .collect()
+}
+
+/// A round's config with the privacy terms announced.
+fn config(clip: f64, z: f64, q: f64, round: i64) -> Vec<(String, ConfigValue)> {
+    vec![
+        ("clip-norm".into(), ConfigValue::Double(clip)),
+        ("local-epochs".into(), ConfigValue::Int(1)),
+        ("server-round".into(), ConfigValue::Int(round)),
+        ("noise-multiplier".into(), ConfigValue::Double(z)),
+        ("sampling-rate".into(), ConfigValue::Double(q)),
+    ]
+}
+
+fn link(z: f64, q: f64, round: i64) -> FakeLink {
+    FakeLink::with_config(model_arrays(), config(1.0, z, q, round))
+}
+
+/// An opted-in device with 20 plays of distinctive items; returns the
+/// strings of its history.
+fn device(dir: &std::path::Path, tune: impl FnOnce(&mut HearthConfig)) -> (Arc<Hearth>, Vec<String>) {
+    let mut config = HearthConfig::new(dir.to_str().unwrap());
+    config.federated_min_interval_hours = 0;
+    tune(&mut config);
+    let h = open_with(config, KEY_A).unwrap();
+    let genres = ["drama", "comedy", "kids"];
+    let catalog: Vec<CatalogItem> = (0..60)
+        .map(|i| item(&format!("secret-item-{i:04}"), &format!("Secret Title {i:04}"), &[genres[i % 3]]))
+        .collect();
+    h.upsert_catalog(catalog).unwrap();
+    let now = common_now();
+    let mut secrets = Vec::new();
+    let events: Vec<Event> = (0..20)
+        .map(|k| {
+            let i = k * 3;
+            secrets.push(format!("secret-item-{i:04}"));
+            secrets.push(format!("Secret Title {i:04}"));
+            event(&format!("secret-item-{i:04}"), EventKind::Complete, now - DAY + k as i64 * 60_000)
+        })
+        .collect();
+    h.record_batch(events).unwrap();
+    h.set_federated_opt_in(true).unwrap();
+    (h, secrets)
+}
+
+fn common_now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64
+}
+
+fn pushes(log: &Log) -> usize {
+    log.lock().unwrap().iter().filter(|(p, _)| p.ends_with("/push-object")).count()
+}
+
+/// The error reasons of the replies pushed.
+fn error_replies(log: &Log) -> Vec<String> {
+    log.lock()
+        .unwrap()
+        .iter()
+        .filter(|(p, _)| p.ends_with("/push-messages"))
+        .filter_map(|(_, body)| {
+            let req = proto::PushMessagesRequest::decode(body.as_slice()).unwrap();
+            req.messages_list[0].error.as_ref().map(|e| e.reason.clone())
+        })
+        .collect()
+}
+
+/// Whether any pushed object is an array (an update).
+fn pushed_arrays(log: &Log) -> usize {
+    log.lock()
+        .unwrap()
+        .iter()
+        .filter(|(p, _)| p.ends_with("/push-object"))
+        .filter(|(_, body)| {
+            let req = proto::PushObjectRequest::decode(body.as_slice()).unwrap();
+            objects::parse(&req.object_content).unwrap().kind == "ArrayChunk"
+        })
+        .count()
+}
+
+#[test]
+fn a_device_without_consent_on_a_metered_network_or_busy_contacts_nobody() {
+    let dir = tempfile::tempdir().unwrap();
+    let (h, _) = device(dir.path(), |_| {});
+    h.set_federated_opt_in(false).unwrap();
+    let l = link(1.0, 0.01, 1);
+    let log = l.log.clone();
+    let bad = DeviceConditions { charging: false, unmetered_network: false, idle: false };
+    let outcome = h.participate_using(l, bad, quick()).unwrap();
+    assert_eq!(
+        outcome,
+        ParticipationOutcome::NotEligible {
+            reasons: vec![
+                IneligibleReason::NotOptedIn,
+                IneligibleReason::NotCharging,
+                IneligibleReason::MeteredNetwork,
+                IneligibleReason::NotIdle,
+            ]
+        }
+    );
+    assert!(log.lock().unwrap().is_empty(), "nothing was contacted");
+
+    h.set_federated_opt_in(true).unwrap();
+    let metered = DeviceConditions { unmetered_network: false, ..good() };
+    assert_eq!(
+        h.federated_eligibility(metered).unwrap(),
+        Eligibility::NotEligible { reasons: vec![IneligibleReason::MeteredNetwork] }
+    );
+    assert_eq!(h.federated_eligibility(good()).unwrap(), Eligibility::Eligible);
+}
+
+#[test]
+fn a_device_with_too_little_new_history_waits() {
+    let dir = tempfile::tempdir().unwrap();
+    let (h, _) = device(dir.path(), |c| c.federated_min_new_examples = 25);
+    assert_eq!(
+        h.federated_eligibility(good()).unwrap(),
+        Eligibility::NotEligible { reasons: vec![IneligibleReason::TooFewNewExamples { have: 20, need: 25 }] }
+    );
+}
+
+#[test]
+fn a_round_sends_only_the_clipped_update_and_writes_the_ledger() {
+    let dir = tempfile::tempdir().unwrap();
+    let (h, secrets) = device(dir.path(), |c| c.federated_min_interval_hours = 6);
+    let l = link(1.1, 0.01, 1);
+    let log = l.log.clone();
+    let before = common_now();
+    let outcome = h.participate_using(l, good(), quick()).unwrap();
+    let ParticipationOutcome::Contributed { entry } = outcome else { panic!("{outcome:?}") };
+    assert_eq!((entry.run_id, entry.round, entry.status), (5, Some(1), UploadStatus::Sent));
+    assert!(entry.at_ms >= before);
+    assert!(entry.norm_after_clip <= 1.0 && entry.norm_after_clip > 0.0);
+    assert!(entry.norm_before_clip >= entry.norm_after_clip);
+    assert_eq!((entry.clip_norm, entry.noise_multiplier, entry.sampling_rate), (1.0, 1.1, 0.01));
+    let mut accountant = RdpAccountant::new();
+    accountant.compose(1.1, 0.01, 1).unwrap();
+    assert_eq!(entry.epsilon_total, accountant.epsilon(1e-6).unwrap());
+
+    // What left the device: the update (arrays) and request metadata; no
+    // item id or title of the history, in any body.
+    let sent: u64 = log.lock().unwrap().iter().map(|(_, b)| b.len() as u64).sum();
+    let raw: usize = model_arrays().iter().map(|(_, a)| a.data.len() * 4).sum();
+    assert!(entry.bytes_sent as usize > raw && entry.bytes_sent <= sent, "{} of {sent}", entry.bytes_sent);
+    assert!(pushed_arrays(&log) > 0);
+    for (path, body) in log.lock().unwrap().iter() {
+        for s in &secrets {
+            assert!(!contains(body, s.as_bytes()), "{s} in a {path} request");
+        }
+    }
+
+    let ledger = h.privacy_ledger().unwrap();
+    assert_eq!(ledger.entries, vec![entry.clone()]);
+    assert_eq!((ledger.epsilon_spent, ledger.delta, ledger.epsilon_budget), (entry.epsilon_total, 1e-6, 10.0));
+
+    // Right after: too soon, and no new examples.
+    let Eligibility::NotEligible { reasons } = h.federated_eligibility(good()).unwrap() else { panic!() };
+    assert_eq!(reasons.len(), 2, "{reasons:?}");
+    assert!(matches!(reasons[0], IneligibleReason::TooFewNewExamples { have: 0, need: 10 }));
+    assert!(
+        matches!(reasons[1], IneligibleReason::TooSoon { next_allowed_ms } if next_allowed_ms == entry.at_ms + 6 * 3_600_000)
+    );
+
+    // The ledger is in the export, and survives an import elsewhere.
+    let doc: serde_json::Value = serde_json::from_str(&h.export_json().unwrap()).unwrap();
+    assert_eq!(doc["privacy_ledger"][0]["epsilon_total"].as_f64(), Some(entry.epsilon_total));
+    let other = tempfile::tempdir().unwrap();
+    let h2 = open(other.path(), KEY_B).unwrap();
+    h2.import_json(h.export_json().unwrap()).unwrap();
+    assert_eq!(h2.privacy_ledger().unwrap().entries, vec![entry]);
+    h2.import_json(h.export_json().unwrap()).unwrap();
+    assert_eq!(h2.privacy_ledger().unwrap().entries.len(), 1, "imported twice, counted once");
+}
+
+#[test]
+fn the_same_round_is_answered_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (h, _) = device(dir.path(), |c| c.federated_min_new_examples = 0);
+    assert!(matches!(
+        h.participate_using(link(1.0, 0.01, 3), good(), quick()).unwrap(),
+        ParticipationOutcome::Contributed { .. }
+    ));
+    let l = link(1.0, 0.01, 3);
+    let log = l.log.clone();
+    assert_eq!(
+        h.participate_using(l, good(), quick()).unwrap(),
+        ParticipationOutcome::Declined { reason: DeclineReason::AlreadyTookPart }
+    );
+    assert_eq!(pushed_arrays(&log), 0, "no update the second time");
+    assert_eq!(error_replies(&log), vec!["local training failed on the device".to_string()]);
+    assert_eq!(h.privacy_ledger().unwrap().entries.len(), 1);
+}
+
+#[test]
+fn the_budget_stops_a_round_before_it_is_spent_and_then_stops_asking() {
+    let dir = tempfile::tempdir().unwrap();
+    let rounds = |n| {
+        let mut a = RdpAccountant::new();
+        a.compose(1.0, 1.0, n).unwrap();
+        a.epsilon(1e-6).unwrap()
+    };
+    let one_round = rounds(1);
+    // Room for one round at z = 1, q = 1, not two.
+    let budget = (one_round + rounds(2)) / 2.0;
+    let (h, _) = device(dir.path(), |c| {
+        c.federated_epsilon_budget = budget;
+        c.federated_min_new_examples = 0;
+    });
+    let first = h.participate_using(link(1.0, 1.0, 1), good(), quick()).unwrap();
+    assert!(matches!(first, ParticipationOutcome::Contributed { .. }), "{first:?}");
+    let l = link(1.0, 1.0, 2);
+    let log = l.log.clone();
+    let second = h.participate_using(l, good(), quick()).unwrap();
+    let ParticipationOutcome::Declined { reason: DeclineReason::OverBudget { epsilon_after, budget: b } } = second
+    else {
+        panic!("{second:?}")
+    };
+    assert!(epsilon_after > budget && b == budget);
+    assert_eq!(pushed_arrays(&log), 0);
+    assert_eq!(h.privacy_ledger().unwrap().entries.len(), 1);
+    drop(h);
+
+    // A smaller budget (an app update): spent; nothing is contacted.
+    let (h, _) = device(dir.path(), |c| c.federated_epsilon_budget = one_round * 0.5);
+    let l = link(1.0, 0.01, 3);
+    let log = l.log.clone();
+    let outcome = h.participate_using(l, good(), quick()).unwrap();
+    let ParticipationOutcome::NotEligible { reasons } = outcome else { panic!("{outcome:?}") };
+    assert!(reasons.iter().any(|r| matches!(r, IneligibleReason::BudgetSpent { spent, .. } if *spent == one_round)));
+    assert!(log.lock().unwrap().is_empty());
+}
+
+#[test]
+fn a_round_without_privacy_terms_is_declined() {
+    let dir = tempfile::tempdir().unwrap();
+    let (h, _) = device(dir.path(), |_| {});
+    let l = FakeLink::new(model_arrays(), 1.0);
+    let log = l.log.clone();
+    assert_eq!(
+        h.participate_using(l, good(), quick()).unwrap(),
+        ParticipationOutcome::Declined { reason: DeclineReason::PrivacyTermsMissing }
+    );
+    assert_eq!(pushed_arrays(&log), 0);
+    assert!(h.privacy_ledger().unwrap().entries.is_empty());
+}
+
+#[test]
+fn a_global_model_with_a_bad_signature_is_rejected_and_nothing_is_uploaded() {
+    let dir = tempfile::tempdir().unwrap();
+    let (h, _) = device(dir.path(), |_| {});
+    let mut cfg = config(1.0, 1.0, 0.01, 1);
+    cfg.push(("model-manifest".into(), ConfigValue::Bytes(ModelPackage::builtin().manifest)));
+    cfg.push(("model-signature".into(), ConfigValue::Bytes(vec![7; 64])));
+    let l = FakeLink::with_config(model_arrays(), cfg);
+    let log = l.log.clone();
+    let err = h.participate_using(l, good(), quick()).unwrap_err();
+    assert!(matches!(err, HearthError::ModelRejected { kind: ModelRejection::BadSignature, .. }), "{err:?}");
+    assert_eq!(pushed_arrays(&log), 0);
+    assert!(h.privacy_ledger().unwrap().entries.is_empty());
+    let context = RankContext { device: DeviceClass::Tv, local_hour: 21, locale: Some("en-GB".into()) };
+    assert!(h.rank_catalog(RankOptions::new(context)).unwrap().personalized, "ranking goes on");
+}
+
+#[test]
+fn arrays_of_another_layout_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (h, _) = device(dir.path(), |_| {});
+    let l = FakeLink::with_config(small_arrays(), config(1.0, 1.0, 0.01, 1));
+    let log = l.log.clone();
+    let err = h.participate_using(l, good(), quick()).unwrap_err();
+    assert!(matches!(&err, HearthError::InvalidInput { field, .. } if field == "global weights"), "{err:?}");
+    assert_eq!(pushed_arrays(&log), 0);
+}
+
+#[test]
+fn a_stalling_coordinator_is_a_typed_timeout_within_the_bound() {
+    let dir = tempfile::tempdir().unwrap();
+    let (h, _) = device(dir.path(), |_| {});
+    let mut l = link(1.0, 0.01, 1);
+    l.stall = true;
+    let options = quick();
+    let bound = options.call_bound();
+    let start = Instant::now();
+    let err = h.participate_using(l, good(), options).unwrap_err();
+    assert!(matches!(err, HearthError::Federated { kind: FederatedFailure::Timeout, .. }), "{err:?}");
+    // Activation times out (its retries included), then the deactivation.
+    assert!(start.elapsed() <= bound * 2 + Duration::from_millis(500), "{:?}", start.elapsed());
+    assert!(h.privacy_ledger().unwrap().entries.is_empty());
+}
+
+#[test]
+fn a_coordinator_url_must_be_plain_http_and_an_unreachable_one_is_a_network_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let (h, _) = device(dir.path(), |_| {});
+    for url in ["https://coordinator.example", "", "ftp://x", "http://", "http://a b"] {
+        let err = h.participate(url.into(), good()).unwrap_err();
+        assert!(
+            matches!(&err, HearthError::InvalidInput { field, .. } if field == "coordinator_url"),
+            "{url}: {err:?}"
+        );
+    }
+    // A closed port on this machine.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let err = h.participate(format!("http://127.0.0.1:{port}"), good()).unwrap_err();
+    assert!(matches!(err, HearthError::Federated { kind: FederatedFailure::Network, .. }), "{err:?}");
+}
+
+/// An app's HTTP stack, here a pass-through to the scripted SuperLink.
+struct AppTransport(FakeLink);
+
+impl FleetTransport for AppTransport {
+    fn post(
+        &self,
+        path: String,
+        headers: Vec<HttpHeader>,
+        body: Vec<u8>,
+        timeout_ms: u64,
+    ) -> Result<Vec<u8>, TransportFailure> {
+        let headers: Vec<(String, String)> = headers.into_iter().map(|h| (h.name, h.value)).collect();
+        self.0.post(&path, &headers, &body, Duration::from_millis(timeout_ms)).map_err(|e| match e {
+            TransportError::Timeout => TransportFailure::Timeout,
+            TransportError::Status(code) => TransportFailure::Status { code },
+            TransportError::TooLarge => TransportFailure::TooLarge,
+            TransportError::Io(reason) => TransportFailure::Io { reason },
+        })
+    }
+}
+
+#[test]
+fn an_app_brings_its_own_http_stack() {
+    let dir = tempfile::tempdir().unwrap();
+    let (h, _) = device(dir.path(), |_| {});
+    let l = link(1.0, 0.01, 1);
+    let log = l.log.clone();
+    let outcome = h.participate_via(Arc::new(AppTransport(l)), good()).unwrap();
+    assert!(matches!(outcome, ParticipationOutcome::Contributed { .. }), "{outcome:?}");
+    assert!(pushes(&log) > 0);
+
+    /// A server answering every call with 403.
+    struct Forbidden;
+    impl FleetTransport for Forbidden {
+        fn post(&self, _: String, _: Vec<HttpHeader>, _: Vec<u8>, _: u64) -> Result<Vec<u8>, TransportFailure> {
+            Err(TransportFailure::Status { code: 403 })
+        }
+    }
+    let (h, _) = device(tempfile::tempdir().unwrap().path(), |_| {});
+    let err = h.participate_via(Arc::new(Forbidden), good()).unwrap_err();
+    assert!(matches!(err, HearthError::Federated { kind: FederatedFailure::Rejected, .. }), "{err:?}");
+}
+
+/// The DER prefix of every P-256 PKCS#8 key ring makes (version, the EC
+/// algorithm and curve identifiers).
+const P256_PKCS8_PREFIX: [u8; 26] = [
+    0x30, 0x81, 0x87, 0x02, 0x01, 0x00, 0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x06, 0x08,
+    0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01,
+];
+
+/// The public key a device activated with.
+fn activation_key(log: &Log) -> Vec<u8> {
+    let log = log.lock().unwrap();
+    let (_, body) = log.iter().find(|(p, _)| p.ends_with("/activate-node")).unwrap();
+    proto::ActivateNodeRequest::decode(body.as_slice()).unwrap().public_key
+}
+
+#[test]
+fn the_node_key_is_kept_sealed_and_goes_with_delete_all() {
+    let dir = tempfile::tempdir().unwrap();
+    let (h, _) = device(dir.path(), |c| c.federated_min_new_examples = 0);
+    let l = link(1.0, 0.01, 1);
+    let first = l.log.clone();
+    h.participate_using(l, good(), quick()).unwrap();
+    h.close().unwrap();
+    drop(h);
+    for (file, bytes) in dir_bytes(dir.path()) {
+        assert!(!contains(&bytes, &P256_PKCS8_PREFIX), "a private key in clear in {file}");
+        assert!(!contains(&bytes, b"PRIVATE KEY"), "a PEM private key in {file}");
+    }
+
+    let (h, _) = device(dir.path(), |c| c.federated_min_new_examples = 0);
+    let l = link(1.0, 0.01, 2);
+    let second = l.log.clone();
+    h.participate_using(l, good(), quick()).unwrap();
+    assert_eq!(activation_key(&first), activation_key(&second), "the same node across restarts");
+
+    h.delete_all().unwrap();
+    assert!(h.privacy_ledger().unwrap().entries.is_empty());
+    let (h, _) = device(dir.path(), |c| c.federated_min_new_examples = 0);
+    let l = link(1.0, 0.01, 3);
+    let third = l.log.clone();
+    h.participate_using(l, good(), quick()).unwrap();
+    assert_ne!(activation_key(&first), activation_key(&third), "a new key after delete_all");
+}
+
+#[test]
+fn bad_federated_settings_are_refused_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_str().unwrap();
+    let cases: Vec<(&str, Box<dyn Fn(&mut HearthConfig)>)> = vec![
+        ("federated_epsilon_budget", Box::new(|c| c.federated_epsilon_budget = 0.0)),
+        ("federated_epsilon_budget", Box::new(|c| c.federated_epsilon_budget = f64::NAN)),
+        ("federated_delta", Box::new(|c| c.federated_delta = 0.5)),
+        ("federated_min_interval_hours", Box::new(|c| c.federated_min_interval_hours = 9000)),
+        ("federated_round_wait_seconds", Box::new(|c| c.federated_round_wait_seconds = 0)),
+    ];
+    for (field, tune) in cases {
+        let mut config = HearthConfig::new(path);
+        tune(&mut config);
+        let err = open_with(config, KEY_A).unwrap_err();
+        assert!(matches!(&err, HearthError::InvalidInput { field: f, .. } if f == field), "{err:?}");
+    }
+    let mut config = HearthConfig::new(path);
+    config.federated_epsilon_budget = f64::INFINITY;
+    open_with(config, KEY_A).expect("an infinite budget is no budget");
+}
