@@ -7,14 +7,17 @@ package org.hearth.console
 
 import org.hearth.CatalogItem
 import org.hearth.DeviceClass
+import org.hearth.DeviceConditions
 import org.hearth.Diversity
 import org.hearth.Durability
+import org.hearth.Eligibility
 import org.hearth.Event
 import org.hearth.EventContext
 import org.hearth.EventKind
 import org.hearth.FallbackReason
 import org.hearth.Hearth
 import org.hearth.HearthConfig
+import org.hearth.IneligibleReason
 import org.hearth.KeyProvider
 import org.hearth.RankContext
 import org.hearth.RankOptions
@@ -117,6 +120,22 @@ fun printRow(heading: String, r: RankResult) {
 
 fun onOff(b: Boolean) = if (b) "on" else "off"
 
+/** What the privacy screen says about the next federated round. */
+fun describe(e: Eligibility): String = when (e) {
+    is Eligibility.Eligible -> "can take part when the app schedules it"
+    is Eligibility.NotEligible -> e.reasons.joinToString("; ") { r ->
+        when (r) {
+            is IneligibleReason.NotOptedIn -> "you have not opted in"
+            is IneligibleReason.NotCharging -> "waits for the charger"
+            is IneligibleReason.MeteredNetwork -> "waits for Wi-Fi"
+            is IneligibleReason.NotIdle -> "waits until the device is idle"
+            is IneligibleReason.TooFewNewExamples -> "waits for more viewing (${r.have} of ${r.need})"
+            is IneligibleReason.TooSoon -> "took part recently"
+            is IneligibleReason.BudgetSpent -> "privacy budget spent"
+        }
+    }
+}
+
 fun printPrivacy(h: Hearth) {
     val s = h.settings()
     println("Privacy screen")
@@ -125,6 +144,17 @@ fun printPrivacy(h: Hearth) {
     println("  federated opt-in:  ${onOff(s.federatedOptIn)}")
     println("  blocked categories: ${s.blockedCategories.joinToString().ifEmpty { "none" }}")
     println("  events held:       ${h.eventCount()}")
+    val ledger = h.privacyLedger()
+    println(
+        "  federated uploads: ${ledger.entries.size}, epsilon spent %.2f of %.2f (delta %.0e)"
+            .format(ledger.epsilonSpent, ledger.epsilonBudget, ledger.delta),
+    )
+    // On Android the conditions come from the WorkManager constraints that started the worker.
+    val onTheSofa = DeviceConditions(charging = false, unmeteredNetwork = true, idle = false)
+    val next = h.federatedEligibility(onTheSofa)
+    println("  next round:        ${describe(next)}")
+    verify(next is Eligibility.NotEligible && IneligibleReason.NotCharging in next.reasons) { "eligible while not charging" }
+    verify(ledger.entries.isEmpty() && ledger.epsilonSpent == 0.0) { "an upload nobody made is in the ledger" }
 }
 
 fun run(dir: File) {

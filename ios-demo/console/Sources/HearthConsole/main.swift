@@ -107,6 +107,25 @@ func printRow(_ heading: String, _ r: RankResult) {
 
 func onOff(_ b: Bool) -> String { b ? "on" : "off" }
 
+/// What the privacy screen says about the next federated round.
+func describe(_ e: Eligibility) -> String {
+    switch e {
+    case .eligible: return "can take part when the app schedules it"
+    case .notEligible(let reasons):
+        return reasons.map { r -> String in
+            switch r {
+            case .notOptedIn: return "you have not opted in"
+            case .notCharging: return "waits for the charger"
+            case .meteredNetwork: return "waits for Wi-Fi"
+            case .notIdle: return "waits until the device is idle"
+            case .tooFewNewExamples(let have, let need): return "waits for more viewing (\(have) of \(need))"
+            case .tooSoon: return "took part recently"
+            case .budgetSpent: return "privacy budget spent"
+            }
+        }.joined(separator: "; ")
+    }
+}
+
 func printPrivacy(_ h: Hearth) throws {
     let s = try h.settings()
     print("Privacy screen")
@@ -115,6 +134,18 @@ func printPrivacy(_ h: Hearth) throws {
     print("  federated opt-in:  \(onOff(s.federatedOptIn))")
     print("  blocked categories: \(s.blockedCategories.isEmpty ? "none" : s.blockedCategories.joined(separator: ", "))")
     print("  events held:       \(try h.eventCount())")
+    let ledger = try h.privacyLedger()
+    print(
+        "  federated uploads: \(ledger.entries.count), epsilon spent "
+            + String(format: "%.2f of %.2f (delta %.0e)", ledger.epsilonSpent, ledger.epsilonBudget, ledger.delta))
+    // On iOS the conditions come from the BGProcessingTask's requirements and ProcessInfo.
+    let onTheSofa = DeviceConditions(charging: false, unmeteredNetwork: true, idle: false)
+    let next = try h.federatedEligibility(conditions: onTheSofa)
+    print("  next round:        \(describe(next))")
+    guard case .notEligible(let reasons) = next, reasons.contains(.notCharging) else {
+        throw CheckFailed(message: "eligible while not charging")
+    }
+    try verify(ledger.entries.isEmpty && ledger.epsilonSpent == 0, "an upload nobody made is in the ledger")
 }
 
 func isModel(_ ranker: Ranker) -> Bool {
