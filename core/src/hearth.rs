@@ -139,8 +139,10 @@ const DAY_MS: i64 = 86_400_000;
 pub(crate) struct Session {
     pub(crate) store: Store,
     pub(crate) settings: PrivacySettings,
-    profile: Profile,
-    catalog: HashMap<String, CatalogItem>,
+    pub(crate) profile: Profile,
+    pub(crate) catalog: HashMap<String, CatalogItem>,
+    /// What segments need of the history; built on first use (segments.rs).
+    pub(crate) activity: Option<crate::segments::Activity>,
     /// The catalog's largest popularity (item features are scaled by it).
     max_popularity: f64,
     unflushed: u32,
@@ -171,6 +173,7 @@ impl Session {
             profile: Profile::new(config.profile_half_life_days),
             max_popularity: features::max_popularity(&catalog),
             catalog,
+            activity: None,
             unflushed: 0,
             last_flush_ms: now_ms(),
             last_purge_ms: 0,
@@ -218,6 +221,7 @@ impl Session {
     /// Recomputes the profile from the whole history and writes it whole.
     fn rebuild_profile(&mut self) -> Result<()> {
         self.profile = Profile::new(self.profile.half_life_days);
+        self.activity = None;
         self.catch_up_profile()?;
         if let Err(e) = self.flush_profile(true) {
             warn!("rebuilt profile not written: {e}");
@@ -254,7 +258,7 @@ impl Session {
         }
     }
 
-    fn save_settings(&mut self, settings: PrivacySettings) -> Result<()> {
+    pub(crate) fn save_settings(&mut self, settings: PrivacySettings) -> Result<()> {
         settings.validate()?;
         self.store.put_state("settings", &serde_json::to_vec(&settings)?)?;
         self.settings = settings;
@@ -286,6 +290,9 @@ impl Session {
         let first = self.store.insert_events(events)?;
         for (i, e) in events.iter().enumerate() {
             self.profile.fold(first + i as i64, e, self.catalog.get(&e.item_id));
+            if let Some(a) = &mut self.activity {
+                a.fold(e);
+            }
         }
         self.unflushed += events.len() as u32;
         self.maybe_flush_profile();

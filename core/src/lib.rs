@@ -17,9 +17,11 @@ mod hearth;
 mod history;
 mod logging;
 mod model;
+mod notify;
 mod privacy;
 mod profile;
 mod ranking;
+mod segments;
 pub(crate) mod store;
 mod training;
 
@@ -37,6 +39,9 @@ pub use hearth::{Hearth, HearthConfig, destroy_store};
 pub use history::{CatalogItem, DeviceClass, Event, EventContext, EventKind};
 pub use logging::{LogLevel, Logger, set_logger};
 pub use model::{ModelInfo, ModelPackage, ModelRejection, PACKAGE_FILES, RELEASE_MODEL_KEY};
+pub use notify::{
+    NotificationCandidate, NotificationDecision, NotificationKind, NotificationPolicy, NotifyReason, Urgency,
+};
 pub use privacy::{
     EXPORT_FORMAT, EXPORT_FORMAT_VERSION, ExportDocument, ExportedEvent, ImportSummary, PrivacySettings, RecordOutcome,
 };
@@ -44,6 +49,11 @@ pub use profile::{CategoryAffinity, DeviceShare, ProfileSummary};
 pub use ranking::{
     Candidate, Diversity, FallbackReason, MAX_CANDIDATES, MAX_EXPLORATION_SHARE, MAX_LIMIT, RankOptions, RankResult,
     RankedItem, Ranker, Reason,
+};
+pub use segments::{
+    CategoryStrength, Daypart, EngagementLevel, LifecycleStage, SESSION_GAP_MINUTES, SESSION_RETENTION_DAYS,
+    SegmentConfig, SegmentEstimate, SegmentReport, SegmentReportOutcome, Segments, estimate_segment_sizes,
+    membership_bits, pack_bits, simulated_report, unpack_bits,
 };
 pub use store::{DB_FILE, Durability, SCHEMA_VERSION};
 

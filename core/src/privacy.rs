@@ -25,6 +25,20 @@ pub struct PrivacySettings {
     /// Events older than this many days are deleted (none: kept until the
     /// user deletes them).
     pub retention_days: Option<u32>,
+    /// The user's notification toggle: off, `should_notify` holds every
+    /// message. On by default (absent in settings stored before it existed).
+    #[serde(default = "enabled")]
+    #[uniffi(default = true)]
+    pub notifications_enabled: bool,
+    /// Let segment reports (randomized on the device) leave it. Off until
+    /// the user opts in.
+    #[serde(default)]
+    #[uniffi(default = false)]
+    pub segment_reports_opt_in: bool,
+}
+
+fn enabled() -> bool {
+    true
 }
 
 impl Default for PrivacySettings {
@@ -35,6 +49,8 @@ impl Default for PrivacySettings {
             federated_opt_in: false,
             blocked_categories: Vec::new(),
             retention_days: None,
+            notifications_enabled: true,
+            segment_reports_opt_in: false,
         }
     }
 }

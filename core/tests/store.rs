@@ -300,6 +300,7 @@ fn export_round_trips_events_catalog_and_settings() {
         federated_opt_in: true,
         blocked_categories: vec!["horror".into()],
         retention_days: Some(3650),
+        ..PrivacySettings::default()
     })
     .unwrap();
     let json = h.export_json().unwrap();

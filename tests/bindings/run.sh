@@ -131,7 +131,7 @@ suite_kotlin() {
     # HEARTH_MODEL_DIR is the built-in model package, for the install tests.
     HEARTH_MODEL_DIR="$repo/models/ranker-v1" \
         java -Djna.library.path="$(dirname "$lib")" -cp "$k/tests.jar:$k/hearth.jar:$cp:$KOTLIN_LIB/kotlin-stdlib.jar" \
-        org.junit.runner.JUnitCore org.hearth.HearthTest org.hearth.RankingTest org.hearth.FederatedTest >"$k/junit.log" 2>&1
+        org.junit.runner.JUnitCore org.hearth.HearthTest org.hearth.RankingTest org.hearth.FederatedTest org.hearth.SegmentsTest >"$k/junit.log" 2>&1
     local status=$?
     if [ $status -ne 0 ]; then
         cat "$k/junit.log"

@@ -43,6 +43,7 @@ export PATH="$venv/bin:$PATH"
 
 echo "federated: coordinator unit checks"
 (cd coordinator && "$py" tests/test_strategy.py)
+(cd coordinator && "$py" tests/test_segments.py)
 
 work="$(mktemp -d)"
 export FLWR_HOME="$work/flwr"
