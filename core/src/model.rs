@@ -989,4 +989,3 @@ mod tests {
         assert!(spread > 1e-3);
     }
 }
-
