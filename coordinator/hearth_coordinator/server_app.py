@@ -6,7 +6,8 @@ config of: `clip-norm` (C), `local-epochs`, `learning-rate` (when set),
 `server-round` (FedAvg's), the privacy terms devices account for in their
 ledgers and refuse to train without (`noise-multiplier` z, the std of the
 noise on the sum of updates in units of C, and `sampling-rate` q, the
-probability that a given device is in a round), and, with a signing key, `model-manifest` and
+probability that a given device is in a round), `segment-report-labels` when
+the run asks devices for randomized segment reports, and, with a signing key, `model-manifest` and
 `model-signature`: the manifest of the global model being sent, signed with
 Ed25519, so a device installs it through its verifying path before it
 trains from it.
@@ -63,6 +64,9 @@ def main(grid: Grid, context: Context) -> None:
             "sampling-rate": sampling_rate,
         }
     )
+    labels = [l for l in str(cfg.get("segment-report-labels", "")).split(",") if l]
+    if labels:
+        train_config["segment-report-labels"] = ",".join(labels)
     if float(cfg["learning-rate"]) > 0:
         train_config["learning-rate"] = float(cfg["learning-rate"])
     strategy = SigningFedAvg(
@@ -72,6 +76,7 @@ def main(grid: Grid, context: Context) -> None:
         noise_multiplier=noise,
         min_nodes=int(cfg["min-nodes"]),
         seed=int(cfg["noise-seed"]),
+        segment_labels=labels,
     )
     result = strategy.start(
         grid=grid,

@@ -4,7 +4,11 @@ What a device replies (core/src/federated/mod.rs says the same):
 * `"arrays"`: an ArrayRecord of the clipped *delta* `local - global`, one
   float32 array per parameter, named and shaped as the global arrays sent;
   its L2 norm over all arrays is at most C (`clip-norm`);
-* `"metrics"`: a MetricRecord with a coarse `"num-examples"`.
+* `"metrics"`: a MetricRecord with a coarse `"num-examples"`;
+* `"segment-report"`, when the round asked for one (`segment-report-labels`)
+  and the device's user agreed: a ConfigRecord with the randomized segment
+  memberships (`"bits"`, packed) and `"bit-epsilon"`. Their sizes are
+  estimated per round (`segments.estimate`), never per device.
 
 Aggregation: updates of the wrong names or shapes, not finite, or with a
 norm above C are dropped (a device that breaks the bound is not trusted to
@@ -20,6 +24,8 @@ from collections.abc import Iterable
 from logging import INFO, WARNING
 
 import numpy as np
+
+from . import segments
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.common.logger import log
 from flwr.serverapp import Grid
@@ -76,7 +82,15 @@ def aggregate(
 class HearthFedAvg(FedAvg):
     """FedAvg whose replies are clipped deltas, averaged unweighted, noised."""
 
-    def __init__(self, *, clip_norm: float, noise_multiplier: float, min_nodes: int, seed: int) -> None:
+    def __init__(
+        self,
+        *,
+        clip_norm: float,
+        noise_multiplier: float,
+        min_nodes: int,
+        seed: int,
+        segment_labels: list[str] | None = None,
+    ) -> None:
         super().__init__(
             fraction_train=1.0,
             fraction_evaluate=0.0,
@@ -86,6 +100,7 @@ class HearthFedAvg(FedAvg):
         )
         self.clip_norm = clip_norm
         self.noise_multiplier = noise_multiplier
+        self.segment_labels = segment_labels or []
         self.rng = np.random.default_rng(seed)
         self.current: list[tuple[str, np.ndarray]] = []
         self.rounds: list[dict] = []
@@ -101,7 +116,7 @@ class HearthFedAvg(FedAvg):
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         replies = list(replies)
         shapes = [(n, tuple(a.shape)) for n, a in self.current]
-        deltas, norms, dropped, examples = [], [], 0, 0
+        deltas, norms, dropped, examples, reports = [], [], 0, 0, []
         for msg in replies:
             if msg.has_error():
                 dropped += 1
@@ -122,6 +137,11 @@ class HearthFedAvg(FedAvg):
             metrics = msg.content.metric_records.get("metrics")
             if metrics is not None:
                 examples += int(metrics.get("num-examples", 0))
+            report = msg.content.config_records.get("segment-report")
+            if report is not None and self.segment_labels:
+                reports.append(
+                    {"labels": self.segment_labels, "bits": report["bits"], "bit_epsilon": report["bit-epsilon"]}
+                )
         if not deltas:
             log(WARNING, "round %s: no usable update; the global model is unchanged", server_round)
             return None, None
@@ -135,8 +155,14 @@ class HearthFedAvg(FedAvg):
             "noise_std": std,
             "examples": examples,
         }
+        if reports:
+            try:
+                est = segments.estimate(reports)
+                summary["segments"] = {"reports": est.reports, "std_error": est.std_error, "sizes": est.as_dict()}
+            except ValueError as e:
+                log(WARNING, "round %s: segment reports not estimated: %s", server_round, e)
         self.rounds.append(summary)
         log(INFO, "round %s: %s", server_round, summary)
         return to_arrays(new), MetricRecord(
-            {k: float(v) for k, v in summary.items() if k != "round"}
+            {k: float(v) for k, v in summary.items() if k not in ("round", "segments")}
         )

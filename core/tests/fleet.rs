@@ -37,7 +37,7 @@ fn trainer(norm: f32) -> impl FnMut(&TrainInstruction) -> Result<LocalResult, St
     move |ins: &TrainInstruction| {
         let n = ins.flat().len();
         let v = norm / (n as f32).sqrt();
-        Ok(LocalResult { delta: vec![v * 0.999_99; n], examples: 37 })
+        Ok(LocalResult { delta: vec![v * 0.999_99; n], examples: 37, segment_report: None })
     }
 }
 
@@ -166,7 +166,7 @@ fn an_update_above_the_bound_or_of_the_wrong_size_is_never_sent() {
     let mut c = client(FakeLink::new(small_arrays(), 0.5), quick());
     let err = c.participate(Duration::from_secs(1), &mut trainer(0.6)).unwrap_err();
     assert!(matches!(err, FleetError::Update(_)), "{err:?}");
-    let mut short = |_: &TrainInstruction| Ok(LocalResult { delta: vec![0.0; 3], examples: 1 });
+    let mut short = |_: &TrainInstruction| Ok(LocalResult { delta: vec![0.0; 3], examples: 1, segment_report: None });
     let err = c.participate(Duration::from_secs(1), &mut short).unwrap_err();
     assert!(matches!(err, FleetError::Update(_)), "{err:?}");
     // The server hears that the device declined, and nothing else.
@@ -278,6 +278,10 @@ fn device(dir: &std::path::Path, n: usize, trusted: &str) -> (Arc<Hearth>, Vec<S
         .collect();
     h.record_batch(events).unwrap();
     h.set_federated_opt_in(true).unwrap();
+    h.set_segment_reports_opt_in(true).unwrap();
+    // Category names of five letters and more (shorter ones would match
+    // random bytes of the arrays now and then).
+    secrets.extend(["drama", "comedy", "horror", "sport"].map(String::from));
     (h, secrets)
 }
 
@@ -338,7 +342,12 @@ fn devices_take_part_in_rounds_against_a_superlink() {
             assert_eq!(e.status, UploadStatus::Sent);
             accountant.compose(e.noise_multiplier, e.sampling_rate, 1).unwrap();
         }
-        assert_eq!(ledger.epsilon_spent, accountant.epsilon(ledger.delta).unwrap());
+        // A segment report went with the first update; the same one (its
+        // memberships unchanged) with the next, spending nothing more.
+        assert!(entries[0].segment_report_epsilon > 0.0, "device {n}: no segment report in round 1");
+        assert!(entries[1..].iter().all(|e| e.segment_report_epsilon == 0.0));
+        let local: f64 = entries.iter().map(|e| e.segment_report_epsilon).sum();
+        assert_eq!(ledger.epsilon_spent, accountant.epsilon(ledger.delta).unwrap() + local);
         for (path, body) in log {
             for s in &secrets {
                 assert!(!contains(body, s.as_bytes()), "device {n}: a history item is in a {path} request");
@@ -348,9 +357,10 @@ fn devices_take_part_in_rounds_against_a_superlink() {
         }
         let rounds_seen: Vec<_> = entries.iter().map(|e| e.round).collect();
         println!(
-            "device {n}: rounds {rounds_seen:?}, norms {norms:.4?}, sent {} B, epsilon {:.3} (z {}, q {}, delta {:e})",
+            "device {n}: rounds {rounds_seen:?}, norms {norms:.4?}, sent {} B, epsilon {:.3} (segment report {:.2}; z {}, q {}, delta {:e})",
             entries.iter().map(|e| e.bytes_sent).sum::<u64>(),
             ledger.epsilon_spent,
+            local,
             entries[0].noise_multiplier,
             entries[0].sampling_rate,
             ledger.delta

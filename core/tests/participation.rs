@@ -466,3 +466,77 @@ fn bad_federated_settings_are_refused_at_open() {
     config.federated_epsilon_budget = f64::INFINITY;
     open_with(config, KEY_A).expect("an infinite budget is no budget");
 }
+
+/// The kinds of the objects pushed.
+fn pushed_kinds(log: &Log) -> Vec<String> {
+    log.lock()
+        .unwrap()
+        .iter()
+        .filter(|(p, _)| p.ends_with("/push-object"))
+        .map(|(_, body)| {
+            let req = proto::PushObjectRequest::decode(body.as_slice()).unwrap();
+            objects::parse(&req.object_content).unwrap().kind.to_string()
+        })
+        .collect()
+}
+
+fn asking_for_segments(h: &Hearth, round: i64, labels: Option<String>) -> FakeLink {
+    let mut cfg = config(1.0, 1.1, 0.01, round);
+    let labels = labels.unwrap_or_else(|| h.segment_config().unwrap().report_labels().join(","));
+    cfg.push(("segment-report-labels".into(), ConfigValue::String(labels)));
+    FakeLink::with_config(model_arrays(), cfg)
+}
+
+#[test]
+fn a_segment_report_goes_with_the_update_only_with_consent_and_is_in_the_ledger() {
+    let dir = tempfile::tempdir().unwrap();
+    let (h, secrets) = device(dir.path(), |c| c.federated_min_new_examples = 0);
+    let report_epsilon = h.segment_config().unwrap().report_epsilon;
+
+    // Asked, but the user has not agreed: the update alone.
+    let l = asking_for_segments(&h, 1, None);
+    let log = l.log.clone();
+    let ParticipationOutcome::Contributed { entry } = h.participate_using(l, good(), quick()).unwrap() else {
+        panic!()
+    };
+    assert_eq!(entry.segment_report_epsilon, 0.0);
+    assert!(!pushed_kinds(&log).contains(&"ConfigRecord".to_string()));
+
+    // Agreed: the randomized report goes too, and its epsilon is charged.
+    h.set_segment_reports_opt_in(true).unwrap();
+    let l = asking_for_segments(&h, 2, None);
+    let log = l.log.clone();
+    let ParticipationOutcome::Contributed { entry } = h.participate_using(l, good(), quick()).unwrap() else {
+        panic!()
+    };
+    assert_eq!(entry.segment_report_epsilon, report_epsilon);
+    assert!(pushed_kinds(&log).contains(&"ConfigRecord".to_string()));
+    for (path, body) in log.lock().unwrap().iter() {
+        for s in secrets.iter().map(String::as_bytes).chain([b"drama".as_slice(), b"comedy", b"kids"]) {
+            assert!(!contains(body, s), "{} in a {path} request", String::from_utf8_lossy(s));
+        }
+    }
+    let ledger = h.privacy_ledger().unwrap();
+    let mut accountant = RdpAccountant::new();
+    accountant.compose(1.1, 0.01, 2).unwrap();
+    let expected = accountant.epsilon(1e-6).unwrap() + report_epsilon;
+    assert!((ledger.epsilon_spent - expected).abs() < 1e-9, "{} vs {expected}", ledger.epsilon_spent);
+    assert_eq!(entry.epsilon_total, ledger.epsilon_spent);
+
+    // Unchanged memberships: the same report again, nothing more spent.
+    let ParticipationOutcome::Contributed { entry } =
+        h.participate_using(asking_for_segments(&h, 3, None), good(), quick()).unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!(entry.segment_report_epsilon, 0.0);
+
+    // Labels this device does not report: no report.
+    let l = asking_for_segments(&h, 4, Some("lifecycle.new,something.else".into()));
+    let log = l.log.clone();
+    let ParticipationOutcome::Contributed { entry } = h.participate_using(l, good(), quick()).unwrap() else {
+        panic!()
+    };
+    assert_eq!(entry.segment_report_epsilon, 0.0);
+    assert!(!pushed_kinds(&log).contains(&"ConfigRecord".to_string()));
+}

@@ -22,6 +22,11 @@ rounds="${HEARTH_ROUNDS:-3}"
 clip="${HEARTH_CLIP:-1.0}"
 noise="${HEARTH_NOISE:-0.05}"
 lr="${HEARTH_LR:-0.5}"
+# The bits of a device's segment report (hearth-core's default SegmentConfig,
+# SegmentConfig::report_labels): the run asks every device for one.
+segment_labels="lifecycle.new,lifecycle.active,lifecycle.at_risk,lifecycle.dormant,engagement.light,\
+engagement.regular,engagement.power,daypart.night,daypart.morning,daypart.afternoon,daypart.evening,\
+device.phone,device.tablet,device.tv,device.car,device.speaker,binge_watcher,abandoner"
 
 # The device's RDP accountant is tested (core/tests/accountant.rs) against
 # epsilons from Google's dp_accounting; prove that fixture current: regenerate
@@ -104,7 +109,7 @@ echo "federated: SuperLink on 127.0.0.1:$port after $(($(date +%s) - start)) s"
 flwr run coordinator local --run-config \
     "model-dir='$repo/models/ranker-v1' signing-key='$work/coordinator.key' out-dir='$work/out' \
 min-nodes=$devices num-server-rounds=$rounds clip-norm=$clip noise-multiplier=$noise learning-rate=$lr \
-round-timeout=600.0" \
+segment-report-labels='$segment_labels' round-timeout=600.0" \
     | tail -1
 
 start=$(date +%s)
@@ -130,8 +135,11 @@ assert len(got) == rounds, f"{len(got)} rounds aggregated, expected {rounds}"
 for r in got:
     assert r["participants"] == devices and r["dropped"] == 0, r
     assert r["max_norm"] <= clip * (1 + 1e-5), r
+    seg = r["segments"]
+    assert seg["reports"] == devices, r
     print(f"  round {r['round']}: {r['participants']} updates, max norm {r['max_norm']:.4f}, "
-          f"noise std {r['noise_std']:.4f}, examples (coarse) {r['examples']}")
+          f"noise std {r['noise_std']:.4f}, examples (coarse) {r['examples']}; segment reports {seg['reports']}, "
+          f"std error {seg['std_error']:.1f}: " + ", ".join(f"{k} {v:.1f}" for k, v in seg["sizes"].items() if v > 0.5))
 PY
 
 # The global model the rounds made ranks each device's held-out item (an

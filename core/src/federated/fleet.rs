@@ -216,6 +216,9 @@ pub struct LocalResult {
     pub delta: Vec<f32>,
     /// Local examples used (reported coarsely).
     pub examples: usize,
+    /// The device's randomized segment report, sent beside the update as
+    /// the ConfigRecord `"segment-report"` when present.
+    pub segment_report: Option<Vec<(String, ConfigValue)>>,
 }
 
 /// The device's training, as the round needs it.
@@ -469,10 +472,13 @@ impl<T: Transport> FleetClient<T> {
             })
             .collect();
         let examples = coarse_count(result.examples);
-        let content = vec![
+        let mut content = vec![
             ("arrays".to_string(), Record::Arrays(delta_arrays)),
             ("metrics".to_string(), Record::Metrics(vec![("num-examples".into(), examples as f64)])),
         ];
+        if let Some(report) = result.segment_report {
+            content.push(("segment-report".to_string(), Record::Config(report)));
+        }
         let reply_meta = reply_metadata(node_id, &meta)?;
         let deflated = objects::deflate_message(&reply_meta, &content);
         self.push_reply(node_id, reply_meta, deflated, None, runtime)?;

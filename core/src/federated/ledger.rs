@@ -12,7 +12,9 @@
 //! The epsilon is the [`RdpAccountant`]'s over all entries, each one round
 //! of the subsampled Gaussian mechanism with the noise multiplier and the
 //! sampling rate the coordinator announced for it, converted at the delta
-//! of the store's [`crate::HearthConfig`]. That is the guarantee for the
+//! of the store's [`crate::HearthConfig`], plus the epsilon of every segment
+//! report sent with an update (pure local DP, randomized on the device;
+//! basic composition: the guarantees add). That is the guarantee for the
 //! user's contributions (user-level DP: a device sends one update per
 //! round), *if* the coordinator adds the noise it announces: central DP
 //! trusts the coordinator to do so, and the device cannot check it.
@@ -53,6 +55,10 @@ pub struct LedgerEntry {
     /// The epsilon spent over all entries up to and including this one, at
     /// the ledger's delta.
     pub epsilon_total: f64,
+    /// The local-DP epsilon of the segment report sent with the update: 0
+    /// without one, and for a report repeated unchanged.
+    #[serde(default)]
+    pub segment_report_epsilon: f64,
 }
 
 /// The ledger as the privacy screen shows it.
@@ -69,8 +75,13 @@ pub struct PrivacyLedger {
 }
 
 /// The epsilon spent by `entries` plus, when given, one more round of
-/// `(noise multiplier, sampling rate)`.
-pub(crate) fn epsilon(entries: &[LedgerEntry], next: Option<(f64, f64)>, delta: f64) -> Result<f64, AccountantError> {
+/// `(noise multiplier, sampling rate)` and `next_local` of local DP.
+pub(crate) fn epsilon(
+    entries: &[LedgerEntry],
+    next: Option<(f64, f64)>,
+    next_local: f64,
+    delta: f64,
+) -> Result<f64, AccountantError> {
     let mut accountant = RdpAccountant::new();
     for e in entries {
         accountant.compose(e.noise_multiplier, e.sampling_rate, 1)?;
@@ -78,7 +89,8 @@ pub(crate) fn epsilon(entries: &[LedgerEntry], next: Option<(f64, f64)>, delta: 
     if let Some((z, q)) = next {
         accountant.compose(z, q, 1)?;
     }
-    accountant.epsilon(delta)
+    let local: f64 = entries.iter().map(|e| e.segment_report_epsilon).sum::<f64>() + next_local;
+    Ok(accountant.epsilon(delta)? + local)
 }
 
 #[cfg(test)]
@@ -98,6 +110,7 @@ mod tests {
             noise_multiplier: z,
             sampling_rate: q,
             epsilon_total: 0.0,
+            segment_report_epsilon: 0.0,
         }
     }
 
@@ -107,10 +120,16 @@ mod tests {
         let mut a = RdpAccountant::new();
         a.compose(1.1, 0.01, 2).unwrap();
         a.compose(2.0, 0.05, 1).unwrap();
-        assert_eq!(epsilon(&entries, None, 1e-6).unwrap(), a.epsilon(1e-6).unwrap());
-        let next = epsilon(&entries, Some((1.1, 0.01)), 1e-6).unwrap();
-        assert!(next > epsilon(&entries, None, 1e-6).unwrap());
-        assert_eq!(epsilon(&[], None, 1e-6).unwrap(), 0.0);
-        assert!(epsilon(&[entry(0.0, 1.0)], None, 1e-6).unwrap().is_infinite(), "no noise: no guarantee");
+        assert_eq!(epsilon(&entries, None, 0.0, 1e-6).unwrap(), a.epsilon(1e-6).unwrap());
+        let next = epsilon(&entries, Some((1.1, 0.01)), 0.0, 1e-6).unwrap();
+        assert!(next > epsilon(&entries, None, 0.0, 1e-6).unwrap());
+        assert_eq!(epsilon(&[], None, 0.0, 1e-6).unwrap(), 0.0);
+        assert!(epsilon(&[entry(0.0, 1.0)], None, 0.0, 1e-6).unwrap().is_infinite(), "no noise: no guarantee");
+        // Segment reports add their local epsilon.
+        let mut with_report = entries.clone();
+        with_report[1].segment_report_epsilon = 0.5;
+        let base = epsilon(&entries, None, 0.0, 1e-6).unwrap();
+        assert!((epsilon(&with_report, None, 0.0, 1e-6).unwrap() - (base + 0.5)).abs() < 1e-12);
+        assert!((epsilon(&entries, None, 0.25, 1e-6).unwrap() - (base + 0.25)).abs() < 1e-12);
     }
 }

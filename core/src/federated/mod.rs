@@ -22,7 +22,11 @@
 //!   anything is sent;
 //! * `"metrics"`: a MetricRecord with `"num-examples"`, the count of local
 //!   examples rounded down to a coarse bucket (1, 2, 5, 10, 20, 50, 100, 200,
-//!   500).
+//!   500);
+//! * `"segment-report"`, only when the round asks for one
+//!   (`segment-report-labels`, the labels joined with commas, equal to the
+//!   device's) and the user agreed to segment reports: a ConfigRecord with
+//!   `"bits"` (the randomized memberships, packed) and `"bit-epsilon"`.
 //!
 //! Nothing else leaves the device: no item id, title, category or
 //! timestamp of the history (the node key's public half, the node id and the

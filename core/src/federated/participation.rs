@@ -43,6 +43,7 @@ use crate::error::{Error, HearthError, Result};
 use crate::hearth::{Hearth, shield};
 use crate::history::{EventKind, now_ms};
 use crate::model::ModelPackage;
+use crate::segments::SegmentReportOutcome;
 use crate::training::RoundSettings;
 
 /// What the host app reports about the device right now (from
@@ -228,8 +229,8 @@ impl Hearth {
         self.with(|s| s.store.put_state(LEDGER, &serde_json::to_vec(entries)?))
     }
 
-    fn epsilon_spent(&self, entries: &[LedgerEntry], next: Option<(f64, f64)>) -> Result<f64> {
-        ledger::epsilon(entries, next, self.config.federated_delta)
+    fn epsilon_spent(&self, entries: &[LedgerEntry], next: Option<(f64, f64)>, next_local: f64) -> Result<f64> {
+        ledger::epsilon(entries, next, next_local, self.config.federated_delta)
             .map_err(|e| Error::invalid("privacy terms", e.to_string()))
     }
 
@@ -284,7 +285,7 @@ impl Hearth {
                 reasons.push(IneligibleReason::TooSoon { next_allowed_ms: next });
             }
         }
-        let spent = self.epsilon_spent(&entries, None)?;
+        let spent = self.epsilon_spent(&entries, None, 0.0)?;
         let budget = self.config.federated_epsilon_budget;
         if spent >= budget {
             reasons.push(IneligibleReason::BudgetSpent { spent, budget });
@@ -432,7 +433,7 @@ impl Trainer for DeviceTrainer<'_> {
             return Err(self.decline(DeclineReason::AlreadyTookPart));
         }
         let entries = h.ledger_entries().map_err(|e| self.reject(e))?;
-        let epsilon_after = match h.epsilon_spent(&entries, Some((z, q))) {
+        let epsilon_after = match h.epsilon_spent(&entries, Some((z, q)), 0.0) {
             Ok(e) => e,
             Err(e) => return Err(self.reject(e.into())),
         };
@@ -465,6 +466,10 @@ impl Trainer for DeviceTrainer<'_> {
             // only that it failed; the caller gets the typed error.
             Err(e) => return Err(self.reject(e)),
         };
+        let (segment_report, segment_report_epsilon) = match self.segment_report(ins, &entries, (z, q), budget) {
+            Ok(r) => r,
+            Err(e) => return Err(self.reject(e)),
+        };
         let entry = LedgerEntry {
             run_id: ins.run_id,
             round: ins.round,
@@ -476,13 +481,52 @@ impl Trainer for DeviceTrainer<'_> {
             clip_norm: ins.clip_norm,
             noise_multiplier: z,
             sampling_rate: q,
-            epsilon_total: epsilon_after,
+            epsilon_total: epsilon_after + segment_report_epsilon,
+            segment_report_epsilon,
         };
         let mut all = entries;
         all.push(entry.clone());
         h.save_ledger(&all).map_err(|e| self.reject(e))?;
         self.charged = Some((all.len() - 1, entry));
-        Ok(LocalResult { delta: update.delta, examples: update.examples })
+        Ok(LocalResult { delta: update.delta, examples: update.examples, segment_report })
+    }
+}
+
+impl DeviceTrainer<'_> {
+    /// The segment report to send with the update, and the local epsilon it
+    /// spends: only when the round asks for one with the labels this device
+    /// reports, the user agreed, and the budget has room for a new one.
+    fn segment_report(
+        &self,
+        ins: &TrainInstruction,
+        entries: &[LedgerEntry],
+        terms: (f64, f64),
+        budget: f64,
+    ) -> std::result::Result<(Option<Vec<(String, ConfigValue)>>, f64), HearthError> {
+        let Some(ConfigValue::String(wanted)) = ins.config("segment-report-labels") else {
+            return Ok((None, 0.0));
+        };
+        let h = self.hearth;
+        let config = h.segment_config()?;
+        if config.report_labels().join(",") != *wanted {
+            info!("the round asks for segment labels this device does not report; none sent");
+            return Ok((None, 0.0));
+        }
+        let worst = h.epsilon_spent(entries, Some(terms), config.report_epsilon)?;
+        if worst > budget {
+            info!("no segment report this round: it could take the epsilon spent above the budget");
+            return Ok((None, 0.0));
+        }
+        match h.segment_report()? {
+            SegmentReportOutcome::NoConsent => Ok((None, 0.0)),
+            SegmentReportOutcome::Report { report } => Ok((
+                Some(vec![
+                    ("bits".into(), ConfigValue::Bytes(report.bits)),
+                    ("bit-epsilon".into(), ConfigValue::Double(report.bit_epsilon)),
+                ]),
+                report.epsilon_spent,
+            )),
+        }
     }
 }
 
@@ -537,7 +581,7 @@ impl Hearth {
     pub fn privacy_ledger(&self) -> std::result::Result<PrivacyLedger, HearthError> {
         shield(|| {
             let entries = self.ledger_entries()?;
-            let epsilon_spent = self.epsilon_spent(&entries, None)?;
+            let epsilon_spent = self.epsilon_spent(&entries, None, 0.0)?;
             Ok(PrivacyLedger {
                 entries,
                 epsilon_spent,
