@@ -801,9 +801,8 @@ impl Session {
         // Remembered before it is handed out: a report the app sends is
         // always one the device will repeat.
         self.store.put_state(MEMO_KEY, &serde_json::to_vec(&memos)?)?;
-        // LEDGER: record `report.epsilon_spent` (pure epsilon-LDP, delta 0)
-        // for this segment report in the privacy ledger, with the time and
-        // `report.labels.len()` bits; a repeated report spends 0.
+        // Sent in a federated round, its epsilon_spent goes in the privacy
+        // ledger with the update (federated/participation.rs).
         Ok(SegmentReportOutcome::Report { report })
     }
 }
