@@ -633,10 +633,12 @@ fn floats(t: &TValue) -> Result<Vec<f32>> {
     Ok(t.to_plain_array_view::<f32>().map_err(|e| Error::Internal(format!("output: {e}")))?.iter().copied().collect())
 }
 
+type ModelCache = Mutex<Vec<(String, Weak<Model>)>>;
+
 /// Verified models by manifest digest, so that every store of a process
 /// (and every reopen) shares one set of plans per package.
-fn cache() -> &'static Mutex<Vec<(String, Weak<Model>)>> {
-    static CACHE: OnceLock<Mutex<Vec<(String, Weak<Model>)>>> = OnceLock::new();
+fn cache() -> &'static ModelCache {
+    static CACHE: OnceLock<ModelCache> = OnceLock::new();
     CACHE.get_or_init(|| Mutex::new(Vec::new()))
 }
 

@@ -316,7 +316,7 @@ impl Store {
     // ----- rekey -----
 
     fn rekey_target(&self) -> Result<Option<u32>> {
-        Ok(meta_get(&self.conn, "rekey_to")?.map(|v| epoch_from(&v)).transpose()?)
+        meta_get(&self.conn, "rekey_to")?.map(|v| epoch_from(&v)).transpose()
     }
 
     /// Step 1 of re-sealing everything under a new data key wrapped by `new_root`.

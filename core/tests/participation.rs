@@ -449,7 +449,8 @@ fn the_node_key_is_kept_sealed_and_goes_with_delete_all() {
 fn bad_federated_settings_are_refused_at_open() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().to_str().unwrap();
-    let cases: Vec<(&str, Box<dyn Fn(&mut HearthConfig)>)> = vec![
+    type Tune = Box<dyn Fn(&mut HearthConfig)>;
+    let cases: Vec<(&str, Tune)> = vec![
         ("federated_epsilon_budget", Box::new(|c| c.federated_epsilon_budget = 0.0)),
         ("federated_epsilon_budget", Box::new(|c| c.federated_epsilon_budget = f64::NAN)),
         ("federated_delta", Box::new(|c| c.federated_delta = 0.5)),

@@ -49,7 +49,7 @@ fn nothing_personal_is_on_disk_in_clear() {
             b"2023-11-".to_vec(),
         ];
         // Every timestamp rendered as decimal text, by its stable prefix.
-        v.push(ts(0).to_string()[..6].as_bytes().to_vec());
+        v.push(ts(0).to_string().as_bytes()[..6].to_vec());
         v
     };
     let scan = |when: &str| {

@@ -116,7 +116,7 @@ impl RdpAccountant {
         if rdp.len() != accountant.orders.len() {
             return Err(AccountantError::Order(f64::NAN));
         }
-        if let Some(&bad) = rdp.iter().find(|r| !(**r >= 0.0)) {
+        if let Some(&bad) = rdp.iter().find(|r| r.is_nan() || **r < 0.0) {
             return Err(AccountantError::Order(bad));
         }
         accountant.rdp = rdp;

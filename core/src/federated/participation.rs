@@ -492,6 +492,9 @@ impl Trainer for DeviceTrainer<'_> {
     }
 }
 
+/// The items of a ConfigRecord.
+type ConfigItems = Vec<(String, ConfigValue)>;
+
 impl DeviceTrainer<'_> {
     /// The segment report to send with the update, and the local epsilon it
     /// spends: only when the round asks for one with the labels this device
@@ -502,7 +505,7 @@ impl DeviceTrainer<'_> {
         entries: &[LedgerEntry],
         terms: (f64, f64),
         budget: f64,
-    ) -> std::result::Result<(Option<Vec<(String, ConfigValue)>>, f64), HearthError> {
+    ) -> std::result::Result<(Option<ConfigItems>, f64), HearthError> {
         let Some(ConfigValue::String(wanted)) = ins.config("segment-report-labels") else {
             return Ok((None, 0.0));
         };
