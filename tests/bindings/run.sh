@@ -9,10 +9,13 @@
 #      (never into the repository);
 #   4. suite kotlin: kotlinc -Werror, then the JUnit tests on the JVM;
 #   5. suite kotlin-console: the Android demo's console twin
-#      (android-demo/console), kotlinc -Werror, run on the JVM;
+#      (android-demo/console) with the app's plain-Kotlin files it drives
+#      (android-demo/app/.../demo/model and .../demo/net), kotlinc -Werror,
+#      run on the JVM;
 #   6. suite swift: `swift test` (XCTest) in the Debian 13 chroot;
-#   7. suite swift-console: the iOS demo's console twin (ios-demo/console),
-#      `swift build` and run in the chroot;
+#   7. suite swift-console: the iOS demo's console twin (ios-demo/console)
+#      with the app's Foundation-only files it drives (ios-demo/App/Shared),
+#      as the package ios-demo/Package.swift: `swift build` and run in the chroot;
 #   8. suite coverage: every function, constructor, method, foreign-trait
 #      method and error variant the library exports must be used by the
 #      Kotlin tests and by the Swift tests, under its name in that language.
@@ -145,17 +148,23 @@ echo "--- kotlin"
 if suite_kotlin; then pass kotlin "$t"; else fail kotlin "$t"; fi
 
 # ---- kotlin-console: the Android demo's flow on the JVM (android-demo/console)
+# The console is compiled with the app's own plain-Kotlin files (no android.*
+# imports: the state holder DemoModel, the catalog, the HttpURLConnection
+# FleetTransport), so what the Compose app runs is compiled and run here too.
 suite_kotlin_console() {
     # shellcheck source=../toolchains/kotlin.sh
     . tests/toolchains/kotlin.sh || return 1
     kotlin_hearth_jar || return 1
-    local k="$out/kotlin" c="$out/kotlin-console" src=android-demo/console/src sources sig
+    local k="$out/kotlin" c="$out/kotlin-console" src sources sig
+    local app=android-demo/app/src/main/kotlin/org/hearth/demo
     mkdir -p "$c"
-    mapfile -t sources < <(find "$src" -name '*.kt' | sort)
-    [ ${#sources[@]} -gt 0 ] || { echo "no Kotlin sources in $src"; return 1; }
+    for src in android-demo/console/src "$app/model" "$app/net"; do
+        [ -n "$(find "$src" -name '*.kt' -print -quit)" ] || { echo "no Kotlin sources in $src"; return 1; }
+    done
+    mapfile -t sources < <(find android-demo/console/src "$app/model" "$app/net" -name '*.kt' | sort)
     sig="$( (cat "$k/hearth.sig" && echo "${sources[@]}" && cat "${sources[@]}") | sha256sum)"
     if [ ! -f "$c/console.jar" ] || [ "$(cat "$c/console.sig" 2>/dev/null)" != "$sig" ]; then
-        echo "kotlinc -Werror: $src"
+        echo "kotlinc -Werror: android-demo/console/src, $app/{model,net}"
         rm -f "$c/console.jar"
         "$KOTLINC" -Werror -cp "$k/hearth.jar:$JNA_JAR" "${sources[@]}" -d "$c/console.jar" || return 1
         echo "$sig" >"$c/console.sig"
@@ -215,24 +224,26 @@ suite_swift_console() {
     # shellcheck source=../toolchains/swift.sh
     . tests/toolchains/swift.sh || return 1
     local pkg="$out/swift-console" stage="$out/swift-console.stage"
-    # The repository's layout as the console's manifest expects it (it
-    # depends on ../../bindings/swift), with the generated sources and
-    # libhearth.so; only this directory is mounted, at /work. The build
-    # directory stays in $pkg/.build.
+    # The repository's layout as the demo's manifest (ios-demo/Package.swift)
+    # expects it (it depends on ../bindings/swift; its targets are the app's
+    # Foundation-only files in App/Shared and the console in console/Sources),
+    # with the generated sources and libhearth.so; only this directory is
+    # mounted, at /work. The build directory stays in $pkg/.build.
     rm -rf "$stage"
     mkdir -p "$stage/bindings/swift/Sources/Hearth" "$stage/bindings/swift/Sources/HearthFFI" \
-        "$stage/ios-demo/console" "$stage/lib"
+        "$stage/ios-demo/App" "$stage/ios-demo/console" "$stage/lib"
     cp bindings/swift/Package.swift "$stage/bindings/swift/"
     cp "$swift_gen" "$stage/bindings/swift/Sources/Hearth/Hearth.swift"
     cp "$out/gen/HearthFFI.h" "$stage/bindings/swift/Sources/HearthFFI/HearthFFI.h"
     cp "$out/gen/HearthFFI.modulemap" "$stage/bindings/swift/Sources/HearthFFI/module.modulemap"
-    cp ios-demo/console/Package.swift "$stage/ios-demo/console/"
+    cp ios-demo/Package.swift "$stage/ios-demo/"
+    cp -R ios-demo/App/Shared "$stage/ios-demo/App/Shared"
     cp -R ios-demo/console/Sources "$stage/ios-demo/console/Sources"
     cp "$lib" "$stage/lib/libhearth.so"
     mkdir -p "$pkg"
     for d in bindings ios-demo lib; do sync "$stage/$d" "$pkg/$d"; done
     rm -rf "$stage"
-    hearth_swift "$pkg" swift build --package-path /work/ios-demo/console --scratch-path /work/.build -j 2 \
+    hearth_swift "$pkg" swift build --package-path /work/ios-demo --scratch-path /work/.build -j 2 \
         -Xswiftc -warnings-as-errors \
         -Xlinker -L/work/lib -Xlinker -rpath -Xlinker /work/lib >"$pkg/build.log" 2>&1 || {
         cat "$pkg/build.log"

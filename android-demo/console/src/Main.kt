@@ -1,44 +1,57 @@
 // The Android demo's flow as a JVM console program: the same Hearth calls the
 // Compose app makes (home row with reasons, privacy screen, export, forget,
-// delete), printed instead of drawn. tests/bindings/run.sh (suite
-// kotlin-console) compiles it with kotlinc -Werror against the generated
-// bindings and runs it against libhearth.so; any failed check exits non-zero.
+// delete, a federated round over the app's HttpURLConnection transport),
+// printed instead of drawn. It drives the app's own plain-Kotlin files
+// (android-demo/app/src/main/kotlin/org/hearth/demo/model: DemoModel,
+// DEMO_CATALOG; .../net: HttpFleetTransport), which tests/bindings/run.sh
+// (suite kotlin-console) compiles with this file, with kotlinc -Werror,
+// against the generated bindings, and runs against libhearth.so; any failed
+// check exits non-zero.
 package org.hearth.console
 
-import org.hearth.CatalogItem
+import com.sun.net.httpserver.HttpExchange
+import com.sun.net.httpserver.HttpServer
 import org.hearth.DeviceClass
 import org.hearth.DeviceConditions
-import org.hearth.Diversity
 import org.hearth.Durability
 import org.hearth.Eligibility
 import org.hearth.Event
 import org.hearth.EventContext
 import org.hearth.EventKind
 import org.hearth.FallbackReason
-import org.hearth.Hearth
+import org.hearth.FederatedFailure
+import org.hearth.FleetTransport
 import org.hearth.HearthConfig
+import org.hearth.HearthException
+import org.hearth.HttpHeader
 import org.hearth.IneligibleReason
 import org.hearth.KeyProvider
-import org.hearth.RankContext
-import org.hearth.RankOptions
-import org.hearth.RankResult
+import org.hearth.ParticipationOutcome
 import org.hearth.Ranker
 import org.hearth.RecordOutcome
+import org.hearth.TransportFailure
+import org.hearth.demo.model.DEMO_CATALOG
+import org.hearth.demo.model.DemoModel
+import org.hearth.demo.model.HomeRow
+import org.hearth.demo.model.PrivacyState
+import org.hearth.demo.net.HttpFleetTransport
 import java.io.File
+import java.net.InetAddress
+import java.net.InetSocketAddress
+import java.net.ServerSocket
 import java.nio.file.Files
-import java.time.Year
-import java.time.ZoneOffset
+import java.util.Collections
+import java.util.concurrent.Executors
 import kotlin.system.exitProcess
 
 /**
- * The root key. On Android the app gets it from the Android Keystore: it keeps
- * a Keystore-bound AES key (setUserAuthenticationRequired as the app needs)
- * that wraps 32 random bytes stored in the app's no-backup files, and unwraps
- * them here; KeyPermanentlyInvalidatedException becomes KeyException.Invalidated,
- * a locked device KeyException.Unavailable. Here: a fixed key.
+ * The root key. On Android the app gets it from the Android Keystore
+ * (android-demo/app: KeystoreKeys, 32 random bytes wrapped by a non-exportable
+ * AES-GCM Keystore key); KeyPermanentlyInvalidatedException becomes
+ * KeyException.Invalidated. Here: a fixed key.
  */
-class DemoKeys : KeyProvider {
-    override fun rootKey(): ByteArray = ByteArray(32) { (0x40 + it).toByte() }
+class DemoKeys(private val first: Int = 0x40) : KeyProvider {
+    override fun rootKey(): ByteArray = ByteArray(32) { (first + it).toByte() }
 }
 
 class CheckFailed(message: String) : Exception(message)
@@ -47,54 +60,15 @@ fun verify(condition: Boolean, what: () -> String) {
     if (!condition) throw CheckFailed(what())
 }
 
-val THIS_YEAR: UShort = Year.now(ZoneOffset.UTC).value.toUShort()
-
-fun media(id: String, title: String, language: String, year: UShort, popularity: Double, vararg categories: String) =
-    CatalogItem(
-        id = id,
-        title = title,
-        categories = categories.toList(),
-        language = language,
-        durationMs = 5_400_000uL,
-        releaseYear = year,
-        popularity = popularity,
-        contentRating = "PG",
-    )
-
-/** What the app's backend would send down: twenty items, eight categories, three languages. */
-val CATALOG = listOf(
-    media("d1", "Harbor Lights", "en", 2019u, 40.0, "drama"),
-    media("d2", "Quiet Rooms", "en", 2021u, 30.0, "drama"),
-    media("d3", "Long Winter", "fr", 2018u, 20.0, "drama"),
-    media("d4", "The Glass Orchard", "en", THIS_YEAR, 31.0, "drama"),
-    media("d5", "Mar de Fondo", "es", 2016u, 21.0, "drama"),
-    media("m1", "Night Shift", "en", 2020u, 33.0, "drama", "crime"),
-    media("m2", "Cold Case Files", "en", 2022u, 26.0, "crime"),
-    media("c1", "Laugh Track", "en", 2019u, 35.0, "comedy"),
-    media("c2", "Office Hours", "fr", 2017u, 25.0, "comedy"),
-    media("c3", "Second Helpings", "en", THIS_YEAR, 12.0, "comedy"),
-    media("s1", "Goal Rush", "en", 2023u, 50.0, "sports"),
-    media("s2", "Final Lap", "en", 2021u, 15.0, "sports"),
-    media("n1", "Evening Brief", "en", 2024u, 10.0, "news"),
-    media("n2", "Le Journal", "fr", 2024u, 12.0, "news"),
-    media("h1", "Night Terror", "en", 2019u, 60.0, "horror"),
-    media("h2", "The Cellar", "en", 2016u, 45.0, "horror", "crime"),
-    media("k1", "Tiny Dragons", "en", 2020u, 22.0, "kids"),
-    media("k2", "Paper Boats", "fr", 2015u, 18.0, "kids"),
-    media("o1", "Deep Blue", "en", 2018u, 28.0, "documentary"),
-    media("o2", "Stone Age", "fr", 2014u, 16.0, "documentary"),
-)
-val BY_ID = CATALOG.associateBy { it.id }
-
 /** The TV in the living room, 9 pm, British English. */
 val TV_EVENING = EventContext(device = DeviceClass.TV, localHour = 21u, locale = "en-GB")
-val HOME = RankOptions(
-    context = RankContext(device = DeviceClass.TV, localHour = 21u, locale = "en-GB"),
-    diversity = Diversity.Mmr(lambda = 0.7),
-    limit = 8u,
-    explorationShare = 0.125, // one slot of eight
-    seed = 7uL, // fixed, so the printed row is the same on every run
-)
+val HOME = DemoModel.homeOptions(DeviceClass.TV, localHour = 21u, locale = "en-GB", limit = 8u, seed = 7uL)
+
+/** What the worker reports when WorkManager starts it: charging, on Wi-Fi, idle. */
+val READY = DeviceConditions(charging = true, unmeteredNetwork = true, idle = true)
+
+/** On Android the conditions come from the WorkManager constraints that started the worker. */
+val ON_THE_SOFA = DeviceConditions(charging = false, unmeteredNetwork = true, idle = false)
 
 fun event(itemId: String, kind: EventKind, minutesAgo: Long, now: Long) = Event(
     itemId = itemId,
@@ -105,70 +79,141 @@ fun event(itemId: String, kind: EventKind, minutesAgo: Long, now: Long) = Event(
     context = TV_EVENING,
 )
 
-fun title(id: String): String = BY_ID[id]?.title ?: id
-
-fun rankerLabel(r: RankResult): String = when (val ranker = r.ranker) {
-    is Ranker.Model -> "model v${ranker.version} (${ranker.digest.take(12)}), personalized=${r.personalized}"
-    is Ranker.Fallback -> "fallback (${ranker.why.name.lowercase()}), personalized=${r.personalized}"
-}
-
-fun printRow(heading: String, r: RankResult) {
+fun printRow(heading: String, row: HomeRow) {
     println(heading)
-    r.items.forEachIndexed { i, item -> println("${i + 1}. ${title(item.itemId)}  \u2014 ${item.reasonText}") }
-    println("ranker: ${rankerLabel(r)}; filtered out: ${r.filtered}")
+    row.tiles.forEachIndexed { i, t -> println("${i + 1}. ${t.title}  \u2014 ${t.reason}") }
+    println("ranker: ${row.rankerLabel}; filtered out: ${row.filtered}")
 }
 
 fun onOff(b: Boolean) = if (b) "on" else "off"
 
-/** What the privacy screen says about the next federated round. */
-fun describe(e: Eligibility): String = when (e) {
-    is Eligibility.Eligible -> "can take part when the app schedules it"
-    is Eligibility.NotEligible -> e.reasons.joinToString("; ") { r ->
-        when (r) {
-            is IneligibleReason.NotOptedIn -> "you have not opted in"
-            is IneligibleReason.NotCharging -> "waits for the charger"
-            is IneligibleReason.MeteredNetwork -> "waits for Wi-Fi"
-            is IneligibleReason.NotIdle -> "waits until the device is idle"
-            is IneligibleReason.TooFewNewExamples -> "waits for more viewing (${r.have} of ${r.need})"
-            is IneligibleReason.TooSoon -> "took part recently"
-            is IneligibleReason.BudgetSpent -> "privacy budget spent"
-        }
-    }
-}
-
-fun printPrivacy(h: Hearth) {
-    val s = h.settings()
+fun printPrivacy(p: PrivacyState) {
+    val s = p.settings
     println("Privacy screen")
     println("  personalization:   ${onOff(s.personalizationEnabled)}")
     println("  history paused:    ${onOff(s.historyPaused)}")
     println("  federated opt-in:  ${onOff(s.federatedOptIn)}")
     println("  blocked categories: ${s.blockedCategories.joinToString().ifEmpty { "none" }}")
-    println("  events held:       ${h.eventCount()}")
-    val ledger = h.privacyLedger()
+    println("  events held:       ${p.eventsHeld}")
     println(
-        "  federated uploads: ${ledger.entries.size}, epsilon spent %.2f of %.2f (delta %.0e)"
-            .format(ledger.epsilonSpent, ledger.epsilonBudget, ledger.delta),
+        "  federated uploads: ${p.ledger.entries.size}, epsilon spent %.2f of %.2f (delta %.0e)"
+            .format(p.ledger.epsilonSpent, p.ledger.epsilonBudget, p.ledger.delta),
     )
-    // On Android the conditions come from the WorkManager constraints that started the worker.
-    val onTheSofa = DeviceConditions(charging = false, unmeteredNetwork = true, idle = false)
-    val next = h.federatedEligibility(onTheSofa)
-    println("  next round:        ${describe(next)}")
+    println("  next round:        ${p.nextRoundText}")
+}
+
+fun checkPrivacyOnTheSofa(p: PrivacyState) {
+    val next = p.nextRound
     verify(next is Eligibility.NotEligible && IneligibleReason.NotCharging in next.reasons) { "eligible while not charging" }
-    verify(ledger.entries.isEmpty() && ledger.epsilonSpent == 0.0) { "an upload nobody made is in the ledger" }
+    verify(p.ledger.entries.isEmpty() && p.ledger.epsilonSpent == 0.0) { "an upload nobody made is in the ledger" }
+}
+
+/**
+ * A stand-in coordinator on 127.0.0.1 for the HttpURLConnection transport:
+ * /echo returns the body, /status answers 503, /big 4 KiB, /slow answers
+ * after 1.5 s; /v1/fleet/... (Hearth's Fleet API calls) answers 403, as a
+ * SuperLink refusing an unknown node would.
+ */
+class LocalServer : AutoCloseable {
+    private val server = HttpServer.create(InetSocketAddress(InetAddress.getLoopbackAddress(), 0), 0)
+    private val pool = Executors.newCachedThreadPool()
+    val fleetRequests: MutableList<Pair<String, Map<String, String>>> = Collections.synchronizedList(mutableListOf())
+    val url: String get() = "http://127.0.0.1:${server.address.port}"
+
+    init {
+        fun reply(x: HttpExchange, code: Int, body: ByteArray) {
+            x.sendResponseHeaders(code, if (body.isEmpty()) -1 else body.size.toLong())
+            if (body.isNotEmpty()) x.responseBody.use { it.write(body) }
+            x.close()
+        }
+        server.createContext("/echo") { x ->
+            val body = x.requestBody.use { it.readBytes() }
+            val ok = x.requestMethod == "POST" &&
+                x.requestHeaders.getFirst("content-type") == "application/protobuf" &&
+                x.requestHeaders.getFirst("x-demo") == "1"
+            reply(x, if (ok) 200 else 400, body)
+        }
+        server.createContext("/status") { x -> reply(x, 503, "busy".toByteArray()) }
+        server.createContext("/big") { x -> reply(x, 200, ByteArray(4096)) }
+        server.createContext("/slow") { x ->
+            Thread.sleep(1500)
+            reply(x, 200, ByteArray(1))
+        }
+        server.createContext("/v1/fleet/") { x ->
+            x.requestBody.use { it.readBytes() }
+            fleetRequests.add(x.requestURI.path to x.requestHeaders.mapValues { it.value.joinToString() }.mapKeys { it.key.lowercase() })
+            reply(x, 403, ByteArray(0))
+        }
+        server.executor = pool
+        server.start()
+    }
+
+    override fun close() {
+        server.stop(0)
+        pool.shutdownNow()
+    }
+}
+
+/** Hearth's calls through [inner], with the headers Hearth asked for. */
+class Recording(private val inner: FleetTransport) : FleetTransport {
+    val headerNames: MutableSet<String> = Collections.synchronizedSet(mutableSetOf())
+    override fun post(path: String, headers: List<HttpHeader>, body: ByteArray, timeoutMs: ULong): ByteArray {
+        headers.forEach { headerNames.add(it.name.lowercase()) }
+        return inner.post(path, headers, body, timeoutMs)
+    }
+}
+
+inline fun <reified T : Throwable> failure(block: () -> Unit): T? =
+    try {
+        block()
+        null
+    } catch (e: Throwable) {
+        e as? T ?: throw e
+    }
+
+fun checkTransport(server: LocalServer) {
+    val transport = HttpFleetTransport(server.url, maxReplyBytes = 1024, allowCleartext = true)
+    val body = byteArrayOf(8, 1, 18, 3, 0x61, 0x62, 0x63)
+    val echoed = transport.post("/echo", listOf(HttpHeader("x-demo", "1")), body, 5_000uL)
+    val status = failure<TransportFailure.Status> { transport.post("/status", emptyList(), body, 5_000uL) }
+    val tooLarge = failure<TransportFailure.TooLarge> { transport.post("/big", emptyList(), body, 5_000uL) }
+    val timeout = failure<TransportFailure.Timeout> { transport.post("/slow", emptyList(), body, 300uL) }
+    val closedPort = ServerSocket(0, 1, InetAddress.getLoopbackAddress()).use { it.localPort }
+    val io = failure<TransportFailure.Io> {
+        HttpFleetTransport("http://127.0.0.1:$closedPort", allowCleartext = true).post("/echo", emptyList(), body, 5_000uL)
+    }
+    val cleartext = failure<IllegalArgumentException> { HttpFleetTransport(server.url) }
+    println(
+        "transport (HttpURLConnection, local server): echo ${if (echoed.contentEquals(body)) "ok" else "WRONG"}, " +
+            "503 -> Status(${status?.code}), 4 KiB reply -> ${if (tooLarge != null) "TooLarge" else "accepted"}, " +
+            "slow reply -> ${if (timeout != null) "Timeout" else "waited"}, closed port -> ${if (io != null) "Io" else "connected"}, " +
+            "http:// -> ${if (cleartext != null) "refused" else "accepted"}",
+    )
+    verify(echoed.contentEquals(body)) { "the echo came back different" }
+    verify(status?.code == 503.toUShort()) { "503 was not Status(503)" }
+    verify(tooLarge != null) { "a 4 KiB reply passed a 1 KiB bound" }
+    verify(timeout != null) { "a reply after 1.5 s passed a 300 ms timeout" }
+    verify(io != null) { "a closed port was not an Io failure" }
+    verify(cleartext != null) { "an http:// coordinator was accepted without allowCleartext" }
 }
 
 fun run(dir: File) {
     val now = System.currentTimeMillis()
     // On Android: HearthConfig(dataDir = File(context.noBackupFilesDir, "hearth").path, ...),
     // and every call below from Dispatchers.IO, never the main thread.
-    Hearth.open(HearthConfig(dataDir = dir.path, durability = Durability.NORMAL), DemoKeys()).use { h ->
+    val config = HearthConfig(dataDir = dir.path, durability = Durability.NORMAL)
+    val opened = DemoModel.openOrReset(config, DemoKeys())
+    verify(!opened.wasReset) { "a new store was reset" }
+    opened.hearth.use { h ->
+        val m = DemoModel(h)
         val model = h.modelInfo()
         println("Hearth console twin (Kotlin/JVM) \u2014 store in ${dir.path}")
         println("model: ${model?.let { "${it.name} v${it.version}${if (it.builtin) ", built in" else ""}" } ?: "none"}")
         verify(model != null) { "no model package verified" }
 
-        h.upsertCatalog(CATALOG)
-        verify(h.catalogSize() == CATALOG.size.toULong()) { "catalog holds ${h.catalogSize()} items" }
+        verify(m.seedCatalogIfEmpty()) { "the new store's catalog was not empty" }
+        verify(!m.seedCatalogIfEmpty()) { "the catalog was seeded twice" }
+        verify(h.catalogSize() == DEMO_CATALOG.size.toULong()) { "catalog holds ${h.catalogSize()} items" }
         val history = listOf(
             event("d1", EventKind.PLAY, 3 * 24 * 60, now),
             event("d1", EventKind.COMPLETE, 3 * 24 * 60 - 90, now),
@@ -190,9 +235,12 @@ fun run(dir: File) {
 
         // ---- the home row
         val home = h.rankCatalog(HOME)
-        printRow("Home row \u2014 for you", home)
+        val row = m.homeRow(home)
+        printRow("Home row \u2014 ${row.notPersonalizedLabel ?: "for you"}", row)
         val ids = home.items.map { it.itemId }
-        verify(home.ranker is Ranker.Model && home.personalized) { "home row not personalized: ${home.ranker}" }
+        verify(home.ranker is Ranker.Model && home.personalized && row.notPersonalizedLabel == null) {
+            "home row not personalized: ${home.ranker}"
+        }
         verify(home.items.size == 8) { "home row has ${home.items.size} items" }
         verify(ids.distinct() == ids) { "an item twice in $ids" }
         verify(home.items.all { it.reasonText.isNotBlank() }) { "an item without a reason" }
@@ -200,67 +248,128 @@ fun run(dir: File) {
         verify(!home.items.first().explored) { "the first slot is an exploration slot" }
         verify("s2" !in ids) { "the disliked item is in the row" }
         verify("d1" !in ids && "o1" !in ids) { "a completed item is in the row" }
-        verify(h.rankCatalog(HOME) == home) { "same seed, another row" }
+        verify(m.home(HOME) == row) { "same seed, another row" }
         println()
 
         // ---- the privacy screen
-        printPrivacy(h)
-        val defaults = h.settings()
+        val privacy = m.privacy(ON_THE_SOFA)
+        printPrivacy(privacy)
+        checkPrivacyOnTheSofa(privacy)
+        val defaults = privacy.settings
         verify(defaults.personalizationEnabled && !defaults.historyPaused && !defaults.federatedOptIn) {
             "unexpected defaults: $defaults"
         }
         verify(defaults.blockedCategories.isEmpty()) { "categories blocked by default" }
+        verify(privacy.categories.size == 8) { "${privacy.categories.size} categories to block" }
+        verify(privacy.watched.map { it.itemId }.toSet() == history.map { it.itemId }.toSet()) { "watched: ${privacy.watched}" }
         println()
 
         // ---- personalization off: the labelled fallback
-        h.setPersonalization(false)
+        m.setPersonalization(false)
         verify(!h.settings().personalizationEnabled) { "personalization still on" }
-        val fallback = h.rankCatalog(HOME)
-        printRow("Home row \u2014 NOT PERSONALIZED (personalization is off: popular items)", fallback)
-        verify(fallback.ranker == Ranker.Fallback(FallbackReason.PERSONALIZATION_OFF)) { "ranker ${fallback.ranker}" }
+        val fallback = m.home(HOME)
+        printRow("Home row \u2014 ${fallback.notPersonalizedLabel}", fallback)
+        verify(fallback.notPersonalizedLabel == "NOT PERSONALIZED (personalization is off: popular items)") {
+            "label ${fallback.notPersonalizedLabel}"
+        }
+        verify(h.rankCatalog(HOME).ranker == Ranker.Fallback(FallbackReason.PERSONALIZATION_OFF)) { "ranker ${fallback.rankerLabel}" }
         verify(!fallback.personalized) { "fallback row says personalized" }
-        verify(fallback.items.isNotEmpty() && fallback.items.all { it.reasonText.isNotBlank() }) { "empty fallback row" }
-        verify(fallback.items.none { it.itemId == "s2" }) { "the disliked item is in the fallback row" }
-        h.setPersonalization(true)
+        verify(fallback.tiles.isNotEmpty() && fallback.tiles.all { it.reason.isNotBlank() }) { "empty fallback row" }
+        verify(fallback.tiles.none { it.itemId == "s2" }) { "the disliked item is in the fallback row" }
+        m.setPersonalization(true)
         verify(h.settings().personalizationEnabled) { "personalization still off" }
         println()
 
         // ---- block a category of the top item
-        val blocked = BY_ID.getValue(ids.first()).categories.first()
-        verify(home.items.any { blocked in BY_ID.getValue(it.itemId).categories }) { "nothing to block" }
-        h.setBlockedCategories(listOf(blocked))
+        val blocked = m.categoriesOf(ids.first()).first()
+        verify(home.items.any { blocked in m.categoriesOf(it.itemId) }) { "nothing to block" }
+        m.setBlocked(blocked, true)
+        m.setBlocked(blocked, true)
         verify(h.settings().blockedCategories == listOf(blocked)) { "blocked: ${h.settings().blockedCategories}" }
-        val without = h.rankCatalog(HOME)
-        val gone = home.items.map { it.itemId }.filter { blocked in BY_ID.getValue(it).categories }
-        printRow("Home row \u2014 with \"$blocked\" blocked (gone: ${gone.joinToString { title(it) }})", without)
-        verify(without.ranker is Ranker.Model) { "ranker ${without.ranker}" }
-        verify(without.items.isNotEmpty()) { "empty row after blocking" }
-        verify(without.items.none { blocked in BY_ID.getValue(it.itemId).categories }) { "a $blocked item is still ranked" }
+        val without = m.home(HOME)
+        val gone = ids.filter { blocked in m.categoriesOf(it) }
+        printRow("Home row \u2014 with \"$blocked\" blocked (gone: ${gone.joinToString { m.title(it) }})", without)
+        verify(without.personalized) { "ranker ${without.rankerLabel}" }
+        verify(without.tiles.isNotEmpty()) { "empty row after blocking" }
+        verify(without.tiles.none { blocked in m.categoriesOf(it.itemId) }) { "a $blocked item is still ranked" }
         println()
-        printPrivacy(h)
+        val privacyBlocked = m.privacy(ON_THE_SOFA)
+        printPrivacy(privacyBlocked)
+        checkPrivacyOnTheSofa(privacyBlocked)
         println()
 
+        // ---- history paused: a tap on a tile stores nothing
+        m.setHistoryPaused(true)
+        val paused = m.watch("d2", TV_EVENING, now)
+        m.setHistoryPaused(false)
+        verify(paused is RecordOutcome.Paused) { "recorded while paused: $paused" }
+        verify(h.eventCount() == history.size.toULong()) { "an event was stored while history was paused" }
+
         // ---- export, forget one item, delete all
-        val json = h.exportJson()
+        val json = m.exportJson()
         val exportedEvents = Regex("\"kind\"\\s*:").findAll(json).count()
         println("export: ${json.toByteArray(Charsets.UTF_8).size} bytes of JSON, $exportedEvents events")
         verify(json.contains("\"hearth.export\"")) { "not an export document" }
         verify(exportedEvents.toULong() == h.eventCount()) { "export has $exportedEvents events, store ${h.eventCount()}" }
 
         val before = h.eventCount()
-        val forgotten = h.forgetItem("d1")
-        println("forget \"${title("d1")}\": $forgotten events deleted, $before -> ${h.eventCount()}")
+        val forgotten = m.forget("d1")
+        println("forget \"${m.title("d1")}\": $forgotten events deleted, $before -> ${h.eventCount()}")
         verify(forgotten == 2uL) { "forgot $forgotten events" }
         verify(h.eventCount() == before - forgotten) { "${h.eventCount()} events after forgetting" }
         verify(h.recentEvents(100u).none { it.itemId == "d1" }) { "an event of the forgotten item is left" }
+        verify(m.privacy(ON_THE_SOFA).watched.none { it.itemId == "d1" }) { "the forgotten item is still listed" }
 
         val beforeDelete = h.eventCount()
-        h.deleteAll()
+        m.deleteAll()
         println("delete all: events $beforeDelete -> ${h.eventCount()}, catalog ${h.catalogSize()} items")
         verify(h.eventCount() == 0uL) { "${h.eventCount()} events after delete all" }
         verify(h.catalogSize() == 0uL) { "${h.catalogSize()} catalog items after delete all" }
         verify(h.settings().blockedCategories.isEmpty()) { "settings survived delete all" }
         verify(h.integrityCheck() == "ok") { "integrity check after delete all" }
+        println()
+
+        // ---- the federated worker's call, over the app's HttpURLConnection transport
+        LocalServer().use { server ->
+            checkTransport(server)
+            verify(m.seedCatalogIfEmpty()) { "the catalog was not seeded again after delete all" }
+            val transport = Recording(HttpFleetTransport(server.url, allowCleartext = true))
+            val notOptedIn = m.participate(transport, READY)
+            println("participate, not opted in: ${DemoModel.describe(notOptedIn)}")
+            verify(notOptedIn == ParticipationOutcome.NotEligible(listOf(IneligibleReason.NotOptedIn, IneligibleReason.TooFewNewExamples(0u, 10u)))) {
+                "outcome $notOptedIn"
+            }
+            verify(server.fleetRequests.isEmpty()) { "the coordinator was contacted without consent" }
+
+            m.setFederatedOptIn(true)
+            val plays = DEMO_CATALOG.take(12).mapIndexed { i, item -> event(item.id, EventKind.PLAY, 60L - i, now) }
+            verify(h.recordBatch(plays) == RecordOutcome.Stored(plays.size.toUInt())) { "recordBatch did not store ${plays.size}" }
+            val ready = m.privacy(READY)
+            println("opted in, ${ready.eventsHeld} plays, charging on Wi-Fi: next round ${ready.nextRoundText}")
+            verify(ready.nextRound == Eligibility.Eligible) { "not eligible: ${ready.nextRoundText}" }
+
+            val refused = failure<HearthException.Federated> { m.participate(transport, READY) }
+            val paths = server.fleetRequests.map { it.first }.distinct()
+            val headersArrived = server.fleetRequests.all { (_, got) -> transport.headerNames.all { it in got } }
+            val ledger = m.privacy(READY).ledger
+            println(
+                "participate via HttpURLConnection, coordinator answers 403: ${refused?.kind ?: "no error"} " +
+                    "after ${server.fleetRequests.size} request(s) to ${paths.joinToString()}; uploads in the ledger: ${ledger.entries.size}",
+            )
+            verify(refused?.kind == FederatedFailure.REJECTED) { "outcome ${refused?.message}" }
+            verify(paths.isNotEmpty() && paths.all { it.startsWith("/v1/fleet/") }) { "requests to $paths" }
+            verify(server.fleetRequests.all { it.second["content-type"] == "application/protobuf" }) { "a request without content-type" }
+            verify(transport.headerNames.isNotEmpty() && headersArrived) { "Hearth's headers ${transport.headerNames} did not all arrive" }
+            verify(ledger.entries.isEmpty() && ledger.epsilonSpent == 0.0) { "an upload is in the ledger after a refusal" }
+        }
+    }
+
+    // ---- the key is lost (Keystore invalidated it): the store is reset, not left unopenable
+    val reopened = DemoModel.openOrReset(config, DemoKeys(first = 0x10))
+    reopened.hearth.use { h ->
+        println("opened with another key: ${if (reopened.wasReset) "old store destroyed, new one opened" else "opened"}; events ${h.eventCount()}")
+        verify(reopened.wasReset) { "a store opened with the wrong key" }
+        verify(h.eventCount() == 0uL && h.catalogSize() == 0uL) { "the reset store is not empty" }
     }
 }
 

@@ -1,18 +1,27 @@
 // The iOS demo's flow as a console program: the same Hearth calls the SwiftUI
-// app makes (home row with reasons, privacy screen, export, forget, delete),
-// printed instead of drawn. tests/bindings/run.sh (suite swift-console) builds
-// it in the Swift chroot against the generated bindings and runs it against
-// libhearth.so; any failed check exits non-zero.
+// app makes (home row with reasons, privacy screen, export, forget, delete, a
+// federated round over the app's URLSession transport), printed instead of
+// drawn. It drives the app's own Foundation-only files (ios-demo/App/Shared:
+// DemoModel, demoCatalog, URLSessionFleetTransport, as the HearthDemoKit
+// target of ../../Package.swift). tests/bindings/run.sh (suite swift-console)
+// builds it in the Swift chroot against the generated bindings and runs it
+// against libhearth.so; any failed check exits non-zero.
 import Foundation
 import Hearth
+import HearthDemoKit
 
-/// The root key. On iOS the app gets it from the Keychain: 32 random bytes
-/// stored once as a generic password with kSecAttrAccessibleAfterFirstUnlockThisDeviceOnly
-/// (never synced, never in backups), read back here; errSecInteractionNotAllowed
-/// (device locked) becomes KeyError.Unavailable, a missing item after an earlier
-/// store existed KeyError.Invalidated. Here: a fixed key.
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// The root key. On iOS the app gets it from the Keychain (ios-demo/App:
+/// KeychainKeys, 32 random bytes stored as a generic password with
+/// kSecAttrAccessibleAfterFirstUnlockThisDeviceOnly); errSecInteractionNotAllowed
+/// (device locked) becomes KeyError.Unavailable. Here: a fixed key.
 final class DemoKeys: KeyProvider {
-    func rootKey() throws -> Data { Data((0..<32).map { UInt8(0x40 + $0) }) }
+    let first: UInt8
+    init(first: UInt8 = 0x40) { self.first = first }
+    func rootKey() throws -> Data { Data((0..<32).map { first + UInt8($0) }) }
 }
 
 struct CheckFailed: Error {
@@ -23,54 +32,14 @@ func verify(_ condition: Bool, _ what: @autoclosure () throws -> String) throws 
     if !condition { throw CheckFailed(message: try what()) }
 }
 
-let thisYear: UInt16 = {
-    var calendar = Calendar(identifier: .gregorian)
-    calendar.timeZone = TimeZone(identifier: "UTC")!
-    return UInt16(calendar.component(.year, from: Date()))
-}()
-
-func media(
-    _ id: String, _ title: String, _ language: String, _ year: UInt16, _ popularity: Double, _ categories: [String]
-) -> CatalogItem {
-    CatalogItem(
-        id: id, title: title, categories: categories, language: language, durationMs: 5_400_000, releaseYear: year,
-        popularity: popularity, contentRating: "PG")
-}
-
-/// What the app's backend would send down: twenty items, eight categories, three languages.
-let catalog = [
-    media("d1", "Harbor Lights", "en", 2019, 40, ["drama"]),
-    media("d2", "Quiet Rooms", "en", 2021, 30, ["drama"]),
-    media("d3", "Long Winter", "fr", 2018, 20, ["drama"]),
-    media("d4", "The Glass Orchard", "en", thisYear, 31, ["drama"]),
-    media("d5", "Mar de Fondo", "es", 2016, 21, ["drama"]),
-    media("m1", "Night Shift", "en", 2020, 33, ["drama", "crime"]),
-    media("m2", "Cold Case Files", "en", 2022, 26, ["crime"]),
-    media("c1", "Laugh Track", "en", 2019, 35, ["comedy"]),
-    media("c2", "Office Hours", "fr", 2017, 25, ["comedy"]),
-    media("c3", "Second Helpings", "en", thisYear, 12, ["comedy"]),
-    media("s1", "Goal Rush", "en", 2023, 50, ["sports"]),
-    media("s2", "Final Lap", "en", 2021, 15, ["sports"]),
-    media("n1", "Evening Brief", "en", 2024, 10, ["news"]),
-    media("n2", "Le Journal", "fr", 2024, 12, ["news"]),
-    media("h1", "Night Terror", "en", 2019, 60, ["horror"]),
-    media("h2", "The Cellar", "en", 2016, 45, ["horror", "crime"]),
-    media("k1", "Tiny Dragons", "en", 2020, 22, ["kids"]),
-    media("k2", "Paper Boats", "fr", 2015, 18, ["kids"]),
-    media("o1", "Deep Blue", "en", 2018, 28, ["documentary"]),
-    media("o2", "Stone Age", "fr", 2014, 16, ["documentary"]),
-]
-let byId = Dictionary(uniqueKeysWithValues: catalog.map { ($0.id, $0) })
-
 /// The TV in the living room, 9 pm, British English.
 let tvEvening = EventContext(device: .tv, localHour: 21, locale: "en-GB")
-let home = RankOptions(
-    context: RankContext(device: .tv, localHour: 21, locale: "en-GB"),
-    diversity: .mmr(lambda: 0.7),
-    limit: 8,
-    explorationShare: 0.125,  // one slot of eight
-    seed: 7  // fixed, so the printed row is the same on every run
-)
+let home = DemoModel.homeOptions(device: .tv, localHour: 21, locale: "en-GB", limit: 8, seed: 7)
+
+/// What the BGProcessingTask reports when iOS starts it: on power, on Wi-Fi, idle.
+let ready = DeviceConditions(charging: true, unmeteredNetwork: true, idle: true)
+/// On iOS the conditions come from the BGProcessingTask's requirements and NWPathMonitor.
+let onTheSofa = DeviceConditions(charging: false, unmeteredNetwork: true, idle: false)
 
 func event(_ itemId: String, _ kind: EventKind, minutesAgo: Int64, now: Int64) -> Event {
     Event(
@@ -78,94 +47,203 @@ func event(_ itemId: String, _ kind: EventKind, minutesAgo: Int64, now: Int64) -
         positionMs: kind == .complete ? 5_400_000 : 600_000, durationMs: 5_400_000, context: tvEvening)
 }
 
-func title(_ id: String) -> String { byId[id]?.title ?? id }
-
-func categories(_ id: String) -> [String] { byId[id]?.categories ?? [] }
-
-func rankerLabel(_ r: RankResult) -> String {
-    switch r.ranker {
-    case .model(let version, let digest):
-        return "model v\(version) (\(digest.prefix(12))), personalized=\(r.personalized)"
-    case .fallback(let why):
-        let name: String
-        switch why {
-        case .personalizationOff: name = "personalization_off"
-        case .noModel: name = "no_model"
-        case .modelFailed: name = "model_failed"
-        }
-        return "fallback (\(name)), personalized=\(r.personalized)"
-    }
-}
-
-func printRow(_ heading: String, _ r: RankResult) {
+func printRow(_ heading: String, _ row: HomeRow) {
     print(heading)
-    for (i, item) in r.items.enumerated() {
-        print("\(i + 1). \(title(item.itemId))  \u{2014} \(item.reasonText)")
+    for (i, tile) in row.tiles.enumerated() {
+        print("\(i + 1). \(tile.title)  \u{2014} \(tile.reason)")
     }
-    print("ranker: \(rankerLabel(r)); filtered out: \(r.filtered)")
+    print("ranker: \(row.rankerLabel); filtered out: \(row.filtered)")
 }
 
 func onOff(_ b: Bool) -> String { b ? "on" : "off" }
 
-/// What the privacy screen says about the next federated round.
-func describe(_ e: Eligibility) -> String {
-    switch e {
-    case .eligible: return "can take part when the app schedules it"
-    case .notEligible(let reasons):
-        return reasons.map { r -> String in
-            switch r {
-            case .notOptedIn: return "you have not opted in"
-            case .notCharging: return "waits for the charger"
-            case .meteredNetwork: return "waits for Wi-Fi"
-            case .notIdle: return "waits until the device is idle"
-            case .tooFewNewExamples(let have, let need): return "waits for more viewing (\(have) of \(need))"
-            case .tooSoon: return "took part recently"
-            case .budgetSpent: return "privacy budget spent"
-            }
-        }.joined(separator: "; ")
-    }
-}
-
-func printPrivacy(_ h: Hearth) throws {
-    let s = try h.settings()
+func printPrivacy(_ p: PrivacyState) {
+    let s = p.settings
     print("Privacy screen")
     print("  personalization:   \(onOff(s.personalizationEnabled))")
     print("  history paused:    \(onOff(s.historyPaused))")
     print("  federated opt-in:  \(onOff(s.federatedOptIn))")
     print("  blocked categories: \(s.blockedCategories.isEmpty ? "none" : s.blockedCategories.joined(separator: ", "))")
-    print("  events held:       \(try h.eventCount())")
-    let ledger = try h.privacyLedger()
+    print("  events held:       \(p.eventsHeld)")
     print(
-        "  federated uploads: \(ledger.entries.count), epsilon spent "
-            + String(format: "%.2f of %.2f (delta %.0e)", ledger.epsilonSpent, ledger.epsilonBudget, ledger.delta))
-    // On iOS the conditions come from the BGProcessingTask's requirements and ProcessInfo.
-    let onTheSofa = DeviceConditions(charging: false, unmeteredNetwork: true, idle: false)
-    let next = try h.federatedEligibility(conditions: onTheSofa)
-    print("  next round:        \(describe(next))")
-    guard case .notEligible(let reasons) = next, reasons.contains(.notCharging) else {
-        throw CheckFailed(message: "eligible while not charging")
-    }
-    try verify(ledger.entries.isEmpty && ledger.epsilonSpent == 0, "an upload nobody made is in the ledger")
+        "  federated uploads: \(p.ledger.entries.count), epsilon spent "
+            + String(format: "%.2f of %.2f (delta %.0e)", p.ledger.epsilonSpent, p.ledger.epsilonBudget, p.ledger.delta))
+    print("  next round:        \(p.nextRoundText)")
 }
 
-func isModel(_ ranker: Ranker) -> Bool {
-    if case .model = ranker { return true }
-    return false
+func checkPrivacyOnTheSofa(_ p: PrivacyState) throws {
+    guard case .notEligible(let reasons) = p.nextRound, reasons.contains(.notCharging) else {
+        throw CheckFailed(message: "eligible while not charging")
+    }
+    try verify(p.ledger.entries.isEmpty && p.ledger.epsilonSpent == 0, "an upload nobody made is in the ledger")
+}
+
+/// A stand-in coordinator on 127.0.0.1 for the URLSession transport, one
+/// connection at a time: /echo returns the body, /status answers 503, /big
+/// 4 KiB, /slow answers after 1.5 s; /v1/fleet/... (Hearth's Fleet API
+/// calls) answers 403, as a SuperLink refusing an unknown node would.
+final class LocalServer: @unchecked Sendable {
+    private let listener: Int32
+    let port: UInt16
+    private let lock = NSLock()
+    private var requests: [(path: String, headers: [String: String])] = []
+
+    var url: URL { URL(string: "http://127.0.0.1:\(port)")! }
+
+    var fleetRequests: [(path: String, headers: [String: String])] {
+        lock.lock()
+        defer { lock.unlock() }
+        return requests.filter { $0.path.hasPrefix("/v1/fleet/") }
+    }
+
+    init() throws {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+        var size = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let bound = withUnsafeMutablePointer(to: &addr) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { p in
+                bind(fd, p, size) == 0 && listen(fd, 16) == 0 && getsockname(fd, p, &size) == 0
+            }
+        }
+        guard fd >= 0, bound else { throw CheckFailed(message: "no local server") }
+        listener = fd
+        port = UInt16(bigEndian: addr.sin_port)
+        Thread { [self] in
+            while true {
+                let connection = accept(listener, nil, nil)
+                if connection < 0 { return }
+                handle(connection)
+                close(connection)
+            }
+        }.start()
+    }
+
+    func stop() { shutdown(listener, Int32(SHUT_RDWR)) }
+
+    private func handle(_ connection: Int32) {
+        var received = [UInt8]()
+        var chunk = [UInt8](repeating: 0, count: 16 * 1024)
+        let separator: [UInt8] = Array("\r\n\r\n".utf8)
+        var headerEnd: Int?
+        var contentLength = 0
+        var path = ""
+        var headers: [String: String] = [:]
+        while headerEnd == nil || received.count < headerEnd! + contentLength {
+            let n = recv(connection, &chunk, chunk.count, 0)
+            if n <= 0 { return }
+            received.append(contentsOf: chunk[0..<n])
+            if headerEnd == nil, let range = received.firstRange(of: separator) {
+                headerEnd = range.upperBound
+                let lines = String(decoding: received[0..<range.lowerBound], as: UTF8.self).components(separatedBy: "\r\n")
+                path = lines.first?.split(separator: " ").dropFirst().first.map(String.init) ?? ""
+                for line in lines.dropFirst() {
+                    guard let colon = line.firstIndex(of: ":") else { continue }
+                    let name = line[..<colon].lowercased()
+                    headers[name] = line[line.index(after: colon)...].trimmingCharacters(in: .whitespaces)
+                }
+                contentLength = Int(headers["content-length"] ?? "0") ?? 0
+            }
+        }
+        let body = Array(received[headerEnd!...])
+        lock.lock()
+        requests.append((path, headers))
+        lock.unlock()
+        let (status, reply): (String, [UInt8])
+        switch path {
+        case "/echo":
+            let ok = headers["content-type"] == "application/protobuf" && headers["x-demo"] == "1"
+            (status, reply) = ok ? ("200 OK", body) : ("400 Bad Request", [])
+        case "/status": (status, reply) = ("503 Service Unavailable", Array("busy".utf8))
+        case "/big": (status, reply) = ("200 OK", [UInt8](repeating: 0, count: 4096))
+        case "/slow":
+            Thread.sleep(forTimeInterval: 1.5)
+            (status, reply) = ("200 OK", [0])
+        default: (status, reply) = ("403 Forbidden", [])
+        }
+        let head = "HTTP/1.1 \(status)\r\ncontent-length: \(reply.count)\r\nconnection: close\r\n\r\n"
+        let bytes = Array(head.utf8) + reply
+        _ = bytes.withUnsafeBytes { send(connection, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+    }
+}
+
+/// Hearth's calls through `inner`, with the headers Hearth asked for.
+final class Recording: FleetTransport, @unchecked Sendable {
+    private let inner: FleetTransport
+    private let lock = NSLock()
+    private var names = Set<String>()
+    init(_ inner: FleetTransport) { self.inner = inner }
+
+    var headerNames: Set<String> {
+        lock.lock()
+        defer { lock.unlock() }
+        return names
+    }
+
+    func post(path: String, headers: [HttpHeader], body: Data, timeoutMs: UInt64) throws -> Data {
+        lock.lock()
+        names.formUnion(headers.map { $0.name.lowercased() })
+        lock.unlock()
+        return try inner.post(path: path, headers: headers, body: body, timeoutMs: timeoutMs)
+    }
+}
+
+func failure(_ block: () throws -> Data) -> TransportFailure? {
+    do {
+        _ = try block()
+        return nil
+    } catch let failure as TransportFailure {
+        return failure
+    } catch {
+        return .Io(reason: "not a TransportFailure: \(error)")
+    }
+}
+
+func checkTransport(_ server: LocalServer) throws {
+    guard let transport = URLSessionFleetTransport(baseURL: server.url, maxReplyBytes: 1024, allowCleartext: true) else {
+        throw CheckFailed(message: "no transport for \(server.url)")
+    }
+    let body = Data([8, 1, 18, 3, 0x61, 0x62, 0x63])
+    let echoed = try transport.post(path: "/echo", headers: [HttpHeader(name: "x-demo", value: "1")], body: body, timeoutMs: 5_000)
+    let status = failure { try transport.post(path: "/status", headers: [], body: body, timeoutMs: 5_000) }
+    let tooLarge = failure { try transport.post(path: "/big", headers: [], body: body, timeoutMs: 5_000) }
+    let timeout = failure { try transport.post(path: "/slow", headers: [], body: body, timeoutMs: 300) }
+    let closed = URLSessionFleetTransport(baseURL: URL(string: "http://127.0.0.1:9")!, allowCleartext: true)!
+    let io = failure { try closed.post(path: "/echo", headers: [], body: body, timeoutMs: 5_000) }
+    let cleartext = URLSessionFleetTransport(baseURL: server.url)
+    var isIo = false
+    if case .Io = io { isIo = true }
+    print(
+        "transport (URLSession, local server): echo \(echoed == body ? "ok" : "WRONG"), "
+            + "503 -> \(status.map { "\($0)" } ?? "accepted"), 4 KiB reply -> \(tooLarge == .TooLarge ? "TooLarge" : "accepted"), "
+            + "slow reply -> \(timeout == .Timeout ? "Timeout" : "waited"), closed port -> \(isIo ? "Io" : "\(String(describing: io))"), "
+            + "http:// -> \(cleartext == nil ? "refused" : "accepted")")
+    try verify(echoed == body, "the echo came back different")
+    try verify(status == .Status(code: 503), "503 was \(String(describing: status))")
+    try verify(tooLarge == .TooLarge, "a 4 KiB reply passed a 1 KiB bound: \(String(describing: tooLarge))")
+    try verify(timeout == .Timeout, "a reply after 1.5 s passed a 300 ms timeout: \(String(describing: timeout))")
+    try verify(isIo, "a closed port was \(String(describing: io))")
+    try verify(cleartext == nil, "an http:// coordinator was accepted without allowCleartext")
 }
 
 func run(_ dir: URL) throws {
     let now = Int64(Date().timeIntervalSince1970 * 1000)
     // On iOS: dataDir under Application Support (excluded from backups), and
     // every call below from a background task, never the main actor.
-    let h = try Hearth.open(config: HearthConfig(dataDir: dir.path, durability: .normal), keys: DemoKeys())
-    defer { try? h.close() }
+    let config = HearthConfig(dataDir: dir.path, durability: .normal)
+    let opened = try DemoModel.openOrReset(config: config, keys: DemoKeys())
+    try verify(!opened.wasReset, "a new store was reset")
+    let h = opened.hearth
+    let m = DemoModel(hearth: h)
     let model = try h.modelInfo()
     print("Hearth console twin (Swift) \u{2014} store in \(dir.path)")
     print("model: \(model.map { "\($0.name) v\($0.version)\($0.builtin ? ", built in" : "")" } ?? "none")")
     try verify(model != nil, "no model package verified")
 
-    try h.upsertCatalog(items: catalog)
-    try verify(try h.catalogSize() == UInt64(catalog.count), "catalog holds \(try h.catalogSize()) items")
+    try verify(try m.seedCatalogIfEmpty(), "the new store's catalog was not empty")
+    try verify(!(try m.seedCatalogIfEmpty()), "the catalog was seeded twice")
+    try verify(try h.catalogSize() == UInt64(demoCatalog.count), "catalog holds \(try h.catalogSize()) items")
     let history = [
         event("d1", .play, minutesAgo: 3 * 24 * 60, now: now),
         event("d1", .complete, minutesAgo: 3 * 24 * 60 - 90, now: now),
@@ -186,60 +264,78 @@ func run(_ dir: URL) throws {
     print()
 
     // ---- the home row
-    let row = try h.rankCatalog(options: home)
-    printRow("Home row \u{2014} for you", row)
-    let ids = row.items.map(\.itemId)
-    try verify(isModel(row.ranker) && row.personalized, "home row not personalized: \(row.ranker)")
-    try verify(row.items.count == 8, "home row has \(row.items.count) items")
+    let result = try h.rankCatalog(options: home)
+    let row = m.homeRow(result)
+    printRow("Home row \u{2014} \(row.notPersonalizedLabel ?? "for you")", row)
+    let ids = row.tiles.map(\.itemId)
+    if case .model = result.ranker {} else { throw CheckFailed(message: "home row not personalized: \(result.ranker)") }
+    try verify(row.personalized && row.notPersonalizedLabel == nil, "home row not personalized: \(row.rankerLabel)")
+    try verify(row.tiles.count == 8, "home row has \(row.tiles.count) items")
     try verify(Set(ids).count == ids.count, "an item twice in \(ids)")
-    try verify(row.items.allSatisfy { !$0.reasonText.isEmpty }, "an item without a reason")
-    try verify(row.items.filter(\.explored).count == 1, "\(row.items.filter(\.explored).count) exploration slots")
-    try verify(!row.items[0].explored, "the first slot is an exploration slot")
+    try verify(row.tiles.allSatisfy { !$0.reason.isEmpty }, "an item without a reason")
+    try verify(row.tiles.filter(\.explored).count == 1, "\(row.tiles.filter(\.explored).count) exploration slots")
+    try verify(!row.tiles[0].explored, "the first slot is an exploration slot")
     try verify(!ids.contains("s2"), "the disliked item is in the row")
     try verify(!ids.contains("d1") && !ids.contains("o1"), "a completed item is in the row")
-    try verify(try h.rankCatalog(options: home) == row, "same seed, another row")
+    try verify(try m.home(options: home) == row, "same seed, another row")
     print()
 
     // ---- the privacy screen
-    try printPrivacy(h)
-    let defaults = try h.settings()
+    let privacy = try m.privacy(conditions: onTheSofa)
+    printPrivacy(privacy)
+    try checkPrivacyOnTheSofa(privacy)
+    let defaults = privacy.settings
     try verify(
         defaults.personalizationEnabled && !defaults.historyPaused && !defaults.federatedOptIn,
         "unexpected defaults: \(defaults)")
     try verify(defaults.blockedCategories.isEmpty, "categories blocked by default")
+    try verify(privacy.categories.count == 8, "\(privacy.categories.count) categories to block")
+    try verify(Set(privacy.watched.map(\.itemId)) == Set(history.map(\.itemId)), "watched: \(privacy.watched)")
     print()
 
     // ---- personalization off: the labelled fallback
-    try h.setPersonalization(enabled: false)
+    try m.setPersonalization(false)
     try verify(!(try h.settings().personalizationEnabled), "personalization still on")
-    let fallback = try h.rankCatalog(options: home)
-    printRow("Home row \u{2014} NOT PERSONALIZED (personalization is off: popular items)", fallback)
-    try verify(fallback.ranker == .fallback(why: .personalizationOff), "ranker \(fallback.ranker)")
-    try verify(!fallback.personalized, "fallback row says personalized")
+    let fallback = try m.home(options: home)
+    printRow("Home row \u{2014} \(fallback.notPersonalizedLabel ?? "?")", fallback)
     try verify(
-        !fallback.items.isEmpty && fallback.items.allSatisfy { !$0.reasonText.isEmpty }, "empty fallback row")
-    try verify(!fallback.items.contains { $0.itemId == "s2" }, "the disliked item is in the fallback row")
-    try h.setPersonalization(enabled: true)
+        fallback.notPersonalizedLabel == "NOT PERSONALIZED (personalization is off: popular items)",
+        "label \(String(describing: fallback.notPersonalizedLabel))")
+    try verify(try h.rankCatalog(options: home).ranker == .fallback(why: .personalizationOff), "ranker \(fallback.rankerLabel)")
+    try verify(!fallback.personalized, "fallback row says personalized")
+    try verify(!fallback.tiles.isEmpty && fallback.tiles.allSatisfy { !$0.reason.isEmpty }, "empty fallback row")
+    try verify(!fallback.tiles.contains { $0.itemId == "s2" }, "the disliked item is in the fallback row")
+    try m.setPersonalization(true)
     try verify(try h.settings().personalizationEnabled, "personalization still off")
     print()
 
     // ---- block a category of the top item
-    let blocked = categories(ids[0])[0]
-    try h.setBlockedCategories(categories: [blocked])
+    let blocked = m.categories(of: ids[0])[0]
+    try m.setBlocked(blocked, true)
+    try m.setBlocked(blocked, true)
     try verify(try h.settings().blockedCategories == [blocked], "blocked: \(try h.settings().blockedCategories)")
-    let without = try h.rankCatalog(options: home)
-    let gone = ids.filter { categories($0).contains(blocked) }
-    printRow("Home row \u{2014} with \"\(blocked)\" blocked (gone: \(gone.map(title).joined(separator: ", ")))", without)
+    let without = try m.home(options: home)
+    let gone = ids.filter { m.categories(of: $0).contains(blocked) }
+    printRow("Home row \u{2014} with \"\(blocked)\" blocked (gone: \(gone.map(m.title).joined(separator: ", ")))", without)
     try verify(!gone.isEmpty, "nothing to block")
-    try verify(isModel(without.ranker), "ranker \(without.ranker)")
-    try verify(!without.items.isEmpty, "empty row after blocking")
-    try verify(!without.items.contains { categories($0.itemId).contains(blocked) }, "a \(blocked) item is still ranked")
+    try verify(without.personalized, "ranker \(without.rankerLabel)")
+    try verify(!without.tiles.isEmpty, "empty row after blocking")
+    try verify(!without.tiles.contains { m.categories(of: $0.itemId).contains(blocked) }, "a \(blocked) item is still ranked")
     print()
-    try printPrivacy(h)
+    let privacyBlocked = try m.privacy(conditions: onTheSofa)
+    printPrivacy(privacyBlocked)
+    try checkPrivacyOnTheSofa(privacyBlocked)
     print()
 
+    // ---- history paused: a tap on a tile stores nothing
+    try m.setHistoryPaused(true)
+    let paused = try m.watch("d2", context: tvEvening, nowMs: now)
+    try m.setHistoryPaused(false)
+    try verify(paused == .paused, "recorded while paused: \(paused)")
+    try verify(try h.eventCount() == UInt64(history.count), "an event was stored while history was paused")
+
     // ---- export, forget one item, delete all
-    let json = try h.exportJson()
+    let json = try m.exportJson()
     let document = try JSONSerialization.jsonObject(with: Data(json.utf8)) as? [String: Any]
     let exportedEvents = (document?["events"] as? [Any])?.count ?? -1
     print("export: \(json.utf8.count) bytes of JSON, \(exportedEvents) events")
@@ -247,19 +343,72 @@ func run(_ dir: URL) throws {
     try verify(exportedEvents == Int(try h.eventCount()), "export has \(exportedEvents) events, store \(try h.eventCount())")
 
     let before = try h.eventCount()
-    let forgotten = try h.forgetItem(itemId: "d1")
-    print("forget \"\(title("d1"))\": \(forgotten) events deleted, \(before) -> \(try h.eventCount())")
+    let forgotten = try m.forget("d1")
+    print("forget \"\(m.title("d1"))\": \(forgotten) events deleted, \(before) -> \(try h.eventCount())")
     try verify(forgotten == 2, "forgot \(forgotten) events")
     try verify(try h.eventCount() == before - forgotten, "\(try h.eventCount()) events after forgetting")
     try verify(!(try h.recentEvents(limit: 100)).contains { $0.itemId == "d1" }, "an event of the forgotten item is left")
+    try verify(!(try m.privacy(conditions: onTheSofa)).watched.contains { $0.itemId == "d1" }, "the forgotten item is still listed")
 
     let beforeDelete = try h.eventCount()
-    try h.deleteAll()
+    try m.deleteAll()
     print("delete all: events \(beforeDelete) -> \(try h.eventCount()), catalog \(try h.catalogSize()) items")
     try verify(try h.eventCount() == 0, "\(try h.eventCount()) events after delete all")
     try verify(try h.catalogSize() == 0, "\(try h.catalogSize()) catalog items after delete all")
     try verify(try h.settings().blockedCategories.isEmpty, "settings survived delete all")
     try verify(try h.integrityCheck() == "ok", "integrity check after delete all")
+    print()
+
+    // ---- the background task's call, over the app's URLSession transport
+    let server = try LocalServer()
+    defer { server.stop() }
+    try checkTransport(server)
+    try verify(try m.seedCatalogIfEmpty(), "the catalog was not seeded again after delete all")
+    let transport = Recording(URLSessionFleetTransport(baseURL: server.url, allowCleartext: true)!)
+    let notOptedIn = try m.participate(transport: transport, conditions: ready)
+    print("participate, not opted in: \(DemoModel.describe(notOptedIn))")
+    try verify(notOptedIn == .notEligible(reasons: [.notOptedIn, .tooFewNewExamples(have: 0, need: 10)]), "outcome \(notOptedIn)")
+    try verify(server.fleetRequests.isEmpty, "the coordinator was contacted without consent")
+
+    try m.setFederatedOptIn(true)
+    let plays = demoCatalog.prefix(12).enumerated().map { i, item in event(item.id, .play, minutesAgo: 60 - Int64(i), now: now) }
+    try verify(try h.recordBatch(events: plays) == .stored(count: UInt32(plays.count)), "recordBatch did not store \(plays.count)")
+    let readyState = try m.privacy(conditions: ready)
+    print("opted in, \(readyState.eventsHeld) plays, charging on Wi-Fi: next round \(readyState.nextRoundText)")
+    try verify(readyState.nextRound == .eligible, "not eligible: \(readyState.nextRoundText)")
+
+    var refused: FederatedFailure?
+    do {
+        let outcome = try m.participate(transport: transport, conditions: ready)
+        throw CheckFailed(message: "a refusing coordinator gave \(outcome)")
+    } catch HearthError.Federated(let kind, _) {
+        refused = kind
+    }
+    let fleet = server.fleetRequests
+    var paths: [String] = []
+    for p in fleet.map(\.path) where !paths.contains(p) { paths.append(p) }
+    let ledger = try m.privacy(conditions: ready).ledger
+    print(
+        "participate via URLSession, coordinator answers 403: \(refused.map { "\($0)" } ?? "no error") "
+            + "after \(fleet.count) request(s) to \(paths.joined(separator: ", ")); uploads in the ledger: \(ledger.entries.count)")
+    try verify(refused == .rejected, "outcome \(String(describing: refused))")
+    try verify(!paths.isEmpty && paths.allSatisfy { $0.hasPrefix("/v1/fleet/") }, "requests to \(paths)")
+    try verify(fleet.allSatisfy { $0.headers["content-type"] == "application/protobuf" }, "a request without content-type")
+    let names = transport.headerNames
+    try verify(
+        !names.isEmpty && fleet.allSatisfy { r in names.allSatisfy { r.headers[$0] != nil } },
+        "Hearth's headers \(names) did not all arrive")
+    try verify(ledger.entries.isEmpty && ledger.epsilonSpent == 0, "an upload is in the ledger after a refusal")
+    try h.close()
+
+    // ---- the Keychain item is gone (a new key): the store is reset, not left unopenable
+    let reopened = try DemoModel.openOrReset(config: config, keys: DemoKeys(first: 0x10))
+    defer { try? reopened.hearth.close() }
+    print(
+        "opened with another key: \(reopened.wasReset ? "old store destroyed, new one opened" : "opened"); "
+            + "events \(try reopened.hearth.eventCount())")
+    try verify(reopened.wasReset, "a store opened with the wrong key")
+    try verify(try reopened.hearth.eventCount() == 0 && reopened.hearth.catalogSize() == 0, "the reset store is not empty")
 }
 
 let root = FileManager.default.temporaryDirectory.appendingPathComponent("hearth-console-\(UUID().uuidString)")

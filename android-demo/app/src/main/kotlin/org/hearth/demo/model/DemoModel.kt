@@ -1,0 +1,212 @@
+// The demo's state holder: every Hearth call the screens make, in plain Kotlin
+// (no android.* imports), so the console twin compiles and runs this same file
+// on the JVM (tests/bindings/run.sh, suite kotlin-console). Every method
+// blocks on the disk: the app calls them from Dispatchers.IO
+// (DemoViewModel), never the main thread.
+package org.hearth.demo.model
+
+import org.hearth.CatalogItem
+import org.hearth.DeclineReason
+import org.hearth.DeviceClass
+import org.hearth.DeviceConditions
+import org.hearth.Diversity
+import org.hearth.Eligibility
+import org.hearth.Event
+import org.hearth.EventContext
+import org.hearth.EventKind
+import org.hearth.FallbackReason
+import org.hearth.FleetTransport
+import org.hearth.Hearth
+import org.hearth.HearthConfig
+import org.hearth.HearthException
+import org.hearth.IneligibleReason
+import org.hearth.KeyProvider
+import org.hearth.ParticipationOutcome
+import org.hearth.PrivacyLedger
+import org.hearth.PrivacySettings
+import org.hearth.RankContext
+import org.hearth.RankOptions
+import org.hearth.RankResult
+import org.hearth.Ranker
+import org.hearth.RecordOutcome
+import org.hearth.destroyStore
+
+/** One tile of the home row: the title and the reason shown under it. */
+data class Tile(val itemId: String, val title: String, val reason: String, val explored: Boolean)
+
+/** The home row as the screen draws it. */
+data class HomeRow(
+    val tiles: List<Tile>,
+    val personalized: Boolean,
+    /** Null for a personalized row; otherwise what the row is, e.g. "NOT PERSONALIZED (...)". */
+    val notPersonalizedLabel: String?,
+    val rankerLabel: String,
+    /** How many catalog items the filters took out (blocked, disliked, completed). */
+    val filtered: UInt,
+)
+
+/** An item the store holds history for, with a "forget" button on the privacy screen. */
+data class Watched(val itemId: String, val title: String)
+
+/** Everything the privacy screen shows. */
+data class PrivacyState(
+    val settings: PrivacySettings,
+    val eventsHeld: ULong,
+    val ledger: PrivacyLedger,
+    val nextRound: Eligibility,
+    /** Why the next federated round would or would not start, in words. */
+    val nextRoundText: String,
+    /** Every category of the catalog, for the "blocked categories" chips. */
+    val categories: List<String>,
+    val watched: List<Watched>,
+)
+
+/** A store opened by [DemoModel.openOrReset]; [wasReset] when the old one had to go. */
+class Opened(val hearth: Hearth, val wasReset: Boolean)
+
+class DemoModel(private val hearth: Hearth, val catalog: List<CatalogItem> = DEMO_CATALOG) {
+    private val byId = catalog.associateBy { it.id }
+
+    fun title(itemId: String): String = byId[itemId]?.title ?: itemId
+
+    fun categoriesOf(itemId: String): List<String> = byId[itemId]?.categories.orEmpty()
+
+    /** Puts the catalog into the store's cache when it is empty (first run, after delete all); true if it did. */
+    fun seedCatalogIfEmpty(): Boolean {
+        if (hearth.catalogSize() > 0uL) return false
+        hearth.upsertCatalog(catalog)
+        return true
+    }
+
+    /** The home row, ranked on the device. */
+    fun home(options: RankOptions): HomeRow = homeRow(hearth.rankCatalog(options))
+
+    fun homeRow(result: RankResult): HomeRow = HomeRow(
+        tiles = result.items.map { Tile(it.itemId, title(it.itemId), it.reasonText, it.explored) },
+        personalized = result.personalized,
+        notPersonalizedLabel = notPersonalizedLabel(result),
+        rankerLabel = rankerLabel(result),
+        filtered = result.filtered,
+    )
+
+    /** The user started [itemId]; returns Paused (nothing stored) while history is paused. */
+    fun watch(itemId: String, context: EventContext, nowMs: Long, kind: EventKind = EventKind.PLAY): RecordOutcome =
+        hearth.record(Event(itemId = itemId, kind = kind, timestampMs = nowMs, context = context))
+
+    /** [conditions]: the device's state now, for "why the next round would not start". */
+    fun privacy(conditions: DeviceConditions): PrivacyState {
+        val next = hearth.federatedEligibility(conditions)
+        return PrivacyState(
+            settings = hearth.settings(),
+            eventsHeld = hearth.eventCount(),
+            ledger = hearth.privacyLedger(),
+            nextRound = next,
+            nextRoundText = describe(next),
+            categories = catalog.flatMap { it.categories }.distinct().sorted(),
+            watched = hearth.recentEvents(200u).map { it.itemId }.distinct().map { Watched(it, title(it)) },
+        )
+    }
+
+    fun setPersonalization(enabled: Boolean) = hearth.setPersonalization(enabled)
+
+    fun setHistoryPaused(paused: Boolean) = hearth.setHistoryPaused(paused)
+
+    fun setFederatedOptIn(optIn: Boolean) = hearth.setFederatedOptIn(optIn)
+
+    fun setBlockedCategories(categories: List<String>) = hearth.setBlockedCategories(categories)
+
+    /** Blocks or unblocks one category, keeping the others. */
+    fun setBlocked(category: String, blocked: Boolean) {
+        val now = hearth.settings().blockedCategories
+        hearth.setBlockedCategories(if (blocked) (now + category).distinct() else now - category)
+    }
+
+    /** Everything held about the user, as JSON (docs/export-format.md). */
+    fun exportJson(): String = hearth.exportJson()
+
+    /** Deletes the item's events; returns how many went. */
+    fun forget(itemId: String): ULong = hearth.forgetItem(itemId)
+
+    /** Deletes everything; the catalog cache goes too (seed it again for the home row). */
+    fun deleteAll() = hearth.deleteAll()
+
+    /**
+     * One federated round over [transport]. Blocks for minutes at most; only
+     * from a background worker. Throws HearthException.Federated when the
+     * coordinator cannot be reached or refuses the device.
+     */
+    fun participate(transport: FleetTransport, conditions: DeviceConditions): ParticipationOutcome =
+        hearth.participateVia(transport, conditions)
+
+    companion object {
+        /**
+         * Opens the store; when the key no longer opens it (the platform
+         * invalidated or lost it: WrongKey, KeyInvalidated), the history is
+         * unreadable for good, so the store is destroyed and a new one opened.
+         * KeyUnavailable (device locked) is thrown: try again later.
+         */
+        fun openOrReset(config: HearthConfig, keys: KeyProvider): Opened =
+            try {
+                Opened(Hearth.open(config, keys), wasReset = false)
+            } catch (e: HearthException) {
+                if (e !is HearthException.WrongKey && e !is HearthException.KeyInvalidated) throw e
+                destroyStore(config.dataDir)
+                Opened(Hearth.open(config, keys), wasReset = true)
+            }
+
+        /** The home row's options: 20 items (or [limit]), MMR diversity, one slot in eight explores. */
+        fun homeOptions(device: DeviceClass, localHour: UByte, locale: String?, limit: UInt = 20u, seed: ULong? = null) =
+            RankOptions(
+                context = RankContext(device = device, localHour = localHour, locale = locale),
+                diversity = Diversity.Mmr(lambda = 0.7),
+                limit = limit,
+                explorationShare = 0.125,
+                seed = seed,
+            )
+
+        fun rankerLabel(r: RankResult): String = when (val ranker = r.ranker) {
+            is Ranker.Model -> "model v${ranker.version} (${ranker.digest.take(12)}), personalized=${r.personalized}"
+            is Ranker.Fallback -> "fallback (${ranker.why.name.lowercase()}), personalized=${r.personalized}"
+        }
+
+        /** What a non-personalized row says above it. */
+        fun notPersonalizedLabel(r: RankResult): String? {
+            if (r.personalized) return null
+            val why = when ((r.ranker as? Ranker.Fallback)?.why) {
+                FallbackReason.PERSONALIZATION_OFF -> "personalization is off"
+                FallbackReason.NO_MODEL -> "no ranking model on this device"
+                FallbackReason.MODEL_FAILED -> "the ranking model failed"
+                null -> "not from your history"
+            }
+            return "NOT PERSONALIZED ($why: popular items)"
+        }
+
+        /** What the privacy screen says about the next federated round. */
+        fun describe(e: Eligibility): String = when (e) {
+            is Eligibility.Eligible -> "can take part when the app schedules it"
+            is Eligibility.NotEligible -> e.reasons.joinToString("; ") { r ->
+                when (r) {
+                    is IneligibleReason.NotOptedIn -> "you have not opted in"
+                    is IneligibleReason.NotCharging -> "waits for the charger"
+                    is IneligibleReason.MeteredNetwork -> "waits for Wi-Fi"
+                    is IneligibleReason.NotIdle -> "waits until the device is idle"
+                    is IneligibleReason.TooFewNewExamples -> "waits for more viewing (${r.have} of ${r.need})"
+                    is IneligibleReason.TooSoon -> "took part recently"
+                    is IneligibleReason.BudgetSpent -> "privacy budget spent"
+                }
+            }
+        }
+
+        /** A round's outcome, for the log. */
+        fun describe(o: ParticipationOutcome): String = when (o) {
+            is ParticipationOutcome.Contributed -> "sent an update in round ${o.entry.round ?: "?"}; epsilon now %.2f".format(o.entry.epsilonTotal)
+            is ParticipationOutcome.NotEligible -> "not eligible: " + describe(Eligibility.NotEligible(o.reasons))
+            is ParticipationOutcome.NoRound -> "no round offered"
+            is ParticipationOutcome.Declined -> "declined: " + when (val r = o.reason) {
+                is DeclineReason.PrivacyTermsMissing -> "the round did not state its privacy terms"
+                is DeclineReason.OverBudget -> "it would spend epsilon %.2f of %.2f".format(r.epsilonAfter, r.budget)
+                is DeclineReason.AlreadyTookPart -> "already took part in it"
+            }
+        }
+    }
+}

@@ -1,0 +1,234 @@
+// The demo's state holder: every Hearth call the SwiftUI screens make, with
+// Foundation only, so the console twin builds and runs this same file on Linux
+// (tests/bindings/run.sh, suite swift-console). Every method blocks on the
+// disk: the app calls them off the main actor (DemoStore runs them in a
+// detached task), never on the main thread.
+import Foundation
+import Hearth
+
+/// One tile of the home row: the title and the reason shown under it.
+public struct Tile: Equatable, Identifiable, Sendable {
+    public let itemId: String
+    public let title: String
+    public let reason: String
+    public let explored: Bool
+    public var id: String { itemId }
+}
+
+/// The home row as the screen draws it.
+public struct HomeRow: Equatable, Sendable {
+    public let tiles: [Tile]
+    public let personalized: Bool
+    /// nil for a personalized row; otherwise what the row is, e.g. "NOT PERSONALIZED (...)".
+    public let notPersonalizedLabel: String?
+    public let rankerLabel: String
+    /// How many catalog items the filters took out (blocked, disliked, completed).
+    public let filtered: UInt32
+}
+
+/// An item the store holds history for, with a "forget" button on the privacy screen.
+public struct Watched: Equatable, Identifiable, Sendable {
+    public let itemId: String
+    public let title: String
+    public var id: String { itemId }
+}
+
+/// Everything the privacy screen shows.
+public struct PrivacyState: Equatable, Sendable {
+    public let settings: PrivacySettings
+    public let eventsHeld: UInt64
+    public let ledger: PrivacyLedger
+    public let nextRound: Eligibility
+    /// Why the next federated round would or would not start, in words.
+    public let nextRoundText: String
+    /// Every category of the catalog, for the "blocked categories" toggles.
+    public let categories: [String]
+    public let watched: [Watched]
+}
+
+/// A store opened by `DemoModel.openOrReset`; `wasReset` when the old one had to go.
+public struct Opened: Sendable {
+    public let hearth: Hearth
+    public let wasReset: Bool
+}
+
+public final class DemoModel: Sendable {
+    private let hearth: Hearth
+    public let catalog: [CatalogItem]
+    private let byId: [String: CatalogItem]
+
+    public init(hearth: Hearth, catalog: [CatalogItem] = demoCatalog) {
+        self.hearth = hearth
+        self.catalog = catalog
+        self.byId = Dictionary(catalog.map { ($0.id, $0) }, uniquingKeysWith: { first, _ in first })
+    }
+
+    public func title(_ itemId: String) -> String { byId[itemId]?.title ?? itemId }
+
+    public func categories(of itemId: String) -> [String] { byId[itemId]?.categories ?? [] }
+
+    /// Puts the catalog into the store's cache when it is empty (first run, after delete all); true if it did.
+    @discardableResult
+    public func seedCatalogIfEmpty() throws -> Bool {
+        guard try hearth.catalogSize() == 0 else { return false }
+        try hearth.upsertCatalog(items: catalog)
+        return true
+    }
+
+    /// The home row, ranked on the device.
+    public func home(options: RankOptions) throws -> HomeRow { homeRow(try hearth.rankCatalog(options: options)) }
+
+    public func homeRow(_ result: RankResult) -> HomeRow {
+        HomeRow(
+            tiles: result.items.map { Tile(itemId: $0.itemId, title: title($0.itemId), reason: $0.reasonText, explored: $0.explored) },
+            personalized: result.personalized,
+            notPersonalizedLabel: Self.notPersonalizedLabel(result),
+            rankerLabel: Self.rankerLabel(result),
+            filtered: result.filtered)
+    }
+
+    /// The user started `itemId`; `.paused` (nothing stored) while history is paused.
+    @discardableResult
+    public func watch(_ itemId: String, context: EventContext, nowMs: Int64, kind: EventKind = .play) throws -> RecordOutcome {
+        try hearth.record(event: Event(itemId: itemId, kind: kind, timestampMs: nowMs, context: context))
+    }
+
+    /// `conditions`: the device's state now, for "why the next round would not start".
+    public func privacy(conditions: DeviceConditions) throws -> PrivacyState {
+        let next = try hearth.federatedEligibility(conditions: conditions)
+        var seen = Set<String>()
+        let watched = try hearth.recentEvents(limit: 200).map(\.itemId).filter { seen.insert($0).inserted }
+        return PrivacyState(
+            settings: try hearth.settings(),
+            eventsHeld: try hearth.eventCount(),
+            ledger: try hearth.privacyLedger(),
+            nextRound: next,
+            nextRoundText: Self.describe(next),
+            categories: Array(Set(catalog.flatMap(\.categories))).sorted(),
+            watched: watched.map { Watched(itemId: $0, title: title($0)) })
+    }
+
+    public func settings() throws -> PrivacySettings { try hearth.settings() }
+
+    /// Writes state kept behind (the profile) now: when the app goes to the background.
+    public func flush() throws { try hearth.flush() }
+
+    public func setPersonalization(_ enabled: Bool) throws { try hearth.setPersonalization(enabled: enabled) }
+
+    public func setHistoryPaused(_ paused: Bool) throws { try hearth.setHistoryPaused(paused: paused) }
+
+    public func setFederatedOptIn(_ optIn: Bool) throws { try hearth.setFederatedOptIn(optIn: optIn) }
+
+    public func setBlockedCategories(_ categories: [String]) throws { try hearth.setBlockedCategories(categories: categories) }
+
+    /// Blocks or unblocks one category, keeping the others.
+    public func setBlocked(_ category: String, _ blocked: Bool) throws {
+        var now = try hearth.settings().blockedCategories.filter { $0 != category }
+        if blocked { now.append(category) }
+        try hearth.setBlockedCategories(categories: now)
+    }
+
+    /// Everything held about the user, as JSON (docs/export-format.md).
+    public func exportJson() throws -> String { try hearth.exportJson() }
+
+    /// Deletes the item's events; returns how many went.
+    @discardableResult
+    public func forget(_ itemId: String) throws -> UInt64 { try hearth.forgetItem(itemId: itemId) }
+
+    /// Deletes everything; the catalog cache goes too (seed it again for the home row).
+    public func deleteAll() throws { try hearth.deleteAll() }
+
+    /// One federated round over `transport`. Blocks for minutes at most: only
+    /// from a background task, on a thread of its own. Throws
+    /// `HearthError.Federated` when the coordinator cannot be reached or refuses.
+    public func participate(transport: FleetTransport, conditions: DeviceConditions) throws -> ParticipationOutcome {
+        try hearth.participateVia(transport: transport, conditions: conditions)
+    }
+
+    /// Opens the store; when the key no longer opens it (the Keychain item is
+    /// gone or replaced: `WrongKey`, `KeyInvalidated`), the history is
+    /// unreadable for good, so the store is destroyed and a new one opened.
+    /// `KeyUnavailable` (device locked) is thrown: try again later.
+    public static func openOrReset(config: HearthConfig, keys: KeyProvider) throws -> Opened {
+        do {
+            return Opened(hearth: try Hearth.open(config: config, keys: keys), wasReset: false)
+        } catch HearthError.WrongKey, HearthError.KeyInvalidated {
+            try destroyStore(dataDir: config.dataDir)
+            return Opened(hearth: try Hearth.open(config: config, keys: keys), wasReset: true)
+        }
+    }
+
+    /// The home row's options: 20 items (or `limit`), MMR diversity, one slot in eight explores.
+    public static func homeOptions(
+        device: DeviceClass, localHour: UInt8, locale: String?, limit: UInt32 = 20, seed: UInt64? = nil
+    ) -> RankOptions {
+        RankOptions(
+            context: RankContext(device: device, localHour: localHour, locale: locale),
+            diversity: .mmr(lambda: 0.7),
+            limit: limit,
+            explorationShare: 0.125,
+            seed: seed)
+    }
+
+    public static func rankerLabel(_ r: RankResult) -> String {
+        switch r.ranker {
+        case .model(let version, let digest):
+            return "model v\(version) (\(digest.prefix(12))), personalized=\(r.personalized)"
+        case .fallback(let why):
+            let name: String
+            switch why {
+            case .personalizationOff: name = "personalization_off"
+            case .noModel: name = "no_model"
+            case .modelFailed: name = "model_failed"
+            }
+            return "fallback (\(name)), personalized=\(r.personalized)"
+        }
+    }
+
+    /// What a non-personalized row says above it.
+    public static func notPersonalizedLabel(_ r: RankResult) -> String? {
+        if r.personalized { return nil }
+        let why: String
+        switch r.ranker {
+        case .fallback(.personalizationOff): why = "personalization is off"
+        case .fallback(.noModel): why = "no ranking model on this device"
+        case .fallback(.modelFailed): why = "the ranking model failed"
+        case .model: why = "not from your history"
+        }
+        return "NOT PERSONALIZED (\(why): popular items)"
+    }
+
+    /// What the privacy screen says about the next federated round.
+    public static func describe(_ e: Eligibility) -> String {
+        switch e {
+        case .eligible: return "can take part when the app schedules it"
+        case .notEligible(let reasons):
+            return reasons.map { r -> String in
+                switch r {
+                case .notOptedIn: return "you have not opted in"
+                case .notCharging: return "waits for the charger"
+                case .meteredNetwork: return "waits for Wi-Fi"
+                case .notIdle: return "waits until the device is idle"
+                case .tooFewNewExamples(let have, let need): return "waits for more viewing (\(have) of \(need))"
+                case .tooSoon: return "took part recently"
+                case .budgetSpent: return "privacy budget spent"
+                }
+            }.joined(separator: "; ")
+        }
+    }
+
+    /// A round's outcome, for the log.
+    public static func describe(_ o: ParticipationOutcome) -> String {
+        switch o {
+        case .contributed(let entry):
+            return "sent an update in round \(entry.round.map(String.init) ?? "?"); epsilon now "
+                + String(format: "%.2f", entry.epsilonTotal)
+        case .notEligible(let reasons): return "not eligible: " + describe(Eligibility.notEligible(reasons: reasons))
+        case .noRound: return "no round offered"
+        case .declined(.privacyTermsMissing): return "declined: the round did not state its privacy terms"
+        case .declined(.overBudget(let after, let budget)):
+            return "declined: it would spend epsilon " + String(format: "%.2f of %.2f", after, budget)
+        case .declined(.alreadyTookPart): return "declined: already took part in it"
+        }
+    }
+}
