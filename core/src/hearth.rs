@@ -10,6 +10,7 @@
 use std::collections::HashMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use log::{debug, info, warn};
@@ -429,6 +430,8 @@ pub struct Hearth {
     model: RwLock<ModelSlot>,
     /// Held for the whole of a federated round: one at a time per store.
     pub(crate) round_lock: Mutex<()>,
+    /// Set by `cancel_participation`; cleared when a round starts.
+    pub(crate) round_cancel: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for Hearth {
@@ -614,6 +617,7 @@ impl Hearth {
                 state: Mutex::new(State::Open(Box::new(session))),
                 model: RwLock::new(ModelSlot::NotLoaded),
                 round_lock: Mutex::new(()),
+                round_cancel: Arc::default(),
             }))
         })
     }

@@ -541,3 +541,35 @@ fn a_segment_report_goes_with_the_update_only_with_consent_and_is_in_the_ledger(
     assert_eq!(entry.segment_report_epsilon, 0.0);
     assert!(!pushed_kinds(&log).contains(&"ConfigRecord".to_string()));
 }
+
+/// A SuperLink with no round to offer: the device polls until its wait ends.
+struct NoRounds;
+
+impl Transport for NoRounds {
+    fn post(&self, path: &str, _: &[(String, String)], _: &[u8], _: Duration) -> Result<Vec<u8>, TransportError> {
+        Ok(match path.strip_prefix("/v1/fleet/").unwrap() {
+            "activate-node" => proto::ActivateNodeResponse { node_id: 42 }.encode_to_vec(),
+            "send-node-heartbeat" => proto::SendNodeHeartbeatResponse { success: true }.encode_to_vec(),
+            _ => Vec::new(),
+        })
+    }
+}
+
+#[test]
+fn the_app_can_cancel_a_round_and_the_next_one_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let (h, _) = device(dir.path(), |c| c.federated_round_wait_seconds = 60);
+    let start = Instant::now();
+    let err = std::thread::scope(|s| {
+        let round = s.spawn(|| h.participate_using(NoRounds, good(), quick()));
+        std::thread::sleep(Duration::from_millis(300));
+        h.cancel_participation();
+        round.join().unwrap().unwrap_err()
+    });
+    assert!(matches!(err, HearthError::Federated { kind: FederatedFailure::Cancelled, .. }), "{err:?}");
+    assert!(start.elapsed() < Duration::from_secs(2), "{:?}: not the 60 s wait", start.elapsed());
+    // A cancel between rounds does not stop the next one.
+    h.cancel_participation();
+    let outcome = h.participate_using(link(1.0, 0.01, 1), good(), quick()).unwrap();
+    assert!(matches!(outcome, ParticipationOutcome::Contributed { .. }), "{outcome:?}");
+}

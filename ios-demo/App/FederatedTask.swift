@@ -57,9 +57,13 @@ enum FederatedTask {
         let worker = Thread {
             completion.finish(success: participate())
         }
-        // The native call cannot be interrupted; Hearth bounds it. Report now;
-        // a ledger entry is written before any update leaves.
-        task.expirationHandler = { completion.finish(success: false) }
+        // iOS wants the time back: stop the round (Hearth returns within its
+        // current network call) and report now; a ledger entry is written
+        // before any update leaves.
+        task.expirationHandler = {
+            (try? SharedStore.shared.open())?.cancelParticipation()
+            completion.finish(success: false)
+        }
         worker.start()
     }
 

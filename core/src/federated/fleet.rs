@@ -25,6 +25,7 @@
 //!    error one too, only once [`ClientOptions::linger`] has passed).
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -140,6 +141,10 @@ pub struct ClientOptions {
     /// would lose the reply.
     pub linger: Duration,
     pub limits: Limits,
+    /// Set from another thread to stop the round: the client gives up
+    /// before its next call and wakes from any pause (a call in flight
+    /// finishes or times out first), with [`FleetError::Cancelled`].
+    pub cancel: Option<Arc<AtomicBool>>,
 }
 
 impl Default for ClientOptions {
@@ -153,6 +158,7 @@ impl Default for ClientOptions {
             heartbeat_interval: 60.0,
             linger: Duration::from_secs(6),
             limits: Limits::default(),
+            cancel: None,
         }
     }
 }
@@ -284,6 +290,26 @@ impl<T: Transport> FleetClient<T> {
         &self.transport
     }
 
+    fn cancelled(&self) -> bool {
+        self.options.cancel.as_ref().is_some_and(|c| c.load(Ordering::Relaxed))
+    }
+
+    /// Sleeps for `d`, waking early (with `Cancelled`) when the round is
+    /// cancelled.
+    fn pause(&self, d: Duration) -> Result<(), FleetError> {
+        let until = Instant::now() + d;
+        loop {
+            if self.cancelled() {
+                return Err(FleetError::Cancelled);
+            }
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Ok(());
+            }
+            std::thread::sleep(left.min(Duration::from_millis(50)));
+        }
+    }
+
     /// One Fleet call: signed, bounded, retried.
     fn call<Req: Message, Resp: Message + Default>(&mut self, name: &str, req: &Req) -> Result<Resp, FleetError> {
         let path = format!("/v1/fleet/{name}");
@@ -293,8 +319,10 @@ impl<T: Transport> FleetClient<T> {
         let mut last = FleetError::Timeout;
         for attempt in 0..attempts {
             if attempt > 0 {
-                std::thread::sleep(pause);
+                self.pause(pause)?;
                 pause = (pause * 2).min(self.options.max_backoff);
+            } else if self.cancelled() {
+                return Err(FleetError::Cancelled);
             }
             let headers = self.key.auth_headers()?;
             self.sent += body.len() as u64;
@@ -393,9 +421,10 @@ impl<T: Transport> FleetClient<T> {
         // Any reply, an error one too, is lost if the node goes offline
         // before the ServerApp has pulled it.
         if let Some(at) = self.replied_at.take() {
-            std::thread::sleep(self.options.linger.saturating_sub(at.elapsed()));
+            // Cancelled while lingering: the reply is pushed; deactivate now.
+            let _ = self.pause(self.options.linger.saturating_sub(at.elapsed()));
         }
-        let deactivated = self.deactivate(node_id);
+        let deactivated = if self.cancelled() { Ok(()) } else { self.deactivate(node_id) };
         result?;
         deactivated?;
         Ok(outcomes)
@@ -420,7 +449,7 @@ impl<T: Transport> FleetClient<T> {
                 self.heartbeat(node_id)?;
                 last_beat = Instant::now();
             }
-            std::thread::sleep(self.options.poll_interval.min(wait.saturating_sub(start.elapsed())));
+            self.pause(self.options.poll_interval.min(wait.saturating_sub(start.elapsed())))?;
         };
         let meta = message.metadata.ok_or_else(|| FleetError::Protocol("a message without metadata".into()))?;
         if tree.object_id != meta.message_id {
@@ -636,7 +665,7 @@ impl<T: Transport> FleetClient<T> {
                 if tries >= 20 {
                     return Err(FleetError::Timeout);
                 }
-                std::thread::sleep(self.options.poll_interval.min(Duration::from_millis(250)));
+                self.pause(self.options.poll_interval.min(Duration::from_millis(250)))?;
             };
             if content.len() > limits.max_object_bytes {
                 return Err(FleetError::TooLarge(format!("an object of {} bytes", content.len())));

@@ -73,6 +73,8 @@ pub enum FederatedFailure {
     Key,
     /// Local training failed or gave an update the device refused to send.
     Update,
+    /// The app cancelled the round (`cancel_participation`).
+    Cancelled,
 }
 
 /// Why a Fleet call or a round failed. Messages carry no personal data.
@@ -108,4 +110,7 @@ pub enum FleetError {
     /// (wrong length, not finite, norm above C).
     #[error("local update: {0}")]
     Update(String),
+    /// The round was cancelled from another thread.
+    #[error("the round was cancelled")]
+    Cancelled,
 }

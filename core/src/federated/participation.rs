@@ -29,6 +29,7 @@
 //! goes with `delete_all`.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use log::{info, warn};
@@ -311,6 +312,8 @@ impl Hearth {
             let Ok(_one_round) = self.round_lock.try_lock() else {
                 return Err(Error::invalid("participate", "a round is already in progress on this store").into());
             };
+            self.round_cancel.store(false, Ordering::Relaxed);
+            let options = ClientOptions { cancel: Some(self.round_cancel.clone()), ..options };
             let reasons = self.ineligible_reasons(&conditions)?;
             if !reasons.is_empty() {
                 info!("not eligible for a federated round: {reasons:?}");
@@ -579,6 +582,17 @@ impl Hearth {
         self.participate_using(ForeignTransport(transport), conditions, ClientOptions::default())
     }
 
+    /// Stops the federated round running on this store, if any (from the
+    /// host's stop signal: WorkManager's `onStopped`, a BGTask's expiration
+    /// handler). `participate` then returns `Federated { kind: Cancelled }`
+    /// within about 50 ms of its current call (a call in flight on the
+    /// app's own transport finishes or times out first; local training,
+    /// about a second, is not interrupted). An update already charged stays
+    /// in the ledger, marked `Unconfirmed`.
+    pub fn cancel_participation(&self) {
+        self.round_cancel.store(true, Ordering::Relaxed);
+    }
+
     /// The privacy ledger: every update that left the device, and the
     /// epsilon spent.
     pub fn privacy_ledger(&self) -> std::result::Result<PrivacyLedger, HearthError> {
@@ -606,6 +620,7 @@ impl From<&FleetError> for FederatedFailure {
             FleetError::TooLarge(_) => FederatedFailure::TooLarge,
             FleetError::Key(_) => FederatedFailure::Key,
             FleetError::Update(_) => FederatedFailure::Update,
+            FleetError::Cancelled => FederatedFailure::Cancelled,
         }
     }
 }

@@ -141,6 +141,11 @@ public final class DemoModel: Sendable {
     /// One federated round over `transport`. Blocks for minutes at most: only
     /// from a background task, on a thread of its own. Throws
     /// `HearthError.Federated` when the coordinator cannot be reached or refuses.
+    /// Stops a round in progress (it then throws `HearthError.Federated`, kind `.cancelled`).
+    public func cancelParticipation() {
+        hearth.cancelParticipation()
+    }
+
     public func participate(transport: FleetTransport, conditions: DeviceConditions) throws -> ParticipationOutcome {
         try hearth.participateVia(transport: transport, conditions: conditions)
     }

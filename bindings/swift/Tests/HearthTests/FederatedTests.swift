@@ -26,6 +26,34 @@ final class FailingTransport: FleetTransport, @unchecked Sendable {
 
 struct URLSessionExploded: Error {}
 
+/// Cancels the round from another thread during its first call, then times out.
+final class CancellingTransport: FleetTransport, @unchecked Sendable {
+    let hearth: Hearth
+    private let lock = NSLock()
+    private var count = 0
+    var calls: Int {
+        lock.lock()
+        defer { lock.unlock() }
+        return count
+    }
+
+    init(_ hearth: Hearth) { self.hearth = hearth }
+
+    func post(path: String, headers: [HttpHeader], body: Data, timeoutMs: UInt64) throws -> Data {
+        lock.lock()
+        count += 1
+        lock.unlock()
+        let done = DispatchSemaphore(value: 0)
+        let hearth = self.hearth
+        Thread {
+            hearth.cancelParticipation()
+            done.signal()
+        }.start()
+        done.wait()
+        throw TransportFailure.Timeout
+    }
+}
+
 /// Federated learning through the generated Swift: federatedEligibility,
 /// participate, participateVia with an app's own transport (FleetTransport
 /// and each TransportFailure), privacyLedger, and HearthError.Federated.
@@ -142,6 +170,20 @@ final class FederatedTests: XCTestCase {
         }
         XCTAssertEqual(try h.privacyLedger().entries, [], "nothing was uploaded")
         XCTAssertEqual(try h.eventCount(), 12, "the store is unharmed")
+    }
+
+    func testAnAppCancelsARoundFromAnotherThread() throws {
+        let h = try device()
+        try h.setFederatedOptIn(optIn: true)
+        // As a BGTask's expiration handler would: the round is cancelled
+        // while the transport's call is in flight; Hearth stops instead of
+        // retrying.
+        let transport = CancellingTransport(h)
+        let started = Date()
+        XCTAssertEqual(federatedKind { try h.participateVia(transport: transport, conditions: ready) }, .cancelled)
+        XCTAssertEqual(transport.calls, 1, "no retry after the cancel")
+        XCTAssertLessThan(Date().timeIntervalSince(started), 2)
+        XCTAssertEqual(try h.privacyLedger().entries, [])
     }
 
     func testACoordinatorUrlMustBePlainHttp() throws {

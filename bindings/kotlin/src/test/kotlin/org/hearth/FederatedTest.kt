@@ -152,6 +152,28 @@ class FederatedTest {
         }
     }
 
+    @Test fun anAppCancelsARoundFromAnotherThread() {
+        device().use { h ->
+            h.setFederatedOptIn(true)
+            // As WorkManager's stop would: the round is cancelled while the
+            // transport's call is in flight; Hearth stops instead of retrying.
+            var calls = 0
+            val transport = object : FleetTransport {
+                override fun post(path: String, headers: List<HttpHeader>, body: ByteArray, timeoutMs: ULong): ByteArray {
+                    calls++
+                    Thread { h.cancelParticipation() }.apply { start() }.join()
+                    throw TransportFailure.Timeout()
+                }
+            }
+            val started = System.nanoTime()
+            val e = assertFailsWith<HearthException.Federated> { h.participateVia(transport, ready) }
+            assertEquals(FederatedFailure.CANCELLED, e.kind)
+            assertEquals(1, calls, "no retry after the cancel")
+            assertTrue(System.nanoTime() - started < 2_000_000_000L)
+            assertEquals(emptyList(), h.privacyLedger().entries)
+        }
+    }
+
     @Test fun aCoordinatorUrlMustBePlainHttp() {
         device().use { h ->
             h.setFederatedOptIn(true)

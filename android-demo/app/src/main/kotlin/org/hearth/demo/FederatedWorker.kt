@@ -12,6 +12,9 @@ import androidx.work.PeriodicWorkRequestBuilder
 import androidx.work.WorkManager
 import androidx.work.WorkerParameters
 import kotlinx.coroutines.Dispatchers
+import kotlinx.coroutines.awaitCancellation
+import kotlinx.coroutines.coroutineScope
+import kotlinx.coroutines.launch
 import kotlinx.coroutines.withContext
 import org.hearth.DeviceConditions
 import org.hearth.HearthException
@@ -28,7 +31,8 @@ import java.util.concurrent.TimeUnit
  *
  * participateVia blocks (a bounded wait for a round, training, the upload:
  * minutes at most), on Dispatchers.IO. If WorkManager stops the worker, the
- * coroutine is cancelled but the native call runs to its own bound.
+ * coroutine is cancelled and the worker tells Hearth (cancelParticipation),
+ * whose call then returns within its current network call.
  */
 class FederatedWorker(context: Context, params: WorkerParameters) : CoroutineWorker(context, params) {
     override suspend fun doWork(): Result = withContext(Dispatchers.IO) {
@@ -36,7 +40,22 @@ class FederatedWorker(context: Context, params: WorkerParameters) : CoroutineWor
         if (url.isEmpty()) return@withContext Result.success()
         try {
             val model = (applicationContext as DemoApplication).model()
-            val outcome = model.participate(HttpFleetTransport(url), conditions())
+            val outcome = coroutineScope {
+                // WorkManager stopping the worker cancels this scope; the blocking call
+                // cannot see that, so a sibling tells Hearth.
+                val onStop = launch {
+                    try {
+                        awaitCancellation()
+                    } finally {
+                        model.cancelParticipation()
+                    }
+                }
+                try {
+                    model.participate(HttpFleetTransport(url), conditions())
+                } finally {
+                    onStop.cancel()
+                }
+            }
             Log.i(LogcatLogger.TAG, "federated round: ${DemoModel.describe(outcome)}")
         } catch (e: HearthException) {
             // Federated (coordinator unreachable or refusing), KeyUnavailable, ...: the message

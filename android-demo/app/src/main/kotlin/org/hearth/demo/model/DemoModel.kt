@@ -138,6 +138,9 @@ class DemoModel(private val hearth: Hearth, val catalog: List<CatalogItem> = DEM
     fun participate(transport: FleetTransport, conditions: DeviceConditions): ParticipationOutcome =
         hearth.participateVia(transport, conditions)
 
+    /** Stops a round in progress (it then throws HearthException.Federated, kind CANCELLED). */
+    fun cancelParticipation() = hearth.cancelParticipation()
+
     companion object {
         /**
          * Opens the store; when the key no longer opens it (the platform
