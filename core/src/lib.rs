@@ -37,7 +37,7 @@ pub use federated::{
 };
 pub use hearth::{Hearth, HearthConfig, destroy_store};
 pub use history::{CatalogItem, DeviceClass, Event, EventContext, EventKind};
-pub use logging::{LogLevel, Logger, set_logger};
+pub use logging::{HearthLogger, LogLevel, set_logger};
 pub use model::{ModelInfo, ModelPackage, ModelRejection, PACKAGE_FILES, RELEASE_MODEL_KEY};
 pub use notify::{
     NotificationCandidate, NotificationDecision, NotificationKind, NotificationPolicy, NotifyReason, Urgency,

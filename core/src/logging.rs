@@ -1,7 +1,7 @@
 //! Hearth's log lines, handed to the host app.
 //!
 //! The core logs through the `log` facade. An app that wants those lines
-//! implements [`Logger`] (Kotlin: route it to logcat; Swift: to `os_log`) and
+//! implements [`HearthLogger`] (Kotlin: route it to logcat; Swift: to `os_log`) and
 //! calls [`set_logger`] once at start-up. Calling it again swaps the logger
 //! and the level; the `log` facade itself is installed only once per process.
 //!
@@ -55,7 +55,7 @@ impl From<LogLevel> for log::LevelFilter {
 
 /// Receives Hearth's log lines. Implemented by the app.
 #[uniffi::export(foreign)]
-pub trait Logger: Send + Sync {
+pub trait HearthLogger: Send + Sync {
     /// One line. `target` names the part of Hearth that wrote it (for
     /// example `hearth_core::store`).
     fn log(&self, level: LogLevel, target: String, message: String);
@@ -63,7 +63,7 @@ pub trait Logger: Send + Sync {
 
 /// The `log::Log` installed in the process: forwards to the current logger.
 struct Forwarder {
-    sink: RwLock<Option<Arc<dyn Logger>>>,
+    sink: RwLock<Option<Arc<dyn HearthLogger>>>,
 }
 
 static FORWARDER: Forwarder = Forwarder { sink: RwLock::new(None) };
@@ -72,13 +72,13 @@ static FORWARDER: Forwarder = Forwarder { sink: RwLock::new(None) };
 static INSTALLED: OnceLock<bool> = OnceLock::new();
 
 impl Forwarder {
-    fn current(&self) -> Option<Arc<dyn Logger>> {
+    fn current(&self) -> Option<Arc<dyn HearthLogger>> {
         // Cloned out so that no lock is held while the foreign code runs:
         // it may call `set_logger`, or throw (which unwinds through here).
         self.sink.read().unwrap_or_else(PoisonError::into_inner).clone()
     }
 
-    fn replace(&self, logger: Arc<dyn Logger>) {
+    fn replace(&self, logger: Arc<dyn HearthLogger>) {
         *self.sink.write().unwrap_or_else(PoisonError::into_inner) = Some(logger);
     }
 
@@ -115,7 +115,7 @@ impl log::Log for Forwarder {
 /// Fails with `Internal` only if other Rust code in the process installed a
 /// `log` logger of its own first (an app that only uses Hearth never sees it).
 #[uniffi::export]
-pub fn set_logger(logger: Arc<dyn Logger>, max_level: LogLevel) -> Result<(), HearthError> {
+pub fn set_logger(logger: Arc<dyn HearthLogger>, max_level: LogLevel) -> Result<(), HearthError> {
     let installed = *INSTALLED.get_or_init(|| log::set_logger(&FORWARDER).is_ok());
     if !installed {
         return Err(HearthError::Internal {
@@ -140,7 +140,7 @@ mod tests {
     #[derive(Default)]
     struct Lines(Mutex<Vec<(LogLevel, String)>>);
 
-    impl Logger for Lines {
+    impl HearthLogger for Lines {
         fn log(&self, level: LogLevel, target: String, message: String) {
             if target == TARGET {
                 self.0.lock().unwrap().push((level, message));
@@ -193,7 +193,7 @@ mod tests {
             forwarder: Arc<Forwarder>,
             next: Arc<Lines>,
         }
-        impl Logger for Swapper {
+        impl HearthLogger for Swapper {
             fn log(&self, _: LogLevel, _: String, _: String) {
                 self.forwarder.replace(self.next.clone());
             }
@@ -218,7 +218,7 @@ mod tests {
     #[test]
     fn nothing_is_forwarded_while_a_panic_unwinds() {
         struct Broken;
-        impl Logger for Broken {
+        impl HearthLogger for Broken {
             fn log(&self, _: LogLevel, _: String, _: String) {
                 panic!("the app's logger broke");
             }

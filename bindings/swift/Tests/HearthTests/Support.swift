@@ -50,7 +50,7 @@ func item(_ id: String, _ title: String, _ categories: [String] = [], popularity
 }
 
 /// Collects the log lines Hearth hands over.
-final class ListLogger: Logger, @unchecked Sendable {
+final class ListLogger: HearthLogger, @unchecked Sendable {
     private let lock = NSLock()
     private var stored: [String] = []
     var lines: [String] {
@@ -66,15 +66,15 @@ final class ListLogger: Logger, @unchecked Sendable {
 }
 
 /// Drops everything: installed after each test.
-final class QuietLogger: Logger {
+final class QuietLogger: HearthLogger {
     func log(level: LogLevel, target: String, message: String) {}
 }
 
 /// Replaces itself from inside `log` (allowed: Hearth holds no lock of the
 /// logger's while calling it).
-final class SelfReplacingLogger: Logger {
-    let next: Logger
-    init(next: Logger) { self.next = next }
+final class SelfReplacingLogger: HearthLogger {
+    let next: HearthLogger
+    init(next: HearthLogger) { self.next = next }
     func log(level: LogLevel, target: String, message: String) {
         try? setLogger(logger: next, maxLevel: .info)
     }

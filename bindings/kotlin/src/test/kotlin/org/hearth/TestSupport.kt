@@ -52,7 +52,7 @@ fun item(id: String, title: String, vararg categories: String) = CatalogItem(
 )
 
 /** Collects the log lines Hearth hands over. */
-class ListLogger : Logger {
+class ListLogger : HearthLogger {
     val lines: MutableList<String> = Collections.synchronizedList(mutableListOf())
 
     override fun log(level: LogLevel, target: String, message: String) {
@@ -61,17 +61,17 @@ class ListLogger : Logger {
 }
 
 /** Drops everything: installed after the logging tests. */
-object QuietLogger : Logger {
+object QuietLogger : HearthLogger {
     override fun log(level: LogLevel, target: String, message: String) = Unit
 }
 
 /** Replaces itself from inside `log` (allowed: no lock is held while it runs). */
-class SelfReplacingLogger(private val next: Logger) : Logger {
+class SelfReplacingLogger(private val next: HearthLogger) : HearthLogger {
     override fun log(level: LogLevel, target: String, message: String) = setLogger(next, LogLevel.INFO)
 }
 
 /** Throws from `log` while armed, once, as a broken app logger would. */
-class ThrowingOnceLogger : Logger {
+class ThrowingOnceLogger : HearthLogger {
     @Volatile var armed = true
     @Volatile var calls = 0
 

@@ -2,7 +2,7 @@ package org.hearth.demo
 
 import android.util.Log
 import org.hearth.LogLevel
-import org.hearth.Logger
+import org.hearth.HearthLogger
 
 /**
  * Hearth's log lines to logcat, tag "Hearth". Hearth's messages carry no item
@@ -10,7 +10,7 @@ import org.hearth.Logger
  * while Hearth holds its lock: it must be quick, must not call Hearth, and
  * must not throw (a throwing logger fails the Hearth call with Internal).
  */
-class LogcatLogger : Logger {
+class LogcatLogger : HearthLogger {
     override fun log(level: LogLevel, target: String, message: String) {
         val priority = when (level) {
             LogLevel.ERROR -> Log.ERROR
