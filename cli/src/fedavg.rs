@@ -1,39 +1,191 @@
 //! An in-process federated coordinator for `hearth simulate --rounds R`:
-//! FedAvg over the devices' clipped updates, each new global model signed
-//! with a coordinator key made for the run and installed by every device
-//! through `Hearth::install_model`, exactly as a downloaded one would be.
+//! FedAvg over the devices' clipped updates, with the server-side Gaussian
+//! noise of `coordinator/hearth_coordinator/strategy.py`, each new global
+//! model signed with a coordinator key made for the run and installed by
+//! every device through `Hearth::install_model`, exactly as a downloaded one
+//! would be.
 //!
 //! The devices train with the same code a phone runs (`hearth-core`'s
 //! training step through tract); what reaches this coordinator is only each
-//! device's clipped weight delta. No noise is added here (the privacy
-//! ledger and DP noise land with the federated issue).
+//! device's clipped weight delta.
 
 use std::sync::Arc;
 
-use anyhow::{Result, anyhow};
+use anyhow::{Context, Result, anyhow};
+use hearth_core::testing::RoundSettings;
 use hearth_core::{Hearth, ModelPackage};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 use ring::digest::{SHA256, digest};
 use ring::rand::SystemRandom;
 use ring::signature::{Ed25519KeyPair, KeyPair};
 
 use crate::model_cmd::hex;
 
+/// How devices are drawn for a round.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Sampling {
+    /// Every device with probability q, independently (what the privacy
+    /// accountant assumes).
+    Poisson(f64),
+    /// K devices drawn uniformly without replacement.
+    Fixed(usize),
+}
+
+impl Sampling {
+    /// The sampling rate the accountant is given: q, or K / N for a fixed
+    /// size (the usual approximation; fixed-size sampling is not exactly
+    /// the Poisson sampling the RDP bound is proved for).
+    pub fn rate(&self, devices: usize) -> f64 {
+        match *self {
+            Sampling::Poisson(q) => q,
+            Sampling::Fixed(k) => (k.min(devices) as f64 / devices.max(1) as f64).min(1.0),
+        }
+    }
+
+    /// The indices of the devices drawn from `devices`.
+    pub fn draw(&self, devices: usize, rng: &mut StdRng) -> Vec<usize> {
+        match *self {
+            Sampling::Poisson(q) if q >= 1.0 => (0..devices).collect(),
+            Sampling::Poisson(q) => (0..devices).filter(|_| rng.random::<f64>() < q).collect(),
+            Sampling::Fixed(k) => {
+                let mut all: Vec<usize> = (0..devices).collect();
+                let k = k.min(devices);
+                for i in 0..k {
+                    let j = rng.random_range(i..devices);
+                    all.swap(i, j);
+                }
+                all.truncate(k);
+                all.sort_unstable();
+                all
+            }
+        }
+    }
+}
+
+/// How the server applies the (noised) mean update. The noise is added to
+/// the mean before any of this, so the optimizer is post-processing and
+/// changes no privacy guarantee.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum ServerOptimizer {
+    /// FedAvg (momentum 0, lr 1) or FedAvgM: `v = m v + mean`, `w += lr v`.
+    Momentum { lr: f64, momentum: f64 },
+    /// FedAdam (Reddi et al., "Adaptive Federated Optimization", 2021) on
+    /// the pseudo-gradient `-mean`, with Adam's bias correction: `m = b1 m
+    /// + (1 - b1) g`, `v = b2 v + (1 - b2) g^2`, `w -= lr m^ / (sqrt(v^) + tau)`.
+    Adam { lr: f64, beta1: f64, beta2: f64, tau: f64 },
+}
+
+impl ServerOptimizer {
+    pub fn lr(&self) -> f64 {
+        match *self {
+            ServerOptimizer::Momentum { lr, .. } | ServerOptimizer::Adam { lr, .. } => lr,
+        }
+    }
+
+    pub fn adam(lr: f64) -> ServerOptimizer {
+        ServerOptimizer::Adam { lr, beta1: 0.9, beta2: 0.99, tau: 1e-6 }
+    }
+
+    fn check(&self) -> Result<()> {
+        let ok = match *self {
+            ServerOptimizer::Momentum { lr, momentum } => lr.is_finite() && lr > 0.0 && (0.0..1.0).contains(&momentum),
+            ServerOptimizer::Adam { lr, beta1, beta2, tau } => {
+                lr.is_finite()
+                    && lr > 0.0
+                    && (0.0..1.0).contains(&beta1)
+                    && (0.0..1.0).contains(&beta2)
+                    && tau.is_finite()
+                    && tau > 0.0
+            }
+        };
+        if ok { Ok(()) } else { Err(anyhow!("server optimizer out of range: {self:?}")) }
+    }
+}
+
+/// A standard normal draw (Box-Muller).
+pub fn normal(rng: &mut StdRng) -> f64 {
+    let u1: f64 = rng.random_range(f64::EPSILON..1.0);
+    let u2: f64 = rng.random();
+    (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
+}
+
 pub struct Coordinator {
     key: Ed25519KeyPair,
     base: ModelPackage,
     pub weights: Vec<f32>,
     pub version: u64,
+    clip: f64,
+    noise_multiplier: f64,
+    optimizer: ServerOptimizer,
+    /// The optimizer's state: momentum's velocity or Adam's first moment,
+    /// Adam's second moment, and the step count.
+    first: Vec<f64>,
+    second: Vec<f64>,
+    steps: u64,
+    rng: StdRng,
+}
+
+/// What one aggregation did.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Aggregate {
+    /// Standard deviation of the noise added to each coordinate of the mean.
+    pub noise_std: f64,
 }
 
 impl Coordinator {
-    pub fn new() -> Result<Coordinator> {
+    /// Starts from the built-in model; noise of `noise_multiplier * clip / n`
+    /// per coordinate of the mean of n updates, drawn from `seed`.
+    pub fn new(clip: f64, noise_multiplier: f64, optimizer: ServerOptimizer, seed: u64) -> Result<Coordinator> {
+        Coordinator::from_package(ModelPackage::builtin(), clip, noise_multiplier, optimizer, seed)
+    }
+
+    /// Starts from `base`'s weights (its graphs and manifest, re-signed by
+    /// this coordinator under newer versions).
+    pub fn from_package(
+        base: ModelPackage,
+        clip: f64,
+        noise_multiplier: f64,
+        optimizer: ServerOptimizer,
+        seed: u64,
+    ) -> Result<Coordinator> {
+        if !(clip.is_finite() && clip > 0.0) {
+            return Err(anyhow!("the clipping norm must be a positive number"));
+        }
+        if !(noise_multiplier.is_finite() && noise_multiplier >= 0.0) {
+            return Err(anyhow!("the noise multiplier must be a number >= 0"));
+        }
+        optimizer.check()?;
         let der = Ed25519KeyPair::generate_pkcs8(&SystemRandom::new()).map_err(|_| anyhow!("key generation failed"))?;
         let key = Ed25519KeyPair::from_pkcs8(der.as_ref()).map_err(|_| anyhow!("generated key unreadable"))?;
-        let base = ModelPackage::builtin();
-        let weights = base.weights.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+        let weights: Vec<f32> =
+            base.weights.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
         let manifest: serde_json::Value = serde_json::from_slice(&base.manifest)?;
         let version = manifest["version"].as_u64().ok_or_else(|| anyhow!("manifest without a version"))?;
-        Ok(Coordinator { key, base, weights, version })
+        let expected: u64 = manifest["parameters"]
+            .as_array()
+            .ok_or_else(|| anyhow!("manifest without parameters"))?
+            .iter()
+            .map(|p| p["count"].as_u64().unwrap_or(0))
+            .sum();
+        if weights.len() as u64 != expected || base.weights.len() % 4 != 0 {
+            return Err(anyhow!("weights.bin holds {} values, the manifest {expected}", weights.len()));
+        }
+        let first = vec![0.0; weights.len()];
+        let second = vec![0.0; weights.len()];
+        Ok(Coordinator {
+            key,
+            base,
+            weights,
+            version,
+            clip,
+            noise_multiplier,
+            optimizer,
+            first,
+            second,
+            steps: 0,
+            rng: StdRng::seed_from_u64(seed ^ 0x6e6f_6973_6500),
+        })
     }
 
     /// The key devices must trust (hex).
@@ -41,23 +193,89 @@ impl Coordinator {
         hex(self.key.public_key().as_ref())
     }
 
-    /// FedAvg: the mean of the updates, added to the global weights; returns
-    /// the signed package of the new version.
-    pub fn aggregate(&mut self, updates: &[Vec<f32>]) -> Result<ModelPackage> {
+    /// Sets the server learning rate (for a schedule across rounds).
+    pub fn set_server_lr(&mut self, rate: f64) -> Result<()> {
+        let optimizer = match self.optimizer {
+            ServerOptimizer::Momentum { momentum, .. } => ServerOptimizer::Momentum { lr: rate, momentum },
+            ServerOptimizer::Adam { beta1, beta2, tau, .. } => ServerOptimizer::Adam { lr: rate, beta1, beta2, tau },
+        };
+        optimizer.check()?;
+        self.optimizer = optimizer;
+        Ok(())
+    }
+
+    /// The starting weights, signed as the next version: what devices
+    /// install when the run starts from another model than their built-in one.
+    pub fn start(&mut self) -> Result<ModelPackage> {
+        self.version += 1;
+        self.package()
+    }
+
+    /// Back to the starting weights (no optimizer state) with another noise
+    /// multiplier; returns them signed as the next version, which devices
+    /// accept (a package must be newer than the one installed).
+    pub fn restart(&mut self, noise_multiplier: f64) -> Result<ModelPackage> {
+        if !(noise_multiplier.is_finite() && noise_multiplier >= 0.0) {
+            return Err(anyhow!("the noise multiplier must be a number >= 0"));
+        }
+        self.noise_multiplier = noise_multiplier;
+        self.weights =
+            self.base.weights.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+        self.first.iter_mut().for_each(|v| *v = 0.0);
+        self.second.iter_mut().for_each(|v| *v = 0.0);
+        self.steps = 0;
+        self.version += 1;
+        self.package()
+    }
+
+    /// The unweighted mean of the n updates, with Gaussian noise of std
+    /// `z * C / n` on each coordinate (as `strategy.py`), applied by the
+    /// server optimizer (plain FedAvg adds it). Returns the signed package of
+    /// the new version.
+    pub fn aggregate(&mut self, updates: &[Vec<f32>]) -> Result<(ModelPackage, Aggregate)> {
         if updates.is_empty() {
             return Err(anyhow!("no updates this round"));
         }
-        let scale = 1.0 / updates.len() as f32;
+        let n = updates.len() as f64;
+        let mut mean = vec![0f64; self.weights.len()];
         for u in updates {
             if u.len() != self.weights.len() {
                 return Err(anyhow!("an update of {} values for {} weights", u.len(), self.weights.len()));
             }
-            for (w, d) in self.weights.iter_mut().zip(u) {
-                *w += scale * d;
+            for (m, d) in mean.iter_mut().zip(u) {
+                *m += *d as f64;
+            }
+        }
+        let std = self.noise_multiplier * self.clip / n;
+        for m in mean.iter_mut() {
+            *m /= n;
+            if std > 0.0 {
+                *m += std * normal(&mut self.rng);
+            }
+        }
+        self.steps += 1;
+        match self.optimizer {
+            ServerOptimizer::Momentum { lr, momentum } => {
+                for ((w, v), m) in self.weights.iter_mut().zip(self.first.iter_mut()).zip(&mean) {
+                    *v = momentum * *v + m;
+                    *w = (*w as f64 + lr * *v) as f32;
+                }
+            }
+            ServerOptimizer::Adam { lr, beta1, beta2, tau } => {
+                let c1 = 1.0 - beta1.powf(self.steps as f64);
+                let c2 = 1.0 - beta2.powf(self.steps as f64);
+                for (((w, m1), m2), d) in
+                    self.weights.iter_mut().zip(self.first.iter_mut()).zip(self.second.iter_mut()).zip(&mean)
+                {
+                    let g = -d;
+                    *m1 = beta1 * *m1 + (1.0 - beta1) * g;
+                    *m2 = beta2 * *m2 + (1.0 - beta2) * g * g;
+                    *w = (*w as f64 - lr * (*m1 / c1) / ((*m2 / c2).sqrt() + tau)) as f32;
+                }
             }
         }
         self.version += 1;
-        self.package()
+        Ok((self.package()?, Aggregate { noise_std: std }))
     }
 
     fn package(&self) -> Result<ModelPackage> {
@@ -72,13 +290,95 @@ impl Coordinator {
     }
 }
 
-/// One device's part of a round: train on its own history, return the
-/// clipped delta and its norm before clipping.
-pub fn local_round(hearth: &Arc<Hearth>, clip: f64, seed: u64) -> Result<Option<(Vec<f32>, f64)>> {
-    match hearth_core::testing::local_update(hearth, clip, 1, seed) {
-        Ok(u) => Ok(Some((u.delta, u.norm_before_clip))),
+/// What one device sends: its clipped delta, and (kept by the simulation
+/// for the table, not part of a real reply) its norm before clipping.
+pub struct DeviceUpdate {
+    pub delta: Vec<f32>,
+    pub norm_before_clip: f64,
+}
+
+/// One device's part of a round: train on its own history from its active
+/// (the installed global) model.
+pub fn local_round(hearth: &Arc<Hearth>, settings: &RoundSettings) -> Result<Option<DeviceUpdate>> {
+    match hearth_core::testing::local_update_with(hearth, settings, None) {
+        Ok(u) => Ok(Some(DeviceUpdate { delta: u.delta, norm_before_clip: u.norm_before_clip })),
         // Nothing engaged to learn from: the device sits the round out.
-        Err(hearth_core::HearthError::InvalidInput { .. }) => Ok(None),
+        Err(hearth_core::HearthError::InvalidInput { field, .. }) if field == "history" => Ok(None),
         Err(e) => Err(e.into()),
+    }
+}
+
+/// Reads a model package directory (the files of `hearth_core::PACKAGE_FILES`).
+pub fn read_package(dir: &std::path::Path) -> Result<ModelPackage> {
+    let read =
+        |name: &str| std::fs::read(dir.join(name)).with_context(|| format!("reading {}", dir.join(name).display()));
+    Ok(ModelPackage {
+        manifest: read("manifest.json")?,
+        signature: read("manifest.sig").unwrap_or_default(),
+        inference: read("inference.onnx")?,
+        train_step: read("train_step.onnx")?,
+        weights: read("weights.bin")?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FEDAVG: ServerOptimizer = ServerOptimizer::Momentum { lr: 1.0, momentum: 0.0 };
+
+    #[test]
+    fn adam_moves_each_weight_by_about_its_learning_rate() {
+        let mut c = Coordinator::new(1.0, 0.0, ServerOptimizer::adam(0.01), 3).unwrap();
+        let start = c.weights.clone();
+        let mut u = vec![1e-4f32; start.len()];
+        u[0] = -0.5;
+        c.aggregate(&[u]).unwrap();
+        // The first bias-corrected step is lr * sign(mean), whatever its size.
+        assert!((c.weights[1] - start[1] - 0.01).abs() < 1e-4);
+        assert!((c.weights[0] - start[0] + 0.01).abs() < 1e-4);
+    }
+
+    #[test]
+    fn sampling_draws_what_it_says() {
+        let mut rng = StdRng::seed_from_u64(1);
+        let fixed = Sampling::Fixed(10).draw(100, &mut rng);
+        assert_eq!(fixed.len(), 10);
+        assert!(fixed.windows(2).all(|w| w[0] < w[1]));
+        assert_eq!(Sampling::Fixed(500).draw(20, &mut rng).len(), 20);
+        assert_eq!(Sampling::Poisson(1.0).draw(7, &mut rng), (0..7).collect::<Vec<_>>());
+        let drawn: usize = (0..200).map(|_| Sampling::Poisson(0.1).draw(100, &mut rng).len()).sum();
+        assert!((1800..2200).contains(&drawn), "{drawn}");
+        assert_eq!(Sampling::Fixed(10).rate(100), 0.1);
+    }
+
+    #[test]
+    fn the_mean_moves_the_weights_and_the_noise_has_its_std() {
+        let mut quiet = Coordinator::new(1.0, 0.0, FEDAVG, 3).unwrap();
+        let start = quiet.weights.clone();
+        let updates = vec![vec![0.5f32; start.len()], vec![-0.1f32; start.len()]];
+        let (_, a) = quiet.aggregate(&updates).unwrap();
+        assert_eq!(a.noise_std, 0.0);
+        assert!(quiet.weights.iter().zip(&start).all(|(w, s)| ((w - s) - 0.2).abs() < 1e-5));
+
+        let mut noisy = Coordinator::new(2.0, 1.0, FEDAVG, 3).unwrap();
+        let zeros = vec![vec![0f32; start.len()]; 4];
+        let (package, a) = noisy.aggregate(&zeros).unwrap();
+        assert_eq!(a.noise_std, 0.5);
+        let d: Vec<f64> = noisy.weights.iter().zip(&start).map(|(w, s)| (w - s) as f64).collect();
+        let var = d.iter().map(|x| x * x).sum::<f64>() / d.len() as f64;
+        assert!((var.sqrt() - 0.5).abs() < 0.01, "std {}", var.sqrt());
+        assert!(package.weights.len() == start.len() * 4);
+    }
+
+    #[test]
+    fn momentum_accumulates() {
+        let mut c = Coordinator::new(1.0, 0.0, ServerOptimizer::Momentum { lr: 1.0, momentum: 0.5 }, 3).unwrap();
+        let start = c.weights[0];
+        let u = vec![vec![0.1f32; c.weights.len()]];
+        c.aggregate(&u).unwrap();
+        c.aggregate(&u).unwrap();
+        // 0.1, then 0.5 * 0.1 + 0.1.
+        assert!((c.weights[0] - start - 0.25).abs() < 1e-5);
     }
 }

@@ -1,30 +1,31 @@
 //! `hearth`: run Hearth on a laptop.
 //!
-//! * `hearth simulate`: a synthetic audience, each device with its own
-//!   encrypted store.
+//! * `hearth simulate`: a fleet of devices (a synthetic audience or
+//!   MovieLens-100K), each with its own encrypted store, and federated
+//!   rounds among them.
+//! * `hearth chart`: NDCG@10 against rounds from `simulate --json` records.
 //! * `hearth inspect DIR`: what a store holds, in summary.
 //! * `hearth export DIR`: everything a store holds, as the export document.
 //! * `hearth evaluate`: ranking quality through the on-device path.
 //! * `hearth model keygen|sign|pubkey`: keys and signatures for model packages.
 
+mod chart;
 mod evaluate;
 mod fedavg;
 mod model_cmd;
+mod movielens;
 mod population;
+mod simulate;
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
-use hearth_core::{
-    Event, EventKind, Hearth, HearthConfig, PASSPHRASE_ITERATIONS, PassphraseKeyProvider, RankContext, RecordOutcome,
-    SCHEMA_VERSION,
-};
-use indicatif::{ProgressBar, ProgressStyle};
-use population::{Population, PopulationSpec};
+use fedavg::Sampling;
+use hearth_core::{Hearth, HearthConfig, PASSPHRASE_ITERATIONS, PassphraseKeyProvider, SCHEMA_VERSION};
+use population::PopulationSpec;
+use simulate::{Federated, Source};
 
 /// Used by `simulate` when no passphrase is given: the data is synthetic.
 const SIMULATION_PASSPHRASE: &str = "hearth-simulation";
@@ -38,33 +39,22 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Generate a synthetic audience and record each device's history into its
-    /// own encrypted store.
-    Simulate {
-        /// Number of simulated devices (one user each).
-        #[arg(long, default_value_t = 50)]
-        devices: usize,
-        /// Output directory (`catalog.json`, `devices/<n>/`); a temporary
-        /// directory, removed at the end, when absent.
+    /// Simulate a fleet of devices, each with its own encrypted store, on a
+    /// synthetic audience or on MovieLens-100K (one device per user); rank
+    /// each device's held-out item; with --rounds, train by federated
+    /// averaging in-process.
+    Simulate(Box<SimulateArgs>),
+    /// Chart NDCG@10 against rounds from the `--json` records of one or more
+    /// `simulate` runs of the same fleet, as one PNG.
+    Chart {
+        /// A record written by `simulate --json` (repeatable; runs in order).
+        #[arg(long = "json", required = true)]
+        records: Vec<PathBuf>,
+        /// A horizontal reference line, LABEL=NDCG (repeatable).
+        #[arg(long = "reference", value_name = "LABEL=NDCG")]
+        references: Vec<String>,
         #[arg(long)]
-        data: Option<PathBuf>,
-        #[arg(long, default_value_t = 42)]
-        seed: u64,
-        /// Catalog size.
-        #[arg(long, default_value_t = 1500)]
-        items: usize,
-        /// Days of history per device.
-        #[arg(long, default_value_t = 60)]
-        days: i64,
-        /// Passphrase for the device stores.
-        #[arg(long, env = "HEARTH_PASSPHRASE", hide_env_values = true)]
-        passphrase: Option<String>,
-        /// Federated rounds after recording (in-process FedAvg; 0: none).
-        #[arg(long, default_value_t = 0)]
-        rounds: u32,
-        /// L2 bound C of each device's update.
-        #[arg(long, default_value_t = 1.0)]
-        clip: f64,
+        out: PathBuf,
     },
     /// Summarize a store: events, profile, settings, files.
     Inspect {
@@ -105,6 +95,100 @@ enum Command {
     },
 }
 
+#[derive(clap::Args)]
+struct SimulateArgs {
+    /// Number of simulated devices (one user each); 50 for the synthetic
+    /// audience, every user for MovieLens.
+    #[arg(long)]
+    devices: Option<usize>,
+    /// An ml-100k directory (ml-100k.inter, ml-100k.item, as
+    /// models/movielens/run.sh fetches them): one device per user, each
+    /// user's last rating by time held out.
+    #[arg(long, value_name = "DIR")]
+    movielens: Option<PathBuf>,
+    /// Output directory (`catalog.json`, `devices/<n>/`); a temporary
+    /// directory, removed at the end, when absent.
+    #[arg(long)]
+    data: Option<PathBuf>,
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Catalog size (synthetic audience).
+    #[arg(long, default_value_t = 1500)]
+    items: usize,
+    /// Days of history per device (synthetic audience).
+    #[arg(long, default_value_t = 60)]
+    days: i64,
+    /// Passphrase for the device stores.
+    #[arg(long, env = "HEARTH_PASSPHRASE", hide_env_values = true)]
+    passphrase: Option<String>,
+    /// Federated rounds after recording (in-process FedAvg; 0: none).
+    #[arg(long, default_value_t = 0)]
+    rounds: u32,
+    /// L2 bound C of each device's update.
+    #[arg(long, default_value_t = 1.0)]
+    clip: f64,
+    /// Noise multiplier z: Gaussian noise of std z*C/n on each coordinate
+    /// of the mean of n updates. A comma-separated list runs the rounds
+    /// once per value, each from the built-in model, same devices, same
+    /// samples.
+    #[arg(long, value_delimiter = ',', default_value = "0")]
+    noise_multiplier: Vec<f64>,
+    /// Poisson sampling: each device takes part in a round with this
+    /// probability (1: every device).
+    #[arg(long, conflicts_with = "clients_per_round")]
+    sample_rate: Option<f64>,
+    /// Fixed-size sampling: this many devices drawn per round.
+    #[arg(long)]
+    clients_per_round: Option<usize>,
+    /// Local SGD learning rate (the model manifest's when absent).
+    #[arg(long)]
+    lr: Option<f64>,
+    #[arg(long, default_value_t = 1)]
+    local_epochs: u32,
+    /// Negatives per positive in local training (the manifest's when absent).
+    #[arg(long)]
+    negatives: Option<usize>,
+    /// How the server applies the noised mean update: `avg` (FedAvg, or
+    /// FedAvgM with --server-momentum) or `adam` (FedAdam).
+    #[arg(long, default_value = "avg", value_parser = ["avg", "adam"])]
+    server_opt: String,
+    /// Server learning rate (default 1 for avg, 0.01 for adam).
+    #[arg(long)]
+    server_lr: Option<f64>,
+    /// Let the server learning rate fall linearly to this by each run's
+    /// last round.
+    #[arg(long)]
+    server_lr_final: Option<f64>,
+    /// Server momentum of `avg` (FedAvgM; 0: plain FedAvg).
+    #[arg(long, default_value_t = 0.0)]
+    server_momentum: f64,
+    /// Start from this model package's weights (a directory of the five
+    /// package files, for example one trained centrally) instead of the
+    /// built-in model; the coordinator re-signs it.
+    #[arg(long, value_name = "DIR")]
+    initial_model: Option<PathBuf>,
+    /// Measure quality every this many rounds (and after the last).
+    #[arg(long, default_value_t = 1)]
+    eval_every: u32,
+    /// Delta of the epsilon column (1/N^1.1 for N devices when absent).
+    #[arg(long)]
+    delta: Option<f64>,
+    /// Write a PNG chart of NDCG@10 against rounds here.
+    #[arg(long)]
+    chart: Option<PathBuf>,
+    /// A horizontal reference line on the chart, LABEL=NDCG (repeatable),
+    /// for example "central=0.0632".
+    #[arg(long = "reference", value_name = "LABEL=NDCG")]
+    references: Vec<String>,
+    /// Write every number of the rounds as JSON here (rewritten after
+    /// each round).
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Worker threads for recording, training and ranking.
+    #[arg(long, default_value_t = 2)]
+    threads: usize,
+}
+
 #[derive(Subcommand)]
 enum ModelCommand {
     /// Write a new Ed25519 signing key (PKCS#8) and print its public key.
@@ -126,11 +210,86 @@ fn main() {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Simulate { devices, data, seed, items, days, passphrase, rounds, clip } => {
+        Command::Simulate(args) => (|| {
+            let SimulateArgs {
+                devices,
+                movielens,
+                data,
+                seed,
+                items,
+                days,
+                passphrase,
+                rounds,
+                clip,
+                noise_multiplier,
+                sample_rate,
+                clients_per_round,
+                lr,
+                local_epochs,
+                negatives,
+                server_opt,
+                server_lr,
+                server_lr_final,
+                server_momentum,
+                initial_model,
+                eval_every,
+                delta,
+                chart,
+                references,
+                json,
+                threads,
+            } = *args;
             let passphrase = passphrase.unwrap_or_else(|| SIMULATION_PASSPHRASE.to_string());
-            let spec = PopulationSpec { items, days, ..Default::default() };
-            simulate(devices, data, seed, spec, &passphrase, Rounds { rounds, clip })
-        }
+            let source = match movielens {
+                Some(dir) => Source::MovieLens { dir, devices },
+                None => Source::Synthetic {
+                    spec: PopulationSpec { items, days, ..Default::default() },
+                    devices: devices.unwrap_or(50),
+                },
+            };
+            let sampling = match (sample_rate, clients_per_round) {
+                (Some(q), _) if !(q > 0.0 && q <= 1.0) => bail!("--sample-rate must be in (0, 1]"),
+                (Some(q), _) => Sampling::Poisson(q),
+                (None, Some(0)) => bail!("--clients-per-round must be at least 1"),
+                (None, Some(k)) => Sampling::Fixed(k),
+                (None, None) => Sampling::Poisson(1.0),
+            };
+            if noise_multiplier.iter().any(|z| !(z.is_finite() && *z >= 0.0)) {
+                bail!("--noise-multiplier must be numbers >= 0");
+            }
+            if delta.is_some_and(|d| !(d > 0.0 && d < 1.0)) {
+                bail!("--delta must be in (0, 1)");
+            }
+            let references = parse_references(&references)?;
+            let server = match server_opt.as_str() {
+                "adam" => fedavg::ServerOptimizer::adam(server_lr.unwrap_or(0.01)),
+                _ => fedavg::ServerOptimizer::Momentum { lr: server_lr.unwrap_or(1.0), momentum: server_momentum },
+            };
+            let fed = (rounds > 0).then(|| Federated {
+                rounds,
+                clip,
+                noise_multipliers: noise_multiplier,
+                sampling,
+                learning_rate: lr,
+                local_epochs,
+                negatives,
+                server,
+                server_lr_final,
+                initial_model,
+                eval_every,
+                delta,
+                chart,
+                references,
+                json,
+                threads: threads.max(1),
+            });
+            simulate::simulate(source, data, seed, &passphrase, fed)
+        })(),
+        Command::Chart { records, references, out } => (|| {
+            simulate::chart_from_records(&records, parse_references(&references)?, &out)?;
+            println!("chart {}", out.display());
+            Ok(())
+        })(),
         Command::Inspect { dir, passphrase } => inspect(&dir, &passphrase),
         Command::Export { dir, passphrase, out } => export(&dir, &passphrase, out.as_deref()),
         Command::Evaluate { input, model, trust_keys, threads } => (|| {
@@ -152,6 +311,17 @@ fn main() {
     }
 }
 
+/// `LABEL=NDCG` pairs of `--reference`.
+fn parse_references(references: &[String]) -> Result<Vec<(String, f64)>> {
+    references
+        .iter()
+        .map(|r| {
+            let (label, value) = r.rsplit_once('=').context("--reference takes LABEL=NDCG")?;
+            Ok((label.to_string(), value.trim().parse::<f64>().context("--reference: NDCG is not a number")?))
+        })
+        .collect()
+}
+
 fn open_store(dir: &Path, passphrase: &str) -> Result<Arc<Hearth>> {
     if !dir.join(hearth_core::DB_FILE).exists() {
         bail!("no Hearth store in {}", dir.display());
@@ -161,253 +331,7 @@ fn open_store(dir: &Path, passphrase: &str) -> Result<Arc<Hearth>> {
         .with_context(|| format!("opening {}", dir.display()))
 }
 
-#[derive(Default)]
-struct Tally {
-    events: u64,
-    by_kind: [u64; 8],
-    bytes: u64,
-    per_device: Vec<u64>,
-    /// NDCG@10 and HR@10 sums of the held-out items: model, then popularity.
-    model: (f64, f64),
-    popularity: (f64, f64),
-    ranked: usize,
-}
-
-/// Splits a history into what is recorded and the item held out: the item
-/// most recently engaged with for the first time (played, completed or
-/// liked); all of its events are held out.
-fn hold_out(history: &[Event]) -> (Vec<Event>, Option<(String, RankContext)>) {
-    let engaged = |e: &Event| matches!(e.kind, EventKind::Play | EventKind::Complete | EventKind::Like);
-    let mut first_engaged: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
-    for (i, e) in history.iter().enumerate() {
-        if engaged(e) {
-            first_engaged.entry(e.item_id.as_str()).or_insert(i);
-        }
-    }
-    let Some((&item, &at)) = first_engaged.iter().max_by_key(|(id, i)| (**i, *id)) else {
-        return (history.to_vec(), None);
-    };
-    let ctx = &history[at].context;
-    let context = RankContext { device: ctx.device, local_hour: ctx.local_hour, locale: ctx.locale.clone() };
-    let item = item.to_string();
-    (history.iter().filter(|e| e.item_id != item).cloned().collect(), Some((item, context)))
-}
-
-struct Rounds {
-    rounds: u32,
-    clip: f64,
-}
-
-/// Per device: its open store (kept open for the rounds), the held-out
-/// item and its context, and what it recorded.
-type Device = (Arc<Hearth>, Option<(String, RankContext)>, Vec<Event>);
-
-fn simulate(
-    devices: usize,
-    data: Option<PathBuf>,
-    seed: u64,
-    spec: PopulationSpec,
-    passphrase: &str,
-    fed: Rounds,
-) -> Result<()> {
-    if devices == 0 {
-        bail!("--devices must be at least 1");
-    }
-    let started = Instant::now();
-    let temp = match &data {
-        Some(_) => None,
-        None => Some(tempfile::tempdir()?),
-    };
-    let root = data.clone().unwrap_or_else(|| temp.as_ref().unwrap().path().to_path_buf());
-    std::fs::create_dir_all(root.join("devices"))?;
-
-    let pop = Population::generate(spec, seed);
-    let catalog_json = serde_json::to_string_pretty(&serde_json::json!({ "items": pop.catalog }))?;
-    std::fs::write(root.join("catalog.json"), catalog_json)?;
-
-    let bar = ProgressBar::new(devices as u64);
-    bar.set_style(ProgressStyle::with_template("{spinner} simulating devices {bar:30} {pos}/{len} {elapsed_precise}")?);
-    let next = AtomicUsize::new(0);
-    let tally = Mutex::new(Tally { per_device: vec![0; devices], ..Default::default() });
-    let coordinator = if fed.rounds > 0 { Some(Mutex::new(fedavg::Coordinator::new()?)) } else { None };
-    let trusted: Vec<String> = coordinator.iter().map(|c| c.lock().unwrap().public_key()).collect();
-    let kept: Mutex<Vec<Option<Device>>> = Mutex::new((0..devices).map(|_| None).collect());
-    let workers = std::thread::available_parallelism().map_or(2, |n| n.get()).min(devices);
-    std::thread::scope(|scope| -> Result<()> {
-        let handles: Vec<_> = (0..workers)
-            .map(|_| {
-                scope.spawn(|| -> Result<()> {
-                    loop {
-                        let n = next.fetch_add(1, Ordering::Relaxed);
-                        if n >= devices {
-                            return Ok(());
-                        }
-                        let dir = root.join("devices").join(n.to_string());
-                        let user = pop.user(n, seed);
-                        let history = pop.history(&user, seed);
-                        let keys = PassphraseKeyProvider::for_dir(&dir, passphrase, PASSPHRASE_ITERATIONS)?;
-                        let config = HearthConfig {
-                            trusted_model_keys: trusted.clone(),
-                            ..HearthConfig::new(dir.to_str().unwrap())
-                        };
-                        let h = Hearth::open(config, Arc::new(keys))?;
-                        h.upsert_catalog(pop.catalog.clone())?;
-                        let (history, held_out) = hold_out(&history);
-                        let outcome = h.record_batch(history.clone())?;
-                        if outcome != (RecordOutcome::Stored { count: history.len() as u32 }) {
-                            bail!("device {n}: unexpected outcome {outcome:?}");
-                        }
-                        let mut ranked = None;
-                        if let Some((item, context)) = held_out.clone() {
-                            let by_model =
-                                evaluate::held_out_position(&h, &pop.catalog, &history, &item, context.clone())?.0;
-                            h.set_personalization(false)?;
-                            let by_popularity =
-                                evaluate::held_out_position(&h, &pop.catalog, &history, &item, context)?.0;
-                            h.set_personalization(true)?;
-                            ranked = Some((evaluate::gains(by_model), evaluate::gains(by_popularity)));
-                        }
-                        if fed.rounds > 0 {
-                            h.set_federated_opt_in(true)?;
-                            kept.lock().unwrap()[n] = Some((h.clone(), held_out.clone(), history.clone()));
-                        } else {
-                            h.close()?;
-                        }
-                        let bytes: u64 =
-                            std::fs::read_dir(&dir)?.filter_map(|e| e.ok()?.metadata().ok()).map(|m| m.len()).sum();
-                        let mut t = tally.lock().unwrap();
-                        t.events += history.len() as u64;
-                        for e in &history {
-                            t.by_kind[EventKind::ALL.iter().position(|k| *k == e.kind).unwrap()] += 1;
-                        }
-                        t.bytes += bytes;
-                        t.per_device[n] = history.len() as u64;
-                        if let Some((m, p)) = ranked {
-                            t.model = (t.model.0 + m.0, t.model.1 + m.1);
-                            t.popularity = (t.popularity.0 + p.0, t.popularity.1 + p.1);
-                            t.ranked += 1;
-                        }
-                        drop(t);
-                        bar.inc(1);
-                    }
-                })
-            })
-            .collect();
-        for h in handles {
-            h.join().expect("worker panicked")?;
-        }
-        Ok(())
-    })?;
-    bar.finish_and_clear();
-
-    let t = tally.into_inner().unwrap();
-    let mut per = t.per_device.clone();
-    per.sort_unstable();
-    println!("Hearth simulation (seed {seed})");
-    println!("  devices           {devices}");
-    println!("  catalog           {} items -> {}", pop.catalog.len(), root.join("catalog.json").display());
-    println!(
-        "  events recorded   {} (per device: median {}, min {}, max {})",
-        t.events,
-        per[per.len() / 2],
-        per[0],
-        per[per.len() - 1]
-    );
-    let kinds: Vec<String> =
-        EventKind::ALL.iter().zip(t.by_kind).map(|(k, n)| format!("{}={n}", format!("{k:?}").to_lowercase())).collect();
-    println!("  by kind           {}", kinds.join(" "));
-    println!(
-        "  encrypted stores  {} under {} ({:.1} KiB per device)",
-        human_bytes(t.bytes),
-        root.join("devices").display(),
-        t.bytes as f64 / 1024.0 / devices as f64
-    );
-    if t.ranked > 0 {
-        let r = t.ranked as f64;
-        println!(
-            "  ranking           each device's most recent new item held out, ranked among all items it has not seen ({} devices)",
-            t.ranked
-        );
-        println!("                    NDCG@10  HR@10");
-        println!("    model (built-in) {:7.4}  {:5.3}", t.model.0 / r, t.model.1 / r);
-        println!("    popularity       {:7.4}  {:5.3}", t.popularity.0 / r, t.popularity.1 / r);
-    }
-    if let Some(coordinator) = coordinator {
-        let devices: Vec<Device> = kept.into_inner().unwrap().into_iter().flatten().collect();
-        run_rounds(&mut coordinator.into_inner().unwrap(), &devices, &pop.catalog, &fed, seed)?;
-    }
-    println!("  took              {:.1} s", started.elapsed().as_secs_f64());
-    if temp.is_some() {
-        println!("  (temporary directory, removed; pass --data DIR to keep the stores)");
-    }
-    Ok(())
-}
-
-/// FedAvg rounds over the kept devices, with a quality row per round.
-fn run_rounds(
-    coordinator: &mut fedavg::Coordinator,
-    devices: &[Device],
-    catalog: &[hearth_core::CatalogItem],
-    fed: &Rounds,
-    seed: u64,
-) -> Result<()> {
-    let quality = |devices: &[Device]| -> Result<(f64, f64)> {
-        let mut sum = (0.0, 0.0);
-        let mut n = 0;
-        for (h, held, history) in devices {
-            if let Some((item, context)) = held {
-                let (p, _) = evaluate::held_out_position(h, catalog, history, item, context.clone())?;
-                let g = evaluate::gains(p);
-                sum = (sum.0 + g.0, sum.1 + g.1);
-                n += 1;
-            }
-        }
-        Ok((sum.0 / n.max(1) as f64, sum.1 / n.max(1) as f64))
-    };
-    println!("  federated rounds  in-process FedAvg, C = {}, 1 local epoch, no noise", fed.clip);
-    println!("    round  participants  mean norm (before clip)  NDCG@10  HR@10");
-    let (ndcg, hr) = quality(devices)?;
-    println!("    {:>5}  {:>12}  {:>23}  {ndcg:7.4}  {hr:5.3}", 0, "-", "-");
-    for round in 1..=fed.rounds {
-        let next = AtomicUsize::new(0);
-        let updates = Mutex::new(Vec::new());
-        std::thread::scope(|scope| -> Result<()> {
-            let workers: Vec<_> = (0..2)
-                .map(|_| {
-                    scope.spawn(|| -> Result<()> {
-                        loop {
-                            let i = next.fetch_add(1, Ordering::Relaxed);
-                            let Some((h, _, _)) = devices.get(i) else { return Ok(()) };
-                            let round_seed = seed ^ ((round as u64) << 32) ^ i as u64;
-                            if let Some(u) = fedavg::local_round(h, fed.clip, round_seed)? {
-                                updates.lock().unwrap().push(u);
-                            }
-                        }
-                    })
-                })
-                .collect();
-            for w in workers {
-                w.join().expect("device worker panicked")?;
-            }
-            Ok(())
-        })?;
-        let updates = updates.into_inner().unwrap();
-        let norms: f64 = updates.iter().map(|(_, n)| n).sum::<f64>() / updates.len().max(1) as f64;
-        let deltas: Vec<Vec<f32>> = updates.into_iter().map(|(d, _)| d).collect();
-        let package = coordinator.aggregate(&deltas)?;
-        for (h, _, _) in devices {
-            h.install_model(package.clone())?;
-        }
-        let (ndcg, hr) = quality(devices)?;
-        println!("    {round:>5}  {:>12}  {norms:>23.4}  {ndcg:7.4}  {hr:5.3}", deltas.len());
-    }
-    for (h, _, _) in devices {
-        h.close()?;
-    }
-    Ok(())
-}
-
-fn human_bytes(b: u64) -> String {
+pub(crate) fn human_bytes(b: u64) -> String {
     if b >= 1 << 20 {
         format!("{:.1} MiB", b as f64 / (1 << 20) as f64)
     } else {

@@ -144,7 +144,7 @@ impl Population {
         }
         let popularity: Vec<f64> = ranks.iter().map(|r| (*r as f64).powf(-0.9)).collect();
         let pop_total: f64 = popularity.iter().sum();
-        for n in 0..spec.items {
+        for (n, weight) in popularity.iter().enumerate() {
             let g = rng.random_range(1..=3usize);
             let mut genres: Vec<usize> = Vec::new();
             // Genres cluster: the first is any, the rest lean to a cluster's.
@@ -175,7 +175,7 @@ impl Population {
                 language: Some(LANGUAGES[lang].0.to_string()),
                 duration_ms: Some(minutes * 60_000),
                 release_year: Some(rng.random_range(1975..=2026)),
-                popularity: (popularity[n] / pop_total * 1e6).round() / 10.0,
+                popularity: (weight / pop_total * 1e6).round() / 10.0,
                 content_rating: Some(RATINGS[rng.random_range(0..RATINGS.len())].to_string()),
             });
             item_genres.push(genres);
@@ -192,10 +192,7 @@ impl Population {
         let b = &self.clusters[rng.random_range(0..self.clusters.len())];
         let mix: f64 = rng.random_range(0.6..1.0);
         let genre_weight = a.genre_weight.iter().zip(&b.genre_weight).map(|(x, y)| mix * x + (1.0 - mix) * y).collect();
-        let mut devices = [0.0; 5];
-        for i in 0..5 {
-            devices[i] = mix * a.devices[i] + (1.0 - mix) * b.devices[i];
-        }
+        let devices: [f64; 5] = std::array::from_fn(|i| mix * a.devices[i] + (1.0 - mix) * b.devices[i]);
         let language = if rng.random::<f64>() < 0.8 { a.language } else { b.language };
         let favourites = (0..rng.random_range(5..20)).map(|_| rng.random_range(0..self.catalog.len())).collect();
         User {

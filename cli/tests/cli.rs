@@ -76,19 +76,86 @@ fn simulate_inspect_export() {
 
 #[test]
 fn simulate_ranks_and_runs_federated_rounds() {
-    let out =
-        hearth(&["simulate", "--devices", "6", "--items", "300", "--seed", "3", "--rounds", "2", "--clip", "0.05"]);
+    let dir = tempfile::tempdir().unwrap();
+    let chart = dir.path().join("ndcg.png");
+    let json = dir.path().join("rounds.json");
+    let out = hearth(&[
+        "simulate",
+        "--devices",
+        "6",
+        "--items",
+        "300",
+        "--seed",
+        "3",
+        "--rounds",
+        "2",
+        "--clip",
+        "0.05",
+        "--noise-multiplier",
+        "0,0.5",
+        "--sample-rate",
+        "1",
+        "--chart",
+        chart.to_str().unwrap(),
+        "--reference",
+        "central=0.3",
+        "--json",
+        json.to_str().unwrap(),
+    ]);
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(text.contains("model (built-in)") && text.contains("popularity"), "{text}");
-    let rounds: Vec<&str> = text.lines().skip_while(|l| !l.contains("round  participants")).skip(1).collect();
-    assert!(rounds.len() >= 3, "{text}");
-    for line in &rounds[1..3] {
-        let cols: Vec<&str> = line.split_whitespace().collect();
-        let participants: usize = cols[1].parse().unwrap();
-        assert!(participants >= 1, "{line}");
-        let ndcg: f64 = cols[3].parse().unwrap();
-        assert!((0.0..=1.0).contains(&ndcg), "{line}");
+    // Two runs (no noise, z = 0.5), each a header, round 0 and rounds 1 and 2.
+    let headers: Vec<usize> =
+        text.lines().enumerate().filter(|(_, l)| l.contains("round  participants")).map(|(i, _)| i).collect();
+    assert_eq!(headers.len(), 2, "{text}");
+    let lines: Vec<&str> = text.lines().collect();
+    for (run, &h) in headers.iter().enumerate() {
+        for line in &lines[h + 2..h + 4] {
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            let participants: usize = cols[1].parse().unwrap();
+            assert_eq!(participants, 6, "{line}");
+            let norm: f64 = cols[2].parse().unwrap();
+            assert!(norm > 0.0, "{line}");
+            let ndcg: f64 = cols[3].parse().unwrap();
+            assert!((0.0..=1.0).contains(&ndcg), "{line}");
+            if run == 0 {
+                assert_eq!(cols[5], "inf", "no noise, no bound: {line}");
+            } else {
+                let epsilon: f64 = cols[5].parse().unwrap();
+                assert!(epsilon > 0.0 && epsilon.is_finite(), "{line}");
+            }
+        }
     }
+    let png = std::fs::read(&chart).unwrap();
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+    let record: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    assert_eq!(record["runs"].as_array().unwrap().len(), 2);
+    assert_eq!(record["runs"][1]["noise_multiplier"], 0.5);
+    // std = z * C / n = 0.5 * 0.05 / 6.
+    let std = record["runs"][1]["rounds"][0]["noise_std"].as_f64().unwrap();
+    assert!((std - 0.5 * 0.05 / 6.0).abs() < 1e-12, "{std}");
+
+    // `hearth chart` draws the same record (twice over: two records merge).
+    let merged = dir.path().join("merged.png");
+    let (j, m) = (json.to_str().unwrap(), merged.to_str().unwrap());
+    hearth(&["chart", "--json", j, "--json", j, "--reference", "central=0.3", "--out", m]);
+    assert_eq!(&std::fs::read(&merged).unwrap()[..4], b"\x89PNG");
+}
+
+#[test]
+fn simulate_starts_from_a_given_model_package() {
+    let package = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/ranker-v1");
+    let args = ["simulate", "--devices", "3", "--items", "200", "--seed", "5", "--rounds", "1", "--clip", "0.05"];
+    let builtin = String::from_utf8(hearth(&args).stdout).unwrap();
+    let mut with = args.to_vec();
+    with.extend(["--initial-model", package.to_str().unwrap()]);
+    let given = String::from_utf8(hearth(&with).stdout).unwrap();
+    // The shipped package re-signed by the coordinator ranks as the built-in one.
+    let row = |text: &str, label: &str| -> String {
+        let line = text.lines().find(|l| l.contains(label)).unwrap_or_else(|| panic!("{text}"));
+        line.split_whitespace().rev().take(2).collect::<Vec<_>>().join(" ")
+    };
+    assert_eq!(row(&builtin, "model (built-in)"), row(&given, "model (initial)"), "{given}");
 }
 
 #[test]

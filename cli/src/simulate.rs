@@ -1,0 +1,677 @@
+//! `hearth simulate`: a fleet of devices, each with its own encrypted store,
+//! on a synthetic audience or on MovieLens-100K (one device per user); each
+//! device's held-out item ranked by the built-in model and by popularity;
+//! then, with `--rounds`, federated averaging run in-process (see
+//! `fedavg.rs`), with a row per round and optionally a PNG chart and a JSON
+//! record of every number.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use hearth_core::federated::accountant::RdpAccountant;
+use hearth_core::testing::RoundSettings;
+use hearth_core::{
+    CatalogItem, Event, EventKind, Hearth, HearthConfig, PASSPHRASE_ITERATIONS, PassphraseKeyProvider, RankContext,
+    RecordOutcome,
+};
+use indicatif::{ProgressBar, ProgressStyle};
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use serde::{Deserialize, Serialize};
+
+use crate::chart::{Chart, Series};
+use crate::evaluate;
+use crate::fedavg::{self, Coordinator, Sampling, ServerOptimizer};
+use crate::human_bytes;
+use crate::movielens::MovieLens;
+use crate::population::{Population, PopulationSpec};
+
+/// Where the devices' histories come from.
+pub enum Source {
+    Synthetic {
+        spec: PopulationSpec,
+        devices: usize,
+    },
+    /// An ml-100k directory; the first `devices` users (all when `None`).
+    MovieLens {
+        dir: PathBuf,
+        devices: Option<usize>,
+    },
+}
+
+/// What `--rounds` and its options ask for.
+#[derive(Debug, Clone)]
+pub struct Federated {
+    pub rounds: u32,
+    pub clip: f64,
+    /// One run of `rounds` rounds per noise multiplier, each from the
+    /// built-in model, over the same devices and the same samples.
+    pub noise_multipliers: Vec<f64>,
+    pub sampling: Sampling,
+    pub learning_rate: Option<f64>,
+    pub local_epochs: u32,
+    pub negatives: Option<usize>,
+    pub server: ServerOptimizer,
+    /// The server learning rate falls linearly from the optimizer's to this
+    /// over each run's rounds (constant when `None`).
+    pub server_lr_final: Option<f64>,
+    /// A model package to start from instead of the built-in model (its
+    /// weights, re-signed by the coordinator and installed on every device
+    /// before anything is ranked).
+    pub initial_model: Option<PathBuf>,
+    /// Quality is measured every this many rounds (and after the last).
+    pub eval_every: u32,
+    /// Delta of the epsilon column; 1 / N^1.1 when absent.
+    pub delta: Option<f64>,
+    pub chart: Option<PathBuf>,
+    /// Horizontal lines on the chart: (label, NDCG@10).
+    pub references: Vec<(String, f64)>,
+    pub json: Option<PathBuf>,
+    pub threads: usize,
+}
+
+/// A device's recorded history and its held-out item (with the context of
+/// the request that ranks it), by device number.
+type HistoryOf = Box<dyn Fn(usize) -> (Vec<Event>, Option<(String, RankContext)>) + Sync>;
+
+/// Per device: its open store, the held-out item and its context, and what
+/// it recorded.
+struct Device {
+    hearth: Arc<Hearth>,
+    /// The coordinator's version of the model it has installed (0: built-in).
+    installed: std::sync::atomic::AtomicU64,
+    held_out: Option<(String, RankContext)>,
+    history: Vec<Event>,
+}
+
+#[derive(Default)]
+struct Tally {
+    events: u64,
+    by_kind: [u64; 8],
+    bytes: u64,
+    per_device: Vec<u64>,
+    /// NDCG@10 and HR@10 sums of the held-out items: model, then popularity.
+    model: (f64, f64),
+    popularity: (f64, f64),
+    ranked: usize,
+}
+
+/// Splits a history into what is recorded and the item held out: the item
+/// most recently engaged with for the first time (played, completed or
+/// liked); all of its events are held out.
+fn hold_out(history: &[Event]) -> (Vec<Event>, Option<(String, RankContext)>) {
+    let engaged = |e: &Event| matches!(e.kind, EventKind::Play | EventKind::Complete | EventKind::Like);
+    let mut first_engaged: HashMap<&str, usize> = HashMap::new();
+    for (i, e) in history.iter().enumerate() {
+        if engaged(e) {
+            first_engaged.entry(e.item_id.as_str()).or_insert(i);
+        }
+    }
+    let Some((&item, &at)) = first_engaged.iter().max_by_key(|(id, i)| (**i, *id)) else {
+        return (history.to_vec(), None);
+    };
+    let ctx = &history[at].context;
+    let context = RankContext { device: ctx.device, local_hour: ctx.local_hour, locale: ctx.locale.clone() };
+    let item = item.to_string();
+    (history.iter().filter(|e| e.item_id != item).cloned().collect(), Some((item, context)))
+}
+
+/// One round's row.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct RoundRow {
+    round: u32,
+    participants: usize,
+    mean_norm_before_clip: f64,
+    /// Share of updates whose norm was above C.
+    clipped_share: f64,
+    noise_std: f64,
+    ndcg_at_10: Option<f64>,
+    hit_rate_at_10: Option<f64>,
+    /// `None` when unbounded (no noise).
+    epsilon: Option<f64>,
+    seconds: f64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Run {
+    noise_multiplier: f64,
+    rounds: Vec<RoundRow>,
+    /// Added to the run's chart label (set when records are merged).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    note: String,
+}
+
+/// Every number of a `simulate --rounds` invocation (`--json`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Record {
+    source: String,
+    devices: usize,
+    ranked: usize,
+    seed: u64,
+    clip_norm: f64,
+    sampling: String,
+    sampling_rate: f64,
+    learning_rate: Option<f64>,
+    local_epochs: u32,
+    negatives_per_positive: Option<usize>,
+    server_optimizer: String,
+    #[serde(default)]
+    server_lr_final: Option<f64>,
+    delta: f64,
+    initial: (f64, f64),
+    popularity: (f64, f64),
+    references: Vec<(String, f64)>,
+    runs: Vec<Run>,
+}
+
+pub fn simulate(
+    source: Source,
+    data: Option<PathBuf>,
+    seed: u64,
+    passphrase: &str,
+    fed: Option<Federated>,
+) -> Result<()> {
+    let started = Instant::now();
+    let temp = match &data {
+        Some(_) => None,
+        None => Some(tempfile::tempdir()?),
+    };
+    let root = match (&data, &temp) {
+        (Some(d), _) => d.clone(),
+        (None, Some(t)) => t.path().to_path_buf(),
+        (None, None) => bail!("no directory for the stores"),
+    };
+    std::fs::create_dir_all(root.join("devices"))?;
+
+    // Each device's recorded history and held-out item, made on demand.
+    let (catalog, label, devices, history_of): (Vec<CatalogItem>, String, usize, HistoryOf) = match source {
+        Source::Synthetic { spec, devices } => {
+            let pop = Population::generate(spec, seed);
+            let catalog = pop.catalog.clone();
+            let f = move |n: usize| hold_out(&pop.history(&pop.user(n, seed), seed));
+            (catalog, format!("synthetic (seed {seed})"), devices, Box::new(f))
+        }
+        Source::MovieLens { dir, devices } => {
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis() as i64;
+            let ml = MovieLens::load(&dir, now)?;
+            let n = devices.unwrap_or(ml.users.len()).min(ml.users.len());
+            let label = format!("MovieLens-100K ({} users, {} ratings, {})", ml.users.len(), ml.ratings, dir.display());
+            let catalog = ml.catalog.clone();
+            let users = ml.users;
+            let f = move |n: usize| {
+                let u = &users[n];
+                (u.events.clone(), Some((u.held_out.clone(), u.context.clone())))
+            };
+            (catalog, label, n, Box::new(f))
+        }
+    };
+    if devices == 0 {
+        bail!("--devices must be at least 1");
+    }
+    let catalog_json = serde_json::to_string_pretty(&serde_json::json!({ "items": catalog }))?;
+    std::fs::write(root.join("catalog.json"), catalog_json)?;
+
+    let threads = fed.as_ref().map_or(2, |f| f.threads).max(1);
+    let bar = ProgressBar::new(devices as u64);
+    bar.set_style(ProgressStyle::with_template("{spinner} recording devices {bar:30} {pos}/{len} {elapsed_precise}")?);
+    let next = AtomicUsize::new(0);
+    let tally = Mutex::new(Tally { per_device: vec![0; devices], ..Default::default() });
+    let mut coordinator = match &fed {
+        Some(f) if f.rounds > 0 => {
+            let z = f.noise_multipliers.first().copied().unwrap_or(0.0);
+            Some(match &f.initial_model {
+                Some(dir) => Coordinator::from_package(fedavg::read_package(dir)?, f.clip, z, f.server, seed)?,
+                None => Coordinator::new(f.clip, z, f.server, seed)?,
+            })
+        }
+        _ => None,
+    };
+    let trusted: Vec<String> = coordinator.iter().map(|c| c.public_key()).collect();
+    // Every device installs the starting model, as it would download it.
+    let start = match (&mut coordinator, fed.as_ref().and_then(|f| f.initial_model.as_ref())) {
+        (Some(c), Some(_)) => Some((c.start()?, c.version)),
+        _ => None,
+    };
+    let kept: Mutex<Vec<Option<Device>>> = Mutex::new((0..devices).map(|_| None).collect());
+    let workers = threads.min(devices);
+    std::thread::scope(|scope| -> Result<()> {
+        let handles: Vec<_> = (0..workers)
+            .map(|_| {
+                scope.spawn(|| -> Result<()> {
+                    loop {
+                        let n = next.fetch_add(1, Ordering::Relaxed);
+                        if n >= devices {
+                            return Ok(());
+                        }
+                        let dir = root.join("devices").join(n.to_string());
+                        let (history, held_out) = history_of(n);
+                        let keys = PassphraseKeyProvider::for_dir(&dir, passphrase, PASSPHRASE_ITERATIONS)?;
+                        let config = HearthConfig {
+                            trusted_model_keys: trusted.clone(),
+                            ..HearthConfig::new(dir.to_str().context("store path is not UTF-8")?)
+                        };
+                        let h = Hearth::open(config, Arc::new(keys))?;
+                        h.upsert_catalog(catalog.clone())?;
+                        let outcome = h.record_batch(history.clone())?;
+                        if outcome != (RecordOutcome::Stored { count: history.len() as u32 }) {
+                            bail!("device {n}: unexpected outcome {outcome:?}");
+                        }
+                        if let Some((package, _)) = &start {
+                            h.install_model(package.clone()).with_context(|| format!("device {n}: installing"))?;
+                        }
+                        let mut ranked = None;
+                        if let Some((item, context)) = held_out.clone() {
+                            let by_model =
+                                evaluate::held_out_position(&h, &catalog, &history, &item, context.clone())?.0;
+                            h.set_personalization(false)?;
+                            let by_popularity = evaluate::held_out_position(&h, &catalog, &history, &item, context)?.0;
+                            h.set_personalization(true)?;
+                            ranked = Some((evaluate::gains(by_model), evaluate::gains(by_popularity)));
+                        }
+                        let bytes: u64 =
+                            std::fs::read_dir(&dir)?.filter_map(|e| e.ok()?.metadata().ok()).map(|m| m.len()).sum();
+                        let mut t = tally.lock().unwrap_or_else(|p| p.into_inner());
+                        t.events += history.len() as u64;
+                        for e in &history {
+                            if let Some(k) = EventKind::ALL.iter().position(|k| *k == e.kind) {
+                                t.by_kind[k] += 1;
+                            }
+                        }
+                        t.bytes += bytes;
+                        t.per_device[n] = history.len() as u64;
+                        if let Some((m, p)) = ranked {
+                            t.model = (t.model.0 + m.0, t.model.1 + m.1);
+                            t.popularity = (t.popularity.0 + p.0, t.popularity.1 + p.1);
+                            t.ranked += 1;
+                        }
+                        drop(t);
+                        if coordinator.is_some() {
+                            h.set_federated_opt_in(true)?;
+                            kept.lock().unwrap_or_else(|p| p.into_inner())[n] = Some(Device {
+                                hearth: h,
+                                installed: start.as_ref().map_or(0, |(_, v)| *v).into(),
+                                held_out,
+                                history,
+                            });
+                        } else {
+                            h.close()?;
+                        }
+                        bar.inc(1);
+                    }
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join().map_err(|_| anyhow::anyhow!("a device worker panicked"))??;
+        }
+        Ok(())
+    })?;
+    bar.finish_and_clear();
+
+    let t = tally.into_inner().unwrap_or_else(|p| p.into_inner());
+    let mut per = t.per_device.clone();
+    per.sort_unstable();
+    println!("Hearth simulation: {label}");
+    println!("  devices           {devices}");
+    println!("  catalog           {} items -> {}", catalog.len(), root.join("catalog.json").display());
+    println!(
+        "  events recorded   {} (per device: median {}, min {}, max {})",
+        t.events,
+        per[per.len() / 2],
+        per[0],
+        per[per.len() - 1]
+    );
+    let kinds: Vec<String> =
+        EventKind::ALL.iter().zip(t.by_kind).map(|(k, n)| format!("{}={n}", format!("{k:?}").to_lowercase())).collect();
+    println!("  by kind           {}", kinds.join(" "));
+    println!(
+        "  encrypted stores  {} under {} ({:.1} KiB per device)",
+        human_bytes(t.bytes),
+        root.join("devices").display(),
+        t.bytes as f64 / 1024.0 / devices as f64
+    );
+    let r = t.ranked.max(1) as f64;
+    let initial = (t.model.0 / r, t.model.1 / r);
+    let popularity = (t.popularity.0 / r, t.popularity.1 / r);
+    if t.ranked > 0 {
+        println!(
+            "  ranking           each device's held-out item, ranked among all items it has no event for ({} devices)",
+            t.ranked
+        );
+        println!("                    NDCG@10  HR@10");
+        let which = if start.is_some() { "model (initial)" } else { "model (built-in)" };
+        println!("    {which:<16} {:7.4}  {:5.3}", initial.0, initial.1);
+        println!("    popularity       {:7.4}  {:5.3}", popularity.0, popularity.1);
+    }
+    println!("  recorded in       {:.1} s", started.elapsed().as_secs_f64());
+    if let (Some(mut coordinator), Some(fed)) = (coordinator, fed) {
+        let devices: Vec<Device> = kept.into_inner().unwrap_or_else(|p| p.into_inner()).into_iter().flatten().collect();
+        let mut record = Record {
+            source: label,
+            devices: devices.len(),
+            ranked: t.ranked,
+            seed,
+            clip_norm: fed.clip,
+            sampling: format!("{:?}", fed.sampling),
+            sampling_rate: fed.sampling.rate(devices.len()),
+            learning_rate: fed.learning_rate,
+            local_epochs: fed.local_epochs,
+            negatives_per_positive: fed.negatives,
+            server_optimizer: format!("{:?}", fed.server),
+            server_lr_final: fed.server_lr_final,
+            delta: fed.delta.unwrap_or(1.0 / (devices.len() as f64).powf(1.1)),
+            initial,
+            popularity,
+            references: fed.references.clone(),
+            runs: Vec::new(),
+        };
+        let result = run_all(&mut coordinator, &devices, &catalog, &fed, seed, &mut record);
+        for d in &devices {
+            d.hearth.close()?;
+        }
+        result?;
+    }
+    println!("  took              {:.1} s", started.elapsed().as_secs_f64());
+    if temp.is_some() {
+        println!("  (temporary directory, removed; pass --data DIR to keep the stores)");
+    }
+    Ok(())
+}
+
+/// Mean NDCG@10 and HR@10 of the held-out items, ranked by each device's
+/// active model, on `threads` threads.
+fn quality(devices: &[Device], catalog: &[CatalogItem], threads: usize) -> Result<(f64, f64)> {
+    let next = AtomicUsize::new(0);
+    let sums = Mutex::new((0.0, 0.0, 0usize));
+    std::thread::scope(|scope| -> Result<()> {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                scope.spawn(|| -> Result<()> {
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        let Some(d) = devices.get(i) else { return Ok(()) };
+                        if let Some((item, context)) = &d.held_out {
+                            let (p, _) =
+                                evaluate::held_out_position(&d.hearth, catalog, &d.history, item, context.clone())?;
+                            let g = evaluate::gains(p);
+                            let mut s = sums.lock().unwrap_or_else(|p| p.into_inner());
+                            *s = (s.0 + g.0, s.1 + g.1, s.2 + 1);
+                        }
+                    }
+                })
+            })
+            .collect();
+        for w in workers {
+            w.join().map_err(|_| anyhow::anyhow!("an evaluation worker panicked"))??;
+        }
+        Ok(())
+    })?;
+    let (ndcg, hr, n) = sums.into_inner().unwrap_or_else(|p| p.into_inner());
+    Ok((ndcg / n.max(1) as f64, hr / n.max(1) as f64))
+}
+
+/// Installs `package` on the devices `which` (indices into `devices`) whose
+/// model is older, on `threads` threads. A device fetches the global model
+/// when it takes part in a round or when it ranks (here: is measured).
+fn install_on(
+    devices: &[Device],
+    which: &[usize],
+    package: &hearth_core::ModelPackage,
+    version: u64,
+    threads: usize,
+) -> Result<()> {
+    let which: Vec<usize> =
+        which.iter().copied().filter(|&i| devices[i].installed.load(Ordering::Relaxed) < version).collect();
+    let next = AtomicUsize::new(0);
+    std::thread::scope(|scope| -> Result<()> {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                scope.spawn(|| -> Result<()> {
+                    loop {
+                        let k = next.fetch_add(1, Ordering::Relaxed);
+                        let Some(&i) = which.get(k) else { return Ok(()) };
+                        let d = &devices[i];
+                        d.hearth.install_model(package.clone()).with_context(|| format!("device {i}: installing"))?;
+                        d.installed.store(version, Ordering::Relaxed);
+                    }
+                })
+            })
+            .collect();
+        for w in workers {
+            w.join().map_err(|_| anyhow::anyhow!("an install worker panicked"))??;
+        }
+        Ok(())
+    })
+}
+
+fn fmt_epsilon(e: Option<f64>) -> String {
+    match e {
+        Some(e) if e >= 1e4 => format!("{e:.3e}"),
+        Some(e) => format!("{e:.2}"),
+        None => "inf".into(),
+    }
+}
+
+/// One run of `fed.rounds` rounds per noise multiplier.
+fn run_all(
+    coordinator: &mut Coordinator,
+    devices: &[Device],
+    catalog: &[CatalogItem],
+    fed: &Federated,
+    seed: u64,
+    record: &mut Record,
+) -> Result<()> {
+    let q = fed.sampling.rate(devices.len());
+    let sampling = match fed.sampling {
+        Sampling::Poisson(q) if q >= 1.0 => "every device".to_string(),
+        Sampling::Poisson(q) => format!("Poisson sampling q = {q}"),
+        Sampling::Fixed(k) => format!("{k} devices drawn per round (q = {q:.4} for the accountant)"),
+    };
+    let lr = fed.learning_rate.map_or("the manifest's".into(), |l| l.to_string());
+    let negatives = fed.negatives.map_or("the manifest's".into(), |n| n.to_string());
+    println!(
+        "  federated rounds  in-process, C = {}, {sampling}, {} local epoch(s), learning rate {lr}, {negatives} negatives per positive, server {:?}{}",
+        fed.clip,
+        fed.local_epochs,
+        fed.server,
+        fed.server_lr_final.map_or(String::new(), |l| format!(", its learning rate falling linearly to {l}"))
+    );
+    println!(
+        "                    epsilon at delta = {:.3e} (RDP accountant, Poisson-subsampled Gaussian)",
+        record.delta
+    );
+    let everyone: Vec<usize> = (0..devices.len()).collect();
+    let mut latest: Option<hearth_core::ModelPackage> = None;
+    for (run, &z) in fed.noise_multipliers.iter().enumerate() {
+        if run > 0 {
+            // Back to the built-in weights, as a newer version the devices accept.
+            latest = Some(coordinator.restart(z)?);
+        }
+        let noise = if z > 0.0 { format!("noise multiplier z = {z}") } else { "no noise".into() };
+        println!("  run {}: {noise}", run + 1);
+        println!("    round  participants  mean norm (before clip)  NDCG@10  HR@10  epsilon  seconds");
+        println!(
+            "    {:>5}  {:>12}  {:>23}  {:7.4}  {:5.3}  {:>7}  {:>7}",
+            0, "-", "-", record.initial.0, record.initial.1, "-", "-"
+        );
+        std::io::stdout().flush()?;
+        record.runs.push(Run { noise_multiplier: z, rounds: Vec::new(), note: String::new() });
+        let mut accountant = RdpAccountant::new();
+        // The same samples for every noise multiplier: runs differ by noise only.
+        let mut sampler = StdRng::seed_from_u64(seed ^ 0x5a4d_706c_6500);
+        for round in 1..=fed.rounds {
+            let t0 = Instant::now();
+            if let Some(last) = fed.server_lr_final {
+                let first = fed.server.lr();
+                let at = if fed.rounds > 1 { (round - 1) as f64 / (fed.rounds - 1) as f64 } else { 0.0 };
+                coordinator.set_server_lr(first + at * (last - first))?;
+            }
+            let drawn = fed.sampling.draw(devices.len(), &mut sampler);
+            if let Some(package) = &latest {
+                install_on(devices, &drawn, package, coordinator.version, fed.threads)?;
+            }
+            let next = AtomicUsize::new(0);
+            let updates = Mutex::new(Vec::new());
+            std::thread::scope(|scope| -> Result<()> {
+                let workers: Vec<_> = (0..fed.threads)
+                    .map(|_| {
+                        scope.spawn(|| -> Result<()> {
+                            loop {
+                                let k = next.fetch_add(1, Ordering::Relaxed);
+                                let Some(&i) = drawn.get(k) else { return Ok(()) };
+                                let settings = RoundSettings {
+                                    clip_norm: fed.clip,
+                                    epochs: fed.local_epochs,
+                                    learning_rate: fed.learning_rate,
+                                    negatives_per_positive: fed.negatives,
+                                    seed: seed ^ ((round as u64) << 32) ^ ((run as u64) << 48) ^ i as u64,
+                                };
+                                if let Some(u) = fedavg::local_round(&devices[i].hearth, &settings)? {
+                                    updates.lock().unwrap_or_else(|p| p.into_inner()).push((i, u));
+                                }
+                            }
+                        })
+                    })
+                    .collect();
+                for w in workers {
+                    w.join().map_err(|_| anyhow::anyhow!("a device worker panicked"))??;
+                }
+                Ok(())
+            })?;
+            let mut updates = updates.into_inner().unwrap_or_else(|p| p.into_inner());
+            // The sum is taken in device order: the same run gives the same weights.
+            updates.sort_by_key(|(i, _)| *i);
+            let n = updates.len();
+            let mean_norm = updates.iter().map(|(_, u)| u.norm_before_clip).sum::<f64>() / n.max(1) as f64;
+            let clipped =
+                updates.iter().filter(|(_, u)| u.norm_before_clip > fed.clip).count() as f64 / n.max(1) as f64;
+            accountant.compose(z, q, 1).context("privacy accounting")?;
+            let epsilon = accountant.epsilon(record.delta).context("privacy accounting")?;
+            let epsilon = epsilon.is_finite().then_some(epsilon);
+            let mut noise_std = 0.0;
+            if n > 0 {
+                let deltas: Vec<Vec<f32>> = updates.into_iter().map(|(_, u)| u.delta).collect();
+                let (package, agg) = coordinator.aggregate(&deltas)?;
+                noise_std = agg.noise_std;
+                latest = Some(package);
+            }
+            let measured = round % fed.eval_every.max(1) == 0 || round == fed.rounds;
+            if let (true, Some(package)) = (measured, &latest) {
+                install_on(devices, &everyone, package, coordinator.version, fed.threads)?;
+            }
+            let q_now = if measured { Some(quality(devices, catalog, fed.threads)?) } else { None };
+            let row = RoundRow {
+                round,
+                participants: n,
+                mean_norm_before_clip: mean_norm,
+                clipped_share: clipped,
+                noise_std,
+                ndcg_at_10: q_now.map(|q| q.0),
+                hit_rate_at_10: q_now.map(|q| q.1),
+                epsilon,
+                seconds: t0.elapsed().as_secs_f64(),
+            };
+            let (ndcg, hr) = match q_now {
+                Some((a, b)) => (format!("{a:7.4}"), format!("{b:5.3}")),
+                None => (format!("{:>7}", "-"), format!("{:>5}", "-")),
+            };
+            println!(
+                "    {round:>5}  {n:>12}  {mean_norm:>23.4}  {ndcg}  {hr}  {:>7}  {:>7.1}",
+                fmt_epsilon(epsilon),
+                row.seconds
+            );
+            std::io::stdout().flush()?;
+            if let Some(run) = record.runs.last_mut() {
+                run.rounds.push(row);
+            }
+            if let Some(path) = &fed.json {
+                std::fs::write(path, serde_json::to_string_pretty(&record)?)
+                    .with_context(|| format!("writing {}", path.display()))?;
+            }
+        }
+        if let Some(path) = &fed.chart {
+            chart(record).write_png(path)?;
+        }
+    }
+    if let Some(path) = &fed.chart {
+        println!("  chart             {}", path.display());
+    }
+    Ok(())
+}
+
+/// The chart of several `--json` records of the same fleet (for example a
+/// long run without noise and a shorter noise sweep run beside it): their
+/// runs in order, the first record's levels, then `references`.
+pub fn chart_from_records(paths: &[PathBuf], references: Vec<(String, f64)>, out: &std::path::Path) -> Result<()> {
+    let mut merged: Option<Record> = None;
+    for path in paths {
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let mut r: Record = serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+        // Records of several server optimizers are told apart in the legend.
+        let name = match &r.server_optimizer {
+            o if o.starts_with("Adam") => "FedAdam",
+            o if o.starts_with("Momentum") && !o.contains("momentum: 0.0") => "FedAvgM",
+            _ => "FedAvg",
+        };
+        let note = match r.server_lr_final {
+            Some(last) => format!("{name} lr to {last}"),
+            None => name.to_string(),
+        };
+        for run in r.runs.iter_mut().filter(|run| run.note.is_empty()) {
+            run.note = note.clone();
+        }
+        match &mut merged {
+            None => merged = Some(r),
+            Some(m) => {
+                if m.devices != r.devices || m.source != r.source {
+                    bail!("{} is a run of another fleet", path.display());
+                }
+                m.runs.extend(r.runs);
+                m.references.extend(r.references);
+            }
+        }
+    }
+    let mut record = merged.context("no record to chart")?;
+    record.references.extend(references);
+    chart(&record).write_png(out)
+}
+
+/// NDCG@10 against rounds: a line per run, dashed levels for the built-in
+/// model's start, popularity and the references.
+fn chart(record: &Record) -> Chart {
+    let measured = record.runs.iter().flat_map(|r| &r.rounds).filter(|r| r.ndcg_at_10.is_some());
+    let last = measured.map(|r| r.round).max().unwrap_or(1).max(1) as f64;
+    let mut series: Vec<Series> = record
+        .runs
+        .iter()
+        .map(|run| {
+            let noise = if run.noise_multiplier > 0.0 {
+                let eps = run.rounds.last().map_or("-".into(), |r| fmt_epsilon(r.epsilon));
+                format!("z={} (eps {eps})", run.noise_multiplier)
+            } else {
+                "no noise".to_string()
+            };
+            let who = if run.note.is_empty() { "federated" } else { run.note.as_str() };
+            let label = format!("{who}, {noise}");
+            let mut points = vec![(0.0, record.initial.0)];
+            points.extend(run.rounds.iter().filter_map(|r| r.ndcg_at_10.map(|q| (r.round as f64, q))));
+            Series { label, points, dashed: false }
+        })
+        .collect();
+    let level = |label: String, v: f64| Series { label, points: vec![(0.0, v), (last, v)], dashed: true };
+    for (label, v) in &record.references {
+        series.push(level(label.clone(), *v));
+    }
+    series.push(level("popularity (fallback)".into(), record.popularity.0));
+    Chart {
+        title: format!("NDCG@10 of held-out items, {} devices", record.devices),
+        x_label: "federated round".into(),
+        y_label: "NDCG@10".into(),
+        series,
+    }
+}

@@ -1,0 +1,203 @@
+//! One federated round on the device: local training over a store holding
+//! 1,000 positives, then the update's clipping and its Fleet encoding
+//! (`.npy` arrays in Flower's content-addressed objects), and the bytes a
+//! round uploads against the raw f32 size of the weights (printed before
+//! the timings).
+//!
+//! `cargo bench -p hearth-core --bench round`. One thread: training runs on
+//! the calling thread.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use hearth_core::federated::objects::{self, Deflated, F32Array, Record};
+use hearth_core::federated::proto;
+use hearth_core::testing::{RoundSettings, local_update_with};
+use hearth_core::*;
+use prost::Message;
+
+const CATALOG: usize = 5000;
+const POSITIVES: usize = 1000;
+
+fn store(dir: &std::path::Path) -> Arc<Hearth> {
+    let h = Hearth::open(HearthConfig::new(dir.to_str().unwrap()), Arc::new(FixedKeyProvider::new([7; 32]))).unwrap();
+    let genres = ["drama", "comedy", "thriller", "kids", "sport", "news", "documentary", "music"];
+    h.upsert_catalog(
+        (0..CATALOG)
+            .map(|i| CatalogItem {
+                id: format!("catalog-item-{i}"),
+                title: format!("Title {i}"),
+                categories: vec![genres[i % 8].into(), genres[(i / 8) % 8].into()],
+                language: Some(if i % 3 == 0 { "fr" } else { "en" }.into()),
+                duration_ms: Some(2_700_000),
+                release_year: Some(1990 + (i % 36) as u16),
+                popularity: (i % 97) as f64,
+                content_rating: None,
+            })
+            .collect(),
+    )
+    .unwrap();
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as i64;
+    // 1,000 distinct items played, then completed: 1,000 positives.
+    let events: Vec<Event> = (0..POSITIVES)
+        .flat_map(|i| {
+            let item = format!("catalog-item-{}", (i * 7919) % CATALOG);
+            let t = now - 60 * 86_400_000 + i as i64 * 5_000_000;
+            let context = EventContext { device: DeviceClass::Tv, local_hour: (i % 24) as u8, locale: None };
+            [EventKind::Play, EventKind::Complete].map(|kind| Event {
+                item_id: item.clone(),
+                kind,
+                timestamp_ms: t + (kind == EventKind::Complete) as i64 * 2_700_000,
+                position_ms: None,
+                duration_ms: Some(2_700_000),
+                context: context.clone(),
+            })
+        })
+        .collect();
+    h.record_batch(events).unwrap();
+    h.flush().unwrap();
+    h
+}
+
+/// The built-in model's parameters: (name, shape), in weights.bin's order.
+fn parameters() -> Vec<(String, Vec<usize>)> {
+    let manifest: serde_json::Value = serde_json::from_slice(&ModelPackage::builtin().manifest).unwrap();
+    manifest["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            let shape = p["shape"].as_array().unwrap().iter().map(|d| d.as_u64().unwrap() as usize).collect();
+            (p["name"].as_str().unwrap().to_string(), shape)
+        })
+        .collect()
+}
+
+/// Scales `v` to L2 norm at most `c` (the arithmetic of the device's
+/// clipping, `training::clip`, which is not public).
+fn clip(v: &mut [f32], c: f64) -> f64 {
+    let norm = v.iter().map(|x| (*x as f64) * (*x as f64)).sum::<f64>().sqrt();
+    if norm > c {
+        let s = (c / norm) as f32;
+        v.iter_mut().for_each(|x| *x *= s);
+    }
+    norm
+}
+
+/// The reply a device pushes: the delta as one array per parameter and the
+/// coarse example count, deflated into Flower objects.
+fn encode(delta: &[f32], params: &[(String, Vec<usize>)]) -> (Deflated, proto::Metadata) {
+    let mut at = 0;
+    let arrays: Vec<(String, F32Array)> = params
+        .iter()
+        .map(|(name, shape)| {
+            let n: usize = shape.iter().product();
+            let data = delta[at..at + n].to_vec();
+            at += n;
+            (name.clone(), F32Array { shape: shape.clone(), data })
+        })
+        .collect();
+    let content = vec![
+        ("arrays".to_string(), Record::Arrays(arrays)),
+        ("metrics".to_string(), Record::Metrics(vec![("num-examples".into(), 500.0)])),
+    ];
+    let meta = proto::Metadata {
+        run_id: 5,
+        src_node_id: 1_234_567_890,
+        dst_node_id: 1,
+        reply_to_message_id: "0".repeat(64),
+        group_id: "1".into(),
+        ttl: 600.0,
+        message_type: "train".into(),
+        created_at: 1.8e9,
+        ..Default::default()
+    };
+    let d = objects::deflate_message(&meta, &content);
+    let meta = proto::Metadata { message_id: d.message_id().to_string(), ..meta };
+    (d, meta)
+}
+
+/// The request bodies of one upload: push-messages with the object tree,
+/// then push-object for every object (a SuperLink that already holds none).
+fn upload_bytes(d: &Deflated, meta: proto::Metadata) -> (usize, usize) {
+    let node = Some(proto::Node { node_id: 1_234_567_890 });
+    let push = proto::PushMessagesRequest {
+        node: node.clone(),
+        messages_list: vec![proto::ProtoMessage {
+            metadata: Some(meta),
+            content: Some(proto::RecordDict {}),
+            error: None,
+        }],
+        message_object_trees: vec![d.tree.clone()],
+        clientapp_runtime_list: vec![1.0],
+    };
+    let objects: usize = d
+        .objects
+        .iter()
+        .map(|o| {
+            proto::PushObjectRequest {
+                node: node.clone(),
+                run_id: 5,
+                object_id: o.id.clone(),
+                object_content: o.content.clone(),
+                session_id: "s".repeat(32),
+            }
+            .encoded_len()
+        })
+        .sum();
+    (push.encoded_len(), objects)
+}
+
+fn bench(c: &mut Criterion) {
+    let dir = tempfile::tempdir().unwrap();
+    let h = store(dir.path());
+    let params = parameters();
+    let weights: usize = params.iter().map(|(_, s)| s.iter().product::<usize>()).sum();
+
+    let mut group = c.benchmark_group("round");
+    group.sample_size(10).measurement_time(Duration::from_secs(20));
+    for negatives in [4usize, 32] {
+        let settings = RoundSettings { negatives_per_positive: Some(negatives), ..RoundSettings::new(1.0, 7) };
+        let u = local_update_with(&h, &settings, None).unwrap();
+        eprintln!(
+            "local round, {negatives} negatives per positive: {} examples trained (of {POSITIVES} positives), {} SGD steps, update norm {:.3} before clipping",
+            u.examples, u.steps, u.norm_before_clip
+        );
+        group.bench_function(format!("local_update_{negatives}_negatives"), |b| {
+            b.iter(|| local_update_with(&h, &settings, None).unwrap())
+        });
+    }
+
+    let delta = local_update_with(&h, &RoundSettings::new(1e9, 7), None).unwrap().delta;
+    assert_eq!(delta.len(), weights);
+    group.sample_size(50).measurement_time(Duration::from_secs(5));
+    group.bench_function("clip", |b| {
+        b.iter_batched_ref(|| delta.clone(), |d| clip(d, 0.1), criterion::BatchSize::LargeInput)
+    });
+    group.bench_function("encode_fleet_reply", |b| b.iter(|| encode(&delta, &params)));
+    group.finish();
+
+    let (d, meta) = encode(&delta, &params);
+    let (push, objects) = upload_bytes(&d, meta);
+    let raw = weights * 4;
+    let kind_bytes = |kind: &str| -> usize {
+        let head = format!("{kind} ");
+        d.objects.iter().filter(|o| o.content.starts_with(head.as_bytes())).map(|o| o.content.len()).sum()
+    };
+    eprintln!(
+        "upload per round: {weights} weights, raw f32 {raw} B; Flower objects {} B in {} objects \
+         (array data chunks {} B, array heads {} B, the rest {} B); request bodies {} B \
+         (push-messages {push} B + push-object {objects} B) = {:.4}x raw",
+        d.objects.iter().map(|o| o.content.len()).sum::<usize>(),
+        d.objects.len(),
+        kind_bytes("ArrayChunk"),
+        kind_bytes("Array"),
+        d.objects.iter().map(|o| o.content.len()).sum::<usize>() - kind_bytes("ArrayChunk") - kind_bytes("Array"),
+        push + objects,
+        (push + objects) as f64 / raw as f64
+    );
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
