@@ -187,6 +187,18 @@ struct SimulateArgs {
     /// Worker threads for recording, training and ranking.
     #[arg(long, default_value_t = 2)]
     threads: usize,
+    /// Run the rounds against a real Flower SuperLink (its Fleet API,
+    /// http://HOST:PORT) and Hearth's ServerApp instead of in process: every
+    /// device calls `participate` once per round.
+    #[arg(long, value_name = "URL")]
+    flower: Option<String>,
+    /// With --flower: the coordinator's model-signing public key (64 hex
+    /// digits), so devices install the global model it sends (repeatable).
+    #[arg(long = "trust-key", value_name = "HEX")]
+    trust_keys: Vec<String>,
+    /// With --flower: seconds a device waits for each round.
+    #[arg(long, default_value_t = 300)]
+    round_wait: u32,
 }
 
 #[derive(Subcommand)]
@@ -238,6 +250,9 @@ fn main() {
                 references,
                 json,
                 threads,
+                flower,
+                trust_keys,
+                round_wait,
             } = *args;
             let passphrase = passphrase.unwrap_or_else(|| SIMULATION_PASSPHRASE.to_string());
             let source = match movielens {
@@ -282,6 +297,7 @@ fn main() {
                 references,
                 json,
                 threads: threads.max(1),
+                flower: flower.map(|url| simulate::FlowerLink { url, trust_keys, wait_seconds: round_wait }),
             });
             simulate::simulate(source, data, seed, &passphrase, fed)
         })(),

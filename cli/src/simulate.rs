@@ -10,7 +10,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use hearth_core::federated::accountant::RdpAccountant;
@@ -73,6 +73,18 @@ pub struct Federated {
     pub references: Vec<(String, f64)>,
     pub json: Option<PathBuf>,
     pub threads: usize,
+    /// Run the rounds against a real SuperLink instead of in process.
+    pub flower: Option<FlowerLink>,
+}
+
+/// A Flower SuperLink the devices take part through (`--flower`).
+#[derive(Debug, Clone)]
+pub struct FlowerLink {
+    /// Its Fleet API, http://HOST:PORT.
+    pub url: String,
+    /// The coordinator's model-signing keys the devices trust.
+    pub trust_keys: Vec<String>,
+    pub wait_seconds: u32,
 }
 
 /// A device's recorded history and its held-out item (with the context of
@@ -221,8 +233,9 @@ pub fn simulate(
     bar.set_style(ProgressStyle::with_template("{spinner} recording devices {bar:30} {pos}/{len} {elapsed_precise}")?);
     let next = AtomicUsize::new(0);
     let tally = Mutex::new(Tally { per_device: vec![0; devices], ..Default::default() });
+    let flower = fed.as_ref().and_then(|f| f.flower.clone());
     let mut coordinator = match &fed {
-        Some(f) if f.rounds > 0 => {
+        Some(f) if f.rounds > 0 && f.flower.is_none() => {
             let z = f.noise_multipliers.first().copied().unwrap_or(0.0);
             Some(match &f.initial_model {
                 Some(dir) => Coordinator::from_package(fedavg::read_package(dir)?, f.clip, z, f.server, seed)?,
@@ -231,7 +244,8 @@ pub fn simulate(
         }
         _ => None,
     };
-    let trusted: Vec<String> = coordinator.iter().map(|c| c.public_key()).collect();
+    let mut trusted: Vec<String> = coordinator.iter().map(|c| c.public_key()).collect();
+    trusted.extend(flower.iter().flat_map(|f| f.trust_keys.clone()));
     // Every device installs the starting model, as it would download it.
     let start = match (&mut coordinator, fed.as_ref().and_then(|f| f.initial_model.as_ref())) {
         (Some(c), Some(_)) => Some((c.start()?, c.version)),
@@ -251,10 +265,18 @@ pub fn simulate(
                         let dir = root.join("devices").join(n.to_string());
                         let (history, held_out) = history_of(n);
                         let keys = PassphraseKeyProvider::for_dir(&dir, passphrase, PASSPHRASE_ITERATIONS)?;
-                        let config = HearthConfig {
+                        let mut config = HearthConfig {
                             trusted_model_keys: trusted.clone(),
                             ..HearthConfig::new(dir.to_str().context("store path is not UTF-8")?)
                         };
+                        if let Some(f) = &flower {
+                            // A simulation takes part in every round it is
+                            // offered: no budget, no minimum history or period.
+                            config.federated_epsilon_budget = f64::INFINITY;
+                            config.federated_min_new_examples = 0;
+                            config.federated_min_interval_hours = 0;
+                            config.federated_round_wait_seconds = f.wait_seconds.clamp(1, 3600);
+                        }
                         let h = Hearth::open(config, Arc::new(keys))?;
                         h.upsert_catalog(catalog.clone())?;
                         let outcome = h.record_batch(history.clone())?;
@@ -290,7 +312,7 @@ pub fn simulate(
                             t.ranked += 1;
                         }
                         drop(t);
-                        if coordinator.is_some() {
+                        if coordinator.is_some() || flower.is_some() {
                             h.set_federated_opt_in(true)?;
                             kept.lock().unwrap_or_else(|p| p.into_inner())[n] = Some(Device {
                                 hearth: h,
@@ -349,6 +371,16 @@ pub fn simulate(
         println!("    popularity       {:7.4}  {:5.3}", popularity.0, popularity.1);
     }
     println!("  recorded in       {:.1} s", started.elapsed().as_secs_f64());
+    if let (Some(link), Some(fed)) = (&flower, &fed) {
+        let devices: Vec<Device> = kept.into_inner().unwrap_or_else(|p| p.into_inner()).into_iter().flatten().collect();
+        let result = run_flower(&devices, &catalog, link, fed.rounds, initial, fed.threads);
+        for d in &devices {
+            d.hearth.close()?;
+        }
+        result?;
+        println!("  took              {:.1} s", started.elapsed().as_secs_f64());
+        return Ok(());
+    }
     if let (Some(mut coordinator), Some(fed)) = (coordinator, fed) {
         let devices: Vec<Device> = kept.into_inner().unwrap_or_else(|p| p.into_inner()).into_iter().flatten().collect();
         let mut record = Record {
@@ -447,6 +479,67 @@ fn install_on(
         }
         Ok(())
     })
+}
+
+/// `rounds` rounds against a real SuperLink: every device calls
+/// `participate` once per round, on a thread of its own (they wait on the
+/// network most of the time); then a row per round from the devices'
+/// privacy ledgers and the quality of the global model they installed.
+fn run_flower(
+    devices: &[Device],
+    catalog: &[CatalogItem],
+    link: &FlowerLink,
+    rounds: u32,
+    initial: (f64, f64),
+    threads: usize,
+) -> Result<()> {
+    use hearth_core::federated::{ClientOptions, HttpTransport};
+    use hearth_core::{DeviceConditions, LedgerEntry, ParticipationOutcome};
+    println!("  federated rounds  {rounds} against the SuperLink at {} ({} devices)", link.url, devices.len());
+    let ready = DeviceConditions { charging: true, unmetered_network: true, idle: true };
+    let ledgers: Vec<Result<Vec<LedgerEntry>>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = devices
+            .iter()
+            .enumerate()
+            .map(|(n, d)| {
+                scope.spawn(move || -> Result<Vec<LedgerEntry>> {
+                    let mut entries = Vec::new();
+                    for round in 1..=rounds {
+                        let options =
+                            ClientOptions { poll_interval: Duration::from_millis(200), ..ClientOptions::default() };
+                        match d.hearth.participate_using(HttpTransport::new(&link.url), ready, options)? {
+                            ParticipationOutcome::Contributed { entry } => entries.push(entry),
+                            other => bail!("device {n}, round {round}: {other:?}"),
+                        }
+                    }
+                    Ok(entries)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Err(anyhow::anyhow!("a device panicked")))).collect()
+    });
+    let ledgers: Vec<Vec<LedgerEntry>> = ledgers.into_iter().collect::<Result<_>>()?;
+    println!("    round  participants  mean norm (before clip)  epsilon (max)");
+    let mut round_ids: Vec<Option<u64>> = ledgers.iter().flatten().map(|e| e.round).collect();
+    round_ids.sort_unstable();
+    round_ids.dedup();
+    for r in round_ids {
+        let entries: Vec<&LedgerEntry> = ledgers.iter().flatten().filter(|e| e.round == r).collect();
+        let norm = entries.iter().map(|e| e.norm_before_clip).sum::<f64>() / entries.len() as f64;
+        let eps = entries.iter().map(|e| e.epsilon_total).fold(0.0, f64::max);
+        let round = r.map_or("-".to_string(), |r| r.to_string());
+        println!(
+            "    {round:>5}  {:>12}  {norm:>23.4}  {}",
+            entries.len(),
+            fmt_epsilon(eps.is_finite().then_some(eps))
+        );
+    }
+    let (ndcg, hr) = quality(devices, catalog, threads)?;
+    println!(
+        "    the last round's global model, as the devices installed it: NDCG@10 {ndcg:.4}, HR@10 {hr:.3} (initial {:.4}, {:.3})",
+        initial.0, initial.1
+    );
+    Ok(())
 }
 
 fn fmt_epsilon(e: Option<f64>) -> String {

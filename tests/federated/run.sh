@@ -149,4 +149,17 @@ HEARTH_DEVICES="$devices" HEARTH_GLOBAL_WEIGHTS="$work/out/weights.bin" HEARTH_C
     cargo test -p hearth-core --test fleet --locked -- --ignored --nocapture global_model_ranks 2>&1 |
     tee "$work/quality.log" | grep -E "^held-out|^mean rank|^test |test result|panicked"
 [ "${PIPESTATUS[0]}" -eq 0 ] || exit 1
+
+# The command line's simulator against the same SuperLink: a second run of
+# the ServerApp, 3 synthetic devices from `hearth simulate --flower`.
+echo "federated: hearth simulate --flower (3 devices, 2 rounds)"
+cargo build -p hearth-cli --locked 2>&1 | tail -1
+flwr run coordinator local --run-config \
+    "model-dir='$repo/models/ranker-v1' signing-key='$work/coordinator.key' out-dir='$work/out-cli' \
+min-nodes=3 num-server-rounds=2 clip-norm=$clip noise-multiplier=$noise learning-rate=$lr round-timeout=600.0" \
+    | tail -1
+"$CARGO_TARGET_DIR/debug/hearth" simulate --devices 3 --rounds 2 --flower "http://127.0.0.1:$port" \
+    --trust-key "$(cat "$work/coordinator.pub")" --round-wait 600 | tee "$work/cli.log" | grep -E "^ {4}|federated rounds"
+grep -Eq "^ +2 +3 " "$work/cli.log" || { echo "federated: the simulator's round 2 did not have 3 participants"; exit 1; }
+grep -q "global model, as the devices installed it" "$work/cli.log"
 echo "federated: passed"
