@@ -7,6 +7,8 @@
 //! `cargo bench -p hearth-core --bench round`. One thread: training runs on
 //! the calling thread.
 
+mod common;
+
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -21,23 +23,8 @@ const CATALOG: usize = 5000;
 const POSITIVES: usize = 1000;
 
 fn store(dir: &std::path::Path) -> Arc<Hearth> {
-    let h = Hearth::open(HearthConfig::new(dir.to_str().unwrap()), Arc::new(FixedKeyProvider::new([7; 32]))).unwrap();
-    let genres = ["drama", "comedy", "thriller", "kids", "sport", "news", "documentary", "music"];
-    h.upsert_catalog(
-        (0..CATALOG)
-            .map(|i| CatalogItem {
-                id: format!("catalog-item-{i}"),
-                title: format!("Title {i}"),
-                categories: vec![genres[i % 8].into(), genres[(i / 8) % 8].into()],
-                language: Some(if i % 3 == 0 { "fr" } else { "en" }.into()),
-                duration_ms: Some(2_700_000),
-                release_year: Some(1990 + (i % 36) as u16),
-                popularity: (i % 97) as f64,
-                content_rating: None,
-            })
-            .collect(),
-    )
-    .unwrap();
+    let h = common::open_store(dir);
+    h.upsert_catalog(common::catalog(CATALOG)).unwrap();
     let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as i64;
     // 1,000 distinct items played, then completed: 1,000 positives.
     let events: Vec<Event> = (0..POSITIVES)
