@@ -385,6 +385,11 @@ impl Session {
             None => Ok(Vec::new()),
         }
     }
+
+    /// Replaces the privacy ledger's entries.
+    pub(crate) fn save_ledger(&mut self, entries: &[LedgerEntry]) -> Result<()> {
+        self.store.put_state(participation::LEDGER, &serde_json::to_vec(entries)?)
+    }
 }
 
 impl Drop for Session {
@@ -745,7 +750,7 @@ impl Hearth {
             }
             if ledger.len() > before {
                 ledger.sort_by_key(|e| e.at_ms);
-                s.store.put_state(participation::LEDGER, &serde_json::to_vec(&ledger)?)?;
+                s.save_ledger(&ledger)?;
             }
             Ok(ImportSummary { events: events.len() as u64, catalog_items: doc.catalog.len() as u64 })
         })

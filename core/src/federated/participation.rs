@@ -227,7 +227,7 @@ impl Hearth {
     }
 
     fn save_ledger(&self, entries: &[LedgerEntry]) -> std::result::Result<(), HearthError> {
-        self.with(|s| s.store.put_state(LEDGER, &serde_json::to_vec(entries)?))
+        self.with(|s| s.save_ledger(entries))
     }
 
     fn epsilon_spent(&self, entries: &[LedgerEntry], next: Option<(f64, f64)>, next_local: f64) -> Result<f64> {
@@ -235,21 +235,24 @@ impl Hearth {
             .map_err(|e| Error::invalid("privacy terms", e.to_string()))
     }
 
-    /// The node key, made and sealed in the store on first use.
-    fn node_key(&self) -> std::result::Result<NodeKey, HearthError> {
-        let mut state = self.federated_state()?;
+    /// The node key `state` holds, made and sealed in the store (with
+    /// `state`) on first use.
+    fn node_key(&self, state: &mut FederatedState) -> std::result::Result<NodeKey, HearthError> {
         if let Some(pkcs8) = &state.node_key {
             return NodeKey::from_pkcs8(pkcs8).map_err(|e| HearthError::from(Error::from(e)));
         }
         let key = NodeKey::generate().map_err(Error::from)?;
         state.node_key = Some(key.pkcs8().to_vec());
-        self.save_federated_state(&state)?;
+        self.save_federated_state(state)?;
         info!("federated node key made");
         Ok(key)
     }
 
-    fn ineligible_reasons(&self, c: &DeviceConditions) -> std::result::Result<Vec<IneligibleReason>, HearthError> {
-        let state = self.federated_state()?;
+    fn ineligible_reasons(
+        &self,
+        state: &FederatedState,
+        c: &DeviceConditions,
+    ) -> std::result::Result<Vec<IneligibleReason>, HearthError> {
         let entries = self.ledger_entries()?;
         let (opted_in, new_examples) = self.with(|s| {
             let mut n = 0u32;
@@ -314,13 +317,13 @@ impl Hearth {
             };
             self.round_cancel.store(false, Ordering::Relaxed);
             let options = ClientOptions { cancel: Some(self.round_cancel.clone()), ..options };
-            let reasons = self.ineligible_reasons(&conditions)?;
+            let mut state = self.federated_state()?;
+            let reasons = self.ineligible_reasons(&state, &conditions)?;
             if !reasons.is_empty() {
                 info!("not eligible for a federated round: {reasons:?}");
                 return Ok(ParticipationOutcome::NotEligible { reasons });
             }
-            let mut state = self.federated_state()?;
-            let key = self.node_key()?;
+            let key = self.node_key(&mut state)?;
             let watermark = self.with(|s| s.store.last_event_id())?;
             let mut trainer = DeviceTrainer::new(self, state.rounds_taken.clone())?;
             let wait = Duration::from_secs(self.config.federated_round_wait_seconds as u64);
@@ -341,8 +344,6 @@ impl Hearth {
                             let excess = state.rounds_taken.len().saturating_sub(ROUNDS_KEPT);
                             state.rounds_taken.drain(..excess);
                         }
-                        // Keep the key the store holds (node_key may have made it).
-                        state.node_key = self.federated_state()?.node_key;
                         self.save_federated_state(&state)?;
                         info!("federated round {:?} of run {}: update sent", entry.round, entry.run_id);
                         Ok(ParticipationOutcome::Contributed { entry })
@@ -542,7 +543,7 @@ impl Hearth {
     /// not, every reason why. Reads the store only; contacts nothing.
     pub fn federated_eligibility(&self, conditions: DeviceConditions) -> std::result::Result<Eligibility, HearthError> {
         shield(|| {
-            let reasons = self.ineligible_reasons(&conditions)?;
+            let reasons = self.ineligible_reasons(&self.federated_state()?, &conditions)?;
             Ok(if reasons.is_empty() { Eligibility::Eligible } else { Eligibility::NotEligible { reasons } })
         })
     }
