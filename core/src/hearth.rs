@@ -554,7 +554,7 @@ impl Hearth {
                 Ok(())
             })?;
             let plan = TrainingPlan::for_round(&model, round);
-            let examples = training::examples(&events, &s.profile, plan.max_examples);
+            let examples = training::examples(&events, &s.profile, &s.catalog, plan.max_examples);
             training::train(&model, &global, &examples, &s.profile, &s.catalog, &plan, now_ms())
         })
     }

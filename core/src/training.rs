@@ -5,11 +5,15 @@
 //! An example is one item the user engaged with (played, completed, liked),
 //! in the context of that engagement (device class, local hour, language),
 //! against negatives drawn uniformly from catalog items the user has not
-//! engaged with; the history fed beside it leaves the positive out, so the
-//! model does not learn to recommend what was just watched. The user
-//! features are the profile's as they stand now (the profile keeps no past
-//! states). The update carries no example: only the weight delta and a
-//! coarse count.
+//! engaged with. Its features are the ones ranking would have computed just
+//! before that engagement: the history is replayed in time order into a
+//! fresh profile, and the user features and the weighted history are taken
+//! from it as they stood then (so the positive itself, and everything
+//! watched after it, are not among its inputs). Ranking asks "what next,
+//! given what came before"; examples made from today's profile would instead
+//! teach the model which items sit together in a finished history, which
+//! ranks the next item worse (measured on MovieLens-100K: README). The
+//! update carries no example: only the weight delta and a coarse count.
 
 use std::collections::{HashMap, HashSet};
 
@@ -102,41 +106,77 @@ impl TrainingPlan {
     }
 }
 
-/// One positive and where it happened.
+/// One positive, where it happened, and the inputs the model saw then.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Example {
     pub item_id: String,
     pub context: RankContext,
+    /// The user features of the profile as it stood just before the event.
+    pub user: [f32; features::USER_WIDTH],
+    /// The weighted history as it stood just before the event (the item
+    /// itself left out), as the graph's `history_ids` and `history_weights`.
+    pub history_ids: Vec<i64>,
+    pub history_weights: Vec<f32>,
 }
 
 /// The positives of a history: the latest engaging event per item, newest
 /// first, at most `max`, leaving out items the user since disliked or
-/// skipped past (engagement <= 0 in the profile).
-pub(crate) fn examples(events: &[Event], profile: &Profile, max: usize) -> Vec<Example> {
-    let mut latest: HashMap<&str, &Event> = HashMap::new();
-    for e in events {
+/// skipped past (engagement <= 0 in `profile`, today's). Each comes with the
+/// features of the moment before it, from `events` replayed in time order
+/// (ties in the order given) into a fresh profile with `profile`'s
+/// half-life; `catalog` gives the categories as it does when recording.
+pub(crate) fn examples(
+    events: &[Event],
+    profile: &Profile,
+    catalog: &HashMap<String, CatalogItem>,
+    max: usize,
+) -> Vec<Example> {
+    let mut latest: HashMap<&str, usize> = HashMap::new();
+    for (i, e) in events.iter().enumerate() {
         if matches!(e.kind, EventKind::Play | EventKind::Complete | EventKind::Like)
-            && latest.get(e.item_id.as_str()).is_none_or(|l| l.timestamp_ms <= e.timestamp_ms)
+            && latest.get(e.item_id.as_str()).is_none_or(|&l| events[l].timestamp_ms <= e.timestamp_ms)
         {
-            latest.insert(&e.item_id, e);
+            latest.insert(&e.item_id, i);
         }
     }
-    let mut out: Vec<&Event> = latest
+    let mut picked: Vec<usize> = latest
         .into_values()
-        .filter(|e| profile.items.get(&e.item_id).is_some_and(|s| s.engagement > 0.0 && !s.disliked))
+        .filter(|&i| profile.items.get(&events[i].item_id).is_some_and(|s| s.engagement > 0.0 && !s.disliked))
         .collect();
-    out.sort_by(|a, b| b.timestamp_ms.cmp(&a.timestamp_ms).then_with(|| a.item_id.cmp(&b.item_id)));
-    out.truncate(max);
-    out.into_iter()
-        .map(|e| Example {
-            item_id: e.item_id.clone(),
-            context: RankContext {
-                device: e.context.device,
-                local_hour: e.context.local_hour,
-                locale: e.context.locale.clone(),
-            },
-        })
-        .collect()
+    picked.sort_by(|&a, &b| {
+        let (a, b) = (&events[a], &events[b]);
+        b.timestamp_ms.cmp(&a.timestamp_ms).then_with(|| a.item_id.cmp(&b.item_id))
+    });
+    picked.truncate(max);
+    let wanted: HashSet<usize> = picked.iter().copied().collect();
+
+    let mut order: Vec<usize> = (0..events.len()).collect();
+    order.sort_by_key(|&i| events[i].timestamp_ms);
+    let mut then = Profile::new(profile.half_life_days);
+    let mut made: HashMap<usize, Example> = HashMap::with_capacity(wanted.len());
+    for (n, &i) in order.iter().enumerate() {
+        let e = &events[i];
+        if wanted.contains(&i) {
+            let history = features::history(&then, e.timestamp_ms, Some(&e.item_id));
+            let (history_ids, history_weights) = features::history_tensors(&history);
+            made.insert(
+                i,
+                Example {
+                    item_id: e.item_id.clone(),
+                    context: RankContext {
+                        device: e.context.device,
+                        local_hour: e.context.local_hour,
+                        locale: e.context.locale.clone(),
+                    },
+                    user: features::user_features(&then),
+                    history_ids,
+                    history_weights,
+                },
+            );
+        }
+        then.fold(n as i64 + 1, e, catalog.get(&e.item_id));
+    }
+    picked.into_iter().filter_map(|i| made.remove(&i)).collect()
 }
 
 /// What local training produced.
@@ -192,7 +232,6 @@ pub(crate) fn train(
     if pool.len() < plan.negatives_per_positive {
         return Err(Error::invalid("catalog", "too few unseen items to draw negatives from"));
     }
-    let user = features::user_features(profile).to_vec();
     let max_popularity = features::max_popularity(catalog);
     let global_flat = global.flat();
     let mut local = global_flat.clone();
@@ -227,15 +266,13 @@ pub(crate) fn train(
                 for (c, row) in candidates.iter().zip(items.chunks_exact_mut(ITEM_WIDTH)) {
                     features::item_features(*c, &scale, row);
                 }
-                let history = features::history(profile, now_ms, Some(&ex.item_id));
-                let (history_ids, history_weights) = features::history_tensors(&history);
                 let inputs = ScoreInputs {
-                    user: user.clone(),
+                    user: ex.user.to_vec(),
                     context: ex.context.features().to_vec(),
                     items,
                     item_ids: ids.iter().map(|id| features::item_row(id)).collect(),
-                    history_ids,
-                    history_weights,
+                    history_ids: ex.history_ids.clone(),
+                    history_weights: ex.history_weights.clone(),
                 };
                 let out = model.step(&weights, &inputs, &labels, &sample_weights)?;
                 if !out.loss.is_finite() {
@@ -297,5 +334,82 @@ mod tests {
         let mut small = vec![0.1f32; 4];
         assert!((clip(&mut small, 1.0) - 0.2).abs() < 1e-6);
         assert_eq!(small, vec![0.1f32; 4], "an update inside the bound is untouched");
+    }
+
+    fn event(item: &str, kind: EventKind, day: i64) -> Event {
+        Event {
+            item_id: item.into(),
+            kind,
+            timestamp_ms: crate::history::MIN_TIMESTAMP_MS + day * 86_400_000,
+            position_ms: None,
+            duration_ms: None,
+            context: crate::history::EventContext {
+                device: crate::history::DeviceClass::Phone,
+                local_hour: (day % 24) as u8,
+                locale: None,
+            },
+        }
+    }
+
+    fn item(id: &str, category: &str) -> CatalogItem {
+        CatalogItem {
+            id: id.into(),
+            title: id.into(),
+            categories: vec![category.into()],
+            language: None,
+            duration_ms: None,
+            release_year: None,
+            popularity: 1.0,
+            content_rating: None,
+        }
+    }
+
+    #[test]
+    fn an_example_sees_only_what_came_before_it() {
+        let catalog: HashMap<String, CatalogItem> =
+            [item("a", "drama"), item("b", "drama"), item("c", "comedy"), item("d", "news")]
+                .into_iter()
+                .map(|i| (i.id.clone(), i))
+                .collect();
+        // Recorded out of time order; "b" played twice; "d" disliked later.
+        let events = vec![
+            event("c", EventKind::Play, 3),
+            event("a", EventKind::Play, 1),
+            event("b", EventKind::Play, 2),
+            event("d", EventKind::Play, 4),
+            event("b", EventKind::Play, 5),
+            event("d", EventKind::Dislike, 6),
+        ];
+        let mut today = Profile::new(30.0);
+        for (i, e) in events.iter().enumerate() {
+            today.fold(i as i64 + 1, e, catalog.get(&e.item_id));
+        }
+        let ex = examples(&events, &today, &catalog, 10);
+        let items: Vec<&str> = ex.iter().map(|e| e.item_id.as_str()).collect();
+        assert_eq!(items, ["b", "c", "a"], "latest play per item, newest first; the disliked item is no positive");
+        let rows = |e: &Example| -> Vec<i64> {
+            e.history_ids.iter().zip(&e.history_weights).filter(|(_, w)| **w > 0.0).map(|(r, _)| *r).collect()
+        };
+        let row = |id: &str| features::item_row(id);
+        // "a" was first: nothing before it (one padding slot), no affinities.
+        assert_eq!(ex[2].history_ids, vec![0]);
+        assert_eq!(ex[2].history_weights, vec![0.0]);
+        assert!(ex[2].user[..features::CATEGORY_BUCKETS].iter().all(|v| *v == 0.0));
+        // "c" (day 3) saw "b" then "a", most recent first, not itself nor "d".
+        assert_eq!(rows(&ex[1]), vec![row("b"), row("a")]);
+        // "b"'s latest play (day 5) saw d, c, a and not its own earlier play.
+        assert_eq!(rows(&ex[0]), vec![row("d"), row("c"), row("a")]);
+        assert_eq!(ex[1].context.local_hour, 3);
+        // The user features are the replayed profile's at that moment: before
+        // "c" only drama had been watched.
+        let mut before_c = Profile::new(30.0);
+        for e in [&events[1], &events[2]] {
+            before_c.fold(0, e, catalog.get(&e.item_id));
+        }
+        assert_eq!(ex[1].user, features::user_features(&before_c));
+        assert_ne!(ex[0].user, ex[1].user);
+        // At most `max`, the newest kept.
+        let two = examples(&events, &today, &catalog, 2);
+        assert_eq!(two, ex[..2].to_vec());
     }
 }
