@@ -22,6 +22,7 @@ from flwr.app import ConfigRecord, Context
 from flwr.serverapp import Grid, ServerApp
 
 from . import model
+from .server_opt import ServerOptimizer
 from .strategy import HearthFedAvg, from_arrays, to_arrays
 
 app = ServerApp()
@@ -69,6 +70,11 @@ def main(grid: Grid, context: Context) -> None:
         train_config["segment-report-labels"] = ",".join(labels)
     if float(cfg["learning-rate"]) > 0:
         train_config["learning-rate"] = float(cfg["learning-rate"])
+    optimizer = ServerOptimizer(
+        kind=str(cfg.get("server-optimizer", "fedavg")),
+        lr=float(cfg.get("server-learning-rate", 1.0)),
+        momentum=float(cfg.get("server-momentum", 0.9)),
+    )
     strategy = SigningFedAvg(
         manifest=manifest,
         key=model.load_signing_key(str(cfg.get("signing-key", ""))),
@@ -77,6 +83,7 @@ def main(grid: Grid, context: Context) -> None:
         min_nodes=int(cfg["min-nodes"]),
         seed=int(cfg["noise-seed"]),
         segment_labels=labels,
+        optimizer=optimizer,
     )
     result = strategy.start(
         grid=grid,
@@ -90,5 +97,10 @@ def main(grid: Grid, context: Context) -> None:
         out.mkdir(parents=True, exist_ok=True)
         (out / "weights.bin").write_bytes(model.weights_bytes(from_arrays(result.arrays)))
         (out / "summary.json").write_text(
-            json.dumps({"clip_norm": clip, "rounds": strategy.rounds}, indent=2) + "\n"
+            json.dumps(
+                {"clip_norm": clip, "server_optimizer": optimizer.kind, "server_learning_rate": optimizer.lr,
+                 "rounds": strategy.rounds},
+                indent=2,
+            )
+            + "\n"
         )

@@ -14,8 +14,9 @@ Aggregation: updates of the wrong names or shapes, not finite, or with a
 norm above C are dropped (a device that breaks the bound is not trusted to
 be averaged). The mean of the n kept deltas is unweighted, so one device
 moves it by at most C / n; Gaussian noise of std `noise_multiplier * C / n`
-is added to every coordinate of the mean, and the result is added to the
-global weights.
+is added to every coordinate of the mean. The server optimizer
+(`server_opt`: FedAvg by default, FedAvgM or FedAdam) then moves the global
+weights by that noisy mean; it only post-processes what the noise protects.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from logging import INFO, WARNING
 import numpy as np
 
 from . import segments
+from .server_opt import ServerOptimizer
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.common.logger import log
 from flwr.serverapp import Grid
@@ -60,23 +62,37 @@ def check_delta(
     return True, norm, ""
 
 
+def noisy_mean(
+    deltas: list[list[tuple[str, np.ndarray]]],
+    clip: float,
+    noise_multiplier: float,
+    rng: np.random.Generator,
+) -> tuple[list[tuple[str, np.ndarray]], float]:
+    """The unweighted mean of the deltas with Gaussian noise of std
+    `noise_multiplier * clip / n` on every coordinate, and that std."""
+    n = len(deltas)
+    std = noise_multiplier * clip / n
+    out = []
+    for i, (name, _) in enumerate(deltas[0]):
+        mean = np.mean([d[i][1].astype(np.float64) for d in deltas], axis=0)
+        if std > 0:
+            mean = mean + rng.normal(0.0, std, size=mean.shape)
+        out.append((name, mean))
+    return out, std
+
+
 def aggregate(
     global_params: list[tuple[str, np.ndarray]],
     deltas: list[list[tuple[str, np.ndarray]]],
     clip: float,
     noise_multiplier: float,
     rng: np.random.Generator,
+    optimizer: ServerOptimizer | None = None,
 ) -> tuple[list[tuple[str, np.ndarray]], float]:
-    """New global parameters and the noise std used."""
-    n = len(deltas)
-    std = noise_multiplier * clip / n
-    out = []
-    for i, (name, g) in enumerate(global_params):
-        mean = np.mean([d[i][1].astype(np.float64) for d in deltas], axis=0)
-        if std > 0:
-            mean = mean + rng.normal(0.0, std, size=mean.shape)
-        out.append((name, (g.astype(np.float64) + mean).astype(np.float32)))
-    return out, std
+    """New global parameters and the noise std used (plain FedAvg unless an
+    optimizer is given)."""
+    mean, std = noisy_mean(deltas, clip, noise_multiplier, rng)
+    return (optimizer or ServerOptimizer()).step(global_params, mean), std
 
 
 class HearthFedAvg(FedAvg):
@@ -90,6 +106,7 @@ class HearthFedAvg(FedAvg):
         min_nodes: int,
         seed: int,
         segment_labels: list[str] | None = None,
+        optimizer: ServerOptimizer | None = None,
     ) -> None:
         super().__init__(
             fraction_train=1.0,
@@ -102,6 +119,7 @@ class HearthFedAvg(FedAvg):
         self.noise_multiplier = noise_multiplier
         self.segment_labels = segment_labels or []
         self.rng = np.random.default_rng(seed)
+        self.optimizer = optimizer or ServerOptimizer()
         self.current: list[tuple[str, np.ndarray]] = []
         self.rounds: list[dict] = []
 
@@ -145,7 +163,7 @@ class HearthFedAvg(FedAvg):
         if not deltas:
             log(WARNING, "round %s: no usable update; the global model is unchanged", server_round)
             return None, None
-        new, std = aggregate(self.current, deltas, self.clip_norm, self.noise_multiplier, self.rng)
+        new, std = aggregate(self.current, deltas, self.clip_norm, self.noise_multiplier, self.rng, self.optimizer)
         summary = {
             "round": server_round,
             "participants": len(deltas),

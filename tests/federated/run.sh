@@ -151,15 +151,23 @@ HEARTH_DEVICES="$devices" HEARTH_GLOBAL_WEIGHTS="$work/out/weights.bin" HEARTH_C
 [ "${PIPESTATUS[0]}" -eq 0 ] || exit 1
 
 # The command line's simulator against the same SuperLink: a second run of
-# the ServerApp, 3 synthetic devices from `hearth simulate --flower`.
+# the ServerApp, with FedAdam on the server, 3 synthetic devices from
+# `hearth simulate --flower`.
 echo "federated: hearth simulate --flower (3 devices, 2 rounds)"
 cargo build -p hearth-cli --locked 2>&1 | tail -1
 flwr run coordinator local --run-config \
     "model-dir='$repo/models/ranker-v1' signing-key='$work/coordinator.key' out-dir='$work/out-cli' \
-min-nodes=3 num-server-rounds=2 clip-norm=$clip noise-multiplier=$noise learning-rate=$lr round-timeout=600.0" \
+min-nodes=3 num-server-rounds=2 clip-norm=$clip noise-multiplier=$noise learning-rate=$lr round-timeout=600.0 \
+server-optimizer='fedadam' server-learning-rate=0.02" \
     | tail -1
 "$CARGO_TARGET_DIR/debug/hearth" simulate --devices 3 --rounds 2 --flower "http://127.0.0.1:$port" \
     --trust-key "$(cat "$work/coordinator.pub")" --round-wait 600 | tee "$work/cli.log" | grep -E "^ {4}|federated rounds"
 grep -Eq "^ +2 +3 " "$work/cli.log" || { echo "federated: the simulator's round 2 did not have 3 participants"; exit 1; }
 grep -q "global model, as the devices installed it" "$work/cli.log"
+"$py" - "$work/out-cli/summary.json" <<'PY' || { echo "federated: the FedAdam run's summary is not as asked"; exit 1; }
+import json, sys
+s = json.load(open(sys.argv[1]))
+assert s["server_optimizer"] == "fedadam" and s["server_learning_rate"] == 0.02, s
+assert [r["participants"] for r in s["rounds"]] == [3, 3], s["rounds"]
+PY
 echo "federated: passed"
