@@ -304,6 +304,12 @@ pub fn local_round(hearth: &Arc<Hearth>, settings: &RoundSettings) -> Result<Opt
         Ok(u) => Ok(Some(DeviceUpdate { delta: u.delta, norm_before_clip: u.norm_before_clip })),
         // Nothing engaged to learn from: the device sits the round out.
         Err(hearth_core::HearthError::InvalidInput { field, .. }) if field == "history" => Ok(None),
+        // Its training diverged (too high a learning rate for its history):
+        // a real device sends nothing and the round goes on without it.
+        Err(hearth_core::HearthError::Federated { kind: hearth_core::FederatedFailure::Update, reason }) => {
+            log::warn!("a device's local training diverged; it sits the round out ({reason})");
+            Ok(None)
+        }
         Err(e) => Err(e.into()),
     }
 }

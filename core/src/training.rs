@@ -20,6 +20,7 @@ use std::collections::{HashMap, HashSet};
 use log::debug;
 
 use crate::error::{Error, Result};
+use crate::federated::FederatedFailure;
 use crate::features::{self, ITEM_WIDTH, ItemScale, RankContext};
 use crate::history::{CatalogItem, Event, EventKind};
 use crate::model::{Model, ScoreInputs, Weights};
@@ -211,6 +212,12 @@ pub(crate) fn clip(v: &mut [f32], c: f64) -> f64 {
     norm
 }
 
+/// Local training that blew up (a learning rate too high for this history):
+/// nothing can be sent, and the device sits the round out.
+fn diverged(what: &str) -> Error {
+    Error::Federated { kind: FederatedFailure::Update, reason: format!("local training diverged: {what}") }
+}
+
 /// Trains from `global` on `examples` and returns the clipped delta.
 pub(crate) fn train(
     model: &Model,
@@ -276,7 +283,7 @@ pub(crate) fn train(
                 };
                 let out = model.step(&weights, &inputs, &labels, &sample_weights)?;
                 if !out.loss.is_finite() {
-                    return Err(Error::Internal("training loss is not finite".into()));
+                    return Err(diverged("the loss is not finite"));
                 }
                 epoch_loss += out.loss as f64;
                 let mut at = 0;
@@ -301,7 +308,7 @@ pub(crate) fn train(
     }
     let mut delta: Vec<f32> = local.iter().zip(&global_flat).map(|(l, g)| l - g).collect();
     if delta.iter().any(|d| !d.is_finite()) {
-        return Err(Error::Internal("training diverged".into()));
+        return Err(diverged("the update is not finite"));
     }
     let norm_before_clip = clip(&mut delta, plan.clip_norm);
     let norm = l2(&delta);

@@ -6,7 +6,7 @@ mod common;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use common::*;
-use hearth_core::testing::local_update;
+use hearth_core::testing::{RoundSettings, local_update};
 use hearth_core::*;
 
 const DAY: i64 = 86_400_000;
@@ -71,4 +71,22 @@ fn no_history_no_update() {
     let h = open(dir.path(), KEY_A).unwrap();
     h.upsert_catalog((0..20).map(|i| item(&format!("i{i}"), "T", &["drama"])).collect()).unwrap();
     assert!(matches!(local_update(&h, 1.0, 1, 1), Err(HearthError::InvalidInput { .. })));
+}
+
+#[test]
+fn a_training_that_blows_up_is_a_typed_update_failure_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = store(dir.path());
+    let before = local_update(&h, 1.0, 1, 1).unwrap();
+    let round = RoundSettings { learning_rate: Some(10.0), epochs: 20, ..RoundSettings::new(1.0, 1) };
+    match hearth_core::testing::local_update_with(&h, &round, None) {
+        Err(HearthError::Federated { kind: FederatedFailure::Update, reason }) => {
+            assert!(reason.contains("diverged"), "{reason}")
+        }
+        other => panic!("expected a diverged update, got {other:?}"),
+    }
+    // The store and the model are as they were: a sane round trains as before.
+    let after = local_update(&h, 1.0, 1, 1).unwrap();
+    assert_eq!(after.examples, before.examples);
+    assert!((after.norm_before_clip - before.norm_before_clip).abs() <= 1e-3 * before.norm_before_clip);
 }
