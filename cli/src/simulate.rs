@@ -622,6 +622,7 @@ fn run_all(
                                     epochs: fed.local_epochs,
                                     learning_rate: fed.learning_rate,
                                     negatives_per_positive: fed.negatives,
+                                    max_examples: None,
                                     seed: seed ^ ((round as u64) << 32) ^ ((run as u64) << 48) ^ i as u64,
                                 };
                                 if let Some(u) = fedavg::local_round(&devices[i].hearth, &settings)? {

@@ -2,7 +2,8 @@
 
 Every train message carries, besides the global arrays (weights.bin's
 parameters, in manifest order, named and shaped as the manifest says), a
-config of: `clip-norm` (C), `local-epochs`, `learning-rate` (when set),
+config of: `clip-norm` (C), `local-epochs`, `learning-rate` and
+`max-examples` (when set),
 `server-round` (FedAvg's), the privacy terms devices account for in their
 ledgers and refuse to train without (`noise-multiplier` z, the std of the
 noise on the sum of updates in units of C, and `sampling-rate` q, the
@@ -70,10 +71,15 @@ def main(grid: Grid, context: Context) -> None:
         train_config["segment-report-labels"] = ",".join(labels)
     if float(cfg["learning-rate"]) > 0:
         train_config["learning-rate"] = float(cfg["learning-rate"])
+    if int(cfg.get("max-examples", 0)) > 0:
+        train_config["max-examples"] = int(cfg["max-examples"])
     optimizer = ServerOptimizer(
         kind=str(cfg.get("server-optimizer", "fedavg")),
         lr=float(cfg.get("server-learning-rate", 1.0)),
         momentum=float(cfg.get("server-momentum", 0.9)),
+        lr_final=float(cfg["server-learning-rate-final"]) if float(cfg.get("server-learning-rate-final", 0)) > 0
+        else None,
+        rounds=int(cfg["num-server-rounds"]),
     )
     strategy = SigningFedAvg(
         manifest=manifest,

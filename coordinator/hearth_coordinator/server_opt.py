@@ -15,7 +15,12 @@ same as `hearth simulate --server-opt` (cli/src/fedavg.rs), with the mean
 FedAdam moves each weight by about `lr` per round whatever the size of the
 mean, which is what lets the hashed id tables (most of whose rows only a few
 devices of a round touch, the rest of the mean being zeros) learn at the pace
-of the dense layers; on MovieLens-100K it is the one that trains (README).
+of the dense layers; on MovieLens-100K it is the one that trains (README; a
+rate of 0.1 falling to 0.01 over the run there).
+
+With `lr_final` and `rounds`, the rate falls linearly from `lr` at the first
+round to `lr_final` at round `rounds` (`hearth simulate --server-lr-final`).
+
 """
 
 from __future__ import annotations
@@ -35,6 +40,8 @@ class ServerOptimizer:
     beta1: float = 0.9
     beta2: float = 0.99
     tau: float = 1e-6
+    lr_final: float | None = None
+    rounds: int = 1
     steps: int = 0
     first: dict[str, np.ndarray] = field(default_factory=dict)
     second: dict[str, np.ndarray] = field(default_factory=dict)
@@ -49,12 +56,24 @@ class ServerOptimizer:
                 raise ValueError(f"{name} must be in [0, 1)")
         if not self.tau > 0:
             raise ValueError("tau must be positive")
+        if self.lr_final is not None and not (np.isfinite(self.lr_final) and self.lr_final > 0):
+            raise ValueError("server-learning-rate-final must be a positive number")
+        if self.rounds < 1:
+            raise ValueError("rounds must be at least 1")
+
+    def rate(self, step: int) -> float:
+        """The learning rate of the step-th round (1-based)."""
+        if self.lr_final is None or self.rounds <= 1:
+            return self.lr
+        t = min(max(step - 1, 0), self.rounds - 1) / (self.rounds - 1)
+        return self.lr + (self.lr_final - self.lr) * t
 
     def step(
         self, global_params: list[tuple[str, np.ndarray]], mean: list[tuple[str, np.ndarray]]
     ) -> list[tuple[str, np.ndarray]]:
         """New global parameters (float32) from the current ones and the round's mean delta."""
         self.steps += 1
+        lr = self.rate(self.steps)
         out = []
         for (name, w), (mname, d) in zip(global_params, mean):
             if name != mname:
@@ -62,11 +81,11 @@ class ServerOptimizer:
             w = w.astype(np.float64)
             d = d.astype(np.float64)
             if self.kind == "fedavg":
-                new = w + self.lr * d
+                new = w + lr * d
             elif self.kind == "fedavgm":
                 v = self.momentum * self.first.get(name, np.zeros_like(d)) + d
                 self.first[name] = v
-                new = w + self.lr * v
+                new = w + lr * v
             else:
                 g = -d
                 m1 = self.beta1 * self.first.get(name, np.zeros_like(g)) + (1 - self.beta1) * g
@@ -74,6 +93,6 @@ class ServerOptimizer:
                 self.first[name], self.second[name] = m1, m2
                 c1 = 1 - self.beta1**self.steps
                 c2 = 1 - self.beta2**self.steps
-                new = w - self.lr * (m1 / c1) / (np.sqrt(m2 / c2) + self.tau)
+                new = w - lr * (m1 / c1) / (np.sqrt(m2 / c2) + self.tau)
             out.append((name, new.astype(np.float32)))
         return out

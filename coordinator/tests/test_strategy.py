@@ -93,8 +93,19 @@ def test_fedadam_moves_each_weight_by_about_its_rate_whatever_the_scale():
     assert abs(float(w[0][1][0]) - expect) < 1e-6, (float(w[0][1][0]), expect)
 
 
+def test_the_server_rate_can_fall_linearly_over_the_rounds():
+    opt = server_opt.ServerOptimizer(kind="fedavg", lr=0.1, lr_final=0.01, rounds=4)
+    assert [round(opt.rate(k), 10) for k in (1, 2, 3, 4, 5)] == [0.1, 0.07, 0.04, 0.01, 0.01]
+    w = [("w", np.zeros(1, np.float32))]
+    for _ in range(4):
+        w = opt.step(w, [("w", np.ones(1))])
+    assert abs(float(w[0][1][0]) - (0.1 + 0.07 + 0.04 + 0.01)) < 1e-6
+    assert server_opt.ServerOptimizer(lr=0.3).rate(50) == 0.3
+
+
 def test_a_bad_server_optimizer_is_refused():
-    for bad in (dict(kind="sgd"), dict(lr=0.0), dict(lr=float("nan")), dict(kind="fedavgm", momentum=1.0)):
+    for bad in (dict(kind="sgd"), dict(lr=0.0), dict(lr=float("nan")), dict(kind="fedavgm", momentum=1.0),
+                dict(lr_final=-1.0), dict(rounds=0)):
         try:
             server_opt.ServerOptimizer(**bad)
         except ValueError:

@@ -61,17 +61,6 @@ fn parameters() -> Vec<(String, Vec<usize>)> {
         .collect()
 }
 
-/// Scales `v` to L2 norm at most `c` (the arithmetic of the device's
-/// clipping, `training::clip`, which is not public).
-fn clip(v: &mut [f32], c: f64) -> f64 {
-    let norm = v.iter().map(|x| (*x as f64) * (*x as f64)).sum::<f64>().sqrt();
-    if norm > c {
-        let s = (c / norm) as f32;
-        v.iter_mut().for_each(|x| *x *= s);
-    }
-    norm
-}
-
 /// The reply a device pushes: the delta as one array per parameter and the
 /// coarse example count, deflated into Flower objects.
 fn encode(delta: &[f32], params: &[(String, Vec<usize>)]) -> (Deflated, proto::Metadata) {
@@ -160,7 +149,7 @@ fn bench(c: &mut Criterion) {
     assert_eq!(delta.len(), weights);
     group.sample_size(50).measurement_time(Duration::from_secs(5));
     group.bench_function("clip", |b| {
-        b.iter_batched_ref(|| delta.clone(), |d| clip(d, 0.1), criterion::BatchSize::LargeInput)
+        b.iter_batched_ref(|| delta.clone(), |d| hearth_core::testing::clip(d, 0.1), criterion::BatchSize::LargeInput)
     });
     group.bench_function("encode_fleet_reply", |b| b.iter(|| encode(&delta, &params)));
     group.finish();

@@ -93,6 +93,12 @@ impl Inference {
 pub use crate::training::LocalUpdate as UpdateReport;
 pub use crate::training::RoundSettings;
 
+/// The device's clipping, for benchmarks and tests: scales `delta` so its
+/// L2 norm is at most `c` and returns the norm before.
+pub fn clip(delta: &mut [f32], c: f64) -> f64 {
+    crate::training::clip(delta, c)
+}
+
 /// The clipped update local training makes on `hearth`'s history, from the
 /// active model's weights.
 pub fn local_update(

@@ -20,8 +20,8 @@ use std::collections::{HashMap, HashSet};
 use log::debug;
 
 use crate::error::{Error, Result};
-use crate::federated::FederatedFailure;
 use crate::features::{self, ITEM_WIDTH, ItemScale, RankContext};
+use crate::federated::FederatedFailure;
 use crate::history::{CatalogItem, Event, EventKind};
 use crate::model::{Model, ScoreInputs, Weights};
 use crate::profile::Profile;
@@ -52,13 +52,23 @@ pub struct RoundSettings {
     pub epochs: u32,
     pub learning_rate: Option<f64>,
     pub negatives_per_positive: Option<usize>,
+    /// Train on at most this many positives, the newest (500 when `None`):
+    /// bounds a round's time on a device with a long history.
+    pub max_examples: Option<usize>,
     /// Seeds the shuffling and the negatives.
     pub seed: u64,
 }
 
 impl RoundSettings {
     pub fn new(clip_norm: f64, seed: u64) -> RoundSettings {
-        RoundSettings { clip_norm, epochs: 1, learning_rate: None, negatives_per_positive: None, seed }
+        RoundSettings {
+            clip_norm,
+            epochs: 1,
+            learning_rate: None,
+            negatives_per_positive: None,
+            max_examples: None,
+            seed,
+        }
     }
 }
 
@@ -70,6 +80,7 @@ impl TrainingPlan {
             epochs: round.epochs,
             learning_rate: round.learning_rate.map_or(base.learning_rate, |lr| lr as f32),
             negatives_per_positive: round.negatives_per_positive.unwrap_or(base.negatives_per_positive),
+            max_examples: round.max_examples.unwrap_or(base.max_examples),
             ..base
         }
     }

@@ -285,6 +285,29 @@ fn the_budget_stops_a_round_before_it_is_spent_and_then_stops_asking() {
 }
 
 #[test]
+fn a_round_may_cap_the_examples_and_a_bad_cap_is_a_protocol_error() {
+    for (cap, ok) in [(ConfigValue::Int(5), true), (ConfigValue::Int(0), false), (ConfigValue::Double(2.5), false)] {
+        let dir = tempfile::tempdir().unwrap();
+        let (h, _) = device(dir.path(), |_| {});
+        let mut cfg = config(1.0, 1.1, 0.01, 1);
+        cfg.push(("max-examples".into(), cap.clone()));
+        let l = FakeLink::with_config(model_arrays(), cfg);
+        let log = l.log.clone();
+        let got = h.participate_using(l, good(), quick());
+        if ok {
+            assert!(matches!(got, Ok(ParticipationOutcome::Contributed { .. })), "{cap:?}: {got:?}");
+        } else {
+            assert!(
+                matches!(got, Err(HearthError::Federated { kind: FederatedFailure::Protocol, .. })),
+                "{cap:?}: {got:?}"
+            );
+            assert_eq!(pushed_arrays(&log), 0, "nothing uploaded");
+            assert!(h.privacy_ledger().unwrap().entries.is_empty());
+        }
+    }
+}
+
+#[test]
 fn a_round_without_privacy_terms_is_declined() {
     let dir = tempfile::tempdir().unwrap();
     let (h, _) = device(dir.path(), |_| {});

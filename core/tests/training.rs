@@ -90,3 +90,14 @@ fn a_training_that_blows_up_is_a_typed_update_failure_and_changes_nothing() {
     assert_eq!(after.examples, before.examples);
     assert!((after.norm_before_clip - before.norm_before_clip).abs() <= 1e-3 * before.norm_before_clip);
 }
+
+#[test]
+fn a_round_can_cap_the_positives_it_trains_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = store(dir.path());
+    let round = RoundSettings { max_examples: Some(7), ..RoundSettings::new(1.0, 1) };
+    let capped = hearth_core::testing::local_update_with(&h, &round, None).unwrap();
+    assert_eq!(capped.examples, 7);
+    assert_eq!(capped.steps, 1, "7 examples are one batch of the manifest's 16");
+    assert_eq!(local_update(&h, 1.0, 1, 1).unwrap().examples, 40, "the default takes all 40 (at most 500)");
+}

@@ -191,6 +191,9 @@ pub struct TrainInstruction {
     pub epochs: u32,
     /// SGD learning rate (`learning-rate`), when the server sets one.
     pub learning_rate: Option<f64>,
+    /// The most positives to train on (`max-examples`, 1 to 5,000), when the
+    /// server sets it; the device's default (500) otherwise.
+    pub max_examples: Option<usize>,
     /// The global parameters, named, in the server's order.
     pub arrays: Vec<(String, F32Array)>,
     /// The whole train config, for keys this module does not read (such as
@@ -711,6 +714,9 @@ fn reply_metadata(node_id: u64, to: &proto::Metadata) -> Result<proto::Metadata,
     })
 }
 
+/// The most positives a round may ask a device to train on.
+pub const MAX_EXAMPLES_PER_ROUND: usize = 5_000;
+
 fn instruction(run_id: u64, content: Vec<(String, Record)>) -> Result<TrainInstruction, FleetError> {
     let mut arrays = None;
     let mut config = Vec::new();
@@ -738,8 +744,17 @@ fn instruction(run_id: u64, content: Vec<(String, Record)>) -> Result<TrainInstr
         Some(Some(lr)) if lr.is_finite() && lr > 0.0 && lr <= 10.0 => Some(lr),
         Some(_) => return Err(FleetError::Protocol("learning-rate must be in (0, 10]".into())),
     };
+    let max_examples = match get("max-examples").map(|v| v.as_f64()) {
+        None => None,
+        Some(Some(m)) if (1.0..=MAX_EXAMPLES_PER_ROUND as f64).contains(&m) && m.fract() == 0.0 => Some(m as usize),
+        Some(_) => {
+            return Err(FleetError::Protocol(format!(
+                "max-examples must be a whole number from 1 to {MAX_EXAMPLES_PER_ROUND}"
+            )));
+        }
+    };
     let round = get("server-round").and_then(ConfigValue::as_f64).map(|r| r as u64);
-    Ok(TrainInstruction { run_id, round, clip_norm, epochs, learning_rate, arrays, config })
+    Ok(TrainInstruction { run_id, round, clip_norm, epochs, learning_rate, max_examples, arrays, config })
 }
 
 /// Refuses an update of the wrong length, not finite, or above C.

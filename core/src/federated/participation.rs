@@ -462,6 +462,7 @@ impl Trainer for DeviceTrainer<'_> {
             epochs: ins.epochs,
             learning_rate: ins.learning_rate,
             negatives_per_positive: None,
+            max_examples: ins.max_examples,
             seed: self.seed ^ ins.round.unwrap_or(0),
         };
         let update = match h.local_update(&settings, Some(&ins.flat())) {
