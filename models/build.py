@@ -5,6 +5,10 @@ Writes into ranker-v1/ (or --out DIR):
   inference.onnx   scores for N candidate items of one user (opset 17)
   train_step.onnx  the same forward pass plus loss and one gradient per parameter
   weights.bin      initial parameters, pre-trained on synthetic data
+  inference.nnef.tar, train_step.nnef.tar
+                   the two graphs in tract's NNEF, converted from the ONNX by
+                   `hearth model nnef` (--hearth BINARY; models/check.sh
+                   builds it), for libraries that load NNEF
   manifest.json    schema, feature slots, hashing, parameter layout, hashes
 
 Both graphs take every parameter as a graph input, so a federated round ships
@@ -40,7 +44,9 @@ import argparse  # noqa: E402
 import hashlib  # noqa: E402
 import json  # noqa: E402
 import math  # noqa: E402
+import subprocess  # noqa: E402
 import sys  # noqa: E402
+import tempfile  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
@@ -1107,13 +1113,32 @@ def training_defaults():
     }
 
 
-def write_outputs(out_dir: Path, models, params, summary):
+# The graph files in tract's NNEF, beside the ONNX they are converted from.
+NNEF_FILES = (("inference_nnef", "inference.onnx", "inference.nnef.tar"),
+              ("train_step_nnef", "train_step.onnx", "train_step.nnef.tar"))
+
+
+def nnef_graphs(hearth: Path, onnx_blobs: dict) -> dict:
+    """Runs `hearth model nnef` on the ONNX graphs in a scratch folder and
+    returns the NNEF archives it writes (deterministic: same ONNX, same bytes).
+    The command also checks that tract gives the same outputs from both."""
+    with tempfile.TemporaryDirectory() as tmp:
+        for _, onnx_name, _ in NNEF_FILES:
+            (Path(tmp) / onnx_name).write_bytes(onnx_blobs[onnx_name])
+        run = subprocess.run([str(hearth), "model", "nnef", tmp], capture_output=True, text=True)
+        if run.returncode != 0:
+            raise SystemExit(f"BUILD FAILED: hearth model nnef: {run.stderr.strip()}")
+        return {nnef_name: (Path(tmp) / nnef_name).read_bytes() for _, _, nnef_name in NNEF_FILES}
+
+
+def write_outputs(out_dir: Path, models, params, summary, hearth: Path):
     out_dir.mkdir(parents=True, exist_ok=True)
     blobs = {
         "inference.onnx": models[0].SerializeToString(),
         "train_step.onnx": models[1].SerializeToString(),
         "weights.bin": b"".join(params[n].astype("<f4").tobytes(order="C") for n in PARAM_NAMES),
     }
+    blobs.update(nnef_graphs(hearth, blobs))
     layout, total = parameters_layout(params)
     assert total == len(blobs["weights.bin"])
     manifest = {
@@ -1125,7 +1150,8 @@ def write_outputs(out_dir: Path, models, params, summary):
         "files": {
             kind: {"path": path, "sha256": sha256(blobs[path]), "bytes": len(blobs[path])}
             for kind, path in (("inference", "inference.onnx"), ("train_step", "train_step.onnx"),
-                               ("weights", "weights.bin"))
+                               ("weights", "weights.bin"),
+                               *((kind, nnef_name) for kind, _, nnef_name in NNEF_FILES))
         },
         "graphs": {
             "inference": {**io_schema(models[0], False), "ops": graph_ops(models[0])},
@@ -1220,7 +1246,13 @@ def main():
     ap.add_argument("--out", type=Path, default=here / "ranker-v1", help="output folder")
     ap.add_argument("--readme", type=Path, default=here / "README.md",
                     help="README whose generated block to rewrite ('-' for none)")
+    ap.add_argument("--hearth", type=Path, default=os.environ.get("HEARTH_BIN"),
+                    help="the hearth CLI, which writes the NNEF graphs (default $HEARTH_BIN; models/check.sh "
+                         "builds it and passes it)")
     args = ap.parse_args()
+    if args.hearth is None or not args.hearth.is_file():
+        raise SystemExit("build.py needs the hearth CLI for the NNEF graphs: --hearth BINARY or HEARTH_BIN "
+                         "(models/check.sh builds it)")
     t0 = time.perf_counter()
 
     c0 = time.process_time()
@@ -1282,7 +1314,7 @@ def main():
         f"worst tolerance use {report['grad_max_err_f64']:.3f} (float64 twin) / {report['grad_max_err_f32']:.3f} "
         f"(float32, max abs err {report['grad_max_abs_err_f32']:.2e})")
 
-    manifest, blobs = write_outputs(args.out, models, params, summary)
+    manifest, blobs = write_outputs(args.out, models, params, summary, args.hearth)
     if str(args.readme) != "-":
         update_readme(args.readme, readme_block(manifest, report))
     for name, data in sorted(blobs.items()):

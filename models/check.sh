@@ -8,6 +8,10 @@
 # The venv lives outside the repository: $HEARTH_MODELS_VENV, default
 # ~/.cache/hearth/models-venv. It is created on first use and reinstalled
 # whenever requirements.txt changes.
+#
+# build.py converts the ONNX graphs to NNEF with `hearth model nnef`: the
+# hearth CLI is built first (cargo, the workspace's debug profile), unless
+# $HEARTH_BIN names one.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -38,14 +42,22 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   echo "$want" >"$stamp"
 fi
 
+if [ -z "${HEARTH_BIN:-}" ]; then
+  # The path cargo reports, wherever CARGO_TARGET_DIR points.
+  HEARTH_BIN="$(cd "$here/.." && cargo build -q -p hearth-cli --bin hearth --message-format=json |
+    "$venv/bin/python" -c 'import json, sys
+print([m["executable"] for m in map(json.loads, sys.stdin) if m.get("reason") == "compiler-artifact" and m.get("executable")][-1])')"
+fi
+export HEARTH_BIN
+
 if [ "${1:-}" = "--update" ]; then
-  exec "$venv/bin/python" "$here/build.py"
+  exec "$venv/bin/python" "$here/build.py" --hearth "$HEARTH_BIN"
 fi
 
 tmp="$(mktemp -d)"
 trap 'rm -rf "$tmp"' EXIT
 cp "$here/README.md" "$tmp/README.md"
-if ! "$venv/bin/python" "$here/build.py" --out "$tmp/ranker-v1" --readme "$tmp/README.md" >"$tmp/build.log" 2>&1; then
+if ! "$venv/bin/python" "$here/build.py" --hearth "$HEARTH_BIN" --out "$tmp/ranker-v1" --readme "$tmp/README.md" >"$tmp/build.log" 2>&1; then
   cat "$tmp/build.log"
   echo "check.sh: FAILED: build.py failed (see above)" >&2
   exit 1

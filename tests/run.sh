@@ -23,7 +23,10 @@ lane_rust() {
     cargo fmt --all -- --check || { echo "rust: cargo fmt --check failed"; return 1; }
     # --all-targets also runs each criterion benchmark once, in test mode.
     cargo test --workspace --exclude uniffi-bindgen --all-targets --locked &&
-        cargo test --workspace --exclude uniffi-bindgen --doc --locked
+        cargo test --workspace --exclude uniffi-bindgen --doc --locked &&
+        # The workspace build loads ONNX (the CLI's feature wins); the library
+        # apps ship loads NNEF: hearth-core's tests again with that alone.
+        cargo test -p hearth-core --no-default-features --features nnef --all-targets --locked
 }
 
 lane_models() {
@@ -35,7 +38,8 @@ lane_bindings() {
 }
 
 lane_cross() {
-    bash tests/cross/run.sh
+    # ARM runs what phones and TVs ship: the NNEF loader (bindings' feature).
+    HEARTH_CROSS_CARGO_ARGS="${HEARTH_CROSS_CARGO_ARGS:---no-default-features --features nnef}" bash tests/cross/run.sh
 }
 
 lane_federated() {

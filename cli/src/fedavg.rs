@@ -318,12 +318,20 @@ pub fn local_round(hearth: &Arc<Hearth>, settings: &RoundSettings) -> Result<Opt
 pub fn read_package(dir: &std::path::Path) -> Result<ModelPackage> {
     let read =
         |name: &str| std::fs::read(dir.join(name)).with_context(|| format!("reading {}", dir.join(name).display()));
+    let optional = |name: &str| match std::fs::read(dir.join(name)) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        other => other.with_context(|| format!("reading {}", dir.join(name).display())),
+    };
     Ok(ModelPackage {
         manifest: read("manifest.json")?,
         signature: read("manifest.sig").unwrap_or_default(),
         inference: read("inference.onnx")?,
         train_step: read("train_step.onnx")?,
         weights: read("weights.bin")?,
+        // The NNEF graphs, when the package has them (libraries built with the
+        // core's `nnef` feature load those).
+        inference_nnef: optional("inference.nnef.tar")?,
+        train_step_nnef: optional("train_step.nnef.tar")?,
     })
 }
 

@@ -7,7 +7,8 @@
 //! * `hearth inspect DIR`: what a store holds, in summary.
 //! * `hearth export DIR`: everything a store holds, as the export document.
 //! * `hearth evaluate`: ranking quality through the on-device path.
-//! * `hearth model keygen|sign|pubkey`: keys and signatures for model packages.
+//! * `hearth model keygen|sign|pubkey|nnef`: keys and signatures for model packages,
+//!   and the NNEF copies of their graphs.
 
 mod chart;
 mod evaluate;
@@ -216,6 +217,10 @@ enum ModelCommand {
     },
     /// Print the public key of a signing key.
     Pubkey { key: PathBuf },
+    /// Write DIR/inference.nnef.tar and DIR/train_step.nnef.tar, tract's
+    /// NNEF of the package's ONNX graphs (what a library built with the
+    /// core's `nnef` feature loads). models/build.py runs it; re-sign after.
+    Nnef { dir: PathBuf },
 }
 
 fn main() {
@@ -319,6 +324,7 @@ fn main() {
             ModelCommand::Keygen { out } => model_cmd::keygen(&out).map(|k| println!("{k}")),
             ModelCommand::Sign { key, dir } => model_cmd::sign(&key, &dir).map(|k| println!("signed by {k}")),
             ModelCommand::Pubkey { key } => model_cmd::public(&key).map(|k| println!("{k}")),
+            ModelCommand::Nnef { dir } => model_cmd::nnef(&dir).map(|files| println!("wrote {}", files.join(", "))),
         },
     };
     if let Err(e) = result {

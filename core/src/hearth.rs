@@ -843,7 +843,9 @@ impl Hearth {
         shield(|| self.install(package).map_err(HearthError::from))
     }
 
-    /// `install_model` from a directory holding the package's five files.
+    /// `install_model` from a directory holding the package's files
+    /// (`PACKAGE_FILES`; the graphs of the format this library loads are
+    /// required, the other format's are optional).
     pub fn install_model_from_dir(&self, dir: String) -> Result<ModelInfo, HearthError> {
         shield(|| {
             let package = ModelPackage::read_dir(std::path::Path::new(&dir)).map_err(|e| match e {

@@ -12,6 +12,16 @@
 //! count `N` and history length `K` symbolic) and shared, behind an `Arc`, by
 //! every call and thread. Weights are graph inputs held as shared tensors, so
 //! a federated update swaps a weight vector, not a plan.
+//!
+//! A package carries each graph twice: as ONNX (`inference.onnx`,
+//! `train_step.onnx`, what `models/build.py` writes) and as tract's NNEF
+//! (`*.nnef.tar`, converted from the ONNX by `hearth model nnef`). A library
+//! loads one format, chosen at build time by the cargo feature `onnx`
+//! (tract-onnx) or `nnef` (tract-nnef alone, which leaves the protobuf parser
+//! and ONNX's op set out of the library); with both on (a workspace build
+//! unifies the CLI's `onnx` with the bindings' `nnef`), ONNX is loaded. The
+//! other format's files are optional, and checked against the manifest when
+//! present.
 
 use std::collections::HashSet;
 use std::path::Path;
@@ -20,28 +30,66 @@ use std::sync::{Arc, Mutex, OnceLock, Weak};
 use log::{debug, info, warn};
 use ring::signature::{ED25519, UnparsedPublicKey};
 use serde::Deserialize;
-use tract_onnx::pb::ModelProto;
+#[cfg(not(feature = "onnx"))]
+use tract_nnef::prelude::*;
+#[cfg(feature = "onnx")]
 use tract_onnx::prelude::*;
 
 use crate::crypto::sha256_hex;
 use crate::error::{Error, Result};
 use crate::features::{CATEGORY_BUCKETS, CONTEXT_WIDTH, ID_ROWS, ITEM_WIDTH, USER_WIDTH};
 
+#[cfg(not(any(feature = "onnx", feature = "nnef")))]
+compile_error!("hearth-core loads model graphs from ONNX or NNEF: enable the feature `onnx` or `nnef`");
+
+#[cfg(not(feature = "onnx"))]
+use nnef_graphs::{Graph, bake_weights, build_plan, build_shaped_plan, check_graph};
+#[cfg(feature = "onnx")]
+use onnx_graphs::{Graph, bake_weights, build_plan, build_shaped_plan, check_graph};
+
 /// The package that ships inside the library.
 pub(crate) const BUILTIN_MANIFEST: &[u8] = include_bytes!("../../models/ranker-v1/manifest.json");
 const BUILTIN_SIGNATURE: &[u8] = include_bytes!("../../models/ranker-v1/manifest.sig");
-const BUILTIN_INFERENCE: &[u8] = include_bytes!("../../models/ranker-v1/inference.onnx");
-const BUILTIN_TRAIN_STEP: &[u8] = include_bytes!("../../models/ranker-v1/train_step.onnx");
 const BUILTIN_WEIGHTS: &[u8] = include_bytes!("../../models/ranker-v1/weights.bin");
+// Only the graphs of the format this library loads are built in.
+#[cfg(feature = "onnx")]
+const BUILTIN_ONNX: [&[u8]; 2] =
+    [include_bytes!("../../models/ranker-v1/inference.onnx"), include_bytes!("../../models/ranker-v1/train_step.onnx")];
+#[cfg(not(feature = "onnx"))]
+const BUILTIN_ONNX: [&[u8]; 2] = [&[], &[]];
+#[cfg(not(feature = "onnx"))]
+const BUILTIN_NNEF: [&[u8]; 2] = [
+    include_bytes!("../../models/ranker-v1/inference.nnef.tar"),
+    include_bytes!("../../models/ranker-v1/train_step.nnef.tar"),
+];
+#[cfg(feature = "onnx")]
+const BUILTIN_NNEF: [&[u8]; 2] = [&[], &[]];
 /// Hearth's release key (Ed25519, hex), which signs the built-in package.
 /// Always trusted; apps add their coordinator's key in `HearthConfig`.
 pub const RELEASE_MODEL_KEY: &str = include_str!("../../models/release-key.pub");
 
-/// The file names of a package on disk.
-pub const PACKAGE_FILES: [&str; 5] =
-    ["manifest.json", "manifest.sig", "inference.onnx", "train_step.onnx", "weights.bin"];
+/// The file names of a package on disk, in the order of [`ModelPackage`]'s
+/// fields.
+pub const PACKAGE_FILES: [&str; 7] = [
+    "manifest.json",
+    "manifest.sig",
+    "inference.onnx",
+    "train_step.onnx",
+    "weights.bin",
+    "inference.nnef.tar",
+    "train_step.nnef.tar",
+];
 
-/// Ops a graph may use: the ones tract is known to run for these graphs.
+/// The graph files (indices into [`PACKAGE_FILES`]) of the format this
+/// library loads; a package must have them. The other format's are optional.
+#[cfg(feature = "onnx")]
+const LOADED_GRAPHS: [usize; 2] = [2, 3];
+#[cfg(not(feature = "onnx"))]
+const LOADED_GRAPHS: [usize; 2] = [5, 6];
+const GRAPH_FILES: [usize; 4] = [2, 3, 5, 6];
+
+/// ONNX ops a graph may use: the ones tract is known to run for these graphs.
+#[cfg(feature = "onnx")]
 const KNOWN_OPS: &[&str] = &[
     "MatMul",
     "Add",
@@ -83,9 +131,18 @@ pub struct ModelPackage {
     pub manifest: Vec<u8>,
     /// `manifest.sig`: the 64-byte Ed25519 signature of `manifest`.
     pub signature: Vec<u8>,
+    /// `inference.onnx` (may be empty for a library that loads NNEF).
     pub inference: Vec<u8>,
+    /// `train_step.onnx` (may be empty for a library that loads NNEF).
     pub train_step: Vec<u8>,
     pub weights: Vec<u8>,
+    /// `inference.nnef.tar`: the inference graph in tract's NNEF (may be
+    /// empty for a library that loads ONNX).
+    #[uniffi(default)]
+    pub inference_nnef: Vec<u8>,
+    /// `train_step.nnef.tar` (may be empty for a library that loads ONNX).
+    #[uniffi(default)]
+    pub train_step_nnef: Vec<u8>,
 }
 
 impl ModelPackage {
@@ -94,25 +151,47 @@ impl ModelPackage {
         ModelPackage {
             manifest: BUILTIN_MANIFEST.to_vec(),
             signature: BUILTIN_SIGNATURE.to_vec(),
-            inference: BUILTIN_INFERENCE.to_vec(),
-            train_step: BUILTIN_TRAIN_STEP.to_vec(),
+            inference: BUILTIN_ONNX[0].to_vec(),
+            train_step: BUILTIN_ONNX[1].to_vec(),
             weights: BUILTIN_WEIGHTS.to_vec(),
+            inference_nnef: BUILTIN_NNEF[0].to_vec(),
+            train_step_nnef: BUILTIN_NNEF[1].to_vec(),
         }
     }
 
-    fn files(&self) -> [&[u8]; 5] {
-        [&self.manifest, &self.signature, &self.inference, &self.train_step, &self.weights]
+    fn files(&self) -> [&[u8]; 7] {
+        [
+            &self.manifest,
+            &self.signature,
+            &self.inference,
+            &self.train_step,
+            &self.weights,
+            &self.inference_nnef,
+            &self.train_step_nnef,
+        ]
     }
 
-    /// Reads the five files of a package directory.
+    /// Reads a package directory: a missing graph file of the format this
+    /// library does not load reads as empty.
     pub(crate) fn read_dir(dir: &Path) -> Result<ModelPackage> {
-        let read = |name: &str| std::fs::read(dir.join(name));
+        let read = |at: usize| match std::fs::read(dir.join(PACKAGE_FILES[at])) {
+            Err(e)
+                if e.kind() == std::io::ErrorKind::NotFound
+                    && !LOADED_GRAPHS.contains(&at)
+                    && GRAPH_FILES.contains(&at) =>
+            {
+                Ok(Vec::new())
+            }
+            other => other,
+        };
         Ok(ModelPackage {
-            manifest: read(PACKAGE_FILES[0])?,
-            signature: read(PACKAGE_FILES[1])?,
-            inference: read(PACKAGE_FILES[2])?,
-            train_step: read(PACKAGE_FILES[3])?,
-            weights: read(PACKAGE_FILES[4])?,
+            manifest: read(0)?,
+            signature: read(1)?,
+            inference: read(2)?,
+            train_step: read(3)?,
+            weights: read(4)?,
+            inference_nnef: read(5)?,
+            train_step_nnef: read(6)?,
         })
     }
 
@@ -124,7 +203,10 @@ impl ModelPackage {
         let old = parent.join("model.old");
         let _ = std::fs::remove_dir_all(&tmp);
         std::fs::create_dir_all(&tmp)?;
-        for (name, bytes) in PACKAGE_FILES.iter().zip(self.files()) {
+        for (at, (name, bytes)) in PACKAGE_FILES.iter().zip(self.files()).enumerate() {
+            if bytes.is_empty() && GRAPH_FILES.contains(&at) {
+                continue;
+            }
             let path = tmp.join(name);
             std::fs::write(&path, bytes)?;
             std::fs::File::open(&path)?.sync_all()?;
@@ -191,6 +273,11 @@ pub(crate) struct Files {
     pub inference: FileEntry,
     pub train_step: FileEntry,
     pub weights: FileEntry,
+    /// Packages made before NNEF have none.
+    #[serde(default)]
+    pub inference_nnef: Option<FileEntry>,
+    #[serde(default)]
+    pub train_step_nnef: Option<FileEntry>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -320,6 +407,36 @@ fn check_file(what: &str, bytes: &[u8], entry: &FileEntry) -> Result<()> {
     Ok(())
 }
 
+/// Every file of the package against the manifest's size and SHA-256: the
+/// weights and the graphs this library loads always, the other format's
+/// graphs when the package has them.
+fn check_files(package: &ModelPackage, files: &Files) -> Result<()> {
+    let graphs = [
+        (2, &package.inference, Some(&files.inference)),
+        (3, &package.train_step, Some(&files.train_step)),
+        (5, &package.inference_nnef, files.inference_nnef.as_ref()),
+        (6, &package.train_step_nnef, files.train_step_nnef.as_ref()),
+    ];
+    for (at, bytes, entry) in graphs {
+        let name = PACKAGE_FILES[at];
+        let loaded = LOADED_GRAPHS.contains(&at);
+        match entry {
+            Some(entry) if loaded || !bytes.is_empty() => check_file(name, bytes, entry)?,
+            Some(_) => {}
+            None if loaded => {
+                return Err(
+                    ModelRejection::Malformed.err(format!("the manifest lists no {name}, which this library loads"))
+                );
+            }
+            None if !bytes.is_empty() => {
+                return Err(ModelRejection::DigestMismatch.err(format!("{name}: not listed in the manifest")));
+            }
+            None => {}
+        }
+    }
+    check_file("weights.bin", &package.weights, &files.weights)
+}
+
 impl Manifest {
     fn check_schema(&self) -> Result<()> {
         let schema =
@@ -393,91 +510,7 @@ impl Manifest {
     }
 }
 
-fn dims_of(v: &tract_onnx::pb::ValueInfoProto) -> Option<(i32, Vec<serde_json::Value>)> {
-    use tract_onnx::pb::tensor_shape_proto::dimension::Value as Dim;
-    use tract_onnx::pb::type_proto::Value as Type;
-    let Some(Type::TensorType(t)) = v.r#type.as_ref()?.value.as_ref() else {
-        return None;
-    };
-    let dims = t
-        .shape
-        .as_ref()?
-        .dim
-        .iter()
-        .map(|d| match &d.value {
-            Some(Dim::DimValue(n)) => serde_json::Value::from(*n),
-            Some(Dim::DimParam(s)) => serde_json::Value::from(s.clone()),
-            None => serde_json::Value::Null,
-        })
-        .collect();
-    Some((t.elem_type, dims))
-}
-
-/// Parses a graph and checks its ops and its declared inputs and outputs
-/// against the manifest.
-fn check_graph(what: &str, bytes: &[u8], io: &GraphIo) -> Result<ModelProto> {
-    let proto = tract_onnx::onnx()
-        .proto_model_for_read(&mut &bytes[..])
-        .map_err(|e| ModelRejection::Malformed.err(format!("{what}: not an ONNX model ({e})")))?;
-    let graph = proto.graph.as_ref().ok_or_else(|| ModelRejection::Malformed.err(format!("{what}: no graph")))?;
-    if !proto.functions.is_empty() {
-        return Err(ModelRejection::UnknownOp.err(format!("{what}: model-local functions")));
-    }
-    let known: HashSet<&str> = KNOWN_OPS.iter().copied().collect();
-    for node in &graph.node {
-        let standard = node.domain.is_empty() || node.domain == "ai.onnx";
-        if !standard || !known.contains(node.op_type.as_str()) {
-            return Err(
-                ModelRejection::UnknownOp.err(format!("{what}: op {:?} (domain {:?})", node.op_type, node.domain))
-            );
-        }
-    }
-    let elem = |dtype: &str| match dtype {
-        "float32" => 1,
-        "int64" => 7,
-        _ => -1,
-    };
-    let matches = |got: &[tract_onnx::pb::ValueInfoProto], want: &[TensorSpec]| {
-        got.len() == want.len()
-            && got.iter().zip(want).all(|(g, w)| {
-                g.name == w.name && dims_of(g).is_some_and(|(e, dims)| e == elem(&w.dtype) && dims == w.shape)
-            })
-    };
-    if !matches(&graph.input, &io.inputs) {
-        return Err(ModelRejection::WrongShape.err(format!("{what}: graph inputs differ from the manifest")));
-    }
-    if !matches(&graph.output, &io.outputs) {
-        return Err(ModelRejection::WrongShape.err(format!("{what}: graph outputs differ from the manifest")));
-    }
-    Ok(proto)
-}
-
 type Plan = Arc<TypedRunnableModel>;
-
-/// The inference graph with the weights moved from inputs into initializers:
-/// tract then folds what depends only on weights and packs the matrices
-/// once, at plan time. Ranking uses it; training, which changes the
-/// weights, uses the graph with weight inputs.
-fn bake_weights(proto: &ModelProto, manifest: &Manifest, weights: &[u8]) -> Result<ModelProto> {
-    let mut baked = proto.clone();
-    let graph = baked.graph.as_mut().ok_or_else(|| ModelRejection::Malformed.err("no graph"))?;
-    for p in &manifest.parameters {
-        let at = graph
-            .input
-            .iter()
-            .position(|i| i.name == p.name)
-            .ok_or_else(|| ModelRejection::WrongShape.err(format!("no input for parameter {}", p.name)))?;
-        graph.input.remove(at);
-        graph.initializer.push(tract_onnx::pb::TensorProto {
-            name: p.name.clone(),
-            dims: p.shape.iter().map(|&d| d as i64).collect(),
-            data_type: 1, // FLOAT
-            raw_data: weights[p.offset..p.offset + p.count * 4].to_vec(),
-            ..Default::default()
-        });
-    }
-    Ok(baked)
-}
 
 /// Ranking plans specialised to one candidate count and history length.
 /// tract optimizes a graph whose shapes are all known further than one where
@@ -498,23 +531,346 @@ struct ShapedPlans {
 const SHAPED_PLANS: usize = 4;
 const SHAPED_SEEN: usize = 16;
 
-/// The baked inference graph planned for exactly `n` candidates and `k`
-/// history items.
-fn build_shaped_plan(baked: &ModelProto, n: usize, k: usize) -> TractResult<Plan> {
-    let mut model = tract_onnx::onnx().model_for_proto_model(baked)?;
-    model.set_input_fact(0, f32::fact([USER_WIDTH]).into())?;
-    model.set_input_fact(1, f32::fact([CONTEXT_WIDTH]).into())?;
-    model.set_input_fact(2, f32::fact([n, ITEM_WIDTH]).into())?;
-    model.set_input_fact(3, i64::fact([n]).into())?;
-    model.set_input_fact(4, i64::fact([k]).into())?;
-    model.set_input_fact(5, f32::fact([k]).into())?;
-    model.into_optimized()?.into_runnable()
+/// Graphs from ONNX (`inference.onnx`, `train_step.onnx`) with tract-onnx.
+#[cfg(feature = "onnx")]
+mod onnx_graphs {
+    use super::*;
+    use tract_onnx::pb::ModelProto;
+
+    /// A checked graph, as parsed.
+    pub(super) type Graph = ModelProto;
+
+    fn dims_of(v: &tract_onnx::pb::ValueInfoProto) -> Option<(i32, Vec<serde_json::Value>)> {
+        use tract_onnx::pb::tensor_shape_proto::dimension::Value as Dim;
+        use tract_onnx::pb::type_proto::Value as Type;
+        let Some(Type::TensorType(t)) = v.r#type.as_ref()?.value.as_ref() else {
+            return None;
+        };
+        let dims = t
+            .shape
+            .as_ref()?
+            .dim
+            .iter()
+            .map(|d| match &d.value {
+                Some(Dim::DimValue(n)) => serde_json::Value::from(*n),
+                Some(Dim::DimParam(s)) => serde_json::Value::from(s.clone()),
+                None => serde_json::Value::Null,
+            })
+            .collect();
+        Some((t.elem_type, dims))
+    }
+
+    /// Parses a graph and checks its ops and its declared inputs and outputs
+    /// against the manifest.
+    pub(super) fn check_graph(what: &str, bytes: &[u8], io: &GraphIo) -> Result<ModelProto> {
+        let proto = tract_onnx::onnx()
+            .proto_model_for_read(&mut &bytes[..])
+            .map_err(|e| ModelRejection::Malformed.err(format!("{what}: not an ONNX model ({e})")))?;
+        let graph = proto.graph.as_ref().ok_or_else(|| ModelRejection::Malformed.err(format!("{what}: no graph")))?;
+        if !proto.functions.is_empty() {
+            return Err(ModelRejection::UnknownOp.err(format!("{what}: model-local functions")));
+        }
+        let known: HashSet<&str> = KNOWN_OPS.iter().copied().collect();
+        for node in &graph.node {
+            let standard = node.domain.is_empty() || node.domain == "ai.onnx";
+            if !standard || !known.contains(node.op_type.as_str()) {
+                return Err(
+                    ModelRejection::UnknownOp.err(format!("{what}: op {:?} (domain {:?})", node.op_type, node.domain))
+                );
+            }
+        }
+        let elem = |dtype: &str| match dtype {
+            "float32" => 1,
+            "int64" => 7,
+            _ => -1,
+        };
+        let matches = |got: &[tract_onnx::pb::ValueInfoProto], want: &[TensorSpec]| {
+            got.len() == want.len()
+                && got.iter().zip(want).all(|(g, w)| {
+                    g.name == w.name && dims_of(g).is_some_and(|(e, dims)| e == elem(&w.dtype) && dims == w.shape)
+                })
+        };
+        if !matches(&graph.input, &io.inputs) {
+            return Err(ModelRejection::WrongShape.err(format!("{what}: graph inputs differ from the manifest")));
+        }
+        if !matches(&graph.output, &io.outputs) {
+            return Err(ModelRejection::WrongShape.err(format!("{what}: graph outputs differ from the manifest")));
+        }
+        Ok(proto)
+    }
+
+    /// The inference graph with the weights moved from inputs into
+    /// initializers: tract then folds what depends only on weights and packs
+    /// the matrices once, at plan time. Ranking uses it; training, which
+    /// changes the weights, uses the graph with weight inputs.
+    pub(super) fn bake_weights(proto: &ModelProto, manifest: &Manifest, weights: &[u8]) -> Result<ModelProto> {
+        let mut baked = proto.clone();
+        let graph = baked.graph.as_mut().ok_or_else(|| ModelRejection::Malformed.err("no graph"))?;
+        for p in &manifest.parameters {
+            let at = graph
+                .input
+                .iter()
+                .position(|i| i.name == p.name)
+                .ok_or_else(|| ModelRejection::WrongShape.err(format!("no input for parameter {}", p.name)))?;
+            graph.input.remove(at);
+            graph.initializer.push(tract_onnx::pb::TensorProto {
+                name: p.name.clone(),
+                dims: p.shape.iter().map(|&d| d as i64).collect(),
+                data_type: 1, // FLOAT
+                raw_data: weights[p.offset..p.offset + p.count * 4].to_vec(),
+                ..Default::default()
+            });
+        }
+        Ok(baked)
+    }
+
+    /// The baked inference graph planned for exactly `n` candidates and `k`
+    /// history items.
+    pub(super) fn build_shaped_plan(baked: &ModelProto, n: usize, k: usize) -> TractResult<Plan> {
+        let mut model = tract_onnx::onnx().model_for_proto_model(baked)?;
+        model.set_input_fact(0, f32::fact([USER_WIDTH]).into())?;
+        model.set_input_fact(1, f32::fact([CONTEXT_WIDTH]).into())?;
+        model.set_input_fact(2, f32::fact([n, ITEM_WIDTH]).into())?;
+        model.set_input_fact(3, i64::fact([n]).into())?;
+        model.set_input_fact(4, i64::fact([k]).into())?;
+        model.set_input_fact(5, f32::fact([k]).into())?;
+        model.into_optimized()?.into_runnable()
+    }
+
+    pub(super) fn build_plan(what: &str, proto: &ModelProto) -> Result<Plan> {
+        let build = || -> TractResult<Plan> {
+            tract_onnx::onnx().model_for_proto_model(proto)?.into_optimized()?.into_runnable()
+        };
+        build().map_err(|e| ModelRejection::Malformed.err(format!("{what}: tract cannot build the graph ({e})")))
+    }
 }
 
-fn build_plan(what: &str, proto: &ModelProto) -> Result<Plan> {
-    let build =
-        || -> TractResult<Plan> { tract_onnx::onnx().model_for_proto_model(proto)?.into_optimized()?.into_runnable() };
-    build().map_err(|e| ModelRejection::Malformed.err(format!("{what}: tract cannot build the graph ({e})")))
+/// Graphs from tract's NNEF (`inference.nnef.tar`, `train_step.nnef.tar`)
+/// with tract-nnef alone. `hearth model nnef` writes them from the ONNX
+/// graphs, typed and decluttered, so they hold tract-core ops only.
+#[cfg(not(feature = "onnx"))]
+mod nnef_graphs {
+    use super::*;
+    use tract_nnef::ast::{Assignment, RValue, Subscript};
+
+    /// A checked graph, typed (not yet optimized).
+    pub(super) type Graph = TypedModel;
+
+    /// The element type of a manifest dtype.
+    fn datum_type(dtype: &str) -> Option<DatumType> {
+        match dtype {
+            "float32" => Some(DatumType::F32),
+            "int64" => Some(DatumType::I64),
+            _ => None,
+        }
+    }
+
+    /// NNEF operations a graph may use: the ones tract writes for the ONNX
+    /// ops of `KNOWN_OPS` (after decluttering), plus the declarations of
+    /// inputs and constant tensors.
+    const KNOWN_NNEF_OPS: &[&str] = &[
+        "external",
+        "tract_core_external",
+        "variable",
+        "matmul",
+        "add",
+        "sub",
+        "mul",
+        "div",
+        "max",
+        "min",
+        "neg",
+        "recip",
+        "exp",
+        "log",
+        "sigmoid",
+        "relu",
+        "gt",
+        "lt",
+        "eq",
+        "select",
+        "tract_core_cast",
+        "transpose",
+        "sum_reduce",
+        "mean_reduce",
+        "squeeze",
+        "unsqueeze",
+        "reshape",
+        "slice",
+        "concat",
+        "tract_core_gather",
+        "tract_core_range",
+        "tract_core_broadcast",
+    ];
+    /// The one fragment tract writes into a graph: the model's properties.
+    const PROPERTIES_FRAGMENT: &str = "tract_core_properties";
+
+    /// Every operation invoked in `rvalue`.
+    fn invoked<'a>(rvalue: &'a RValue, out: &mut Vec<&'a str>) {
+        match rvalue {
+            RValue::Identifier(_) | RValue::Literal(_) => {}
+            RValue::Binary(a, _, b) => {
+                invoked(a, out);
+                invoked(b, out);
+            }
+            RValue::Unary(_, a) => invoked(a, out),
+            RValue::Tuple(items) | RValue::Array(items) => items.iter().for_each(|i| invoked(i, out)),
+            RValue::Subscript(a, sub) => {
+                invoked(a, out);
+                match &**sub {
+                    Subscript::Single(i) => invoked(i, out),
+                    Subscript::Range(from, to) => from.iter().chain(to.iter()).for_each(|i| invoked(i, out)),
+                }
+            }
+            RValue::Comprehension(c) => {
+                c.loop_iters.iter().for_each(|(_, i)| invoked(i, out));
+                c.filter.iter().for_each(|i| invoked(i, out));
+                invoked(&c.yields, out);
+            }
+            RValue::IfThenElse(c) => {
+                invoked(&c.cond, out);
+                invoked(&c.then, out);
+                invoked(&c.otherwise, out);
+            }
+            RValue::Invocation(call) => {
+                out.push(&call.id.0);
+                call.arguments.iter().for_each(|a| invoked(&a.rvalue, out));
+            }
+        }
+    }
+
+    /// The ops check, on the parsed document: known operations only, no
+    /// fragments of the package's own (they could define any op), no
+    /// registries beyond tract-core's, no quantization.
+    fn check_ops(what: &str, proto: &tract_nnef::ProtoModel) -> Result<()> {
+        let unknown = |detail: String| Err(ModelRejection::UnknownOp.err(format!("{what}: {detail}")));
+        let doc = &proto.doc;
+        for (id, value) in &doc.extension {
+            let ok = match id.0.as_str() {
+                "tract_registry" => value.trim() == "tract_core",
+                "tract_symbol" => true,
+                _ => false,
+            };
+            if !ok {
+                return unknown(format!("extension {} {value}", id.0));
+            }
+        }
+        if proto.quantization.as_ref().is_some_and(|q| !q.is_empty()) {
+            return unknown("quantized tensors".into());
+        }
+        let mut calls = Vec::new();
+        let mut body = |assignments: &'_ [Assignment]| {
+            for a in assignments {
+                let mut found = Vec::new();
+                invoked(&a.right, &mut found);
+                calls.extend(found.into_iter().map(str::to_string));
+            }
+        };
+        for fragment in &doc.fragments {
+            if fragment.decl.id.0 != PROPERTIES_FRAGMENT {
+                return unknown(format!("fragment {:?}", fragment.decl.id.0));
+            }
+            body(fragment.body.as_deref().unwrap_or_default());
+        }
+        body(&doc.graph_def.body);
+        let known: HashSet<&str> = KNOWN_NNEF_OPS.iter().copied().collect();
+        match calls.iter().find(|c| !known.contains(c.as_str())) {
+            Some(op) => unknown(format!("op {op:?}")),
+            None => Ok(()),
+        }
+    }
+
+    /// A tensor's shape as the manifest writes it: sizes as numbers, the
+    /// symbols `N` and `K` as their names.
+    fn dims(fact: &TypedFact) -> Vec<serde_json::Value> {
+        fact.shape
+            .iter()
+            .map(|d| match d.to_i64() {
+                Ok(n) => serde_json::Value::from(n),
+                Err(_) => serde_json::Value::from(d.to_string()),
+            })
+            .collect()
+    }
+
+    fn matches(
+        model: &TypedModel,
+        outlets: &[OutletId],
+        want: &[TensorSpec],
+        name: impl Fn(OutletId) -> String,
+    ) -> bool {
+        outlets.len() == want.len()
+            && outlets.iter().zip(want).all(|(&o, w)| {
+                model.outlet_fact(o).is_ok_and(|f| {
+                    name(o) == w.name && Some(f.datum_type) == datum_type(&w.dtype) && dims(f) == w.shape
+                })
+            })
+    }
+
+    /// Parses a graph, checks its ops, types it, and checks its inputs and
+    /// outputs against the manifest.
+    pub(super) fn check_graph(what: &str, bytes: &[u8], io: &GraphIo) -> Result<TypedModel> {
+        let nnef = tract_nnef::nnef();
+        let proto = nnef
+            .proto_model_for_read(&mut &bytes[..])
+            .map_err(|e| ModelRejection::Malformed.err(format!("{what}: not an NNEF archive ({e})")))?;
+        check_ops(what, &proto)?;
+        let model = nnef
+            .model_for_proto_model(&proto)
+            .map_err(|e| ModelRejection::Malformed.err(format!("{what}: tract cannot build the graph ({e})")))?;
+        if !matches(&model, &model.inputs, &io.inputs, |o| model.node(o.node).name.clone()) {
+            return Err(ModelRejection::WrongShape.err(format!("{what}: graph inputs differ from the manifest")));
+        }
+        let output_name =
+            |o: OutletId| model.outlet_label(o).map(str::to_string).unwrap_or_else(|| model.node(o.node).name.clone());
+        if !matches(&model, &model.outputs, &io.outputs, output_name) {
+            return Err(ModelRejection::WrongShape.err(format!("{what}: graph outputs differ from the manifest")));
+        }
+        Ok(model)
+    }
+
+    /// The inference graph with each weight input turned into a constant:
+    /// tract then folds what depends only on weights and packs the matrices
+    /// once, at plan time. Ranking uses it; training, which changes the
+    /// weights, uses the graph with weight inputs.
+    pub(super) fn bake_weights(model: &TypedModel, manifest: &Manifest, weights: &[u8]) -> Result<TypedModel> {
+        let mut baked = model.clone();
+        for p in &manifest.parameters {
+            let at = baked
+                .inputs
+                .iter()
+                .position(|o| baked.node(o.node).name == p.name)
+                .ok_or_else(|| ModelRejection::WrongShape.err(format!("no input for parameter {}", p.name)))?;
+            let values: Vec<f32> = weights[p.offset..p.offset + p.count * 4]
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect();
+            let constant = || -> TractResult<(tract_core::ops::konst::Const, TypedFact)> {
+                let tensor = Tensor::from_shape(&p.shape, &values)?.into_arc_tensor();
+                Ok((tract_core::ops::konst::Const::new(tensor.clone())?, TypedFact::try_from(tensor)?))
+            };
+            let (op, fact) =
+                constant().map_err(|e| ModelRejection::WrongShape.err(format!("parameter {}: {e}", p.name)))?;
+            let outlet = baked.inputs.remove(at);
+            let node = baked.node_mut(outlet.node);
+            node.op = Box::new(op);
+            node.outputs[0].fact = fact;
+        }
+        Ok(baked)
+    }
+
+    /// The baked inference graph planned for exactly `n` candidates and `k`
+    /// history items: the symbols bound, then optimized.
+    pub(super) fn build_shaped_plan(baked: &TypedModel, n: usize, k: usize) -> TractResult<Plan> {
+        let mut values = std::collections::HashMap::new();
+        values.insert(baked.symbols.sym("N"), TDim::from(n as i64));
+        values.insert(baked.symbols.sym("K"), TDim::from(k as i64));
+        baked.set_symbols(&values)?.into_optimized()?.into_runnable()
+    }
+
+    pub(super) fn build_plan(what: &str, model: &TypedModel) -> Result<Plan> {
+        let build = || -> TractResult<Plan> { model.clone().into_optimized()?.into_runnable() };
+        build().map_err(|e| ModelRejection::Malformed.err(format!("{what}: tract cannot build the graph ({e})")))
+    }
 }
 
 /// Inputs of one scoring call.
@@ -607,7 +963,7 @@ pub(crate) struct Model {
     /// candidate count.
     ranking: Plan,
     /// The same graph, for which plans of one candidate count are built.
-    baked: ModelProto,
+    baked: Graph,
     shaped: Mutex<ShapedPlans>,
     /// Inference with the weights as inputs.
     inference: Plan,
@@ -656,9 +1012,7 @@ impl Model {
         };
         if let Some(model) = cached {
             // The manifest is the signed one; the files must still be its.
-            check_file("inference.onnx", &package.inference, &model.manifest.files.inference)?;
-            check_file("train_step.onnx", &package.train_step, &model.manifest.files.train_step)?;
-            check_file("weights.bin", &package.weights, &model.manifest.files.weights)?;
+            check_files(package, &model.manifest.files)?;
             return Ok(model);
         }
         let model = Arc::new(Model::build(package, key.clone())?);
@@ -675,12 +1029,11 @@ impl Model {
         }
         let manifest: Manifest = serde_json::from_slice(&package.manifest)
             .map_err(|e| ModelRejection::Malformed.err(format!("manifest: {e}")))?;
-        check_file("inference.onnx", &package.inference, &manifest.files.inference)?;
-        check_file("train_step.onnx", &package.train_step, &manifest.files.train_step)?;
-        check_file("weights.bin", &package.weights, &manifest.files.weights)?;
+        check_files(package, &manifest.files)?;
         manifest.check_schema()?;
-        let inference = check_graph("inference", &package.inference, &manifest.graphs.inference)?;
-        let train_step = check_graph("train_step", &package.train_step, &manifest.graphs.train_step)?;
+        let files = package.files();
+        let inference = check_graph("inference", files[LOADED_GRAPHS[0]], &manifest.graphs.inference)?;
+        let train_step = check_graph("train_step", files[LOADED_GRAPHS[1]], &manifest.graphs.train_step)?;
         let weights = Weights::from_bytes(&manifest, &package.weights)?;
         let baked = bake_weights(&inference, &manifest, &package.weights)?;
         let model = Model {

@@ -9,6 +9,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use common::*;
 use hearth_core::*;
+#[cfg(feature = "onnx")]
 use prost::Message;
 use ring::rand::SystemRandom;
 use ring::signature::{Ed25519KeyPair, KeyPair};
@@ -32,7 +33,19 @@ fn builtin_package() -> ModelPackage {
         inference: read("inference.onnx"),
         train_step: read("train_step.onnx"),
         weights: read("weights.bin"),
+        inference_nnef: read("inference.nnef.tar"),
+        train_step_nnef: read("train_step.nnef.tar"),
     }
+}
+
+/// The inference graph this build of the library loads (ONNX or NNEF, by
+/// the core's features).
+fn loaded_inference(p: &mut ModelPackage) -> &mut Vec<u8> {
+    if cfg!(not(feature = "onnx")) { &mut p.inference_nnef } else { &mut p.inference }
+}
+
+fn loaded_train_step(p: &mut ModelPackage) -> &mut Vec<u8> {
+    if cfg!(not(feature = "onnx")) { &mut p.train_step_nnef } else { &mut p.train_step }
 }
 
 fn ctx() -> RankContext {
@@ -315,7 +328,13 @@ fn sha256_hex(bytes: &[u8]) -> String {
 /// Edits the manifest JSON and keeps its file entries true to the files.
 fn with_manifest(p: &ModelPackage, edit: impl FnOnce(&mut serde_json::Value)) -> ModelPackage {
     let mut m: serde_json::Value = serde_json::from_slice(&p.manifest).unwrap();
-    for (key, bytes) in [("inference", &p.inference), ("train_step", &p.train_step), ("weights", &p.weights)] {
+    for (key, bytes) in [
+        ("inference", &p.inference),
+        ("train_step", &p.train_step),
+        ("weights", &p.weights),
+        ("inference_nnef", &p.inference_nnef),
+        ("train_step_nnef", &p.train_step_nnef),
+    ] {
         m["files"][key]["bytes"] = bytes.len().into();
         m["files"][key]["sha256"] = sha256_hex(bytes).into();
     }
@@ -339,10 +358,36 @@ fn rejection(r: Result<ModelInfo, HearthError>) -> ModelRejection {
     }
 }
 
+#[cfg(feature = "onnx")]
 fn edit_inference_graph(p: &ModelPackage, edit: impl FnOnce(&mut tract_onnx::pb::ModelProto)) -> ModelPackage {
     let mut proto = tract_onnx::pb::ModelProto::decode(&p.inference[..]).unwrap();
     edit(&mut proto);
     ModelPackage { inference: proto.encode_to_vec(), ..p.clone() }
+}
+
+/// Rewrites `graph.nnef` in the NNEF inference archive, the other entries
+/// kept.
+#[cfg(not(feature = "onnx"))]
+fn edit_nnef_text(p: &ModelPackage, edit: impl FnOnce(String) -> String) -> ModelPackage {
+    let mut archive = tar::Archive::new(&p.inference_nnef[..]);
+    let mut out = tar::Builder::new(Vec::new());
+    let mut edit = Some(edit);
+    for entry in archive.entries().unwrap() {
+        let mut entry = entry.unwrap();
+        let path = entry.path().unwrap().into_owned();
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut entry, &mut bytes).unwrap();
+        if path == Path::new("graph.nnef") {
+            let text = (edit.take().unwrap())(String::from_utf8(bytes).unwrap());
+            bytes = text.into_bytes();
+        }
+        let mut header = entry.header().clone();
+        header.set_size(bytes.len() as u64);
+        header.set_cksum();
+        out.append(&header, &bytes[..]).unwrap();
+    }
+    assert!(edit.is_none(), "no graph.nnef in the archive");
+    ModelPackage { inference_nnef: out.into_inner().unwrap(), ..p.clone() }
 }
 
 #[test]
@@ -374,22 +419,23 @@ fn every_malformed_package_is_rejected_with_its_own_error_and_ranking_goes_on() 
     truncated.weights.truncate(1000);
     cases.push(("truncated weights", truncated, ModelRejection::Truncated));
     let mut truncated_graph = v2.clone();
-    truncated_graph.inference.truncate(100);
+    loaded_inference(&mut truncated_graph).truncate(100);
     cases.push(("truncated graph", truncated_graph, ModelRejection::Truncated));
     let mut flipped = v2.clone();
     flipped.weights[5000] ^= 0x01;
     cases.push(("flipped weight byte", flipped, ModelRejection::DigestMismatch));
     let mut longer = v2.clone();
-    longer.train_step.push(0);
+    loaded_train_step(&mut longer).push(0);
     cases.push(("extra bytes", longer, ModelRejection::DigestMismatch));
     cases.push((
         "manifest not JSON",
         signer.sign(ModelPackage { manifest: b"{nope".to_vec(), ..v2.clone() }),
         ModelRejection::Malformed,
     ));
-    let garbage = ModelPackage { inference: vec![0xff; 2428], ..v2.clone() };
+    let mut garbage = v2.clone();
+    *loaded_inference(&mut garbage) = vec![0xff; 2428];
     cases.push((
-        "graph not ONNX",
+        "graph not ONNX (or not NNEF)",
         signer.sign(with_manifest(&garbage, |m| m["version"] = 3.into())),
         ModelRejection::Malformed,
     ));
@@ -419,32 +465,58 @@ fn every_malformed_package_is_rejected_with_its_own_error_and_ranking_goes_on() 
         signer.sign(with_manifest(&v2, |m| m["parameters"][0]["shape"] = serde_json::json!([47, 63]))),
         ModelRejection::WrongShape,
     ));
-    let reshaped = edit_inference_graph(&v2, |proto| {
-        let input = &mut proto.graph.as_mut().unwrap().input[0];
-        use tract_onnx::pb::tensor_shape_proto::dimension::Value;
-        use tract_onnx::pb::type_proto::Value as T;
-        if let Some(T::TensorType(t)) = input.r#type.as_mut().unwrap().value.as_mut() {
-            t.shape.as_mut().unwrap().dim[0].value = Some(Value::DimValue(41));
-        }
-    });
-    cases.push((
-        "graph input of another shape",
-        signer.sign(with_manifest(&reshaped, |_| ())),
-        ModelRejection::WrongShape,
-    ));
-    let unknown = edit_inference_graph(&v2, |proto| {
-        let node = proto.graph.as_mut().unwrap().node.iter_mut().find(|n| n.op_type == "Relu").unwrap();
-        node.op_type = "Elu".into();
-    });
-    cases.push(("unknown op", signer.sign(with_manifest(&unknown, |_| ())), ModelRejection::UnknownOp));
-    let custom_domain = edit_inference_graph(&v2, |proto| {
-        proto.graph.as_mut().unwrap().node[0].domain = "com.example".into();
-    });
-    cases.push((
-        "op from another domain",
-        signer.sign(with_manifest(&custom_domain, |_| ())),
-        ModelRejection::UnknownOp,
-    ));
+    #[cfg(feature = "onnx")]
+    {
+        let reshaped = edit_inference_graph(&v2, |proto| {
+            let input = &mut proto.graph.as_mut().unwrap().input[0];
+            use tract_onnx::pb::tensor_shape_proto::dimension::Value;
+            use tract_onnx::pb::type_proto::Value as T;
+            if let Some(T::TensorType(t)) = input.r#type.as_mut().unwrap().value.as_mut() {
+                t.shape.as_mut().unwrap().dim[0].value = Some(Value::DimValue(41));
+            }
+        });
+        cases.push((
+            "graph input of another shape",
+            signer.sign(with_manifest(&reshaped, |_| ())),
+            ModelRejection::WrongShape,
+        ));
+        let unknown = edit_inference_graph(&v2, |proto| {
+            let node = proto.graph.as_mut().unwrap().node.iter_mut().find(|n| n.op_type == "Relu").unwrap();
+            node.op_type = "Elu".into();
+        });
+        cases.push(("unknown op", signer.sign(with_manifest(&unknown, |_| ())), ModelRejection::UnknownOp));
+        let custom_domain = edit_inference_graph(&v2, |proto| {
+            proto.graph.as_mut().unwrap().node[0].domain = "com.example".into();
+        });
+        cases.push((
+            "op from another domain",
+            signer.sign(with_manifest(&custom_domain, |_| ())),
+            ModelRejection::UnknownOp,
+        ));
+    }
+    // The same three edits of the NNEF graph: an input declared with
+    // another shape, an op tract has but the known set has not, and ops from
+    // another registry.
+    #[cfg(not(feature = "onnx"))]
+    {
+        let reshaped =
+            edit_nnef_text(&v2, |t| t.replacen("user = external(shape = [40]);", "user = external(shape = [41]);", 1));
+        cases.push((
+            "graph input of another shape",
+            signer.sign(with_manifest(&reshaped, |_| ())),
+            ModelRejection::WrongShape,
+        ));
+        let unknown = edit_nnef_text(&v2, |t| t.replacen("= max(item_a1, ", "= elu(item_a1, ", 1));
+        cases.push(("unknown op", signer.sign(with_manifest(&unknown, |_| ())), ModelRejection::UnknownOp));
+        let custom_domain = edit_nnef_text(&v2, |t| {
+            t.replacen("extension tract_registry tract_core;", "extension tract_registry tract_onnx;", 1)
+        });
+        cases.push((
+            "op from another domain",
+            signer.sign(with_manifest(&custom_domain, |_| ())),
+            ModelRejection::UnknownOp,
+        ));
+    }
     cases.push(("older version", good.clone(), ModelRejection::Stale));
 
     let mut kinds = std::collections::HashSet::new();

@@ -9,6 +9,10 @@
 #   HEARTH_SIZE_PACKAGE    package holding the cdylib (default hearth-ffi)
 #   HEARTH_SIZE_LIB        its library name (default hearth: libhearth.so)
 #   HEARTH_SIZE_FEATURES   features to build with (default: the package's own)
+#   HEARTH_SIZE_NO_DEFAULT_FEATURES=1
+#                          without the package's default features: for
+#                          hearth-ffi, HEARTH_SIZE_FEATURES=onnx with this
+#                          measures the ONNX loader instead of NNEF
 #   HEARTH_SIZE_TARGETS    targets, space- or comma-separated (default
 #                          "x86_64-unknown-linux-gnu aarch64-unknown-linux-gnu
 #                          armv7-unknown-linux-gnueabihf")
@@ -49,6 +53,7 @@ cd "$root" || exit 2
 cargo_args=(--config "$config" --release -p "$package" --lib)
 [ -n "${HEARTH_CROSS_JOBS:-}" ] && cargo_args+=(-j "$HEARTH_CROSS_JOBS")
 [ -n "${HEARTH_SIZE_FEATURES:-}" ] && cargo_args+=(--features "$HEARTH_SIZE_FEATURES")
+[ "${HEARTH_SIZE_NO_DEFAULT_FEATURES:-}" = 1 ] && cargo_args+=(--no-default-features)
 
 target_dir="${CARGO_TARGET_DIR:-}"
 if [ -z "$target_dir" ]; then

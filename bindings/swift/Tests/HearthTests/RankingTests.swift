@@ -17,7 +17,7 @@ final class RankingTests: XCTestCase {
         try? FileManager.default.removeItem(at: root)
     }
 
-    /// The built-in package's five files (tests/bindings/run.sh copies
+    /// The built-in package's files (tests/bindings/run.sh copies
     /// models/ranker-v1 into the package and sets HEARTH_MODEL_DIR).
     func modelPackageDir() throws -> URL {
         let path = try XCTUnwrap(
@@ -284,7 +284,7 @@ final class RankingTests: XCTestCase {
         let flipped = flip(good.weights, at: good.weights.count / 2, mask: 0x40)
         XCTAssertEqual(try rejected { try h.installModel(package: with(good, weights: flipped)) }, .digestMismatch)
         XCTAssertEqual(
-            try rejected { try h.installModel(package: with(good, inference: good.inference + Data([0]))) }, .digestMismatch)
+            try rejected { try h.installModel(package: with(good, inferenceNnef: good.inferenceNnef + Data([0]))) }, .digestMismatch)
 
         // A directory with a file missing: an interrupted download.
         let partial = root.appendingPathComponent("partial")
@@ -422,22 +422,28 @@ func describe(_ kind: ModelRejection) -> String {
     }
 }
 
-let packageFiles = ["manifest.json", "manifest.sig", "inference.onnx", "train_step.onnx", "weights.bin"]
+let packageFiles = [
+    "manifest.json", "manifest.sig", "inference.onnx", "train_step.onnx", "weights.bin",
+    "inference.nnef.tar", "train_step.nnef.tar",
+]
 
 func readPackage(_ dir: URL) throws -> ModelPackage {
     func read(_ name: String) throws -> Data { try Data(contentsOf: dir.appendingPathComponent(name)) }
+    // The NNEF graphs are the ones libhearth loads (the core's `nnef` feature).
     return ModelPackage(
         manifest: try read("manifest.json"), signature: try read("manifest.sig"), inference: try read("inference.onnx"),
-        trainStep: try read("train_step.onnx"), weights: try read("weights.bin"))
+        trainStep: try read("train_step.onnx"), weights: try read("weights.bin"),
+        inferenceNnef: try read("inference.nnef.tar"), trainStepNnef: try read("train_step.nnef.tar"))
 }
 
 /// `package` with some of its files replaced (records are immutable).
 func with(
-    _ p: ModelPackage, manifest: Data? = nil, signature: Data? = nil, inference: Data? = nil, weights: Data? = nil
+    _ p: ModelPackage, manifest: Data? = nil, signature: Data? = nil, inferenceNnef: Data? = nil, weights: Data? = nil
 ) -> ModelPackage {
     ModelPackage(
-        manifest: manifest ?? p.manifest, signature: signature ?? p.signature, inference: inference ?? p.inference,
-        trainStep: p.trainStep, weights: weights ?? p.weights)
+        manifest: manifest ?? p.manifest, signature: signature ?? p.signature, inference: p.inference,
+        trainStep: p.trainStep, weights: weights ?? p.weights, inferenceNnef: inferenceNnef ?? p.inferenceNnef,
+        trainStepNnef: p.trainStepNnef)
 }
 
 func flip(_ data: Data, at index: Int, mask: UInt8) -> Data {

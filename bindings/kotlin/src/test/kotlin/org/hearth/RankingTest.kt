@@ -25,7 +25,7 @@ class RankingTest {
 
     private val dir: File by lazy { File(tmp.root, "store") }
 
-    /** The built-in package's five files (models/ranker-v1, set by tests/bindings/run.sh). */
+    /** The built-in package's files (models/ranker-v1, set by tests/bindings/run.sh). */
     private val packageDir: File by lazy {
         val path = System.getenv("HEARTH_MODEL_DIR") ?: fail("HEARTH_MODEL_DIR is not set (tests/bindings/run.sh sets it)")
         File(path).also { assertTrue(File(it, "manifest.json").isFile, "no manifest.json in $path") }
@@ -284,8 +284,8 @@ class RankingTest {
             assertEquals(ModelRejection.TRUNCATED, rejected { h.installModel(good.copy(weights = truncated)) })
             val flipped = good.weights.copyOf().also { it[it.size / 2] = (it[it.size / 2].toInt() xor 0x40).toByte() }
             assertEquals(ModelRejection.DIGEST_MISMATCH, rejected { h.installModel(good.copy(weights = flipped)) })
-            val longer = good.inference + byteArrayOf(0)
-            assertEquals(ModelRejection.DIGEST_MISMATCH, rejected { h.installModel(good.copy(inference = longer)) })
+            val longer = good.inferenceNnef + byteArrayOf(0)
+            assertEquals(ModelRejection.DIGEST_MISMATCH, rejected { h.installModel(good.copy(inferenceNnef = longer)) })
 
             // A directory with a file missing: an interrupted download.
             val partial = File(tmp.root, "partial").apply { mkdirs() }
@@ -430,7 +430,10 @@ fun describe(kind: ModelRejection): String = when (kind) {
     ModelRejection.STALE -> "older than the model in use"
 }
 
-val PACKAGE_FILES = listOf("manifest.json", "manifest.sig", "inference.onnx", "train_step.onnx", "weights.bin")
+val PACKAGE_FILES = listOf(
+    "manifest.json", "manifest.sig", "inference.onnx", "train_step.onnx", "weights.bin",
+    "inference.nnef.tar", "train_step.nnef.tar",
+)
 
 fun readPackage(dir: File) = ModelPackage(
     manifest = File(dir, "manifest.json").readBytes(),
@@ -438,6 +441,9 @@ fun readPackage(dir: File) = ModelPackage(
     inference = File(dir, "inference.onnx").readBytes(),
     trainStep = File(dir, "train_step.onnx").readBytes(),
     weights = File(dir, "weights.bin").readBytes(),
+    // The graphs libhearth loads (it is built with the core's `nnef` feature).
+    inferenceNnef = File(dir, "inference.nnef.tar").readBytes(),
+    trainStepNnef = File(dir, "train_step.nnef.tar").readBytes(),
 )
 
 fun hex(bytes: ByteArray): String = bytes.joinToString("") { "%02x".format(it) }
