@@ -712,10 +712,9 @@ pub fn chart_from_records(paths: &[PathBuf], references: Vec<(String, f64)>, out
             o if o.starts_with("Momentum") && !o.contains("momentum: 0.0") => "FedAvgM",
             _ => "FedAvg",
         };
-        let note = match r.server_lr_final {
-            Some(last) => format!("{name} lr to {last}"),
-            None => name.to_string(),
-        };
+        // ... and by their clipping norm (a run without noise may clip far
+        // looser than a noise sweep); the README gives the rate schedules.
+        let note = format!("{name}, C={}", r.clip_norm);
         for run in r.runs.iter_mut().filter(|run| run.note.is_empty()) {
             run.note = note.clone();
         }

@@ -11,25 +11,24 @@
 #                                                  and the chart models/movielens/federated-ndcg.png
 #
 # `hearth simulate` processes run side by side, one thread each, on the
-# same fleet, seed and samples: the long run without noise (ROUNDS), and the
+# same fleet, seed and samples: the long run without noise (ROUNDS), the
 # noise sweep (one run of SWEEP_ROUNDS per multiplier in NOISE, each from the
-# built-in model). `hearth chart` then draws both. Settings (environment; the
-# defaults are the run in README.md):
-#   ROUNDS=250 SWEEP_ROUNDS=60 NOISE=0.05,0.3,1 CLIENTS=30 LR=0.1 NEGATIVES=32
-#   EPOCHS=1 CLIP=0.1 SERVER_OPT=adam SERVER_LR=0.02 EVAL_EVERY=20 SEED=42
-#   CHECK_ROUNDS=40 (a third process: the same training started from the
-#   central model, whose round 0 must reproduce the central row)
-#   DECAY_ROUNDS=100 DECAY_LR_FINAL=0.001 (a fourth: the server learning rate
-#   falling linearly from SERVER_LR to DECAY_LR_FINAL)
-#   MOMENTUM=0.9 MOMENTUM_LR=0.5 MOMENTUM_CLIP=1 (a fifth: FedAvgM for ROUNDS
-#   rounds, server momentum, local learning rate MOMENTUM_LR, C = MOMENTUM_CLIP)
+# built-in model, at C = SWEEP_CLIP), and a check started from the central
+# model. `hearth chart` then draws them. Settings (environment; the defaults
+# are the run in README.md):
+#   ROUNDS=300 CLIENTS=30 LR=0.3 NEGATIVES=32 EPOCHS=1 CLIP=10
+#   SERVER_OPT=adam SERVER_LR=0.1 SERVER_LR_FINAL=0.01 (the server rate falls
+#   linearly over the rounds of each run) EVAL_EVERY=25 SEED=42
+#   SWEEP_ROUNDS=60 NOISE=0,0.05,0.3,1 SWEEP_CLIP=0.1 SWEEP_EVAL_EVERY=20
+#   CHECK_ROUNDS=1 (the same training started from the central model, whose
+#   round 0 must reproduce the central row)
 #
 # Needs run.sh's outputs (the data in ~/.cache/hearth/data/ml-100k and the
 # central numbers in $HEARTH_MOVIELENS_OUT/results.json) and runs run.sh when
 # they are absent. Writes, outside the repository:
-#   $HEARTH_MOVIELENS_OUT/federated/{no-noise,decay,fedavgm,noise,from-central}.json   every number of every round
+#   $HEARTH_MOVIELENS_OUT/federated/{no-noise,noise,from-central}.json   every number of every round
 #   $HEARTH_MOVIELENS_OUT/federated/federated-ndcg.png
-#   ~/.cache/hearth/logs/federated-movielens-{no-noise,decay,fedavgm,noise,from-central}.log
+#   ~/.cache/hearth/logs/federated-movielens-{no-noise,noise,from-central}.log
 # Runs under `nice -n 10`: the machine's two cores are shared. About an hour
 # and a half with the defaults on this 2-core machine (with other work on it).
 set -euo pipefail
@@ -48,11 +47,11 @@ for a in "$@"; do
   esac
 done
 
-ROUNDS="${ROUNDS:-250}" SWEEP_ROUNDS="${SWEEP_ROUNDS:-60}" NOISE="${NOISE:-0.05,0.3,1}" CLIENTS="${CLIENTS:-30}"
-LR="${LR:-0.1}" NEGATIVES="${NEGATIVES:-32}" EPOCHS="${EPOCHS:-1}" CLIP="${CLIP:-0.1}" SERVER_OPT="${SERVER_OPT:-adam}"
-SERVER_LR="${SERVER_LR:-0.02}" EVAL_EVERY="${EVAL_EVERY:-20}" SEED="${SEED:-42}" CHECK_ROUNDS="${CHECK_ROUNDS:-40}"
-DECAY_ROUNDS="${DECAY_ROUNDS:-100}" DECAY_LR_FINAL="${DECAY_LR_FINAL:-0.001}"
-MOMENTUM="${MOMENTUM:-0.9}" MOMENTUM_LR="${MOMENTUM_LR:-0.5}" MOMENTUM_CLIP="${MOMENTUM_CLIP:-1}"
+ROUNDS="${ROUNDS:-300}" CLIENTS="${CLIENTS:-30}" LR="${LR:-0.3}" NEGATIVES="${NEGATIVES:-32}" EPOCHS="${EPOCHS:-1}"
+CLIP="${CLIP:-10}" SERVER_OPT="${SERVER_OPT:-adam}" SERVER_LR="${SERVER_LR:-0.1}" SERVER_LR_FINAL="${SERVER_LR_FINAL:-0.01}"
+EVAL_EVERY="${EVAL_EVERY:-25}" SEED="${SEED:-42}"
+SWEEP_ROUNDS="${SWEEP_ROUNDS:-60}" NOISE="${NOISE:-0,0.05,0.3,1}" SWEEP_CLIP="${SWEEP_CLIP:-0.1}"
+SWEEP_EVAL_EVERY="${SWEEP_EVAL_EVERY:-20}" CHECK_ROUNDS="${CHECK_ROUNDS:-1}"
 
 if [ ! -f "$data/ml-100k.inter" ] || [ ! -f "$out/results.json" ]; then
   echo "federated.sh: no MovieLens data or central results yet; running run.sh first" >&2
@@ -71,48 +70,32 @@ fi
 
 mkdir -p "$out/federated" "$logs"
 common=(--movielens "$data" --seed "$SEED" --clients-per-round "$CLIENTS" --lr "$LR" --negatives "$NEGATIVES"
-  --local-epochs "$EPOCHS" --clip "$CLIP" --server-opt "$SERVER_OPT" --server-lr "$SERVER_LR" --threads 1)
+  --local-epochs "$EPOCHS" --server-opt "$SERVER_OPT" --server-lr "$SERVER_LR" --server-lr-final "$SERVER_LR_FINAL"
+  --threads 1)
 start=$(date +%s)
 echo "federated.sh: hearth simulate ${common[*]} --rounds $ROUNDS / $SWEEP_ROUNDS (logs in $logs)" >&2
-nice -n 10 "$hearth" simulate "${common[@]}" --rounds "$ROUNDS" --noise-multiplier 0 --eval-every "$EVAL_EVERY" \
-  --json "$out/federated/no-noise.json" >"$logs/federated-movielens-no-noise.log" 2>&1 &
+nice -n 10 "$hearth" simulate "${common[@]}" --clip "$CLIP" --rounds "$ROUNDS" --noise-multiplier 0 \
+  --eval-every "$EVAL_EVERY" --json "$out/federated/no-noise.json" >"$logs/federated-movielens-no-noise.log" 2>&1 &
 main=$!
-nice -n 10 "$hearth" simulate "${common[@]}" --rounds "$SWEEP_ROUNDS" --noise-multiplier "$NOISE" \
-  --eval-every "$EVAL_EVERY" --json "$out/federated/noise.json" >"$logs/federated-movielens-noise.log" 2>&1 &
+nice -n 10 "$hearth" simulate "${common[@]}" --clip "$SWEEP_CLIP" --rounds "$SWEEP_ROUNDS" --noise-multiplier "$NOISE" \
+  --eval-every "$SWEEP_EVAL_EVERY" --json "$out/federated/noise.json" >"$logs/federated-movielens-noise.log" 2>&1 &
 sweep=$!
-# A check: the same rounds starting from the central model (run.sh's package,
-# re-signed by the coordinator), whose round 0 must equal the central row.
-nice -n 10 "$hearth" simulate "${common[@]}" --rounds "$CHECK_ROUNDS" --eval-every "$EVAL_EVERY" \
-  --initial-model "$out/ranker-movielens" --json "$out/federated/from-central.json" \
-  >"$logs/federated-movielens-from-central.log" 2>&1 &
-check=$!
-# The same training from the built-in model with the server learning rate
-# falling linearly to DECAY_LR_FINAL over DECAY_ROUNDS rounds.
-nice -n 10 "$hearth" simulate "${common[@]}" --rounds "$DECAY_ROUNDS" --server-lr-final "$DECAY_LR_FINAL" \
-  --eval-every "$EVAL_EVERY" --json "$out/federated/decay.json" >"$logs/federated-movielens-decay.log" 2>&1 &
-decay=$!
-# FedAvgM: plain averaging with server momentum, a larger local learning rate
-# and C = 1 (the other settings as above).
-nice -n 10 "$hearth" simulate --movielens "$data" --seed "$SEED" --clients-per-round "$CLIENTS" \
-  --lr "$MOMENTUM_LR" --negatives "$NEGATIVES" --local-epochs "$EPOCHS" --clip "$MOMENTUM_CLIP" \
-  --server-opt avg --server-lr 1 --server-momentum "$MOMENTUM" --threads 1 --rounds "$ROUNDS" \
-  --eval-every "$EVAL_EVERY" --json "$out/federated/fedavgm.json" >"$logs/federated-movielens-fedavgm.log" 2>&1 &
-momentum=$!
-wait "$main" || { tail -n 20 "$logs/federated-movielens-no-noise.log" >&2; exit 1; }
 wait "$sweep" || { tail -n 20 "$logs/federated-movielens-noise.log" >&2; exit 1; }
-wait "$check" || { tail -n 20 "$logs/federated-movielens-from-central.log" >&2; exit 1; }
-wait "$decay" || { tail -n 20 "$logs/federated-movielens-decay.log" >&2; exit 1; }
-wait "$momentum" || { tail -n 20 "$logs/federated-movielens-fedavgm.log" >&2; exit 1; }
-cat "$logs"/federated-movielens-{no-noise,decay,fedavgm,noise,from-central}.log
-"$hearth" chart --json "$out/federated/no-noise.json" --json "$out/federated/decay.json" \
-  --json "$out/federated/fedavgm.json" --json "$out/federated/noise.json" \
+# A check: the same training started from the central model (run.sh's
+# package, re-signed by the coordinator), whose round 0 must equal the
+# central row.
+nice -n 10 "$hearth" simulate "${common[@]}" --clip "$CLIP" --rounds "$CHECK_ROUNDS" --eval-every 1 \
+  --initial-model "$out/ranker-movielens" --json "$out/federated/from-central.json" \
+  >"$logs/federated-movielens-from-central.log" 2>&1
+wait "$main" || { tail -n 20 "$logs/federated-movielens-no-noise.log" >&2; exit 1; }
+cat "$logs"/federated-movielens-{no-noise,noise,from-central}.log
+"$hearth" chart --json "$out/federated/no-noise.json" --json "$out/federated/noise.json" \
   --reference "central (same model, Adam)=$central" --out "$out/federated/federated-ndcg.png"
 echo "federated.sh: done in $(($(date +%s) - start))s" >&2
 
 if [ "$update" = 1 ]; then
   cp "$out/federated/federated-ndcg.png" "$here/federated-ndcg.png"
   python3 "$here/federated_table.py" "$out/federated/no-noise.json" "$out/federated/noise.json" "$out/results.json" \
-    --from-central "$out/federated/from-central.json" --decay "$out/federated/decay.json" \
-    --fedavgm "$out/federated/fedavgm.json" \
+    --from-central "$out/federated/from-central.json" \
     --command "models/movielens/federated.sh --update-readme" --readme "$repo/README.md"
 fi

@@ -61,13 +61,17 @@ def block(fed, sweep, central, command, from_central=None, decay=None, fedavgm=N
     server = fed["server_optimizer"]
     applied = (f"applies it with server-side Adam (FedAdam, `{server}`)" if server.startswith("Adam")
                else f"adds it to the global weights (FedAvg, `{server}`)")
+    if fed.get("server_lr_final") is not None:
+        applied += (f", its learning rate falling linearly from {fed_lr(fed)} to {fed['server_lr_final']:g} over "
+                    f"the {max(r['round'] for r in base['rounds'])} rounds")
     lines.append(
         f"{fed['devices']} simulated devices, one per MovieLens user, each with its own encrypted store holding "
         f"that user's training ratings; the same held-out items and candidates as the table above. {drawn}; "
         f"each trains the global model "
         f"on its own store (`hearth-core`'s training step through tract: SGD, learning rate "
         f"{fed['learning_rate']}, {fed['local_epochs']} local epoch, {fed['negatives_per_positive']} negatives per "
-        f"positive, its newest 500 positives at most) and sends only its update clipped to L2 norm "
+        f"positive, its newest 500 positives at most, each with the profile and history as they stood just before "
+        f"it) and sends only its update clipped to L2 norm "
         f"C = {fed['clip_norm']:g}; the coordinator averages, adds Gaussian noise of std z·C/n per coordinate, "
         f"{applied}, signs the model, and every "
         f"device installs it before it trains or ranks. Quality is measured every few rounds on all "
@@ -116,15 +120,30 @@ def block(fed, sweep, central, command, from_central=None, decay=None, fedavgm=N
                      f"installed on every device): at round 0 the simulator measures NDCG@10 {i0[0]:.4f}, HR@10 "
                      f"{i0[1]:.4f}, the central row, so the simulator ranks exactly as `hearth evaluate` does.")
     lines.append("")
-    lines.append(f"Noise: the first {rounds} rounds, the same devices and samples, each run from the built-in "
-                 f"model; only the noise multiplier differs (z = 0 is the run above at round {rounds}):")
+    own_base = next((r for r in runs if r["noise_multiplier"] == 0), None)
+    if own_base is not None:
+        # The sweep has its own z = 0 run (its C differs from the run above).
+        rounds = max(max(x["round"] for x in r["rounds"]) for r in runs)
+        decay = (f", the server rate falling from {fed_lr(sweep)} to {sweep['server_lr_final']:g} over them"
+                 if sweep.get("server_lr_final") is not None else "")
+        lines.append(f"Noise: {rounds} rounds each, the same devices and samples, each run from the built-in model "
+                     f"with C = {sweep['clip_norm']:g} (near the updates' norms, where the noise std z·C/n is "
+                     f"smallest for a given z){decay}; only the noise multiplier differs:")
+    else:
+        lines.append(f"Noise: the first {rounds} rounds, the same devices and samples, each run from the built-in "
+                     f"model; only the noise multiplier differs (z = 0 is the run above at round {rounds}):")
     lines.append("")
     lines.append(f"| noise multiplier z | noise std per coordinate | NDCG@10 at round {rounds} | HR@10 | vs no noise "
                  f"| epsilon after {rounds} rounds |")
     lines.append("| ---: | ---: | ---: | ---: | ---: | ---: |")
-    b = at_round(base, rounds)
+    if own_base is not None:
+        b = last_measured(own_base)
+        prepend = []
+    else:
+        b = at_round(base, rounds)
+        prepend = [{"noise_multiplier": 0.0, "rounds": [b]}] if b else []
     base_n = b["ndcg_at_10"] if b else None
-    for r in ([{"noise_multiplier": 0.0, "rounds": [b]}] if b else []) + runs:
+    for r in prepend + runs:
         last = last_measured(r)
         if last is None:
             continue
@@ -135,7 +154,7 @@ def block(fed, sweep, central, command, from_central=None, decay=None, fedavgm=N
     lines.append("")
     lines.append("![NDCG@10 against federated rounds](models/movielens/federated-ndcg.png)")
     lines.append("")
-    lines.append(f"Reproduce: `{command}` (about an hour and a half on this shared 2-core machine; "
+    lines.append(f"Reproduce: `{command}` (about an hour on this shared 2-core machine; "
                  "`models/movielens/README.md`, \"Federated\").")
     lines.append("")
     lines.append(END)
