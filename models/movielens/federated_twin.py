@@ -1,0 +1,155 @@
+#!/usr/bin/env python3
+"""A numpy twin of `hearth simulate --movielens`, for tuning a federated recipe.
+
+`hearth simulate` trains every device through tract, one example per call:
+a round of 30 devices costs 7 to 30 s of a core here. This twin runs the
+same rounds in numpy (models/build.py's forward and backward of the same
+graphs, evaluate.py's data and metrics) in about 0.3 s, so a recipe can be
+tried over hundreds of rounds in minutes. It measures on the *validation*
+item (each user's second-to-last interaction) by default, so the test item
+the README reports stays unseen while tuning; the numbers that count are
+`hearth simulate`'s (federated.sh).
+
+What a simulated device does, as `hearth-core` does (core/src/training.rs):
+its newest 500 positives at most; each an example with uniform negatives
+from the items it has not rated; SGD over batches of 16 examples at
+`lr * mean` of their gradients; `--examples then` (the default, what the
+device does) gives each example the user features and history as they stood
+just before it, `--examples now` the whole history minus the item (what the
+device did before 2026-11-25); the delta `local - global` clipped to C.
+The server: the unweighted mean, then FedAvg (`--server avg`, with
+`--momentum` for FedAvgM) or FedAdam (`--server adam`: b1 0.9, b2 0.99,
+tau 1e-6, bias-corrected, as cli/src/fedavg.rs), its rate falling linearly
+to `--server-lr-final` when given. No noise: the twin is for the
+optimisation.
+
+Usage (models/movielens/run.sh makes the venv and fetches the data):
+  ~/.cache/hearth/movielens-venv/bin/python models/movielens/federated_twin.py \\
+      --rounds 300 --lr 1 --clip 10 --server adam --server-lr 0.1 --server-lr-final 0.01
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent))
+
+import evaluate as E  # noqa: E402  (imports build, which pins the numeric kernels first)
+import build  # noqa: E402
+import numpy as np  # noqa: E402
+
+NEWEST = 500  # the device's cap on positives per round
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--data", type=Path, default=Path.home() / ".cache/hearth/data/ml-100k")
+    ap.add_argument("--phase", choices=("val", "test"), default="val")
+    ap.add_argument("--examples", choices=("then", "now"), default="then")
+    ap.add_argument("--rounds", type=int, default=300)
+    ap.add_argument("--clients", type=int, default=30)
+    ap.add_argument("--lr", type=float, default=0.3, help="local SGD learning rate")
+    ap.add_argument("--epochs", type=int, default=1)
+    ap.add_argument("--clip", type=float, default=10.0)
+    ap.add_argument("--negatives", type=int, default=32)
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--server", choices=("adam", "avg"), default="adam")
+    ap.add_argument("--server-lr", type=float, default=0.1)
+    ap.add_argument("--server-lr-final", type=float, default=None)
+    ap.add_argument("--momentum", type=float, default=0.0, help="FedAvgM's server momentum (--server avg)")
+    ap.add_argument("--eval-every", type=int, default=25)
+    ap.add_argument("--seed", type=int, default=42)
+    args = ap.parse_args()
+
+    S = E.Schema(json.loads((E.RANKER_DIR / "manifest.json").read_text()))
+    data = E.load_movielens(args.data)
+    ph = E.phase(data, E.split(data), args.phase)
+    U, I = data["n_users"], data["n_items"]
+    rows = np.array([S.row(E.item_id(i)) for i in range(I)], dtype=np.int64)
+    id_strings = [E.item_id(i).encode() for i in range(I)]
+    id_rank = np.empty(I, dtype=np.int64)
+    id_rank[sorted(range(I), key=lambda i: id_strings[i])] = np.arange(I)
+    ctx = {"convention": "play", "cat_share": E.category_shares(S, data["meta"]), "rows": rows, "id_rank": id_rank}
+    ex, q = E.make_hearth_data(S, data, ph, ctx)
+    feats = E.item_features(S, data["meta"], ph["counts"], dt.datetime.now(dt.timezone.utc).year)
+    p = E.load_weights(S, E.RANKER_DIR / "weights.bin")
+    names = [n for n, _ in S.params]
+    by_user = [np.nonzero(ex["uid"] == u)[0][-NEWEST:] for u in range(U)]
+    c = 1 + args.negatives
+
+    def quality(p):
+        return E.rank_metrics(E.score_all(p, q, feats, rows, S.history_eps), ph["target"], ph["seen"])
+
+    def local(p, u, rng):
+        idx = by_user[u]
+        w = {k: v.copy() for k, v in p.items()}
+        seen = ph["seen"][u]
+        for _ in range(args.epochs):
+            order = rng.permutation(len(idx))
+            for s in range(0, len(idx), args.batch):
+                b = idx[order[s:s + args.batch]]
+                pos = ex["item"][b]
+                neg = E.sample_negatives(rng, np.broadcast_to(seen, (len(b), I)), I, args.negatives)
+                cand = np.concatenate([pos[:, None], neg], axis=1)
+                if args.examples == "then":
+                    user, hr, hw = ex["user"][b], ex["hist_rows"][b], ex["hist_w"][b]
+                else:
+                    user = np.broadcast_to(q["user"][u], (len(b), S.user_width))
+                    hr = np.broadcast_to(q["hist_rows"][u], (len(b), q["hist_rows"].shape[1])).copy()
+                    hw = np.broadcast_to(q["hist_w"][u], (len(b), q["hist_w"].shape[1])).copy()
+                    hw[hr == rows[pos][:, None]] = 0.0  # the item leaves its own history
+                z = np.concatenate([user, ex["context"][b]], axis=1).astype(np.float32)
+                labels = np.tile(np.eye(1, c, dtype=np.float32)[0], len(b))
+                scores, cache = build.forward(w, z, feats[cand.ravel()], rows[cand.ravel()], hr, hw)
+                _, gs = build.loss_and_dscores(scores, labels, np.ones_like(labels))
+                g = build.backward(w, cache, gs.astype(np.float32))
+                for k in names:
+                    w[k] = (w[k] - args.lr * g[k]).astype(np.float32)
+        d = {k: w[k].astype(np.float64) - p[k] for k in names}
+        norm = float(np.sqrt(sum(float((v ** 2).sum()) for v in d.values())))
+        if norm > args.clip:
+            d = {k: v * (args.clip / norm) for k, v in d.items()}
+        return d, norm
+
+    rng = np.random.default_rng(args.seed)
+    m1 = {k: np.zeros(p[k].shape) for k in names}
+    m2 = {k: np.zeros(p[k].shape) for k in names}
+    m0 = quality(p)
+    print(f"round 0: NDCG@10 {m0['ndcg_at_10']:.4f} HR@10 {m0['hit_rate_at_10']:.4f} ({args.phase} item)", flush=True)
+    t0 = time.perf_counter()
+    for r in range(1, args.rounds + 1):
+        mean = {k: np.zeros(p[k].shape) for k in names}
+        norms = []
+        for u in rng.choice(U, size=args.clients, replace=False):
+            d, norm = local(p, u, rng)
+            norms.append(norm)
+            for k in names:
+                mean[k] += d[k] / args.clients
+        lr = args.server_lr
+        if args.server_lr_final is not None and args.rounds > 1:
+            lr += (args.server_lr_final - args.server_lr) * (r - 1) / (args.rounds - 1)
+        for k in names:
+            if args.server == "avg":
+                m1[k] = args.momentum * m1[k] + mean[k]
+                p[k] = (p[k] + lr * m1[k]).astype(np.float32)
+            else:
+                g = -mean[k]
+                m1[k] = 0.9 * m1[k] + 0.1 * g
+                m2[k] = 0.99 * m2[k] + 0.01 * g * g
+                step = (m1[k] / (1 - 0.9 ** r)) / (np.sqrt(m2[k] / (1 - 0.99 ** r)) + 1e-6)
+                p[k] = (p[k] - lr * step).astype(np.float32)
+        if r % args.eval_every == 0 or r == args.rounds:
+            m = quality(p)
+            print(f"round {r}: NDCG@10 {m['ndcg_at_10']:.4f} HR@10 {m['hit_rate_at_10']:.4f}, mean norm before "
+                  f"clip {np.mean(norms):.3f} [{time.perf_counter() - t0:.0f} s]", flush=True)
+
+
+if __name__ == "__main__":
+    main()
