@@ -46,7 +46,7 @@ def fed_lr(record):
     return text[at + 4:].split(",")[0].split(" ")[0] if at >= 0 else "?"
 
 
-def block(fed, sweep, central, command, from_central=None, decay=None, fedavgm=None):
+def block(fed, sweep, central, command, from_central=None):
     c = (central.get("device") or {}).get("metrics") or central["hearth"]["test"]
     cn, ch = c["ndcg_at_10"], c["hit_rate_at_10"]
     base = fed["runs"][0]
@@ -85,35 +85,18 @@ def block(fed, sweep, central, command, from_central=None, decay=None, fedavgm=N
     lines.append(f"| popularity (the fallback ranker, on the device) | {pn:.4f} | {ph:.4f} | {pn / cn:.2f} |")
     lines.append(f"| built-in ranker-v1 (where federated training starts) | {inn:.4f} | {ih:.4f} | {inn / cn:.2f} |")
     lines.append(f"| central: same model, Adam, on-device path (table above) | {cn:.4f} | {ch:.4f} | 1.00 |")
+    def row(label, r):
+        lines.append(f"| {label} | {r['ndcg_at_10']:.4f} | {r['hit_rate_at_10']:.4f} | {r['ndcg_at_10'] / cn:.2f} |")
+
     last, best = last_measured(base), best_measured(base)
     if last is not None:
-        lines.append(f"| federated, no noise, after round {last['round']} | {last['ndcg_at_10']:.4f} | "
-                     f"{last['hit_rate_at_10']:.4f} | {last['ndcg_at_10'] / cn:.2f} |")
+        row(f"federated, no noise, after round {last['round']}", last)
     if best is not None and best is not last:
-        lines.append(f"| federated, no noise, best measured round ({best['round']}) | {best['ndcg_at_10']:.4f} | "
-                     f"{best['hit_rate_at_10']:.4f} | {best['ndcg_at_10'] / cn:.2f} |")
-    if decay is not None:
-        d = last_measured(decay["runs"][0])
-        if d is not None:
-            lines.append(f"| federated, no noise, server learning rate {fed_lr(decay)} → {decay['server_lr_final']:g} "
-                         f"over {d['round']} rounds | {d['ndcg_at_10']:.4f} | {d['hit_rate_at_10']:.4f} | "
-                         f"{d['ndcg_at_10'] / cn:.2f} |")
-    if fedavgm is not None:
-        m_last, m_best = last_measured(fedavgm["runs"][0]), best_measured(fedavgm["runs"][0])
-        what = (f"FedAvgM (`{fedavgm['server_optimizer']}`, local learning rate {fedavgm['learning_rate']}, "
-                f"C = {fedavgm['clip_norm']:g})")
-        if m_last is not None:
-            lines.append(f"| federated, no noise, {what}, after round {m_last['round']} | {m_last['ndcg_at_10']:.4f} | "
-                         f"{m_last['hit_rate_at_10']:.4f} | {m_last['ndcg_at_10'] / cn:.2f} |")
-        if m_best is not None and m_best is not m_last:
-            lines.append(f"| the same, best measured round ({m_best['round']}) | {m_best['ndcg_at_10']:.4f} | "
-                         f"{m_best['hit_rate_at_10']:.4f} | {m_best['ndcg_at_10'] / cn:.2f} |")
+        row(f"federated, no noise, best measured round ({best['round']})", best)
     if from_central is not None:
-        run = from_central["runs"][0]
-        for r in run["rounds"]:
+        for r in from_central["runs"][0]["rounds"]:
             if r["ndcg_at_10"] is not None:
-                lines.append(f"| federated from the central model (check), after round {r['round']} | "
-                             f"{r['ndcg_at_10']:.4f} | {r['hit_rate_at_10']:.4f} | {r['ndcg_at_10'] / cn:.2f} |")
+                row(f"federated from the central model (check), after round {r['round']}", r)
         i0 = from_central["initial"]
         lines.append("")
         lines.append(f"The check starts the same training from the central model (re-signed by the coordinator and "
@@ -124,11 +107,11 @@ def block(fed, sweep, central, command, from_central=None, decay=None, fedavgm=N
     if own_base is not None:
         # The sweep has its own z = 0 run (its C differs from the run above).
         rounds = max(max(x["round"] for x in r["rounds"]) for r in runs)
-        decay = (f", the server rate falling from {fed_lr(sweep)} to {sweep['server_lr_final']:g} over them"
-                 if sweep.get("server_lr_final") is not None else "")
+        schedule = (f", the server rate falling from {fed_lr(sweep)} to {sweep['server_lr_final']:g} over them"
+                    if sweep.get("server_lr_final") is not None else "")
         lines.append(f"Noise: {rounds} rounds each, the same devices and samples, each run from the built-in model "
                      f"with C = {sweep['clip_norm']:g} (near the updates' norms, where the noise std z·C/n is "
-                     f"smallest for a given z){decay}; only the noise multiplier differs:")
+                     f"smallest for a given z){schedule}; only the noise multiplier differs:")
     else:
         lines.append(f"Noise: the first {rounds} rounds, the same devices and samples, each run from the built-in "
                      f"model; only the noise multiplier differs (z = 0 is the run above at round {rounds}):")
@@ -171,14 +154,10 @@ def main():
     ap.add_argument("--command", required=True)
     ap.add_argument("--readme", type=Path)
     ap.add_argument("--from-central", type=Path, help="the check run's JSON (training started from the central model)")
-    ap.add_argument("--decay", type=Path, help="the JSON of the run with a falling server learning rate")
-    ap.add_argument("--fedavgm", type=Path, help="the JSON of the FedAvgM run")
     args = ap.parse_args()
     text = block(json.loads(args.no_noise.read_text()), json.loads(args.noise.read_text()),
                  json.loads(args.central.read_text()), args.command,
-                 json.loads(args.from_central.read_text()) if args.from_central else None,
-                 json.loads(args.decay.read_text()) if args.decay else None,
-                 json.loads(args.fedavgm.read_text()) if args.fedavgm else None)
+                 json.loads(args.from_central.read_text()) if args.from_central else None)
     print(text)
     if args.readme:
         readme = args.readme.read_text()
