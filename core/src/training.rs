@@ -167,6 +167,9 @@ pub(crate) fn examples(
     let mut then = Profile::new(profile.half_life_days);
     let mut made: HashMap<usize, Example> = HashMap::with_capacity(wanted.len());
     for (n, &i) in order.iter().enumerate() {
+        if made.len() == wanted.len() {
+            break; // events after the newest example feed no example
+        }
         let e = &events[i];
         if wanted.contains(&i) {
             let history = features::history(&then, e.timestamp_ms, Some(&e.item_id));
