@@ -222,6 +222,32 @@ PARAMS = [
 PARAM_NAMES = [n for n, _ in PARAMS]
 PARAM_SHAPES = dict(PARAMS)
 ID_TABLES = ["id_bias", "emb_history", "emb_item"]  # rows indexed by hashed item ids
+# The id tables' gradients leave train_step as rows, one per id of an input:
+# row i is added to the table's row ids[i] (a repeated id adds twice). Every
+# other row's gradient is zero, so the device adds 33 rows instead of 4,096.
+GRAD_ROWS = {"id_bias": "item_ids", "emb_item": "item_ids", "emb_history": "history_ids"}
+
+
+def grad_output(name):
+    """The train_step output that holds parameter `name`'s gradient."""
+    return f"grad_{name}_rows" if name in GRAD_ROWS else f"grad_{name}"
+
+
+def grad_output_shape(name):
+    if name not in GRAD_ROWS:
+        return list(PARAM_SHAPES[name])
+    count = "N" if GRAD_ROWS[name] == "item_ids" else "K"
+    return [count] + list(PARAM_SHAPES[name][1:])
+
+
+def dense_grad(name, out, feeds):
+    """Parameter `name`'s gradient as a full array, from train_step's outputs."""
+    if name not in GRAD_ROWS:
+        return out[grad_output(name)]
+    rows = out[grad_output(name)]
+    g = np.zeros(PARAM_SHAPES[name], dtype=rows.dtype)
+    np.add.at(g, feeds[GRAD_ROWS[name]], rows)
+    return g
 USER_TOWER = {"user_w1", "user_b1", "user_w2", "user_b2"}
 ITEM_TOWER = {"item_w1", "item_b1", "item_w2", "item_b2"}
 
@@ -266,8 +292,9 @@ def item_row(item_id: str) -> int:
 # ---------------------------------------------------------------------------
 # The model in numpy: forward, loss and backward, for a batch of B queries
 # (a query = one user, one context, one history) with C candidate rows each.
-# The graphs compute the case B = 1, C = N. Gradients here use scatter-adds;
-# the graphs use one-hot matrix products; the checks compare both.
+# The graphs compute the case B = 1, C = N. Gradients here use scatter-adds
+# into full tables; the graph gives the id tables' gradients as rows (the
+# device adds them in), and the checks add them in the same way to compare.
 # ---------------------------------------------------------------------------
 
 
@@ -463,35 +490,21 @@ def build_graph(train: bool, elem=TensorProto.FLOAT) -> onnx.ModelProto:
                            loss_eps], "loss_den")
         g.op("Div", [num, den], "loss")
 
-        # d loss / d scores
         err = g.op("Sub", [g.op("Sigmoid", [scores], "prob"), "labels"], "err")
-        gs = g.op("Div", [g.op("Mul", ["sample_weights", err], "err_weighted"), den], "g_scores")
+        # d loss / d scores, which is also id_bias's gradient row per candidate.
+        gs = g.op("Div", [g.op("Mul", ["sample_weights", err], "err_weighted"), den], "grad_id_bias_rows")
         gs_row = g.op("Unsqueeze", [gs, ax0], "g_scores_row")  # [1, N]
         gs_col = g.op("Unsqueeze", [gs, ax1], "g_scores_col")  # [N, 1]
 
-        # Transposed one-hot matrices of the ids, [H, N] and [H, K]:
-        # Equal(range(H)[:, None], ids[None, :]). Built in this layout so that
-        # no [H, *] transpose is needed; rows no id hits stay exactly zero.
-        h_range = g.op("Range", [g.const("range_start", 0, np.int64),
-                                 g.const("range_limit", ID_ROWS, np.int64),
-                                 g.const("range_delta", 1, np.int64)], "id_range")
-        h_col = g.op("Unsqueeze", [h_range, ax1], "id_range_col")  # [H, 1]
-        oh_item_t = g.op("Cast", [g.op("Equal", [h_col, g.op("Unsqueeze", ["item_ids", ax0], "item_ids_row")],
-                                       "item_onehot_t_b")], "item_onehot_t", to=elem)  # [H, N]
-        oh_hist_t = g.op("Cast", [g.op("Equal", [h_col, g.op("Unsqueeze", ["history_ids", ax0], "history_ids_row")],
-                                       "history_onehot_t_b")], "history_onehot_t", to=elem)  # [H, K]
-
         g.op("ReduceSum", [gs, ax0], "grad_global_bias", keepdims=1)
-        g.op("Squeeze", [g.op("MatMul", [oh_item_t, gs_col], "g_id_bias_col"), ax1], "grad_id_bias")
         items_t = g.op("Transpose", ["items"], "items_t", perm=[1, 0])
         g.op("Squeeze", [g.op("MatMul", [items_t, gs_col], "g_item_linear_col"), ax1], "grad_item_linear")
 
-        # Collaborative term.
-        g_qi = g.op("Mul", [gs_col, eu], "g_cand_emb")  # [N, E]
-        g.op("MatMul", [oh_item_t, g_qi], "grad_emb_item")
+        # Collaborative term. The id tables' gradients are rows (GRAD_ROWS):
+        # d loss / d id_bias[item_ids[i]] += d loss / d scores[i], and so on.
+        g.op("Mul", [gs_col, eu], "grad_emb_item_rows")  # [N, E]
         g_eu = g.op("MatMul", [gs_row, qi], "g_user_emb")  # [1, E]
-        g_ph = g.op("Mul", [g.op("Unsqueeze", [alpha, ax1], "history_alpha_col"), g_eu], "g_history_emb")
-        g.op("MatMul", [oh_hist_t, g_ph], "grad_emb_history")
+        g.op("Mul", [g.op("Unsqueeze", [alpha, ax1], "history_alpha_col"), g_eu], "grad_emb_history_rows")  # [K, E]
 
         # Content term: scores += v . u
         g_v = g.op("Mul", [gs_col, u], "g_item_vec")  # [N, D]
@@ -510,7 +523,7 @@ def build_graph(train: bool, elem=TensorProto.FLOAT) -> onnx.ModelProto:
         z_col = g.op("Unsqueeze", [z, ax1], "z_col")  # [Z, 1] = z_row transposed
         tower_grads("user", z_col, uh1, ua1, "user_w2", g_u)
 
-        outputs = [("loss", [])] + [(f"grad_{n}", list(PARAM_SHAPES[n])) for n in PARAM_NAMES] + outputs
+        outputs = [("loss", [])] + [(grad_output(n), grad_output_shape(n)) for n in PARAM_NAMES] + outputs
 
     inputs = [helper.make_tensor_value_info(n, t if t is not None else elem, s)
               for n, t, s, _ in data_inputs(train)]
@@ -977,8 +990,8 @@ def run_checks(models, params32, rng):
             _, gs = loss_and_dscores(scores64, case["labels"], case["sample_weights"])
             analytic = backward(p64, cache, gs)
             for name in PARAM_NAMES:
-                g32 = out32[f"grad_{name}"]
-                g64 = out64[f"grad_{name}"]
+                g32 = dense_grad(name, out32, case)
+                g64 = dense_grad(name, out64, case)
                 fail_unless(g32.shape == PARAM_SHAPES[name] and g64.shape == PARAM_SHAPES[name],
                             f"check 2 failed ({where}): grad_{name} has shape {g32.shape}")
                 fail_unless(np.allclose(g64, analytic[name], rtol=1e-9, atol=1e-12),
@@ -1034,7 +1047,10 @@ def io_schema(model, train):
     docs.update({n: f"parameter {n} (see parameters)" for n in PARAM_NAMES})
     docs["scores"] = "one logit per candidate; higher ranks first; sigmoid(score) = P(engage)"
     docs["loss"] = "scalar: sum(sample_weights * (softplus(s) - labels * s)) / (sum(sample_weights) + loss_eps)"
-    docs.update({f"grad_{n}": f"d loss / d {n}" for n in PARAM_NAMES})
+    docs.update({grad_output(n): f"d loss / d {n}" for n in PARAM_NAMES if n not in GRAD_ROWS})
+    docs.update({grad_output(n): f"d loss / d {n}, as rows: row i is added to {n}'s row {ids}[i] (a repeated id "
+                                 f"adds up); every other row's gradient is 0"
+                 for n, ids in GRAD_ROWS.items()})
 
     def describe(vi):
         t = vi.type.tensor_type
@@ -1082,7 +1098,7 @@ def parameters_layout(params):
         count = int(np.prod(shape))
         out.append({"name": name, "shape": list(shape), "dtype": "float32", "offset": offset,
                     "count": count, "bytes": 4 * count, "doc": PARAM_DOC[name],
-                    "indexed_by_item_row": name in ID_TABLES})
+                    "indexed_by_item_row": name in ID_TABLES, "gradient_rows_of": GRAD_ROWS.get(name)})
         offset += 4 * count
     return out, offset
 

@@ -117,6 +117,8 @@ const KNOWN_OPS: &[&str] = &[
     "Neg",
     "Exp",
     "Log",
+    "ConstantOfShape",
+    "ScatterND",
 ];
 const MODEL_NAME: &str = "hearth-ranker";
 const MANIFEST_FORMAT: u32 = 1;
@@ -312,6 +314,22 @@ pub(crate) struct Parameter {
     pub dtype: String,
     pub offset: usize,
     pub count: usize,
+    /// For an id table: the graph input (`item_ids` or `history_ids`) whose
+    /// ids place the rows of its gradient output `grad_<name>_rows`: row i
+    /// belongs to the table's row `ids[i]`, every other row's gradient is
+    /// zero. None: the output `grad_<name>` holds the whole gradient.
+    #[serde(default)]
+    pub gradient_rows_of: Option<String>,
+}
+
+impl Parameter {
+    /// The name of the train_step output holding this parameter's gradient.
+    fn gradient_output(&self) -> String {
+        match self.gradient_rows_of {
+            Some(_) => format!("grad_{}_rows", self.name),
+            None => format!("grad_{}", self.name),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -465,6 +483,12 @@ impl Manifest {
             let count: usize = p.shape.iter().product();
             shape(p.dtype == "float32", format!("parameter {} dtype", p.name))?;
             shape(p.count == count && p.offset == offset, format!("parameter {} layout", p.name))?;
+            if let Some(ids) = &p.gradient_rows_of {
+                shape(
+                    matches!(ids.as_str(), "item_ids" | "history_ids") && p.shape.first() == Some(&(ID_ROWS as usize)),
+                    format!("parameter {}: gradient rows of {ids}", p.name),
+                )?;
+            }
             offset += count * 4;
         }
         shape(offset == self.files.weights.bytes && offset == self.weights.total_count * 4, "weights size".into())?;
@@ -503,7 +527,7 @@ impl Manifest {
         )?;
         let train_out: Vec<String> = self.graphs.train_step.outputs.iter().map(|t| t.name.clone()).collect();
         let mut expected = vec!["loss".to_string()];
-        expected.extend(self.parameters.iter().map(|p| format!("grad_{}", p.name)));
+        expected.extend(self.parameters.iter().map(Parameter::gradient_output));
         expected.push("scores".into());
         shape(train_out == expected, "train_step outputs".into())?;
         Ok(())
@@ -701,6 +725,7 @@ mod nnef_graphs {
         "tract_core_gather",
         "tract_core_range",
         "tract_core_broadcast",
+        "tract_core_scatter_nd",
     ];
     /// The one fragment tract writes into a graph: the model's properties.
     const PROPERTIES_FRAGMENT: &str = "tract_core_properties";
@@ -929,10 +954,10 @@ impl Weights {
     /// All parameters, flattened in manifest order (the layout of weights.bin).
     #[allow(dead_code)] // on-device training
     pub(crate) fn flat(&self) -> Vec<f32> {
-        let mut out = Vec::new();
+        let mut out = Vec::with_capacity(self.tensors.iter().map(|t| t.len()).sum());
         for t in &self.tensors {
-            if let Ok(view) = t.to_plain_array_view::<f32>() {
-                out.extend(view.iter().copied());
+            if let Ok(values) = t.try_as_plain_ram().and_then(|v| v.as_slice::<f32>()) {
+                out.extend_from_slice(values);
             }
         }
         out
@@ -986,7 +1011,12 @@ pub(crate) struct StepOutput {
 }
 
 fn floats(t: &TValue) -> Result<Vec<f32>> {
-    Ok(t.to_plain_array_view::<f32>().map_err(|e| Error::Internal(format!("output: {e}")))?.iter().copied().collect())
+    Ok(float_slice(t)?.to_vec())
+}
+
+/// A float tensor's values in row-major order, without copying them.
+fn float_slice(t: &TValue) -> Result<&[f32]> {
+    t.try_as_plain_ram().and_then(|v| v.as_slice::<f32>()).map_err(|e| Error::Internal(format!("output: {e}")))
 }
 
 type ModelCache = Mutex<Vec<(String, Weak<Model>)>>;
@@ -1134,6 +1164,7 @@ impl Model {
     }
 
     /// The training-step graph: loss and every gradient at `weights`.
+    #[allow(dead_code)] // tests and testing::
     pub(crate) fn step(
         &self,
         weights: &Weights,
@@ -1141,6 +1172,71 @@ impl Model {
         labels: &[f32],
         sample_weights: &[f32],
     ) -> Result<StepOutput> {
+        let out = self.run_step(weights, inputs, labels, sample_weights)?;
+        let mut sum = vec![0f32; self.manifest.weights.total_count];
+        self.add_gradients(&out, inputs, &mut sum)?;
+        let gradients = self.manifest.parameters.iter().map(|p| sum[p.offset / 4..][..p.count].to_vec()).collect();
+        let p = self.manifest.parameters.len();
+        Ok(StepOutput { loss: step_loss(&out[0])?, gradients, scores: floats(&out[p + 1])? })
+    }
+
+    /// The training step for local SGD: adds every gradient into `sum` (all
+    /// parameters flattened in manifest order, as `Weights::flat`) and
+    /// returns the loss. No gradient is copied out of the graph's outputs.
+    pub(crate) fn accumulate_step(
+        &self,
+        weights: &Weights,
+        inputs: &ScoreInputs,
+        labels: &[f32],
+        sample_weights: &[f32],
+        sum: &mut [f32],
+    ) -> Result<f32> {
+        let out = self.run_step(weights, inputs, labels, sample_weights)?;
+        self.add_gradients(&out, inputs, sum)?;
+        step_loss(&out[0])
+    }
+
+    /// Adds the gradients of a training step's outputs into `sum`: whole
+    /// gradients element by element, an id table's rows at the rows their
+    /// ids name.
+    fn add_gradients(&self, out: &[TValue], inputs: &ScoreInputs, sum: &mut [f32]) -> Result<()> {
+        let short = || Error::Internal("training step gradients do not fit the parameters".into());
+        if sum.len() != self.manifest.weights.total_count {
+            return Err(short());
+        }
+        for (p, g) in self.manifest.parameters.iter().zip(&out[1..]) {
+            let g = float_slice(g)?;
+            let dst = &mut sum[p.offset / 4..][..p.count];
+            let ids = match p.gradient_rows_of.as_deref() {
+                None => {
+                    if g.len() != dst.len() {
+                        return Err(short());
+                    }
+                    dst.iter_mut().zip(g).for_each(|(s, v)| *s += v);
+                    continue;
+                }
+                Some("item_ids") => &inputs.item_ids,
+                Some(_) => &inputs.history_ids,
+            };
+            let width = p.count / p.shape[0];
+            if g.len() != ids.len() * width {
+                return Err(short());
+            }
+            for (&id, row) in ids.iter().zip(g.chunks_exact(width)) {
+                let at = usize::try_from(id).ok().filter(|&r| r < p.shape[0]).ok_or_else(short)? * width;
+                dst[at..at + width].iter_mut().zip(row).for_each(|(s, v)| *s += v);
+            }
+        }
+        Ok(())
+    }
+
+    fn run_step(
+        &self,
+        weights: &Weights,
+        inputs: &ScoreInputs,
+        labels: &[f32],
+        sample_weights: &[f32],
+    ) -> Result<TVec<TValue>> {
         let n = inputs.item_ids.len();
         if labels.len() != n || sample_weights.len() != n {
             return Err(Error::Internal("labels and sample weights must have one value per candidate".into()));
@@ -1151,14 +1247,15 @@ impl Model {
         tensors.push(t(sample_weights)?);
         tensors.extend(weights.tensors.iter().cloned());
         let out = self.train_step.run(tensors).map_err(|e| Error::Internal(format!("training step failed: {e}")))?;
-        let p = self.manifest.parameters.len();
-        if out.len() != p + 2 {
+        if out.len() != self.manifest.parameters.len() + 2 {
             return Err(Error::Internal("training step returned the wrong number of outputs".into()));
         }
-        let loss = floats(&out[0])?.first().copied().unwrap_or(f32::NAN);
-        let gradients = out[1..=p].iter().map(floats).collect::<Result<Vec<_>>>()?;
-        Ok(StepOutput { loss, gradients, scores: floats(&out[p + 1])? })
+        Ok(out)
     }
+}
+
+fn step_loss(t: &TValue) -> Result<f32> {
+    Ok(float_slice(t)?.first().copied().unwrap_or(f32::NAN))
 }
 
 /// The built-in package, verified and planned once per process.

@@ -295,18 +295,11 @@ pub(crate) fn train(
                     history_ids: ex.history_ids.clone(),
                     history_weights: ex.history_weights.clone(),
                 };
-                let out = model.step(&weights, &inputs, &labels, &sample_weights)?;
-                if !out.loss.is_finite() {
+                let loss = model.accumulate_step(&weights, &inputs, &labels, &sample_weights, &mut sum)?;
+                if !loss.is_finite() {
                     return Err(diverged("the loss is not finite"));
                 }
-                epoch_loss += out.loss as f64;
-                let mut at = 0;
-                for g in &out.gradients {
-                    for (s, v) in sum[at..at + g.len()].iter_mut().zip(g) {
-                        *s += v;
-                    }
-                    at += g.len();
-                }
+                epoch_loss += loss as f64;
             }
             let step = plan.learning_rate / batch.len() as f32;
             for (w, g) in local.iter_mut().zip(&sum) {

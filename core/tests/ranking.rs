@@ -465,6 +465,25 @@ fn every_malformed_package_is_rejected_with_its_own_error_and_ranking_goes_on() 
         signer.sign(with_manifest(&v2, |m| m["parameters"][0]["shape"] = serde_json::json!([47, 63]))),
         ModelRejection::WrongShape,
     ));
+    let table = |m: &mut serde_json::Value, name: &str| -> usize {
+        m["parameters"].as_array().unwrap().iter().position(|p| p["name"] == name).unwrap()
+    };
+    cases.push((
+        "an id table's gradient rows placed by an input that holds no ids",
+        signer.sign(with_manifest(&v2, |m| {
+            let i = table(m, "emb_item");
+            m["parameters"][i]["gradient_rows_of"] = "labels".into();
+        })),
+        ModelRejection::WrongShape,
+    ));
+    cases.push((
+        "a whole gradient declared where the graph gives rows",
+        signer.sign(with_manifest(&v2, |m| {
+            let i = table(m, "id_bias");
+            m["parameters"][i]["gradient_rows_of"] = serde_json::Value::Null;
+        })),
+        ModelRejection::WrongShape,
+    ));
     #[cfg(feature = "onnx")]
     {
         let reshaped = edit_inference_graph(&v2, |proto| {
