@@ -214,6 +214,22 @@ impl CatalogItem {
 }
 
 #[cfg(test)]
+impl Event {
+    /// The tests' shorthand: an event on a phone at 21:00, with no position,
+    /// duration or locale.
+    pub(crate) fn bare(item: &str, kind: EventKind, timestamp_ms: i64) -> Event {
+        Event {
+            item_id: item.into(),
+            kind,
+            timestamp_ms,
+            position_ms: None,
+            duration_ms: None,
+            context: EventContext { device: DeviceClass::Phone, local_hour: 21, locale: None },
+        }
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

@@ -290,18 +290,6 @@ pub struct ProfileSummary {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::history::EventContext;
-
-    fn ev(item: &str, kind: EventKind, t: i64) -> Event {
-        Event {
-            item_id: item.into(),
-            kind,
-            timestamp_ms: t,
-            position_ms: None,
-            duration_ms: None,
-            context: EventContext { device: DeviceClass::Phone, local_hour: 21, locale: None },
-        }
-    }
 
     fn item(id: &str, cats: &[&str]) -> CatalogItem {
         CatalogItem {
@@ -321,11 +309,11 @@ mod tests {
         let mut p = Profile::new(30.0);
         let t0 = 1_700_000_000_000;
         let a = item("a", &["drama"]);
-        p.fold(1, &ev("a", EventKind::Complete, t0), Some(&a));
+        p.fold(1, &Event::bare("a", EventKind::Complete, t0), Some(&a));
         assert!((p.category_affinity["drama"] - 2.0).abs() < 1e-9);
         // 30 days later another item moves the reference: drama halves.
         let b = item("b", &["comedy"]);
-        p.fold(2, &ev("b", EventKind::Play, t0 + 30 * 86_400_000), Some(&b));
+        p.fold(2, &Event::bare("b", EventKind::Play, t0 + 30 * 86_400_000), Some(&b));
         assert!((p.category_affinity["drama"] - 1.0).abs() < 1e-9);
         assert!((p.category_affinity["comedy"] - 1.0).abs() < 1e-9);
         assert_eq!(p.watermark, 2);
@@ -339,7 +327,7 @@ mod tests {
     fn out_of_order_events_fold_the_same_as_in_order() {
         let t0 = 1_700_000_000_000;
         let a = item("a", &["drama", "crime"]);
-        let evs = [ev("a", EventKind::Play, t0), ev("a", EventKind::Like, t0 + 5 * 86_400_000)];
+        let evs = [Event::bare("a", EventKind::Play, t0), Event::bare("a", EventKind::Like, t0 + 5 * 86_400_000)];
         let mut p1 = Profile::new(30.0);
         p1.fold(1, &evs[0], Some(&a));
         p1.fold(2, &evs[1], Some(&a));

@@ -865,18 +865,6 @@ impl Hearth {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::history::EventContext;
-
-    fn ev(item: &str, kind: EventKind, t: i64) -> Event {
-        Event {
-            item_id: item.into(),
-            kind,
-            timestamp_ms: t,
-            position_ms: None,
-            duration_ms: None,
-            context: EventContext { device: DeviceClass::Phone, local_hour: 21, locale: None },
-        }
-    }
 
     const T0: i64 = 1_700_000_000_000;
 
@@ -884,26 +872,26 @@ mod tests {
     fn sessions_split_on_gaps_merge_on_bridges_and_ignore_impressions() {
         let m = MINUTE_MS;
         let mut a = Activity::default();
-        a.fold(&ev("a", EventKind::Play, T0));
-        a.fold(&ev("a", EventKind::Complete, T0 + 20 * m));
-        a.fold(&ev("b", EventKind::Play, T0 + 90 * m));
-        a.fold(&ev("x", EventKind::Impression, T0 + 60 * m));
+        a.fold(&Event::bare("a", EventKind::Play, T0));
+        a.fold(&Event::bare("a", EventKind::Complete, T0 + 20 * m));
+        a.fold(&Event::bare("b", EventKind::Play, T0 + 90 * m));
+        a.fold(&Event::bare("x", EventKind::Impression, T0 + 60 * m));
         assert_eq!(a.sessions.len(), 2);
         assert_eq!(a.sessions[0].finished.len(), 1);
         // An event at +55 min bridges nothing (gap 35 to +20, 35 to +90).
-        a.fold(&ev("c", EventKind::Play, T0 + 55 * m));
+        a.fold(&Event::bare("c", EventKind::Play, T0 + 55 * m));
         assert_eq!(a.sessions.len(), 3);
         // One at +40 joins the first and the +55 one: 20->40->55 (gaps 20, 15).
-        a.fold(&ev("c", EventKind::Progress, T0 + 40 * m));
+        a.fold(&Event::bare("c", EventKind::Progress, T0 + 40 * m));
         assert_eq!(a.sessions.len(), 2);
         assert_eq!((a.sessions[0].start_ms, a.sessions[0].end_ms), (T0, T0 + 55 * m));
         // Out of order gives the same sessions as in order.
         let mut evs = [
-            ev("a", EventKind::Play, T0),
-            ev("a", EventKind::Complete, T0 + 20 * m),
-            ev("c", EventKind::Progress, T0 + 40 * m),
-            ev("c", EventKind::Play, T0 + 55 * m),
-            ev("b", EventKind::Play, T0 + 90 * m),
+            Event::bare("a", EventKind::Play, T0),
+            Event::bare("a", EventKind::Complete, T0 + 20 * m),
+            Event::bare("c", EventKind::Progress, T0 + 40 * m),
+            Event::bare("c", EventKind::Play, T0 + 55 * m),
+            Event::bare("b", EventKind::Play, T0 + 90 * m),
         ];
         let mut b = Activity::default();
         evs.reverse();
@@ -914,8 +902,8 @@ mod tests {
     #[test]
     fn old_sessions_are_dropped() {
         let mut a = Activity::default();
-        a.fold(&ev("a", EventKind::Play, T0));
-        a.fold(&ev("a", EventKind::Play, T0 + (SESSION_RETENTION_DAYS as i64 + 1) * DAY_MS));
+        a.fold(&Event::bare("a", EventKind::Play, T0));
+        a.fold(&Event::bare("a", EventKind::Play, T0 + (SESSION_RETENTION_DAYS as i64 + 1) * DAY_MS));
         assert_eq!(a.sessions.len(), 1);
         assert_eq!(a.first_ms, Some(T0));
     }
