@@ -285,21 +285,30 @@ fn the_budget_stops_a_round_before_it_is_spent_and_then_stops_asking() {
 }
 
 #[test]
-fn a_round_may_cap_the_examples_and_a_bad_cap_is_a_protocol_error() {
-    for (cap, ok) in [(ConfigValue::Int(5), true), (ConfigValue::Int(0), false), (ConfigValue::Double(2.5), false)] {
+fn a_round_may_cap_the_examples_and_a_bad_whole_number_setting_is_a_protocol_error() {
+    let cases = [
+        ("max-examples", ConfigValue::Int(5), true),
+        ("max-examples", ConfigValue::Int(0), false),
+        ("max-examples", ConfigValue::Double(2.5), false),
+        ("local-epochs", ConfigValue::Int(2), true),
+        ("local-epochs", ConfigValue::Int(21), false),
+        ("local-epochs", ConfigValue::String("2".into()), false),
+    ];
+    for (key, cap, ok) in cases {
         let dir = tempfile::tempdir().unwrap();
         let (h, _) = device(dir.path(), |_| {});
         let mut cfg = config(1.0, 1.1, 0.01, 1);
-        cfg.push(("max-examples".into(), cap.clone()));
+        cfg.retain(|(k, _)| k != key);
+        cfg.push((key.into(), cap.clone()));
         let l = FakeLink::with_config(model_arrays(), cfg);
         let log = l.log.clone();
         let got = h.participate_using(l, good(), quick());
         if ok {
-            assert!(matches!(got, Ok(ParticipationOutcome::Contributed { .. })), "{cap:?}: {got:?}");
+            assert!(matches!(got, Ok(ParticipationOutcome::Contributed { .. })), "{key} {cap:?}: {got:?}");
         } else {
             assert!(
                 matches!(got, Err(HearthError::Federated { kind: FederatedFailure::Protocol, .. })),
-                "{cap:?}: {got:?}"
+                "{key} {cap:?}: {got:?}"
             );
             assert_eq!(pushed_arrays(&log), 0, "nothing uploaded");
             assert!(h.privacy_ledger().unwrap().entries.is_empty());

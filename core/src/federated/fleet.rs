@@ -734,27 +734,26 @@ fn instruction(run_id: u64, content: Vec<(String, Record)>) -> Result<TrainInstr
         .and_then(ConfigValue::as_f64)
         .filter(|c| c.is_finite() && *c > 0.0)
         .ok_or_else(|| FleetError::Protocol("no positive clip-norm in the train config".into()))?;
-    let epochs = match get("local-epochs").and_then(ConfigValue::as_f64) {
-        None => 1,
-        Some(e) if (1.0..=20.0).contains(&e) && e.fract() == 0.0 => e as u32,
-        Some(_) => return Err(FleetError::Protocol("local-epochs must be a whole number from 1 to 20".into())),
-    };
+    let epochs = whole_number(get("local-epochs"), "local-epochs", 20)?.unwrap_or(1) as u32;
     let learning_rate = match get("learning-rate").map(|v| v.as_f64()) {
         None => None,
         Some(Some(lr)) if lr.is_finite() && lr > 0.0 && lr <= 10.0 => Some(lr),
         Some(_) => return Err(FleetError::Protocol("learning-rate must be in (0, 10]".into())),
     };
-    let max_examples = match get("max-examples").map(|v| v.as_f64()) {
-        None => None,
-        Some(Some(m)) if (1.0..=MAX_EXAMPLES_PER_ROUND as f64).contains(&m) && m.fract() == 0.0 => Some(m as usize),
-        Some(_) => {
-            return Err(FleetError::Protocol(format!(
-                "max-examples must be a whole number from 1 to {MAX_EXAMPLES_PER_ROUND}"
-            )));
-        }
-    };
+    let max_examples = whole_number(get("max-examples"), "max-examples", MAX_EXAMPLES_PER_ROUND)?;
     let round = get("server-round").and_then(ConfigValue::as_f64).map(|r| r as u64);
     Ok(TrainInstruction { run_id, round, clip_norm, epochs, learning_rate, max_examples, arrays, config })
+}
+
+/// A whole-number setting of the train config, from 1 to `max`: None when
+/// the coordinator left it out, a Protocol error when it is anything else
+/// (a fraction, out of range, not a number).
+fn whole_number(value: Option<&ConfigValue>, key: &str, max: usize) -> Result<Option<usize>, FleetError> {
+    match value.map(ConfigValue::as_f64) {
+        None => Ok(None),
+        Some(Some(v)) if (1.0..=max as f64).contains(&v) && v.fract() == 0.0 => Ok(Some(v as usize)),
+        Some(_) => Err(FleetError::Protocol(format!("{key} must be a whole number from 1 to {max}"))),
+    }
 }
 
 /// Refuses an update of the wrong length, not finite, or above C.
