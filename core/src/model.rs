@@ -627,10 +627,10 @@ mod onnx_graphs {
     /// initializers: tract then folds what depends only on weights and packs
     /// the matrices once, at plan time. Ranking uses it; training, which
     /// changes the weights, uses the graph with weight inputs.
-    pub(super) fn bake_weights(proto: &ModelProto, manifest: &Manifest, weights: &[u8]) -> Result<ModelProto> {
+    pub(super) fn bake_weights(proto: &ModelProto, manifest: &Manifest, weights: &Weights) -> Result<ModelProto> {
         let mut baked = proto.clone();
         let graph = baked.graph.as_mut().ok_or_else(|| ModelRejection::Malformed.err("no graph"))?;
-        for p in &manifest.parameters {
+        for (p, values) in manifest.parameters.iter().zip(&weights.tensors) {
             let at = graph
                 .input
                 .iter()
@@ -641,7 +641,7 @@ mod onnx_graphs {
                 name: p.name.clone(),
                 dims: p.shape.iter().map(|&d| d as i64).collect(),
                 data_type: 1, // FLOAT
-                raw_data: weights[p.offset..p.offset + p.count * 4].to_vec(),
+                raw_data: float_slice(values)?.iter().flat_map(|v| v.to_le_bytes()).collect(),
                 ..Default::default()
             });
         }
@@ -857,20 +857,16 @@ mod nnef_graphs {
     /// tract then folds what depends only on weights and packs the matrices
     /// once, at plan time. Ranking uses it; training, which changes the
     /// weights, uses the graph with weight inputs.
-    pub(super) fn bake_weights(model: &TypedModel, manifest: &Manifest, weights: &[u8]) -> Result<TypedModel> {
+    pub(super) fn bake_weights(model: &TypedModel, manifest: &Manifest, weights: &Weights) -> Result<TypedModel> {
         let mut baked = model.clone();
-        for p in &manifest.parameters {
+        for (p, values) in manifest.parameters.iter().zip(&weights.tensors) {
             let at = baked
                 .inputs
                 .iter()
                 .position(|o| baked.node(o.node).name == p.name)
                 .ok_or_else(|| ModelRejection::WrongShape.err(format!("no input for parameter {}", p.name)))?;
-            let values: Vec<f32> = weights[p.offset..p.offset + p.count * 4]
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .collect();
             let constant = || -> TractResult<(tract_core::ops::konst::Const, TypedFact)> {
-                let tensor = Tensor::from_shape(&p.shape, &values)?.into_arc_tensor();
+                let tensor = values.clone().into_arc_tensor();
                 Ok((tract_core::ops::konst::Const::new(tensor.clone())?, TypedFact::try_from(tensor)?))
             };
             let (op, fact) =
@@ -1065,7 +1061,7 @@ impl Model {
         let inference = check_graph("inference", files[LOADED_GRAPHS[0]], &manifest.graphs.inference)?;
         let train_step = check_graph("train_step", files[LOADED_GRAPHS[1]], &manifest.graphs.train_step)?;
         let weights = Weights::from_bytes(&manifest, &package.weights)?;
-        let baked = bake_weights(&inference, &manifest, &package.weights)?;
+        let baked = bake_weights(&inference, &manifest, &weights)?;
         let model = Model {
             digest,
             ranking: build_plan("inference", &baked)?,
