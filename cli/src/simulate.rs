@@ -550,6 +550,17 @@ fn fmt_epsilon(e: Option<f64>) -> String {
     }
 }
 
+/// Epsilon in a chart legend: three significant figures at most, so that
+/// the legend fits beside the plot.
+fn legend_epsilon(e: Option<f64>) -> String {
+    match e {
+        Some(e) if e >= 1e3 => format!("{e:.1e}"),
+        Some(e) if e >= 100.0 => format!("{e:.0}"),
+        Some(e) => format!("{e:.2}"),
+        None => "inf".into(),
+    }
+}
+
 /// One run of `fed.rounds` rounds per noise multiplier.
 fn run_all(
     coordinator: &mut Coordinator,
@@ -744,7 +755,7 @@ fn chart(record: &Record) -> Chart {
         .iter()
         .map(|run| {
             let noise = if run.noise_multiplier > 0.0 {
-                let eps = run.rounds.last().map_or("-".into(), |r| fmt_epsilon(r.epsilon));
+                let eps = run.rounds.last().map_or("-".into(), |r| legend_epsilon(r.epsilon));
                 format!("z={} (eps {eps})", run.noise_multiplier)
             } else {
                 "no noise".to_string()

@@ -16,7 +16,7 @@
 # built-in model, at C = SWEEP_CLIP), and a check started from the central
 # model. `hearth chart` then draws them. Settings (environment; the defaults
 # are the run in README.md):
-#   ROUNDS=300 CLIENTS=30 LR=0.3 NEGATIVES=32 EPOCHS=1 CLIP=10
+#   ROUNDS=400 CLIENTS=100 LR=0.3 NEGATIVES=32 EPOCHS=1 CLIP=10
 #   SERVER_OPT=adam SERVER_LR=0.1 SERVER_LR_FINAL=0.01 (the server rate falls
 #   linearly over the rounds of each run) EVAL_EVERY=25 SEED=42
 #   SWEEP_ROUNDS=60 NOISE=0,0.05,0.3,1 SWEEP_CLIP=0.1 SWEEP_EVAL_EVERY=20
@@ -29,8 +29,8 @@
 #   $HEARTH_MOVIELENS_OUT/federated/{no-noise,noise,from-central}.json   every number of every round
 #   $HEARTH_MOVIELENS_OUT/federated/federated-ndcg.png
 #   ~/.cache/hearth/logs/federated-movielens-{no-noise,noise,from-central}.log
-# Runs under `nice -n 10`: the machine's two cores are shared. About an hour
-# and a half with the defaults on this 2-core machine (with other work on it).
+# Runs under `nice -n 10`: the machine's two cores are shared. About 21
+# minutes with the defaults on this 2-core machine (with other work on it).
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -47,7 +47,7 @@ for a in "$@"; do
   esac
 done
 
-ROUNDS="${ROUNDS:-300}" CLIENTS="${CLIENTS:-30}" LR="${LR:-0.3}" NEGATIVES="${NEGATIVES:-32}" EPOCHS="${EPOCHS:-1}"
+ROUNDS="${ROUNDS:-400}" CLIENTS="${CLIENTS:-100}" LR="${LR:-0.3}" NEGATIVES="${NEGATIVES:-32}" EPOCHS="${EPOCHS:-1}"
 CLIP="${CLIP:-10}" SERVER_OPT="${SERVER_OPT:-adam}" SERVER_LR="${SERVER_LR:-0.1}" SERVER_LR_FINAL="${SERVER_LR_FINAL:-0.01}"
 EVAL_EVERY="${EVAL_EVERY:-25}" SEED="${SEED:-42}"
 SWEEP_ROUNDS="${SWEEP_ROUNDS:-60}" NOISE="${NOISE:-0,0.05,0.3,1}" SWEEP_CLIP="${SWEEP_CLIP:-0.1}"

@@ -137,7 +137,7 @@ def block(fed, sweep, central, command, from_central=None):
     lines.append("")
     lines.append("![NDCG@10 against federated rounds](models/movielens/federated-ndcg.png)")
     lines.append("")
-    lines.append(f"Reproduce: `{command}` (about an hour on this shared 2-core machine; "
+    lines.append(f"Reproduce: `{command}` (about 21 minutes on this 2-core machine, with other work on it; "
                  "`models/movielens/README.md`, \"Federated\").")
     lines.append("")
     lines.append(END)
