@@ -133,16 +133,21 @@ fn bench(c: &mut Criterion) {
 
     let mut group = c.benchmark_group("round");
     group.sample_size(10).measurement_time(Duration::from_secs(20));
-    for negatives in [4usize, 32] {
-        let settings = RoundSettings { negatives_per_positive: Some(negatives), ..RoundSettings::new(1.0, 7) };
+    // The default cap (the newest 500 positives), then every one of the
+    // 1,000 (a coordinator's max-examples).
+    for (negatives, max_examples, name) in [
+        (4usize, None, "local_update_4_negatives"),
+        (32, None, "local_update_32_negatives"),
+        (4, Some(POSITIVES), "local_update_4_negatives_all_1000_positives"),
+    ] {
+        let settings =
+            RoundSettings { negatives_per_positive: Some(negatives), max_examples, ..RoundSettings::new(1.0, 7) };
         let u = local_update_with(&h, &settings, None).unwrap();
         eprintln!(
             "local round, {negatives} negatives per positive: {} examples trained (of {POSITIVES} positives), {} SGD steps, update norm {:.3} before clipping",
             u.examples, u.steps, u.norm_before_clip
         );
-        group.bench_function(format!("local_update_{negatives}_negatives"), |b| {
-            b.iter(|| local_update_with(&h, &settings, None).unwrap())
-        });
+        group.bench_function(name, |b| b.iter(|| local_update_with(&h, &settings, None).unwrap()));
     }
 
     let delta = local_update_with(&h, &RoundSettings::new(1e9, 7), None).unwrap().delta;
