@@ -23,9 +23,10 @@ device whose update is not finite (its training diverged) sends nothing, as
 the simulator leaves it out.
 The server: the unweighted mean, then FedAvg (`--server avg`, with
 `--momentum` for FedAvgM) or FedAdam (`--server adam`: b1 0.9, b2 0.99,
-tau 1e-6, bias-corrected, as cli/src/fedavg.rs), its rate falling linearly
-to `--server-lr-final` when given. No noise: the twin is for the
-optimisation.
+tau 1e-6 unless `--tau`, bias-corrected, as cli/src/fedavg.rs), its rate
+falling linearly to `--server-lr-final` when given. `--noise z` adds the
+coordinator's Gaussian noise, std z*C/n, to the mean (no accountant: the
+twin is for the optimisation).
 
 Usage (models/movielens/run.sh makes the venv and fetches the data):
   ~/.cache/hearth/movielens-venv/bin/python models/movielens/federated_twin.py \\
@@ -68,6 +69,9 @@ def main():
     ap.add_argument("--server-lr", type=float, default=0.1)
     ap.add_argument("--server-lr-final", type=float, default=None)
     ap.add_argument("--momentum", type=float, default=0.0, help="FedAvgM's server momentum (--server avg)")
+    ap.add_argument("--tau", type=float, default=1e-6, help="FedAdam's tau (the simulator's: 1e-6)")
+    ap.add_argument("--noise", type=float, default=0.0,
+                    help="noise multiplier z: the coordinator adds N(0, (z*C/n)^2) to each coordinate of the mean")
     ap.add_argument("--eval-every", type=int, default=25)
     ap.add_argument("--seed", type=int, default=42)
     args = ap.parse_args()
@@ -125,6 +129,7 @@ def main():
         return d, norm
 
     rng = np.random.default_rng(args.seed)
+    noise_rng = np.random.default_rng(args.seed + 1)
     m1 = {k: np.zeros(p[k].shape) for k in names}
     m2 = {k: np.zeros(p[k].shape) for k in names}
     m0 = quality(p)
@@ -141,6 +146,9 @@ def main():
             for k in names:
                 total[k] += d[k]
         mean = {k: v / max(len(norms), 1) for k, v in total.items()}
+        if args.noise > 0:
+            std = args.noise * args.clip / args.clients
+            mean = {k: v + noise_rng.normal(0.0, std, size=v.shape) for k, v in mean.items()}
         lr = args.server_lr
         if args.server_lr_final is not None and args.rounds > 1:
             lr += (args.server_lr_final - args.server_lr) * (r - 1) / (args.rounds - 1)
@@ -152,7 +160,7 @@ def main():
                 g = -mean[k]
                 m1[k] = 0.9 * m1[k] + 0.1 * g
                 m2[k] = 0.99 * m2[k] + 0.01 * g * g
-                step = (m1[k] / (1 - 0.9 ** r)) / (np.sqrt(m2[k] / (1 - 0.99 ** r)) + 1e-6)
+                step = (m1[k] / (1 - 0.9 ** r)) / (np.sqrt(m2[k] / (1 - 0.99 ** r)) + args.tau)
                 p[k] = (p[k] - lr * step).astype(np.float32)
         if r % args.eval_every == 0 or r == args.rounds:
             m = quality(p)
