@@ -117,8 +117,6 @@ const KNOWN_OPS: &[&str] = &[
     "Neg",
     "Exp",
     "Log",
-    "ConstantOfShape",
-    "ScatterND",
 ];
 const MODEL_NAME: &str = "hearth-ranker";
 const MANIFEST_FORMAT: u32 = 1;
@@ -725,7 +723,6 @@ mod nnef_graphs {
         "tract_core_gather",
         "tract_core_range",
         "tract_core_broadcast",
-        "tract_core_scatter_nd",
     ];
     /// The one fragment tract writes into a graph: the model's properties.
     const PROPERTIES_FRAGMENT: &str = "tract_core_properties";
@@ -1212,7 +1209,8 @@ impl Model {
                     continue;
                 }
                 Some("item_ids") => &inputs.item_ids,
-                Some(_) => &inputs.history_ids,
+                Some("history_ids") => &inputs.history_ids,
+                Some(_) => return Err(short()),
             };
             let width = p.count / p.shape[0];
             if g.len() != ids.len() * width {
