@@ -18,29 +18,10 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 venv="${HEARTH_MODELS_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/hearth/models-venv}"
 req="$here/requirements.txt"
 
-make_venv() {
-  mkdir -p "$(dirname "$venv")"
-  if python3 -m venv "$venv" >/dev/null 2>&1; then return; fi
-  # Debian ships ensurepip separately, in python3-venv.
-  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    echo "check.sh: installing python3-venv" >&2
-    apt-get update -qq >/dev/null
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null
-    rm -rf "$venv"
-    python3 -m venv "$venv"
-  else
-    echo "check.sh: 'python3 -m venv' failed; install python3-venv" >&2
-    exit 2
-  fi
-}
-
-[ -x "$venv/bin/python" ] || make_venv
-stamp="$venv/.hearth-models-requirements"
-want="$(sha256sum "$req" | cut -d' ' -f1)"
-if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
-  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$req"
-  echo "$want" >"$stamp"
-fi
+# shellcheck source=../tests/toolchains/lib.sh
+. "$here/../tests/toolchains/lib.sh"
+hearth_python_venv "$venv"
+hearth_pip_requirements "$venv" "$req"
 
 if [ -z "${HEARTH_BIN:-}" ]; then
   # The path cargo reports, wherever CARGO_TARGET_DIR points.

@@ -4,7 +4,9 @@
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 venv="${HEARTH_BENCH_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/hearth/bench-venv}"
-[ -x "$venv/bin/python" ] || python3 -m venv "$venv"
-"$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$here/requirements.txt"
+# shellcheck source=../../tests/toolchains/lib.sh
+. "$here/../../tests/toolchains/lib.sh"
+hearth_python_venv "$venv"
+hearth_pip_requirements "$venv" "$here/requirements.txt"
 cd "$here/../.."
 HEARTH_BENCH_PYTHON="$venv/bin/python" cargo bench -p hearth-core --bench inference_vs_onnxruntime

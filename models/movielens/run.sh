@@ -36,30 +36,10 @@ export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1
 # No __pycache__ in the repository (evaluate.py imports models/build.py).
 export PYTHONDONTWRITEBYTECODE=1
 
-make_venv() {
-  mkdir -p "$(dirname "$venv")"
-  if python3 -m venv "$venv" >/dev/null 2>&1; then return; fi
-  # Debian ships ensurepip separately, in python3-venv.
-  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    echo "run.sh: installing python3-venv" >&2
-    apt-get update -qq >/dev/null
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null
-    rm -rf "$venv"
-    python3 -m venv "$venv"
-  else
-    echo "run.sh: 'python3 -m venv' failed; install python3-venv" >&2
-    exit 2
-  fi
-}
-
-[ -x "$venv/bin/python" ] || make_venv
-stamp="$venv/.hearth-movielens-requirements"
-want="$(sha256sum "$req" | cut -d' ' -f1)"
-if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
-  echo "run.sh: installing $req into $venv" >&2
-  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --only-binary=:all: -r "$req"
-  echo "$want" >"$stamp"
-fi
+# shellcheck source=../../tests/toolchains/lib.sh
+. "$here/../../tests/toolchains/lib.sh"
+hearth_python_venv "$venv"
+hearth_pip_requirements "$venv" "$req" --only-binary=:all:
 py="$venv/bin/python"
 
 # The data: MovieLens-100K as shipped inside the recbole 1.2.1 wheel.

@@ -36,7 +36,9 @@ python3 tests/federated/accountant_fixture.py --check
 
 if ! "$venv/bin/python" -c "import flwr, sys; sys.exit(flwr.__version__ != '$FLWR_VERSION')" 2>/dev/null; then
     echo "federated: making $venv (flwr $FLWR_VERSION)"
-    python3 -m venv "$venv"
+    # shellcheck source=../toolchains/lib.sh
+    . tests/toolchains/lib.sh
+    hearth_python_venv "$venv"
     "$venv/bin/pip" install -q --upgrade pip >/dev/null
     # flwr pins a certifi newer than some registries carry: its other
     # requirements come from coordinator/requirements.txt, then flwr alone.
