@@ -359,7 +359,6 @@ pub(crate) struct Hashing {
 
 /// The round's defaults for on-device training (issue: federated).
 #[derive(Debug, Clone, Deserialize)]
-#[allow(dead_code)] // read by on-device training, which lands with the federated issue
 pub(crate) struct Training {
     pub batch_examples: usize,
     pub learning_rate: f64,
@@ -945,7 +944,6 @@ impl Weights {
     }
 
     /// All parameters, flattened in manifest order (the layout of weights.bin).
-    #[allow(dead_code)] // on-device training
     pub(crate) fn flat(&self) -> Vec<f32> {
         let mut out = Vec::with_capacity(self.tensors.iter().map(|t| t.len()).sum());
         for t in &self.tensors {
@@ -957,7 +955,6 @@ impl Weights {
     }
 
     /// The inverse of `flat`.
-    #[allow(dead_code)] // on-device training
     pub(crate) fn from_flat(model: &Model, flat: &[f32]) -> Result<Weights> {
         let mut tensors = Vec::with_capacity(model.manifest.parameters.len());
         let mut at = 0;
@@ -1157,7 +1154,6 @@ impl Model {
     }
 
     /// The training-step graph: loss and every gradient at `weights`.
-    #[allow(dead_code)] // tests and testing::
     pub(crate) fn step(
         &self,
         weights: &Weights,
