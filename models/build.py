@@ -221,32 +221,33 @@ PARAMS = [
 ]
 PARAM_NAMES = [n for n, _ in PARAMS]
 PARAM_SHAPES = dict(PARAMS)
-ID_TABLES = ["id_bias", "emb_history", "emb_item"]  # rows indexed by hashed item ids
-# The id tables' gradients leave train_step as rows, one per id of an input:
-# row i is added to the table's row ids[i] (a repeated id adds twice). Every
-# other row's gradient is zero, so the device adds 33 rows instead of 4,096.
-GRAD_ROWS = {"id_bias": "item_ids", "emb_item": "item_ids", "emb_history": "history_ids"}
+# The id tables (rows indexed by hashed item ids), each with the data input
+# that picks its rows. Their gradients leave train_step as rows, one per id of
+# that input: row i is added to the table's row ids[i] (a repeated id adds
+# twice). Every other row's gradient is zero, so the device adds 33 rows
+# instead of 4,096.
+ID_TABLES = {"id_bias": "item_ids", "emb_history": "history_ids", "emb_item": "item_ids"}
 
 
 def grad_output(name):
     """The train_step output that holds parameter `name`'s gradient."""
-    return f"grad_{name}_rows" if name in GRAD_ROWS else f"grad_{name}"
+    return f"grad_{name}_rows" if name in ID_TABLES else f"grad_{name}"
 
 
 def grad_output_shape(name):
-    if name not in GRAD_ROWS:
+    if name not in ID_TABLES:
         return list(PARAM_SHAPES[name])
-    count = "N" if GRAD_ROWS[name] == "item_ids" else "K"
+    count = "N" if ID_TABLES[name] == "item_ids" else "K"
     return [count] + list(PARAM_SHAPES[name][1:])
 
 
 def dense_grad(name, out, feeds):
     """Parameter `name`'s gradient as a full array, from train_step's outputs."""
-    if name not in GRAD_ROWS:
+    if name not in ID_TABLES:
         return out[grad_output(name)]
     rows = out[grad_output(name)]
     g = np.zeros(PARAM_SHAPES[name], dtype=rows.dtype)
-    np.add.at(g, feeds[GRAD_ROWS[name]], rows)
+    np.add.at(g, feeds[ID_TABLES[name]], rows)
     return g
 USER_TOWER = {"user_w1", "user_b1", "user_w2", "user_b2"}
 ITEM_TOWER = {"item_w1", "item_b1", "item_w2", "item_b2"}
@@ -519,7 +520,7 @@ def build_graph(train: bool, elem=TensorProto.FLOAT) -> onnx.ModelProto:
         items_t = g.op("Transpose", ["items"], "items_t", perm=[1, 0])
         g.op("Squeeze", [g.op("MatMul", [items_t, gs_col], "g_item_linear_col"), ax1], "grad_item_linear")
 
-        # Collaborative term. The id tables' gradients are rows (GRAD_ROWS):
+        # Collaborative term. The id tables' gradients are rows (ID_TABLES):
         # d loss / d id_bias[item_ids[i]] += d loss / d scores[i], and so on.
         g.op("Mul", [gs_col, eu], "grad_emb_item_rows")  # [N, E]
         g_eu = g.op("MatMul", [gs_row, qi], "g_user_emb")  # [1, E]
@@ -1068,10 +1069,10 @@ def io_schema(model, train):
     docs.update({n: f"parameter {n} (see parameters)" for n in PARAM_NAMES})
     docs["scores"] = "one logit per candidate; higher ranks first; sigmoid(score) = P(engage)"
     docs["loss"] = "scalar: sum(sample_weights * (softplus(s) - labels * s)) / (sum(sample_weights) + loss_eps)"
-    docs.update({grad_output(n): f"d loss / d {n}" for n in PARAM_NAMES if n not in GRAD_ROWS})
+    docs.update({grad_output(n): f"d loss / d {n}" for n in PARAM_NAMES if n not in ID_TABLES})
     docs.update({grad_output(n): f"d loss / d {n}, as rows: row i is added to {n}'s row {ids}[i] (a repeated id "
                                  f"adds up); every other row's gradient is 0"
-                 for n, ids in GRAD_ROWS.items()})
+                 for n, ids in ID_TABLES.items()})
 
     def describe(vi):
         t = vi.type.tensor_type
@@ -1119,7 +1120,7 @@ def parameters_layout(params):
         count = int(np.prod(shape))
         out.append({"name": name, "shape": list(shape), "dtype": "float32", "offset": offset,
                     "count": count, "bytes": 4 * count, "doc": PARAM_DOC[name],
-                    "indexed_by_item_row": name in ID_TABLES, "gradient_rows_of": GRAD_ROWS.get(name)})
+                    "indexed_by_item_row": name in ID_TABLES, "gradient_rows_of": ID_TABLES.get(name)})
         offset += 4 * count
     return out, offset
 
