@@ -4,9 +4,7 @@
 //! (`features.*.groups[].compute`, `hashing`); this module is the device's
 //! side of that contract and `models/build.py` the training side.
 
-use std::collections::HashMap;
-
-use crate::history::{CatalogItem, DeviceClass, EventKind};
+use crate::history::{Catalog, CatalogItem, DeviceClass, EventKind};
 use crate::profile::Profile;
 
 /// Widths and sizes this code produces. A manifest that says otherwise is
@@ -165,7 +163,7 @@ impl ItemScale {
 }
 
 /// The largest popularity in a catalog (0 when empty).
-pub(crate) fn max_popularity(catalog: &HashMap<String, CatalogItem>) -> f64 {
+pub(crate) fn max_popularity(catalog: &Catalog) -> f64 {
     catalog.values().map(|i| i.popularity).fold(0.0, f64::max)
 }
 

@@ -7,7 +7,6 @@
 //! inside a call is caught, reported as `HearthError::Internal`, and the store
 //! is reopened from disk on the next call.
 
-use std::collections::HashMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
@@ -21,7 +20,7 @@ use crate::error::{Error, HearthError, Result};
 use crate::features;
 use crate::federated::ledger::LedgerEntry;
 use crate::federated::participation;
-use crate::history::{CatalogItem, Event, now_ms};
+use crate::history::{Catalog, CatalogItem, Event, now_ms};
 use crate::model::{self, Model, ModelInfo, ModelPackage, ModelRejection, TrustedKey, Weights};
 use crate::privacy::{
     EXPORT_FORMAT, EXPORT_FORMAT_VERSION, ExportDocument, ExportedEvent, ImportSummary, PrivacySettings, RecordOutcome,
@@ -141,7 +140,7 @@ pub(crate) struct Session {
     pub(crate) store: Store,
     pub(crate) settings: PrivacySettings,
     pub(crate) profile: Profile,
-    pub(crate) catalog: HashMap<String, CatalogItem>,
+    pub(crate) catalog: Catalog,
     /// What segments need of the history; built on first use (segments.rs).
     pub(crate) activity: Option<crate::segments::Activity>,
     /// The catalog's largest popularity (item features are scaled by it).
@@ -159,7 +158,7 @@ impl Session {
             Some(bytes) => serde_json::from_slice(&bytes).map_err(|_| Error::Integrity { table: "state" })?,
             None => PrivacySettings::default(),
         };
-        let catalog = store.load_catalog()?.into_iter().map(|i| (i.id.clone(), i)).collect();
+        let catalog = store.load_catalog()?.into_iter().map(|i| (i.id.clone(), Arc::new(i))).collect();
         let stored: Option<Profile> = match store.get_state("profile") {
             Ok(Some(bytes)) => serde_json::from_slice(&bytes).ok(),
             Ok(None) => None,
@@ -206,7 +205,7 @@ impl Session {
         self.store.scan_events(after, |id, ev| {
             match ev {
                 Ok(ev) => {
-                    profile.fold(id, &ev, catalog.get(&ev.item_id));
+                    profile.fold(id, &ev, catalog.get(&ev.item_id).map(Arc::as_ref));
                     folded += 1;
                 }
                 Err(e) => warn!("event {id} skipped while updating the profile: {e}"),
@@ -290,7 +289,7 @@ impl Session {
         }
         let first = self.store.insert_events(events)?;
         for (i, e) in events.iter().enumerate() {
-            self.profile.fold(first + i as i64, e, self.catalog.get(&e.item_id));
+            self.profile.fold(first + i as i64, e, self.catalog.get(&e.item_id).map(Arc::as_ref));
             if let Some(a) = &mut self.activity {
                 a.fold(e);
             }
@@ -339,7 +338,7 @@ impl Session {
         let mut categories_changed = false;
         let mut popularity_fell = false;
         for item in items {
-            let old = self.catalog.insert(item.id.clone(), item.clone());
+            let old = self.catalog.insert(item.id.clone(), Arc::new(item.clone()));
             popularity_fell |= old.as_ref().is_some_and(|o| o.popularity >= self.max_popularity);
             self.max_popularity = self.max_popularity.max(item.popularity);
             if self.profile.items.contains_key(&item.id)
@@ -364,7 +363,7 @@ impl Session {
             events.push(ExportedEvent { id, event: ev? });
             Ok(())
         })?;
-        let mut catalog: Vec<CatalogItem> = self.catalog.values().cloned().collect();
+        let mut catalog: Vec<CatalogItem> = self.catalog.values().map(|i| CatalogItem::clone(i)).collect();
         catalog.sort_by(|a, b| a.id.cmp(&b.id));
         Ok(ExportDocument {
             format: EXPORT_FORMAT.into(),
@@ -645,7 +644,7 @@ impl Hearth {
     }
 
     pub fn catalog_item(&self, item_id: String) -> Result<Option<CatalogItem>, HearthError> {
-        self.with(|s| Ok(s.catalog.get(&item_id).cloned()))
+        self.with(|s| Ok(s.catalog.get(&item_id).map(|i| CatalogItem::clone(i))))
     }
 
     pub fn catalog_size(&self) -> Result<u64, HearthError> {

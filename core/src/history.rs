@@ -187,6 +187,10 @@ impl Event {
     }
 }
 
+/// The catalog cache in memory, by item id. Items are shared: a ranking
+/// takes the ones it needs out of the session's lock without copying them.
+pub(crate) type Catalog = std::collections::HashMap<String, std::sync::Arc<CatalogItem>>;
+
 impl CatalogItem {
     pub(crate) fn validate(&self) -> Result<()> {
         check_text("id", &self.id, MAX_ID_BYTES)?;

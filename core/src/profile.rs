@@ -17,7 +17,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde::{Deserialize, Serialize};
 
-use crate::history::{CatalogItem, DeviceClass, Event, EventKind};
+use crate::history::{Catalog, CatalogItem, DeviceClass, Event, EventKind};
 
 /// Default half-life of engagement weights.
 pub const DEFAULT_HALF_LIFE_DAYS: f64 = 30.0;
@@ -187,7 +187,7 @@ impl Profile {
 
     /// Recomputes category affinities from the per-item state, for when the
     /// catalog learns categories of items already in the history.
-    pub(crate) fn recompute_affinities(&mut self, catalog: &HashMap<String, CatalogItem>) {
+    pub(crate) fn recompute_affinities(&mut self, catalog: &Catalog) {
         let mut aff = BTreeMap::new();
         for (id, state) in &self.items {
             let Some(item) = catalog.get(id) else {
@@ -339,7 +339,7 @@ mod tests {
         }
         assert!((p1.items["a"].engagement - p2.items["a"].engagement).abs() < 1e-9);
         // Recomputing from item state gives the same affinities.
-        let catalog: HashMap<_, _> = [("a".to_string(), a)].into();
+        let catalog: Catalog = [("a".to_string(), std::sync::Arc::new(a))].into();
         let before = p1.category_affinity.clone();
         p1.recompute_affinities(&catalog);
         for (c, v) in before {

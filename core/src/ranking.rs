@@ -20,10 +20,11 @@
 //!    item is; never a blocked category, never an inference.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use crate::error::{Error, Result};
 use crate::features::{self, HistoryEntry, ITEM_WIDTH, ItemScale, RankContext};
-use crate::history::CatalogItem;
+use crate::history::{Catalog, CatalogItem};
 use crate::model::{Model, ScoreInputs};
 use crate::privacy::PrivacySettings;
 use crate::profile::Profile;
@@ -225,7 +226,7 @@ pub struct RankResult {
 #[derive(Debug, Clone)]
 pub(crate) struct Resolved {
     pub item_id: String,
-    pub item: Option<CatalogItem>,
+    pub item: Option<Arc<CatalogItem>>,
     /// Category buckets as bits, for similarity.
     pub bits: u32,
 }
@@ -240,7 +241,7 @@ pub(crate) struct Prepared {
     pub user: [f32; features::USER_WIDTH],
     pub history: Vec<HistoryEntry>,
     /// History items' metadata (for reasons), by id.
-    pub history_items: HashMap<String, CatalogItem>,
+    pub history_items: HashMap<String, Arc<CatalogItem>>,
     /// The user's liked categories, strongest first.
     pub liked_categories: Vec<String>,
     pub scale: ItemScale,
@@ -257,7 +258,7 @@ pub(crate) fn prepare(
     options: &RankOptions,
     settings: &PrivacySettings,
     profile: &Profile,
-    catalog: &HashMap<String, CatalogItem>,
+    catalog: &Catalog,
     max_popularity: f64,
     now_ms: i64,
 ) -> Result<Prepared> {
@@ -284,9 +285,9 @@ pub(crate) fn prepare(
         if !seen.insert(c.item_id.clone()) {
             continue;
         }
-        let item = c.item.or_else(|| catalog.get(&c.item_id).cloned());
-        let is_blocked =
-            item.as_ref().is_some_and(|i| i.categories.iter().any(|cat| blocked.contains(&cat.to_lowercase())));
+        let item = c.item.map(Arc::new).or_else(|| catalog.get(&c.item_id).cloned());
+        let is_blocked = !blocked.is_empty()
+            && item.as_ref().is_some_and(|i| i.categories.iter().any(|cat| blocked.contains(&cat.to_lowercase())));
         let state = profile.items.get(&c.item_id);
         let disliked = state.is_some_and(|s| s.disliked);
         let completed = state.is_some_and(|s| s.completed);
@@ -295,7 +296,7 @@ pub(crate) fn prepare(
             filtered += 1;
             continue;
         }
-        let bits = category_bits(item.as_ref());
+        let bits = category_bits(item.as_deref());
         resolved.push(Resolved { item_id: c.item_id, item, bits });
     }
     let mut scale = ItemScale::new(max_popularity, options.context.locale.clone(), now_ms);
@@ -341,7 +342,7 @@ impl Prepared {
         let n = self.candidates.len();
         let mut items = vec![0f32; n * ITEM_WIDTH];
         for (c, row) in self.candidates.iter().zip(items.chunks_exact_mut(ITEM_WIDTH)) {
-            features::item_features(c.item.as_ref(), &self.scale, row);
+            features::item_features(c.item.as_deref(), &self.scale, row);
         }
         let (history_ids, history_weights) = features::history_tensors(&self.history);
         ScoreInputs {
@@ -468,40 +469,69 @@ fn jaccard(a: u32, b: u32) -> f64 {
     if union == 0 { 0.0 } else { (a & b).count_ones() as f64 / union as f64 }
 }
 
+/// Maximal marginal relevance: picks `take` of `order` (candidate indices,
+/// best score first) one at a time, each the first with the largest
+/// `lambda * relevance - (1 - lambda) * max similarity to those picked`,
+/// relevance being the score scaled to [0, 1] and similarity the Jaccard
+/// overlap of `bits` (by candidate index). `lambda` is in [0, 1].
+///
+/// The same picks as scanning every remaining candidate for every pick, in
+/// far fewer steps: similarity depends only on a candidate's bits, so among
+/// candidates with the same bits the first remaining one (the most relevant)
+/// is never beaten by the others, and each pick compares one candidate per
+/// distinct bit pattern.
+fn mmr(order: &[usize], scores: &[f64], bits: &[u32], lambda: f64, take: usize) -> Vec<usize> {
+    let (lo, hi) =
+        order.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &i| (lo.min(scores[i]), hi.max(scores[i])));
+    let span = if hi > lo { hi - lo } else { 1.0 };
+    // Positions in `order` grouped by bit pattern, each group in order.
+    let mut group_of: HashMap<u32, usize> = HashMap::new();
+    let mut groups: Vec<(u32, Vec<usize>)> = Vec::new();
+    for (j, &i) in order.iter().enumerate() {
+        let g = *group_of.entry(bits[i]).or_insert_with(|| {
+            groups.push((bits[i], Vec::new()));
+            groups.len() - 1
+        });
+        groups[g].1.push(j);
+    }
+    // Per group: its next unpicked member, and the largest similarity of its
+    // bits to anything picked so far.
+    let mut next = vec![0usize; groups.len()];
+    let mut max_sim = vec![0f64; groups.len()];
+    let mut out = Vec::with_capacity(take.min(order.len()));
+    while out.len() < take {
+        // (value, position in order, group) of the best head so far.
+        let mut best: Option<(f64, usize, usize)> = None;
+        for (g, (_, members)) in groups.iter().enumerate() {
+            let Some(&j) = members.get(next[g]) else { continue };
+            let relevance = (scores[order[j]] - lo) / span;
+            let value = lambda * relevance - (1.0 - lambda) * max_sim[g];
+            // (Scores are finite; a NaN would rank last rather than stall.)
+            let value = if value.is_nan() { f64::NEG_INFINITY } else { value };
+            let better = best.is_none_or(|(v, at, _)| value > v || (value == v && j < at));
+            if better {
+                best = Some((value, j, g));
+            }
+        }
+        let Some((_, j, g)) = best else { break };
+        next[g] += 1;
+        let picked = groups[g].0;
+        for (h, (b, _)) in groups.iter().enumerate() {
+            max_sim[h] = max_sim[h].max(jaccard(*b, picked));
+        }
+        out.push(order[j]);
+    }
+    out
+}
+
 /// Orders `idx` (indices into candidates, sorted by score) for diversity and
 /// returns the first `take`.
 fn diversify(order: &[usize], scores: &[f64], prepared: &Prepared, diversity: &Diversity, take: usize) -> Vec<usize> {
     match *diversity {
         Diversity::Off => order.iter().copied().take(take).collect(),
         Diversity::Mmr { lambda } => {
-            let (lo, hi) = order
-                .iter()
-                .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &i| (lo.min(scores[i]), hi.max(scores[i])));
-            let span = if hi > lo { hi - lo } else { 1.0 };
-            let mut rest: Vec<usize> = order.to_vec();
-            // Largest similarity to anything picked so far, per remaining item.
-            let mut max_sim = vec![0f64; rest.len()];
-            let mut out = Vec::with_capacity(take);
-            while out.len() < take && !rest.is_empty() {
-                let mut best = 0;
-                let mut best_value = f64::NEG_INFINITY;
-                for (j, &i) in rest.iter().enumerate() {
-                    let relevance = (scores[i] - lo) / span;
-                    let value = lambda * relevance - (1.0 - lambda) * max_sim[j];
-                    if value > best_value {
-                        best_value = value;
-                        best = j;
-                    }
-                }
-                let picked = rest.remove(best);
-                max_sim.remove(best);
-                let bits = prepared.candidates[picked].bits;
-                for (j, &i) in rest.iter().enumerate() {
-                    max_sim[j] = max_sim[j].max(jaccard(bits, prepared.candidates[i].bits));
-                }
-                out.push(picked);
-            }
-            out
+            let bits: Vec<u32> = prepared.candidates.iter().map(|c| c.bits).collect();
+            mmr(order, scores, &bits, lambda, take)
         }
         Diversity::CategoryCap { max_per_category } => {
             let cap = max_per_category as usize;
@@ -578,4 +608,52 @@ pub(crate) fn finish(prepared: &Prepared, scores: Scores, options: &RankOptions)
         })
         .collect();
     RankResult { items, ranker, personalized, filtered: prepared.filtered }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// MMR as defined: every remaining candidate scanned for every pick.
+    fn mmr_by_full_scan(order: &[usize], scores: &[f64], bits: &[u32], lambda: f64, take: usize) -> Vec<usize> {
+        let lo = order.iter().map(|&i| scores[i]).fold(f64::INFINITY, f64::min);
+        let hi = order.iter().map(|&i| scores[i]).fold(f64::NEG_INFINITY, f64::max);
+        let span = if hi > lo { hi - lo } else { 1.0 };
+        let mut rest = order.to_vec();
+        let mut out: Vec<usize> = Vec::new();
+        while out.len() < take && !rest.is_empty() {
+            let value = |i: usize| {
+                let sim = out.iter().map(|&p| jaccard(bits[i], bits[p])).fold(0.0, f64::max);
+                let relevance = (scores[i] - lo) / span;
+                lambda * relevance - (1.0 - lambda) * sim
+            };
+            let mut best = 0;
+            for j in 1..rest.len() {
+                if value(rest[j]) > value(rest[best]) {
+                    best = j;
+                }
+            }
+            out.push(rest.remove(best));
+        }
+        out
+    }
+
+    #[test]
+    fn mmr_picks_what_a_full_scan_picks() {
+        let mut rng = SplitMix::new(7);
+        for case in 0..2000 {
+            let n = 1 + rng.below(60);
+            // Few distinct scores and few category bits: many ties.
+            let scores: Vec<f64> = (0..n).map(|_| rng.below(8) as f64 * 0.25 - 1.0).collect();
+            let bits: Vec<u32> = (0..n).map(|_| (rng.next_u64() & 0b1_1111) as u32).collect();
+            let lambda = [0.0, 0.3, 0.5, 0.7, 1.0][case % 5];
+            let take = rng.below(n + 3);
+            let mut order: Vec<usize> = (0..n).collect();
+            order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]).then(a.cmp(&b)));
+            let got = mmr(&order, &scores, &bits, lambda, take);
+            let want = mmr_by_full_scan(&order, &scores, &bits, lambda, take);
+            assert_eq!(got, want, "case {case}: n {n}, lambda {lambda}, take {take}");
+            assert_eq!(got.len(), take.min(n));
+        }
+    }
 }

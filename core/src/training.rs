@@ -22,7 +22,7 @@ use log::debug;
 use crate::error::{Error, Result};
 use crate::features::{self, ITEM_WIDTH, ItemScale, RankContext};
 use crate::federated::FederatedFailure;
-use crate::history::{CatalogItem, Event, EventKind};
+use crate::history::{Catalog, CatalogItem, Event, EventKind};
 use crate::model::{Model, ScoreInputs, Weights};
 use crate::profile::Profile;
 use crate::ranking::SplitMix;
@@ -137,12 +137,7 @@ pub(crate) struct Example {
 /// features of the moment before it, from `events` replayed in time order
 /// (ties in the order given) into a fresh profile with `profile`'s
 /// half-life; `catalog` gives the categories as it does when recording.
-pub(crate) fn examples(
-    events: &[Event],
-    profile: &Profile,
-    catalog: &HashMap<String, CatalogItem>,
-    max: usize,
-) -> Vec<Example> {
+pub(crate) fn examples(events: &[Event], profile: &Profile, catalog: &Catalog, max: usize) -> Vec<Example> {
     let mut latest: HashMap<&str, usize> = HashMap::new();
     for (i, e) in events.iter().enumerate() {
         if matches!(e.kind, EventKind::Play | EventKind::Complete | EventKind::Like)
@@ -189,7 +184,7 @@ pub(crate) fn examples(
                 },
             );
         }
-        then.fold(n as i64 + 1, e, catalog.get(&e.item_id));
+        then.fold(n as i64 + 1, e, catalog.get(&e.item_id).map(|i| i.as_ref()));
     }
     picked.into_iter().filter_map(|i| made.remove(&i)).collect()
 }
@@ -238,7 +233,7 @@ pub(crate) fn train(
     global: &Weights,
     examples: &[Example],
     profile: &Profile,
-    catalog: &HashMap<String, CatalogItem>,
+    catalog: &Catalog,
     plan: &TrainingPlan,
     now_ms: i64,
 ) -> Result<LocalUpdate> {
@@ -248,7 +243,8 @@ pub(crate) fn train(
     }
     let engaged: HashSet<&str> =
         profile.items.values().filter(|s| s.engagement > 0.0 || s.plays > 0).map(|s| s.id.as_str()).collect();
-    let mut pool: Vec<&CatalogItem> = catalog.values().filter(|i| !engaged.contains(i.id.as_str())).collect();
+    let mut pool: Vec<&CatalogItem> =
+        catalog.values().map(|i| i.as_ref()).filter(|i| !engaged.contains(i.id.as_str())).collect();
     pool.sort_by(|a, b| a.id.cmp(&b.id));
     if pool.len() < plan.negatives_per_positive {
         return Err(Error::invalid("catalog", "too few unseen items to draw negatives from"));
@@ -273,7 +269,7 @@ pub(crate) fn train(
             let mut sum = vec![0f32; local.len()];
             for &e in batch {
                 let ex = &examples[e];
-                let mut candidates: Vec<Option<&CatalogItem>> = vec![catalog.get(&ex.item_id)];
+                let mut candidates: Vec<Option<&CatalogItem>> = vec![catalog.get(&ex.item_id).map(|i| i.as_ref())];
                 let mut ids = vec![ex.item_id.as_str()];
                 while candidates.len() < n {
                     let neg = pool[rng.below(pool.len())];
@@ -380,11 +376,10 @@ mod tests {
 
     #[test]
     fn an_example_sees_only_what_came_before_it() {
-        let catalog: HashMap<String, CatalogItem> =
-            [item("a", "drama"), item("b", "drama"), item("c", "comedy"), item("d", "news")]
-                .into_iter()
-                .map(|i| (i.id.clone(), i))
-                .collect();
+        let catalog: Catalog = [item("a", "drama"), item("b", "drama"), item("c", "comedy"), item("d", "news")]
+            .into_iter()
+            .map(|i| (i.id.clone(), std::sync::Arc::new(i)))
+            .collect();
         // Recorded out of time order; "b" played twice; "d" disliked later.
         let events = vec![
             event("c", EventKind::Play, 3),
@@ -396,7 +391,7 @@ mod tests {
         ];
         let mut today = Profile::new(30.0);
         for (i, e) in events.iter().enumerate() {
-            today.fold(i as i64 + 1, e, catalog.get(&e.item_id));
+            today.fold(i as i64 + 1, e, catalog.get(&e.item_id).map(|i| i.as_ref()));
         }
         let ex = examples(&events, &today, &catalog, 10);
         let items: Vec<&str> = ex.iter().map(|e| e.item_id.as_str()).collect();
@@ -418,7 +413,7 @@ mod tests {
         // "c" only drama had been watched.
         let mut before_c = Profile::new(30.0);
         for e in [&events[1], &events[2]] {
-            before_c.fold(0, e, catalog.get(&e.item_id));
+            before_c.fold(0, e, catalog.get(&e.item_id).map(|i| i.as_ref()));
         }
         assert_eq!(ex[1].user, features::user_features(&before_c));
         assert_ne!(ex[0].user, ex[1].user);
