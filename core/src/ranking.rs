@@ -240,8 +240,9 @@ pub(crate) struct Prepared {
     pub personalization: bool,
     pub user: [f32; features::USER_WIDTH],
     pub history: Vec<HistoryEntry>,
-    /// History items' metadata (for reasons), by id.
-    pub history_items: HashMap<String, Arc<CatalogItem>>,
+    /// Per `history` entry, its catalog item (for reasons), if known and
+    /// not in a blocked category.
+    pub history_items: Vec<Option<Arc<CatalogItem>>>,
     /// The user's liked categories, strongest first.
     pub liked_categories: Vec<String>,
     pub scale: ItemScale,
@@ -308,8 +309,12 @@ pub(crate) fn prepare(
         // even when the candidate shares another category with it.
         let history_items = history
             .iter()
-            .filter_map(|h| catalog.get(&h.item_id).map(|i| (h.item_id.clone(), i.clone())))
-            .filter(|(_, i)| !i.categories.iter().any(|c| blocked.contains(&c.to_lowercase())))
+            .map(|h| {
+                catalog
+                    .get(&h.item_id)
+                    .filter(|i| !i.categories.iter().any(|c| blocked.contains(&c.to_lowercase())))
+                    .cloned()
+            })
             .collect();
         let mut liked: Vec<(&String, f64)> = profile
             .category_affinity
@@ -321,7 +326,7 @@ pub(crate) fn prepare(
         let liked = liked.into_iter().take(5).map(|(c, _)| c.clone()).collect();
         (features::user_features(profile), history, history_items, liked)
     } else {
-        ([0.0; features::USER_WIDTH], Vec::new(), HashMap::new(), Vec::new())
+        ([0.0; features::USER_WIDTH], Vec::new(), Vec::new(), Vec::new())
     };
     Ok(Prepared {
         candidates: resolved,
@@ -382,22 +387,21 @@ impl Prepared {
                 return Reason::NewInCategoryYouLike { category: category.clone() };
             }
             // The heaviest history item sharing the most categories.
-            let mut best: Option<(usize, f64, &HistoryEntry)> = None;
-            for h in &self.history {
+            let mut best: Option<(usize, f64, &HistoryEntry, &CatalogItem)> = None;
+            for (h, hi) in self.history.iter().zip(&self.history_items) {
+                let Some(hi) = hi else {
+                    continue;
+                };
                 if h.item_id == c.item_id {
                     continue;
                 }
-                let Some(hi) = self.history_items.get(&h.item_id) else {
-                    continue;
-                };
                 let shared = hi.categories.iter().filter(|x| cats.contains(x.as_str())).count();
-                if shared > 0 && best.is_none_or(|(s, w, _)| (shared, h.weight) > (s, w)) {
-                    best = Some((shared, h.weight, h));
+                if shared > 0 && best.is_none_or(|(s, w, _, _)| (shared, h.weight) > (s, w)) {
+                    best = Some((shared, h.weight, h, hi));
                 }
             }
-            if let Some((_, _, h)) = best {
-                let title = self.history_items[&h.item_id].title.clone();
-                return Reason::BecauseYouWatched { item_id: h.item_id.clone(), title };
+            if let Some((_, _, h, hi)) = best {
+                return Reason::BecauseYouWatched { item_id: h.item_id.clone(), title: hi.title.clone() };
             }
         }
         match c.item.as_ref().and_then(|i| i.language.as_deref()) {
