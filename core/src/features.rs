@@ -112,27 +112,31 @@ pub(crate) struct HistoryEntry {
 pub(crate) fn history(profile: &Profile, now_ms: i64, except: Option<&str>) -> Vec<HistoryEntry> {
     let ln2 = std::f64::consts::LN_2;
     let decay = |at_ms: i64| (-((now_ms - at_ms).max(0) as f64) / DAY_MS * ln2 / profile.half_life_days).exp();
-    // Select the most recent first, then decay and copy only those: a
-    // profile can hold thousands of items.
-    let mut eligible: Vec<&crate::profile::ItemState> = profile
-        .items
-        .values()
-        // Past about a thousand half-lives the decayed weight underflows to 0.
-        .filter(|s| {
-            s.engagement > 0.0
-                && except != Some(s.id.as_str())
-                && ((now_ms - s.at_ms).max(0) as f64) / DAY_MS / profile.half_life_days < 1000.0
-        })
-        .collect();
-    let newest_first = |a: &&crate::profile::ItemState, b: &&crate::profile::ItemState| {
-        b.last_ms.cmp(&a.last_ms).then_with(|| a.id.as_bytes().cmp(b.id.as_bytes()))
+    let eligible = |s: &crate::profile::ItemState| {
+        s.engagement > 0.0
+            && except != Some(s.id.as_str())
+            // Past about a thousand half-lives the decayed weight underflows to 0.
+            && ((now_ms - s.at_ms).max(0) as f64) / DAY_MS / profile.half_life_days < 1000.0
     };
-    if eligible.len() > MAX_HISTORY {
-        eligible.select_nth_unstable_by(MAX_HISTORY - 1, newest_first);
-        eligible.truncate(MAX_HISTORY);
-    }
-    eligible.sort_by(newest_first);
-    eligible
+    // Select the most recent first, then decay and copy only those: a
+    // profile can hold thousands of items. The profile's recency index gives
+    // them in order; without it, every item is looked at.
+    let recent: Vec<&crate::profile::ItemState> = match profile.engaged_by_recency() {
+        Some(newest_first) => newest_first.filter(|s| eligible(s)).take(MAX_HISTORY).collect(),
+        None => {
+            let mut all: Vec<&crate::profile::ItemState> = profile.items.values().filter(|s| eligible(s)).collect();
+            let newest_first = |a: &&crate::profile::ItemState, b: &&crate::profile::ItemState| {
+                b.last_ms.cmp(&a.last_ms).then_with(|| a.id.as_bytes().cmp(b.id.as_bytes()))
+            };
+            if all.len() > MAX_HISTORY {
+                all.select_nth_unstable_by(MAX_HISTORY - 1, newest_first);
+                all.truncate(MAX_HISTORY);
+            }
+            all.sort_by(newest_first);
+            all
+        }
+    };
+    recent
         .into_iter()
         .map(|s| HistoryEntry { item_id: s.id.clone(), weight: s.engagement * decay(s.at_ms), last_ms: s.last_ms })
         .collect()

@@ -182,6 +182,7 @@ impl Session {
             Some(mut p) => {
                 let items: Vec<ItemState> = session.store.load_keyed(Table::ProfileItems)?;
                 p.items = items.into_iter().map(|i| (i.id.clone(), i)).collect();
+                p.reindex();
                 session.profile = p;
                 if session.catch_up_profile()? > 0 {
                     // Not fatal: a full store must still open, and the

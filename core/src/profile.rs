@@ -13,7 +13,8 @@
 //! past the watermark, so the stored profile can lag the history but never
 //! lose it.
 
-use std::collections::{BTreeMap, HashMap};
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde::{Deserialize, Serialize};
 
@@ -78,6 +79,16 @@ pub(crate) struct Profile {
     /// How many items changed since the profile was last written.
     #[serde(skip)]
     pub dirty_count: usize,
+    /// The items with engagement above 0, most recently engaged first (ties
+    /// by id): `features::history` reads the first few instead of sorting
+    /// every item on every ranking. `fold` keeps it in step; `reindex`
+    /// rebuilds it after `items` is replaced.
+    #[serde(skip)]
+    engaged_by_recency: BTreeSet<(Reverse<i64>, String)>,
+    /// `items.len()` and `event_count` when the index was last in step. A
+    /// mismatch (items changed some other way) leaves the index unused.
+    #[serde(skip)]
+    index_stamp: (usize, u64),
 }
 
 impl Profile {
@@ -94,7 +105,25 @@ impl Profile {
             hour_mix: [0.0; 24],
             items: HashMap::new(),
             dirty_count: 0,
+            engaged_by_recency: BTreeSet::new(),
+            index_stamp: (0, 0),
         }
+    }
+
+    /// Rebuilds the recency index from `items` (after they are loaded).
+    pub(crate) fn reindex(&mut self) {
+        self.engaged_by_recency =
+            self.items.values().filter(|s| s.engagement > 0.0).map(|s| (Reverse(s.last_ms), s.id.clone())).collect();
+        self.index_stamp = (self.items.len(), self.event_count);
+    }
+
+    /// The items with engagement above 0, most recently engaged first (ties
+    /// by id), or None when the index is not in step with `items`.
+    pub(crate) fn engaged_by_recency(&self) -> Option<impl Iterator<Item = &ItemState>> {
+        if self.index_stamp != (self.items.len(), self.event_count) {
+            return None;
+        }
+        Some(self.engaged_by_recency.iter().filter_map(|(_, id)| self.items.get(id)))
     }
 
     fn decay(&self, dt_ms: i64) -> f64 {
@@ -117,6 +146,7 @@ impl Profile {
             self.reference_ms = t;
         }
         let age = self.decay(self.reference_ms - t);
+        let index_in_step = self.index_stamp == (self.items.len(), self.event_count);
         self.watermark = self.watermark.max(id);
         self.first_ms = Some(self.first_ms.map_or(t, |f| f.min(t)));
         self.event_count += 1;
@@ -154,6 +184,7 @@ impl Profile {
             state.dirty = true;
             self.dirty_count += 1;
         }
+        let before = (state.engagement > 0.0).then_some(Reverse(state.last_ms));
         let decay_to = |from: i64, to: i64| {
             if to <= from { 1.0 } else { (-((to - from) as f64) / DAY_MS * std::f64::consts::LN_2 / half_life).exp() }
         };
@@ -182,6 +213,20 @@ impl Profile {
         }
         if let Some(p) = event.progress_fraction() {
             state.progress = state.progress.max(p);
+        }
+        if index_in_step {
+            let after = (state.engagement > 0.0).then_some(Reverse(state.last_ms));
+            if before != after {
+                let mut entry = (before.unwrap_or(Reverse(0)), state.id.clone());
+                if before.is_some() {
+                    self.engaged_by_recency.remove(&entry);
+                }
+                if let Some(key) = after {
+                    entry.0 = key;
+                    self.engaged_by_recency.insert(entry);
+                }
+            }
+            self.index_stamp = (self.items.len(), self.event_count);
         }
     }
 
@@ -345,5 +390,37 @@ mod tests {
         for (c, v) in before {
             assert!((p1.category_affinity[&c] - v).abs() < 1e-9);
         }
+    }
+
+    #[test]
+    fn the_recency_index_gives_the_history_a_full_scan_gives() {
+        let mut rng = crate::ranking::SplitMix::new(11);
+        let kinds = [EventKind::Play, EventKind::Skip, EventKind::Dislike, EventKind::Like, EventKind::Impression];
+        let t0 = 1_750_000_000_000i64;
+        let mut p = Profile::new(DEFAULT_HALF_LIFE_DAYS);
+        for n in 1..=3000i64 {
+            // 400 items, timestamps out of order, repeated last_ms (ties by id).
+            let item = format!("item-{}", rng.below(400));
+            let t = t0 + rng.below(2000) as i64 * 3_600_000;
+            p.fold(n, &Event::bare(&item, kinds[rng.below(kinds.len())], t), None);
+            if n % 250 != 0 {
+                continue;
+            }
+            let mut scanned = p.clone();
+            scanned.index_stamp = (usize::MAX, 0);
+            assert!(p.engaged_by_recency().is_some() && scanned.engaged_by_recency().is_none());
+            let now = t0 + 2100 * 3_600_000;
+            for except in [None, Some("item-7")] {
+                let got = crate::features::history(&p, now, except);
+                assert_eq!(got, crate::features::history(&scanned, now, except), "after {n} events");
+                assert_eq!(got.len(), crate::features::MAX_HISTORY);
+            }
+            let mut rebuilt = p.clone();
+            rebuilt.reindex();
+            assert_eq!(rebuilt.engaged_by_recency, p.engaged_by_recency, "after {n} events");
+        }
+        // Items changed without `fold`: the index is not used.
+        p.items.insert("elsewhere".into(), ItemState { id: "elsewhere".into(), ..ItemState::default() });
+        assert!(p.engaged_by_recency().is_none());
     }
 }
