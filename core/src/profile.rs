@@ -216,15 +216,20 @@ impl Profile {
         }
         if index_in_step {
             let after = (state.engagement > 0.0).then_some(Reverse(state.last_ms));
-            if before != after {
-                let mut entry = (before.unwrap_or(Reverse(0)), state.id.clone());
-                if before.is_some() {
+            match (before, after) {
+                (Some(old), Some(new)) if old == new => {}
+                (Some(old), new) => {
+                    let mut entry = (old, state.id.clone());
                     self.engaged_by_recency.remove(&entry);
+                    if let Some(new) = new {
+                        entry.0 = new;
+                        self.engaged_by_recency.insert(entry);
+                    }
                 }
-                if let Some(key) = after {
-                    entry.0 = key;
-                    self.engaged_by_recency.insert(entry);
+                (None, Some(new)) => {
+                    self.engaged_by_recency.insert((new, state.id.clone()));
                 }
+                (None, None) => {}
             }
             self.index_stamp = (self.items.len(), self.event_count);
         }

@@ -268,6 +268,8 @@ pub(crate) fn prepare(
         return Err(Error::invalid("candidates", format!("at most {MAX_CANDIDATES} per call")));
     }
     let blocked: HashSet<String> = settings.blocked_categories.iter().map(|c| c.to_lowercase()).collect();
+    let in_blocked_category =
+        |item: &CatalogItem| !blocked.is_empty() && item.categories.iter().any(|c| blocked.contains(&c.to_lowercase()));
     let mut seen = HashSet::with_capacity(candidates.len());
     let mut resolved = Vec::with_capacity(candidates.len());
     let mut filtered = 0u32;
@@ -287,8 +289,7 @@ pub(crate) fn prepare(
             continue;
         }
         let item = c.item.map(Arc::new).or_else(|| catalog.get(&c.item_id).cloned());
-        let is_blocked = !blocked.is_empty()
-            && item.as_ref().is_some_and(|i| i.categories.iter().any(|cat| blocked.contains(&cat.to_lowercase())));
+        let is_blocked = item.as_deref().is_some_and(in_blocked_category);
         let state = profile.items.get(&c.item_id);
         let disliked = state.is_some_and(|s| s.disliked);
         let completed = state.is_some_and(|s| s.completed);
@@ -307,15 +308,8 @@ pub(crate) fn prepare(
         let history = features::history(profile, now_ms, None);
         // An item in a category the user blocked is never named in a reason,
         // even when the candidate shares another category with it.
-        let history_items = history
-            .iter()
-            .map(|h| {
-                catalog
-                    .get(&h.item_id)
-                    .filter(|i| !i.categories.iter().any(|c| blocked.contains(&c.to_lowercase())))
-                    .cloned()
-            })
-            .collect();
+        let history_items =
+            history.iter().map(|h| catalog.get(&h.item_id).filter(|i| !in_blocked_category(i)).cloned()).collect();
         let mut liked: Vec<(&String, f64)> = profile
             .category_affinity
             .iter()
