@@ -41,8 +41,8 @@ class SegmentEstimate:
 
 
 def keep_probability(bit_epsilon: float) -> float:
-    e = math.exp(bit_epsilon)
-    return e / (1.0 + e)
+    # e^b / (1 + e^b), written so that a large b does not overflow exp.
+    return 1.0 / (1.0 + math.exp(-bit_epsilon))
 
 
 def unpack_bits(packed: bytes | Sequence[int], n: int) -> list[int]:

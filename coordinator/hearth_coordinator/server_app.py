@@ -12,19 +12,23 @@ the run asks devices for randomized segment reports, and, with a signing key, `m
 `model-signature`: the manifest of the global model being sent, signed with
 Ed25519, so a device installs it through its verifying path before it
 trains from it.
+
+With `out-dir`, the weights and the summary are written after every round
+and at the end, also when the run fails (`output.py`).
 """
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
+from logging import ERROR
 
 from flwr.app import ConfigRecord, Context
+from flwr.common.logger import log
 from flwr.serverapp import Grid, ServerApp
 
 from . import model
+from .output import RunOutput
 from .server_opt import ServerOptimizer
-from .strategy import HearthFedAvg, from_arrays, to_arrays
+from .strategy import MAX_NOISE_RATIO, HearthFedAvg, from_arrays, to_arrays
 
 app = ServerApp()
 
@@ -81,6 +85,20 @@ def main(grid: Grid, context: Context) -> None:
         else None,
         rounds=int(cfg["num-server-rounds"]),
     )
+    out = None
+    if cfg.get("out-dir"):
+        out = RunOutput(
+            str(cfg["out-dir"]),
+            {"clip_norm": clip, "noise_multiplier": noise, "server_optimizer": optimizer.kind,
+             "server_learning_rate": optimizer.lr},
+        )
+    last = {"params": params}
+
+    def on_round(rounds: list[dict], new_params) -> None:
+        last["params"] = new_params
+        if out is not None:
+            out.checkpoint(rounds, new_params)
+
     strategy = SigningFedAvg(
         manifest=manifest,
         key=model.load_signing_key(str(cfg.get("signing-key", ""))),
@@ -90,23 +108,28 @@ def main(grid: Grid, context: Context) -> None:
         seed=int(cfg["noise-seed"]),
         segment_labels=labels,
         optimizer=optimizer,
+        noise_check=str(cfg.get("noise-check", "warn")),
+        max_noise_ratio=float(cfg.get("max-noise-ratio", MAX_NOISE_RATIO)),
+        on_round=on_round,
     )
-    result = strategy.start(
-        grid=grid,
-        initial_arrays=to_arrays(params),
-        num_rounds=int(cfg["num-server-rounds"]),
-        timeout=float(cfg["round-timeout"]),
-        train_config=train_config,
-    )
-    if cfg.get("out-dir"):
-        out = Path(str(cfg["out-dir"]))
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "weights.bin").write_bytes(model.weights_bytes(from_arrays(result.arrays)))
-        (out / "summary.json").write_text(
-            json.dumps(
-                {"clip_norm": clip, "server_optimizer": optimizer.kind, "server_learning_rate": optimizer.lr,
-                 "rounds": strategy.rounds},
-                indent=2,
-            )
-            + "\n"
+    # With n = min-nodes, the fewest a round waits for; each round checks
+    # again with the n it kept.
+    strategy.check_noise(int(cfg["min-nodes"]), params, "at start, with min-nodes devices a round")
+    try:
+        strategy.start(
+            grid=grid,
+            initial_arrays=to_arrays(params),
+            num_rounds=int(cfg["num-server-rounds"]),
+            timeout=float(cfg["round-timeout"]),
+            train_config=train_config,
         )
+    except BaseException as e:
+        log(ERROR, "the run stopped after %s rounds: %r", len(strategy.rounds), e)
+        if out is not None:
+            try:
+                out.finish(strategy.rounds, last["params"], error=repr(e))
+            except Exception as write_error:
+                log(ERROR, "the summary of the stopped run was not written: %r", write_error)
+        raise
+    if out is not None:
+        out.finish(strategy.rounds, last["params"])

@@ -10,31 +10,60 @@ What a device replies (core/src/federated/mod.rs says the same):
   memberships (`"bits"`, packed) and `"bit-epsilon"`. Their sizes are
   estimated per round (`segments.estimate`), never per device.
 
-Aggregation: updates of the wrong names or shapes, not finite, or with a
-norm above C are dropped (a device that breaks the bound is not trusted to
-be averaged). The mean of the n kept deltas is unweighted, so one device
+Every reply is checked whole before any of it is used (`check_reply`): an
+error or empty reply, a record that is not one of these three or not of its
+type, arrays of other names, dtype or shapes, data that is not a `.npy` of
+them, values that are not finite, a norm above C, a `num-examples` that is
+not a finite whole number in [0, MAX_EXAMPLES], a segment report without
+`bits` as bytes of the labels' length or without a finite positive
+`bit-epsilon`, or any other key. A reply failing any check is dropped whole
+and logged with its reason (a device that breaks the protocol is not trusted
+to be averaged), and the round goes on with the others.
+
+Aggregation: the mean of the n kept deltas is unweighted, so one device
 moves it by at most C / n; Gaussian noise of std `noise_multiplier * C / n`
 is added to every coordinate of the mean. The server optimizer
 (`server_opt`: FedAvg by default, FedAvgM or FedAdam) then moves the global
 weights by that noisy mean; it only post-processes what the noise protects.
+
+Before a round's mean is applied, `noise_ratio` compares the noise's
+expected L2 norm, `z C / n * sqrt(d)` over the d coordinates, with the size
+of the global model, `max(||w||, C)`. Above `max_noise_ratio` the round's
+noise is large against the model it is added to (with few devices the noise
+of one round can be several times the whole model, and devices then diverge
+training from it): a WARNING is logged, and with `noise_check="refuse"` the
+round's update is not applied (the global weights stay as they were).
+README.md explains the default of 0.5.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import math
+import numbers
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from logging import INFO, WARNING
 
 import numpy as np
 
 from . import segments
 from .server_opt import ServerOptimizer
-from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.common.logger import log
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 
 # f32 rounding on the device may leave a clipped norm a hair above C.
 NORM_TOLERANCE = 1e-5
+# A device reports its examples rounded down to 1, 2, 5, ..., 500
+# (core/src/federated/fleet.rs, coarse_count); anything above this is not a
+# count a device makes.
+MAX_EXAMPLES = 1_000_000
+NUMPY_STYPE = "numpy.ndarray"
+NOISE_CHECKS = ("warn", "refuse")
+# The default bound on noise_ratio (README.md, "Noise against the model").
+MAX_NOISE_RATIO = 0.5
 
 
 def to_arrays(params: list[tuple[str, np.ndarray]]) -> ArrayRecord:
@@ -62,6 +91,138 @@ def check_delta(
     return True, norm, ""
 
 
+class BadReply(ValueError):
+    """Why a reply is dropped."""
+
+
+@dataclass
+class Reply:
+    """A reply that passed every check."""
+
+    delta: list[tuple[str, np.ndarray]]
+    norm: float
+    examples: int
+    report: dict | None  # as segments.estimate takes it
+
+
+def _number(value: object) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
+
+
+def read_delta(record: object, shapes: list[tuple[str, tuple[int, ...]]], clip: float) -> tuple[list, float]:
+    """The delta of an `"arrays"` record and its norm, or BadReply."""
+    if not isinstance(record, ArrayRecord):
+        raise BadReply(f"'arrays' is a {type(record).__name__}, not an ArrayRecord")
+    names = list(record.keys())
+    expected = [n for n, _ in shapes]
+    if names != expected:
+        missing = [n for n in expected if n not in names]
+        extra = [n for n in names if n not in expected]
+        if missing or extra:
+            raise BadReply(f"arrays missing {missing[:5]}, unexpected {extra[:5]}")
+        raise BadReply("arrays out of order")
+    delta = []
+    for name, shape in shapes:
+        arr = record[name]
+        if not isinstance(arr, Array):
+            raise BadReply(f"array {name!r} is a {type(arr).__name__}")
+        if arr.stype != NUMPY_STYPE or arr.dtype != "float32":
+            raise BadReply(f"array {name!r} is {arr.stype!r} of {arr.dtype!r}, not {NUMPY_STYPE!r} of 'float32'")
+        if tuple(arr.shape) != tuple(shape):
+            raise BadReply(f"array {name!r} has shape {tuple(arr.shape)}, not {tuple(shape)}")
+        try:
+            a = arr.numpy()
+        except Exception as e:  # np.load raises ValueError, EOFError, OSError, ... on bad bytes
+            raise BadReply(f"array {name!r} is not valid .npy data ({type(e).__name__}: {e})") from None
+        if not isinstance(a, np.ndarray):
+            raise BadReply(f"array {name!r} decodes to a {type(a).__name__}, not an array")
+        if a.dtype != np.float32 or tuple(a.shape) != tuple(shape):
+            raise BadReply(f"array {name!r}'s data is {a.dtype} {tuple(a.shape)}, not its declared float32 {shape}")
+        delta.append((name, a))
+    ok, norm, why = check_delta(delta, shapes, clip)
+    if not ok:
+        raise BadReply(why)
+    return delta, norm
+
+
+def read_examples(record: object) -> int:
+    """The `num-examples` of a `"metrics"` record, or BadReply."""
+    if not isinstance(record, MetricRecord):
+        raise BadReply(f"'metrics' is a {type(record).__name__}, not a MetricRecord")
+    keys = set(record.keys())
+    if keys != {"num-examples"}:
+        raise BadReply(f"metrics has keys {sorted(keys)[:5]}, not ['num-examples']")
+    v = record["num-examples"]
+    if not _number(v):
+        raise BadReply(f"num-examples is a {type(v).__name__}, not a number")
+    if not math.isfinite(v) or v < 0 or v != math.floor(v) or v > MAX_EXAMPLES:
+        raise BadReply(f"num-examples {v!r} is not a whole number in [0, {MAX_EXAMPLES}]")
+    return int(v)
+
+
+def read_report(record: object, labels: list[str]) -> dict:
+    """A `"segment-report"` as segments.estimate takes it, or BadReply."""
+    if not isinstance(record, ConfigRecord):
+        raise BadReply(f"'segment-report' is a {type(record).__name__}, not a ConfigRecord")
+    keys = set(record.keys())
+    if keys != {"bits", "bit-epsilon"}:
+        raise BadReply(f"segment-report has keys {sorted(keys)[:5]}, not ['bit-epsilon', 'bits']")
+    bits = record["bits"]
+    if not isinstance(bits, bytes):
+        raise BadReply(f"segment-report bits is a {type(bits).__name__}, not bytes")
+    if len(bits) != (len(labels) + 7) // 8:
+        raise BadReply(f"segment-report bits has {len(bits)} bytes, not {(len(labels) + 7) // 8} for {len(labels)} labels")
+    if len(labels) % 8 and bits[-1] >> (len(labels) % 8):
+        raise BadReply("segment-report bits sets bits past the labels")
+    eps = record["bit-epsilon"]
+    if not _number(eps):
+        raise BadReply(f"segment-report bit-epsilon is a {type(eps).__name__}, not a number")
+    if not (math.isfinite(eps) and eps > 0):
+        # At 0 a bit is kept with probability 1/2: it says nothing, and the
+        # estimator divides by 2p - 1.
+        raise BadReply(f"segment-report bit-epsilon {eps!r} is not finite and positive")
+    return {"labels": list(labels), "bits": bits, "bit_epsilon": float(eps)}
+
+
+def read_reply(
+    msg: Message, shapes: list[tuple[str, tuple[int, ...]]], clip: float, labels: list[str]
+) -> Reply:
+    """Every field of a train reply checked; BadReply says what is wrong."""
+    if msg.has_error():
+        raise BadReply(f"an error reply (code {msg.error.code}): {msg.error.reason}")
+    if not msg.has_content():
+        raise BadReply("an empty reply (no content)")
+    content = msg.content
+    if not isinstance(content, RecordDict):
+        raise BadReply(f"content is a {type(content).__name__}, not a RecordDict")
+    keys = set(content.keys())
+    if not keys:
+        raise BadReply("an empty reply (no records)")
+    allowed = {"arrays", "metrics"} | ({"segment-report"} if labels else set())
+    if keys - allowed:
+        raise BadReply(f"unexpected records {sorted(keys - allowed)[:5]}")
+    for required in ("arrays", "metrics"):
+        if required not in keys:
+            raise BadReply(f"no {required!r} record")
+    delta, norm = read_delta(content["arrays"], shapes, clip)
+    examples = read_examples(content["metrics"])
+    report = read_report(content["segment-report"], labels) if "segment-report" in keys else None
+    return Reply(delta, norm, examples, report)
+
+
+def check_reply(
+    msg: Message, shapes: list[tuple[str, tuple[int, ...]]], clip: float, labels: list[str]
+) -> tuple[Reply | None, str]:
+    """(the checked reply, "") or (None, why it is dropped). Never raises:
+    whatever a reply holds, the round goes on without it."""
+    try:
+        return read_reply(msg, shapes, clip, labels), ""
+    except BadReply as e:
+        return None, str(e)
+    except Exception as e:  # a shape of reply no check above foresaw
+        return None, f"unreadable ({type(e).__name__}: {e})"
+
+
 def noisy_mean(
     deltas: list[list[tuple[str, np.ndarray]]],
     clip: float,
@@ -79,6 +240,20 @@ def noisy_mean(
             mean = mean + rng.normal(0.0, std, size=mean.shape)
         out.append((name, mean))
     return out, std
+
+
+def noise_ratio(noise_multiplier: float, clip: float, n: int, params: list[tuple[str, np.ndarray]]) -> float:
+    """The expected L2 norm of a round's noise over n updates,
+    `z C / n * sqrt(d)`, over the size of the model it is added to,
+    `max(||w||, C)` (C, the most a round's mean moves the weights, for a
+    model still at zero). Infinite for n = 0 with noise."""
+    if noise_multiplier <= 0:
+        return 0.0
+    if n <= 0:
+        return math.inf
+    d = sum(int(a.size) for _, a in params)
+    weights = math.sqrt(sum(float(np.sum(np.square(a, dtype=np.float64))) for _, a in params))
+    return noise_multiplier * clip / n * math.sqrt(d) / max(weights, clip)
 
 
 def aggregate(
@@ -107,6 +282,9 @@ class HearthFedAvg(FedAvg):
         seed: int,
         segment_labels: list[str] | None = None,
         optimizer: ServerOptimizer | None = None,
+        noise_check: str = "warn",
+        max_noise_ratio: float = MAX_NOISE_RATIO,
+        on_round: Callable[[list[dict], list[tuple[str, np.ndarray]]], None] | None = None,
     ) -> None:
         super().__init__(
             fraction_train=1.0,
@@ -115,13 +293,41 @@ class HearthFedAvg(FedAvg):
             min_evaluate_nodes=0,
             min_available_nodes=min_nodes,
         )
+        if noise_check not in NOISE_CHECKS:
+            raise ValueError(f"noise-check must be one of {', '.join(NOISE_CHECKS)}, not {noise_check!r}")
+        if not (math.isfinite(max_noise_ratio) and max_noise_ratio > 0):
+            raise ValueError("max-noise-ratio must be a positive number")
         self.clip_norm = clip_norm
         self.noise_multiplier = noise_multiplier
         self.segment_labels = segment_labels or []
         self.rng = np.random.default_rng(seed)
         self.optimizer = optimizer or ServerOptimizer()
+        self.noise_check = noise_check
+        self.max_noise_ratio = max_noise_ratio
+        # Called after every round with the summaries so far and the global
+        # parameters the round leaves (server_app writes them out).
+        self.on_round = on_round
         self.current: list[tuple[str, np.ndarray]] = []
         self.rounds: list[dict] = []
+
+    def check_noise(self, n: int, params: list[tuple[str, np.ndarray]], when: str) -> tuple[float, bool]:
+        """(noise_ratio with n updates, whether it is above the bound),
+        logging a WARNING when it is."""
+        ratio = noise_ratio(self.noise_multiplier, self.clip_norm, n, params)
+        too_much = ratio > self.max_noise_ratio
+        if too_much:
+            std = self.noise_multiplier * self.clip_norm / n if n > 0 else math.inf
+            log(
+                WARNING,
+                "%s: the noise is large against the model: std z*C/n = %s*%s/%s = %.4g on each of the %s "
+                "coordinates, an expected norm %.4g times the model's (max(||w||, C)), above max-noise-ratio "
+                "%s; %s. More devices per round, a smaller noise-multiplier or a larger model norm lower it.",
+                when, self.noise_multiplier, self.clip_norm, n, std,
+                sum(int(a.size) for _, a in params), ratio, self.max_noise_ratio,
+                "the round's update is not applied (noise-check = refuse)" if self.noise_check == "refuse"
+                else "devices may diverge training from the noisy model",
+            )
+        return ratio, too_much
 
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
@@ -132,55 +338,63 @@ class HearthFedAvg(FedAvg):
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        replies = list(replies)
         shapes = [(n, tuple(a.shape)) for n, a in self.current]
-        deltas, norms, dropped, examples, reports = [], [], 0, 0, []
-        for msg in replies:
-            if msg.has_error():
-                dropped += 1
-                log(WARNING, "round %s: an error reply: %s", server_round, msg.error.reason)
+        kept: list[Reply] = []
+        reasons: list[str] = []
+        for msg in list(replies):
+            reply, why = check_reply(msg, shapes, self.clip_norm, self.segment_labels)
+            if reply is None:
+                reasons.append(why)
+                try:
+                    node = msg.metadata.src_node_id
+                except Exception:
+                    node = "?"
+                log(WARNING, "round %s: the reply of node %s dropped: %s", server_round, node, why)
                 continue
-            record = msg.content.array_records.get("arrays")
-            if record is None:
-                dropped += 1
-                continue
-            delta = from_arrays(record)
-            ok, norm, why = check_delta(delta, shapes, self.clip_norm)
-            if not ok:
-                dropped += 1
-                log(WARNING, "round %s: an update dropped: %s", server_round, why)
-                continue
-            deltas.append(delta)
-            norms.append(norm)
-            metrics = msg.content.metric_records.get("metrics")
-            if metrics is not None:
-                examples += int(metrics.get("num-examples", 0))
-            report = msg.content.config_records.get("segment-report")
-            if report is not None and self.segment_labels:
-                reports.append(
-                    {"labels": self.segment_labels, "bits": report["bits"], "bit_epsilon": report["bit-epsilon"]}
-                )
-        if not deltas:
-            log(WARNING, "round %s: no usable update; the global model is unchanged", server_round)
-            return None, None
-        new, std = aggregate(self.current, deltas, self.clip_norm, self.noise_multiplier, self.rng, self.optimizer)
-        summary = {
+            kept.append(reply)
+        norms = [r.norm for r in kept]
+        summary: dict = {
             "round": server_round,
-            "participants": len(deltas),
-            "dropped": dropped,
-            "max_norm": max(norms),
-            "mean_norm": float(np.mean(norms)),
-            "noise_std": std,
-            "examples": examples,
+            "participants": len(kept),
+            "dropped": len(reasons),
+            "max_norm": max(norms) if norms else None,
+            "mean_norm": float(np.mean(norms)) if norms else None,
+            "noise_std": self.noise_multiplier * self.clip_norm / len(kept) if kept else None,
+            "examples": sum(r.examples for r in kept),
         }
+        if reasons:
+            summary["drop_reasons"] = dict(Counter(reasons))
+        new = None
+        if not kept:
+            log(WARNING, "round %s: no usable update; the global model is unchanged", server_round)
+            summary["applied"] = False
+        else:
+            ratio, too_much = self.check_noise(len(kept), self.current, f"round {server_round}")
+            summary["noise_ratio"] = ratio
+            if too_much and self.noise_check == "refuse":
+                summary["applied"] = False
+                summary["refused"] = f"noise ratio {ratio:.4g} above max-noise-ratio {self.max_noise_ratio}"
+            else:
+                new, summary["noise_std"] = aggregate(
+                    self.current, [r.delta for r in kept], self.clip_norm, self.noise_multiplier, self.rng,
+                    self.optimizer,
+                )
+                summary["applied"] = True
+        reports = [r.report for r in kept if r.report is not None]
         if reports:
             try:
                 est = segments.estimate(reports)
                 summary["segments"] = {"reports": est.reports, "std_error": est.std_error, "sizes": est.as_dict()}
-            except ValueError as e:
+            except Exception as e:  # e.g. reports at different bit-epsilons
                 log(WARNING, "round %s: segment reports not estimated: %s", server_round, e)
         self.rounds.append(summary)
         log(INFO, "round %s: %s", server_round, summary)
-        return to_arrays(new), MetricRecord(
-            {k: float(v) for k, v in summary.items() if k not in ("round", "segments")}
+        if self.on_round is not None:
+            try:
+                self.on_round(self.rounds, new if new is not None else self.current)
+            except Exception as e:
+                log(WARNING, "round %s: the round's summary was not written: %s", server_round, e)
+        metrics = MetricRecord(
+            {k: float(v) for k, v in summary.items() if _number(v) and k != "round"}
         )
+        return (to_arrays(new) if new is not None else None), metrics
