@@ -18,6 +18,8 @@ mod movielens;
 mod population;
 mod simulate;
 
+use std::fmt::Write as _;
+use std::io::{ErrorKind, Write as _};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -328,9 +330,22 @@ fn main() {
         },
     };
     if let Err(e) = result {
+        // `hearth export | head`: the reader went away; nothing to report.
+        if e.chain().any(|c| c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == ErrorKind::BrokenPipe)) {
+            std::process::exit(0);
+        }
         eprintln!("hearth: {e:#}");
         std::process::exit(1);
     }
+}
+
+/// Writes `text` to standard output (an error, not a panic, when the reader
+/// has gone: `hearth inspect | head`).
+fn print_out(text: &str) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())?;
+    out.flush()?;
+    Ok(())
 }
 
 /// `LABEL=NDCG` pairs of `--reference`.
@@ -365,36 +380,44 @@ fn inspect(dir: &Path, passphrase: &str) -> Result<()> {
     let h = open_store(dir, passphrase)?;
     let p = h.profile()?;
     let s = h.settings()?;
-    println!("Hearth store {} (schema v{SCHEMA_VERSION})", dir.display());
-    println!("  integrity         {}", h.integrity_check()?);
-    println!("  events            {}", h.event_count()?);
-    println!("  items seen        {}", p.items_seen);
-    println!("  catalog cache     {} items", h.catalog_size()?);
-    println!("  completion rate   {:.2}", p.completion_rate);
-    println!("  skip rate         {:.2}", p.skip_rate);
+    let mut text = String::new();
+    let integrity = h.integrity_check()?;
+    writeln!(text, "Hearth store {} (schema v{SCHEMA_VERSION})", dir.display())?;
+    writeln!(text, "  integrity         {}", integrity.replace('\n', "; "))?;
+    writeln!(text, "  events            {}", h.event_count()?)?;
+    writeln!(text, "  items seen        {}", p.items_seen)?;
+    writeln!(text, "  catalog cache     {} items", h.catalog_size()?)?;
+    writeln!(text, "  completion rate   {:.2}", p.completion_rate)?;
+    writeln!(text, "  skip rate         {:.2}", p.skip_rate)?;
     let cats: Vec<String> =
         p.top_categories.iter().take(5).map(|c| format!("{} ({:.1})", c.category, c.affinity)).collect();
-    println!("  top categories    {}", cats.join(", "));
+    writeln!(text, "  top categories    {}", cats.join(", "))?;
     let devices: Vec<String> = p
         .device_mix
         .iter()
         .filter(|d| d.share > 0.0)
         .map(|d| format!("{:?} {:.0}%", d.device, d.share * 100.0).to_lowercase())
         .collect();
-    println!("  devices           {}", devices.join(", "));
+    writeln!(text, "  devices           {}", devices.join(", "))?;
     let peak = p.hour_mix.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map(|(h, _)| h).unwrap_or(0);
-    println!("  peak hour         {peak:02}:00");
-    println!(
+    writeln!(text, "  peak hour         {peak:02}:00")?;
+    writeln!(
+        text,
         "  settings          personalization={} history_paused={} federated_opt_in={} blocked={:?} retention_days={:?}",
         s.personalization_enabled, s.history_paused, s.federated_opt_in, s.blocked_categories, s.retention_days
-    );
+    )?;
     for entry in std::fs::read_dir(dir)? {
         let entry = entry?;
-        println!(
+        writeln!(
+            text,
             "  file              {} ({})",
             entry.file_name().to_string_lossy(),
             human_bytes(entry.metadata()?.len())
-        );
+        )?;
+    }
+    print_out(&text)?;
+    if integrity != "ok" {
+        bail!("the store failed its integrity check");
     }
     Ok(())
 }
@@ -407,7 +430,7 @@ fn export(dir: &Path, passphrase: &str, out: Option<&Path>) -> Result<()> {
             std::fs::write(path, json)?;
             eprintln!("exported to {}", path.display());
         }
-        None => println!("{json}"),
+        None => print_out(&format!("{json}\n"))?,
     }
     Ok(())
 }

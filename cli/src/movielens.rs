@@ -44,9 +44,12 @@ pub fn item_id(n: u32) -> String {
 /// The column index of each name, then the rows.
 type Table = (HashMap<String, usize>, Vec<Vec<String>>);
 
+/// The latest rating time accepted, in seconds (2100-01-01 UTC): later
+/// times, and times that are not numbers, are errors in the file.
+const LATEST_RATING_S: f64 = 4_102_444_800.0;
+
 /// A tab-separated file with a `name:type` header.
-fn read_table(path: &Path) -> Result<Table> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+fn read_table(text: &str, path: &Path) -> Result<Table> {
     let mut lines = text.lines();
     let header = lines.next().with_context(|| format!("{} is empty", path.display()))?;
     let columns = header
@@ -74,26 +77,35 @@ impl MovieLens {
     /// Reads `dir/ml-100k.inter` and `dir/ml-100k.item`; `now_ms` places
     /// the newest rating 2 to 3 days before it.
     pub fn load(dir: &Path, now_ms: i64) -> Result<MovieLens> {
-        let path = dir.join("ml-100k.item");
-        let (cols, rows) = read_table(&path)?;
+        let read = |name: &str| {
+            let path = dir.join(name);
+            std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))
+        };
+        MovieLens::parse(&read("ml-100k.item")?, &read("ml-100k.inter")?, now_ms)
+    }
+
+    /// [`MovieLens::load`] from the two files' text.
+    pub fn parse(item_text: &str, inter_text: &str, now_ms: i64) -> Result<MovieLens> {
+        let path = Path::new("ml-100k.item");
+        let (cols, rows) = read_table(item_text, path)?;
         let (c_id, c_title, c_year, c_class) = (
-            column(&cols, "item_id", &path)?,
-            column(&cols, "movie_title", &path)?,
-            column(&cols, "release_year", &path)?,
-            column(&cols, "class", &path)?,
+            column(&cols, "item_id", path)?,
+            column(&cols, "movie_title", path)?,
+            column(&cols, "release_year", path)?,
+            column(&cols, "class", path)?,
         );
         let mut catalog = Vec::with_capacity(rows.len());
         let mut index: HashMap<u32, usize> = HashMap::new();
         for row in &rows {
             let n: u32 =
-                field(row, c_id, &path)?.trim().parse().with_context(|| format!("{}: item id", path.display()))?;
-            let title = field(row, c_title, &path)?.trim();
-            let year = field(row, c_year, &path)?.trim();
+                field(row, c_id, path)?.trim().parse().with_context(|| format!("{}: item id", path.display()))?;
+            let title = field(row, c_title, path)?.trim();
+            let year = field(row, c_year, path)?.trim();
             let release_year = match year.parse::<u16>() {
                 Ok(y) if year.bytes().all(|b| b.is_ascii_digit()) && (1850..=2200).contains(&y) => Some(y),
                 _ => None,
             };
-            let categories = field(row, c_class, &path)?
+            let categories = field(row, c_class, path)?
                 .split(' ')
                 .filter(|g| !g.is_empty() && *g != "unknown")
                 .map(str::to_string)
@@ -111,15 +123,18 @@ impl MovieLens {
             });
         }
 
-        let path = dir.join("ml-100k.inter");
-        let (cols, rows) = read_table(&path)?;
+        let path = Path::new("ml-100k.inter");
+        let (cols, rows) = read_table(inter_text, path)?;
         let (c_user, c_item, c_time) =
-            (column(&cols, "user_id", &path)?, column(&cols, "item_id", &path)?, column(&cols, "timestamp", &path)?);
+            (column(&cols, "user_id", path)?, column(&cols, "item_id", path)?, column(&cols, "timestamp", path)?);
         let mut by_user: HashMap<u32, Vec<(i64, u32)>> = HashMap::new();
         for row in &rows {
-            let user: u32 = field(row, c_user, &path)?.trim().parse().context("user id")?;
-            let item: u32 = field(row, c_item, &path)?.trim().parse().context("item id")?;
-            let t: f64 = field(row, c_time, &path)?.trim().parse().context("timestamp")?;
+            let user: u32 = field(row, c_user, path)?.trim().parse().context("user id")?;
+            let item: u32 = field(row, c_item, path)?.trim().parse().context("item id")?;
+            let t: f64 = field(row, c_time, path)?.trim().parse().context("timestamp")?;
+            if !(0.0..=LATEST_RATING_S).contains(&t) {
+                bail!("{}: a timestamp is not a time from 1970 to 2100", path.display());
+            }
             if !index.contains_key(&item) {
                 bail!("{}: item {item} is not in the item file", path.display());
             }

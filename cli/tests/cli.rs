@@ -215,3 +215,54 @@ fn model_keys_sign_and_evaluate() {
         String::from_utf8_lossy(&refused.stderr)
     );
 }
+
+#[test]
+fn a_damaged_store_fails_inspect_and_export_and_a_closed_pipe_is_no_panic() {
+    let data = tempfile::tempdir().unwrap();
+    let d = data.path().to_str().unwrap();
+    hearth(&["simulate", "--devices", "2", "--items", "1500", "--data", d, "--seed", "3"]);
+    let dev = data.path().join("devices/0");
+    let dev = dev.to_str().unwrap();
+
+    // `hearth export | head`, `hearth inspect | head`: the reader is gone
+    // before the first write; the command ends quietly.
+    for args in [["export", dev], ["inspect", dev]] {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_hearth"))
+            .args(args)
+            .env("HEARTH_PASSPHRASE", "correct horse")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+        assert!(out.status.success(), "{args:?}: {:?} {stderr}", out.status);
+    }
+
+    // A page of the catalog damaged: inspect shows the failed check and
+    // exits non-zero; export refuses to write a partial document.
+    hearth_core::testing::damage_index_leaves(&Path::new(dev).join(hearth_core::DB_FILE), 10).unwrap();
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_hearth"))
+            .args(args)
+            .env("HEARTH_PASSPHRASE", "correct horse")
+            .output()
+            .unwrap()
+    };
+    let out = run(&["inspect", dev]);
+    assert!(!out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("integrity") && !text.contains("integrity         ok"), "{text}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("integrity check"));
+    let file = data.path().join("export.json");
+    let out = run(&["export", dev, "--out", file.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("the store is corrupt"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!file.exists(), "no partial export written");
+}

@@ -220,6 +220,11 @@ impl DataKey {
         SystemRandom::new().fill(&mut k).map_err(|_| Error::Crypto("no randomness"))?;
         Ok(DataKey(k))
     }
+
+    /// A fixed key (the fuzz targets' `testing::decode_record`).
+    pub(crate) fn from_bytes(k: [u8; 32]) -> Self {
+        DataKey(k)
+    }
 }
 
 impl Drop for DataKey {

@@ -18,7 +18,7 @@ use crate::crypto::Table;
 use crate::crypto::{KeyProvider, RootKey, fetch_root_key};
 use crate::error::{Error, HearthError, Result};
 use crate::features;
-use crate::federated::ledger::LedgerEntry;
+use crate::federated::ledger::{self, LedgerEntry};
 use crate::federated::participation;
 use crate::history::{Catalog, CatalogItem, Event, now_ms};
 use crate::model::{self, Model, ModelInfo, ModelPackage, ModelRejection, TrustedKey, Weights};
@@ -359,6 +359,21 @@ impl Session {
     }
 
     fn export(&self) -> Result<ExportDocument> {
+        // A damaged page can hide rows from a scan without any error: the
+        // file is checked first, and an export of a damaged store fails
+        // rather than leave rows out without a word.
+        let check = self.store.integrity_check()?;
+        if check != "ok" {
+            warn!("export refused: the database file failed SQLite's integrity check");
+            return Err(Error::Corrupt(format!(
+                "the database file failed its integrity check ({}), so an export could miss records",
+                check.lines().next().unwrap_or_default()
+            )));
+        }
+        let catalog_rows = self.store.row_count(Table::Catalog)?;
+        if catalog_rows != self.catalog.len() as u64 {
+            return Err(Error::Integrity { table: Table::Catalog.name() });
+        }
         let mut events = Vec::new();
         self.store.scan_events(0, |id, ev| {
             events.push(ExportedEvent { id, event: ev? });
@@ -380,15 +395,12 @@ impl Session {
 
     /// The privacy ledger's entries, oldest first.
     pub(crate) fn ledger_entries(&self) -> Result<Vec<LedgerEntry>> {
-        match self.store.get_state(participation::LEDGER)? {
-            Some(bytes) => Ok(serde_json::from_slice(&bytes)?),
-            None => Ok(Vec::new()),
-        }
+        Ok(self.store.get_state(participation::LEDGER)?.map(|bytes| ledger::decode(&bytes)).unwrap_or_default())
     }
 
     /// Replaces the privacy ledger's entries.
     pub(crate) fn save_ledger(&mut self, entries: &[LedgerEntry]) -> Result<()> {
-        self.store.put_state(participation::LEDGER, &serde_json::to_vec(entries)?)
+        self.store.put_state(participation::LEDGER, &ledger::encode(entries)?)
     }
 }
 
@@ -464,7 +476,7 @@ pub(crate) fn shield<T>(f: impl FnOnce() -> Result<T, HearthError>) -> Result<T,
 impl Hearth {
     /// The active model: the installed package if it verifies, else the
     /// built-in one. Loaded once; `None` when neither verifies.
-    fn active_model(&self) -> Option<(Arc<Model>, bool)> {
+    pub(crate) fn active_model(&self) -> Option<(Arc<Model>, bool)> {
         if let ModelSlot::Active { model, builtin } = &*self.model.read().unwrap_or_else(|p| p.into_inner()) {
             return Some((model.clone(), *builtin));
         }
@@ -497,8 +509,15 @@ impl Hearth {
     }
 
     pub(crate) fn install(&self, package: ModelPackage) -> Result<ModelInfo> {
+        let model = self.verify_package(&package)?;
+        self.install_verified(package, model)
+    }
+
+    /// Loads `package` under the trusted keys and checks it is not older
+    /// than the installed model; installs nothing.
+    pub(crate) fn verify_package(&self, package: &ModelPackage) -> Result<Arc<Model>> {
         let keys = self.config.model_keys()?;
-        let model = Model::load(&package, &keys)?;
+        let model = Model::load(package, &keys)?;
         if let Some((active, builtin)) = self.active_model()
             && !builtin
             && model.version() < active.version()
@@ -509,6 +528,11 @@ impl Hearth {
                 active.version()
             )));
         }
+        Ok(model)
+    }
+
+    /// Writes a package `verify_package` accepted and makes it the active model.
+    pub(crate) fn install_verified(&self, package: ModelPackage, model: Arc<Model>) -> Result<ModelInfo> {
         std::fs::create_dir_all(&self.config.data_dir)?;
         package.write_dir(&self.config.model_dir())?;
         let info = model_info(&model, false);
@@ -531,10 +555,24 @@ impl Hearth {
         round: &RoundSettings,
         global: Option<&[f32]>,
     ) -> Result<LocalUpdate, HearthError> {
-        let (model, _) = self.active_model().ok_or(HearthError::ModelRejected {
-            kind: ModelRejection::Malformed,
-            reason: "no model to train".into(),
-        })?;
+        self.local_update_from(None, round, global)
+    }
+
+    /// [`Hearth::local_update`] with `model` (verified, not yet installed)
+    /// in place of the active one when given.
+    pub(crate) fn local_update_from(
+        &self,
+        model: Option<Arc<Model>>,
+        round: &RoundSettings,
+        global: Option<&[f32]>,
+    ) -> Result<LocalUpdate, HearthError> {
+        let model = match model {
+            Some(m) => m,
+            None => self.active_model().map(|(m, _)| m).ok_or(HearthError::ModelRejected {
+                kind: ModelRejection::Malformed,
+                reason: "no model to train".into(),
+            })?,
+        };
         let global = match global {
             Some(flat) => {
                 let expected: usize = model.manifest.parameters.iter().map(|p| p.count).sum();
@@ -714,8 +752,9 @@ impl Hearth {
     }
 
     /// Everything held about the user as one JSON document
-    /// (`docs/export-format.md`). Fails on a record that does not pass its
-    /// integrity check rather than export something partial.
+    /// (`docs/export-format.md`). Fails rather than export something
+    /// partial: `Integrity` when a record does not pass its integrity check,
+    /// `CorruptStore` when the database file fails SQLite's.
     pub fn export_json(&self) -> Result<String, HearthError> {
         self.with(|s| Ok(serde_json::to_string_pretty(&s.export()?)?))
     }

@@ -1249,6 +1249,21 @@ fn step_loss(t: &TValue) -> Result<f32> {
 }
 
 /// The built-in package, verified and planned once per process.
+/// What follows a package's signature check, without it (the signature
+/// keeps everything else out; fuzzing looks behind it): the manifest, the
+/// files against it, the graphs, the weights and the probe run.
+pub(crate) fn build_unsigned(package: &ModelPackage) -> Result<()> {
+    Model::build(package, sha256_hex(&package.manifest)).map(drop)
+}
+
+/// One graph file as this build's loader reads it (NNEF or ONNX), checked
+/// against the built-in manifest's inference inputs and outputs, and planned.
+pub(crate) fn check_inference_graph(bytes: &[u8]) -> Result<()> {
+    let manifest: Manifest = serde_json::from_slice(&ModelPackage::builtin().manifest)?;
+    let graph = check_graph("inference", bytes, &manifest.graphs.inference)?;
+    build_plan("inference", &graph).map(drop)
+}
+
 pub(crate) fn builtin() -> Result<Arc<Model>> {
     static BUILTIN: OnceLock<std::result::Result<Arc<Model>, String>> = OnceLock::new();
     BUILTIN

@@ -101,6 +101,12 @@ impl Store {
     pub(crate) fn open(dir: &Path, root: &RootKey, opts: &StoreOptions) -> Result<Store> {
         std::fs::create_dir_all(dir)?;
         let path = dir.join(DB_FILE);
+        // SQLite reads an empty file as an empty database: a store truncated
+        // to nothing (a restore or copy cut short) would otherwise open as a
+        // new one without a word. What it held is gone either way; say so.
+        if std::fs::metadata(&path).is_ok_and(|m| m.len() == 0) {
+            warn!("{DB_FILE} was an empty file: opening it as a new, empty store (anything it held is gone)");
+        }
         let conn = Connection::open_with_flags(
             &path,
             OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
@@ -309,8 +315,16 @@ impl Store {
         Ok(())
     }
 
+    /// The rows a table holds (readable or not).
+    pub(crate) fn row_count(&self, table: Table) -> Result<u64> {
+        Ok(self.conn.query_row(&format!("SELECT count(*) FROM {}", table.name()), [], |r| r.get::<_, i64>(0))? as u64)
+    }
+
+    /// SQLite's `PRAGMA integrity_check`: "ok", or its first findings, one a line.
     pub(crate) fn integrity_check(&self) -> Result<String> {
-        Ok(self.conn.query_row("PRAGMA integrity_check", [], |r| r.get(0))?)
+        let mut stmt = self.conn.prepare("PRAGMA integrity_check(20)")?;
+        let lines = stmt.query_map([], |r| r.get::<_, String>(0))?.collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(lines.join("\n"))
     }
 
     // ----- rekey -----

@@ -119,3 +119,188 @@ pub fn local_update_with(
 ) -> Result<UpdateReport, crate::HearthError> {
     hearth.local_update(round, global)
 }
+
+/// Damages a store as a torn or bit-flipped write can: sets the cell count
+/// of `pages` leaf pages of the WITHOUT ROWID tables (the catalog's, in a
+/// store with a large catalog) to 1. A scan then skips their rows with no
+/// error; only SQLite's integrity check sees it. The store must be closed.
+pub fn damage_index_leaves(db: &Path, pages: usize) -> std::io::Result<()> {
+    let roots: Vec<i64> = (|| -> rusqlite::Result<Vec<i64>> {
+        let c = rusqlite::Connection::open(db)?;
+        let _: (i64, i64, i64) =
+            c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+        let mut stmt = c.prepare("SELECT rootpage FROM sqlite_master WHERE rootpage > 0")?;
+        stmt.query_map([], |r| r.get(0))?.collect()
+    })()
+    .map_err(std::io::Error::other)?;
+    let mut bytes = std::fs::read(db)?;
+    let page = u16::from_be_bytes([bytes[16], bytes[17]]) as usize;
+    // Index b-tree leaves (page type 0x0A) that are no table's root.
+    let leaves: Vec<usize> =
+        (2..=bytes.len() / page).filter(|n| !roots.contains(&(*n as i64)) && bytes[(n - 1) * page] == 0x0A).collect();
+    if leaves.len() < pages * 2 {
+        return Err(std::io::Error::other(format!("only {} leaf pages", leaves.len())));
+    }
+    for n in &leaves[leaves.len() / 2..leaves.len() / 2 + pages] {
+        let at = (n - 1) * page;
+        bytes[at + 3..at + 5].copy_from_slice(&1u16.to_be_bytes());
+    }
+    std::fs::write(db, bytes)
+}
+
+// ---- entry points for the fuzz targets (fuzz/): each decoder of input
+// that comes from outside the process, as the library calls it.
+
+/// A model package's checks after its signature (see `fuzz/`).
+pub fn build_unsigned_package(package: &crate::ModelPackage) -> Result<(), crate::HearthError> {
+    Ok(model::build_unsigned(package)?)
+}
+
+/// One graph file checked against the built-in manifest and planned.
+pub fn check_inference_graph(bytes: &[u8]) -> Result<(), crate::HearthError> {
+    Ok(model::check_inference_graph(bytes)?)
+}
+
+/// An export document as `import_json` reads it, before anything is stored.
+pub fn parse_export(json: &str) -> Result<(), crate::HearthError> {
+    let doc = crate::privacy::ExportDocument::parse(json)?;
+    let now = crate::history::now_ms();
+    for e in &doc.events {
+        e.event.validate(now)?;
+    }
+    for i in &doc.catalog {
+        i.validate()?;
+    }
+    Ok(())
+}
+
+/// Seals `plaintext` as a record of `table` (0 events, 1 catalog, 2 state,
+/// 3 profile items; others: 0) under a fixed data key, opens it as the
+/// store does, and parses it as that table's records are parsed; then opens
+/// `plaintext` itself as if it were sealed bytes (which must fail).
+pub fn decode_record(table: u8, plaintext: &[u8]) -> Result<(), crate::HearthError> {
+    use crate::crypto::{DataKey, KeyRing, Table};
+    use crate::error::Error;
+    let ring = &KeyRing::new(0, vec![(0, DataKey::from_bytes([9; 32]))]);
+    let table = [Table::Events, Table::Catalog, Table::State, Table::ProfileItems][table as usize % 4];
+    if ring.open(table, b"row", plaintext).is_ok() {
+        return Err(Error::Internal("bytes that were never sealed opened".into()).into());
+    }
+    let sealed = ring.seal(table, b"row", plaintext)?;
+    let plain = ring.open(table, b"row", &sealed)?;
+    if plain != plaintext {
+        return Err(Error::Internal("a record opened to other bytes".into()).into());
+    }
+    match table {
+        Table::Events => drop(serde_json::from_slice::<crate::Event>(&plain).map_err(Error::from)?),
+        Table::Catalog => drop(serde_json::from_slice::<crate::CatalogItem>(&plain).map_err(Error::from)?),
+        Table::ProfileItems => drop(serde_json::from_slice::<crate::profile::ItemState>(&plain).map_err(Error::from)?),
+        Table::State => {
+            // The state records: the ledger (read entry by entry), the
+            // settings, the profile's aggregate.
+            drop(crate::federated::ledger::decode(&plain));
+            let _ = serde_json::from_slice::<crate::PrivacySettings>(&plain);
+            let _ = serde_json::from_slice::<crate::profile::Profile>(&plain);
+        }
+    }
+    Ok(())
+}
+
+/// A Flower message's objects in a form a fuzzer can mutate: object ids are
+/// SHA-256 digests no mutation can forge, so objects refer to earlier ones
+/// by index and are named when decoded.
+///
+/// Each frame is `[kind u8][n u8][n child indexes u8][body length u32 LE][body]`.
+/// Kinds 0 to 6 are Message, RecordDict, ArrayRecord, Array, ArrayChunk,
+/// ConfigRecord, MetricRecord, and get the head `"<Kind> <child ids> <len>"`;
+/// any other kind takes the body as the object's whole content. In a body,
+/// `#k` (then a non-digit) stands for the id of object k. A child index
+/// names one of the objects before it (modulo their count). The last object
+/// is the message.
+pub mod fleet_frames {
+    use std::collections::HashMap;
+
+    use crate::federated::objects::{Object, object_id, parse};
+
+    const KINDS: [&str; 7] =
+        ["Message", "RecordDict", "ArrayRecord", "Array", "ArrayChunk", "ConfigRecord", "MetricRecord"];
+
+    /// The message id and its objects by id (None when no frame parses).
+    pub fn decode(mut data: &[u8]) -> Option<(String, HashMap<String, Vec<u8>>)> {
+        let mut ids: Vec<String> = Vec::new();
+        let mut objects = HashMap::new();
+        while data.len() >= 2 {
+            let (kind, n) = (data[0], data[1] as usize);
+            data = &data[2..];
+            if data.len() < n + 4 {
+                break;
+            }
+            let children: Vec<String> = if ids.is_empty() {
+                Vec::new()
+            } else {
+                data[..n].iter().map(|i| ids[*i as usize % ids.len()].clone()).collect()
+            };
+            data = &data[n..];
+            let len = (u32::from_le_bytes([data[0], data[1], data[2], data[3]]) as usize).min(data.len() - 4);
+            let body = named(&data[4..4 + len], &ids);
+            data = &data[4 + len..];
+            let content = match KINDS.get(kind as usize) {
+                Some(k) => Object::new(k, &children, &body).content,
+                None => body,
+            };
+            let id = object_id(&content);
+            ids.push(id.clone());
+            objects.insert(id, content);
+        }
+        Some((ids.pop()?, objects))
+    }
+
+    /// `#k` replaced by the id of object k.
+    fn named(body: &[u8], ids: &[String]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(body.len());
+        let mut i = 0;
+        while i < body.len() {
+            if body[i] == b'#' {
+                let digits = body[i + 1..].iter().take_while(|b| b.is_ascii_digit()).count().min(6);
+                if digits > 0 {
+                    let k: usize =
+                        std::str::from_utf8(&body[i + 1..i + 1 + digits]).unwrap_or("0").parse().unwrap_or(0);
+                    if let Some(id) = ids.get(k) {
+                        out.extend_from_slice(id.as_bytes());
+                        i += 1 + digits;
+                        continue;
+                    }
+                }
+            }
+            out.push(body[i]);
+            i += 1;
+        }
+        out
+    }
+
+    /// The frames of a message's objects (children before parents, the
+    /// message last, as `deflate_message` orders them).
+    pub fn encode(objects: &[Object]) -> Vec<u8> {
+        let mut out = Vec::new();
+        let ids: Vec<&str> = objects.iter().map(|o| o.id.as_str()).collect();
+        for o in objects {
+            let Ok(p) = parse(&o.content) else { continue };
+            let kind = KINDS.iter().position(|k| *k == p.kind).unwrap_or(255) as u8;
+            let children: Vec<u8> =
+                p.children.iter().map(|c| ids.iter().position(|i| i == c).unwrap_or(0) as u8).collect();
+            let mut body = String::from_utf8_lossy(p.body).into_owned().into_bytes();
+            if std::str::from_utf8(p.body).is_ok() {
+                for (k, id) in ids.iter().enumerate() {
+                    body = String::from_utf8(body).unwrap_or_default().replace(id, &format!("#{k}")).into_bytes();
+                }
+            } else {
+                body = p.body.to_vec();
+            }
+            out.extend_from_slice(&[kind, children.len() as u8]);
+            out.extend_from_slice(&children);
+            out.extend_from_slice(&(body.len() as u32).to_le_bytes());
+            out.extend_from_slice(&body);
+        }
+        out
+    }
+}

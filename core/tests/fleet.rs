@@ -463,3 +463,71 @@ fn the_global_model_ranks_held_out_items_better_than_the_initial_one() {
     );
     assert!(mean(&after) < mean(&before), "the global model ranks held-out items better");
 }
+
+/// A SuperLink that answers the first `throttled` calls with 503 and a
+/// `Retry-After`, and logs when each call came.
+struct Throttling {
+    link: FakeLink,
+    throttled: std::sync::Mutex<u32>,
+    retry_after: Duration,
+    calls: std::sync::Mutex<Vec<Instant>>,
+}
+
+impl Transport for Throttling {
+    fn post(
+        &self,
+        path: &str,
+        headers: &[(String, String)],
+        body: &[u8],
+        timeout: Duration,
+    ) -> Result<Vec<u8>, TransportError> {
+        self.calls.lock().unwrap().push(Instant::now());
+        let mut left = self.throttled.lock().unwrap();
+        if *left > 0 {
+            *left -= 1;
+            return Err(TransportError::Throttled { status: 503, retry_after: self.retry_after });
+        }
+        drop(left);
+        self.link.post(path, headers, body, timeout)
+    }
+}
+
+fn throttling(retry_after: Duration) -> Throttling {
+    Throttling {
+        link: FakeLink::new(small_arrays(), 0.5),
+        throttled: std::sync::Mutex::new(1),
+        retry_after,
+        calls: Default::default(),
+    }
+}
+
+#[test]
+fn retry_after_is_honoured_within_the_call_bound() {
+    // quick(): three tries of 200 ms, backoff 20 then 40 ms: a bound of 660 ms.
+    let mut c = FleetClient::new(throttling(Duration::from_millis(300)), NodeKey::generate().unwrap(), quick());
+    assert!(matches!(c.participate(Duration::from_secs(1), &mut trainer(0.5)).unwrap(), RoundOutcome::Done(_)));
+    let calls = c.transport().calls.lock().unwrap().clone();
+    let gap = calls[1] - calls[0];
+    assert!(gap >= Duration::from_millis(300), "the next try came after {gap:?}, not the 300 ms asked");
+
+    // A pause the bound cannot hold: the call fails at once, without coming
+    // back early.
+    let options = quick();
+    let mut c = FleetClient::new(throttling(Duration::from_secs(30)), NodeKey::generate().unwrap(), options.clone());
+    let start = Instant::now();
+    let err = c.participate(Duration::from_secs(1), &mut trainer(0.5)).unwrap_err();
+    assert_eq!(err, FleetError::Http(503));
+    assert!(start.elapsed() < options.call_bound(), "{:?}", start.elapsed());
+    assert_eq!(c.transport().calls.lock().unwrap().len(), 1, "one try, no retry before the time asked");
+}
+
+#[test]
+fn retry_after_is_read_in_seconds_and_dates_are_left_to_the_backoff() {
+    use hearth_core::federated::fleet::retry_after;
+    assert_eq!(retry_after("120"), Some(Duration::from_secs(120)));
+    assert_eq!(retry_after(" 0 "), Some(Duration::ZERO));
+    assert_eq!(retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), None);
+    assert_eq!(retry_after("-5"), None);
+    assert_eq!(retry_after(""), None);
+    assert_eq!(retry_after("99999999999999999999999"), Some(Duration::from_secs(86_400)));
+}

@@ -406,6 +406,9 @@ impl FleetTransport for AppTransport {
         self.0.post(&path, &headers, &body, Duration::from_millis(timeout_ms)).map_err(|e| match e {
             TransportError::Timeout => TransportFailure::Timeout,
             TransportError::Status(code) => TransportFailure::Status { code },
+            TransportError::Throttled { status, retry_after } => {
+                TransportFailure::Throttled { code: status, retry_after_ms: retry_after.as_millis() as u64 }
+            }
             TransportError::TooLarge => TransportFailure::TooLarge,
             TransportError::Io(reason) => TransportFailure::Io { reason },
         })
@@ -604,4 +607,151 @@ fn the_app_can_cancel_a_round_and_the_next_one_runs() {
     h.cancel_participation();
     let outcome = h.participate_using(link(1.0, 0.01, 1), good(), quick()).unwrap();
     assert!(matches!(outcome, ParticipationOutcome::Contributed { .. }), "{outcome:?}");
+}
+
+/// Hex of bytes.
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The built-in model with `weights` (manifest order), signed by `key` as
+/// `version`: the round's arrays and its config entries.
+fn signed_global(
+    weights: &[f32],
+    version: u64,
+    key: &ring::signature::Ed25519KeyPair,
+) -> (Vec<(String, F32Array)>, Vec<(String, ConfigValue)>) {
+    use ring::digest::{SHA256, digest};
+    let package = ModelPackage::builtin();
+    let bytes: Vec<u8> = weights.iter().flat_map(|w| w.to_le_bytes()).collect();
+    let mut manifest: serde_json::Value = serde_json::from_slice(&package.manifest).unwrap();
+    manifest["version"] = version.into();
+    manifest["files"]["weights"]["bytes"] = bytes.len().into();
+    manifest["files"]["weights"]["sha256"] = hex(digest(&SHA256, &bytes).as_ref()).into();
+    let manifest = serde_json::to_vec(&manifest).unwrap();
+    let signature = key.sign(&manifest).as_ref().to_vec();
+    let mut arrays = model_arrays();
+    let mut at = 0;
+    for (_, a) in arrays.iter_mut() {
+        a.data = weights[at..at + a.data.len()].to_vec();
+        at += a.data.len();
+    }
+    let config = vec![
+        ("model-manifest".into(), ConfigValue::Bytes(manifest)),
+        ("model-signature".into(), ConfigValue::Bytes(signature)),
+    ];
+    (arrays, config)
+}
+
+#[test]
+fn a_round_without_noise_is_declined_whatever_the_budget_and_the_ledger_stays_readable() {
+    // Before: z = 0 (or so small that epsilon overflows) to a device with an
+    // infinite budget wrote epsilon = inf into the ledger as JSON null, and
+    // from then on the ledger, the export and every round failed.
+    for z in [0.0, 1e-300, -1.0, f64::NAN, f64::INFINITY] {
+        let dir = tempfile::tempdir().unwrap();
+        let (h, _) = device(dir.path(), |c| c.federated_epsilon_budget = f64::INFINITY);
+        let l = link(z, 0.01, 1);
+        let log = l.log.clone();
+        match h.participate_using(l, good(), quick()).unwrap() {
+            ParticipationOutcome::Declined { reason: DeclineReason::NoPrivacyGuarantee { .. } } => {}
+            other => panic!("z = {z}: {other:?}"),
+        }
+        assert_eq!(pushed_arrays(&log), 0, "z = {z}: nothing uploaded");
+        assert!(h.privacy_ledger().unwrap().entries.is_empty());
+        h.export_json().unwrap();
+        // The next round with noise goes ahead as usual.
+        match h.participate_using(link(1.0, 0.01, 2), good(), quick()).unwrap() {
+            ParticipationOutcome::Contributed { entry } => assert!(entry.epsilon_total.is_finite()),
+            other => panic!("z = {z}, then 1: {other:?}"),
+        }
+        let ledger = h.privacy_ledger().unwrap();
+        assert_eq!(ledger.entries.len(), 1);
+        assert!(ledger.epsilon_spent.is_finite());
+        let doc: serde_json::Value = serde_json::from_str(&h.export_json().unwrap()).unwrap();
+        assert_eq!(doc["privacy_ledger"].as_array().unwrap().len(), 1);
+    }
+    // A sampling rate out of (0, 1] is no guarantee either.
+    for q in [0.0, 1.5, f64::NAN] {
+        let dir = tempfile::tempdir().unwrap();
+        let (h, _) = device(dir.path(), |c| c.federated_epsilon_budget = f64::INFINITY);
+        let got = h.participate_using(link(1.0, q, 1), good(), quick()).unwrap();
+        assert!(
+            matches!(got, ParticipationOutcome::Declined { reason: DeclineReason::NoPrivacyGuarantee { .. } }),
+            "q = {q}: {got:?}"
+        );
+    }
+}
+
+#[test]
+fn a_global_model_the_noise_wrecked_is_reported_and_the_last_good_one_kept() {
+    let rng = ring::rand::SystemRandom::new();
+    let der = ring::signature::Ed25519KeyPair::generate_pkcs8(&rng).unwrap();
+    let key = ring::signature::Ed25519KeyPair::from_pkcs8(der.as_ref()).unwrap();
+    use ring::signature::KeyPair;
+    let trusted = hex(key.public_key().as_ref());
+    let dir = tempfile::tempdir().unwrap();
+    let (h, _) = device(dir.path(), |c| {
+        c.trusted_model_keys = vec![trusted.clone()];
+        c.federated_min_new_examples = 0;
+    });
+    let builtin: Vec<f32> = model_arrays().into_iter().flat_map(|(_, a)| a.data).collect();
+
+    // Round 1: a sound global model (version 1000) is installed after training.
+    let (arrays, extra) = signed_global(&builtin, 1000, &key);
+    let mut cfg = config(1.0, 1.0, 0.01, 1);
+    cfg.extend(extra);
+    let got = h.participate_using(FakeLink::with_config(arrays, cfg), good(), quick()).unwrap();
+    assert!(matches!(got, ParticipationOutcome::Contributed { .. }), "{got:?}");
+    assert_eq!(h.model_info().unwrap().unwrap().version, 1000);
+
+    // Round 2: what noise of z C / n = 0.5 on every coordinate (2 devices,
+    // z = 1, C = 1) makes of it: it still scores (the probe passes), but
+    // local training diverges from it.
+    let wrecked: Vec<f32> = builtin.iter().enumerate().map(|(i, w)| w + if i % 2 == 0 { 0.5 } else { -0.5 }).collect();
+    let (arrays, extra) = signed_global(&wrecked, 1001, &key);
+    let mut cfg = config(1.0, 1.0, 0.01, 2);
+    cfg.extend(extra);
+    let l = FakeLink::with_config(arrays, cfg);
+    let log = l.log.clone();
+    match h.participate_using(l, good(), quick()).unwrap_err() {
+        HearthError::Federated { kind: FederatedFailure::Update, reason } => {
+            assert!(reason.contains("global model is unusable"), "{reason}")
+        }
+        e => panic!("{e:?}"),
+    }
+    assert_eq!(pushed_arrays(&log), 0, "no update from a wrecked model");
+    assert_eq!(error_replies(&log).len(), 1, "the coordinator hears that training failed");
+    // The last good model still ranks, and is still the one on disk.
+    assert_eq!(h.model_info().unwrap().unwrap().version, 1000);
+    drop(h);
+    let mut config = HearthConfig::new(dir.path().to_str().unwrap());
+    config.trusted_model_keys = vec![trusted];
+    let h = open_with(config, KEY_A).unwrap();
+    assert_eq!(h.model_info().unwrap().unwrap().version, 1000);
+}
+
+#[test]
+fn a_train_message_with_arrays_the_model_does_not_have_is_refused_before_expanding() {
+    let dir = tempfile::tempdir().unwrap();
+    let (h, _) = device(dir.path(), |_| {});
+    // One array more than the manifest names.
+    let mut arrays = model_arrays();
+    arrays.push(("extra".into(), F32Array { shape: vec![4], data: vec![0.0; 4] }));
+    let l = FakeLink::with_config(arrays, config(1.0, 1.0, 0.01, 1));
+    let log = l.log.clone();
+    match h.participate_using(l, good(), quick()).unwrap_err() {
+        HearthError::InvalidInput { field, .. } if field == "global weights" => {}
+        e => panic!("{e:?}"),
+    }
+    assert_eq!(pushed_arrays(&log), 0);
+    // A parameter of another shape.
+    let mut arrays = model_arrays();
+    let (_, last) = arrays.last_mut().unwrap();
+    last.data.push(0.0);
+    let n = last.data.len();
+    last.shape = vec![n];
+    let got = h.participate_using(FakeLink::with_config(arrays, config(1.0, 1.0, 0.01, 1)), good(), quick());
+    assert!(matches!(&got, Err(HearthError::InvalidInput { field, .. }) if field == "global weights"), "{got:?}");
+    assert!(h.privacy_ledger().unwrap().entries.is_empty());
 }

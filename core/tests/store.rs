@@ -533,3 +533,47 @@ fn a_newer_schema_is_refused() {
     Connection::open(db_path(dir.path())).unwrap().pragma_update(None, "user_version", 99).unwrap();
     assert_eq!(open(dir.path(), KEY_A).unwrap_err(), HearthError::StoreTooNew { found: 99, supported: SCHEMA_VERSION });
 }
+
+#[test]
+fn an_export_of_a_damaged_store_fails_instead_of_leaving_rows_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = open(dir.path(), KEY_A).unwrap();
+    let items: Vec<CatalogItem> =
+        (0..1500).map(|i| item(&format!("item-{i:05}"), &format!("Title {i:05}"), &["drama"])).collect();
+    h.upsert_catalog(items).unwrap();
+    h.record(event("item-00001", EventKind::Play, T0)).unwrap();
+    assert_eq!(export(&h).catalog.len(), 1500);
+    drop(h);
+    hearth_core::testing::damage_index_leaves(&db_path(dir.path()), 10).unwrap();
+
+    // The store still opens (its catalog cache is short, without a word
+    // from SQLite) ...
+    let h = open(dir.path(), KEY_A).unwrap();
+    assert!(h.catalog_size().unwrap() < 1500);
+    assert_ne!(h.integrity_check().unwrap(), "ok");
+    // ... but an export says it cannot be complete, and changes nothing.
+    match h.export_json().unwrap_err() {
+        HearthError::CorruptStore { reason } => assert!(reason.contains("integrity check"), "{reason}"),
+        e => panic!("{e:?}"),
+    }
+    assert_eq!(h.event_count().unwrap(), 1);
+}
+
+#[test]
+fn an_empty_database_file_opens_as_a_new_store() {
+    // A store cut to 0 bytes (a restore or copy cut short) holds nothing any
+    // more: it opens as a new, empty store (and the library logs it).
+    let dir = tempfile::tempdir().unwrap();
+    let h = open(dir.path(), KEY_A).unwrap();
+    h.record(event("a", EventKind::Play, T0)).unwrap();
+    drop(h);
+    std::fs::write(db_path(dir.path()), b"").unwrap();
+    for suffix in ["-wal", "-shm"] {
+        let _ = std::fs::remove_file(dir.path().join(format!("{DB_FILE}{suffix}")));
+    }
+    let h = open(dir.path(), KEY_A).unwrap();
+    assert_eq!(h.event_count().unwrap(), 0);
+    assert_eq!(h.integrity_check().unwrap(), "ok");
+    h.record(event("b", EventKind::Play, T0)).unwrap();
+    assert_eq!(h.event_count().unwrap(), 1);
+}

@@ -47,6 +47,12 @@ pub enum TransportError {
     Timeout,
     /// A non-2xx status.
     Status(u16),
+    /// 429 or 503 with a `Retry-After`: the server asks for this pause
+    /// before the next try.
+    Throttled {
+        status: u16,
+        retry_after: Duration,
+    },
     /// A reply body above the transport's bound.
     TooLarge,
     /// Connection-level failure.
@@ -112,10 +118,27 @@ impl Transport for HttpTransport {
         let mut reply = req.config().timeout_global(Some(timeout)).build().send(body).map_err(map)?;
         let status = reply.status().as_u16();
         if !(200..300).contains(&status) {
-            return Err(TransportError::Status(status));
+            let retry_after = reply.headers().get("retry-after").and_then(|v| v.to_str().ok()).and_then(retry_after);
+            return Err(match retry_after {
+                Some(retry_after) if status == 429 || status == 503 => {
+                    TransportError::Throttled { status, retry_after }
+                }
+                _ => TransportError::Status(status),
+            });
         }
         reply.body_mut().with_config().limit(self.max_reply_bytes).read_to_vec().map_err(map)
     }
+}
+
+/// A `Retry-After` header's delay-seconds form (RFC 9110 10.2.3); its
+/// HTTP-date form is left alone (None): the client's own backoff applies.
+pub fn retry_after(value: &str) -> Option<Duration> {
+    let v = value.trim();
+    if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    // A number too long to parse is "a very long time".
+    Some(Duration::from_secs(v.parse::<u64>().unwrap_or(u64::MAX).min(86_400)))
 }
 
 /// Timeouts, retries and bounds of a [`FleetClient`].
@@ -124,7 +147,10 @@ pub struct ClientOptions {
     /// One HTTP exchange.
     pub call_timeout: Duration,
     /// Tries per call (1 = no retry). Timeouts, network errors, 429 and 5xx
-    /// are retried; other statuses are not.
+    /// are retried; other statuses are not. A 429 or 503 with a
+    /// `Retry-After` waits that long before the next try (at least the
+    /// backoff), unless the wait would take the call past
+    /// [`ClientOptions::call_bound`]: then the call fails at once.
     pub attempts: u32,
     /// Pause before the first retry, doubled each time up to `max_backoff`.
     pub backoff: Duration,
@@ -319,10 +345,13 @@ impl<T: Transport> FleetClient<T> {
         let body = req.encode_to_vec();
         let mut pause = self.options.backoff;
         let attempts = self.options.attempts.max(1);
+        let deadline = Instant::now() + self.options.call_bound();
         let mut last = FleetError::Timeout;
+        let mut asked: Option<Duration> = None;
         for attempt in 0..attempts {
             if attempt > 0 {
-                self.pause(pause)?;
+                let wait = asked.take().map_or(pause, |a| a.max(pause));
+                self.pause(wait)?;
                 pause = (pause * 2).min(self.options.max_backoff);
             } else if self.cancelled() {
                 return Err(FleetError::Cancelled);
@@ -337,6 +366,17 @@ impl<T: Transport> FleetClient<T> {
                 Err(TransportError::Timeout) => last = FleetError::Timeout,
                 Err(TransportError::Io(e)) => last = FleetError::Network(e),
                 Err(TransportError::Status(s)) if s == 429 || s >= 500 => last = FleetError::Http(s),
+                Err(TransportError::Throttled { status, retry_after }) => {
+                    last = FleetError::Http(status);
+                    // Honoured within the call's bound; past it, give up now
+                    // rather than come back early.
+                    let ends = Instant::now() + retry_after.max(pause) + self.options.call_timeout;
+                    if attempt + 1 == attempts || ends > deadline {
+                        log::debug!("fleet {name}: HTTP {status}, retry after {retry_after:?}: past the call's bound");
+                        return Err(last);
+                    }
+                    asked = Some(retry_after);
+                }
                 Err(TransportError::Status(s)) if s == 401 || s == 403 => return Err(FleetError::Rejected(s)),
                 Err(TransportError::Status(s)) => return Err(FleetError::Http(s)),
                 Err(TransportError::TooLarge) => return Err(FleetError::TooLarge(format!("the reply to {name}"))),

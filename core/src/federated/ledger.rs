@@ -19,6 +19,7 @@
 //! round), *if* the coordinator adds the noise it announces: central DP
 //! trusts the coordinator to do so, and the device cannot check it.
 
+use log::warn;
 use serde::{Deserialize, Serialize};
 
 use super::accountant::{AccountantError, RdpAccountant};
@@ -46,18 +47,24 @@ pub struct LedgerEntry {
     /// Request bodies sent in the round, in bytes (0 until sent).
     pub bytes_sent: u64,
     /// The update's L2 norm before and after clipping to `clip_norm`.
+    #[serde(with = "float_text")]
     pub norm_before_clip: f64,
+    #[serde(with = "float_text")]
     pub norm_after_clip: f64,
+    #[serde(with = "float_text")]
     pub clip_norm: f64,
     /// As the coordinator announced them for this round.
+    #[serde(with = "float_text")]
     pub noise_multiplier: f64,
+    #[serde(with = "float_text")]
     pub sampling_rate: f64,
     /// The epsilon spent over all entries up to and including this one, at
     /// the ledger's delta.
+    #[serde(with = "float_text")]
     pub epsilon_total: f64,
     /// The local-DP epsilon of the segment report sent with the update: 0
     /// without one, and for a report repeated unchanged.
-    #[serde(default)]
+    #[serde(default, with = "float_text")]
     pub segment_report_epsilon: f64,
 }
 
@@ -76,6 +83,11 @@ pub struct PrivacyLedger {
 
 /// The epsilon spent by `entries` plus, when given, one more round of
 /// `(noise multiplier, sampling rate)` and `next_local` of local DP.
+///
+/// A stored entry whose terms the accountant cannot compose (a noise
+/// multiplier or sampling rate out of range, as an entry recovered from a
+/// damaged ledger has) makes the epsilon infinite: what it spent is not
+/// known, so nothing is assumed. The terms of `next` must be valid.
 pub(crate) fn epsilon(
     entries: &[LedgerEntry],
     next: Option<(f64, f64)>,
@@ -84,13 +96,130 @@ pub(crate) fn epsilon(
 ) -> Result<f64, AccountantError> {
     let mut accountant = RdpAccountant::new();
     for e in entries {
-        accountant.compose(e.noise_multiplier, e.sampling_rate, 1)?;
+        if accountant.compose(e.noise_multiplier, e.sampling_rate, 1).is_err() {
+            if let Some((z, q)) = next {
+                RdpAccountant::new().compose(z, q, 1)?;
+            }
+            return Ok(f64::INFINITY);
+        }
     }
     if let Some((z, q)) = next {
         accountant.compose(z, q, 1)?;
     }
     let local: f64 = entries.iter().map(|e| e.segment_report_epsilon).sum::<f64>() + next_local;
     Ok(accountant.epsilon(delta)? + local)
+}
+
+/// The ledger as stored (sealed in the `state` table): a JSON array of
+/// entries.
+pub(crate) fn encode(entries: &[LedgerEntry]) -> Result<Vec<u8>, serde_json::Error> {
+    serde_json::to_vec(entries)
+}
+
+/// Reads the stored ledger, entry by entry: an entry that does not parse is
+/// kept as [`unreadable_entry`] (it counts, and what it spent is not known)
+/// instead of making the whole ledger, and with it the export and every
+/// later round, unreadable. A document that is not an array at all becomes
+/// one such entry.
+pub(crate) fn decode(bytes: &[u8]) -> Vec<LedgerEntry> {
+    let values: Vec<serde_json::Value> = match serde_json::from_slice(bytes) {
+        Ok(v) => v,
+        Err(_) => {
+            warn!("the privacy ledger is not a JSON array; kept as one entry of unknown cost");
+            return vec![unreadable_entry(&serde_json::Value::Null)];
+        }
+    };
+    let mut bad = 0;
+    let entries = values
+        .iter()
+        .map(|v| {
+            LedgerEntry::deserialize(v).unwrap_or_else(|_| {
+                bad += 1;
+                unreadable_entry(v)
+            })
+        })
+        .collect();
+    if bad > 0 {
+        warn!("{bad} privacy ledger entries did not parse; kept as entries of unknown cost");
+    }
+    entries
+}
+
+/// What stands for an entry that cannot be read: its run, round and time
+/// when those still parse, `Unconfirmed`, and no noise, so the epsilon
+/// spent becomes infinite (the device takes part in no round under a
+/// finite budget afterwards: it cannot show what that entry spent).
+pub(crate) fn unreadable_entry(raw: &serde_json::Value) -> LedgerEntry {
+    LedgerEntry {
+        run_id: raw["run_id"].as_u64().unwrap_or(0),
+        round: raw["round"].as_u64(),
+        at_ms: raw["at_ms"].as_i64().unwrap_or(0),
+        status: UploadStatus::Unconfirmed,
+        bytes_sent: raw["bytes_sent"].as_u64().unwrap_or(0),
+        norm_before_clip: f64::NAN,
+        norm_after_clip: f64::NAN,
+        clip_norm: f64::NAN,
+        noise_multiplier: f64::NAN,
+        sampling_rate: f64::NAN,
+        epsilon_total: f64::INFINITY,
+        segment_report_epsilon: 0.0,
+    }
+}
+
+/// An `f64` that may not be finite, in JSON: a number when finite, else the
+/// string `"inf"`, `"-inf"` or `"nan"` (JSON has no number for them, and
+/// serde_json writes them as `null`). Reading also takes `null`, as stores
+/// written before this encoding hold it for an infinite epsilon: read back
+/// as infinity, the larger (safer) reading of a privacy cost.
+pub(crate) mod float_text {
+    use serde::de::{self, Deserializer, Visitor};
+    use serde::ser::Serializer;
+
+    pub fn serialize<S: Serializer>(x: &f64, s: S) -> Result<S::Ok, S::Error> {
+        if x.is_finite() {
+            s.serialize_f64(*x)
+        } else if x.is_nan() {
+            s.serialize_str("nan")
+        } else if *x > 0.0 {
+            s.serialize_str("inf")
+        } else {
+            s.serialize_str("-inf")
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = f64;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a number, \"inf\", \"-inf\" or \"nan\"")
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<f64, E> {
+                Ok(v)
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<f64, E> {
+                Ok(v as f64)
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<f64, E> {
+                Ok(v as f64)
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<f64, E> {
+                match v {
+                    "inf" => Ok(f64::INFINITY),
+                    "-inf" => Ok(f64::NEG_INFINITY),
+                    "nan" => Ok(f64::NAN),
+                    _ => Err(E::invalid_value(de::Unexpected::Str(v), &self)),
+                }
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<f64, E> {
+                Ok(f64::INFINITY)
+            }
+            fn visit_none<E: de::Error>(self) -> Result<f64, E> {
+                Ok(f64::INFINITY)
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 #[cfg(test)]
@@ -131,5 +260,40 @@ mod tests {
         let base = epsilon(&entries, None, 0.0, 1e-6).unwrap();
         assert!((epsilon(&with_report, None, 0.0, 1e-6).unwrap() - (base + 0.5)).abs() < 1e-12);
         assert!((epsilon(&entries, None, 0.25, 1e-6).unwrap() - (base + 0.25)).abs() < 1e-12);
+    }
+
+    #[test]
+    fn non_finite_values_round_trip_and_a_bad_entry_spoils_only_itself() {
+        let mut e = entry(0.0, 1.0);
+        e.epsilon_total = f64::INFINITY;
+        e.norm_before_clip = f64::NAN;
+        e.norm_after_clip = f64::NEG_INFINITY;
+        let ok = entry(1.1, 0.01);
+        let bytes = encode(&[ok.clone(), e.clone()]).unwrap();
+        let text = String::from_utf8(bytes.clone()).unwrap();
+        assert!(text.contains("\"epsilon_total\":\"inf\"") && !text.contains("null"), "{text}");
+        let back = decode(&bytes);
+        assert_eq!(back[0], ok);
+        assert_eq!(back[1].epsilon_total, f64::INFINITY);
+        assert!(back[1].norm_before_clip.is_nan());
+        assert_eq!(back[1].norm_after_clip, f64::NEG_INFINITY);
+
+        // What serde_json wrote before: null for the infinite epsilon.
+        let legacy = text.replace("\"inf\"", "null").replace("\"nan\"", "null").replace("\"-inf\"", "null");
+        let back = decode(legacy.as_bytes());
+        assert_eq!(back.len(), 2);
+        assert_eq!(back[0], ok);
+        assert_eq!((back[1].run_id, back[1].epsilon_total), (1, f64::INFINITY));
+
+        // An entry that does not parse: the others stay; it counts as unknown.
+        let mangled = format!("[{}, {{\"run_id\": 9, \"round\": \"x\"}}]", serde_json::to_string(&ok).unwrap());
+        let back = decode(mangled.as_bytes());
+        assert_eq!(back[0], ok);
+        assert_eq!((back[1].run_id, back[1].status), (9, UploadStatus::Unconfirmed));
+        assert!(epsilon(&back, None, 0.0, 1e-6).unwrap().is_infinite());
+        assert!(epsilon(&back[..1], None, 0.0, 1e-6).unwrap().is_finite());
+        // The next round's terms are still checked.
+        assert!(epsilon(&back, Some((-1.0, 0.5)), 0.0, 1e-6).is_err());
+        assert_eq!(decode(b"{not json").len(), 1);
     }
 }

@@ -100,6 +100,10 @@ pub enum FleetError {
     /// missing object, unexpected types or shapes).
     #[error("protocol: {0}")]
     Protocol(String),
+    /// A message whose arrays are not the parameters the device's model
+    /// has (names, order, shapes), found before any array is expanded.
+    #[error("the arrays are not the model's parameters: {0}")]
+    Parameters(String),
     /// Something bigger than the [`Limits`] allow.
     #[error("too large: {0}")]
     TooLarge(String),

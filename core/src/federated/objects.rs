@@ -40,6 +40,15 @@ pub struct Limits {
     pub max_objects: usize,
     /// Elements of one array.
     pub max_array_elements: usize,
+    /// Elements of all the arrays of one message once expanded, counted
+    /// from the arrays' declared shapes before any data is read: an
+    /// ArrayRecord may name one small object many times (content-addressed
+    /// objects are sent once), so the bytes pulled do not bound it.
+    pub max_message_elements: usize,
+    /// The parameters the device expects, in order (names and shapes from
+    /// its model's manifest). When set, an ArrayRecord must name exactly
+    /// these, each of its shape, before anything is expanded.
+    pub expected_arrays: Option<Vec<(String, Vec<usize>)>>,
 }
 
 impl Default for Limits {
@@ -49,7 +58,18 @@ impl Default for Limits {
             max_message_bytes: 64 << 20,
             max_objects: 4096,
             max_array_elements: 4 << 20,
+            max_message_elements: 16 << 20,
+            expected_arrays: None,
         }
+    }
+}
+
+impl Limits {
+    /// These limits for a model whose parameters are `expected` (name and
+    /// shape, in order): a message may expand to those arrays and nothing more.
+    pub fn for_parameters(self, expected: Vec<(String, Vec<usize>)>) -> Limits {
+        let total: usize = expected.iter().map(|(_, s)| s.iter().product::<usize>()).sum();
+        Limits { max_message_elements: total.min(self.max_message_elements), expected_arrays: Some(expected), ..self }
     }
 }
 
@@ -416,6 +436,7 @@ pub fn inflate_content(
         return Err(FleetError::Protocol("a message without exactly one RecordDict".into()));
     };
     let record_dict = get(record_dict_id, "RecordDict")?;
+    check_expansion(record_dict.body, &record_dict.children, objects, limits)?;
     let mut content = Vec::new();
     for (name, rid) in json_refs_of(record_dict.body, &record_dict.children)? {
         let content_of = objects.get(&rid).ok_or_else(|| FleetError::Protocol("a record was not sent".into()))?;
@@ -455,6 +476,93 @@ pub fn inflate_content(
         content.push((name, record));
     }
     Ok((metadata, content))
+}
+
+/// Walks the arrays a RecordDict names, reading only their heads, and
+/// refuses the message before anything is expanded when the arrays, counted
+/// once per reference, exceed `max_message_elements`, or differ from
+/// `expected_arrays`.
+fn check_expansion(
+    body: &[u8],
+    children: &[&str],
+    objects: &HashMap<String, Vec<u8>>,
+    limits: &Limits,
+) -> Result<(), FleetError> {
+    let mut total = 0usize;
+    let mut array_records = 0;
+    for (_, rid) in json_refs_of(body, children)? {
+        let record = objects.get(&rid).ok_or_else(|| FleetError::Protocol("a record was not sent".into()))?;
+        let p = parse(record)?;
+        if p.kind != "ArrayRecord" {
+            continue;
+        }
+        array_records += 1;
+        let refs = json_refs_of(p.body, &p.children)?;
+        if let Some(expected) = &limits.expected_arrays {
+            let names: Vec<&str> = refs.iter().map(|(n, _)| n.as_str()).collect();
+            let want: Vec<&str> = expected.iter().map(|(n, _)| n.as_str()).collect();
+            if names != want {
+                return Err(FleetError::Parameters("other names or order".into()));
+            }
+        }
+        for (i, (_, aid)) in refs.iter().enumerate() {
+            let shape = array_head(aid, objects)?.shape;
+            if let Some(expected) = &limits.expected_arrays
+                && expected[i].1 != shape
+            {
+                return Err(FleetError::Parameters("an array of another shape".into()));
+            }
+            let count = shape.iter().try_fold(1usize, |a, d| a.checked_mul(*d));
+            total = count.and_then(|c| total.checked_add(c)).unwrap_or(usize::MAX);
+            if total > limits.max_message_elements {
+                return Err(FleetError::TooLarge(format!(
+                    "a message whose arrays expand to more than {} elements",
+                    limits.max_message_elements
+                )));
+            }
+        }
+    }
+    if array_records > 1 {
+        return Err(FleetError::Protocol("more than one ArrayRecord".into()));
+    }
+    Ok(())
+}
+
+/// An Array object's head, read without its chunks.
+struct ArrayHead<'a> {
+    parsed: Parsed<'a>,
+    shape: Vec<usize>,
+    chunk_indexes: Vec<usize>,
+}
+
+fn array_head<'a>(id: &str, objects: &'a HashMap<String, Vec<u8>>) -> Result<ArrayHead<'a>, FleetError> {
+    let content = objects.get(id).ok_or_else(|| FleetError::Protocol("an array was not sent".into()))?;
+    let p = parse(content)?;
+    if p.kind != "Array" {
+        return Err(FleetError::Protocol(format!("expected an Array, got a {}", p.kind)));
+    }
+    let meta: Value = serde_json::from_slice(p.body).map_err(|e| FleetError::Decode(format!("array: {e}")))?;
+    if meta["stype"].as_str() != Some(NUMPY_STYPE) {
+        return Err(FleetError::Protocol("an array that is not a numpy array".into()));
+    }
+    if meta["dtype"].as_str() != Some("float32") {
+        return Err(FleetError::Protocol("an array that is not float32".into()));
+    }
+    let shape: Vec<usize> = meta["shape"]
+        .as_array()
+        .ok_or_else(|| FleetError::Decode("array shape".into()))?
+        .iter()
+        .map(|d| d.as_u64().and_then(|d| usize::try_from(d).ok()))
+        .collect::<Option<_>>()
+        .ok_or_else(|| FleetError::Decode("array shape".into()))?;
+    let chunk_indexes: Vec<usize> = meta["arraychunk_ids"]
+        .as_array()
+        .ok_or_else(|| FleetError::Decode("array chunks".into()))?
+        .iter()
+        .map(|i| i.as_u64().and_then(|i| usize::try_from(i).ok()))
+        .collect::<Option<_>>()
+        .ok_or_else(|| FleetError::Decode("array chunk index".into()))?;
+    Ok(ArrayHead { parsed: p, shape, chunk_indexes })
 }
 
 fn config_value(v: Option<proto::ConfigRecordValue>) -> ConfigValue {
@@ -509,43 +617,23 @@ impl<'de> serde::Deserialize<'de> for OrderedRefs {
 }
 
 fn inflate_array(id: &str, objects: &HashMap<String, Vec<u8>>, limits: &Limits) -> Result<F32Array, FleetError> {
-    let content = objects.get(id).ok_or_else(|| FleetError::Protocol("an array was not sent".into()))?;
-    let p = parse(content)?;
-    if p.kind != "Array" {
-        return Err(FleetError::Protocol(format!("expected an Array, got a {}", p.kind)));
-    }
-    let meta: Value = serde_json::from_slice(p.body).map_err(|e| FleetError::Decode(format!("array: {e}")))?;
-    if meta["stype"].as_str() != Some(NUMPY_STYPE) {
-        return Err(FleetError::Protocol("an array that is not a numpy array".into()));
-    }
-    if meta["dtype"].as_str() != Some("float32") {
-        return Err(FleetError::Protocol("an array that is not float32".into()));
-    }
-    let declared: Vec<usize> = meta["shape"]
-        .as_array()
-        .ok_or_else(|| FleetError::Decode("array shape".into()))?
-        .iter()
-        .map(|d| d.as_u64().map(|d| d as usize))
-        .collect::<Option<_>>()
-        .ok_or_else(|| FleetError::Decode("array shape".into()))?;
+    let ArrayHead { parsed: p, shape: declared, chunk_indexes } = array_head(id, objects)?;
     let count = declared.iter().try_fold(1usize, |a, d| a.checked_mul(*d));
     if count.is_none_or(|c| c > limits.max_array_elements) {
         return Err(FleetError::TooLarge("an array's declared shape".into()));
     }
-    let chunk_ids = meta["arraychunk_ids"].as_array().ok_or_else(|| FleetError::Decode("array chunks".into()))?;
     let mut data = Vec::new();
-    for i in chunk_ids {
-        let i = i.as_u64().ok_or_else(|| FleetError::Decode("array chunk index".into()))? as usize;
+    for i in chunk_indexes {
         let cid = p.children.get(i).ok_or_else(|| FleetError::Protocol("an array chunk index out of range".into()))?;
         let chunk = objects.get(*cid).ok_or_else(|| FleetError::Protocol("an array chunk was not sent".into()))?;
         let c = parse(chunk)?;
         if c.kind != "ArrayChunk" || !c.children.is_empty() {
             return Err(FleetError::Protocol("expected an ArrayChunk".into()));
         }
-        data.extend_from_slice(c.body);
-        if data.len() > limits.max_array_elements.saturating_mul(4).saturating_add(4096) {
+        if data.len().saturating_add(c.body.len()) > limits.max_array_elements.saturating_mul(4).saturating_add(4096) {
             return Err(FleetError::TooLarge("an array's data".into()));
         }
+        data.extend_from_slice(c.body);
     }
     let array = parse_npy_f32(&data, limits)?;
     if array.shape != declared {
@@ -587,5 +675,60 @@ mod tests {
         let (m, back) = inflate_content(d.message_id(), &objects, &Limits::default()).unwrap();
         assert_eq!(m.run_id, 7);
         assert_eq!(back, content);
+    }
+
+    /// A train message whose ArrayRecord names one Array object `copies`
+    /// times under different names: small on the wire, `copies` times the
+    /// array once expanded.
+    fn amplified(elements: usize, copies: usize) -> (String, HashMap<String, Vec<u8>>) {
+        let meta = proto::Metadata { run_id: 7, message_type: "train".into(), ..Default::default() };
+        let one = vec![("w".to_string(), F32Array { shape: vec![elements], data: vec![0.5; elements] })];
+        let d = deflate_message(&meta, &[("arrays".to_string(), Record::Arrays(one))]);
+        let mut objects: HashMap<String, Vec<u8>> =
+            d.objects.iter().map(|o| (o.id.clone(), o.content.clone())).collect();
+        let array = d.objects.iter().find(|o| parse(&o.content).unwrap().kind == "Array").unwrap().id.clone();
+        let refs: Vec<(String, String)> = (0..copies).map(|i| (format!("w{i}"), array.clone())).collect();
+        let record = Object::new("ArrayRecord", std::slice::from_ref(&array), &json_refs(&refs));
+        let dict = Object::new(
+            "RecordDict",
+            std::slice::from_ref(&record.id),
+            &json_refs(&[("arrays".to_string(), record.id.clone())]),
+        );
+        let body = proto::ProtoMessage { metadata: Some(meta), content: None, error: None }.encode_to_vec();
+        let message = Object::new("Message", std::slice::from_ref(&dict.id), &body);
+        let id = message.id.clone();
+        for o in [record, dict, message] {
+            objects.insert(o.id, o.content);
+        }
+        (id, objects)
+    }
+
+    #[test]
+    fn one_array_named_many_times_is_refused_before_it_is_expanded() {
+        // 100 names for one 4 MB array: 400 MB once expanded, 4 MB pulled.
+        let (id, objects) = amplified(1 << 20, 100);
+        let pulled: usize = objects.values().map(Vec::len).sum();
+        assert!(pulled < 5 << 20, "{pulled}");
+        let err = inflate_content(&id, &objects, &Limits::default()).unwrap_err();
+        assert!(matches!(&err, FleetError::TooLarge(why) if why.contains("expand")), "{err:?}");
+
+        // Named a few times within the bound, it inflates as before.
+        let (id, objects) = amplified(16, 3);
+        let (_, content) = inflate_content(&id, &objects, &Limits::default()).unwrap();
+        let Record::Arrays(arrays) = &content[0].1 else { panic!() };
+        assert_eq!(arrays.len(), 3);
+
+        // With the model's parameters expected, the names must be theirs.
+        let expected = vec![("w0".to_string(), vec![16]), ("w1".to_string(), vec![16]), ("w2".to_string(), vec![16])];
+        let limits = Limits::default().for_parameters(expected.clone());
+        assert_eq!(limits.max_message_elements, 48);
+        inflate_content(&id, &objects, &limits).unwrap();
+        let limits = Limits::default().for_parameters(expected[..2].to_vec());
+        let err = inflate_content(&id, &objects, &limits).unwrap_err();
+        assert!(matches!(&err, FleetError::Parameters(why) if why.contains("names")), "{err:?}");
+        let mut other = expected.clone();
+        other[1].1 = vec![4, 4];
+        let err = inflate_content(&id, &objects, &Limits::default().for_parameters(other)).unwrap_err();
+        assert!(matches!(&err, FleetError::Parameters(why) if why.contains("shape")), "{err:?}");
     }
 }

@@ -105,6 +105,10 @@ pub enum DeclineReason {
     OverBudget { epsilon_after: f64, budget: f64 },
     /// This device already answered this round.
     AlreadyTookPart,
+    /// The round's terms give no finite epsilon (no noise, or a noise
+    /// multiplier or sampling rate out of range): a device never sends an
+    /// update without a privacy guarantee, whatever its budget.
+    NoPrivacyGuarantee { noise_multiplier: f64, sampling_rate: f64 },
 }
 
 /// How a call to `participate` ended (failures are errors instead).
@@ -135,6 +139,10 @@ pub enum TransportFailure {
     /// The server answered with a non-2xx status.
     #[error("HTTP {code}")]
     Status { code: u16 },
+    /// The server answered 429 or 503 with a `Retry-After` of this many
+    /// milliseconds (its delay-seconds form; a date may be left as `Status`).
+    #[error("HTTP {code}, retry after {retry_after_ms} ms")]
+    Throttled { code: u16, retry_after_ms: u64 },
     /// The reply was larger than the transport accepts.
     #[error("reply too large")]
     TooLarge,
@@ -186,6 +194,9 @@ impl Transport for ForeignTransport {
         self.0.post(path.to_string(), headers.collect(), body.to_vec(), timeout_ms).map_err(|e| match e {
             TransportFailure::Timeout => TransportError::Timeout,
             TransportFailure::Status { code } => TransportError::Status(code),
+            TransportFailure::Throttled { code, retry_after_ms } => {
+                TransportError::Throttled { status: code, retry_after: Duration::from_millis(retry_after_ms) }
+            }
             TransportFailure::TooLarge => TransportError::TooLarge,
             TransportFailure::Io { reason } => TransportError::Io(reason),
         })
@@ -316,7 +327,13 @@ impl Hearth {
                 return Err(Error::invalid("participate", "a round is already in progress on this store").into());
             };
             self.round_cancel.store(false, Ordering::Relaxed);
-            let options = ClientOptions { cancel: Some(self.round_cancel.clone()), ..options };
+            let mut options = ClientOptions { cancel: Some(self.round_cancel.clone()), ..options };
+            // A train message may expand to the model's parameters and no
+            // more: names and shapes are checked before any array is.
+            if let Some((model, _)) = self.active_model() {
+                let expected = model.manifest.parameters.iter().map(|p| (p.name.clone(), p.shape.clone())).collect();
+                options.limits = options.limits.for_parameters(expected);
+            }
             let mut state = self.federated_state()?;
             let reasons = self.ineligible_reasons(&state, &conditions)?;
             if !reasons.is_empty() {
@@ -356,6 +373,10 @@ impl Hearth {
                         Ok(ParticipationOutcome::Declined { reason })
                     } else if let Some(rejected) = trainer.rejected.take() {
                         Err(rejected)
+                    } else if let FleetError::Parameters(why) = e {
+                        // Global weights of another layout, as local_update
+                        // says of them: refused before they were expanded.
+                        Err(Error::invalid("global weights", why).into())
                     } else {
                         Err(HearthError::from(Error::from(e)))
                     }
@@ -431,6 +452,10 @@ impl Trainer for DeviceTrainer<'_> {
         let (Some(z), Some(q)) = (config_f64(ins, "noise-multiplier"), config_f64(ins, "sampling-rate")) else {
             return Err(self.decline(DeclineReason::PrivacyTermsMissing));
         };
+        let no_guarantee = DeclineReason::NoPrivacyGuarantee { noise_multiplier: z, sampling_rate: q };
+        if !(z.is_finite() && z > 0.0 && q > 0.0 && q <= 1.0) {
+            return Err(self.decline(no_guarantee));
+        }
         if let Some(round) = ins.round
             && self.rounds_taken.contains(&(ins.run_id, round))
         {
@@ -441,10 +466,19 @@ impl Trainer for DeviceTrainer<'_> {
             Ok(e) => e,
             Err(e) => return Err(self.reject(e.into())),
         };
+        // So little noise that the epsilon overflows is no noise.
+        if !epsilon_after.is_finite() {
+            return Err(self.decline(no_guarantee));
+        }
         let budget = h.config.federated_epsilon_budget;
         if epsilon_after > budget {
             return Err(self.decline(DeclineReason::OverBudget { epsilon_after, budget }));
         }
+        // The round's global model is verified now but installed only once
+        // local training from it succeeds: a model the noise has wrecked
+        // (training diverges from it) is reported unusable, and ranking
+        // keeps the last good one.
+        let mut candidate = None;
         if let (Some(ConfigValue::Bytes(manifest)), Some(ConfigValue::Bytes(signature))) =
             (ins.config("model-manifest"), ins.config("model-signature"))
         {
@@ -455,7 +489,8 @@ impl Trainer for DeviceTrainer<'_> {
                 weights,
                 ..ModelPackage::builtin()
             };
-            h.install(package).map_err(|e| self.reject(e.into()))?;
+            let model = h.verify_package(&package).map_err(|e| self.reject(e.into()))?;
+            candidate = Some((package, model));
         }
         let settings = RoundSettings {
             clip_norm: ins.clip_norm,
@@ -465,12 +500,23 @@ impl Trainer for DeviceTrainer<'_> {
             max_examples: ins.max_examples,
             seed: self.seed ^ ins.round.unwrap_or(0),
         };
-        let update = match h.local_update(&settings, Some(&ins.flat())) {
+        let update = match h.local_update_from(candidate.as_ref().map(|(_, m)| m.clone()), &settings, Some(&ins.flat()))
+        {
             Ok(u) => u,
+            Err(HearthError::Federated { kind: FederatedFailure::Update, reason }) if candidate.is_some() => {
+                warn!("the round's global model is unusable ({reason}); the installed model is kept");
+                return Err(self.reject(HearthError::Federated {
+                    kind: FederatedFailure::Update,
+                    reason: format!("the round's global model is unusable ({reason}); the installed model is kept"),
+                }));
+            }
             // Too little to learn from, or training failed: the reply says
             // only that it failed; the caller gets the typed error.
             Err(e) => return Err(self.reject(e)),
         };
+        if let Some((package, model)) = candidate {
+            h.install_verified(package, model).map_err(|e| self.reject(e.into()))?;
+        }
         let (segment_report, segment_report_epsilon) = match self.segment_report(ins, &entries, (z, q), budget) {
             Ok(r) => r,
             Err(e) => return Err(self.reject(e)),
@@ -618,7 +664,7 @@ impl From<&FleetError> for FederatedFailure {
             FleetError::Http(_) => FederatedFailure::Http,
             FleetError::Rejected(_) => FederatedFailure::Rejected,
             FleetError::Network(_) => FederatedFailure::Network,
-            FleetError::Decode(_) | FleetError::Protocol(_) => FederatedFailure::Protocol,
+            FleetError::Decode(_) | FleetError::Protocol(_) | FleetError::Parameters(_) => FederatedFailure::Protocol,
             FleetError::TooLarge(_) => FederatedFailure::TooLarge,
             FleetError::Key(_) => FederatedFailure::Key,
             FleetError::Update(_) => FederatedFailure::Update,

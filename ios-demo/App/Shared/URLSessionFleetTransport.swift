@@ -77,7 +77,15 @@ private final class Reply: @unchecked Sendable {
         }
         if let error { throw TransportFailure.Io(reason: String(describing: type(of: error))) }
         guard let http = response as? HTTPURLResponse else { throw TransportFailure.Io(reason: "not an HTTP reply") }
-        guard (200..<300).contains(http.statusCode) else { throw TransportFailure.Status(code: UInt16(clamping: http.statusCode)) }
+        guard (200..<300).contains(http.statusCode) else {
+            // Retry-After in seconds on 429 / 503: Hearth waits that long (within its bound).
+            if http.statusCode == 429 || http.statusCode == 503,
+               let value = http.value(forHTTPHeaderField: "Retry-After"),
+               let seconds = UInt64(value.trimmingCharacters(in: .whitespaces)) {
+                throw TransportFailure.Throttled(code: UInt16(clamping: http.statusCode), retryAfterMs: min(seconds, 86_400) * 1_000)
+            }
+            throw TransportFailure.Status(code: UInt16(clamping: http.statusCode))
+        }
         let body = data ?? Data()
         // URLSession has buffered the whole body by now; the bound still keeps it from Hearth.
         if body.count > maxBytes || http.expectedContentLength > Int64(maxBytes) { throw TransportFailure.TooLarge }

@@ -149,6 +149,8 @@ final class FederatedTests: XCTestCase {
         let cases: [(Error, FederatedFailure)] = [
             (TransportFailure.Status(code: 403), .rejected),
             (TransportFailure.Status(code: 500), .http),
+            // A Retry-After (an hour) longer than the call's bound: fails at once.
+            (TransportFailure.Throttled(code: 503, retryAfterMs: 3_600_000), .http),
             (TransportFailure.TooLarge, .tooLarge),
             (TransportFailure.Timeout, .timeout),
             (TransportFailure.Io(reason: "connection reset"), .network),

@@ -126,6 +126,8 @@ class FederatedTest {
             val cases = listOf(
                 TransportFailure.Status(403u) to FederatedFailure.REJECTED,
                 TransportFailure.Status(500u) to FederatedFailure.HTTP,
+                // A Retry-After (an hour) longer than the call's bound: fails at once.
+                TransportFailure.Throttled(503u, 3_600_000uL) to FederatedFailure.HTTP,
                 TransportFailure.TooLarge() to FederatedFailure.TOO_LARGE,
                 TransportFailure.Timeout() to FederatedFailure.TIMEOUT,
                 TransportFailure.Io("connection reset") to FederatedFailure.NETWORK,

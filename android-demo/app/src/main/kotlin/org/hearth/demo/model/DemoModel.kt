@@ -209,6 +209,7 @@ class DemoModel(private val hearth: Hearth, val catalog: List<CatalogItem> = DEM
                 is DeclineReason.PrivacyTermsMissing -> "the round did not state its privacy terms"
                 is DeclineReason.OverBudget -> "it would spend epsilon %.2f of %.2f".format(r.epsilonAfter, r.budget)
                 is DeclineReason.AlreadyTookPart -> "already took part in it"
+                is DeclineReason.NoPrivacyGuarantee -> "its noise gives no privacy guarantee (noise multiplier %.3g)".format(r.noiseMultiplier)
             }
         }
     }

@@ -59,6 +59,11 @@ class HttpFleetTransport(
             val code = connection.responseCode
             if (code !in 200..299) {
                 runCatching { connection.errorStream?.use { drain(it, deadline) } }
+                // Retry-After in seconds on 429 / 503: Hearth waits that long (within its bound).
+                val retryAfter = connection.getHeaderField("retry-after")?.trim()?.toULongOrNull()
+                if (retryAfter != null && (code == 429 || code == 503)) {
+                    throw TransportFailure.Throttled(code.toUShort(), minOf(retryAfter, 86_400uL) * 1_000uL)
+                }
                 throw TransportFailure.Status(code.toUShort())
             }
             if (connection.contentLengthLong > maxReplyBytes) throw TransportFailure.TooLarge()
