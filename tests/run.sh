@@ -6,7 +6,7 @@
 #   tests/run.sh              every lane
 #   tests/run.sh rust models  only the lanes named
 #
-# Lanes: rust, models, bindings, cross, federated. Each prints its own results; the last
+# Lanes: rust, models, bindings, cross, federated, fuzz. Each prints its own results; the last
 # line counts the lanes: "lanes: N passed, N failed".
 set -uo pipefail
 
@@ -46,7 +46,12 @@ lane_federated() {
     bash tests/federated/run.sh
 }
 
-all=(rust models bindings cross federated)
+lane_fuzz() {
+    # A smoke run of every fuzz target (docs/fuzzing.md has the long runs).
+    bash fuzz/run.sh "${HEARTH_FUZZ_SECONDS:-10}"
+}
+
+all=(rust models bindings cross federated fuzz)
 lanes=("$@")
 [ ${#lanes[@]} -gt 0 ] || lanes=("${all[@]}")
 
