@@ -234,6 +234,9 @@ public final class DemoModel: Sendable {
         case .declined(.overBudget(let after, let budget)):
             return "declined: it would spend epsilon " + String(format: "%.2f of %.2f", after, budget)
         case .declined(.alreadyTookPart): return "declined: already took part in it"
+        case .declined(.noPrivacyGuarantee(let noiseMultiplier, _)):
+            return "declined: its noise gives no privacy guarantee (noise multiplier "
+                + String(format: "%.3g", noiseMultiplier) + ")"
         }
     }
 }
