@@ -37,20 +37,68 @@ pub(crate) enum Error {
     #[error("crypto failure: {0}")]
     Crypto(&'static str),
     #[error("model rejected ({kind:?}): {reason}")]
-    Model { kind: crate::model::ModelRejection, reason: String },
+    Model { kind: ModelRejection, reason: String },
     #[error("federated round failed ({kind:?}): {reason}")]
-    Federated { kind: crate::federated::FederatedFailure, reason: String },
+    Federated { kind: FederatedFailure, reason: String },
     #[error("internal: {0}")]
     Internal(String),
 }
 
-impl From<crate::federated::FleetError> for Error {
-    fn from(e: crate::federated::FleetError) -> Self {
-        Error::Federated { kind: (&e).into(), reason: e.to_string() }
+pub(crate) type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Why a model package was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, uniffi::Enum)]
+pub enum ModelRejection {
+    /// The signature does not verify under any trusted key.
+    BadSignature,
+    /// A file is shorter than the manifest says (an interrupted download).
+    Truncated,
+    /// A file's size or SHA-256 differs from the manifest.
+    DigestMismatch,
+    /// The manifest or a graph cannot be parsed.
+    Malformed,
+    /// The manifest's format, name, features or hashing differ from what this
+    /// library computes.
+    SchemaMismatch,
+    /// A graph input, output or weight has another shape or type than
+    /// expected.
+    WrongShape,
+    /// A graph uses an op outside the known set.
+    UnknownOp,
+    /// The package is older than the model in use.
+    Stale,
+}
+
+impl ModelRejection {
+    pub(crate) fn err(self, reason: impl Into<String>) -> Error {
+        Error::Model { kind: self, reason: reason.into() }
     }
 }
 
-pub(crate) type Result<T, E = Error> = std::result::Result<T, E>;
+/// What kind of failure ended a federated round, as apps see it (in
+/// `HearthError::Federated`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, uniffi::Enum)]
+pub enum FederatedFailure {
+    /// No answer in time, after the retries.
+    Timeout,
+    /// The coordinator answered with an HTTP error.
+    Http,
+    /// The coordinator refused this device.
+    Rejected,
+    /// The connection failed.
+    Network,
+    /// A reply that breaks the protocol (undecodable, wrong content hash,
+    /// unexpected shapes).
+    Protocol,
+    /// A reply above the device's size limits.
+    TooLarge,
+    /// The device's node key could not be made or used.
+    Key,
+    /// Local training failed or gave an update the device refused to send.
+    Update,
+    /// The app cancelled the round (`cancel_participation`).
+    Cancelled,
+}
 
 impl Error {
     pub(crate) fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Self {
@@ -102,11 +150,11 @@ pub enum HearthError {
     /// A model package was refused; `kind` says why. Ranking goes on with
     /// the model it used before (or the non-personalized ranker).
     #[error("model rejected ({kind:?}): {reason}")]
-    ModelRejected { kind: crate::model::ModelRejection, reason: String },
+    ModelRejected { kind: ModelRejection, reason: String },
     /// A federated round failed; `kind` says how. No update was sent
     /// unless the privacy ledger has an entry for the round.
     #[error("federated round failed ({kind:?}): {reason}")]
-    Federated { kind: crate::federated::FederatedFailure, reason: String },
+    Federated { kind: FederatedFailure, reason: String },
     /// A bug in Hearth. The call failed; the object is still usable.
     #[error("internal error: {reason}")]
     Internal { reason: String },

@@ -23,11 +23,12 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use crate::error::{Error, Result};
-use crate::features::{self, HistoryEntry, ITEM_WIDTH, ItemScale, RankContext};
-use crate::history::{Catalog, CatalogItem};
+use crate::model::features::{self, HistoryEntry, ITEM_WIDTH, ItemScale, RankContext};
 use crate::model::{Model, ScoreInputs};
-use crate::privacy::PrivacySettings;
-use crate::profile::Profile;
+use crate::random::SplitMix;
+use crate::store::history::{Catalog, CatalogItem};
+use crate::store::profile::Profile;
+use crate::store::settings::PrivacySettings;
 
 /// Most candidates one call takes.
 pub const MAX_CANDIDATES: usize = 20_000;
@@ -437,28 +438,6 @@ pub(crate) fn score(prepared: &Prepared, model: Option<&Model>, context: &RankCo
             log::warn!("model failed ({e}); using the fallback ranker");
             Scores::Fallback(FallbackReason::ModelFailed)
         }
-    }
-}
-
-/// A small deterministic generator (SplitMix64) for exploration draws.
-pub(crate) struct SplitMix(u64);
-
-impl SplitMix {
-    pub(crate) fn new(seed: u64) -> Self {
-        SplitMix(seed)
-    }
-
-    pub(crate) fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `0..n` (n > 0).
-    pub(crate) fn below(&mut self, n: usize) -> usize {
-        (self.next_u64() % n as u64) as usize
     }
 }
 

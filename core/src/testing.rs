@@ -4,9 +4,9 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use crate::features::{CONTEXT_WIDTH, ID_ROWS, ITEM_WIDTH, USER_WIDTH};
+use crate::model::features::{CONTEXT_WIDTH, ID_ROWS, ITEM_WIDTH, USER_WIDTH};
 use crate::model::{self, Model, ScoreInputs};
-use crate::ranking::SplitMix;
+use crate::random::SplitMix;
 
 pub use crate::store::schema::V1 as SCHEMA_V1_SQL;
 
@@ -90,13 +90,13 @@ impl Inference {
 }
 
 /// What local training produced (the clipped delta and its record).
-pub use crate::training::LocalUpdate as UpdateReport;
-pub use crate::training::RoundSettings;
+pub use crate::model::training::LocalUpdate as UpdateReport;
+pub use crate::model::training::RoundSettings;
 
 /// The device's clipping, for benchmarks and tests: scales `delta` so its
 /// L2 norm is at most `c` and returns the norm before.
 pub fn clip(delta: &mut [f32], c: f64) -> f64 {
-    crate::training::clip(delta, c)
+    crate::model::training::clip(delta, c)
 }
 
 /// The clipped update local training makes on `hearth`'s history, from the
@@ -163,8 +163,8 @@ pub fn check_inference_graph(bytes: &[u8]) -> Result<(), crate::HearthError> {
 
 /// An export document as `import_json` reads it, before anything is stored.
 pub fn parse_export(json: &str) -> Result<(), crate::HearthError> {
-    let doc = crate::privacy::ExportDocument::parse(json)?;
-    let now = crate::history::now_ms();
+    let doc = crate::hearth::export::ExportDocument::parse(json)?;
+    let now = crate::store::history::now_ms();
     for e in &doc.events {
         e.event.validate(now)?;
     }
@@ -179,8 +179,8 @@ pub fn parse_export(json: &str) -> Result<(), crate::HearthError> {
 /// store does, and parses it as that table's records are parsed; then opens
 /// `plaintext` itself as if it were sealed bytes (which must fail).
 pub fn decode_record(table: u8, plaintext: &[u8]) -> Result<(), crate::HearthError> {
-    use crate::crypto::{DataKey, KeyRing, Table};
     use crate::error::Error;
+    use crate::store::crypto::{DataKey, KeyRing, Table};
     let ring = &KeyRing::new(0, vec![(0, DataKey::from_bytes([9; 32]))]);
     let table = [Table::Events, Table::Catalog, Table::State, Table::ProfileItems][table as usize % 4];
     if ring.open(table, b"row", plaintext).is_ok() {
@@ -194,13 +194,15 @@ pub fn decode_record(table: u8, plaintext: &[u8]) -> Result<(), crate::HearthErr
     match table {
         Table::Events => drop(serde_json::from_slice::<crate::Event>(&plain).map_err(Error::from)?),
         Table::Catalog => drop(serde_json::from_slice::<crate::CatalogItem>(&plain).map_err(Error::from)?),
-        Table::ProfileItems => drop(serde_json::from_slice::<crate::profile::ItemState>(&plain).map_err(Error::from)?),
+        Table::ProfileItems => {
+            drop(serde_json::from_slice::<crate::store::profile::ItemState>(&plain).map_err(Error::from)?)
+        }
         Table::State => {
             // The state records: the ledger (read entry by entry), the
             // settings, the profile's aggregate.
             drop(crate::federated::ledger::decode(&plain));
             let _ = serde_json::from_slice::<crate::PrivacySettings>(&plain);
-            let _ = serde_json::from_slice::<crate::profile::Profile>(&plain);
+            let _ = serde_json::from_slice::<crate::store::profile::Profile>(&plain);
         }
     }
     Ok(())

@@ -172,6 +172,36 @@ fn pushed(log: &[(String, Vec<u8>)]) -> (Vec<String>, Vec<Option<String>>) {
 }
 
 #[test]
+fn a_reply_taken_before_its_retried_push_still_sends_its_objects() {
+    // The first push-messages arrives but its answer is lost; by the retry
+    // the ServerApp has taken the message, and the SuperLink asks for no
+    // object. The device pushes the whole reply without a session id (the
+    // first session still waits for it), and nothing more than the reply.
+    let mut link = FakeLink::new(small_arrays(), 0.5);
+    link.taken_before_retry = true;
+    let mut c = client(link, quick());
+    let RoundOutcome::Done(report) = c.participate(Duration::from_secs(1), &mut trainer(0.5)).unwrap() else {
+        panic!("no round")
+    };
+    let log = c.transport().log.lock().unwrap().clone();
+    let pushes: Vec<proto::PushObjectRequest> = log
+        .iter()
+        .filter(|(p, _)| p.ends_with("/push-object"))
+        .map(|(_, b)| proto::PushObjectRequest::decode(b.as_slice()).unwrap())
+        .collect();
+    assert_eq!(log.iter().filter(|(p, _)| p.ends_with("/push-messages")).count(), 2);
+    assert!(!pushes.is_empty());
+    assert!(pushes.iter().all(|p| p.session_id.is_empty()), "pushed under the lost session");
+    let mut ids: Vec<_> = pushes.iter().map(|p| p.object_id.clone()).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), pushes.len(), "each object once");
+    let norm = pushed_norms(&log)[0];
+    assert!((norm - report.norm).abs() < 1e-4, "{norm} vs {}", report.norm);
+    assert!(norm > 0.0);
+}
+
+#[test]
 fn an_update_above_the_bound_or_of_the_wrong_size_is_never_sent() {
     let mut c = client(FakeLink::new(small_arrays(), 0.5), quick());
     let err = c.participate(Duration::from_secs(1), &mut trainer(0.6)).unwrap_err();
@@ -326,7 +356,9 @@ fn devices_take_part_in_rounds_against_a_superlink() {
                     let lost = Arc::default();
                     // Device 0 loses its first push-messages response, device 1
                     // its first push-object response; both retry (flwr 1.42
-                    // takes the same message or object again).
+                    // takes the same message or object again, and when the
+                    // ServerApp took the message before the retry, the device
+                    // pushes its objects to the first, lost session).
                     let lose_first_response = [Some("/push-messages"), Some("/push-object")].get(n).copied().flatten();
                     let mut entries = Vec::new();
                     // The product's path, one call per round, as a phone's

@@ -41,105 +41,7 @@ pub const SUPERLINK_NODE_ID: u64 = 1;
 /// flwr's `ErrorCode.CLIENT_APP_RAISED_EXCEPTION`, the code of an error reply.
 pub const CLIENT_APP_RAISED_EXCEPTION: i64 = 2;
 
-/// Why one HTTP exchange failed.
-#[derive(Debug, Clone, PartialEq)]
-pub enum TransportError {
-    Timeout,
-    /// A non-2xx status.
-    Status(u16),
-    /// 429 or 503 with a `Retry-After`: the server asks for this pause
-    /// before the next try.
-    Throttled {
-        status: u16,
-        retry_after: Duration,
-    },
-    /// A reply body above the transport's bound.
-    TooLarge,
-    /// Connection-level failure.
-    Io(String),
-}
-
-/// One request, one reply: an app may implement this over its own HTTP
-/// stack (OkHttp, URLSession); tests put a fake here.
-pub trait Transport: Send + Sync {
-    /// POSTs `body` to `path` (such as `/v1/fleet/pull-messages`) with
-    /// `headers` and returns the body of a 2xx reply, all within `timeout`.
-    fn post(
-        &self,
-        path: &str,
-        headers: &[(String, String)],
-        body: &[u8],
-        timeout: Duration,
-    ) -> Result<Vec<u8>, TransportError>;
-}
-
-/// [`Transport`] over plain HTTP/1.1 (ureq). `base` is like
-/// `http://127.0.0.1:9092`. TLS comes with ureq's rustls feature later.
-pub struct HttpTransport {
-    base: String,
-    agent: ureq::Agent,
-    max_reply_bytes: u64,
-}
-
-impl HttpTransport {
-    pub fn new(base: &str) -> HttpTransport {
-        let config = ureq::Agent::config_builder().http_status_as_error(false).build();
-        HttpTransport {
-            base: base.trim_end_matches('/').to_string(),
-            agent: ureq::Agent::new_with_config(config),
-            max_reply_bytes: 64 << 20,
-        }
-    }
-}
-
-impl Transport for HttpTransport {
-    fn post(
-        &self,
-        path: &str,
-        headers: &[(String, String)],
-        body: &[u8],
-        timeout: Duration,
-    ) -> Result<Vec<u8>, TransportError> {
-        let mut req = self
-            .agent
-            .post(format!("{}{path}", self.base))
-            .header("content-type", "application/protobuf")
-            .header("accept", "application/protobuf");
-        for (k, v) in headers {
-            req = req.header(k.as_str(), v.as_str());
-        }
-        let map = |e: ureq::Error| match e {
-            ureq::Error::Timeout(_) => TransportError::Timeout,
-            ureq::Error::StatusCode(s) => TransportError::Status(s),
-            ureq::Error::BodyExceedsLimit(_) => TransportError::TooLarge,
-            ureq::Error::Io(e) if e.kind() == std::io::ErrorKind::TimedOut => TransportError::Timeout,
-            other => TransportError::Io(other.to_string()),
-        };
-        let mut reply = req.config().timeout_global(Some(timeout)).build().send(body).map_err(map)?;
-        let status = reply.status().as_u16();
-        if !(200..300).contains(&status) {
-            let retry_after = reply.headers().get("retry-after").and_then(|v| v.to_str().ok()).and_then(retry_after);
-            return Err(match retry_after {
-                Some(retry_after) if status == 429 || status == 503 => {
-                    TransportError::Throttled { status, retry_after }
-                }
-                _ => TransportError::Status(status),
-            });
-        }
-        reply.body_mut().with_config().limit(self.max_reply_bytes).read_to_vec().map_err(map)
-    }
-}
-
-/// A `Retry-After` header's delay-seconds form (RFC 9110 10.2.3); its
-/// HTTP-date form is left alone (None): the client's own backoff applies.
-pub fn retry_after(value: &str) -> Option<Duration> {
-    let v = value.trim();
-    if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    // A number too long to parse is "a very long time".
-    Some(Duration::from_secs(v.parse::<u64>().unwrap_or(u64::MAX).min(86_400)))
-}
+pub use super::transport::{HttpTransport, Transport, TransportError, retry_after};
 
 /// Timeouts, retries and bounds of a [`FleetClient`].
 #[derive(Debug, Clone)]
@@ -308,11 +210,13 @@ pub struct FleetClient<T: Transport> {
     received: u64,
     /// When this session last pushed a reply (the linger counts from it).
     replied_at: Option<Instant>,
+    /// How many attempts the last call took.
+    last_attempts: u32,
 }
 
 impl<T: Transport> FleetClient<T> {
     pub fn new(transport: T, key: NodeKey, options: ClientOptions) -> Self {
-        FleetClient { transport, key, options, sent: 0, received: 0, replied_at: None }
+        FleetClient { transport, key, options, sent: 0, received: 0, replied_at: None, last_attempts: 0 }
     }
 
     pub fn transport(&self) -> &T {
@@ -349,6 +253,7 @@ impl<T: Transport> FleetClient<T> {
         let mut last = FleetError::Timeout;
         let mut asked: Option<Duration> = None;
         for attempt in 0..attempts {
+            self.last_attempts = attempt + 1;
             if attempt > 0 {
                 let wait = asked.take().map_or(pause, |a| a.max(pause));
                 self.pause(wait)?;
@@ -643,20 +548,45 @@ impl<T: Transport> FleetClient<T> {
             clientapp_runtime_list: vec![runtime],
         };
         let pushed: proto::PushMessagesResponse = self.call("push-messages", &push)?;
+        let mut wanted: Vec<&objects::Object> = Vec::with_capacity(pushed.objects_to_push.len());
         for id in &pushed.objects_to_push {
-            let object = deflated
-                .get(id)
-                .ok_or_else(|| FleetError::Protocol("the SuperLink asked for an object not in the reply".into()))?;
-            let _: proto::PushObjectResponse = self.call(
+            wanted.push(
+                deflated
+                    .get(id)
+                    .ok_or_else(|| FleetError::Protocol("the SuperLink asked for an object not in the reply".into()))?,
+            );
+        }
+        let mut session_id = pushed.session_id.clone();
+        if wanted.is_empty() && self.last_attempts > 1 && !deflated.objects.is_empty() {
+            // The first push-messages reached the SuperLink but its answer was
+            // lost. If the ServerApp took the message before the retry, flwr
+            // (1.42) no longer stores it again and asks for nothing, while the
+            // objects the first push registered still wait under the lost
+            // session. Pushed without a session id, each is matched to the
+            // session that waits for it (flwr's path for SuperNodes without
+            // sessions); one nobody waits for is answered `stored: false`.
+            log::debug!("push-messages was retried and asked for no object: pushing the reply's objects unasked");
+            wanted = deflated.objects.iter().collect();
+            session_id = String::new();
+        }
+        let mut stored = 0usize;
+        for object in &wanted {
+            let reply: proto::PushObjectResponse = self.call(
                 "push-object",
                 &proto::PushObjectRequest {
                     node: node.clone(),
                     run_id,
                     object_id: object.id.clone(),
                     object_content: object.content.clone(),
-                    session_id: pushed.session_id.clone(),
+                    session_id: session_id.clone(),
                 },
             )?;
+            // A push-object retried after its answer was lost is answered
+            // `stored: false` (the first one stored it): not an error.
+            stored += usize::from(reply.stored);
+        }
+        if stored < wanted.len() {
+            log::debug!("push-object: {stored} of {} objects stored as new", wanted.len());
         }
         self.replied_at = Some(Instant::now());
         Ok(())

@@ -39,7 +39,9 @@ pub mod node_key;
 pub mod objects;
 pub mod participation;
 pub mod proto;
+pub mod transport;
 
+pub use crate::error::FederatedFailure;
 pub use fleet::{
     ClientOptions, FleetClient, HttpTransport, LocalResult, RoundOutcome, RoundReport, TrainInstruction, Trainer,
     Transport, TransportError,
@@ -51,31 +53,6 @@ pub use participation::{
     DeclineReason, DeviceConditions, Eligibility, FleetTransport, HttpHeader, IneligibleReason, ParticipationOutcome,
     TransportFailure,
 };
-
-/// What kind of failure ended a federated round, as apps see it (in
-/// `HearthError::Federated`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, uniffi::Enum)]
-pub enum FederatedFailure {
-    /// No answer in time, after the retries.
-    Timeout,
-    /// The coordinator answered with an HTTP error.
-    Http,
-    /// The coordinator refused this device.
-    Rejected,
-    /// The connection failed.
-    Network,
-    /// A reply that breaks the protocol (undecodable, wrong content hash,
-    /// unexpected shapes).
-    Protocol,
-    /// A reply above the device's size limits.
-    TooLarge,
-    /// The device's node key could not be made or used.
-    Key,
-    /// Local training failed or gave an update the device refused to send.
-    Update,
-    /// The app cancelled the round (`cancel_participation`).
-    Cancelled,
-}
 
 /// Why a Fleet call or a round failed. Messages carry no personal data.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -117,4 +94,10 @@ pub enum FleetError {
     /// The round was cancelled from another thread.
     #[error("the round was cancelled")]
     Cancelled,
+}
+
+impl From<FleetError> for crate::error::Error {
+    fn from(e: FleetError) -> Self {
+        crate::error::Error::Federated { kind: (&e).into(), reason: e.to_string() }
+    }
 }

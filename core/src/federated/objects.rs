@@ -75,7 +75,7 @@ impl Limits {
 
 /// Lower-case hex SHA-256 of an object's bytes: its id.
 pub fn object_id(content: &[u8]) -> String {
-    crate::crypto::sha256_hex(content)
+    crate::store::crypto::sha256_hex(content)
 }
 
 fn is_object_id(s: &str) -> bool {

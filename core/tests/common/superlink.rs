@@ -67,6 +67,12 @@ pub struct FakeLink {
     pub objects: HashMap<String, Vec<u8>>,
     pub log: Log,
     pub stall: bool,
+    /// The first push-messages is stored and its answer lost; the retry
+    /// finds the message already taken by the ServerApp and asks for no
+    /// object (what flwr 1.42 does), while the objects wait under the first
+    /// push's session: only a push-object without a session id stores them.
+    pub taken_before_retry: bool,
+    pub push_messages_calls: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl FakeLink {
@@ -77,7 +83,15 @@ impl FakeLink {
     pub fn with_config(arrays: Vec<(String, F32Array)>, config: Vec<(String, ConfigValue)>) -> FakeLink {
         let (meta, d) = train_message_with(42, arrays, config);
         let objects = d.objects.iter().map(|o| (o.id.clone(), o.content.clone())).collect();
-        FakeLink { meta, tree: d.tree, objects, log: Arc::default(), stall: false }
+        FakeLink {
+            meta,
+            tree: d.tree,
+            objects,
+            log: Arc::default(),
+            stall: false,
+            taken_before_retry: false,
+            push_messages_calls: Arc::default(),
+        }
     }
 
     pub fn paths(&self) -> Vec<String> {
@@ -132,10 +146,21 @@ impl Transport for FakeLink {
                     ids.push(t.object_id.clone());
                     stack.extend(t.children.iter());
                 }
+                let call = self.push_messages_calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if self.taken_before_retry {
+                    if call == 0 {
+                        return Err(TransportError::Timeout);
+                    }
+                    ids.clear();
+                }
                 proto::PushMessagesResponse { objects_to_push: ids, session_id: "s".into(), ..Default::default() }
                     .encode_to_vec()
             }
-            "push-object" => proto::PushObjectResponse { stored: true }.encode_to_vec(),
+            "push-object" => {
+                let req = proto::PushObjectRequest::decode(body).unwrap();
+                let stored = !self.taken_before_retry || req.session_id.is_empty();
+                proto::PushObjectResponse { stored }.encode_to_vec()
+            }
             other => panic!("unexpected call {other}"),
         })
     }

@@ -13,14 +13,19 @@
 //! * `profile_items(lookup, sealed)`: the profile's per-item state, with a
 //!   blind index of its own.
 
+pub(crate) mod crypto;
+pub(crate) mod history;
+pub(crate) mod profile;
+pub(crate) mod settings;
+
 use std::path::{Path, PathBuf};
 
 use log::{debug, info, warn};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Transaction, TransactionBehavior, params};
 
-use crate::crypto::{self, DataKey, KeyRing, RootKey, Table, Wrapper};
 use crate::error::{Error, Result};
-use crate::history::{CatalogItem, Event};
+use crate::store::history::{CatalogItem, Event};
+use crypto::{DataKey, KeyRing, RootKey, Table, Wrapper};
 
 /// File name of the database inside the data directory.
 pub const DB_FILE: &str = "hearth.db";

@@ -1,15 +1,9 @@
-//! The user's controls and the export document.
-//!
-//! The export format is documented in `docs/export-format.md`; its
-//! `format` and `format_version` fields name it, and a change that is not
-//! backwards compatible bumps the version.
+//! The user's privacy controls, as the store keeps them, and what `record`
+//! answers under them.
 
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::federated::ledger::LedgerEntry;
-use crate::history::{CatalogItem, Event};
-use crate::profile::ProfileSummary;
 
 /// The end user's privacy choices. Kept sealed in the store.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, uniffi::Record)]
@@ -84,60 +78,4 @@ pub enum RecordOutcome {
     Stored { count: u32 },
     /// History is paused: nothing was stored.
     Paused,
-}
-
-/// The name in the `format` field of an export.
-pub const EXPORT_FORMAT: &str = "hearth.export";
-/// The version of the export format this library writes and reads.
-pub const EXPORT_FORMAT_VERSION: u32 = 1;
-
-/// An event as exported, with its store id.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ExportedEvent {
-    pub id: i64,
-    #[serde(flatten)]
-    pub event: Event,
-}
-
-/// Everything Hearth holds about the user, as one JSON document.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ExportDocument {
-    pub format: String,
-    pub format_version: u32,
-    pub exported_at_ms: i64,
-    pub settings: PrivacySettings,
-    /// Oldest first.
-    pub events: Vec<ExportedEvent>,
-    /// Sorted by id.
-    pub catalog: Vec<CatalogItem>,
-    /// Derived from the events; informative, ignored on import.
-    pub profile: ProfileSummary,
-    /// Every federated update that left the device (absent in exports made
-    /// before the ledger existed). Merged on import, never dropped.
-    #[serde(default)]
-    pub privacy_ledger: Vec<LedgerEntry>,
-}
-
-impl ExportDocument {
-    pub(crate) fn parse(json: &str) -> Result<ExportDocument> {
-        let doc: ExportDocument = serde_json::from_str(json)?;
-        if doc.format != EXPORT_FORMAT {
-            return Err(Error::invalid("format", format!("expected \"{EXPORT_FORMAT}\"")));
-        }
-        if doc.format_version != EXPORT_FORMAT_VERSION {
-            return Err(Error::invalid(
-                "format_version",
-                format!("this library reads version {EXPORT_FORMAT_VERSION}"),
-            ));
-        }
-        doc.settings.validate()?;
-        Ok(doc)
-    }
-}
-
-/// What `import_json` brought in.
-#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
-pub struct ImportSummary {
-    pub events: u64,
-    pub catalog_items: u64,
 }

@@ -17,10 +17,12 @@ use jiff::tz::TimeZone;
 use jiff::{Timestamp, ZonedDateTime};
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, HearthError, Result};
-use crate::hearth::{Hearth, Session};
-use crate::history::{MIN_TIMESTAMP_MS, now_ms};
-use crate::privacy::PrivacySettings;
+use crate::error::{Error, Result};
+use crate::store::Store;
+use crate::store::history::Catalog;
+use crate::store::history::{MIN_TIMESTAMP_MS, now_ms};
+use crate::store::profile::Profile;
+use crate::store::settings::PrivacySettings;
 
 const DAY_MS: i64 = 86_400_000;
 const POLICY_KEY: &str = "notify.policy";
@@ -283,22 +285,40 @@ fn check_tag(field: &str, value: &Option<String>, max: usize) -> Result<()> {
     Ok(())
 }
 
-impl Session {
-    fn notification_policy(&self) -> Result<NotificationPolicy> {
-        match self.store.get_state(POLICY_KEY)? {
-            Some(bytes) => serde_json::from_slice(&bytes).map_err(|_| Error::Integrity { table: "state" }),
-            None => Ok(NotificationPolicy::default()),
-        }
+/// The caps and quiet hours in force (the defaults until the app sets them).
+pub(crate) fn load_policy(store: &Store) -> Result<NotificationPolicy> {
+    match store.get_state(POLICY_KEY)? {
+        Some(bytes) => serde_json::from_slice(&bytes).map_err(|_| Error::Integrity { table: "state" }),
+        None => Ok(NotificationPolicy::default()),
     }
+}
 
-    fn sent_log(&self) -> Result<Vec<Sent>> {
-        match self.store.get_state(SENT_KEY)? {
-            Some(bytes) => serde_json::from_slice(&bytes).map_err(|_| Error::Integrity { table: "state" }),
-            None => Ok(Vec::new()),
-        }
+/// Replaces the caps and quiet hours; a policy that does not validate
+/// changes nothing.
+pub(crate) fn save_policy(store: &mut Store, policy: &NotificationPolicy) -> Result<()> {
+    policy.validate()?;
+    store.put_state(POLICY_KEY, &serde_json::to_vec(policy)?)
+}
+
+fn sent_log(store: &Store) -> Result<Vec<Sent>> {
+    match store.get_state(SENT_KEY)? {
+        Some(bytes) => serde_json::from_slice(&bytes).map_err(|_| Error::Integrity { table: "state" }),
+        None => Ok(Vec::new()),
     }
+}
 
-    fn should_notify(&mut self, c: &NotificationCandidate) -> Result<NotificationDecision> {
+/// What the device knows that a decision reads: the user's settings, the
+/// catalog (for an item's categories) and the profile (for dislikes).
+pub(crate) struct Context<'a> {
+    pub store: &'a mut Store,
+    pub settings: &'a PrivacySettings,
+    pub catalog: &'a Catalog,
+    pub profile: &'a Profile,
+}
+
+impl Context<'_> {
+    /// Decides on `c`; an allowed candidate is counted as sent.
+    pub(crate) fn should_notify(&mut self, c: &NotificationCandidate) -> Result<NotificationDecision> {
         // Input first: a bad candidate changes nothing.
         let tz =
             TimeZone::get(&c.time_zone).map_err(|_| Error::invalid("time_zone", "not a known IANA time zone name"))?;
@@ -312,7 +332,7 @@ impl Session {
         }
         check_tag("item_id", &c.item_id, 256)?;
         check_tag("category", &c.category, 64)?;
-        let policy = self.notification_policy()?;
+        let policy = load_policy(self.store)?;
 
         let decided = |reason: NotifyReason, retry_at_ms: Option<i64>| NotificationDecision {
             allowed: reason == NotifyReason::Allowed,
@@ -334,7 +354,7 @@ impl Session {
             return Ok(decided(NotifyReason::DislikedItem, None));
         }
 
-        let mut log = self.sent_log()?;
+        let mut log = sent_log(self.store)?;
         let sent_dates = log.iter().map(|s| local(s.at_ms, &tz).map(|z| z.date())).collect::<Result<Vec<_>>>()?;
         let checker = Checker { policy: &policy, tz: &tz, sent_dates, capped: c.urgency != Urgency::High };
         if let Some(reason) = checker.hold(at)? {
@@ -351,36 +371,5 @@ impl Session {
         }
         self.store.put_state(SENT_KEY, &serde_json::to_vec(&log)?)?;
         Ok(decided(NotifyReason::Allowed, None))
-    }
-}
-
-#[uniffi::export]
-impl Hearth {
-    /// May the app send this message now (or at `candidate.at_ms`)? An
-    /// allowed candidate is counted as sent (caps hold across restarts); a
-    /// held one comes with the reason and, unless of `Low` urgency, the
-    /// earliest time it would be allowed. A candidate with an unknown time
-    /// zone or bad fields fails with `InvalidInput` and counts nothing.
-    pub fn should_notify(&self, candidate: NotificationCandidate) -> Result<NotificationDecision, HearthError> {
-        self.with(|s| s.should_notify(&candidate))
-    }
-
-    /// The caps and quiet hours in force (the defaults until set).
-    pub fn notification_policy(&self) -> Result<NotificationPolicy, HearthError> {
-        self.with(|s| s.notification_policy())
-    }
-
-    /// Replaces the caps and quiet hours. A policy that does not validate
-    /// fails with `InvalidInput` and changes nothing.
-    pub fn set_notification_policy(&self, policy: NotificationPolicy) -> Result<(), HearthError> {
-        self.with(|s| {
-            policy.validate()?;
-            s.store.put_state(POLICY_KEY, &serde_json::to_vec(&policy)?)
-        })
-    }
-
-    /// The user's notification toggle (on by default).
-    pub fn set_notifications_enabled(&self, enabled: bool) -> Result<(), HearthError> {
-        self.with(|s| s.save_settings(PrivacySettings { notifications_enabled: enabled, ..s.settings.clone() }))
     }
 }

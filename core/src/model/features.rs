@@ -4,8 +4,8 @@
 //! (`features.*.groups[].compute`, `hashing`); this module is the device's
 //! side of that contract and `models/build.py` the training side.
 
-use crate::history::{Catalog, CatalogItem, DeviceClass, EventKind};
-use crate::profile::Profile;
+use crate::store::history::{Catalog, CatalogItem, DeviceClass, EventKind};
+use crate::store::profile::Profile;
 
 /// Widths and sizes this code produces. A manifest that says otherwise is
 /// rejected at load time (`model::Manifest::check_schema`).
@@ -112,7 +112,7 @@ pub(crate) struct HistoryEntry {
 pub(crate) fn history(profile: &Profile, now_ms: i64, except: Option<&str>) -> Vec<HistoryEntry> {
     let ln2 = std::f64::consts::LN_2;
     let decay = |at_ms: i64| (-((now_ms - at_ms).max(0) as f64) / DAY_MS * ln2 / profile.half_life_days).exp();
-    let eligible = |s: &crate::profile::ItemState| {
+    let eligible = |s: &crate::store::profile::ItemState| {
         s.engagement > 0.0
             && except != Some(s.id.as_str())
             // Past about a thousand half-lives the decayed weight underflows to 0.
@@ -121,11 +121,12 @@ pub(crate) fn history(profile: &Profile, now_ms: i64, except: Option<&str>) -> V
     // Select the most recent first, then decay and copy only those: a
     // profile can hold thousands of items. The profile's recency index gives
     // them in order; without it, every item is looked at.
-    let recent: Vec<&crate::profile::ItemState> = match profile.engaged_by_recency() {
+    let recent: Vec<&crate::store::profile::ItemState> = match profile.engaged_by_recency() {
         Some(newest_first) => newest_first.filter(|s| eligible(s)).take(MAX_HISTORY).collect(),
         None => {
-            let mut all: Vec<&crate::profile::ItemState> = profile.items.values().filter(|s| eligible(s)).collect();
-            let newest_first = |a: &&crate::profile::ItemState, b: &&crate::profile::ItemState| {
+            let mut all: Vec<&crate::store::profile::ItemState> =
+                profile.items.values().filter(|s| eligible(s)).collect();
+            let newest_first = |a: &&crate::store::profile::ItemState, b: &&crate::store::profile::ItemState| {
                 b.last_ms.cmp(&a.last_ms).then_with(|| a.id.as_bytes().cmp(b.id.as_bytes()))
             };
             if all.len() > MAX_HISTORY {
@@ -258,7 +259,7 @@ mod tests {
         let now = 1_790_000_000_000;
         for i in 0..300i64 {
             let id = format!("item-{i:03}");
-            let state = crate::profile::ItemState {
+            let state = crate::store::profile::ItemState {
                 id: id.clone(),
                 engagement: if i % 7 == 0 { -1.0 } else { 1.0 + (i % 5) as f64 },
                 at_ms: now - (i * 37 % 300) * 3_600_000,
@@ -269,7 +270,7 @@ mod tests {
             profile.items.insert(id, state);
         }
         let got = history(&profile, now, Some("item-001"));
-        let mut want: Vec<&crate::profile::ItemState> =
+        let mut want: Vec<&crate::store::profile::ItemState> =
             profile.items.values().filter(|s| s.engagement > 0.0 && s.id != "item-001").collect();
         want.sort_by(|a, b| b.last_ms.cmp(&a.last_ms).then_with(|| a.id.cmp(&b.id)));
         want.truncate(MAX_HISTORY);

@@ -19,13 +19,13 @@ use std::collections::{HashMap, HashSet};
 
 use log::debug;
 
+use crate::error::FederatedFailure;
 use crate::error::{Error, Result};
-use crate::features::{self, ITEM_WIDTH, ItemScale, RankContext};
-use crate::federated::FederatedFailure;
-use crate::history::{Catalog, CatalogItem, Event, EventKind};
+use crate::model::features::{self, ITEM_WIDTH, ItemScale, RankContext};
 use crate::model::{Model, ScoreInputs, Weights};
-use crate::profile::Profile;
-use crate::ranking::SplitMix;
+use crate::random::SplitMix;
+use crate::store::history::{Catalog, CatalogItem, Event, EventKind};
+use crate::store::profile::Profile;
 
 /// How one round trains. Defaults come from the model manifest's
 /// `training`; a coordinator's round config overrides them.
@@ -350,11 +350,11 @@ mod tests {
         Event {
             item_id: item.into(),
             kind,
-            timestamp_ms: crate::history::MIN_TIMESTAMP_MS + day * 86_400_000,
+            timestamp_ms: crate::store::history::MIN_TIMESTAMP_MS + day * 86_400_000,
             position_ms: None,
             duration_ms: None,
-            context: crate::history::EventContext {
-                device: crate::history::DeviceClass::Phone,
+            context: crate::store::history::EventContext {
+                device: crate::store::history::DeviceClass::Phone,
                 local_hour: (day % 24) as u8,
                 locale: None,
             },

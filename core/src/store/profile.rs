@@ -18,7 +18,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde::{Deserialize, Serialize};
 
-use crate::history::{Catalog, CatalogItem, DeviceClass, Event, EventKind};
+use crate::store::history::{Catalog, CatalogItem, DeviceClass, Event, EventKind};
 
 /// Default half-life of engagement weights.
 pub const DEFAULT_HALF_LIFE_DAYS: f64 = 30.0;
@@ -399,7 +399,7 @@ mod tests {
 
     #[test]
     fn the_recency_index_gives_the_history_a_full_scan_gives() {
-        let mut rng = crate::ranking::SplitMix::new(11);
+        let mut rng = crate::random::SplitMix::new(11);
         let kinds = [EventKind::Play, EventKind::Skip, EventKind::Dislike, EventKind::Like, EventKind::Impression];
         let t0 = 1_750_000_000_000i64;
         let mut p = Profile::new(DEFAULT_HALF_LIFE_DAYS);
@@ -416,9 +416,9 @@ mod tests {
             assert!(p.engaged_by_recency().is_some() && scanned.engaged_by_recency().is_none());
             let now = t0 + 2100 * 3_600_000;
             for except in [None, Some("item-7")] {
-                let got = crate::features::history(&p, now, except);
-                assert_eq!(got, crate::features::history(&scanned, now, except), "after {n} events");
-                assert_eq!(got.len(), crate::features::MAX_HISTORY);
+                let got = crate::model::features::history(&p, now, except);
+                assert_eq!(got, crate::model::features::history(&scanned, now, except), "after {n} events");
+                assert_eq!(got.len(), crate::model::features::MAX_HISTORY);
             }
             let mut rebuilt = p.clone();
             rebuilt.reindex();

@@ -1,0 +1,463 @@
+//! The session's part in federated rounds: eligibility from the store, one
+//! round through the Fleet client with the device trainer, the privacy
+//! ledger, and the methods apps call. What a round is made of (outcomes,
+//! reasons, the app's transport) is in `crate::federated::participation`.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use log::{info, warn};
+use ring::rand::{SecureRandom, SystemRandom};
+
+use super::{Hearth, shield};
+use crate::audience::segments::SegmentReportOutcome;
+use crate::error::{Error, HearthError, Result};
+use crate::federated::fleet::{
+    ClientOptions, FleetClient, HttpTransport, LocalResult, RoundOutcome, TrainInstruction, Trainer, Transport,
+};
+use crate::federated::ledger::{self, LedgerEntry, PrivacyLedger, UploadStatus};
+use crate::federated::participation::{
+    DeclineReason, DeviceConditions, Eligibility, FederatedState, FleetTransport, ForeignTransport, HOUR_MS,
+    IneligibleReason, ParticipationOutcome, ROUNDS_KEPT, STATE,
+};
+use crate::federated::{ConfigValue, FederatedFailure, FleetError, NodeKey};
+use crate::model::ModelPackage;
+use crate::model::training::RoundSettings;
+use crate::store::history::{EventKind, now_ms};
+
+impl Hearth {
+    fn federated_state(&self) -> std::result::Result<FederatedState, HearthError> {
+        self.with(|s| match s.store.get_state(STATE)? {
+            Some(bytes) => Ok(serde_json::from_slice(&bytes)?),
+            None => Ok(FederatedState::default()),
+        })
+    }
+
+    fn save_federated_state(&self, state: &FederatedState) -> std::result::Result<(), HearthError> {
+        self.with(|s| s.store.put_state(STATE, &serde_json::to_vec(state)?))
+    }
+
+    pub(crate) fn ledger_entries(&self) -> std::result::Result<Vec<LedgerEntry>, HearthError> {
+        self.with(|s| s.ledger_entries())
+    }
+
+    fn save_ledger(&self, entries: &[LedgerEntry]) -> std::result::Result<(), HearthError> {
+        self.with(|s| s.save_ledger(entries))
+    }
+
+    fn epsilon_spent(&self, entries: &[LedgerEntry], next: Option<(f64, f64)>, next_local: f64) -> Result<f64> {
+        ledger::epsilon(entries, next, next_local, self.config.federated_delta)
+            .map_err(|e| Error::invalid("privacy terms", e.to_string()))
+    }
+
+    /// The node key `state` holds, made and sealed in the store (with
+    /// `state`) on first use.
+    fn node_key(&self, state: &mut FederatedState) -> std::result::Result<NodeKey, HearthError> {
+        if let Some(pkcs8) = &state.node_key {
+            return NodeKey::from_pkcs8(pkcs8).map_err(|e| HearthError::from(Error::from(e)));
+        }
+        let key = NodeKey::generate().map_err(Error::from)?;
+        state.node_key = Some(key.pkcs8().to_vec());
+        self.save_federated_state(state)?;
+        info!("federated node key made");
+        Ok(key)
+    }
+
+    fn ineligible_reasons(
+        &self,
+        state: &FederatedState,
+        c: &DeviceConditions,
+    ) -> std::result::Result<Vec<IneligibleReason>, HearthError> {
+        let entries = self.ledger_entries()?;
+        let (opted_in, new_examples) = self.with(|s| {
+            let mut n = 0u32;
+            s.store.scan_events(state.examples_watermark, |_, e| {
+                if let Ok(e) = e
+                    && matches!(e.kind, EventKind::Play | EventKind::Complete | EventKind::Like)
+                {
+                    n = n.saturating_add(1);
+                }
+                Ok(())
+            })?;
+            Ok((s.settings.federated_opt_in, n))
+        })?;
+        let mut reasons = Vec::new();
+        if !opted_in {
+            reasons.push(IneligibleReason::NotOptedIn);
+        }
+        if !c.charging {
+            reasons.push(IneligibleReason::NotCharging);
+        }
+        if !c.unmetered_network {
+            reasons.push(IneligibleReason::MeteredNetwork);
+        }
+        if !c.idle {
+            reasons.push(IneligibleReason::NotIdle);
+        }
+        let need = self.config.federated_min_new_examples;
+        if new_examples < need {
+            reasons.push(IneligibleReason::TooFewNewExamples { have: new_examples, need });
+        }
+        if let Some(last) = state.last_contribution_ms {
+            let next = last.saturating_add(self.config.federated_min_interval_hours as i64 * HOUR_MS);
+            if now_ms() < next {
+                reasons.push(IneligibleReason::TooSoon { next_allowed_ms: next });
+            }
+        }
+        let spent = self.epsilon_spent(&entries, None, 0.0)?;
+        let budget = self.config.federated_epsilon_budget;
+        if spent >= budget {
+            reasons.push(IneligibleReason::BudgetSpent { spent, budget });
+        }
+        Ok(reasons)
+    }
+
+    /// Takes part in one round over `transport` (the Rust API behind
+    /// `participate` and `participate_via`; tests and the simulator bring
+    /// their own transport and client options).
+    ///
+    /// Blocks for at most the store's `federated_round_wait_seconds`, plus
+    /// local training, plus [`ClientOptions::call_bound`] for each Fleet call
+    /// after the wait (about a dozen, and one per object of the model), plus
+    /// the client's linger. Call it from a background worker.
+    pub fn participate_using<T: Transport>(
+        &self,
+        transport: T,
+        conditions: DeviceConditions,
+        options: ClientOptions,
+    ) -> std::result::Result<ParticipationOutcome, HearthError> {
+        shield(|| {
+            let Ok(_one_round) = self.round_lock.try_lock() else {
+                return Err(Error::invalid("participate", "a round is already in progress on this store").into());
+            };
+            self.round_cancel.store(false, Ordering::Relaxed);
+            let mut options = ClientOptions { cancel: Some(self.round_cancel.clone()), ..options };
+            // A train message may expand to the model's parameters and no
+            // more: names and shapes are checked before any array is.
+            if let Some((model, _)) = self.active_model() {
+                let expected = model.manifest.parameters.iter().map(|p| (p.name.clone(), p.shape.clone())).collect();
+                options.limits = options.limits.for_parameters(expected);
+            }
+            let mut state = self.federated_state()?;
+            let reasons = self.ineligible_reasons(&state, &conditions)?;
+            if !reasons.is_empty() {
+                info!("not eligible for a federated round: {reasons:?}");
+                return Ok(ParticipationOutcome::NotEligible { reasons });
+            }
+            let key = self.node_key(&mut state)?;
+            let watermark = self.with(|s| s.store.last_event_id())?;
+            let mut trainer = DeviceTrainer::new(self, state.rounds_taken.clone())?;
+            let wait = Duration::from_secs(self.config.federated_round_wait_seconds as u64);
+            let mut client = FleetClient::new(transport, key, options);
+            let outcome = client.participate(wait, &mut trainer);
+            let mut charged = trainer.charged.take();
+            let result = match outcome {
+                Ok(RoundOutcome::NoMessage) => Ok(ParticipationOutcome::NoRound),
+                Ok(RoundOutcome::Done(report)) => match charged.take() {
+                    Some((index, mut entry)) => {
+                        entry.status = UploadStatus::Sent;
+                        entry.bytes_sent = report.bytes_sent;
+                        self.update_entry(index, &entry)?;
+                        state.last_contribution_ms = Some(entry.at_ms);
+                        state.examples_watermark = watermark;
+                        if let Some(round) = entry.round {
+                            state.rounds_taken.push((entry.run_id, round));
+                            let excess = state.rounds_taken.len().saturating_sub(ROUNDS_KEPT);
+                            state.rounds_taken.drain(..excess);
+                        }
+                        self.save_federated_state(&state)?;
+                        info!("federated round {:?} of run {}: update sent", entry.round, entry.run_id);
+                        Ok(ParticipationOutcome::Contributed { entry })
+                    }
+                    None => Err(Error::Internal("a round ended without its ledger entry".into()).into()),
+                },
+                Err(e) => {
+                    if let Some(reason) = trainer.declined.take() {
+                        info!("federated round declined: {reason:?}");
+                        Ok(ParticipationOutcome::Declined { reason })
+                    } else if let Some(rejected) = trainer.rejected.take() {
+                        Err(rejected)
+                    } else if let FleetError::Parameters(why) = e {
+                        // Global weights of another layout, as local_update
+                        // says of them: refused before they were expanded.
+                        Err(Error::invalid("global weights", why).into())
+                    } else {
+                        Err(HearthError::from(Error::from(e)))
+                    }
+                }
+            };
+            if let Some((index, mut entry)) = charged {
+                // Charged but not confirmed: it counts, marked so.
+                entry.status = UploadStatus::Unconfirmed;
+                if let Err(e) = self.update_entry(index, &entry) {
+                    warn!("ledger entry not updated after a failed push: {e}");
+                }
+            }
+            result
+        })
+    }
+
+    fn update_entry(&self, index: usize, entry: &LedgerEntry) -> std::result::Result<(), HearthError> {
+        let mut entries = self.ledger_entries()?;
+        match entries.get_mut(index) {
+            Some(e) => *e = entry.clone(),
+            // delete_all ran meanwhile: the entry went with everything else.
+            None => return Ok(()),
+        }
+        self.save_ledger(&entries)
+    }
+}
+
+/// The device's side of one round, as the Fleet client calls it.
+struct DeviceTrainer<'a> {
+    hearth: &'a Hearth,
+    rounds_taken: Vec<(u64, u64)>,
+    seed: u64,
+    declined: Option<DeclineReason>,
+    rejected: Option<HearthError>,
+    /// The ledger entry written before the update was handed over.
+    charged: Option<(usize, LedgerEntry)>,
+}
+
+impl<'a> DeviceTrainer<'a> {
+    fn new(hearth: &'a Hearth, rounds_taken: Vec<(u64, u64)>) -> Result<Self> {
+        let mut seed = [0u8; 8];
+        SystemRandom::new().fill(&mut seed).map_err(|_| Error::Crypto("no randomness"))?;
+        Ok(DeviceTrainer {
+            hearth,
+            rounds_taken,
+            seed: u64::from_le_bytes(seed),
+            declined: None,
+            rejected: None,
+            charged: None,
+        })
+    }
+
+    fn decline(&mut self, reason: DeclineReason) -> String {
+        let text = format!("declined: {reason:?}");
+        self.declined = Some(reason);
+        text
+    }
+
+    fn reject(&mut self, e: HearthError) -> String {
+        let text = e.to_string();
+        self.rejected = Some(e);
+        text
+    }
+}
+
+fn config_f64(ins: &TrainInstruction, key: &str) -> Option<f64> {
+    ins.config(key).and_then(ConfigValue::as_f64)
+}
+
+impl Trainer for DeviceTrainer<'_> {
+    fn train(&mut self, ins: &TrainInstruction) -> std::result::Result<LocalResult, String> {
+        let h = self.hearth;
+        let (Some(z), Some(q)) = (config_f64(ins, "noise-multiplier"), config_f64(ins, "sampling-rate")) else {
+            return Err(self.decline(DeclineReason::PrivacyTermsMissing));
+        };
+        let no_guarantee = DeclineReason::NoPrivacyGuarantee { noise_multiplier: z, sampling_rate: q };
+        if !(z.is_finite() && z > 0.0 && q > 0.0 && q <= 1.0) {
+            return Err(self.decline(no_guarantee));
+        }
+        if let Some(round) = ins.round
+            && self.rounds_taken.contains(&(ins.run_id, round))
+        {
+            return Err(self.decline(DeclineReason::AlreadyTookPart));
+        }
+        let entries = h.ledger_entries().map_err(|e| self.reject(e))?;
+        let epsilon_after = match h.epsilon_spent(&entries, Some((z, q)), 0.0) {
+            Ok(e) => e,
+            Err(e) => return Err(self.reject(e.into())),
+        };
+        // So little noise that the epsilon overflows is no noise.
+        if !epsilon_after.is_finite() {
+            return Err(self.decline(no_guarantee));
+        }
+        let budget = h.config.federated_epsilon_budget;
+        if epsilon_after > budget {
+            return Err(self.decline(DeclineReason::OverBudget { epsilon_after, budget }));
+        }
+        // The round's global model is verified now but installed only once
+        // local training from it succeeds: a model the noise has wrecked
+        // (training diverges from it) is reported unusable, and ranking
+        // keeps the last good one.
+        let mut candidate = None;
+        if let (Some(ConfigValue::Bytes(manifest)), Some(ConfigValue::Bytes(signature))) =
+            (ins.config("model-manifest"), ins.config("model-signature"))
+        {
+            let weights: Vec<u8> = ins.flat().iter().flat_map(|x| x.to_le_bytes()).collect();
+            let package = ModelPackage {
+                manifest: manifest.clone(),
+                signature: signature.clone(),
+                weights,
+                ..ModelPackage::builtin()
+            };
+            let model = h.verify_package(&package).map_err(|e| self.reject(e.into()))?;
+            candidate = Some((package, model));
+        }
+        let settings = RoundSettings {
+            clip_norm: ins.clip_norm,
+            epochs: ins.epochs,
+            learning_rate: ins.learning_rate,
+            negatives_per_positive: None,
+            max_examples: ins.max_examples,
+            seed: self.seed ^ ins.round.unwrap_or(0),
+        };
+        let update = match h.local_update_from(candidate.as_ref().map(|(_, m)| m.clone()), &settings, Some(&ins.flat()))
+        {
+            Ok(u) => u,
+            Err(HearthError::Federated { kind: FederatedFailure::Update, reason }) if candidate.is_some() => {
+                warn!("the round's global model is unusable ({reason}); the installed model is kept");
+                return Err(self.reject(HearthError::Federated {
+                    kind: FederatedFailure::Update,
+                    reason: format!("the round's global model is unusable ({reason}); the installed model is kept"),
+                }));
+            }
+            // Too little to learn from, or training failed: the reply says
+            // only that it failed; the caller gets the typed error.
+            Err(e) => return Err(self.reject(e)),
+        };
+        if let Some((package, model)) = candidate {
+            h.install_verified(package, model).map_err(|e| self.reject(e.into()))?;
+        }
+        let (segment_report, segment_report_epsilon) = match self.segment_report(ins, &entries, (z, q), budget) {
+            Ok(r) => r,
+            Err(e) => return Err(self.reject(e)),
+        };
+        let entry = LedgerEntry {
+            run_id: ins.run_id,
+            round: ins.round,
+            at_ms: now_ms(),
+            status: UploadStatus::Pending,
+            bytes_sent: 0,
+            norm_before_clip: update.norm_before_clip,
+            norm_after_clip: update.norm,
+            clip_norm: ins.clip_norm,
+            noise_multiplier: z,
+            sampling_rate: q,
+            epsilon_total: epsilon_after + segment_report_epsilon,
+            segment_report_epsilon,
+        };
+        let mut all = entries;
+        all.push(entry.clone());
+        h.save_ledger(&all).map_err(|e| self.reject(e))?;
+        self.charged = Some((all.len() - 1, entry));
+        Ok(LocalResult { delta: update.delta, examples: update.examples, segment_report })
+    }
+}
+
+/// The items of a ConfigRecord.
+type ConfigItems = Vec<(String, ConfigValue)>;
+
+impl DeviceTrainer<'_> {
+    /// The segment report to send with the update, and the local epsilon it
+    /// spends: only when the round asks for one with the labels this device
+    /// reports, the user agreed, and the budget has room for a new one.
+    fn segment_report(
+        &self,
+        ins: &TrainInstruction,
+        entries: &[LedgerEntry],
+        terms: (f64, f64),
+        budget: f64,
+    ) -> std::result::Result<(Option<ConfigItems>, f64), HearthError> {
+        let Some(ConfigValue::String(wanted)) = ins.config("segment-report-labels") else {
+            return Ok((None, 0.0));
+        };
+        let h = self.hearth;
+        let config = h.segment_config()?;
+        if config.report_labels().join(",") != *wanted {
+            info!("the round asks for segment labels this device does not report; none sent");
+            return Ok((None, 0.0));
+        }
+        let worst = h.epsilon_spent(entries, Some(terms), config.report_epsilon)?;
+        if worst > budget {
+            info!("no segment report this round: it could take the epsilon spent above the budget");
+            return Ok((None, 0.0));
+        }
+        match h.segment_report()? {
+            SegmentReportOutcome::NoConsent => Ok((None, 0.0)),
+            SegmentReportOutcome::Report { report } => Ok((
+                Some(vec![
+                    ("bits".into(), ConfigValue::Bytes(report.bits)),
+                    ("bit-epsilon".into(), ConfigValue::Double(report.bit_epsilon)),
+                ]),
+                report.epsilon_spent,
+            )),
+        }
+    }
+}
+
+#[uniffi::export]
+impl Hearth {
+    /// Whether this device may take part in a federated round now, and if
+    /// not, every reason why. Reads the store only; contacts nothing.
+    pub fn federated_eligibility(&self, conditions: DeviceConditions) -> std::result::Result<Eligibility, HearthError> {
+        shield(|| {
+            let reasons = self.ineligible_reasons(&self.federated_state()?, &conditions)?;
+            Ok(if reasons.is_empty() { Eligibility::Eligible } else { Eligibility::NotEligible { reasons } })
+        })
+    }
+
+    /// Takes part in one federated round with the coordinator's SuperLink
+    /// at `coordinator_url` (`http://host:port` of its Fleet API; plain
+    /// HTTP, for a coordinator on a private network or a test: over the
+    /// internet use `participate_via` with the platform's HTTPS stack).
+    ///
+    /// Blocking: waits up to the store's `federated_round_wait_seconds` for
+    /// a round, then trains and uploads (see the README for the whole
+    /// bound). Call it from a background worker (WorkManager,
+    /// BGProcessingTask), never the main thread. Other calls on this store
+    /// proceed meanwhile.
+    pub fn participate(
+        &self,
+        coordinator_url: String,
+        conditions: DeviceConditions,
+    ) -> std::result::Result<ParticipationOutcome, HearthError> {
+        let url = coordinator_url.trim_end_matches('/');
+        if !url.starts_with("http://") || url.len() <= "http://".len() || url.chars().any(char::is_whitespace) {
+            return Err(Error::invalid(
+                "coordinator_url",
+                "must be http://host:port (for HTTPS, use participate_via with the platform's HTTP stack)",
+            )
+            .into());
+        }
+        self.participate_using(HttpTransport::new(url), conditions, ClientOptions::default())
+    }
+
+    /// As `participate`, over the app's own HTTP stack.
+    pub fn participate_via(
+        &self,
+        transport: Arc<dyn FleetTransport>,
+        conditions: DeviceConditions,
+    ) -> std::result::Result<ParticipationOutcome, HearthError> {
+        self.participate_using(ForeignTransport(transport), conditions, ClientOptions::default())
+    }
+
+    /// Stops the federated round running on this store, if any (from the
+    /// host's stop signal: WorkManager's `onStopped`, a BGTask's expiration
+    /// handler). `participate` then returns `Federated { kind: Cancelled }`
+    /// within about 50 ms of its current call (a call in flight on the
+    /// app's own transport finishes or times out first; local training,
+    /// about a second, is not interrupted). An update already charged stays
+    /// in the ledger, marked `Unconfirmed`.
+    pub fn cancel_participation(&self) {
+        self.round_cancel.store(true, Ordering::Relaxed);
+    }
+
+    /// The privacy ledger: every update that left the device, and the
+    /// epsilon spent.
+    pub fn privacy_ledger(&self) -> std::result::Result<PrivacyLedger, HearthError> {
+        shield(|| {
+            let entries = self.ledger_entries()?;
+            let epsilon_spent = self.epsilon_spent(&entries, None, 0.0)?;
+            Ok(PrivacyLedger {
+                entries,
+                epsilon_spent,
+                delta: self.config.federated_delta,
+                epsilon_budget: self.config.federated_epsilon_budget,
+            })
+        })
+    }
+}

@@ -1,0 +1,214 @@
+//! Graphs from tract's NNEF (`*.nnef.tar`) with tract-nnef alone.
+
+use super::*;
+use tract_nnef::ast::{Assignment, RValue, Subscript};
+
+/// A checked graph, typed (not yet optimized).
+pub(super) type Graph = TypedModel;
+
+/// The element type of a manifest dtype.
+fn datum_type(dtype: &str) -> Option<DatumType> {
+    match dtype {
+        "float32" => Some(DatumType::F32),
+        "int64" => Some(DatumType::I64),
+        _ => None,
+    }
+}
+
+/// NNEF operations a graph may use: the ones tract writes for the ONNX
+/// ops of `KNOWN_OPS` (after decluttering), plus the declarations of
+/// inputs and constant tensors.
+const KNOWN_NNEF_OPS: &[&str] = &[
+    "external",
+    "tract_core_external",
+    "variable",
+    "matmul",
+    "add",
+    "sub",
+    "mul",
+    "div",
+    "max",
+    "min",
+    "neg",
+    "recip",
+    "exp",
+    "log",
+    "sigmoid",
+    "relu",
+    "gt",
+    "lt",
+    "eq",
+    "select",
+    "tract_core_cast",
+    "transpose",
+    "sum_reduce",
+    "mean_reduce",
+    "squeeze",
+    "unsqueeze",
+    "reshape",
+    "slice",
+    "concat",
+    "tract_core_gather",
+    "tract_core_range",
+    "tract_core_broadcast",
+];
+/// The one fragment tract writes into a graph: the model's properties.
+const PROPERTIES_FRAGMENT: &str = "tract_core_properties";
+
+/// Every operation invoked in `rvalue`.
+fn invoked<'a>(rvalue: &'a RValue, out: &mut Vec<&'a str>) {
+    match rvalue {
+        RValue::Identifier(_) | RValue::Literal(_) => {}
+        RValue::Binary(a, _, b) => {
+            invoked(a, out);
+            invoked(b, out);
+        }
+        RValue::Unary(_, a) => invoked(a, out),
+        RValue::Tuple(items) | RValue::Array(items) => items.iter().for_each(|i| invoked(i, out)),
+        RValue::Subscript(a, sub) => {
+            invoked(a, out);
+            match &**sub {
+                Subscript::Single(i) => invoked(i, out),
+                Subscript::Range(from, to) => from.iter().chain(to.iter()).for_each(|i| invoked(i, out)),
+            }
+        }
+        RValue::Comprehension(c) => {
+            c.loop_iters.iter().for_each(|(_, i)| invoked(i, out));
+            c.filter.iter().for_each(|i| invoked(i, out));
+            invoked(&c.yields, out);
+        }
+        RValue::IfThenElse(c) => {
+            invoked(&c.cond, out);
+            invoked(&c.then, out);
+            invoked(&c.otherwise, out);
+        }
+        RValue::Invocation(call) => {
+            out.push(&call.id.0);
+            call.arguments.iter().for_each(|a| invoked(&a.rvalue, out));
+        }
+    }
+}
+
+/// The ops check, on the parsed document: known operations only, no
+/// fragments of the package's own (they could define any op), no
+/// registries beyond tract-core's, no quantization.
+fn check_ops(what: &str, proto: &tract_nnef::ProtoModel) -> Result<()> {
+    let unknown = |detail: String| Err(ModelRejection::UnknownOp.err(format!("{what}: {detail}")));
+    let doc = &proto.doc;
+    for (id, value) in &doc.extension {
+        let ok = match id.0.as_str() {
+            "tract_registry" => value.trim() == "tract_core",
+            "tract_symbol" => true,
+            _ => false,
+        };
+        if !ok {
+            return unknown(format!("extension {} {value}", id.0));
+        }
+    }
+    if proto.quantization.as_ref().is_some_and(|q| !q.is_empty()) {
+        return unknown("quantized tensors".into());
+    }
+    let mut calls = Vec::new();
+    let mut body = |assignments: &'_ [Assignment]| {
+        for a in assignments {
+            let mut found = Vec::new();
+            invoked(&a.right, &mut found);
+            calls.extend(found.into_iter().map(str::to_string));
+        }
+    };
+    for fragment in &doc.fragments {
+        if fragment.decl.id.0 != PROPERTIES_FRAGMENT {
+            return unknown(format!("fragment {:?}", fragment.decl.id.0));
+        }
+        body(fragment.body.as_deref().unwrap_or_default());
+    }
+    body(&doc.graph_def.body);
+    let known: HashSet<&str> = KNOWN_NNEF_OPS.iter().copied().collect();
+    match calls.iter().find(|c| !known.contains(c.as_str())) {
+        Some(op) => unknown(format!("op {op:?}")),
+        None => Ok(()),
+    }
+}
+
+/// A tensor's shape as the manifest writes it: sizes as numbers, the
+/// symbols `N` and `K` as their names.
+fn dims(fact: &TypedFact) -> Vec<serde_json::Value> {
+    fact.shape
+        .iter()
+        .map(|d| match d.to_i64() {
+            Ok(n) => serde_json::Value::from(n),
+            Err(_) => serde_json::Value::from(d.to_string()),
+        })
+        .collect()
+}
+
+fn matches(model: &TypedModel, outlets: &[OutletId], want: &[TensorSpec], name: impl Fn(OutletId) -> String) -> bool {
+    outlets.len() == want.len()
+        && outlets.iter().zip(want).all(|(&o, w)| {
+            model
+                .outlet_fact(o)
+                .is_ok_and(|f| name(o) == w.name && Some(f.datum_type) == datum_type(&w.dtype) && dims(f) == w.shape)
+        })
+}
+
+/// Parses a graph, checks its ops, types it, and checks its inputs and
+/// outputs against the manifest.
+pub(super) fn check_graph(what: &str, bytes: &[u8], io: &GraphIo) -> Result<TypedModel> {
+    let nnef = tract_nnef::nnef();
+    let proto = nnef
+        .proto_model_for_read(&mut &bytes[..])
+        .map_err(|e| ModelRejection::Malformed.err(format!("{what}: not an NNEF archive ({e})")))?;
+    check_ops(what, &proto)?;
+    let model = nnef
+        .model_for_proto_model(&proto)
+        .map_err(|e| ModelRejection::Malformed.err(format!("{what}: tract cannot build the graph ({e})")))?;
+    if !matches(&model, &model.inputs, &io.inputs, |o| model.node(o.node).name.clone()) {
+        return Err(ModelRejection::WrongShape.err(format!("{what}: graph inputs differ from the manifest")));
+    }
+    let output_name =
+        |o: OutletId| model.outlet_label(o).map(str::to_string).unwrap_or_else(|| model.node(o.node).name.clone());
+    if !matches(&model, &model.outputs, &io.outputs, output_name) {
+        return Err(ModelRejection::WrongShape.err(format!("{what}: graph outputs differ from the manifest")));
+    }
+    Ok(model)
+}
+
+/// The inference graph with each weight input turned into a constant:
+/// tract then folds what depends only on weights and packs the matrices
+/// once, at plan time. Ranking uses it; training, which changes the
+/// weights, uses the graph with weight inputs.
+pub(super) fn bake_weights(model: &TypedModel, manifest: &Manifest, weights: &Weights) -> Result<TypedModel> {
+    let mut baked = model.clone();
+    for (p, values) in manifest.parameters.iter().zip(&weights.tensors) {
+        let at = baked
+            .inputs
+            .iter()
+            .position(|o| baked.node(o.node).name == p.name)
+            .ok_or_else(|| ModelRejection::WrongShape.err(format!("no input for parameter {}", p.name)))?;
+        let constant = || -> TractResult<(tract_core::ops::konst::Const, TypedFact)> {
+            let tensor = values.clone().into_arc_tensor();
+            Ok((tract_core::ops::konst::Const::new(tensor.clone())?, TypedFact::try_from(tensor)?))
+        };
+        let (op, fact) =
+            constant().map_err(|e| ModelRejection::WrongShape.err(format!("parameter {}: {e}", p.name)))?;
+        let outlet = baked.inputs.remove(at);
+        let node = baked.node_mut(outlet.node);
+        node.op = Box::new(op);
+        node.outputs[0].fact = fact;
+    }
+    Ok(baked)
+}
+
+/// The baked inference graph planned for exactly `n` candidates and `k`
+/// history items: the symbols bound, then optimized.
+pub(super) fn build_shaped_plan(baked: &TypedModel, n: usize, k: usize) -> TractResult<Plan> {
+    let mut values = std::collections::HashMap::new();
+    values.insert(baked.symbols.sym("N"), TDim::from(n as i64));
+    values.insert(baked.symbols.sym("K"), TDim::from(k as i64));
+    baked.set_symbols(&values)?.into_optimized()?.into_runnable()
+}
+
+pub(super) fn build_plan(what: &str, model: &TypedModel) -> Result<Plan> {
+    let build = || -> TractResult<Plan> { model.clone().into_optimized()?.into_runnable() };
+    build().map_err(|e| ModelRejection::Malformed.err(format!("{what}: tract cannot build the graph ({e})")))
+}
