@@ -9,7 +9,8 @@
 # Installs what is missing (a nightly toolchain through rustup, cargo-fuzz
 # from crates.io), writes the seed corpora from real messages, packages and
 # documents (`cargo run -p hearth-core --example fuzz_seeds`), and keeps the
-# corpora it grows under ~/.cache/hearth/fuzz. Each input may allocate at
+# corpora it grows under ~/.cache/hearth/fuzz/corpus (or $HEARTH_FUZZ_CORPUS:
+# the smoke run starts from the seeds alone, so its time stays bounded). Each input may allocate at
 # most 256 MB (-malloc_limit_mb, -rss_limit_mb): more is a finding. A crash
 # leaves its input in fuzz/artifacts/<target>/ and fails the run. The last
 # line counts the targets: "fuzz: N passed, N failed".
@@ -51,7 +52,7 @@ build="$fuzz_target_dir/x86_64-unknown-linux-gnu/release"
 passed=0
 failed=0
 for t in "${targets[@]}"; do
-    corpus="$cache/corpus/$t"
+    corpus="${HEARTH_FUZZ_CORPUS:-$cache/corpus}/$t"
     mkdir -p "$corpus" "fuzz/artifacts/$t"
     log="$cache/$t.log"
     "$build/$t" "$corpus" "$seeds/$t" -max_total_time="$seconds" -max_len=1048576 -timeout=10 \

@@ -15,6 +15,7 @@ mod evaluate;
 mod fedavg;
 mod model_cmd;
 mod movielens;
+mod person;
 mod population;
 mod simulate;
 
@@ -371,8 +372,10 @@ fn open_store(dir: &Path, passphrase: &str) -> Result<Arc<Hearth>> {
 pub(crate) fn human_bytes(b: u64) -> String {
     if b >= 1 << 20 {
         format!("{:.1} MiB", b as f64 / (1 << 20) as f64)
-    } else {
+    } else if b >= 1 << 10 {
         format!("{:.1} KiB", b as f64 / 1024.0)
+    } else {
+        format!("{b} B")
     }
 }
 

@@ -29,6 +29,7 @@ use crate::evaluate;
 use crate::fedavg::{self, Coordinator, Sampling, ServerOptimizer};
 use crate::human_bytes;
 use crate::movielens::MovieLens;
+use crate::person;
 use crate::population::{Population, PopulationSpec};
 
 /// Where the devices' histories come from.
@@ -371,6 +372,27 @@ pub fn simulate(
         println!("    popularity       {:7.4}  {:5.3}", popularity.0, popularity.1);
     }
     println!("  recorded in       {:.1} s", started.elapsed().as_secs_f64());
+    // The person whose device ends the output: device 0.
+    let (person_history, person_held_out) = history_of(0);
+    let person_context = person_held_out.map(|(_, c)| c).unwrap_or(RankContext {
+        device: hearth_core::DeviceClass::Tv,
+        local_hour: 21,
+        locale: Some("en-GB".into()),
+    });
+    let show_person = |sent: &[person::Sent]| -> Result<()> {
+        let text = person::report(
+            &root.join("devices").join("0"),
+            passphrase,
+            trusted.clone(),
+            &catalog,
+            &person_history,
+            person_context.clone(),
+            sent,
+        )?;
+        println!();
+        print!("{text}");
+        Ok(())
+    };
     if let (Some(link), Some(fed)) = (&flower, &fed) {
         let devices: Vec<Device> = kept.into_inner().unwrap_or_else(|p| p.into_inner()).into_iter().flatten().collect();
         let result = run_flower(&devices, &catalog, link, fed.rounds, initial, fed.threads);
@@ -379,8 +401,10 @@ pub fn simulate(
         }
         result?;
         println!("  took              {:.1} s", started.elapsed().as_secs_f64());
+        show_person(&[])?;
         return Ok(());
     }
+    let mut sent = Vec::new();
     if let (Some(mut coordinator), Some(fed)) = (coordinator, fed) {
         let devices: Vec<Device> = kept.into_inner().unwrap_or_else(|p| p.into_inner()).into_iter().flatten().collect();
         let mut record = Record {
@@ -402,13 +426,14 @@ pub fn simulate(
             references: fed.references.clone(),
             runs: Vec::new(),
         };
-        let result = run_all(&mut coordinator, &devices, &catalog, &fed, seed, &mut record);
+        let result = run_all(&mut coordinator, &devices, &catalog, &fed, seed, &mut record, &mut sent);
         for d in &devices {
             d.hearth.close()?;
         }
         result?;
     }
     println!("  took              {:.1} s", started.elapsed().as_secs_f64());
+    show_person(&sent)?;
     if temp.is_some() {
         println!("  (temporary directory, removed; pass --data DIR to keep the stores)");
     }
@@ -569,6 +594,7 @@ fn run_all(
     fed: &Federated,
     seed: u64,
     record: &mut Record,
+    person: &mut Vec<person::Sent>,
 ) -> Result<()> {
     let q = fed.sampling.rate(devices.len());
     let sampling = match fed.sampling {
@@ -658,6 +684,18 @@ fn run_all(
             accountant.compose(z, q, 1).context("privacy accounting")?;
             let epsilon = accountant.epsilon(record.delta).context("privacy accounting")?;
             let epsilon = epsilon.is_finite().then_some(epsilon);
+            if let Some((_, u)) = updates.iter().find(|(i, _)| *i == 0) {
+                let norm = u.delta.iter().map(|x| (*x as f64) * (*x as f64)).sum::<f64>().sqrt();
+                person.push(person::Sent {
+                    run,
+                    round,
+                    values: u.delta.len(),
+                    norm_before_clip: u.norm_before_clip,
+                    norm,
+                    clip_norm: fed.clip,
+                    epsilon,
+                });
+            }
             let mut noise_std = 0.0;
             if n > 0 {
                 let deltas: Vec<Vec<f32>> = updates.into_iter().map(|(_, u)| u.delta).collect();
@@ -724,7 +762,7 @@ pub fn chart_from_records(paths: &[PathBuf], references: Vec<(String, f64)>, out
             _ => "FedAvg",
         };
         // ... and by their clipping norm (a run without noise may clip far
-        // looser than a noise sweep); the README gives the rate schedules.
+        // looser than a noise sweep); docs/federated.md gives the rate schedules.
         let note = format!("{name}, C={}", r.clip_norm);
         for run in r.runs.iter_mut().filter(|run| run.note.is_empty()) {
             run.note = note.clone();

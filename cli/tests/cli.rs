@@ -28,6 +28,19 @@ fn simulate_inspect_export() {
     let out = hearth(&["simulate", "--devices", "4", "--items", "300", "--data", d, "--seed", "9"]);
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(text.contains("devices           4"), "{text}");
+    // It ends with one person's device: a home row of ten, each with a
+    // reason, two of them explored; the store read as bytes gives nothing
+    // away; nothing was sent.
+    let person = &text[text.find("One person's device").expect("the person's section")..];
+    let rows: Vec<&str> =
+        person.lines().filter(|l| l.trim_start().split('.').next().is_some_and(|n| n.parse::<u32>().is_ok())).collect();
+    assert_eq!(rows.len(), 10, "{person}");
+    assert_eq!(rows.iter().filter(|l| l.ends_with("[explored]")).count(), 2, "{person}");
+    assert!(person.contains("ranked by model v1") && person.contains("personalized"), "{person}");
+    assert!(person.contains("Because you watched") || person.contains("Popular"), "{person}");
+    let read = person.lines().find(|l| l.contains("read as bytes")).unwrap();
+    assert!(read.contains(" 0 of the "), "{read}");
+    assert!(person.contains("sent              nothing"), "{person}");
 
     // The public catalog: an object with `items`, each with id and title.
     let catalog: serde_json::Value =
@@ -126,6 +139,14 @@ fn simulate_ranks_and_runs_federated_rounds() {
             }
         }
     }
+    // What left the person's device: one line per run, the update's norms
+    // within C, the noisy run's epsilon bounded.
+    let sent: Vec<&str> = text.lines().filter(|l| l.contains("sent (in process)")).collect();
+    assert_eq!(sent.len(), 2, "{text}");
+    assert!(sent[0].contains("2 of its rounds") && sent[0].contains("unbounded"), "{}", sent[0]);
+    let norms = sent[1].split("norms ").nth(1).unwrap().split(';').next().unwrap();
+    assert!(norms.split_whitespace().all(|n| n.parse::<f64>().unwrap() <= 0.05 + 1e-6), "{}", sent[1]);
+    assert!(sent[1].contains("epsilon ") && !sent[1].contains("unbounded"), "{}", sent[1]);
     let png = std::fs::read(&chart).unwrap();
     assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
     let record: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();

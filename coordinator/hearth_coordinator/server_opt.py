@@ -15,7 +15,7 @@ same as `hearth simulate --server-opt` (cli/src/fedavg.rs), with the mean
 FedAdam moves each weight by about `lr` per round whatever the size of the
 mean, which is what lets the hashed id tables (most of whose rows only a few
 devices of a round touch, the rest of the mean being zeros) learn at the pace
-of the dense layers; on MovieLens-100K it is the one that trains (README; a
+of the dense layers; on MovieLens-100K it is the one that trains (docs/federated.md; a
 rate of 0.1 falling to 0.01 over the run there).
 
 With `lr_final` and `rounds`, the rate falls linearly from `lr` at the first

@@ -20,7 +20,7 @@ Rows of the table:
                    into encrypted stores, features from the profile, ranked
                    through the on-device path (pending until that command exists)
 
-Usage: evaluate.py --data DIR [--out DIR] [--hearth CMD | --no-device] [--update-readme]
+Usage: evaluate.py --data DIR [--out DIR] [--hearth CMD | --no-device] [--update-docs]
 (models/movielens/run.sh makes the venv, fetches the data and calls this.)
 """
 
@@ -55,7 +55,7 @@ import unicodedata  # noqa: E402
 import numpy as np  # noqa: E402
 
 RANKER_DIR = MODELS / "ranker-v1"
-README = REPO / "README.md"
+DOCS_PAGE = REPO / "docs" / "ranking.md"
 README_BEGIN = "<!-- movielens:begin -->"
 README_END = "<!-- movielens:end -->"
 DAY_S = 86_400
@@ -673,8 +673,8 @@ def main():
                     help="command that runs the hearth CLI (e.g. target/release/hearth); absent: device row pending")
     ap.add_argument("--no-device", action="store_true", help="skip the on-device path")
     ap.add_argument("--device-note", default="", help="why the device row is pending (from run.sh)")
-    ap.add_argument("--update-readme", action="store_true")
-    ap.add_argument("--readme", type=Path, default=README, help="the README whose movielens block --update-readme rewrites")
+    ap.add_argument("--update-docs", action="store_true")
+    ap.add_argument("--docs-page", type=Path, default=DOCS_PAGE, help="the page whose movielens block --update-docs rewrites")
     # Defaults chosen on the validation item (README.md, "Hearth's training").
     ap.add_argument("--events", choices=sorted(EVENT_CONVENTIONS), default="play")
     ap.add_argument("--init", choices=("shipped", "fresh"), default="shipped")
@@ -809,11 +809,11 @@ def main():
     print()
     print(f"(device row: {device['note']})")
     print(f"evaluate.py took {res['total_s']:.0f}s; results in {args.out / 'results.json'}")
-    if args.update_readme:
-        if update_readme(args.readme, readme_block(res)):
-            print(f"updated the generated block of {args.readme}")
+    if args.update_docs:
+        if update_readme(args.docs_page, readme_block(res)):
+            print(f"updated the generated block of {args.docs_page}")
         else:
-            print(f"{args.readme}: no {README_BEGIN} ... {README_END} markers; README not changed")
+            print(f"{args.docs_page}: no {README_BEGIN} ... {README_END} markers; not changed")
 
 
 if __name__ == "__main__":

@@ -5,9 +5,9 @@
 # model trained centrally (models/movielens/run.sh).
 #
 #   models/movielens/federated.sh                  run, print the tables
-#   models/movielens/federated.sh --update-readme  also rewrite the block between
+#   models/movielens/federated.sh --update-docs    also rewrite the block between
 #                                                  <!-- federated-movielens:begin --> and
-#                                                  <!-- federated-movielens:end --> in README.md
+#                                                  <!-- federated-movielens:end --> in docs/federated.md
 #                                                  and the chart models/movielens/federated-ndcg.png
 #
 # `hearth simulate` processes run side by side, one thread each, on the
@@ -15,7 +15,7 @@
 # noise sweep (one run of SWEEP_ROUNDS per multiplier in NOISE, each from the
 # built-in model, at C = SWEEP_CLIP), and a check started from the central
 # model. `hearth chart` then draws them. Settings (environment; the defaults
-# are the run in README.md):
+# are the run in docs/federated.md):
 #   ROUNDS=400 CLIENTS=100 LR=0.3 NEGATIVES=32 EPOCHS=1 CLIP=10
 #   SERVER_OPT=adam SERVER_LR=0.1 SERVER_LR_FINAL=0.01 (the server rate falls
 #   linearly over the rounds of each run) EVAL_EVERY=25 SEED=42
@@ -42,7 +42,7 @@ logs="$cache/logs"
 update=0
 for a in "$@"; do
   case "$a" in
-    --update-readme) update=1 ;;
+    --update-docs) update=1 ;;
     *) echo "federated.sh: unknown option $a" >&2; exit 2 ;;
   esac
 done
@@ -97,5 +97,5 @@ if [ "$update" = 1 ]; then
   cp "$out/federated/federated-ndcg.png" "$here/federated-ndcg.png"
   python3 "$here/federated_table.py" "$out/federated/no-noise.json" "$out/federated/noise.json" "$out/results.json" \
     --from-central "$out/federated/from-central.json" \
-    --command "models/movielens/federated.sh --update-readme" --readme "$repo/README.md"
+    --command "models/movielens/federated.sh --update-docs" --page "$repo/docs/federated.md"
 fi

@@ -1,11 +1,11 @@
 #!/usr/bin/env python3
-"""The README block of the federated MovieLens run (federated.sh --update-readme).
+"""The docs/federated.md block of the federated MovieLens run (federated.sh --update-docs).
 
-Usage: federated_table.py NO_NOISE_JSON NOISE_JSON CENTRAL_JSON --command CMD [--readme README.md]
+Usage: federated_table.py NO_NOISE_JSON NOISE_JSON CENTRAL_JSON --command CMD [--page docs/federated.md]
 
 NO_NOISE_JSON and NOISE_JSON are what federated.sh's two `hearth simulate
 --json` wrote (the long run without noise, the noise sweep), CENTRAL_JSON
-run.sh's results.json. Prints the block; with --readme, rewrites the text between
+run.sh's results.json. Prints the block; with --page, rewrites the text between
 <!-- federated-movielens:begin --> and <!-- federated-movielens:end -->.
 Standard library only.
 """
@@ -135,13 +135,13 @@ def block(fed, sweep, central, command, from_central=None):
         lines.append(f"| {r['noise_multiplier']:g} | {std:.2e} | {last['ndcg_at_10']:.4f} | "
                      f"{last['hit_rate_at_10']:.4f} | {rel} | {eps(last['epsilon'])} |")
     lines.append("")
-    lines.append("![NDCG@10 against federated rounds](models/movielens/federated-ndcg.png)")
+    lines.append("![NDCG@10 against federated rounds](../models/movielens/federated-ndcg.png)")
     lines.append("")
     lines.append(f"Reproduce: `{command}` (about 21 minutes on this 2-core machine, with other work on it; "
                  "`models/movielens/README.md`, \"Federated\").")
     lines.append("")
     lines.append(END)
-    # Prose wrapped as the rest of the README; tables, images and markers as they are.
+    # Prose wrapped as the rest of the page; tables, images and markers as they are.
     return "\n".join(ln if ln.startswith(("|", "<!--", "![")) or len(ln) <= 78
                      else textwrap.fill(ln, 78, break_long_words=False, break_on_hyphens=False) for ln in lines)
 
@@ -152,21 +152,21 @@ def main():
     ap.add_argument("noise", type=Path)
     ap.add_argument("central", type=Path)
     ap.add_argument("--command", required=True)
-    ap.add_argument("--readme", type=Path)
+    ap.add_argument("--page", type=Path)
     ap.add_argument("--from-central", type=Path, help="the check run's JSON (training started from the central model)")
     args = ap.parse_args()
     text = block(json.loads(args.no_noise.read_text()), json.loads(args.noise.read_text()),
                  json.loads(args.central.read_text()), args.command,
                  json.loads(args.from_central.read_text()) if args.from_central else None)
     print(text)
-    if args.readme:
-        readme = args.readme.read_text()
+    if args.page:
+        readme = args.page.read_text()
         a, b = readme.find(BEGIN), readme.find(END)
         if a < 0 or b < a:
-            print(f"{args.readme}: no {BEGIN} ... {END} markers; not changed")
+            print(f"{args.page}: no {BEGIN} ... {END} markers; not changed")
             return
-        args.readme.write_text(readme[:a] + text + readme[b + len(END):])
-        print(f"updated {args.readme}")
+        args.page.write_text(readme[:a] + text + readme[b + len(END):])
+        print(f"updated {args.page}")
 
 
 if __name__ == "__main__":

@@ -3,15 +3,15 @@
 # Hearth's ranker trained centrally, in numpy and through the on-device path.
 #
 #   models/movielens/run.sh                    print the table
-#   models/movielens/run.sh --update-readme    also rewrite the block between
+#   models/movielens/run.sh --update-docs      also rewrite the block between
 #                                              <!-- movielens:begin --> and <!-- movielens:end -->
-#                                              in the repository's README.md
+#                                              in docs/ranking.md
 #   models/movielens/run.sh --no-device        skip building and calling the hearth CLI
 #
 # Other options go to evaluate.py (see `evaluate.py --help`).
 #
-# Outside the repository (nothing here is ever written into it, but README.md
-# with --update-readme):
+# Outside the repository (nothing here is ever written into it, but
+# docs/ranking.md with --update-docs):
 #   venv      $HEARTH_MOVIELENS_VENV, default ~/.cache/hearth/movielens-venv
 #   data      ~/.cache/hearth/data/ml-100k (from the PyPI wheel recbole==1.2.1;
 #             its licence forbids committing it)
