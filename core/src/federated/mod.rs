@@ -39,6 +39,7 @@ pub mod node_key;
 pub mod objects;
 pub mod participation;
 pub mod proto;
+pub mod quantize;
 pub mod transport;
 
 pub use crate::error::FederatedFailure;
