@@ -40,6 +40,7 @@ pub mod objects;
 pub mod participation;
 pub mod proto;
 pub mod quantize;
+pub mod secagg;
 pub mod transport;
 
 pub use crate::error::FederatedFailure;
