@@ -37,8 +37,9 @@ if ! command -v cargo-fuzz >/dev/null 2>&1; then
     cargo install --locked cargo-fuzz || exit 1
 fi
 
+corpora="${HEARTH_FUZZ_CORPUS:-$cache/corpus}"
 echo "fuzz: seed corpora"
-seeds="$cache/seeds"
+seeds="$corpora/.seeds"
 rm -rf "$seeds"
 cargo run -q --locked -p hearth-core --example fuzz_seeds -- "$seeds" || exit 1
 
@@ -52,15 +53,18 @@ build="$fuzz_target_dir/x86_64-unknown-linux-gnu/release"
 passed=0
 failed=0
 for t in "${targets[@]}"; do
-    corpus="${HEARTH_FUZZ_CORPUS:-$cache/corpus}/$t"
+    corpus="$corpora/$t"
     mkdir -p "$corpus" "fuzz/artifacts/$t"
-    log="$cache/$t.log"
+    # Beside the corpus: two runs at once (a long one and the test
+    # command's smoke run) keep their own logs.
+    log="$corpora/$t.log"
     "$build/$t" "$corpus" "$seeds/$t" -max_total_time="$seconds" -max_len=1048576 -timeout=10 \
         -malloc_limit_mb=256 -rss_limit_mb=2048 -print_final_stats=1 \
         -artifact_prefix="fuzz/artifacts/$t/" >"$log" 2>&1
     status=$?
-    execs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$' | tail -1)
-    rss=$(grep -o 'stat::peak_rss_mb: *[0-9]*' "$log" | grep -o '[0-9]*$' | tail -1)
+    # -a: a log may quote an input's bytes.
+    execs=$(grep -ao 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$' | tail -1)
+    rss=$(grep -ao 'stat::peak_rss_mb: *[0-9]*' "$log" | grep -o '[0-9]*$' | tail -1)
     crashes=$(find "fuzz/artifacts/$t" -type f | wc -l)
     if [ $status -eq 0 ] && [ "$crashes" -eq 0 ]; then
         passed=$((passed + 1))
@@ -68,7 +72,7 @@ for t in "${targets[@]}"; do
     else
         failed=$((failed + 1))
         echo "fuzz: $t FAILED (exit $status): ${execs:-0} executions, $crashes inputs in fuzz/artifacts/$t"
-        grep -E 'ERROR|panicked|malloc|SUMMARY' "$log" | head -5
+        grep -aE 'ERROR|panicked|malloc|SUMMARY' "$log" | head -5
     fi
 done
 echo "fuzz: $passed passed, $failed failed"
