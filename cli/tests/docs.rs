@@ -5,7 +5,7 @@
 //! a `cargo ... -p P --bench B` names a package and a benchmark, a
 //! `tests/run.sh LANE` a lane, and a script's `--flag` is in the script.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -144,42 +144,39 @@ fn check_hearth_command(span: &str, problems: &mut Vec<String>) {
     }
 }
 
-fn workspace_packages() -> BTreeSet<String> {
-    let mut names = BTreeSet::new();
-    for member in ["core", "cli", "bindings", "bindings/uniffi-bindgen"] {
-        let toml = std::fs::read_to_string(repo().join(member).join("Cargo.toml")).unwrap();
-        let name = toml.lines().find_map(|l| l.strip_prefix("name = ")).unwrap();
-        names.insert(name.trim_matches('"').to_string());
-    }
-    names
-}
-
-fn package_dir(package: &str) -> PathBuf {
-    let dir = match package {
-        "hearth-core" => "core",
-        "hearth-cli" => "cli",
-        "hearth-ffi" => "bindings",
-        _ => "bindings/uniffi-bindgen",
-    };
-    repo().join(dir)
+/// The workspace's packages by name, with their folders (the root
+/// Cargo.toml's `members`).
+fn workspace_packages() -> BTreeMap<String, PathBuf> {
+    let root = std::fs::read_to_string(repo().join("Cargo.toml")).unwrap();
+    let members = root.lines().find_map(|l| l.strip_prefix("members = ")).expect("a members line");
+    members
+        .trim_matches(|c| c == '[' || c == ']')
+        .split(',')
+        .map(|m| repo().join(m.trim().trim_matches('"')))
+        .map(|dir| {
+            let toml = std::fs::read_to_string(dir.join("Cargo.toml")).unwrap();
+            let name = toml.lines().find_map(|l| l.strip_prefix("name = ")).unwrap();
+            (name.trim_matches('"').to_string(), dir)
+        })
+        .collect()
 }
 
 /// `cargo ... -p P [--bench B]`: the package, and its benchmark.
 fn check_cargo_command(span: &str, problems: &mut Vec<String>) {
     let words: Vec<&str> = span.split_whitespace().collect();
     let packages = workspace_packages();
-    let mut package = None;
+    let mut package = "hearth-core";
     for pair in words.windows(2) {
         if pair[0] == "-p" {
-            if !packages.contains(pair[1]) {
+            if !packages.contains_key(pair[1]) {
                 problems.push(format!("`{span}`: no package {}", pair[1]));
             }
-            package = Some(pair[1]);
+            package = pair[1];
         }
     }
     for pair in words.windows(2) {
         if pair[0] == "--bench" {
-            let dir = package_dir(package.unwrap_or("hearth-core"));
+            let Some(dir) = packages.get(package) else { continue };
             if !dir.join("benches").join(format!("{}.rs", pair[1])).exists() {
                 problems.push(format!("`{span}`: no benchmark {}", pair[1]));
             }

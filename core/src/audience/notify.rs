@@ -287,24 +287,18 @@ fn check_tag(field: &str, value: &Option<String>, max: usize) -> Result<()> {
 
 /// The caps and quiet hours in force (the defaults until the app sets them).
 pub(crate) fn load_policy(store: &Store) -> Result<NotificationPolicy> {
-    match store.get_state(POLICY_KEY)? {
-        Some(bytes) => serde_json::from_slice(&bytes).map_err(|_| Error::Integrity { table: "state" }),
-        None => Ok(NotificationPolicy::default()),
-    }
+    Ok(store.get_json(POLICY_KEY)?.unwrap_or_default())
 }
 
 /// Replaces the caps and quiet hours; a policy that does not validate
 /// changes nothing.
 pub(crate) fn save_policy(store: &mut Store, policy: &NotificationPolicy) -> Result<()> {
     policy.validate()?;
-    store.put_state(POLICY_KEY, &serde_json::to_vec(policy)?)
+    store.put_json(POLICY_KEY, policy)
 }
 
 fn sent_log(store: &Store) -> Result<Vec<Sent>> {
-    match store.get_state(SENT_KEY)? {
-        Some(bytes) => serde_json::from_slice(&bytes).map_err(|_| Error::Integrity { table: "state" }),
-        None => Ok(Vec::new()),
-    }
+    Ok(store.get_json(SENT_KEY)?.unwrap_or_default())
 }
 
 /// What the device knows that a decision reads: the user's settings, the
@@ -369,7 +363,7 @@ impl Context<'_> {
         if log.len() > MAX_SENT {
             log.drain(..log.len() - MAX_SENT);
         }
-        self.store.put_state(SENT_KEY, &serde_json::to_vec(&log)?)?;
+        self.store.put_json(SENT_KEY, &log)?;
         Ok(decided(NotifyReason::Allowed, None))
     }
 }

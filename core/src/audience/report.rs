@@ -3,11 +3,11 @@
 //! memo that repeats a report while the memberships hold, and the
 //! coordinator's estimate of segment sizes from many reports.
 
-use ring::rand::{SecureRandom, SystemRandom};
 use serde::{Deserialize, Serialize};
 
 use super::segments::{SegmentConfig, SegmentReport, Segments, keep_probability};
 use crate::error::{Error, HearthError, Result};
+use crate::random::SystemWords;
 use crate::store::Store;
 
 /// Reports remembered (one per distinct set of memberships).
@@ -156,10 +156,7 @@ pub(crate) fn memo_key(config: &SegmentConfig, truth: &[bool]) -> String {
 pub(crate) fn report(store: &mut Store, segments: &Segments, config: &SegmentConfig) -> Result<SegmentReport> {
     let truth = membership_bits(segments, config);
     let key = memo_key(config, &truth);
-    let mut memos: Vec<Memo> = match store.get_state(MEMO_KEY)? {
-        Some(bytes) => serde_json::from_slice(&bytes).map_err(|_| Error::Integrity { table: "state" })?,
-        None => Vec::new(),
-    };
+    let mut memos: Vec<Memo> = store.get_json(MEMO_KEY)?.unwrap_or_default();
     let bit_epsilon = config.report_epsilon / config.report_sensitivity() as f64;
     if let Some(pos) = memos.iter().position(|m| m.key == key) {
         let memo = memos.remove(pos);
@@ -173,19 +170,12 @@ pub(crate) fn report(store: &mut Store, segments: &Segments, config: &SegmentCon
         };
         // Most recently used last.
         memos.push(memo);
-        store.put_state(MEMO_KEY, &serde_json::to_vec(&memos)?)?;
+        store.put_json(MEMO_KEY, &memos)?;
         return Ok(report);
     }
-    let rng = SystemRandom::new();
-    let mut failed = false;
-    let report = randomize(&truth, config, || {
-        let mut b = [0u8; 8];
-        if rng.fill(&mut b).is_err() {
-            failed = true;
-        }
-        u64::from_le_bytes(b)
-    });
-    if failed {
+    let mut words = SystemWords::new();
+    let report = randomize(&truth, config, || words.next_u64());
+    if words.failed() {
         return Err(Error::Crypto("the system random generator failed"));
     }
     memos.push(Memo { key, bits: report.bits.clone() });
@@ -194,7 +184,7 @@ pub(crate) fn report(store: &mut Store, segments: &Segments, config: &SegmentCon
     }
     // Remembered before it is handed out: a report the app sends is always
     // one the device will repeat.
-    store.put_state(MEMO_KEY, &serde_json::to_vec(&memos)?)?;
+    store.put_json(MEMO_KEY, &memos)?;
     // Sent in a federated round, its epsilon_spent goes in the privacy
     // ledger with the update (federated/participation.rs).
     Ok(report)

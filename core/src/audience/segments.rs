@@ -590,16 +590,13 @@ fn argmax(xs: &[f64]) -> Option<usize> {
 
 /// The thresholds in force (the defaults until the app sets them).
 pub(crate) fn load_config(store: &Store) -> Result<SegmentConfig> {
-    match store.get_state(CONFIG_KEY)? {
-        Some(bytes) => serde_json::from_slice(&bytes).map_err(|_| Error::Integrity { table: "state" }),
-        None => Ok(SegmentConfig::default()),
-    }
+    Ok(store.get_json(CONFIG_KEY)?.unwrap_or_default())
 }
 
 /// Replaces the thresholds; one that does not validate changes nothing.
 pub(crate) fn save_config(store: &mut Store, config: &SegmentConfig) -> Result<()> {
     config.validate()?;
-    store.put_state(CONFIG_KEY, &serde_json::to_vec(config)?)
+    store.put_json(CONFIG_KEY, config)
 }
 
 pub(crate) fn check_as_of(as_of_ms: i64) -> Result<()> {

@@ -15,7 +15,7 @@
 //! update. The random bits come from the system's CSPRNG: a rounding that
 //! could be predicted would say something of the value rounded.
 
-use ring::rand::{SecureRandom, SystemRandom};
+use crate::random::SystemWords;
 
 /// Why a round's quantization is refused or a vector cannot be read.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -96,22 +96,9 @@ impl Quantization {
     /// `x` (clipped to `clip_norm`) as integers modulo 2^bits, rounded at
     /// random with the system's CSPRNG.
     pub fn quantize(&self, x: &[f32]) -> Result<Vec<u32>, QuantizeError> {
-        let rng = SystemRandom::new();
-        let mut failed = false;
-        let mut buffer = vec![0u8; 8 * 4096];
-        let mut at = buffer.len();
-        let out = self.quantize_with(x, || {
-            if at == buffer.len() {
-                if rng.fill(&mut buffer).is_err() {
-                    failed = true;
-                }
-                at = 0;
-            }
-            let word = u64::from_le_bytes(buffer[at..at + 8].try_into().expect("eight bytes"));
-            at += 8;
-            word
-        });
-        if failed {
+        let mut words = SystemWords::new();
+        let out = self.quantize_with(x, || words.next_u64());
+        if words.failed() {
             return Err(QuantizeError::Random);
         }
         out
@@ -258,7 +245,7 @@ mod tests {
                 for sign in [1.0f32, -1.0] {
                     let mut acc = vec![0u32; 1];
                     for _ in 0..n {
-                        acc_add(&q, &mut acc, &q.quantize(&[sign]).unwrap());
+                        q.add_into(&mut acc, &q.quantize(&[sign]).unwrap());
                     }
                     let sum = q.dequantize_sum(&acc)[0];
                     let want = sign as f64 * n as f64;
@@ -266,10 +253,6 @@ mod tests {
                 }
             }
         }
-    }
-
-    fn acc_add(q: &Quantization, acc: &mut [u32], v: &[u32]) {
-        q.add_into(acc, v)
     }
 
     #[test]

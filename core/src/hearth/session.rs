@@ -50,10 +50,7 @@ impl Session {
     pub(crate) fn open(config: &HearthConfig, root: &RootKey) -> Result<Session> {
         let dir = PathBuf::from(&config.data_dir);
         let store = Store::open(&dir, root, &config.store_options())?;
-        let settings = match store.get_state("settings")? {
-            Some(bytes) => serde_json::from_slice(&bytes).map_err(|_| Error::Integrity { table: "state" })?,
-            None => PrivacySettings::default(),
-        };
+        let settings: PrivacySettings = store.get_json("settings")?.unwrap_or_default();
         let catalog = store.load_catalog()?.into_iter().map(|i| (i.id.clone(), Arc::new(i))).collect();
         let stored: Option<Profile> = match store.get_state("profile") {
             Ok(Some(bytes)) => serde_json::from_slice(&bytes).ok(),
@@ -157,7 +154,7 @@ impl Session {
 
     pub(crate) fn save_settings(&mut self, settings: PrivacySettings) -> Result<()> {
         settings.validate()?;
-        self.store.put_state("settings", &serde_json::to_vec(&settings)?)?;
+        self.store.put_json("settings", &settings)?;
         self.settings = settings;
         Ok(())
     }

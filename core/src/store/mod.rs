@@ -310,6 +310,18 @@ impl Store {
         sealed.map(|s| self.keys.open(Table::State, name.as_bytes(), &s)).transpose()
     }
 
+    /// A state record kept as JSON; one that opens but does not parse as
+    /// `T` is an integrity failure.
+    pub(crate) fn get_json<T: serde::de::DeserializeOwned>(&self, name: &str) -> Result<Option<T>> {
+        self.get_state(name)?
+            .map(|bytes| serde_json::from_slice(&bytes).map_err(|_| Error::Integrity { table: "state" }))
+            .transpose()
+    }
+
+    pub(crate) fn put_json<T: serde::Serialize + ?Sized>(&mut self, name: &str, value: &T) -> Result<()> {
+        self.put_state(name, &serde_json::to_vec(value)?)
+    }
+
     /// Moves the WAL's content into the database and truncates the WAL file.
     pub(crate) fn checkpoint(&self) -> Result<()> {
         let (busy, _, _): (i64, i64, i64) =
