@@ -39,7 +39,7 @@ lane_bindings() {
 
 lane_cross() {
     # ARM runs what phones and TVs ship: the NNEF loader (bindings' feature).
-    HEARTH_CROSS_CARGO_ARGS="${HEARTH_CROSS_CARGO_ARGS:---no-default-features --features nnef}" bash tests/cross/run.sh
+    HEARTH_CROSS_CARGO_ARGS="${HEARTH_CROSS_CARGO_ARGS:---no-default-features --features hearth-core/nnef}" bash tests/cross/run.sh
 }
 
 lane_federated() {

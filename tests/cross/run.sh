@@ -8,7 +8,8 @@
 # Environment:
 #   HEARTH_CROSS_TARGETS   targets, space- or comma-separated (default
 #                          "aarch64-unknown-linux-gnu armv7-unknown-linux-gnueabihf")
-#   HEARTH_CROSS_PACKAGE   package to test (default hearth-core)
+#   HEARTH_CROSS_PACKAGES  packages to test, space-separated (default: hearth-core
+#                          hearth-secagg, the crates a device runs)
 #   HEARTH_CROSS_RELEASE   1: test with --release (default 0, see below)
 #   HEARTH_CROSS_JOBS      passed to cargo as -j (default: cargo's own)
 #   HEARTH_CROSS_BUNDLE    1 (default): also build the bundle library (hearth-ffi,
@@ -57,7 +58,7 @@ fi
 [ "${1:-}" = "--" ] && shift
 test_args=("$@")
 
-package="${HEARTH_CROSS_PACKAGE:-hearth-core}"
+packages="${HEARTH_CROSS_PACKAGES:-hearth-core hearth-secagg}"
 config="$repo/.cargo/config.toml"
 
 # Installs (or checks, in well under a second) the targets, compilers and qemu,
@@ -65,7 +66,10 @@ config="$repo/.cargo/config.toml"
 # shellcheck source=../toolchains/cross.sh
 . "$repo/tests/toolchains/cross.sh" || exit 1
 
-cargo_args=(--config "$config" -p "$package")
+cargo_args=(--config "$config")
+for p in $packages; do
+    cargo_args+=(-p "$p")
+done
 [ -n "${HEARTH_CROSS_JOBS:-}" ] && cargo_args+=(-j "$HEARTH_CROSS_JOBS")
 # shellcheck disable=SC2206
 [ -n "${HEARTH_CROSS_CARGO_ARGS:-}" ] && cargo_args+=($HEARTH_CROSS_CARGO_ARGS)
@@ -94,7 +98,7 @@ for t in $HEARTH_CROSS_TARGETS; do
         neon="${neon:-true}"
         ;;
     esac
-    echo "== cross: $package for $t ($mode, qemu -cpu $cpu) in $root"
+    echo "== cross: $packages for $t ($mode, qemu -cpu $cpu) in $root"
 
     start=$(date +%s)
     if ! cargo test "${cargo_args[@]}" --target "$t" --no-run; then

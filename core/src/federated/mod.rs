@@ -39,8 +39,6 @@ pub mod node_key;
 pub mod objects;
 pub mod participation;
 pub mod proto;
-pub mod quantize;
-pub mod secagg;
 pub mod transport;
 
 pub use crate::error::FederatedFailure;

@@ -12,10 +12,13 @@
 //! it is unbiased: `E[q(x)] = s * x`. Its error on one coordinate of the
 //! sum of n updates has variance at most n / 4 (at most 1/4 per device),
 //! so a standard deviation of at most `sqrt(n) / (2 s)` in the units of the
-//! update. The random bits come from the system's CSPRNG: a rounding that
-//! could be predicted would say something of the value rounded.
+//! update. The random bits come from a CSPRNG (`crate::csprng`): a
+//! rounding that could be predicted would say something of the value
+//! rounded.
 
-use crate::random::SystemWords;
+use rand_core::Rng;
+
+use crate::csprng;
 
 /// Why a round's quantization is refused or a vector cannot be read.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -94,14 +97,10 @@ impl Quantization {
     }
 
     /// `x` (clipped to `clip_norm`) as integers modulo 2^bits, rounded at
-    /// random with the system's CSPRNG.
+    /// random with a CSPRNG keyed from the system's.
     pub fn quantize(&self, x: &[f32]) -> Result<Vec<u32>, QuantizeError> {
-        let mut words = SystemWords::new();
-        let out = self.quantize_with(x, || words.next_u64());
-        if words.failed() {
-            return Err(QuantizeError::Random);
-        }
-        out
+        let mut rng = csprng::system_seeded().map_err(|_| QuantizeError::Random)?;
+        self.quantize_with(x, || rng.next_u64())
     }
 
     /// As [`Self::quantize`], with the random words from `next_u64` (tests
@@ -199,7 +198,23 @@ pub fn unpack(bytes: &[u8], bits: u32, n: usize) -> Result<Vec<u32>, QuantizeErr
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::random::SplitMix;
+    use chacha20::ChaCha20Rng;
+    use rand_core::SeedableRng;
+
+    /// A seeded generator, for draws the tests repeat.
+    struct Seeded(ChaCha20Rng);
+
+    impl Seeded {
+        fn new(seed: u64) -> Self {
+            let mut key = [0u8; 32];
+            key[..8].copy_from_slice(&seed.to_le_bytes());
+            Seeded(ChaCha20Rng::from_seed(key))
+        }
+
+        fn next_u64(&mut self) -> u64 {
+            self.0.next_u64()
+        }
+    }
 
     fn terms(bits: u32, n: u32) -> Quantization {
         let clip_norm = 1.0;
@@ -208,7 +223,7 @@ mod tests {
 
     /// A vector of norm `norm` (at most 1) with mixed signs.
     fn update(len: usize, seed: u64, norm: f64) -> Vec<f32> {
-        let mut rng = SplitMix::new(seed);
+        let mut rng = Seeded::new(seed);
         let raw: Vec<f64> = (0..len).map(|_| (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64 - 0.5).collect();
         let n = raw.iter().map(|x| x * x).sum::<f64>().sqrt();
         raw.iter().map(|x| (x / n * norm) as f32).collect()
@@ -282,12 +297,12 @@ mod tests {
     #[test]
     fn rounding_goes_up_with_the_probability_of_the_fraction() {
         let q = Quantization { bits: 16, scale: 1.0, clip_norm: 1.0, max_cohort: 1 };
-        let mut rng = SplitMix::new(9);
+        let mut rng = Seeded::new(9);
         let ups = (0..100_000).filter(|_| q.quantize_with(&[0.25], || rng.next_u64()).unwrap()[0] == 1).count();
         // Binomial(100,000, 0.25): std 137.
         assert!((ups as i64 - 25_000).abs() < 700, "{ups}");
         // Negative values wrap to the top of the ring.
-        let mut rng = SplitMix::new(10);
+        let mut rng = Seeded::new(10);
         let v = q.quantize_with(&[-1.0], || rng.next_u64()).unwrap()[0];
         assert_eq!(v, 0xffff);
         assert_eq!(q.dequantize_sum(&[v]), vec![-1.0]);
@@ -295,7 +310,7 @@ mod tests {
 
     #[test]
     fn packing_round_trips_and_refuses_what_does_not_fit() {
-        let mut rng = SplitMix::new(3);
+        let mut rng = Seeded::new(3);
         for bits in [1u32, 7, 8, 12, 16, 20, 31, 32] {
             for n in [0usize, 1, 5, 33] {
                 let mask = if bits == 32 { u32::MAX } else { (1u32 << bits) - 1 };

@@ -1,7 +1,13 @@
-//! Keys and masks of secure aggregation: a device's X25519 key for a round,
-//! the two keys it derives with each neighbour (the pairwise mask seed, the
-//! key that seals the Shamir shares it sends that neighbour), the sealing
-//! itself, and the expansion of a 256-bit seed into a mask.
+//! Keys and masks of secure aggregation: a device's two X25519 keys for a
+//! round, what it derives with each neighbour from them (with the *channel*
+//! key, the key that seals the Shamir shares the pair sends each other;
+//! with the *mask* key, the seed of the mask the pair adds and subtracts),
+//! the sealing itself, and the expansion of a 256-bit seed into a mask.
+//!
+//! Two keys, not one, because the mask key of a device that drops out is
+//! rebuilt by the coordinator from its neighbours' shares (to remove the
+//! masks it left in the others' vectors): with one key, that would also
+//! open every share the device sealed, its self-mask seed's included.
 //!
 //! Derivations are bound to the run, the round and the pair of node ids, so
 //! no key of one round or pair serves another.
@@ -10,8 +16,9 @@ use chacha20::ChaCha20;
 use chacha20::cipher::{KeyIvInit, StreamCipher};
 use ring::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
 use ring::hkdf::{HKDF_SHA256, KeyType, Salt};
-use ring::rand::{SecureRandom, SystemRandom};
 use x25519_dalek::{PublicKey, StaticSecret};
+
+use crate::csprng;
 
 const DOMAIN: &[u8] = b"hearth secagg v1";
 const SALT: &[u8] = b"hearth secagg v1 salt";
@@ -42,11 +49,14 @@ pub struct RoundId {
 /// A 256-bit seed (a pairwise mask seed, a self-mask seed).
 pub type Seed = [u8; 32];
 
-/// Fresh random bytes from the system's CSPRNG.
-pub fn random_seed() -> Result<Seed, KeyError> {
-    let mut seed = [0u8; 32];
-    SystemRandom::new().fill(&mut seed).map_err(|_| KeyError::Random)?;
-    Ok(seed)
+/// What a secret derived with a neighbour is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    /// The seed of the pair's mask (from the mask keys).
+    MaskSeed = 1,
+    /// The AES-256-GCM key of the shares the pair sends each other (from
+    /// the channel keys).
+    ShareKey = 2,
 }
 
 /// A device's X25519 key for one round, used once per neighbour.
@@ -58,25 +68,11 @@ impl std::fmt::Debug for AgreementKey {
     }
 }
 
-/// What a device derives with one neighbour.
-#[derive(Clone, PartialEq, Eq)]
-pub struct PairKeys {
-    /// Seeds the mask the pair adds and subtracts.
-    pub mask_seed: Seed,
-    /// Seals the Shamir shares sent between the pair.
-    pub share_key: [u8; 32],
-}
-
-impl std::fmt::Debug for PairKeys {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("PairKeys(..)")
-    }
-}
-
 impl AgreementKey {
     /// A new key from the system's CSPRNG.
     pub fn generate() -> Result<Self, KeyError> {
-        Ok(AgreementKey(StaticSecret::from(random_seed()?)))
+        let secret = csprng::random_bytes().map_err(|_| KeyError::Random)?;
+        Ok(AgreementKey(StaticSecret::from(secret)))
     }
 
     /// The key from its 32 secret bytes (to rebuild a dropped device's
@@ -93,9 +89,17 @@ impl AgreementKey {
         PublicKey::from(&self.0).to_bytes()
     }
 
-    /// The keys this device (`me`) shares with `peer`, whose public key is
-    /// `peer_public`, for `round`. Both ends derive the same keys.
-    pub fn pair_keys(&self, round: RoundId, me: u64, peer: u64, peer_public: &[u8; 32]) -> Result<PairKeys, KeyError> {
+    /// The secret for `purpose` this device (`me`) shares with `peer`,
+    /// whose public key of the same kind is `peer_public`, in `round`. Both
+    /// ends derive the same secret.
+    pub fn pair_secret(
+        &self,
+        round: RoundId,
+        me: u64,
+        peer: u64,
+        peer_public: &[u8; 32],
+        purpose: Purpose,
+    ) -> Result<[u8; 32], KeyError> {
         if me == peer {
             return Err(KeyError::SamePeer);
         }
@@ -104,10 +108,7 @@ impl AgreementKey {
             return Err(KeyError::NotContributory);
         }
         let (low, high) = (me.min(peer), me.max(peer));
-        Ok(PairKeys {
-            mask_seed: derive(shared.as_bytes(), round, low, high, 1),
-            share_key: derive(shared.as_bytes(), round, low, high, 2),
-        })
+        Ok(derive(shared.as_bytes(), round, low, high, purpose as u8))
     }
 }
 
@@ -152,18 +153,24 @@ fn share_terms(round: RoundId, src: u64, dst: u64) -> (Vec<u8>, Nonce) {
 
 /// Seals `plaintext` (the shares `src` gives `dst`) with AES-256-GCM under
 /// the pair's share key; the coordinator relays it and cannot read it.
-pub fn seal_share(keys: &PairKeys, round: RoundId, src: u64, dst: u64, plaintext: &[u8]) -> Vec<u8> {
+pub fn seal_share(share_key: &[u8; 32], round: RoundId, src: u64, dst: u64, plaintext: &[u8]) -> Vec<u8> {
     let (aad, nonce) = share_terms(round, src, dst);
-    let key = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, &keys.share_key).expect("a 32-byte key"));
+    let key = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, share_key).expect("a 32-byte key"));
     let mut out = plaintext.to_vec();
     key.seal_in_place_append_tag(nonce, Aad::from(aad), &mut out).expect("a share is far below GCM's limit");
     out
 }
 
 /// Opens a share sealed by [`seal_share`] from `src` to `dst`.
-pub fn open_share(keys: &PairKeys, round: RoundId, src: u64, dst: u64, sealed: &[u8]) -> Result<Vec<u8>, KeyError> {
+pub fn open_share(
+    share_key: &[u8; 32],
+    round: RoundId,
+    src: u64,
+    dst: u64,
+    sealed: &[u8],
+) -> Result<Vec<u8>, KeyError> {
     let (aad, nonce) = share_terms(round, src, dst);
-    let key = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, &keys.share_key).expect("a 32-byte key"));
+    let key = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, share_key).expect("a 32-byte key"));
     let mut buf = sealed.to_vec();
     let plain = key.open_in_place(nonce, Aad::from(aad), &mut buf).map_err(|_| KeyError::Unsealed)?;
     Ok(plain.to_vec())
@@ -174,11 +181,36 @@ pub fn open_share(keys: &PairKeys, round: RoundId, src: u64, dst: u64, sealed: &
 /// 32-bit words, each taken modulo 2^bits (uniform, as 2^bits divides
 /// 2^32). A seed is used for one mask of one round only.
 pub fn expand_mask(seed: &Seed, len: usize, bits: u32) -> Vec<u32> {
-    let mut stream = vec![0u8; len * 4];
-    let mut cipher = ChaCha20::new(seed.into(), &[0u8; 12].into());
-    cipher.apply_keystream(&mut stream);
+    let mut out = vec![0u32; len];
+    apply_mask(seed, bits, &mut out, MaskSign::Add);
+    out
+}
+
+/// Whether a mask is added to a vector or taken from it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MaskSign {
+    Add,
+    Subtract,
+}
+
+/// `acc (+ or -)= the mask of seed` modulo 2^bits, element by element, in
+/// blocks (no vector of the mask's length is made).
+pub fn apply_mask(seed: &Seed, bits: u32, acc: &mut [u32], sign: MaskSign) {
     let mask = if bits >= 32 { u32::MAX } else { (1u32 << bits) - 1 };
-    stream.chunks_exact(4).map(|w| u32::from_le_bytes([w[0], w[1], w[2], w[3]]) & mask).collect()
+    let mut cipher = ChaCha20::new(seed.into(), &[0u8; 12].into());
+    let mut block = [0u8; 4096];
+    for chunk in acc.chunks_mut(block.len() / 4) {
+        let bytes = &mut block[..chunk.len() * 4];
+        bytes.fill(0);
+        cipher.apply_keystream(bytes);
+        for (a, w) in chunk.iter_mut().zip(bytes.chunks_exact(4)) {
+            let m = u32::from_le_bytes([w[0], w[1], w[2], w[3]]);
+            *a = match sign {
+                MaskSign::Add => a.wrapping_add(m),
+                MaskSign::Subtract => a.wrapping_sub(m),
+            } & mask;
+        }
+    }
 }
 
 #[cfg(test)]
@@ -207,6 +239,12 @@ mod tests {
         assert_eq!(expand_mask(&seed, 4, 32), vec![0x7d2bfd39, 0x6a19c5d9, 0x7703bd8d, 0x494adcb8]);
         // A longer mask begins with the shorter one; another seed differs.
         assert_eq!(expand_mask(&seed, 1000, 16)[..8], expand_mask(&seed, 8, 16)[..]);
+        // Applied in blocks, added then taken away, it leaves the vector.
+        let mut v: Vec<u32> = (0..5000).map(|i| i & 0xffff).collect();
+        apply_mask(&seed, 16, &mut v, MaskSign::Add);
+        assert_eq!(v[1024], (1024 + expand_mask(&seed, 1025, 16)[1024]) & 0xffff);
+        apply_mask(&seed, 16, &mut v, MaskSign::Subtract);
+        assert!(v.iter().enumerate().all(|(i, &x)| x == i as u32 & 0xffff));
         let mut other = seed;
         other[31] ^= 1;
         assert_ne!(expand_mask(&other, 8, 16), expand_mask(&seed, 8, 16));
@@ -218,17 +256,19 @@ mod tests {
         let alice = AgreementKey::from_bytes(unhex("77076d0a7318a57d3c16c17251b26645df4c2f87ebc0992ab177fba51db92c2a"));
         let bob_public = unhex("de9edb7d7b7dc1b4d35b61c2ece435373f8343c85b78674dadfc7e146f882b4f");
         let round = RoundId { run_id: 7, round: 3 };
-        let keys = alice.pair_keys(round, 42, 11, &bob_public).unwrap();
-        assert_eq!(hex(&keys.mask_seed), "bf1be99a8fafe6dbcaabd5c9ceaed8818746eea8d384507f2635b639ed40ed61");
-        assert_eq!(hex(&keys.share_key), "f81ea1e4be016f2dbf766e999508e70bcbc3de8537c0d6818736e2b4f54f9923");
+        let mask_seed = alice.pair_secret(round, 42, 11, &bob_public, Purpose::MaskSeed).unwrap();
+        let share_key = alice.pair_secret(round, 42, 11, &bob_public, Purpose::ShareKey).unwrap();
+        assert_eq!(hex(&mask_seed), "bf1be99a8fafe6dbcaabd5c9ceaed8818746eea8d384507f2635b639ed40ed61");
+        assert_eq!(hex(&share_key), "f81ea1e4be016f2dbf766e999508e70bcbc3de8537c0d6818736e2b4f54f9923");
         // Bob derives the same from his side.
         let bob = AgreementKey::from_bytes(unhex("5dab087e624a8a4b79e17f8b83800ee66f3bb1292618b6fd1c2f8b27ff88e0eb"));
         assert_eq!(bob.public(), bob_public);
-        assert_eq!(bob.pair_keys(round, 11, 42, &alice.public()).unwrap(), keys);
+        assert_eq!(bob.pair_secret(round, 11, 42, &alice.public(), Purpose::MaskSeed).unwrap(), mask_seed);
         // Another round, or another pair, gives other keys.
-        assert_ne!(alice.pair_keys(RoundId { run_id: 7, round: 4 }, 42, 11, &bob_public).unwrap(), keys);
-        assert_ne!(alice.pair_keys(round, 42, 12, &bob_public).unwrap(), keys);
-        assert_eq!(alice.pair_keys(round, 42, 42, &bob_public), Err(KeyError::SamePeer));
+        let other_round = RoundId { run_id: 7, round: 4 };
+        assert_ne!(alice.pair_secret(other_round, 42, 11, &bob_public, Purpose::MaskSeed).unwrap(), mask_seed);
+        assert_ne!(alice.pair_secret(round, 42, 12, &bob_public, Purpose::MaskSeed).unwrap(), mask_seed);
+        assert_eq!(alice.pair_secret(round, 42, 42, &bob_public, Purpose::MaskSeed), Err(KeyError::SamePeer));
     }
 
     #[test]
@@ -238,13 +278,13 @@ mod tests {
         // The identity point, and a point of order 8 (RFC 7748's list).
         let zero = [0u8; 32];
         let order8 = unhex("e0eb7a7c3b41b8ae1656e3faf19fc46ada098deb9c32b1fd866205165f49b800");
-        assert_eq!(me.pair_keys(round, 1, 2, &zero), Err(KeyError::NotContributory));
-        assert_eq!(me.pair_keys(round, 1, 2, &order8), Err(KeyError::NotContributory));
+        assert_eq!(me.pair_secret(round, 1, 2, &zero, Purpose::ShareKey), Err(KeyError::NotContributory));
+        assert_eq!(me.pair_secret(round, 1, 2, &order8, Purpose::MaskSeed), Err(KeyError::NotContributory));
     }
 
     #[test]
     fn shares_are_sealed_with_aes_gcm_bound_to_round_and_direction() {
-        let keys = PairKeys { mask_seed: [0; 32], share_key: std::array::from_fn(|i| 32 + i as u8) };
+        let keys: [u8; 32] = std::array::from_fn(|i| 32 + i as u8);
         let round = RoundId { run_id: 7, round: 3 };
         let sealed = seal_share(&keys, round, 11, 42, b"share of node 11 for node 42");
         assert_eq!(
@@ -276,7 +316,8 @@ mod tests {
                 if i == j {
                     continue;
                 }
-                let mask = expand_mask(&key.pair_keys(round, i as u64, j as u64, public).unwrap().mask_seed, len, bits);
+                let seed = key.pair_secret(round, i as u64, j as u64, public, Purpose::MaskSeed).unwrap();
+                let mask = expand_mask(&seed, len, bits);
                 for (s, m) in sum.iter_mut().zip(mask) {
                     // The lower id adds, the higher subtracts.
                     *s = if i < j { (*s + m as u64) % modulus } else { (*s + modulus - m as u64) % modulus };
