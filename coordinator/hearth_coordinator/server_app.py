@@ -27,6 +27,7 @@ from flwr.serverapp import Grid, ServerApp
 
 from . import model
 from .output import RunOutput
+from .secure import SecureTerms, secure_round
 from .server_opt import ServerOptimizer
 from .strategy import MAX_NOISE_RATIO, HearthFedAvg, from_arrays, to_arrays
 
@@ -42,12 +43,15 @@ class SigningFedAvg(HearthFedAvg):
         self.key = key
         self.base_version = int(manifest["version"])
 
-    def configure_train(self, server_round, arrays, config, grid):
+    def sign_into(self, config: ConfigRecord, server_round: int, params) -> None:
         if self.key is not None:
-            weights = model.weights_bytes(from_arrays(arrays))
+            weights = model.weights_bytes(params)
             data, sig = model.signed_manifest(self.manifest, self.base_version + server_round, weights, self.key)
             config["model-manifest"] = data
             config["model-signature"] = sig
+
+    def configure_train(self, server_round, arrays, config, grid):
+        self.sign_into(config, server_round, from_arrays(arrays))
         return super().configure_train(server_round, arrays, config, grid)
 
 
@@ -115,14 +119,32 @@ def main(grid: Grid, context: Context) -> None:
     # With n = min-nodes, the fewest a round waits for; each round checks
     # again with the n it kept.
     strategy.check_noise(int(cfg["min-nodes"]), params, "at start, with min-nodes devices a round")
+    secure = bool(cfg.get("secure-aggregation", True))
+    terms = SecureTerms(
+        bits=int(cfg.get("secagg-bits", 20)),
+        degree=int(cfg.get("secagg-degree", 40)),
+        threshold_fraction=float(cfg.get("secagg-threshold", 2.0 / 3.0)),
+        max_cohort=int(cfg.get("secagg-max-cohort", 0)),
+        stage_timeout=float(cfg["round-timeout"]),
+    )
+    if out is not None:
+        out.header["mode"] = "secure" if secure else "plain"
     try:
-        strategy.start(
-            grid=grid,
-            initial_arrays=to_arrays(params),
-            num_rounds=int(cfg["num-server-rounds"]),
-            timeout=float(cfg["round-timeout"]),
-            train_config=train_config,
-        )
+        if secure:
+            current = params
+            for server_round in range(1, int(cfg["num-server-rounds"]) + 1):
+                config = ConfigRecord(dict(train_config))
+                config["server-round"] = server_round
+                strategy.sign_into(config, server_round, current)
+                current = secure_round(grid, strategy, server_round, current, config, terms)
+        else:
+            strategy.start(
+                grid=grid,
+                initial_arrays=to_arrays(params),
+                num_rounds=int(cfg["num-server-rounds"]),
+                timeout=float(cfg["round-timeout"]),
+                train_config=train_config,
+            )
     except BaseException as e:
         log(ERROR, "the run stopped after %s rounds: %r", len(strategy.rounds), e)
         if out is not None:

@@ -223,6 +223,20 @@ def check_reply(
         return None, f"unreadable ({type(e).__name__}: {e})"
 
 
+def add_noise(
+    mean: list[tuple[str, np.ndarray]], std: float, rng: np.random.Generator
+) -> list[tuple[str, np.ndarray]]:
+    """The mean with Gaussian noise of `std` on every coordinate."""
+    if std <= 0:
+        return mean
+    return [(name, m + rng.normal(0.0, std, size=m.shape)) for name, m in mean]
+
+
+def mean_of(deltas: list[list[tuple[str, np.ndarray]]]) -> list[tuple[str, np.ndarray]]:
+    """The unweighted mean of the deltas, array by array, in float64."""
+    return [(name, np.mean([d[i][1].astype(np.float64) for d in deltas], axis=0)) for i, (name, _) in enumerate(deltas[0])]
+
+
 def noisy_mean(
     deltas: list[list[tuple[str, np.ndarray]]],
     clip: float,
@@ -233,13 +247,7 @@ def noisy_mean(
     `noise_multiplier * clip / n` on every coordinate, and that std."""
     n = len(deltas)
     std = noise_multiplier * clip / n
-    out = []
-    for i, (name, _) in enumerate(deltas[0]):
-        mean = np.mean([d[i][1].astype(np.float64) for d in deltas], axis=0)
-        if std > 0:
-            mean = mean + rng.normal(0.0, std, size=mean.shape)
-        out.append((name, mean))
-    return out, std
+    return add_noise(mean_of(deltas), std, rng), std
 
 
 def noise_ratio(noise_multiplier: float, clip: float, n: int, params: list[tuple[str, np.ndarray]]) -> float:
@@ -355,32 +363,46 @@ class HearthFedAvg(FedAvg):
         norms = [r.norm for r in kept]
         summary: dict = {
             "round": server_round,
+            "mode": "plain",
             "participants": len(kept),
             "dropped": len(reasons),
             "max_norm": max(norms) if norms else None,
             "mean_norm": float(np.mean(norms)) if norms else None,
-            "noise_std": self.noise_multiplier * self.clip_norm / len(kept) if kept else None,
             "examples": sum(r.examples for r in kept),
         }
         if reasons:
             summary["drop_reasons"] = dict(Counter(reasons))
+        mean = mean_of([r.delta for r in kept]) if kept else None
+        reports = [r.report for r in kept if r.report is not None]
+        return self.close_round(server_round, summary, mean, len(kept), reports)
+
+    def close_round(
+        self,
+        server_round: int,
+        summary: dict,
+        mean: list[tuple[str, np.ndarray]] | None,
+        n: int,
+        reports: list[dict] | None = None,
+    ) -> tuple[ArrayRecord | None, MetricRecord]:
+        """Adds the noise (std z*C/n) to a round's unweighted `mean` of `n`
+        updates (None: none usable), moves the global weights with the
+        server optimizer, estimates segment sizes from `reports`, and
+        records, logs and hands on the round's `summary`. Plain and secure
+        rounds both end here."""
+        summary["noise_std"] = self.noise_multiplier * self.clip_norm / n if n else None
         new = None
-        if not kept:
+        if mean is None or n == 0:
             log(WARNING, "round %s: no usable update; the global model is unchanged", server_round)
             summary["applied"] = False
         else:
-            ratio, too_much = self.check_noise(len(kept), self.current, f"round {server_round}")
+            ratio, too_much = self.check_noise(n, self.current, f"round {server_round}")
             summary["noise_ratio"] = ratio
             if too_much and self.noise_check == "refuse":
                 summary["applied"] = False
                 summary["refused"] = f"noise ratio {ratio:.4g} above max-noise-ratio {self.max_noise_ratio}"
             else:
-                new, summary["noise_std"] = aggregate(
-                    self.current, [r.delta for r in kept], self.clip_norm, self.noise_multiplier, self.rng,
-                    self.optimizer,
-                )
+                new = self.optimizer.step(self.current, add_noise(mean, summary["noise_std"], self.rng))
                 summary["applied"] = True
-        reports = [r.report for r in kept if r.report is not None]
         if reports:
             try:
                 est = segments.estimate(reports)
@@ -397,4 +419,6 @@ class HearthFedAvg(FedAvg):
         metrics = MetricRecord(
             {k: float(v) for k, v in summary.items() if _number(v) and k != "round"}
         )
+        if new is not None:
+            self.current = new
         return (to_arrays(new) if new is not None else None), metrics

@@ -538,6 +538,7 @@ def run_server(out, answer, nodes=3, **config):
     cfg = {
         "model-dir": str(MODEL), "clip-norm": 1.0, "noise-multiplier": 0.0, "sampling-rate": 1.0,
         "local-epochs": 1, "learning-rate": 0.0, "num-server-rounds": 3, "min-nodes": nodes, "noise-seed": 0,
+        "secure-aggregation": False,
         "round-timeout": 1.0, "out-dir": str(out),
     }
     cfg.update(config)

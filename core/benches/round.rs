@@ -4,6 +4,12 @@
 //! round uploads against the raw f32 size of the weights (printed before
 //! the timings).
 //!
+//! Then the same round under secure aggregation: what the device adds to
+//! it (its shares for k neighbours, sealed; the quantized update masked
+//! k + 1 times; the shares it reveals) at k = 10, 40 (the coordinator's
+//! default degree), 100 and 1,000 neighbours, and the bytes of its four
+//! replies against the plain reply's.
+//!
 //! `cargo bench -p hearth-core --bench round`. One thread: training runs on
 //! the calling thread.
 
@@ -13,10 +19,13 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use hearth_core::federated::objects::{self, Deflated, F32Array, Record};
+use hearth_core::federated::objects::{self, ConfigValue, Deflated, F32Array, Record};
 use hearth_core::federated::proto;
 use hearth_core::testing::{RoundSettings, local_update_with};
 use hearth_core::*;
+use hearth_secagg::keys::{self, AgreementKey, Purpose, RoundId};
+use hearth_secagg::wire::{PeerKeys, PublicKeys, Reply, ReplyBody, SealedShare, Setup, SharePair, Unmask};
+use hearth_secagg::{DevicePolicy, DeviceRound, Quantization};
 use prost::Message;
 
 const CATALOG: usize = 5000;
@@ -180,5 +189,146 @@ fn bench(c: &mut Criterion) {
     );
 }
 
-criterion_group!(benches, bench);
+/// A device's secure stages against `k` neighbours: its round after setup,
+/// its neighbours' keys, and the shares they sealed for it (made as real
+/// neighbours would, with their own channel keys).
+struct SecureFixture {
+    peers: Vec<PeerKeys>,
+    channels: Vec<AgreementKey>,
+    setup: Setup,
+}
+
+const ME: u64 = 1;
+
+impl SecureFixture {
+    fn new(k: usize, len: usize) -> Self {
+        let ids: Vec<u64> = (2..2 + k as u64).collect();
+        let channels: Vec<AgreementKey> = ids.iter().map(|_| AgreementKey::generate().unwrap()).collect();
+        let peers = ids
+            .iter()
+            .zip(&channels)
+            .map(|(&node, channel)| PeerKeys {
+                node,
+                keys: Some(PublicKeys {
+                    channel: channel.public().to_vec(),
+                    mask: AgreementKey::generate().unwrap().public().to_vec(),
+                }),
+            })
+            .collect();
+        let cohort = k as u32 + 1;
+        let setup = Setup {
+            run_id: 5,
+            round: 1,
+            bits: 20,
+            scale: Quantization::largest_scale(20, 1.0, cohort),
+            clip_norm: 1.0,
+            max_cohort: cohort,
+            cohort,
+            threshold: (2 * k).div_ceil(3) as u32,
+            neighbours: ids,
+            vector_len: len as u64,
+        };
+        SecureFixture { peers, channels, setup }
+    }
+
+    /// A fresh round of this device, and the shares its neighbours sealed
+    /// for it (not timed: the neighbours' work).
+    fn round(&self, len: usize) -> (DeviceRound, Vec<SealedShare>) {
+        let policy = DevicePolicy { min_cohort: 2, ..DevicePolicy::default() };
+        let (round, keys) = DeviceRound::setup(&policy, ME, len, &self.setup).unwrap();
+        let my_channel: [u8; 32] = keys.channel.as_slice().try_into().unwrap();
+        let rid = RoundId { run_id: 5, round: 1 };
+        let shares = self
+            .peers
+            .iter()
+            .zip(&self.channels)
+            .map(|(p, channel)| {
+                let key = channel.pair_secret(rid, p.node, ME, &my_channel, Purpose::ShareKey).unwrap();
+                let pair = SharePair { src: p.node, dst: ME, index: 1, self_mask: vec![7; 34], mask_key: vec![9; 34] };
+                SealedShare {
+                    src: p.node,
+                    dst: ME,
+                    ciphertext: keys::seal_share(&key, rid, p.node, ME, &pair.encode_to_vec()),
+                }
+            })
+            .collect();
+        (round, shares)
+    }
+}
+
+/// The request bodies of one secure reply (a ConfigRecord of bytes).
+fn secure_reply_bytes(body: ReplyBody) -> usize {
+    let bytes = Reply { body: Some(body) }.encode_to_vec();
+    let content =
+        vec![("hearth.secagg".to_string(), Record::Config(vec![("reply".into(), ConfigValue::Bytes(bytes))]))];
+    let meta = proto::Metadata {
+        run_id: 5,
+        src_node_id: 1_234_567_890,
+        dst_node_id: 1,
+        ttl: 600.0,
+        message_type: "train".into(),
+        created_at: 1.8e9,
+        ..Default::default()
+    };
+    let d = objects::deflate_message(&meta, &content);
+    let meta = proto::Metadata { message_id: d.message_id().to_string(), ..meta };
+    let (push, objects) = upload_bytes(&d, meta);
+    push + objects
+}
+
+fn bench_secure(c: &mut Criterion) {
+    let dir = tempfile::tempdir().unwrap();
+    let h = store(dir.path());
+    let params = parameters();
+    let len: usize = params.iter().map(|(_, s)| s.iter().product::<usize>()).sum();
+    let delta = local_update_with(&h, &RoundSettings::new(1.0, 7), None).unwrap().delta;
+    let (d, meta) = encode(&delta, &params);
+    let (push, objects) = upload_bytes(&d, meta);
+    let plain_bytes = push + objects;
+
+    let mut group = c.benchmark_group("secure");
+    group.sample_size(10).measurement_time(Duration::from_secs(10));
+    for k in [10usize, 40, 100, 1000] {
+        let fixture = SecureFixture::new(k, len);
+        // The bytes of the four replies.
+        let (mut round, shares) = fixture.round(len);
+        let keys = PublicKeys { channel: vec![0; 32], mask: vec![0; 32] };
+        let sent_shares = round.share_keys(&fixture.peers).unwrap();
+        let masked = round.masked_input(&shares, &delta).unwrap();
+        let survivors: Vec<u64> = fixture.peers.iter().map(|p| p.node).collect();
+        let revealed = round.unmask(&Unmask { survivors: survivors.clone(), dropped: vec![] }).unwrap();
+        let bytes = [
+            secure_reply_bytes(ReplyBody::Keys(keys)),
+            secure_reply_bytes(ReplyBody::Shares(sent_shares)),
+            secure_reply_bytes(ReplyBody::Masked(masked)),
+            secure_reply_bytes(ReplyBody::Revealed(revealed)),
+        ];
+        let total: usize = bytes.iter().sum();
+        eprintln!(
+            "secure round, {k} neighbours: request bodies {total} B (keys {} B, shares {} B, masked update {} B, \
+             revealed shares {} B) = {:.3}x the raw f32 weights ({} B), {:.3}x the plain reply ({plain_bytes} B)",
+            bytes[0],
+            bytes[1],
+            bytes[2],
+            bytes[3],
+            total as f64 / (len * 4) as f64,
+            len * 4,
+            total as f64 / plain_bytes as f64
+        );
+        group.bench_function(format!("device_stages_{k}_neighbours"), |b| {
+            b.iter_batched(
+                || fixture.round(len),
+                |(mut round, shares)| {
+                    round.share_keys(&fixture.peers).unwrap();
+                    round.masked_input(&shares, &delta).unwrap();
+                    round.unmask(&Unmask { survivors: survivors.clone(), dropped: vec![] }).unwrap()
+                },
+                criterion::BatchSize::PerIteration,
+            )
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench, bench_secure);
 criterion_main!(benches);

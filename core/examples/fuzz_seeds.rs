@@ -135,6 +135,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let ledger = r#"[{"run_id":1,"round":2,"at_ms":0,"status":"Sent","bytes_sent":9,"norm_before_clip":2.0,"norm_after_clip":1.0,"clip_norm":1.0,"noise_multiplier":1.1,"sampling_rate":0.01,"epsilon_total":"inf","segment_report_epsilon":0.5}]"#;
     write(dir, "sealed_record", "ledger", &[[2u8].as_slice(), ledger.as_bytes()].concat())?;
 
+    // Secure aggregation: each stage's message to a device, and each
+    // device's honest reply to the coordinator (the first byte as the
+    // target reads it: the stage, plus 4 for a reply).
+    for stage in 0..4u8 {
+        let mut h = hearth_secagg::testing::honest(4, stage as usize);
+        let message = h.messages[&hearth_secagg::testing::TARGET].clone();
+        write(dir, "secagg_messages", &format!("stage-{stage}"), &[[stage].as_slice(), &message].concat())?;
+        let reply = h.answer(hearth_secagg::testing::TARGET, &message).map_err(|e| e.to_string())?;
+        write(dir, "secagg_messages", &format!("reply-{stage}"), &[[stage | 4].as_slice(), &reply].concat())?;
+    }
+
     // MovieLens: the item file, a 0 byte, the ratings file.
     let item = "item_id:token\tmovie_title:token_seq\trelease_year:token\tclass:token_seq\n\
                 1\tToy Story\t1995\tAnimation Children's Comedy\n2\tGoldenEye\t1995\tAction\n10\tOdd\t\tunknown\n";

@@ -98,6 +98,10 @@ pub enum FederatedFailure {
     Update,
     /// The app cancelled the round (`cancel_participation`).
     Cancelled,
+    /// The device refused a secure-aggregation round or one of its stages
+    /// (the coordinator asked for less protection than the device requires,
+    /// or broke the protocol); the device sent nothing more in the round.
+    Refused,
 }
 
 impl Error {

@@ -45,8 +45,8 @@ pub use audience::segments::{
 };
 pub use error::HearthError;
 pub use federated::{
-    DeclineReason, DeviceConditions, Eligibility, FederatedFailure, FleetTransport, HttpHeader, IneligibleReason,
-    LedgerEntry, ParticipationOutcome, PrivacyLedger, TransportFailure, UploadStatus,
+    Aggregation, DeclineReason, DeviceConditions, Eligibility, FederatedFailure, FleetTransport, HttpHeader,
+    IneligibleReason, LedgerEntry, ParticipationOutcome, PrivacyLedger, TransportFailure, UploadStatus,
 };
 pub use hearth::export::{EXPORT_FORMAT, EXPORT_FORMAT_VERSION, ExportDocument, ExportedEvent, ImportSummary};
 pub use hearth::{Hearth, HearthConfig, destroy_store};

@@ -6,8 +6,9 @@
 mod common;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
+use common::flower::*;
 use common::superlink::*;
 use common::*;
 use hearth_core::federated::objects;
@@ -215,6 +216,74 @@ fn an_update_above_the_bound_or_of_the_wrong_size_is_never_sent() {
     assert_eq!(errors, vec![Some("the device refused its own update".to_string()); 2]);
 }
 
+/// A fake SuperLink whose one message is a secure-aggregation stage.
+fn secure_link(body: hearth_secagg::wire::StageBody) -> FakeLink {
+    let stage = hearth_secagg::wire::Stage { body: Some(body) }.encode_to_vec();
+    FakeLink::with_content(vec![(
+        "hearth.secagg".into(),
+        objects::Record::Config(vec![("stage".into(), ConfigValue::Bytes(stage))]),
+    )])
+}
+
+fn setup(cohort: u32, threshold: u32) -> hearth_secagg::wire::Setup {
+    hearth_secagg::wire::Setup {
+        run_id: 5,
+        round: 1,
+        bits: 16,
+        scale: 100.0,
+        clip_norm: 1.0,
+        max_cohort: cohort,
+        cohort,
+        threshold,
+        neighbours: (100..100 + cohort as u64 - 1).collect(),
+        vector_len: 8,
+    }
+}
+
+#[test]
+fn a_secure_round_below_the_devices_policy_is_refused_and_nothing_is_sent() {
+    use hearth_secagg::wire::StageBody;
+    // A cohort of 3 (the policy asks for 10); a threshold of 2 of 9
+    // neighbours (below 2/3).
+    for (stage, why) in [(setup(3, 2), "3 devices"), (setup(10, 2), "threshold")] {
+        let mut c = client(secure_link(StageBody::Setup(stage)), quick());
+        let err = c.participate(Duration::from_secs(1), &mut trainer(0.5)).unwrap_err();
+        assert!(matches!(&err, FleetError::Refused(r) if r.contains(why)), "{err:?}");
+        let log = c.transport().log.lock().unwrap().clone();
+        let (kinds, errors) = pushed(&log);
+        // One error reply of a fixed reason, and no key, share or update.
+        assert_eq!(kinds, vec!["Message"]);
+        assert_eq!(errors, vec![Some("the device refused a stage of secure aggregation".to_string())]);
+    }
+    // The same terms within a policy the app lowered are taken: the device
+    // answers setup with its keys (and then waits for the next stage).
+    let policy = DevicePolicy { min_cohort: 3, ..DevicePolicy::default() };
+    let mut c = client(secure_link(StageBody::Setup(setup(3, 2))), ClientOptions { secure: policy, ..quick() });
+    let _ = c.participate(Duration::from_millis(300), &mut trainer(0.5));
+    let (kinds, errors) = pushed(&c.transport().log.lock().unwrap());
+    assert_eq!(errors.first(), Some(&None), "the keys went as a reply, not an error");
+    assert!(kinds.contains(&"ConfigRecord".to_string()), "{kinds:?}");
+}
+
+#[test]
+fn a_secure_round_that_does_not_begin_with_setup_is_refused() {
+    use hearth_secagg::wire::{StageBody, Unmask};
+    let unmask = Unmask { survivors: vec![1, 2, 3], dropped: vec![4] };
+    let mut c = client(secure_link(StageBody::Unmask(unmask)), quick());
+    let err = c.participate(Duration::from_secs(1), &mut trainer(0.5)).unwrap_err();
+    assert!(matches!(&err, FleetError::Protocol(_)), "{err:?}");
+    let (kinds, errors) = pushed(&c.transport().log.lock().unwrap());
+    assert_eq!(kinds, vec!["Message"]);
+    assert_eq!(errors, vec![Some("the device refused a stage of secure aggregation".to_string())]);
+    // Bytes that are not a stage at all.
+    let link = FakeLink::with_content(vec![(
+        "hearth.secagg".into(),
+        objects::Record::Config(vec![("stage".into(), ConfigValue::Bytes(vec![0xff; 9]))]),
+    )]);
+    let mut c = client(link, quick());
+    assert!(matches!(c.participate(Duration::from_secs(1), &mut trainer(0.5)), Err(FleetError::Protocol(_))));
+}
+
 #[test]
 fn a_training_failure_is_answered_with_an_error_that_says_nothing_more() {
     let mut c = client(FakeLink::new(small_arrays(), 0.5), quick());
@@ -244,98 +313,6 @@ fn a_train_message_without_a_clip_norm_is_refused() {
 }
 
 // ---- against a real SuperLink (tests/federated/run.sh) ----
-
-/// Records every request body, then passes it on.
-struct Recording {
-    inner: HttpTransport,
-    log: Log,
-    /// The first request to this call is delivered but its response lost
-    /// (as on a flaky network): the client retries it.
-    lose_first_response: Option<&'static str>,
-    lost: Arc<std::sync::atomic::AtomicBool>,
-}
-
-impl Transport for Recording {
-    fn post(
-        &self,
-        path: &str,
-        headers: &[(String, String)],
-        body: &[u8],
-        timeout: Duration,
-    ) -> Result<Vec<u8>, TransportError> {
-        let mut signed = Vec::new();
-        for (k, v) in headers {
-            signed.extend_from_slice(k.as_bytes());
-            signed.extend_from_slice(v.as_bytes());
-        }
-        let mut log = self.log.lock().unwrap();
-        log.push((path.to_string(), body.to_vec()));
-        log.push((format!("{path} (headers)"), signed));
-        drop(log);
-        let reply = self.inner.post(path, headers, body, timeout);
-        if self.lose_first_response.is_some_and(|call| path.ends_with(call))
-            && !self.lost.swap(true, std::sync::atomic::Ordering::Relaxed)
-        {
-            return Err(TransportError::Timeout);
-        }
-        reply
-    }
-}
-
-fn env(name: &str, default: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| default.to_string())
-}
-
-const DAY: i64 = 86_400_000;
-
-/// The item a device's history leaves out (same genre as its history): the
-/// global model should rank it higher than the initial one did.
-fn held_out(n: usize) -> String {
-    format!("hearth-item-{:05}", (30 * 6 + n % 6 + 6 * n) % 240)
-}
-
-/// A device with its own history: distinctive ids and titles, so any of them
-/// in a request body would be found. Every device of genre `n % 6` watched
-/// 30 items of that genre.
-fn device(dir: &std::path::Path, n: usize, trusted: &str) -> (Arc<Hearth>, Vec<String>) {
-    let mut config = HearthConfig::new(dir.to_str().unwrap());
-    if !trusted.is_empty() {
-        config.trusted_model_keys = vec![trusted.to_string()];
-    }
-    // Every round, whatever it costs: this test checks the ledger's sums.
-    config.federated_epsilon_budget = f64::INFINITY;
-    config.federated_min_new_examples = 0;
-    config.federated_min_interval_hours = 0;
-    config.federated_round_wait_seconds = env("HEARTH_ROUND_WAIT_S", "300").parse().unwrap();
-    let h = open_with(config, [n as u8 + 1; 32]).unwrap();
-    let genres = ["drama", "comedy", "horror", "kids", "news", "sport"];
-    let catalog: Vec<CatalogItem> = (0..240)
-        .map(|i| item(&format!("hearth-item-{i:05}"), &format!("The Private Title {i:05}"), &[genres[i % 6]]))
-        .collect();
-    h.upsert_catalog(catalog).unwrap();
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as i64;
-    let t = now - 10 * DAY;
-    let mut secrets = Vec::new();
-    let events: Vec<Event> = (0..30)
-        .flat_map(|k| {
-            let i = (k * 6 + n % 6 + 6 * n) % 240;
-            secrets.push(format!("hearth-item-{i:05}"));
-            secrets.push(format!("The Private Title {i:05}"));
-            let id = format!("hearth-item-{i:05}");
-            let at = t + k as i64 * 3_600_000;
-            [event(&id, EventKind::Play, at), event(&id, EventKind::Complete, at + 1)]
-        })
-        .collect();
-    h.record_batch(events).unwrap();
-    h.set_federated_opt_in(true).unwrap();
-    h.set_segment_reports_opt_in(true).unwrap();
-    // Category names of five letters and more (shorter ones would match
-    // random bytes of the arrays now and then).
-    secrets.extend(["drama", "comedy", "horror", "sport"].map(String::from));
-    (h, secrets)
-}
-
-const READY: DeviceConditions = DeviceConditions { charging: true, unmetered_network: true, idle: true };
 
 #[test]
 #[ignore = "needs a SuperLink and the ServerApp: tests/federated/run.sh"]
@@ -416,6 +393,21 @@ fn devices_take_part_in_rounds_against_a_superlink() {
             }
             requests += 1;
             bytes += body.len();
+        }
+        // What the coordinator reads from this device's plain uploads, with
+        // the public catalog and the manifest's hashing: the rows of
+        // emb_history that are not zero are the rows of the items watched.
+        // The baseline secure aggregation removes (tests/secure_rounds.rs).
+        for content in pushed_replies(log) {
+            let Some((_, objects::Record::Arrays(arrays))) = content.iter().find(|(name, _)| name == "arrays") else {
+                panic!("device {n}: a plain reply without arrays");
+            };
+            let (_, emb) = arrays.iter().find(|(name, _)| name == "emb_history").unwrap();
+            let touched =
+                emb.data.chunks(16).enumerate().filter(|(_, row)| row.iter().any(|x| *x != 0.0)).map(|(i, _)| i);
+            let (tpr, fpr) = history_read(&touched.collect(), n);
+            println!("device {n}: plain upload read as a history: true positives {tpr:.3}, false positives {fpr:.3}");
+            assert!(tpr >= 0.9 && fpr <= 0.05, "device {n}: the plain baseline reads {tpr} / {fpr}");
         }
         let rounds_seen: Vec<_> = entries.iter().map(|e| e.round).collect();
         println!(

@@ -246,6 +246,32 @@ fn the_same_round_is_answered_once() {
 }
 
 #[test]
+fn a_store_that_requires_secure_aggregation_declines_a_plain_round() {
+    let dir = tempfile::tempdir().unwrap();
+    let (h, _) = device(dir.path(), |c| {
+        c.federated_min_new_examples = 0;
+        c.federated_require_secure_aggregation = true;
+    });
+    let l = link(1.0, 0.01, 3);
+    let log = l.log.clone();
+    assert_eq!(
+        h.participate_using(l, good(), quick()).unwrap(),
+        ParticipationOutcome::Declined { reason: DeclineReason::SecureAggregationRequired }
+    );
+    assert_eq!(pushed_arrays(&log), 0, "the plain round got no update");
+    assert!(h.privacy_ledger().unwrap().entries.is_empty());
+    // Without the requirement, the same round takes the update, recorded as
+    // a plain upload.
+    let other = tempfile::tempdir().unwrap();
+    let (h, _) = device(other.path(), |c| c.federated_min_new_examples = 0);
+    let ParticipationOutcome::Contributed { entry } = h.participate_using(link(1.0, 0.01, 3), good(), quick()).unwrap()
+    else {
+        panic!("no contribution");
+    };
+    assert_eq!(entry.aggregation, Aggregation::Plain);
+}
+
+#[test]
 fn the_budget_stops_a_round_before_it_is_spent_and_then_stops_asking() {
     let dir = tempfile::tempdir().unwrap();
     let rounds = |n| {
@@ -491,6 +517,12 @@ fn bad_federated_settings_are_refused_at_open() {
         ("federated_delta", Box::new(|c| c.federated_delta = 0.5)),
         ("federated_min_interval_hours", Box::new(|c| c.federated_min_interval_hours = 9000)),
         ("federated_round_wait_seconds", Box::new(|c| c.federated_round_wait_seconds = 0)),
+        ("federated_secure_min_cohort", Box::new(|c| c.federated_secure_min_cohort = 2)),
+        // At 1/2 or below, a coordinator could get both shares of a device
+        // from honest neighbours.
+        ("federated_secure_min_threshold", Box::new(|c| c.federated_secure_min_threshold = 0.5)),
+        ("federated_secure_min_threshold", Box::new(|c| c.federated_secure_min_threshold = 1.5)),
+        ("federated_secure_min_threshold", Box::new(|c| c.federated_secure_min_threshold = f64::NAN)),
     ];
     for (field, tune) in cases {
         let mut config = HearthConfig::new(path);

@@ -87,10 +87,7 @@ private struct LedgerRow: View {
 
     var body: some View {
         let sent = Date(timeIntervalSince1970: TimeInterval(entry.atMs) / 1000)
-        Text(
-            "Round \(entry.round.map(String.init) ?? "?") · \(sent.formatted(date: .abbreviated, time: .shortened)) · "
-                + "\(entry.bytesSent) bytes · \(String(describing: entry.status)) · ε now \(String(format: "%.2f", entry.epsilonTotal))"
-        )
-        .font(.caption)
+        Text(DemoModel.uploadText(entry, sent: sent.formatted(date: .abbreviated, time: .shortened)))
+            .font(.caption)
     }
 }

@@ -24,6 +24,8 @@ pub mod graph;
 pub mod keys;
 pub mod quantize;
 pub mod shamir;
+#[doc(hidden)]
+pub mod testing;
 pub mod wire;
 
 pub use coordinator::{Aggregate, CoordinatorRound, Rejected, RoundConfig, RoundError, RoundStage};

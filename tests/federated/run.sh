@@ -15,8 +15,6 @@ set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$repo"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/hearth/target}"
-FLWR_VERSION=1.42.0
-venv="$HOME/.cache/hearth/flwr-venv"
 devices="${HEARTH_DEVICES:-10}"
 rounds="${HEARTH_ROUNDS:-3}"
 clip="${HEARTH_CLIP:-1.0}"
@@ -34,53 +32,16 @@ device.phone,device.tablet,device.tv,device.car,device.speaker,binge_watcher,aba
 echo "federated: dp_accounting fixture of the privacy accountant"
 python3 tests/federated/accountant_fixture.py --check
 
-if ! "$venv/bin/python" -c "import flwr, sys; sys.exit(flwr.__version__ != '$FLWR_VERSION')" 2>/dev/null; then
-    echo "federated: making $venv (flwr $FLWR_VERSION)"
-    # shellcheck source=../toolchains/lib.sh
-    . tests/toolchains/lib.sh
-    hearth_python_venv "$venv"
-    "$venv/bin/pip" install -q --upgrade pip >/dev/null
-    # flwr pins a certifi newer than some registries carry: its other
-    # requirements come from coordinator/requirements.txt, then flwr alone.
-    "$venv/bin/pip" install -q -r coordinator/requirements.txt
-    "$venv/bin/pip" install -q --no-deps "flwr==$FLWR_VERSION"
-fi
-py="$venv/bin/python"
-export PATH="$venv/bin:$PATH"
+# shellcheck source=flower.sh
+. tests/federated/flower.sh
+flower_venv
 
 echo "federated: coordinator unit checks"
 (cd coordinator && "$py" tests/test_strategy.py)
 (cd coordinator && "$py" tests/test_segments.py)
+(cd coordinator && "$py" tests/test_secure.py)
 
-work="$(mktemp -d)"
-export FLWR_HOME="$work/flwr"
-mkdir -p "$FLWR_HOME"
-superlink_pid=""
-cleanup() {
-    status=$?
-    if [ -n "$superlink_pid" ]; then
-        # Its own process group: the ServerApp it spawned goes with it.
-        kill -- "-$superlink_pid" 2>/dev/null || kill "$superlink_pid" 2>/dev/null || true
-        wait "$superlink_pid" 2>/dev/null || true
-    fi
-    if [ $status -ne 0 ]; then
-        logs="$HOME/.cache/hearth/logs/federated-$(date +%Y%m%d-%H%M%S)"
-        mkdir -p "$logs" && cp -r "$work"/*.log "$work"/out "$logs"/ 2>/dev/null || true
-        echo "federated: FAILED; logs in $logs"
-    fi
-    rm -rf "$work"
-}
-trap cleanup EXIT
-
-port="$("$py" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
-cat > "$FLWR_HOME/config.toml" <<TOML
-[superlink]
-default = "local"
-
-[superlink.local]
-address = "127.0.0.1:$port"
-insecure = true
-TOML
+flower_workdir federated
 
 # The coordinator's model-signing key for this run; devices trust its public half.
 "$py" - "$work" <<'PY'
@@ -94,24 +55,15 @@ open(f"{sys.argv[1]}/coordinator.pub", "w").write(key.public_key().public_bytes(
     serialization.Encoding.Raw, serialization.PublicFormat.Raw).hex())
 PY
 
-echo "federated: building the device test"
-cargo test -p hearth-core --test fleet --locked --no-run 2>&1 | tail -1
+echo "federated: building the device tests"
+cargo test -p hearth-core --test fleet --test secure_rounds --locked --no-run 2>&1 | tail -1
 
-start=$(date +%s)
-setsid flower-superlink --insecure --host 127.0.0.1 --port "$port" --disable-runtime-dependency-installation \
-    >"$work/superlink.log" 2>&1 &
-superlink_pid=$!
-for _ in $(seq 1 120); do
-    "$py" -c "import socket; socket.create_connection(('127.0.0.1', $port), 0.5)" 2>/dev/null && break
-    kill -0 "$superlink_pid" 2>/dev/null || { cat "$work/superlink.log"; exit 1; }
-    sleep 0.5
-done
-echo "federated: SuperLink on 127.0.0.1:$port after $(($(date +%s) - start)) s"
+flower_superlink_start
 
 flwr run coordinator local --run-config \
     "model-dir='$repo/models/ranker-v1' signing-key='$work/coordinator.key' out-dir='$work/out' \
 min-nodes=$devices num-server-rounds=$rounds clip-norm=$clip noise-multiplier=$noise learning-rate=$lr \
-segment-report-labels='$segment_labels' round-timeout=600.0" \
+segment-report-labels='$segment_labels' round-timeout=600.0 secure-aggregation=false" \
     | tail -1
 
 start=$(date +%s)
@@ -160,7 +112,7 @@ cargo build -p hearth-cli --locked 2>&1 | tail -1
 flwr run coordinator local --run-config \
     "model-dir='$repo/models/ranker-v1' signing-key='$work/coordinator.key' out-dir='$work/out-cli' \
 min-nodes=3 num-server-rounds=2 clip-norm=$clip noise-multiplier=$noise learning-rate=$lr round-timeout=600.0 \
-server-optimizer='fedadam' server-learning-rate=0.02" \
+server-optimizer='fedadam' server-learning-rate=0.02 secure-aggregation=false" \
     | tail -1
 "$CARGO_TARGET_DIR/debug/hearth" simulate --devices 3 --rounds 2 --flower "http://127.0.0.1:$port" \
     --trust-key "$(cat "$work/coordinator.pub")" --round-wait 600 | tee "$work/cli.log" | grep -E "^ {4}|federated rounds"
@@ -172,4 +124,58 @@ s = json.load(open(sys.argv[1]))
 assert s["server_optimizer"] == "fedadam" and s["server_learning_rate"] == 0.02, s
 assert [r["participants"] for r in s["rounds"]] == [3, 3], s["rounds"]
 PY
+# Secure aggregation: the same devices in secure rounds, some dropping at
+# each stage. The devices keep a test-only record of each quantized update
+# (never sent); the coordinator's sum must equal the survivors' records.
+echo "federated: secure aggregation ($devices devices, $rounds rounds, drops at each stage)"
+flwr run coordinator local --run-config \
+    "model-dir='$repo/models/ranker-v1' signing-key='$work/coordinator.key' out-dir='$work/out-secure' \
+min-nodes=$devices num-server-rounds=$rounds clip-norm=$clip noise-multiplier=$noise learning-rate=$lr \
+round-timeout=300.0 secure-aggregation=true" \
+    | tail -1
+mkdir -p "$work/witness"
+start=$(date +%s)
+HEARTH_SUPERLINK="http://127.0.0.1:$port" HEARTH_DEVICES="$devices" HEARTH_ROUNDS="$rounds" \
+    HEARTH_COORDINATOR_PUBKEY="$(cat "$work/coordinator.pub")" HEARTH_ROUND_WAIT_S=300 HEARTH_WITNESS_DIR="$work/witness" \
+    cargo test -p hearth-core --test secure_rounds --locked -- --ignored --nocapture 2>&1 |
+    tee "$work/secure.log" | grep -E "^secure|^test |test result|panicked"
+[ "${PIPESTATUS[0]}" -eq 0 ] || exit 1
+echo "federated: secure rounds in $(($(date +%s) - start)) s"
+for _ in $(seq 1 60); do
+    [ -f "$work/out-secure/summary.json" ] && break
+    sleep 1
+done
+"$py" - "$work/out-secure/summary.json" "$work/witness" "$rounds" <<'PY'
+import hashlib, json, sys
+from pathlib import Path
+import numpy as np
+summary = json.load(open(sys.argv[1]))
+witness = Path(sys.argv[2])
+rounds = int(sys.argv[3])
+assert summary["mode"] == "secure", summary
+got = summary["rounds"]
+assert len(got) == rounds and all(r["applied"] for r in got), got
+stages = set()
+for r in got:
+    bits = r["bits"]
+    total = None
+    for node in r["survivors"]:
+        [f] = witness.glob(f"r{r['round']}-n{node}-b{bits}.u32")
+        q = np.fromfile(f, dtype="<u4").astype(np.uint64)
+        total = q if total is None else total + q
+    total = (total % (1 << bits)).astype("<u4")
+    assert hashlib.sha256(total.tobytes()).hexdigest() == r["sum_sha256"], f"round {r['round']}: the sum is not the survivors'"
+    stages |= {s for s, k in r["dropped_at"].items() if k}
+    print(f"  round {r['round']}: {r['participants']} of {r['sampled']} in the sum (equal to their own records), "
+          f"dropped {r['dropped_at']}, {bits} bits, scale {r['scale']:.1f}, noise std {r['noise_std']:.4f}, "
+          f"{r['seconds']:.1f} s")
+# A device that stops after its keys is lost at the share-keys stage, after
+# its shares at the masked-input stage, after its masked vector at unmask.
+assert {"share-keys", "masked-input", "unmask"} <= stages, f"drops seen only at {stages}"
+PY
+HEARTH_DEVICES="$devices" HEARTH_GLOBAL_WEIGHTS="$work/out-secure/weights.bin" HEARTH_COORDINATOR_KEY="$work/coordinator.key" \
+    HEARTH_COORDINATOR_PUBKEY="$(cat "$work/coordinator.pub")" \
+    cargo test -p hearth-core --test fleet --locked -- --ignored --nocapture global_model_ranks 2>&1 |
+    tee "$work/quality-secure.log" | grep -E "^held-out|^mean rank|^test |test result|panicked"
+[ "${PIPESTATUS[0]}" -eq 0 ] || exit 1
 echo "federated: passed"

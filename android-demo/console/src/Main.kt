@@ -11,6 +11,7 @@ package org.hearth.console
 
 import com.sun.net.httpserver.HttpExchange
 import com.sun.net.httpserver.HttpServer
+import org.hearth.Aggregation
 import org.hearth.DeviceClass
 import org.hearth.DeviceConditions
 import org.hearth.Durability
@@ -26,10 +27,12 @@ import org.hearth.HearthException
 import org.hearth.HttpHeader
 import org.hearth.IneligibleReason
 import org.hearth.KeyProvider
+import org.hearth.LedgerEntry
 import org.hearth.ParticipationOutcome
 import org.hearth.Ranker
 import org.hearth.RecordOutcome
 import org.hearth.TransportFailure
+import org.hearth.UploadStatus
 import org.hearth.demo.model.DEMO_CATALOG
 import org.hearth.demo.model.DemoModel
 import org.hearth.demo.model.HomeRow
@@ -262,6 +265,18 @@ fun run(dir: File) {
         verify(defaults.blockedCategories.isEmpty()) { "categories blocked by default" }
         verify(privacy.categories.size == 8) { "${privacy.categories.size} categories to block" }
         verify(privacy.watched.map { it.itemId }.toSet() == history.map { it.itemId }.toSet()) { "watched: ${privacy.watched}" }
+        // Each upload's row says what protected it on its way.
+        for (aggregation in listOf(Aggregation.SECURE, Aggregation.PLAIN)) {
+            val entry = LedgerEntry(
+                runId = 1uL, round = 2uL, atMs = 0L, status = UploadStatus.SENT, bytesSent = 370_000uL,
+                normBeforeClip = 2.0, normAfterClip = 1.0, clipNorm = 1.0, noiseMultiplier = 1.0, samplingRate = 0.01,
+                epsilonTotal = 0.5, segmentReportEpsilon = 0.0, aggregation = aggregation,
+            )
+            val row = DemoModel.uploadText(entry, "today")
+            println("  ledger row:        $row")
+            val says = if (aggregation == Aggregation.SECURE) "only the round's sum" else "saw this update"
+            verify(says in row) { "the ledger row does not say how the upload was protected: $row" }
+        }
         println()
 
         // ---- personalization off: the labelled fallback

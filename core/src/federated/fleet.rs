@@ -23,17 +23,31 @@
 //!    reason) so the ServerApp need not wait for its timeout.
 //! 6. `deactivate-node`, whatever happened after step 1 (after a reply, an
 //!    error one too, only once [`ClientOptions::linger`] has passed).
+//!
+//! A secure-aggregation round (`secure.rs`) goes through steps 2, 3 and 5
+//! once for each of its four stages, training (step 4) at the third.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use hearth_secagg::DevicePolicy;
 use prost::Message;
 
+use super::ledger::Aggregation;
 use super::objects::{self, ConfigValue, F32Array, Limits, Record};
 use super::proto;
 use super::{FleetError, NodeKey};
+
+mod instruction;
+mod secure;
+
+pub use instruction::{LocalResult, MAX_EXAMPLES_PER_ROUND, TrainInstruction, Trainer};
+use instruction::{check_update, instruction};
+
+/// A message as pulled: its metadata and its records.
+type Pulled = (proto::Metadata, Vec<(String, Record)>);
 
 /// The SuperLink's own node id (flwr's SUPERLINK_NODE_ID).
 pub const SUPERLINK_NODE_ID: u64 = 1;
@@ -73,6 +87,26 @@ pub struct ClientOptions {
     /// before its next call and wakes from any pause (a call in flight
     /// finishes or times out first), with [`FleetError::Cancelled`].
     pub cancel: Option<Arc<AtomicBool>>,
+    /// What the device requires of a secure-aggregation round (cohort,
+    /// threshold, neighbours), whatever the coordinator announces.
+    pub secure: DevicePolicy,
+    /// For tests only: each secure round's quantized update, as the device
+    /// made it before masking, is copied here (with the node id and round),
+    /// so a test can check the coordinator's sum without trusting it.
+    #[doc(hidden)]
+    pub secure_witness: Option<Arc<std::sync::Mutex<Vec<SecureWitness>>>>,
+}
+
+/// A secure round's quantized update, as [`ClientOptions::secure_witness`]
+/// records it.
+#[doc(hidden)]
+#[derive(Debug, Clone, PartialEq)]
+pub struct SecureWitness {
+    pub node_id: u64,
+    pub run_id: u64,
+    pub round: Option<u64>,
+    pub bits: u32,
+    pub quantized: Vec<u32>,
 }
 
 impl Default for ClientOptions {
@@ -87,6 +121,8 @@ impl Default for ClientOptions {
             linger: Duration::from_secs(6),
             limits: Limits::default(),
             cancel: None,
+            secure: DevicePolicy::default(),
+            secure_witness: None,
         }
     }
 }
@@ -104,68 +140,6 @@ impl ClientOptions {
             }
         }
         total
-    }
-}
-
-/// What the server asks for in a train message.
-#[derive(Debug, Clone, PartialEq)]
-pub struct TrainInstruction {
-    pub run_id: u64,
-    /// The server's round number, when its config says (`server-round`).
-    pub round: Option<u64>,
-    /// The L2 bound C of the update (`clip-norm`; required).
-    pub clip_norm: f64,
-    /// Local epochs (`local-epochs`; 1 when absent).
-    pub epochs: u32,
-    /// SGD learning rate (`learning-rate`), when the server sets one.
-    pub learning_rate: Option<f64>,
-    /// The most positives to train on (`max-examples`, 1 to 5,000), when the
-    /// server sets it; the device's default (500) otherwise.
-    pub max_examples: Option<usize>,
-    /// The global parameters, named, in the server's order.
-    pub arrays: Vec<(String, F32Array)>,
-    /// The whole train config, for keys this module does not read (such as
-    /// `model-manifest` and `model-signature`, the signed manifest of the
-    /// global model that `coordinator/` sends).
-    pub config: Vec<(String, ConfigValue)>,
-}
-
-impl TrainInstruction {
-    /// A config value by key.
-    pub fn config(&self, key: &str) -> Option<&ConfigValue> {
-        self.config.iter().find(|(k, _)| k == key).map(|(_, v)| v)
-    }
-}
-
-impl TrainInstruction {
-    /// The global parameters concatenated, in order (weights.bin's layout
-    /// when the server sends the model's parameters in manifest order).
-    pub fn flat(&self) -> Vec<f32> {
-        self.arrays.iter().flat_map(|(_, a)| a.data.iter().copied()).collect()
-    }
-}
-
-/// What local training gives back.
-#[derive(Debug, Clone, PartialEq)]
-pub struct LocalResult {
-    /// `local - global` over the instruction's arrays concatenated, already
-    /// clipped to L2 norm <= C.
-    pub delta: Vec<f32>,
-    /// Local examples used (reported coarsely).
-    pub examples: usize,
-    /// The device's randomized segment report, sent beside the update as
-    /// the ConfigRecord `"segment-report"` when present.
-    pub segment_report: Option<Vec<(String, ConfigValue)>>,
-}
-
-/// The device's training, as the round needs it.
-pub trait Trainer {
-    fn train(&mut self, instruction: &TrainInstruction) -> Result<LocalResult, String>;
-}
-
-impl<F: FnMut(&TrainInstruction) -> Result<LocalResult, String>> Trainer for F {
-    fn train(&mut self, instruction: &TrainInstruction) -> Result<LocalResult, String> {
-        self(instruction)
     }
 }
 
@@ -378,7 +352,15 @@ impl<T: Transport> FleetClient<T> {
         Ok(outcomes)
     }
 
-    fn round(&mut self, node_id: u64, wait: Duration, trainer: &mut dyn Trainer) -> Result<RoundOutcome, FleetError> {
+    /// Waits up to `wait` for the next message and pulls it whole: its
+    /// metadata and its content, checked against the limits. None when no
+    /// message came. A message that is not a train message is answered
+    /// with an error and refused.
+    fn next_message(
+        &mut self,
+        node_id: u64,
+        wait: Duration,
+    ) -> Result<Option<Pulled>, FleetError> {
         let node = Some(proto::Node { node_id });
         let start = Instant::now();
         let mut last_beat = Instant::now();
@@ -391,7 +373,7 @@ impl<T: Transport> FleetClient<T> {
                 break (m, t);
             }
             if start.elapsed() >= wait {
-                return Ok(RoundOutcome::NoMessage);
+                return Ok(None);
             }
             if last_beat.elapsed().as_secs_f64() > self.options.heartbeat_interval / 3.0 {
                 self.heartbeat(node_id)?;
@@ -417,26 +399,18 @@ impl<T: Transport> FleetClient<T> {
             },
         )?;
         let (_, content) = objects::inflate_content(&meta.message_id, &objects, &self.options.limits)?;
-        let instruction = instruction(meta.run_id, content)?;
+        Ok(Some((meta, content)))
+    }
 
-        let trained_at = Instant::now();
-        // On failure the server hears only that it failed (a fixed reason:
-        // the trainer's message may say more than should leave the device).
-        let result = match self.train_online(node_id, trainer, &instruction) {
-            Ok(r) => r,
-            Err(why) => {
-                self.push_error(node_id, &meta, "local training failed on the device")?;
-                return Err(FleetError::Update(why));
-            }
+    fn round(&mut self, node_id: u64, wait: Duration, trainer: &mut dyn Trainer) -> Result<RoundOutcome, FleetError> {
+        let Some((meta, mut content)) = self.next_message(node_id, wait)? else {
+            return Ok(RoundOutcome::NoMessage);
         };
-        let runtime = trained_at.elapsed().as_secs_f64();
-        let norm = match check_update(&instruction, &result) {
-            Ok(n) => n,
-            Err(e) => {
-                self.push_error(node_id, &meta, "the device refused its own update")?;
-                return Err(e);
-            }
-        };
+        if let Some(stage) = secure::take_stage(&mut content) {
+            return self.secure_round(node_id, wait, meta, stage, trainer);
+        }
+        let instruction = instruction(meta.run_id, content)?;
+        let (result, norm, runtime) = self.train_checked(node_id, &meta, trainer, &instruction)?;
 
         let mut at = 0;
         let delta_arrays: Vec<(String, F32Array)> = instruction
@@ -469,6 +443,35 @@ impl<T: Transport> FleetClient<T> {
             bytes_sent: 0,
             bytes_received: 0,
         }))
+    }
+
+    /// Trains and checks the update: (the result, its norm, the seconds it
+    /// took). On failure the server hears only that it failed (a fixed
+    /// reason: the trainer's message may say more than should leave the
+    /// device).
+    fn train_checked(
+        &mut self,
+        node_id: u64,
+        meta: &proto::Metadata,
+        trainer: &mut dyn Trainer,
+        instruction: &TrainInstruction,
+    ) -> Result<(LocalResult, f64, f64), FleetError> {
+        let trained_at = Instant::now();
+        let result = match self.train_online(node_id, trainer, instruction) {
+            Ok(r) => r,
+            Err(why) => {
+                self.push_error(node_id, meta, "local training failed on the device")?;
+                return Err(FleetError::Update(why));
+            }
+        };
+        let runtime = trained_at.elapsed().as_secs_f64();
+        match check_update(instruction, &result) {
+            Ok(norm) => Ok((result, norm, runtime)),
+            Err(e) => {
+                self.push_error(node_id, meta, "the device refused its own update")?;
+                Err(e)
+            }
+        }
     }
 
     /// Runs the trainer while a second thread keeps the node online with
@@ -682,62 +685,4 @@ fn reply_metadata(node_id: u64, to: &proto::Metadata) -> Result<proto::Metadata,
         src_task_id: to.dst_task_id,
         dst_task_id: to.src_task_id,
     })
-}
-
-/// The most positives a round may ask a device to train on.
-pub const MAX_EXAMPLES_PER_ROUND: usize = 5_000;
-
-fn instruction(run_id: u64, content: Vec<(String, Record)>) -> Result<TrainInstruction, FleetError> {
-    let mut arrays = None;
-    let mut config = Vec::new();
-    for (_, record) in content {
-        match record {
-            Record::Arrays(a) if arrays.is_none() => arrays = Some(a),
-            Record::Arrays(_) => return Err(FleetError::Protocol("more than one ArrayRecord".into())),
-            Record::Config(c) => config.extend(c),
-            Record::Metrics(_) => {}
-        }
-    }
-    let arrays = arrays.ok_or_else(|| FleetError::Protocol("a train message without arrays".into()))?;
-    let get = |k: &str| config.iter().find(|(key, _)| key == k).map(|(_, v)| v);
-    let clip_norm = get("clip-norm")
-        .and_then(ConfigValue::as_f64)
-        .filter(|c| c.is_finite() && *c > 0.0)
-        .ok_or_else(|| FleetError::Protocol("no positive clip-norm in the train config".into()))?;
-    let epochs = whole_number(get("local-epochs"), "local-epochs", 20)?.unwrap_or(1) as u32;
-    let learning_rate = match get("learning-rate").map(|v| v.as_f64()) {
-        None => None,
-        Some(Some(lr)) if lr.is_finite() && lr > 0.0 && lr <= 10.0 => Some(lr),
-        Some(_) => return Err(FleetError::Protocol("learning-rate must be in (0, 10]".into())),
-    };
-    let max_examples = whole_number(get("max-examples"), "max-examples", MAX_EXAMPLES_PER_ROUND)?;
-    let round = get("server-round").and_then(ConfigValue::as_f64).map(|r| r as u64);
-    Ok(TrainInstruction { run_id, round, clip_norm, epochs, learning_rate, max_examples, arrays, config })
-}
-
-/// A whole-number setting of the train config, from 1 to `max`: None when
-/// the coordinator left it out, a Protocol error when it is anything else
-/// (a fraction, out of range, not a number).
-fn whole_number(value: Option<&ConfigValue>, key: &str, max: usize) -> Result<Option<usize>, FleetError> {
-    match value.map(ConfigValue::as_f64) {
-        None => Ok(None),
-        Some(Some(v)) if (1.0..=max as f64).contains(&v) && v.fract() == 0.0 => Ok(Some(v as usize)),
-        Some(_) => Err(FleetError::Protocol(format!("{key} must be a whole number from 1 to {max}"))),
-    }
-}
-
-/// Refuses an update of the wrong length, not finite, or above C.
-fn check_update(instruction: &TrainInstruction, result: &LocalResult) -> Result<f64, FleetError> {
-    let expected: usize = instruction.arrays.iter().map(|(_, a)| a.len()).sum();
-    if result.delta.len() != expected {
-        return Err(FleetError::Update(format!("{} values for {expected} parameters", result.delta.len())));
-    }
-    if result.delta.iter().any(|x| !x.is_finite()) {
-        return Err(FleetError::Update("a value that is not finite".into()));
-    }
-    let norm = result.delta.iter().map(|x| (*x as f64) * (*x as f64)).sum::<f64>().sqrt();
-    if norm > instruction.clip_norm {
-        return Err(FleetError::Update(format!("norm {norm:.6} above the clip norm {}", instruction.clip_norm)));
-    }
-    Ok(norm)
 }

@@ -35,6 +35,20 @@ pub enum UploadStatus {
     Unconfirmed,
 }
 
+/// How an update was protected on its way to the coordinator.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, uniffi::Enum)]
+pub enum Aggregation {
+    /// The coordinator received the clipped update itself (and is trusted
+    /// to add the noise it announced): entries written before secure
+    /// aggregation existed read as this.
+    #[default]
+    Plain,
+    /// The update left the device quantized and masked (secure
+    /// aggregation): the coordinator could read only the sum of the round's
+    /// updates, never this one.
+    Secure,
+}
+
 /// One update that left (or may have left) the device.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, uniffi::Record)]
 pub struct LedgerEntry {
@@ -66,6 +80,9 @@ pub struct LedgerEntry {
     /// without one, and for a report repeated unchanged.
     #[serde(default, with = "float_text")]
     pub segment_report_epsilon: f64,
+    /// How the update was protected in transit.
+    #[serde(default)]
+    pub aggregation: Aggregation,
 }
 
 /// The ledger as the privacy screen shows it.
@@ -163,6 +180,7 @@ pub(crate) fn unreadable_entry(raw: &serde_json::Value) -> LedgerEntry {
         sampling_rate: f64::NAN,
         epsilon_total: f64::INFINITY,
         segment_report_epsilon: 0.0,
+        aggregation: Aggregation::Plain,
     }
 }
 
@@ -240,6 +258,7 @@ mod tests {
             sampling_rate: q,
             epsilon_total: 0.0,
             segment_report_epsilon: 0.0,
+            aggregation: Aggregation::Plain,
         }
     }
 

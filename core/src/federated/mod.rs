@@ -13,8 +13,13 @@
 //! * [`node_key`]: the device's P-256 node key and the signed headers.
 //! * [`proto`]: the Fleet API's protobuf messages, written by hand.
 //!
-//! What a reply holds (the coordinator in `coordinator/` expects exactly
-//! this): a RecordDict with
+//! A round is plain or secure. In a secure round (the message carries the
+//! ConfigRecord `"hearth.secagg"`: [`fleet`]'s `secure` module, protocol in
+//! the `hearth-secagg` crate) the update leaves the device only quantized
+//! and masked, over four stages, and every reply holds only that record.
+//!
+//! What a plain round's reply holds (the coordinator in `coordinator/`
+//! expects exactly this): a RecordDict with
 //! * `"arrays"`: an ArrayRecord of the *clipped delta* `local - global`, one
 //!   float32 array per parameter, with the names and shapes of the arrays
 //!   the server sent (weights.bin's parameters, in order); its L2 norm over
@@ -43,10 +48,11 @@ pub mod transport;
 
 pub use crate::error::FederatedFailure;
 pub use fleet::{
-    ClientOptions, FleetClient, HttpTransport, LocalResult, RoundOutcome, RoundReport, TrainInstruction, Trainer,
-    Transport, TransportError,
+    ClientOptions, FleetClient, HttpTransport, LocalResult, RoundOutcome, RoundReport, SecureWitness, TrainInstruction,
+    Trainer, Transport, TransportError,
 };
-pub use ledger::{LedgerEntry, PrivacyLedger, UploadStatus};
+pub use hearth_secagg::DevicePolicy;
+pub use ledger::{Aggregation, LedgerEntry, PrivacyLedger, UploadStatus};
 pub use node_key::NodeKey;
 pub use objects::{ConfigValue, F32Array, Limits, Record};
 pub use participation::{
@@ -94,6 +100,11 @@ pub enum FleetError {
     /// The round was cancelled from another thread.
     #[error("the round was cancelled")]
     Cancelled,
+    /// The device refused a secure-aggregation round or one of its stages
+    /// (terms below its policy, inconsistent neighbour lists, a request
+    /// for both shares of one peer, ...).
+    #[error("secure aggregation refused: {0}")]
+    Refused(String),
 }
 
 impl From<FleetError> for crate::error::Error {

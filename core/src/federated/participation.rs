@@ -103,6 +103,9 @@ pub enum DeclineReason {
     /// multiplier or sampling rate out of range): a device never sends an
     /// update without a privacy guarantee, whatever its budget.
     NoPrivacyGuarantee { noise_multiplier: f64, sampling_rate: f64 },
+    /// The round was plain (the coordinator would receive this device's
+    /// update itself) and the store requires secure aggregation.
+    SecureAggregationRequired,
 }
 
 /// How a call to `participate` ended (failures are errors instead).
@@ -227,6 +230,7 @@ impl From<&FleetError> for FederatedFailure {
             FleetError::Key(_) => FederatedFailure::Key,
             FleetError::Update(_) => FederatedFailure::Update,
             FleetError::Cancelled => FederatedFailure::Cancelled,
+            FleetError::Refused(_) => FederatedFailure::Refused,
         }
     }
 }

@@ -39,9 +39,25 @@ pub struct HearthConfig {
     /// Hours from one contribution to the next (0 to 8760).
     #[uniffi(default = 24)]
     pub federated_min_interval_hours: u32,
-    /// How long `participate` waits for a round to be offered (1 to 3600 s).
+    /// How long `participate` waits for a round to be offered (1 to 3600 s;
+    /// in a secure round, for each of its stages).
     #[uniffi(default = 60)]
     pub federated_round_wait_seconds: u32,
+    /// Secure aggregation: the fewest devices a round may start with (at
+    /// least 3). The coordinator learns only the sum of a round's updates;
+    /// the fewer they are, the less that sum hides each one.
+    #[uniffi(default = 10)]
+    pub federated_secure_min_cohort: u32,
+    /// Secure aggregation: the smallest share threshold accepted, as a
+    /// fraction of the device's neighbours (above 1/2 and at most 1). Above
+    /// 1/2, no coordinator can obtain both shares of one device from honest
+    /// neighbours.
+    #[uniffi(default = 0.6666666666666666)]
+    pub federated_secure_min_threshold: f64,
+    /// Take part only in secure-aggregation rounds: a plain round (where the
+    /// coordinator would receive this device's update itself) is declined.
+    #[uniffi(default = false)]
+    pub federated_require_secure_aggregation: bool,
 }
 
 impl HearthConfig {
@@ -57,6 +73,18 @@ impl HearthConfig {
             federated_min_new_examples: 10,
             federated_min_interval_hours: 24,
             federated_round_wait_seconds: 60,
+            federated_secure_min_cohort: 10,
+            federated_secure_min_threshold: 2.0 / 3.0,
+            federated_require_secure_aggregation: false,
+        }
+    }
+
+    /// What this store's device requires of a secure-aggregation round.
+    pub(crate) fn secure_policy(&self) -> hearth_secagg::DevicePolicy {
+        hearth_secagg::DevicePolicy {
+            min_cohort: self.federated_secure_min_cohort,
+            min_threshold_fraction: self.federated_secure_min_threshold,
+            ..hearth_secagg::DevicePolicy::default()
         }
     }
 
@@ -91,6 +119,12 @@ impl HearthConfig {
         }
         if !(1..=3600).contains(&self.federated_round_wait_seconds) {
             return Err(Error::invalid("federated_round_wait_seconds", "must be 1 to 3600"));
+        }
+        if self.federated_secure_min_cohort < 3 {
+            return Err(Error::invalid("federated_secure_min_cohort", "must be at least 3"));
+        }
+        if !(self.federated_secure_min_threshold > 0.5 && self.federated_secure_min_threshold <= 1.0) {
+            return Err(Error::invalid("federated_secure_min_threshold", "must be above 1/2 and at most 1"));
         }
         Ok(())
     }

@@ -21,7 +21,7 @@ use crate::federated::participation::{
     DeclineReason, DeviceConditions, Eligibility, FederatedState, FleetTransport, ForeignTransport, HOUR_MS,
     IneligibleReason, ParticipationOutcome, ROUNDS_KEPT, STATE,
 };
-use crate::federated::{ConfigValue, FederatedFailure, FleetError, NodeKey};
+use crate::federated::{Aggregation, ConfigValue, FederatedFailure, FleetError, NodeKey};
 use crate::model::ModelPackage;
 use crate::model::training::RoundSettings;
 use crate::store::history::{EventKind, now_ms};
@@ -132,7 +132,11 @@ impl Hearth {
                 return Err(Error::invalid("participate", "a round is already in progress on this store").into());
             };
             self.round_cancel.store(false, Ordering::Relaxed);
-            let mut options = ClientOptions { cancel: Some(self.round_cancel.clone()), ..options };
+            let mut options = ClientOptions {
+                cancel: Some(self.round_cancel.clone()),
+                secure: self.config.secure_policy(),
+                ..options
+            };
             // A train message may expand to the model's parameters and no
             // more: names and shapes are checked before any array is.
             if let Some((model, _)) = self.active_model() {
@@ -261,6 +265,9 @@ impl Trainer for DeviceTrainer<'_> {
         if !(z.is_finite() && z > 0.0 && q > 0.0 && q <= 1.0) {
             return Err(self.decline(no_guarantee));
         }
+        if ins.aggregation == Aggregation::Plain && h.config.federated_require_secure_aggregation {
+            return Err(self.decline(DeclineReason::SecureAggregationRequired));
+        }
         if let Some(round) = ins.round
             && self.rounds_taken.contains(&(ins.run_id, round))
         {
@@ -322,9 +329,13 @@ impl Trainer for DeviceTrainer<'_> {
         if let Some((package, model)) = candidate {
             h.install_verified(package, model).map_err(|e| self.reject(e.into()))?;
         }
-        let (segment_report, segment_report_epsilon) = match self.segment_report(ins, &entries, (z, q), budget) {
-            Ok(r) => r,
-            Err(e) => return Err(self.reject(e)),
+        // A secure round sends the masked update alone.
+        let (segment_report, segment_report_epsilon) = match ins.aggregation {
+            Aggregation::Secure => (None, 0.0),
+            Aggregation::Plain => match self.segment_report(ins, &entries, (z, q), budget) {
+                Ok(r) => r,
+                Err(e) => return Err(self.reject(e)),
+            },
         };
         let entry = LedgerEntry {
             run_id: ins.run_id,
@@ -339,6 +350,7 @@ impl Trainer for DeviceTrainer<'_> {
             sampling_rate: q,
             epsilon_total: epsilon_after + segment_report_epsilon,
             segment_report_epsilon,
+            aggregation: ins.aggregation,
         };
         let mut all = entries;
         all.push(entry.clone());

@@ -2,6 +2,7 @@
 //! and catalog generators, and a byte scanner for the store's directory.
 #![allow(dead_code)]
 
+pub mod flower;
 pub mod superlink;
 
 use std::path::Path;

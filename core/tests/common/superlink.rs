@@ -36,6 +36,12 @@ pub fn train_message_with(
     arrays: Vec<(String, F32Array)>,
     config: Vec<(String, ConfigValue)>,
 ) -> (proto::Metadata, Deflated) {
+    let content = vec![("arrays".to_string(), Record::Arrays(arrays)), ("config".to_string(), Record::Config(config))];
+    message_with(node_id, content)
+}
+
+/// A train message for `node_id` with any content.
+pub fn message_with(node_id: u64, content: Vec<(String, Record)>) -> (proto::Metadata, Deflated) {
     let mut meta = proto::Metadata {
         run_id: 5,
         src_node_id: 1,
@@ -46,7 +52,6 @@ pub fn train_message_with(
         created_at: now_secs(),
         ..Default::default()
     };
-    let content = vec![("arrays".to_string(), Record::Arrays(arrays)), ("config".to_string(), Record::Config(config))];
     let d = objects::deflate_message(&meta, &content);
     meta.message_id = d.message_id().to_string();
     (meta, d)
@@ -81,7 +86,14 @@ impl FakeLink {
     }
 
     pub fn with_config(arrays: Vec<(String, F32Array)>, config: Vec<(String, ConfigValue)>) -> FakeLink {
-        let (meta, d) = train_message_with(42, arrays, config);
+        let content =
+            vec![("arrays".to_string(), Record::Arrays(arrays)), ("config".to_string(), Record::Config(config))];
+        FakeLink::with_content(content)
+    }
+
+    /// One train message of any content.
+    pub fn with_content(content: Vec<(String, Record)>) -> FakeLink {
+        let (meta, d) = message_with(42, content);
         let objects = d.objects.iter().map(|o| (o.id.clone(), o.content.clone())).collect();
         FakeLink {
             meta,

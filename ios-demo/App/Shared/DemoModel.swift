@@ -237,6 +237,19 @@ public final class DemoModel: Sendable {
         case .declined(.noPrivacyGuarantee(let noiseMultiplier, _)):
             return "declined: its noise gives no privacy guarantee (noise multiplier "
                 + String(format: "%.3g", noiseMultiplier) + ")"
+        case .declined(.secureAggregationRequired):
+            return "declined: the coordinator would have seen this update (not a secure round)"
         }
+    }
+
+    /// One upload as the privacy screen lists it, with what protected it on its way.
+    public static func uploadText(_ e: LedgerEntry, sent: String) -> String {
+        let protection: String
+        switch e.aggregation {
+        case .secure: protection = "secure: the coordinator saw only the round's sum"
+        case .plain: protection = "plain: the coordinator saw this update"
+        }
+        return "Round \(e.round.map(String.init) ?? "?") · \(sent) · \(e.bytesSent) bytes · \(String(describing: e.status)) · "
+            + "\(protection) · ε now \(String(format: "%.2f", e.epsilonTotal))"
     }
 }

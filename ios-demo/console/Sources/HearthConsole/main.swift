@@ -291,6 +291,17 @@ func run(_ dir: URL) throws {
     try verify(defaults.blockedCategories.isEmpty, "categories blocked by default")
     try verify(privacy.categories.count == 8, "\(privacy.categories.count) categories to block")
     try verify(Set(privacy.watched.map(\.itemId)) == Set(history.map(\.itemId)), "watched: \(privacy.watched)")
+    // Each upload's row says what protected it on its way.
+    for aggregation in [Aggregation.secure, .plain] {
+        let entry = LedgerEntry(
+            runId: 1, round: 2, atMs: 0, status: .sent, bytesSent: 370_000, normBeforeClip: 2, normAfterClip: 1,
+            clipNorm: 1, noiseMultiplier: 1, samplingRate: 0.01, epsilonTotal: 0.5, segmentReportEpsilon: 0,
+            aggregation: aggregation)
+        let row = DemoModel.uploadText(entry, sent: "today")
+        print("  ledger row:        \(row)")
+        let says = aggregation == .secure ? "only the round's sum" : "saw this update"
+        try verify(row.contains(says), "the ledger row does not say how the upload was protected: \(row)")
+    }
     print()
 
     // ---- personalization off: the labelled fallback

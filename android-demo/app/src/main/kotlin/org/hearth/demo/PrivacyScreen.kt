@@ -27,6 +27,7 @@ import androidx.compose.ui.Alignment
 import androidx.compose.ui.Modifier
 import androidx.compose.ui.unit.dp
 import org.hearth.LedgerEntry
+import org.hearth.demo.model.DemoModel
 import java.text.DateFormat
 import java.util.Date
 
@@ -141,8 +142,5 @@ private fun SwitchRow(title: String, detail: String, checked: Boolean, onChange:
 @Composable
 private fun LedgerRow(e: LedgerEntry) {
     val whenSent = DateFormat.getDateTimeInstance(DateFormat.MEDIUM, DateFormat.SHORT).format(Date(e.atMs))
-    Text(
-        "Round ${e.round ?: "?"} · $whenSent · ${e.bytesSent} bytes · ${e.status.name.lowercase()} · ε now %.2f".format(e.epsilonTotal),
-        style = MaterialTheme.typography.bodySmall,
-    )
+    Text(DemoModel.uploadText(e, whenSent), style = MaterialTheme.typography.bodySmall)
 }

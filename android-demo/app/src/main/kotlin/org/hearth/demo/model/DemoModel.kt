@@ -5,6 +5,7 @@
 // (DemoViewModel), never the main thread.
 package org.hearth.demo.model
 
+import org.hearth.Aggregation
 import org.hearth.CatalogItem
 import org.hearth.DeclineReason
 import org.hearth.DeviceClass
@@ -21,6 +22,7 @@ import org.hearth.HearthConfig
 import org.hearth.HearthException
 import org.hearth.IneligibleReason
 import org.hearth.KeyProvider
+import org.hearth.LedgerEntry
 import org.hearth.ParticipationOutcome
 import org.hearth.PrivacyLedger
 import org.hearth.PrivacySettings
@@ -210,7 +212,18 @@ class DemoModel(private val hearth: Hearth, val catalog: List<CatalogItem> = DEM
                 is DeclineReason.OverBudget -> "it would spend epsilon %.2f of %.2f".format(r.epsilonAfter, r.budget)
                 is DeclineReason.AlreadyTookPart -> "already took part in it"
                 is DeclineReason.NoPrivacyGuarantee -> "its noise gives no privacy guarantee (noise multiplier %.3g)".format(r.noiseMultiplier)
+                is DeclineReason.SecureAggregationRequired -> "the coordinator would have seen this update (not a secure round)"
             }
+        }
+
+        /** One upload as the privacy screen lists it, with what protected it on its way. */
+        fun uploadText(e: LedgerEntry, sent: String): String {
+            val protection = when (e.aggregation) {
+                Aggregation.SECURE -> "secure: the coordinator saw only the round's sum"
+                Aggregation.PLAIN -> "plain: the coordinator saw this update"
+            }
+            return "Round ${e.round ?: "?"} · $sent · ${e.bytesSent} bytes · ${e.status.name.lowercase()} · $protection · " +
+                "ε now %.2f".format(e.epsilonTotal)
         }
     }
 }

@@ -1,0 +1,232 @@
+"""Secure aggregation rounds: the coordinator learns the sum of the
+cohort's updates, never one device's.
+
+Each round runs four stages over the Grid (Flower's Message API; every
+message is a `train` message to one node, so the SuperLink needs nothing
+new). What a stage carries is made and read by `hearth_secagg`, the Rust
+module shared with the devices (coordinator/secagg-py); this file only
+routes its bytes:
+
+* setup: the round's terms (bits, scale, C, cohort, threshold) and each
+  device's neighbours; a device answers with two public keys;
+* share-keys: its neighbours' keys; it answers with Shamir shares of its
+  secrets, sealed for each neighbour (opaque here);
+* masked-input: the shares sealed for it, with the global arrays and the
+  train config (as in a plain round); it answers with its quantized update,
+  masked;
+* unmask: which of its neighbours survived; it answers with the shares that
+  remove the masks left in the sum.
+
+A message is `{"hearth.secagg": ConfigRecord({"stage": bytes})}` (plus
+`"arrays"` and `"config"` at the masked-input stage); a reply is
+`{"hearth.secagg": ConfigRecord({"reply": bytes})}`. A device that does
+not answer a stage in time, or answers with an error or anything else, is
+dropped from the round and logged; the round goes on while enough
+survive. The unmasked sum over the survivors is divided by their number
+and ends the round as a plain round's mean does
+(`HearthFedAvg.close_round`: the noise, the server optimizer, the summary).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass
+from logging import INFO, WARNING
+
+import numpy as np
+
+from flwr.app import ConfigRecord, Message, RecordDict
+from flwr.common.logger import log
+from flwr.serverapp import Grid
+from flwr.serverapp.strategy.strategy_utils import sample_nodes
+
+from .strategy import HearthFedAvg, to_arrays
+
+SECAGG_KEY = "hearth.secagg"
+STAGES = ("setup", "share-keys", "masked-input", "unmask")
+
+
+@dataclass
+class SecureTerms:
+    """What the coordinator announces for secure rounds (run config keys
+    `secagg-*`)."""
+
+    # Integers modulo 2^bits; the scale is the largest at which max_cohort
+    # updates clipped to C cannot wrap.
+    bits: int = 20
+    # Neighbours per device (a complete graph below degree + 1 devices).
+    degree: int = 40
+    # A device's threshold as a fraction of its neighbours (devices refuse
+    # less than 2/3 by default).
+    threshold_fraction: float = 2.0 / 3.0
+    # The most devices a round may sum (0: the round's cohort).
+    max_cohort: int = 0
+    # Seconds each stage waits for replies.
+    stage_timeout: float = 600.0
+
+
+def stage_reply(msg: Message) -> tuple[int | None, bytes | None, str]:
+    """(node, the reply's bytes, "") or (node, None, why it is not one).
+    Never raises."""
+    try:
+        node = int(msg.metadata.src_node_id)
+    except Exception:
+        return None, None, "a reply without a source node"
+    try:
+        if msg.has_error():
+            return node, None, f"an error reply (code {msg.error.code}): {msg.error.reason}"
+        if not msg.has_content():
+            return node, None, "an empty reply"
+        content = msg.content
+        if set(content.keys()) != {SECAGG_KEY}:
+            return node, None, f"records {sorted(content.keys())[:5]}, not [{SECAGG_KEY!r}]"
+        record = content[SECAGG_KEY]
+        if not isinstance(record, ConfigRecord) or set(record.keys()) != {"reply"}:
+            return node, None, f"{SECAGG_KEY!r} is not a ConfigRecord with one 'reply'"
+        data = record["reply"]
+        if not isinstance(data, bytes):
+            return node, None, f"'reply' is a {type(data).__name__}, not bytes"
+        return node, data, ""
+    except Exception as e:  # a shape of reply no check above foresaw
+        return node, None, f"unreadable ({type(e).__name__}: {e})"
+
+
+def exchange(grid: Grid, messages: list[Message], timeout: float, on_reply, poll: float = 1.0) -> None:
+    """Pushes `messages` and hands each reply to `on_reply` as soon as it is
+    pulled, until every message is answered or `timeout` passes. Unlike
+    `Grid.send_and_receive`, which returns every reply at once, no more
+    than one pull's replies are held: with the masked vectors summed as
+    they come, the ServerApp's memory follows the model, not the cohort."""
+    ids = set(grid.push_messages(messages))
+    del messages
+    end = time.monotonic() + timeout
+    while ids:
+        for reply in grid.pull_messages(list(ids)):
+            ids.discard(reply.metadata.reply_to_message_id)
+            on_reply(reply)
+        if not ids or time.monotonic() >= end:
+            break
+        time.sleep(poll)
+
+
+class RoundFailed(Exception):
+    """The protocol cannot go on (too few devices left, a mask that cannot
+    be removed): the round ends with no update."""
+
+
+def _protocol(step):
+    """Runs a step of `hearth_secagg.Round`, whose RuntimeError says why the
+    round cannot go on; any other error is a bug and propagates."""
+    try:
+        return step()
+    except RuntimeError as e:
+        raise RoundFailed(str(e)) from None
+
+
+def flatten(params: list[tuple[str, np.ndarray]]) -> int:
+    return sum(int(a.size) for _, a in params)
+
+
+def unflatten(flat: np.ndarray, like: list[tuple[str, np.ndarray]]) -> list[tuple[str, np.ndarray]]:
+    out, at = [], 0
+    for name, a in like:
+        out.append((name, flat[at : at + a.size].reshape(a.shape)))
+        at += a.size
+    return out
+
+
+def secure_round(
+    grid: Grid,
+    strategy: HearthFedAvg,
+    server_round: int,
+    params: list[tuple[str, np.ndarray]],
+    config: ConfigRecord,
+    terms: SecureTerms,
+) -> list[tuple[str, np.ndarray]]:
+    """One secure round from `params`; the parameters it leaves (the same
+    when the round fails)."""
+    import hearth_secagg  # the Rust extension (coordinator/secagg-py)
+
+    strategy.current = params
+    started = time.monotonic()
+    # As the plain rounds: every connected node, once at least min-nodes are.
+    wanted = max(len(list(grid.get_node_ids())), strategy.min_train_nodes)
+    node_ids, _ = sample_nodes(grid, strategy.min_available_nodes, wanted)
+    node_ids = sorted(node_ids)
+    max_cohort = terms.max_cohort or len(node_ids)
+    summary: dict = {
+        "round": server_round,
+        "mode": "secure",
+        "sampled": len(node_ids),
+        "bits": terms.bits,
+        "degree": terms.degree,
+        "threshold_fraction": terms.threshold_fraction,
+        "max_cohort": max_cohort,
+    }
+    try:
+        rnd = hearth_secagg.Round(
+            run_id=grid.run.run_id,
+            round=server_round,
+            bits=terms.bits,
+            clip_norm=strategy.clip_norm,
+            max_cohort=max_cohort,
+            degree=terms.degree,
+            threshold_fraction=terms.threshold_fraction,
+            vector_len=flatten(params),
+            cohort=node_ids,
+        )
+    except ValueError as e:
+        summary["failed"] = f"the round's terms: {e}"
+        strategy.close_round(server_round, summary, None, 0)
+        return params
+    summary["scale"] = rnd.scale
+    failures: dict[str, int] = {}
+    aggregate = None
+    try:
+        for stage in STAGES:
+            outgoing = _protocol(rnd.advance)
+            messages = []
+            for node, data in outgoing:
+                content = RecordDict({SECAGG_KEY: ConfigRecord({"stage": data})})
+                if stage == "masked-input":
+                    content["arrays"] = to_arrays(params)
+                    content["config"] = config
+                messages.append(
+                    Message(content=content, dst_node_id=node, message_type="train", group_id=str(server_round))
+                )
+
+            def take(msg: Message, stage: str = stage) -> None:
+                node, data, why = stage_reply(msg)
+                if data is not None and node is not None:
+                    why = rnd.receive(node, data) or ""
+                if why:
+                    key = f"{stage}: {why.split(':')[0]}"
+                    failures[key] = failures.get(key, 0) + 1
+                    log(WARNING, "round %s, %s: the reply of node %s dropped: %s", server_round, stage, node, why)
+
+            exchange(grid, messages, terms.stage_timeout, take)
+        aggregate = _protocol(rnd.finish)
+    except RoundFailed as e:
+        summary["failed"] = str(e)
+        log(WARNING, "round %s: secure aggregation failed: %s", server_round, e)
+    if failures:
+        summary["drop_reasons"] = failures
+    summary["seconds"] = round(time.monotonic() - started, 3)
+    if aggregate is None:
+        strategy.close_round(server_round, summary, None, 0)
+        return params
+    survivors = list(aggregate["survivors"])
+    dropped = aggregate["dropped"]
+    summary["participants"] = len(survivors)
+    # Who is in the sum and a digest of the sum modulo 2^bits: tests check
+    # it against the devices' own records (the coordinator knows both).
+    summary["survivors"] = survivors
+    summary["sum_sha256"] = hashlib.sha256(aggregate["sum_integers"]).hexdigest()
+    summary["dropped_at"] = {stage: len(nodes) for stage, nodes in zip(STAGES, dropped)}
+    summary["dropped"] = sum(len(nodes) for nodes in dropped[:3])
+    total = np.frombuffer(aggregate["sum"], dtype="<f8")
+    mean = unflatten(total / len(survivors), params)
+    log(INFO, "round %s: secure sum of %s devices (dropped: %s)", server_round, len(survivors), summary["dropped_at"])
+    strategy.close_round(server_round, summary, mean, len(survivors))
+    return strategy.current

@@ -1,0 +1,110 @@
+//! `hearth_secagg`, the Python module the ServerApp drives a secure round
+//! with: the same Rust code as the devices' half (crate `hearth-secagg`),
+//! so the two cannot drift. Python routes bytes between the Grid and this
+//! module; it never sees a key, a share or one device's vector.
+
+use pyo3::exceptions::{PyRuntimeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict};
+use secagg::{CoordinatorRound, Quantization, RoundConfig};
+
+/// One round of secure aggregation, coordinator side.
+#[pyclass(module = "hearth_secagg")]
+struct Round {
+    inner: Option<CoordinatorRound>,
+    quantization: Quantization,
+}
+
+#[pymethods]
+impl Round {
+    /// A round over `cohort` (node ids). `scale` 0 takes the largest that
+    /// cannot wrap (`largest_scale`).
+    #[new]
+    #[pyo3(signature = (*, run_id, round, bits, clip_norm, max_cohort, degree, threshold_fraction, vector_len, cohort, scale = 0.0))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        run_id: u64,
+        round: u64,
+        bits: u32,
+        clip_norm: f64,
+        max_cohort: u32,
+        degree: usize,
+        threshold_fraction: f64,
+        vector_len: usize,
+        cohort: Vec<u64>,
+        scale: f64,
+    ) -> PyResult<Self> {
+        let scale = if scale > 0.0 { scale } else { Quantization::largest_scale(bits, clip_norm, max_cohort) };
+        let quantization = Quantization { bits, scale, clip_norm, max_cohort };
+        let config = RoundConfig { run_id, round, quantization, degree, threshold_fraction, vector_len };
+        let inner = CoordinatorRound::new(config, &cohort).map_err(|e| PyValueError::new_err(e.to_string()))?;
+        Ok(Round { inner: Some(inner), quantization })
+    }
+
+    /// The stage under way: start, setup, share-keys, masked-input, unmask,
+    /// finished.
+    #[getter]
+    fn stage(&self) -> &'static str {
+        self.inner.as_ref().map_or("finished", |r| r.stage().name())
+    }
+
+    #[getter]
+    fn scale(&self) -> f64 {
+        self.quantization.scale
+    }
+
+    #[getter]
+    fn bits(&self) -> u32 {
+        self.quantization.bits
+    }
+
+    /// Closes the stage under way and gives each device left its next
+    /// message: a list of (node id, bytes). Raises RuntimeError when too
+    /// few devices are left to go on.
+    fn advance<'py>(&mut self, py: Python<'py>) -> PyResult<Vec<(u64, Bound<'py, PyBytes>)>> {
+        let round = self.inner.as_mut().ok_or_else(|| PyRuntimeError::new_err("the round is finished"))?;
+        let messages = round.advance().map_err(|e| PyRuntimeError::new_err(e.to_string()))?;
+        Ok(messages.into_iter().map(|(node, bytes)| (node, PyBytes::new(py, &bytes))).collect())
+    }
+
+    /// Takes a device's reply to the stage under way; None when accepted,
+    /// else why it was refused (the device then counts as dropped).
+    fn receive(&mut self, node: u64, reply: &[u8]) -> PyResult<Option<String>> {
+        let round = self.inner.as_mut().ok_or_else(|| PyRuntimeError::new_err("the round is finished"))?;
+        Ok(round.receive(node, reply).err().map(|r| r.reason))
+    }
+
+    /// Unmasks the sum: a dict of `sum` (the float64 sum of the survivors'
+    /// updates, little-endian bytes), `sum_integers` (the sum modulo
+    /// 2^bits itself, as little-endian u32: what tests check), `survivors`, `dropped` (four lists:
+    /// at setup, share-keys, masked-input, unmask) and `rejected` ((node,
+    /// reason) pairs). Raises RuntimeError when a mask cannot be removed.
+    fn finish<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let round = self.inner.take().ok_or_else(|| PyRuntimeError::new_err("the round is finished"))?;
+        let aggregate = py.detach(|| round.finish()).map_err(|e| PyRuntimeError::new_err(e.to_string()))?;
+        let sum: Vec<u8> = aggregate.dequantized(&self.quantization).iter().flat_map(|v| v.to_le_bytes()).collect();
+        let out = PyDict::new(py);
+        out.set_item("sum", PyBytes::new(py, &sum))?;
+        let integers: Vec<u8> = aggregate.sum.iter().flat_map(|v| v.to_le_bytes()).collect();
+        out.set_item("sum_integers", PyBytes::new(py, &integers))?;
+        out.set_item("survivors", aggregate.survivors)?;
+        out.set_item("dropped", aggregate.dropped.to_vec())?;
+        let rejected: Vec<(u64, String)> = aggregate.rejected.into_iter().map(|r| (r.node, r.reason)).collect();
+        out.set_item("rejected", rejected)?;
+        Ok(out)
+    }
+}
+
+/// The largest scale at which `max_cohort` updates clipped to `clip_norm`
+/// sum without wrapping modulo 2^bits.
+#[pyfunction]
+fn largest_scale(bits: u32, clip_norm: f64, max_cohort: u32) -> f64 {
+    Quantization::largest_scale(bits, clip_norm, max_cohort)
+}
+
+#[pymodule(name = "hearth_secagg")]
+fn python_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<Round>()?;
+    m.add_function(wrap_pyfunction!(largest_scale, m)?)?;
+    Ok(())
+}

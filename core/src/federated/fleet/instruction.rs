@@ -1,0 +1,140 @@
+//! What a train message asks of the device ([`TrainInstruction`], read
+//! from the message's records and checked), what local training gives
+//! back ([`LocalResult`]) through the caller's [`Trainer`], and the check
+//! an update passes before it leaves.
+
+use super::{Aggregation, ConfigValue, F32Array, FleetError, Record};
+
+/// What the server asks for in a train message.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrainInstruction {
+    pub run_id: u64,
+    /// The server's round number, when its config says (`server-round`).
+    pub round: Option<u64>,
+    /// The L2 bound C of the update (`clip-norm`; required).
+    pub clip_norm: f64,
+    /// Local epochs (`local-epochs`; 1 when absent).
+    pub epochs: u32,
+    /// SGD learning rate (`learning-rate`), when the server sets one.
+    pub learning_rate: Option<f64>,
+    /// The most positives to train on (`max-examples`, 1 to 5,000), when the
+    /// server sets it; the device's default (500) otherwise.
+    pub max_examples: Option<usize>,
+    /// The global parameters, named, in the server's order.
+    pub arrays: Vec<(String, F32Array)>,
+    /// The whole train config, for keys this module does not read (such as
+    /// `model-manifest` and `model-signature`, the signed manifest of the
+    /// global model that `coordinator/` sends).
+    pub config: Vec<(String, ConfigValue)>,
+    /// How the update will leave the device: as it is (plain) or
+    /// quantized and masked (secure aggregation, where nothing is sent
+    /// beside it: no segment report).
+    pub aggregation: Aggregation,
+}
+
+impl TrainInstruction {
+    /// A config value by key.
+    pub fn config(&self, key: &str) -> Option<&ConfigValue> {
+        self.config.iter().find(|(k, _)| k == key).map(|(_, v)| v)
+    }
+}
+
+impl TrainInstruction {
+    /// The global parameters concatenated, in order (weights.bin's layout
+    /// when the server sends the model's parameters in manifest order).
+    pub fn flat(&self) -> Vec<f32> {
+        self.arrays.iter().flat_map(|(_, a)| a.data.iter().copied()).collect()
+    }
+}
+
+/// What local training gives back.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LocalResult {
+    /// `local - global` over the instruction's arrays concatenated, already
+    /// clipped to L2 norm <= C.
+    pub delta: Vec<f32>,
+    /// Local examples used (reported coarsely).
+    pub examples: usize,
+    /// The device's randomized segment report, sent beside the update as
+    /// the ConfigRecord `"segment-report"` when present.
+    pub segment_report: Option<Vec<(String, ConfigValue)>>,
+}
+
+/// The device's training, as the round needs it.
+pub trait Trainer {
+    fn train(&mut self, instruction: &TrainInstruction) -> Result<LocalResult, String>;
+}
+
+impl<F: FnMut(&TrainInstruction) -> Result<LocalResult, String>> Trainer for F {
+    fn train(&mut self, instruction: &TrainInstruction) -> Result<LocalResult, String> {
+        self(instruction)
+    }
+}
+
+/// The most positives a round may ask a device to train on.
+pub const MAX_EXAMPLES_PER_ROUND: usize = 5_000;
+
+pub(super) fn instruction(run_id: u64, content: Vec<(String, Record)>) -> Result<TrainInstruction, FleetError> {
+    let mut arrays = None;
+    let mut config = Vec::new();
+    for (_, record) in content {
+        match record {
+            Record::Arrays(a) if arrays.is_none() => arrays = Some(a),
+            Record::Arrays(_) => return Err(FleetError::Protocol("more than one ArrayRecord".into())),
+            Record::Config(c) => config.extend(c),
+            Record::Metrics(_) => {}
+        }
+    }
+    let arrays = arrays.ok_or_else(|| FleetError::Protocol("a train message without arrays".into()))?;
+    let get = |k: &str| config.iter().find(|(key, _)| key == k).map(|(_, v)| v);
+    let clip_norm = get("clip-norm")
+        .and_then(ConfigValue::as_f64)
+        .filter(|c| c.is_finite() && *c > 0.0)
+        .ok_or_else(|| FleetError::Protocol("no positive clip-norm in the train config".into()))?;
+    let epochs = whole_number(get("local-epochs"), "local-epochs", 20)?.unwrap_or(1) as u32;
+    let learning_rate = match get("learning-rate").map(|v| v.as_f64()) {
+        None => None,
+        Some(Some(lr)) if lr.is_finite() && lr > 0.0 && lr <= 10.0 => Some(lr),
+        Some(_) => return Err(FleetError::Protocol("learning-rate must be in (0, 10]".into())),
+    };
+    let max_examples = whole_number(get("max-examples"), "max-examples", MAX_EXAMPLES_PER_ROUND)?;
+    let round = get("server-round").and_then(ConfigValue::as_f64).map(|r| r as u64);
+    Ok(TrainInstruction {
+        run_id,
+        round,
+        clip_norm,
+        epochs,
+        learning_rate,
+        max_examples,
+        arrays,
+        config,
+        aggregation: Aggregation::Plain,
+    })
+}
+
+/// A whole-number setting of the train config, from 1 to `max`: None when
+/// the coordinator left it out, a Protocol error when it is anything else
+/// (a fraction, out of range, not a number).
+fn whole_number(value: Option<&ConfigValue>, key: &str, max: usize) -> Result<Option<usize>, FleetError> {
+    match value.map(ConfigValue::as_f64) {
+        None => Ok(None),
+        Some(Some(v)) if (1.0..=max as f64).contains(&v) && v.fract() == 0.0 => Ok(Some(v as usize)),
+        Some(_) => Err(FleetError::Protocol(format!("{key} must be a whole number from 1 to {max}"))),
+    }
+}
+
+/// Refuses an update of the wrong length, not finite, or above C.
+pub(super) fn check_update(instruction: &TrainInstruction, result: &LocalResult) -> Result<f64, FleetError> {
+    let expected: usize = instruction.arrays.iter().map(|(_, a)| a.len()).sum();
+    if result.delta.len() != expected {
+        return Err(FleetError::Update(format!("{} values for {expected} parameters", result.delta.len())));
+    }
+    if result.delta.iter().any(|x| !x.is_finite()) {
+        return Err(FleetError::Update("a value that is not finite".into()));
+    }
+    let norm = result.delta.iter().map(|x| (*x as f64) * (*x as f64)).sum::<f64>().sqrt();
+    if norm > instruction.clip_norm {
+        return Err(FleetError::Update(format!("norm {norm:.6} above the clip norm {}", instruction.clip_norm)));
+    }
+    Ok(norm)
+}

@@ -1,0 +1,162 @@
+//! A secure-aggregation round as a device takes part in it: four messages
+//! from the coordinator, each answered in turn, the update leaving the
+//! device only quantized and masked (`hearth_secagg` holds the protocol;
+//! this file carries its bytes over the Fleet API).
+//!
+//! A stage message is a train message whose content has the ConfigRecord
+//! `"hearth.secagg"` with `"stage"` (bytes, a `hearth_secagg::wire::Stage`);
+//! the masked-input stage also carries the global arrays and the train
+//! config, as a plain round does. A reply has only `"hearth.secagg"` with
+//! `"reply"` (bytes): no example count, no segment report, no training
+//! time (the runtime field Flower requires is 0).
+//!
+//! When the device refuses a stage (a [`Refusal`]: terms below its
+//! [`DevicePolicy`](hearth_secagg::DevicePolicy), inconsistent lists, a
+//! request for both shares of one peer...), it answers that stage with an
+//! error reply of a fixed reason, so the coordinator need not wait for it,
+//! and sends nothing more in the round.
+
+use hearth_secagg::wire::{self, Reply, ReplyBody, Stage, StageBody};
+use hearth_secagg::{DeviceRound, Refusal};
+use prost::Message;
+
+use super::{
+    Aggregation, ConfigValue, FleetClient, FleetError, Record, RoundOutcome, RoundReport, SecureWitness, Trainer,
+    Transport, instruction, objects, proto, reply_metadata,
+};
+
+/// The ConfigRecord of a secure-aggregation message or reply.
+pub const SECAGG_KEY: &str = "hearth.secagg";
+
+const REFUSED: &str = "the device refused a stage of secure aggregation";
+
+/// Takes the secure-aggregation record out of a message's content: None
+/// for a plain round; the stage, or why it is not one, otherwise.
+pub(super) fn take_stage(content: &mut Vec<(String, Record)>) -> Option<Result<Stage, FleetError>> {
+    let at = content.iter().position(|(name, _)| name == SECAGG_KEY)?;
+    let (_, record) = content.remove(at);
+    let bytes = match record {
+        Record::Config(mut values) if values.len() == 1 && values[0].0 == "stage" => match values.pop() {
+            Some((_, ConfigValue::Bytes(bytes))) => bytes,
+            _ => return Some(Err(FleetError::Protocol(format!("{SECAGG_KEY}: 'stage' is not bytes")))),
+        },
+        _ => return Some(Err(FleetError::Protocol(format!("{SECAGG_KEY} is not a ConfigRecord of one 'stage'")))),
+    };
+    Some(wire::decode::<Stage>(&bytes, wire::MAX_MESSAGE_BYTES).map_err(|e| FleetError::Protocol(e.to_string())))
+}
+
+impl<T: Transport> FleetClient<T> {
+    /// A secure round that began with `first` (the setup stage) in the
+    /// message `meta`.
+    pub(super) fn secure_round(
+        &mut self,
+        node_id: u64,
+        wait: std::time::Duration,
+        meta: proto::Metadata,
+        first: Result<Stage, FleetError>,
+        trainer: &mut dyn Trainer,
+    ) -> Result<RoundOutcome, FleetError> {
+        let setup = match first.map(|s| s.body) {
+            Ok(Some(StageBody::Setup(setup))) => setup,
+            Ok(_) => {
+                return self.refuse(node_id, &meta, FleetError::Protocol("a secure round not begun by setup".into()));
+            }
+            Err(e) => return self.refuse(node_id, &meta, e),
+        };
+        // The model's parameter count, when the client knows the model.
+        let vector_len = match &self.options.limits.expected_arrays {
+            Some(arrays) => arrays.iter().map(|(_, shape)| shape.iter().product::<usize>()).sum(),
+            None => setup.vector_len as usize,
+        };
+        let (mut device, keys) = match DeviceRound::setup(&self.options.secure, node_id, vector_len, &setup) {
+            Ok(started) => started,
+            Err(refusal) => return self.refuse(node_id, &meta, FleetError::Refused(refusal.to_string())),
+        };
+        log::info!("secure round {} of run {}: setup accepted", setup.round, setup.run_id);
+        self.push_stage(node_id, &meta, ReplyBody::Keys(keys))?;
+        let run_id = meta.run_id;
+        let mut report = None;
+        for step in 1..4 {
+            let Some((meta, mut content)) = self.next_message(node_id, wait)? else {
+                // The coordinator went on without this device (or stopped).
+                return Err(FleetError::Timeout);
+            };
+            let stage = match take_stage(&mut content) {
+                Some(Ok(stage)) if meta.run_id == run_id => stage,
+                Some(Err(e)) => return self.refuse(node_id, &meta, e),
+                _ => {
+                    return self.refuse(
+                        node_id,
+                        &meta,
+                        FleetError::Protocol("not the secure round's next stage".into()),
+                    );
+                }
+            };
+            let answer = match (step, stage.body) {
+                (1, Some(StageBody::ShareKeys(keys))) => device.share_keys(&keys.peers).map(ReplyBody::Shares),
+                (2, Some(StageBody::MaskedInput(shares))) => {
+                    let mut instruction = instruction(run_id, content)?;
+                    instruction.aggregation = Aggregation::Secure;
+                    let (result, norm, _) = self.train_checked(node_id, &meta, trainer, &instruction)?;
+                    report = Some(RoundReport {
+                        node_id,
+                        run_id,
+                        round: instruction.round,
+                        clip_norm: instruction.clip_norm,
+                        norm,
+                        examples_reported: 0,
+                        bytes_sent: 0,
+                        bytes_received: 0,
+                    });
+                    let witness = self.options.secure_witness.clone();
+                    let len = result.delta.len();
+                    device
+                        .masked_input_quantized(
+                            &shares.shares,
+                            |q| {
+                                let quantized = q.quantize(&result.delta)?;
+                                if let Some(w) = witness {
+                                    w.lock().unwrap_or_else(|p| p.into_inner()).push(SecureWitness {
+                                        node_id,
+                                        run_id,
+                                        round: instruction.round,
+                                        bits: q.bits,
+                                        quantized: quantized.clone(),
+                                    });
+                                }
+                                Ok(quantized)
+                            },
+                            len,
+                        )
+                        .map(ReplyBody::Masked)
+                }
+                (3, Some(StageBody::Unmask(unmask))) => device.unmask(&unmask).map(ReplyBody::Revealed),
+                (_, body) => Err(Refusal::OutOfOrder {
+                    got: Stage { body }.name(),
+                    want: ["setup", "share-keys", "masked-input", "unmask"][step],
+                }),
+            };
+            match answer {
+                Ok(body) => self.push_stage(node_id, &meta, body)?,
+                Err(refusal) => return self.refuse(node_id, &meta, FleetError::Refused(refusal.to_string())),
+            }
+        }
+        report.map(RoundOutcome::Done).ok_or_else(|| FleetError::Protocol("a secure round without an update".into()))
+    }
+
+    /// Answers `to` with an error of a fixed reason and gives `why`.
+    fn refuse<R>(&mut self, node_id: u64, to: &proto::Metadata, why: FleetError) -> Result<R, FleetError> {
+        log::warn!("secure aggregation: {why}");
+        self.push_error(node_id, to, REFUSED)?;
+        Err(why)
+    }
+
+    /// Replies to `to` with a stage's answer.
+    fn push_stage(&mut self, node_id: u64, to: &proto::Metadata, body: ReplyBody) -> Result<(), FleetError> {
+        let bytes = Reply { body: Some(body) }.encode_to_vec();
+        let content = vec![(SECAGG_KEY.to_string(), Record::Config(vec![("reply".into(), ConfigValue::Bytes(bytes))]))];
+        let meta = reply_metadata(node_id, to)?;
+        let deflated = objects::deflate_message(&meta, &content);
+        self.push_reply(node_id, meta, deflated, None, 0.0)
+    }
+}
