@@ -356,11 +356,7 @@ impl<T: Transport> FleetClient<T> {
     /// metadata and its content, checked against the limits. None when no
     /// message came. A message that is not a train message is answered
     /// with an error and refused.
-    fn next_message(
-        &mut self,
-        node_id: u64,
-        wait: Duration,
-    ) -> Result<Option<Pulled>, FleetError> {
+    fn next_message(&mut self, node_id: u64, wait: Duration) -> Result<Option<Pulled>, FleetError> {
         let node = Some(proto::Node { node_id });
         let start = Instant::now();
         let mut last_beat = Instant::now();
