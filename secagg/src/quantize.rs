@@ -157,16 +157,22 @@ impl Quantization {
 /// Values of `bits` bits each (the low bits of each u32), packed little
 /// end first into bytes.
 pub fn pack(values: &[u32], bits: u32) -> Vec<u8> {
-    let mut out = vec![0u8; (values.len() * bits as usize).div_ceil(8)];
-    let mut bit = 0usize;
+    let mask = if bits >= 32 { u64::from(u32::MAX) } else { (1u64 << bits) - 1 };
+    let mut out = Vec::with_capacity((values.len() * bits as usize).div_ceil(8));
+    // Bits waiting to be written, lowest first: fewer than 8 between
+    // values, so at most 7 + 32 after one is added.
+    let (mut acc, mut held) = (0u64, 0u32);
     for &v in values {
-        let v = v as u64 & ((1u64 << bits) - 1);
-        for k in 0..bits as usize {
-            if v >> k & 1 == 1 {
-                out[(bit + k) / 8] |= 1 << ((bit + k) % 8);
-            }
+        acc |= (u64::from(v) & mask) << held;
+        held += bits;
+        while held >= 8 {
+            out.push(acc as u8);
+            acc >>= 8;
+            held -= 8;
         }
-        bit += bits as usize;
+    }
+    if held > 0 {
+        out.push(acc as u8);
     }
     out
 }
@@ -181,16 +187,19 @@ pub fn unpack(bytes: &[u8], bits: u32, n: usize) -> Result<Vec<u32>, QuantizeErr
     if total % 8 != 0 && bytes[bytes.len() - 1] >> (total % 8) != 0 {
         return Err(QuantizeError::Packing(bytes.len(), n, bits));
     }
+    let mask = if bits >= 32 { u64::from(u32::MAX) } else { (1u64 << bits) - 1 };
     let mut out = Vec::with_capacity(n);
-    let mut bit = 0usize;
+    let mut next = bytes.iter();
+    let (mut acc, mut held) = (0u64, 0u32);
     for _ in 0..n {
-        let mut v = 0u32;
-        for k in 0..bits as usize {
-            let at = bit + k;
-            v |= ((bytes[at / 8] >> (at % 8) & 1) as u32) << k;
+        while held < bits {
+            // The length check above guarantees the bytes are there.
+            acc |= u64::from(*next.next().expect("checked length")) << held;
+            held += 8;
         }
-        out.push(v);
-        bit += bits as usize;
+        out.push((acc & mask) as u32);
+        acc >>= bits;
+        held -= bits;
     }
     Ok(out)
 }
