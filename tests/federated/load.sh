@@ -23,7 +23,7 @@ rounds="${HEARTH_ROUNDS:-2}"
 flower_venv
 flower_workdir load
 echo "load: building the device test"
-cargo test --release -p hearth-core --test load --locked --no-run 2>&1 | tail -1
+cargo test -p hearth-core --test load --locked --no-run 2>&1 | tail -1
 flower_superlink_start
 
 flwr run coordinator local --run-config \
@@ -46,7 +46,7 @@ sampler=$!
 
 start=$(date +%s)
 HEARTH_SUPERLINK="http://127.0.0.1:$port" HEARTH_DEVICES="$devices" HEARTH_ROUNDS="$rounds" \
-    cargo test --release -p hearth-core --test load --locked -- --ignored --nocapture 2>&1 |
+    cargo test -p hearth-core --test load --locked -- --ignored --nocapture 2>&1 |
     tee "$work/devices.log" | grep -E "^load|^test |test result|panicked" || true
 elapsed=$(($(date +%s) - start))
 for _ in $(seq 1 120); do
