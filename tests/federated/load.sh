@@ -36,7 +36,8 @@ peaks="$work/peaks"
 (
     while sleep 2; do
         for pid in $(pgrep -g "$superlink_pid" 2>/dev/null); do
-            name="$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | cut -c1-60)"
+            # The program a python3 runs (flower-superlink, flwr-serverapp, ...).
+            name="$(tr '\0' '\n' <"/proc/$pid/cmdline" 2>/dev/null | sed -n 2p | xargs -r basename)"
             hwm="$(awk '/VmHWM/ {print $2}' "/proc/$pid/status" 2>/dev/null)"
             [ -n "$hwm" ] && echo "$pid $hwm $name"
         done >>"$peaks"
