@@ -124,7 +124,7 @@ def _protocol(step):
         raise RoundFailed(str(e)) from None
 
 
-def flatten(params: list[tuple[str, np.ndarray]]) -> int:
+def parameter_count(params: list[tuple[str, np.ndarray]]) -> int:
     return sum(int(a.size) for _, a in params)
 
 
@@ -173,7 +173,7 @@ def secure_round(
             max_cohort=max_cohort,
             degree=terms.degree,
             threshold_fraction=terms.threshold_fraction,
-            vector_len=flatten(params),
+            vector_len=parameter_count(params),
             cohort=node_ids,
         )
     except ValueError as e:

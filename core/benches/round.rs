@@ -87,6 +87,12 @@ fn encode(delta: &[f32], params: &[(String, Vec<usize>)]) -> (Deflated, proto::M
         ("arrays".to_string(), Record::Arrays(arrays)),
         ("metrics".to_string(), Record::Metrics(vec![("num-examples".into(), 500.0)])),
     ];
+    deflate_reply(&content)
+}
+
+/// A reply with `content` as the Fleet client makes it: its metadata, and
+/// its content split into Flower's objects.
+fn deflate_reply(content: &[(String, Record)]) -> (Deflated, proto::Metadata) {
     let meta = proto::Metadata {
         run_id: 5,
         src_node_id: 1_234_567_890,
@@ -98,7 +104,7 @@ fn encode(delta: &[f32], params: &[(String, Vec<usize>)]) -> (Deflated, proto::M
         created_at: 1.8e9,
         ..Default::default()
     };
-    let d = objects::deflate_message(&meta, &content);
+    let d = objects::deflate_message(&meta, content);
     let meta = proto::Metadata { message_id: d.message_id().to_string(), ..meta };
     (d, meta)
 }
@@ -261,17 +267,7 @@ fn secure_reply_bytes(body: ReplyBody) -> usize {
     let bytes = Reply { body: Some(body) }.encode_to_vec();
     let content =
         vec![("hearth.secagg".to_string(), Record::Config(vec![("reply".into(), ConfigValue::Bytes(bytes))]))];
-    let meta = proto::Metadata {
-        run_id: 5,
-        src_node_id: 1_234_567_890,
-        dst_node_id: 1,
-        ttl: 600.0,
-        message_type: "train".into(),
-        created_at: 1.8e9,
-        ..Default::default()
-    };
-    let d = objects::deflate_message(&meta, &content);
-    let meta = proto::Metadata { message_id: d.message_id().to_string(), ..meta };
+    let (d, meta) = deflate_reply(&content);
     let (push, objects) = upload_bytes(&d, meta);
     push + objects
 }

@@ -116,8 +116,10 @@ impl Waiting {
 }
 
 struct Peer {
-    channel: [u8; 32],
     mask: [u8; 32],
+    /// The key of the shares sent to and from this neighbour (derived
+    /// once, when its keys arrive).
+    share_key: [u8; 32],
 }
 
 struct Received {
@@ -257,9 +259,11 @@ impl DeviceRound {
             let (Some(channel), Some(mask)) = (key32(&keys.channel), key32(&keys.mask)) else {
                 return Err(Refusal::Neighbours("a neighbour's key is not 32 bytes"));
             };
-            if self.peers.insert(peer.node, Peer { channel, mask }).is_some() {
+            if self.peers.contains_key(&peer.node) {
                 return Err(Refusal::Neighbours("a neighbour's keys are listed twice"));
             }
+            let share_key = self.channel.pair_secret(self.round, self.node, peer.node, &channel, Purpose::ShareKey)?;
+            self.peers.insert(peer.node, Peer { mask, share_key });
         }
         if self.peers.len() < self.threshold {
             return Err(Refusal::TooFewPeers { got: self.peers.len(), threshold: self.threshold });
@@ -271,7 +275,6 @@ impl DeviceRound {
         let key_shares = shamir::split(&self.mask.secret_bytes(), self.threshold, count, &mut rng)?;
         let mut out = Vec::with_capacity(count);
         for ((&dst, peer), (s, k)) in self.peers.iter().zip(self_shares.iter().zip(&key_shares)) {
-            let share_key = self.channel.pair_secret(self.round, self.node, dst, &peer.channel, Purpose::ShareKey)?;
             let pair = SharePair {
                 src: self.node,
                 dst,
@@ -279,7 +282,7 @@ impl DeviceRound {
                 self_mask: s.value.to_vec(),
                 mask_key: k.value.to_vec(),
             };
-            let ciphertext = keys::seal_share(&share_key, self.round, self.node, dst, &pair.encode_to_vec());
+            let ciphertext = keys::seal_share(&peer.share_key, self.round, self.node, dst, &pair.encode_to_vec());
             out.push(SealedShare { src: self.node, dst, ciphertext });
         }
         self.waiting = Waiting::MaskedInput;
@@ -330,8 +333,7 @@ impl DeviceRound {
                 return Err(Refusal::BadShare(src));
             }
             let peer = self.peers.get(&src).ok_or(Refusal::BadShare(src))?;
-            let share_key = self.channel.pair_secret(self.round, self.node, src, &peer.channel, Purpose::ShareKey)?;
-            let plain = keys::open_share(&share_key, self.round, src, self.node, &sealed.ciphertext)
+            let plain = keys::open_share(&peer.share_key, self.round, src, self.node, &sealed.ciphertext)
                 .map_err(|_| Refusal::BadShare(src))?;
             let pair = SharePair::decode(plain.as_slice()).map_err(|_| Refusal::BadShare(src))?;
             let value = |bytes: &[u8]| -> Result<SecretShare, Refusal> {

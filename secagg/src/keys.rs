@@ -177,9 +177,10 @@ pub fn open_share(
 }
 
 /// The mask a seed expands to: `len` values modulo 2^bits, the ChaCha20
-/// keystream (RFC 8439, nonce 0, counter from 0) read as little-endian
-/// 32-bit words, each taken modulo 2^bits (uniform, as 2^bits divides
-/// 2^32). A seed is used for one mask of one round only.
+/// keystream (RFC 8439, nonce 0, counter from 0) read as a little-endian
+/// bit stream, `bits` bits per value (value i is bits i*bits to
+/// (i+1)*bits - 1; uniform, and no keystream is spent on bits the sum
+/// drops). A seed is used for one mask of one round only.
 pub fn expand_mask(seed: &Seed, len: usize, bits: u32) -> Vec<u32> {
     let mut out = vec![0u32; len];
     apply_mask(seed, bits, &mut out, MaskSign::Add);
@@ -193,22 +194,34 @@ pub enum MaskSign {
     Subtract,
 }
 
+/// The keystream bytes made at a time.
+const MASK_BLOCK: usize = 4096;
+
 /// `acc (+ or -)= the mask of seed` modulo 2^bits, element by element, in
-/// blocks (no vector of the mask's length is made).
+/// blocks (no vector of the mask's length is made). `bits` is 1 to 32
+/// (a round's [`Quantization`](crate::Quantization) holds 8 to 32).
 pub fn apply_mask(seed: &Seed, bits: u32, acc: &mut [u32], sign: MaskSign) {
-    let mask = if bits >= 32 { u32::MAX } else { (1u32 << bits) - 1 };
+    let bits = bits.clamp(1, 32);
+    let width = bits as usize;
+    let mask = u64::MAX >> (64 - bits);
     let mut cipher = ChaCha20::new(seed.into(), &[0u8; 12].into());
-    let mut block = [0u8; 4096];
-    for chunk in acc.chunks_mut(block.len() / 4) {
-        let bytes = &mut block[..chunk.len() * 4];
+    // 8 spare bytes: each value is read as the 8 bytes from its first.
+    let mut block = [0u8; MASK_BLOCK + 8];
+    // A whole number of bytes per block (8 values take `bits` bytes), so
+    // the next block goes on where the stream left off.
+    let per_block = MASK_BLOCK * 8 / width / 8 * 8;
+    for chunk in acc.chunks_mut(per_block) {
+        let bytes = &mut block[..(chunk.len() * width).div_ceil(8)];
         bytes.fill(0);
         cipher.apply_keystream(bytes);
-        for (a, w) in chunk.iter_mut().zip(bytes.chunks_exact(4)) {
-            let m = u32::from_le_bytes([w[0], w[1], w[2], w[3]]);
+        for (i, a) in chunk.iter_mut().enumerate() {
+            let at = i * width;
+            let word = u64::from_le_bytes(block[at / 8..at / 8 + 8].try_into().expect("8 bytes"));
+            let m = ((word >> (at % 8)) & mask) as u32;
             *a = match sign {
                 MaskSign::Add => a.wrapping_add(m),
                 MaskSign::Subtract => a.wrapping_sub(m),
-            } & mask;
+            } & mask as u32;
         }
     }
 }
@@ -235,8 +248,16 @@ mod tests {
     #[test]
     fn a_mask_is_the_chacha20_keystream_of_its_seed() {
         let seed: Seed = std::array::from_fn(|i| i as u8);
-        assert_eq!(expand_mask(&seed, 8, 16), vec![0xfd39, 0xc5d9, 0xbd8d, 0xdcb8, 0x358a, 0xdebc, 0xccb2, 0xead8]);
+        assert_eq!(expand_mask(&seed, 8, 16), vec![0xfd39, 0x7d2b, 0xc5d9, 0x6a19, 0xbd8d, 0x7703, 0xdcb8, 0x494a]);
         assert_eq!(expand_mask(&seed, 4, 32), vec![0x7d2bfd39, 0x6a19c5d9, 0x7703bd8d, 0x494adcb8]);
+        assert_eq!(
+            expand_mask(&seed, 8, 20),
+            vec![0xbfd39, 0xd97d2, 0xa19c5, 0xbd8d6, 0x87703, 0x4adcb, 0x58a49, 0x6fd83]
+        );
+        assert_eq!(expand_mask(&seed, 6, 13), vec![0x1d39, 0x95f, 0x165f, 0x138b, 0x16a1, 0x1ec6]);
+        // Across the blocks the keystream is made in.
+        let long = expand_mask(&seed, 3000, 20);
+        assert_eq!((long[2047], long[2999]), (0x72832, 0x226a9));
         // A longer mask begins with the shorter one; another seed differs.
         assert_eq!(expand_mask(&seed, 1000, 16)[..8], expand_mask(&seed, 8, 16)[..]);
         // Applied in blocks, added then taken away, it leaves the vector.
