@@ -5,6 +5,9 @@
 #   fuzz/run.sh                 60 s per target
 #   fuzz/run.sh 10              the smoke run tests/run.sh makes
 #   fuzz/run.sh 600 npy movielens
+#   HEARTH_FUZZ_RUNS=1000000 fuzz/run.sh 7200 model_manifest
+#                               stop a target at a million executions or
+#                               after two hours, whichever comes first
 #
 # Installs what is missing (a nightly toolchain through rustup, cargo-fuzz
 # from crates.io), writes the seed corpora from real messages, packages and
@@ -58,17 +61,21 @@ for t in "${targets[@]}"; do
     # Beside the corpus: two runs at once (a long one and the test
     # command's smoke run) keep their own logs.
     log="$corpora/$t.log"
+    runs=()
+    [ -z "${HEARTH_FUZZ_RUNS:-}" ] || runs=(-runs="$HEARTH_FUZZ_RUNS")
+    started=$SECONDS
     "$build/$t" "$corpus" "$seeds/$t" -max_total_time="$seconds" -max_len=1048576 -timeout=10 \
         -malloc_limit_mb=256 -rss_limit_mb=2048 -print_final_stats=1 \
-        -artifact_prefix="fuzz/artifacts/$t/" >"$log" 2>&1
+        -artifact_prefix="fuzz/artifacts/$t/" "${runs[@]}" >"$log" 2>&1
     status=$?
+    elapsed=$((SECONDS - started))
     # -a: a log may quote an input's bytes.
     execs=$(grep -ao 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$' | tail -1)
     rss=$(grep -ao 'stat::peak_rss_mb: *[0-9]*' "$log" | grep -o '[0-9]*$' | tail -1)
     crashes=$(find "fuzz/artifacts/$t" -type f | wc -l)
     if [ $status -eq 0 ] && [ "$crashes" -eq 0 ]; then
         passed=$((passed + 1))
-        echo "fuzz: $t: ${execs:-0} executions in $seconds s, peak RSS ${rss:-?} MB, 0 crashes"
+        echo "fuzz: $t: ${execs:-0} executions in $elapsed s, peak RSS ${rss:-?} MB, 0 crashes"
     else
         failed=$((failed + 1))
         echo "fuzz: $t FAILED (exit $status): ${execs:-0} executions, $crashes inputs in fuzz/artifacts/$t"

@@ -64,6 +64,10 @@ class SecureTerms:
     max_cohort: int = 0
     # Seconds each stage waits for replies.
     stage_timeout: float = 600.0
+    # Seconds between two rounds: a device stays online a few seconds
+    # after its last reply (ClientOptions::linger, 6 s); sampled again, it
+    # would be gone at setup, and each of its neighbours one share short.
+    round_gap: float = 8.0
 
 
 def stage_reply(msg: Message) -> tuple[int | None, bytes | None, str]:
@@ -92,22 +96,36 @@ def stage_reply(msg: Message) -> tuple[int | None, bytes | None, str]:
         return node, None, f"unreadable ({type(e).__name__}: {e})"
 
 
-def exchange(grid: Grid, messages: list[Message], timeout: float, on_reply, poll: float = 1.0) -> None:
+def exchange(
+    grid: Grid, messages: list[Message], timeout: float, on_reply, poll: float = 1.0, batch: int = 16
+) -> None:
     """Pushes `messages` and hands each reply to `on_reply` as soon as it is
     pulled, until every message is answered or `timeout` passes. Unlike
     `Grid.send_and_receive`, which returns every reply at once, no more
     than one pull's replies are held: with the masked vectors summed as
-    they come, the ServerApp's memory follows the model, not the cohort."""
-    ids = set(grid.push_messages(messages))
-    del messages
+    they come, the ServerApp's memory follows the model, not the cohort.
+
+    Messages go out `batch` at a time with a pull between batches: pushing
+    to hundreds of nodes takes the SuperLink tens of seconds, and a device
+    that answered early stays online only a few seconds after its reply (a
+    SuperLink answers a pull for an offline node with "node unavailable",
+    even when its reply is stored)."""
+    ids: set[str] = set()
     end = time.monotonic() + timeout
-    while ids:
+
+    def pull() -> None:
         for reply in grid.pull_messages(list(ids)):
             ids.discard(reply.metadata.reply_to_message_id)
             on_reply(reply)
-        if not ids or time.monotonic() >= end:
-            break
+
+    for at in range(0, len(messages), batch):
+        ids.update(grid.push_messages(messages[at : at + batch]))
+        if ids:
+            pull()
+    del messages
+    while ids and time.monotonic() < end:
         time.sleep(poll)
+        pull()
 
 
 class RoundFailed(Exception):

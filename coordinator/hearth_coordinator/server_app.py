@@ -19,6 +19,7 @@ and at the end, also when the run fails (`output.py`).
 
 from __future__ import annotations
 
+import time
 from logging import ERROR
 
 from flwr.app import ConfigRecord, Context
@@ -126,6 +127,7 @@ def main(grid: Grid, context: Context) -> None:
         threshold_fraction=float(cfg.get("secagg-threshold", 2.0 / 3.0)),
         max_cohort=int(cfg.get("secagg-max-cohort", 0)),
         stage_timeout=float(cfg["round-timeout"]),
+        round_gap=float(cfg.get("secagg-round-gap", 8.0)),
     )
     if out is not None:
         out.header["mode"] = "secure" if secure else "plain"
@@ -133,6 +135,8 @@ def main(grid: Grid, context: Context) -> None:
         if secure:
             current = params
             for server_round in range(1, int(cfg["num-server-rounds"]) + 1):
+                if server_round > 1:
+                    time.sleep(terms.round_gap)
                 config = ConfigRecord(dict(train_config))
                 config["server-round"] = server_round
                 strategy.sign_into(config, server_round, current)

@@ -112,6 +112,29 @@ def test_setup_goes_to_every_sampled_node_once_as_a_train_message():
     assert all(m.metadata.message_type == "train" for m in setup)
 
 
+def test_exchange_pulls_between_batches_of_pushes():
+    # A device answers soon after its message and stays online only a few
+    # seconds: the first replies are taken before the last messages go.
+    calls, pending = [], {}
+
+    class Grid:
+        def push_messages(self, messages):
+            ids = [str(len(pending) + i) for i in range(len(messages))]
+            calls.append(("push", len(messages)))
+            for i, m in zip(ids, messages):
+                pending[i] = SimpleNamespace(metadata=SimpleNamespace(reply_to_message_id=i), body=m)
+            return ids
+
+        def pull_messages(self, ids):
+            calls.append(("pull", len(ids)))
+            return [pending[i] for i in ids]
+
+    got = []
+    secure.exchange(Grid(), list(range(40)), timeout=1.0, on_reply=lambda r: got.append(r.body), batch=16)
+    assert sorted(got) == list(range(40))
+    assert calls == [("push", 16), ("pull", 16), ("push", 16), ("pull", 16), ("push", 8), ("pull", 8)], calls
+
+
 if __name__ == "__main__":
     for name, fn in list(globals().items()):
         if name.startswith("test_"):

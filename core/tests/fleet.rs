@@ -156,6 +156,35 @@ fn a_stalling_server_is_a_timeout_within_the_bound() {
     assert_eq!(c.transport().paths().len(), 3, "three attempts, then the typed error");
 }
 
+#[test]
+fn objects_the_coordinator_is_still_uploading_are_waited_for_up_to_the_object_wait() {
+    // The ServerApp of a large cohort pushes each message before its
+    // objects: a device that pulls early is told "found, not uploaded yet"
+    // for seconds. It waits (here 60 answers, polling every 10 ms), beating
+    // its heartbeat meanwhile, and takes part.
+    let link = FakeLink::new(small_arrays(), 0.5);
+    link.uploading.store(60, std::sync::atomic::Ordering::Relaxed);
+    let options = ClientOptions { heartbeat_interval: 0.3, ..quick() };
+    let mut c = client(link, options);
+    assert!(matches!(c.participate(Duration::from_secs(1), &mut trainer(0.5)).unwrap(), RoundOutcome::Done(_)));
+    let paths = c.transport().paths();
+    let confirmed = paths.iter().position(|p| p.ends_with("/confirm-message-received")).unwrap();
+    assert!(paths[..confirmed].iter().filter(|p| p.ends_with("/pull-object")).count() > 60);
+    assert!(paths[..confirmed].iter().any(|p| p.ends_with("/send-node-heartbeat")), "{paths:?}");
+
+    // An object never uploaded is a timeout after the object wait, and
+    // nothing is pushed.
+    let link = FakeLink::new(small_arrays(), 0.5);
+    link.uploading.store(usize::MAX, std::sync::atomic::Ordering::Relaxed);
+    let options = ClientOptions { object_wait: Duration::from_millis(300), ..quick() };
+    let mut c = client(link, options);
+    let start = Instant::now();
+    let err = c.participate(Duration::from_secs(1), &mut trainer(0.5)).unwrap_err();
+    assert_eq!(err, FleetError::Timeout);
+    assert!(start.elapsed() < Duration::from_secs(2), "{:?}", start.elapsed());
+    assert!(!c.transport().paths().iter().any(|p| p.contains("push")));
+}
+
 /// The kinds of the objects pushed, and the error of each reply pushed.
 fn pushed(log: &[(String, Vec<u8>)]) -> (Vec<String>, Vec<Option<String>>) {
     let mut kinds = Vec::new();

@@ -25,7 +25,7 @@ fn many_lightweight_devices_take_part_in_secure_rounds() {
     let started = Instant::now();
     std::thread::scope(|s| {
         for n in 0..devices {
-            let (link, outcomes) = (&link, &outcomes);
+            let (link, outcomes, started) = (&link, &outcomes, &started);
             std::thread::Builder::new()
                 .stack_size(256 << 10)
                 .spawn_scoped(s, move || {
@@ -37,6 +37,7 @@ fn many_lightweight_devices_take_part_in_secure_rounds() {
                             poll_interval: Duration::from_secs(3),
                             heartbeat_interval: 120.0,
                             call_timeout: Duration::from_secs(120),
+                            object_wait: wait,
                             ..ClientOptions::default()
                         };
                         // A fresh node key each round (as issue 17 will make every device do).
@@ -52,6 +53,13 @@ fn many_lightweight_devices_take_part_in_secure_rounds() {
                             Ok(RoundOutcome::NoMessage) => "no round".to_string(),
                             Err(e) => format!("error: {e}"),
                         };
+                        if outcome.starts_with("error") {
+                            // At once: a failing round shows why while it runs.
+                            eprintln!(
+                                "load: device {n} round {round} at {:.1} s: {outcome}",
+                                started.elapsed().as_secs_f64()
+                            );
+                        }
                         outcomes.lock().unwrap().push((n, round, outcome));
                         if drops(round).is_some() {
                             std::thread::sleep(Duration::from_secs(20));

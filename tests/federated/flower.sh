@@ -7,7 +7,8 @@
 #                           $venv and $py and puts the venv's bin on PATH
 #   flower_workdir NAME     a temporary $work with $FLWR_HOME, a free $port
 #                           and the flwr config pointing at it; removed on
-#                           exit (kept in ~/.cache/hearth/logs/NAME-* on failure)
+#                           exit (kept in ~/.cache/hearth/logs/NAME-* on failure,
+#                           or always when $flower_keep_logs is set)
 #   flower_superlink_start  a SuperLink on 127.0.0.1:$port in its own process
 #                           group ($superlink_pid; stopped, with the ServerApps
 #                           it started, on exit)
@@ -62,10 +63,10 @@ flower_cleanup() {
         kill -- "-$superlink_pid" 2>/dev/null || kill "$superlink_pid" 2>/dev/null || true
         wait "$superlink_pid" 2>/dev/null || true
     fi
-    if [ $status -ne 0 ]; then
+    if [ $status -ne 0 ] || [ -n "${flower_keep_logs:-}" ]; then
         logs="$HOME/.cache/hearth/logs/$flower_name-$(date +%Y%m%d-%H%M%S)"
         mkdir -p "$logs" && cp -r "$work"/*.log "$work"/out* "$logs"/ 2>/dev/null || true
-        echo "$flower_name: FAILED; logs in $logs"
+        if [ $status -ne 0 ]; then echo "$flower_name: FAILED; logs in $logs"; else echo "$flower_name: logs in $logs"; fi
     fi
     rm -rf "$work"
 }

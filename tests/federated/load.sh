@@ -22,6 +22,7 @@ rounds="${HEARTH_ROUNDS:-2}"
 . tests/federated/flower.sh
 flower_venv
 flower_workdir load
+flower_keep_logs=1
 echo "load: building the device test"
 cargo test -p hearth-core --test load --locked --no-run 2>&1 | tail -1
 flower_superlink_start
@@ -35,7 +36,9 @@ clip-norm=1.0 noise-multiplier=1.0 round-timeout=900.0 secure-aggregation=true" 
 peaks="$work/peaks"
 (
     while sleep 2; do
-        for pid in $(pgrep -g "$superlink_pid" 2>/dev/null); do
+        # The SuperLink's group, and the ServerApp it starts (in a session
+        # of its own).
+        for pid in $(pgrep -g "$superlink_pid" 2>/dev/null) $(pgrep -f flwr-serverapp 2>/dev/null); do
             # The program a python3 runs (flower-superlink, flwr-serverapp, ...).
             name="$(tr '\0' '\n' <"/proc/$pid/cmdline" 2>/dev/null | sed -n 2p | xargs -r basename)"
             hwm="$(awk '/VmHWM/ {print $2}' "/proc/$pid/status" 2>/dev/null)"
@@ -48,7 +51,7 @@ sampler=$!
 start=$(date +%s)
 HEARTH_SUPERLINK="http://127.0.0.1:$port" HEARTH_DEVICES="$devices" HEARTH_ROUNDS="$rounds" \
     cargo test -p hearth-core --test load --locked -- --ignored --nocapture 2>&1 |
-    tee "$work/devices.log" | grep -E "^load|^test |test result|panicked" || true
+    tee "$work/devices.log" | grep -E "^load|^test |test result|panicked|overflow" || true
 elapsed=$(($(date +%s) - start))
 for _ in $(seq 1 120); do
     [ -f "$work/out/summary.json" ] && break

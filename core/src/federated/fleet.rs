@@ -10,7 +10,7 @@
 //! 2. `pull-messages` until a message arrives or the wait is over. A message
 //!    comes as metadata plus an object tree rooted at the message id.
 //! 3. `pull-object` for each object of the tree (an object may be "found but
-//!    not yet available": asked again after a pause), each checked against
+//!    not yet available": asked again for up to `object_wait`), each checked against
 //!    its id; then `confirm-message-received`.
 //! 4. Local training through the caller's [`Trainer`], with heartbeats sent
 //!    from a second thread meanwhile.
@@ -73,6 +73,11 @@ pub struct ClientOptions {
     pub max_backoff: Duration,
     /// Between two `pull-messages` while waiting for a round.
     pub poll_interval: Duration,
+    /// How long to wait for an object of a message that the SuperLink knows
+    /// but does not hold yet (the ServerApp pushes a message before its
+    /// objects; sending to a cohort of hundreds takes it seconds to
+    /// minutes). Asked again after a pause that grows to `poll_interval`.
+    pub object_wait: Duration,
     /// Seconds the SuperLink may go without hearing from the node before it
     /// counts it offline (flwr accepts 10 to 1800).
     pub heartbeat_interval: f64,
@@ -117,6 +122,7 @@ impl Default for ClientOptions {
             backoff: Duration::from_millis(500),
             max_backoff: Duration::from_secs(8),
             poll_interval: Duration::from_secs(1),
+            object_wait: Duration::from_secs(60),
             heartbeat_interval: 60.0,
             linger: Duration::from_secs(6),
             limits: Limits::default(),
@@ -617,7 +623,9 @@ impl<T: Transport> FleetClient<T> {
             if objects.contains_key(id) {
                 continue;
             }
-            let mut tries = 0;
+            let asked = Instant::now();
+            let mut pause = self.options.poll_interval.min(Duration::from_millis(250));
+            let mut last_beat = Instant::now();
             let content = loop {
                 let reply: proto::PullObjectResponse = self.call(
                     "pull-object",
@@ -633,11 +641,16 @@ impl<T: Transport> FleetClient<T> {
                 if reply.object_available {
                     break reply.object_content;
                 }
-                tries += 1;
-                if tries >= 20 {
+                if asked.elapsed() >= self.options.object_wait {
+                    log::warn!("an object of the message was not uploaded in {:?}", self.options.object_wait);
                     return Err(FleetError::Timeout);
                 }
-                self.pause(self.options.poll_interval.min(Duration::from_millis(250)))?;
+                if last_beat.elapsed().as_secs_f64() > self.options.heartbeat_interval / 3.0 {
+                    self.heartbeat(node_id)?;
+                    last_beat = Instant::now();
+                }
+                self.pause(pause.min(self.options.object_wait.saturating_sub(asked.elapsed())))?;
+                pause = (pause * 2).min(self.options.poll_interval.max(pause));
             };
             if content.len() > limits.max_object_bytes {
                 return Err(FleetError::TooLarge(format!("an object of {} bytes", content.len())));

@@ -2,6 +2,7 @@
 //! objects served from a map a test may tamper with, every request logged.
 
 use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -78,6 +79,9 @@ pub struct FakeLink {
     /// push's session: only a push-object without a session id stores them.
     pub taken_before_retry: bool,
     pub push_messages_calls: Arc<std::sync::atomic::AtomicUsize>,
+    /// This many pull-object calls are answered "found, not uploaded yet"
+    /// first (a ServerApp still pushing the objects of a large cohort).
+    pub uploading: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl FakeLink {
@@ -103,6 +107,7 @@ impl FakeLink {
             stall: false,
             taken_before_retry: false,
             push_messages_calls: Arc::default(),
+            uploading: Arc::default(),
         }
     }
 
@@ -143,8 +148,11 @@ impl Transport for FakeLink {
             "pull-object" => {
                 let req = proto::PullObjectRequest::decode(body).unwrap();
                 let content = self.objects.get(&req.object_id).cloned();
+                let uploading =
+                    self.uploading.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1)).is_ok();
+                let content = content.filter(|_| !uploading);
                 proto::PullObjectResponse {
-                    object_found: content.is_some(),
+                    object_found: content.is_some() || uploading,
                     object_available: content.is_some(),
                     object_content: content.unwrap_or_default(),
                 }
