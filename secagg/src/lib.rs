@@ -22,6 +22,7 @@ pub mod csprng;
 pub mod device;
 pub mod graph;
 pub mod keys;
+pub mod noise;
 pub mod quantize;
 pub mod shamir;
 #[doc(hidden)]

@@ -1,0 +1,279 @@
+//! Discrete Gaussian noise, sampled exactly: the device's share of a
+//! round's differential-privacy noise, added to its quantized update
+//! before masking, so the noise is in the sum whatever the coordinator
+//! does (the distributed discrete Gaussian of Kairouz, Liu and Steinke,
+//! ICML 2021).
+//!
+//! The sampler is the one of Canonne, Kamath and Steinke ("The discrete
+//! Gaussian for differential privacy", NeurIPS 2020, algorithms 1 to 3):
+//! only integer arithmetic on exact rationals and uniform integers from
+//! the CSPRNG, so no floating-point rounding shapes the output (Mironov,
+//! CCS 2012, shows how such rounding leaks). The variance is a rational
+//! `num / den`; every probability the sampler tests is an exact rational
+//! in u128. Expected cost per value is a small constant whatever the
+//! variance.
+
+use chacha20::ChaCha20Rng;
+use rand_core::Rng;
+
+/// The discrete Gaussian on the integers: P(x) proportional to
+/// exp(-x^2 / (2 sigma^2)), with sigma^2 = `num / den`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DiscreteGaussian {
+    num: u64,
+    den: u64,
+    /// The discrete Laplace scale the sampler proposes from: floor(sigma) + 1.
+    t: u64,
+}
+
+/// Terms the sampler cannot hold exactly.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum NoiseError {
+    #[error("a variance of {num}/{den} is outside 0 < sigma^2 <= 2^40 with a denominator of 1 to 2^16")]
+    Variance { num: u64, den: u64 },
+}
+
+/// The largest variance (sigma about 10^6, far above any round's share).
+pub const MAX_VARIANCE: u64 = 1 << 40;
+/// The largest denominator of a variance.
+pub const MAX_DENOMINATOR: u64 = 1 << 16;
+
+impl DiscreteGaussian {
+    /// sigma^2 = `num / den`, 0 < sigma^2 <= 2^40, 1 <= den <= 2^16: the
+    /// bounds keep every quantity of the sampler within u128.
+    pub fn new(num: u64, den: u64) -> Result<Self, NoiseError> {
+        if num == 0 || den == 0 || den > MAX_DENOMINATOR || num / den >= MAX_VARIANCE {
+            return Err(NoiseError::Variance { num, den });
+        }
+        // floor(sigma) = the largest s with s^2 <= num / den.
+        let mut s = ((num as f64 / den as f64).sqrt() as u64).saturating_sub(1);
+        while (s as u128 + 1).pow(2) * den as u128 <= num as u128 {
+            s += 1;
+        }
+        while s > 0 && (s as u128).pow(2) * den as u128 > num as u128 {
+            s -= 1;
+        }
+        Ok(DiscreteGaussian { num, den, t: s + 1 })
+    }
+
+    /// The variance parameter sigma^2 as a float (for reports; the
+    /// sampler never uses it).
+    pub fn variance(&self) -> f64 {
+        self.num as f64 / self.den as f64
+    }
+
+    /// One value (algorithm 3): a discrete Laplace proposal of scale t,
+    /// accepted with probability exp(-(|y| - sigma^2/t)^2 / (2 sigma^2)),
+    /// which is exp(-(|y| t den - num)^2 / (2 num den t^2)).
+    pub fn sample(&self, bits: &mut RandomBits) -> i64 {
+        let (num, den, t) = (self.num as u128, self.den as u128, self.t as u128);
+        let gamma_den = 2 * num * den * t * t;
+        loop {
+            let y = discrete_laplace(bits, self.t);
+            // |y| t den - num, squared; a proposal so far out that this
+            // overflows is accepted with probability below exp(-2^60):
+            // taken as refused.
+            let Some(scaled) = (y.unsigned_abs() as u128).checked_mul(t * den) else { continue };
+            let diff = scaled.abs_diff(num);
+            let Some(gamma_num) = diff.checked_mul(diff) else { continue };
+            if bernoulli_exp(bits, gamma_num, gamma_den) {
+                return y;
+            }
+        }
+    }
+
+    /// Adds one value to each of `acc`, modulo 2^bits (bits 1 to 32).
+    pub fn add_to(&self, random: &mut RandomBits, acc: &mut [u32], bits: u32) {
+        let mask = u32::MAX >> (32 - bits.clamp(1, 32));
+        for a in acc {
+            *a = (*a as i64).wrapping_add(self.sample(random)) as u32 & mask;
+        }
+    }
+}
+
+/// The CSPRNG's output as a little-endian bit stream (its 64-bit words in
+/// order, low bits first), read a few bits at a time: a Bernoulli(1/3)
+/// takes 2 bits of keystream, not 64, and the sampler is bound by the
+/// keystream it reads.
+pub struct RandomBits {
+    rng: ChaCha20Rng,
+    buf: u64,
+    left: u32,
+}
+
+impl RandomBits {
+    pub fn new(rng: ChaCha20Rng) -> Self {
+        RandomBits { rng, buf: 0, left: 0 }
+    }
+
+    /// The next `b` bits of the stream (1 to 64) as an integer, the first
+    /// bit lowest.
+    fn take(&mut self, b: u32) -> u64 {
+        debug_assert!((1..=64).contains(&b));
+        if b <= self.left {
+            let v = self.buf & (u64::MAX >> (64 - b));
+            self.buf = self.buf.checked_shr(b).unwrap_or(0);
+            self.left -= b;
+            return v;
+        }
+        let (low, have) = (self.buf, self.left);
+        let next = self.rng.next_u64();
+        let need = b - have;
+        let v = low | (next & (u64::MAX >> (64 - need))).checked_shl(have).unwrap_or(0);
+        self.buf = next.checked_shr(need).unwrap_or(0);
+        self.left = 64 - need;
+        v
+    }
+}
+
+/// A uniform integer in `0..n` (n > 0): as many bits as n - 1 has, again
+/// until below n (no modulo bias; under two tries on average).
+fn uniform_below(bits: &mut RandomBits, n: u128) -> u128 {
+    debug_assert!(n > 0);
+    let width = 128 - (n - 1).leading_zeros();
+    if width == 0 {
+        return 0;
+    }
+    loop {
+        let v = if width <= 64 {
+            bits.take(width) as u128
+        } else {
+            let low = bits.take(64) as u128;
+            low | (bits.take(width - 64) as u128) << 64
+        };
+        if v < n {
+            return v;
+        }
+    }
+}
+
+/// True with probability num / den (num <= den).
+fn bernoulli(bits: &mut RandomBits, num: u128, den: u128) -> bool {
+    uniform_below(bits, den) < num
+}
+
+/// True with probability exp(-num / den) (algorithm 1): for gamma =
+/// num/den <= 1, the parity of the first k with Bernoulli(gamma / k)
+/// false; above 1, floor(gamma) draws of exp(-1) and one of the rest.
+fn bernoulli_exp(bits: &mut RandomBits, num: u128, den: u128) -> bool {
+    if num < den {
+        return bernoulli_exp_at_most_one(bits, num, den);
+    }
+    let whole = num / den;
+    for _ in 0..whole {
+        if !bernoulli_exp_at_most_one(bits, 1, 1) {
+            return false;
+        }
+    }
+    let rest = num - whole * den;
+    rest == 0 || bernoulli_exp_at_most_one(bits, rest, den)
+}
+
+fn bernoulli_exp_at_most_one(bits: &mut RandomBits, num: u128, den: u128) -> bool {
+    let mut k: u128 = 1;
+    // den * k stays far below 2^128: k past a few dozen has probability
+    // below gamma^k / k!.
+    while bernoulli(bits, num, den.saturating_mul(k)) {
+        k += 1;
+    }
+    k % 2 == 1
+}
+
+/// The discrete Laplace of scale t (algorithm 2): P(x) proportional to
+/// exp(-|x| / t).
+fn discrete_laplace(bits: &mut RandomBits, t: u64) -> i64 {
+    loop {
+        let u = uniform_below(bits, t as u128);
+        if !bernoulli_exp(bits, u, t as u128) {
+            continue;
+        }
+        let mut v: u64 = 0;
+        while bernoulli_exp_at_most_one(bits, 1, 1) {
+            v += 1;
+        }
+        let x = u as u64 + t * v;
+        let negative = bernoulli(bits, 1, 2);
+        if negative && x == 0 {
+            continue;
+        }
+        let x = x.min(i64::MAX as u64) as i64;
+        return if negative { -x } else { x };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand_core::SeedableRng;
+
+    fn rng() -> RandomBits {
+        RandomBits::new(ChaCha20Rng::from_seed([7; 32]))
+    }
+
+    #[test]
+    fn the_proposal_scale_is_floor_sigma_plus_one() {
+        for (num, den, t) in
+            [(1, 2, 1), (1, 1, 2), (3, 1, 2), (4, 1, 3), (99, 1, 10), (100, 1, 11), (1 << 40, 1 << 16, 4097)]
+        {
+            assert_eq!(DiscreteGaussian::new(num, den).unwrap().t, t, "{num}/{den}");
+        }
+        for (num, den) in [(0, 1), (1, 0), (1, 1 << 17), (1 << 40, 1)] {
+            assert!(DiscreteGaussian::new(num, den).is_err(), "{num}/{den}");
+        }
+    }
+
+    #[test]
+    fn known_answers_agree_with_an_independent_implementation() {
+        // secagg/tests/reference/discrete_gaussian.py: the same algorithms
+        // in Python's integers, over the same ChaCha20 stream.
+        let cases: [(u8, u64, u64, [i64; 12]); 4] = [
+            (7, 1, 2, [-1, 1, 0, -1, 0, 0, -2, 0, 1, -1, 0, 0]),
+            (7, 2, 1, [1, 2, -3, -1, -1, 0, 0, -1, 1, 3, -2, 2]),
+            (8, 10_000, 3, [38, -86, 36, -38, -25, -39, -7, 18, 14, 38, -10, -14]),
+            (9, 1_000_000, 1, [-611, -15, -413, 530, 2167, -495, 210, -1003, -351, -558, -635, -1439]),
+        ];
+        for (seed, num, den, want) in cases {
+            let g = DiscreteGaussian::new(num, den).unwrap();
+            let mut r = RandomBits::new(ChaCha20Rng::from_seed([seed; 32]));
+            let got: Vec<i64> = (0..12).map(|_| g.sample(&mut r)).collect();
+            assert_eq!(got, want, "seed {seed}, sigma^2 = {num}/{den}");
+        }
+    }
+
+    #[test]
+    fn bernoulli_exp_has_its_probability() {
+        let mut r = rng();
+        for (num, den) in [(0u128, 1u128), (1, 3), (1, 1), (5, 2), (7, 1)] {
+            let n = 200_000;
+            let hits = (0..n).filter(|_| bernoulli_exp(&mut r, num, den)).count() as f64;
+            let p = (-(num as f64) / den as f64).exp();
+            let sd = (p * (1.0 - p) / n as f64).sqrt().max(1e-9);
+            assert!((hits / n as f64 - p).abs() < 5.0 * sd + 1e-9, "exp(-{num}/{den}): {} vs {p}", hits / n as f64);
+        }
+    }
+
+    #[test]
+    fn random_bits_read_the_generators_words_low_bits_first() {
+        let words: Vec<u64> = {
+            let mut g = ChaCha20Rng::from_seed([7; 32]);
+            (0..3).map(|_| g.next_u64()).collect()
+        };
+        let mut r = rng();
+        assert_eq!(r.take(3), words[0] & 7);
+        assert_eq!(r.take(64), words[0] >> 3 | (words[1] & 7) << 61);
+        assert_eq!(r.take(61), words[1] >> 3);
+        assert_eq!(r.take(64), words[2]);
+    }
+
+    #[test]
+    fn uniform_below_covers_its_range_evenly() {
+        let mut r = rng();
+        let mut counts = [0usize; 7];
+        for _ in 0..70_000 {
+            counts[uniform_below(&mut r, 7) as usize] += 1;
+        }
+        assert!(counts.iter().all(|&c| (9_500..10_500).contains(&c)), "{counts:?}");
+        let big = (1u128 << 100) + 12_345;
+        assert!((0..1000).all(|_| uniform_below(&mut r, big) < big));
+    }
+}
