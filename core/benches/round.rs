@@ -233,6 +233,7 @@ impl SecureFixture {
             threshold: (2 * k).div_ceil(3) as u32,
             neighbours: ids,
             vector_len: len as u64,
+            noise_multiplier: 0.0,
         };
         SecureFixture { peers, channels, setup }
     }

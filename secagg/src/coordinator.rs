@@ -19,6 +19,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use crate::csprng;
 use crate::graph::{self, Graph};
 use crate::keys::{self, AgreementKey, MaskSign, Purpose, RoundId};
+use crate::noise::NoiseTerms;
 use crate::quantize::{self, Quantization};
 use crate::shamir::{self, SHARE_VALUE_BYTES, SecretShare};
 use crate::wire::{
@@ -43,6 +44,16 @@ pub struct RoundConfig {
     pub threshold_fraction: f64,
     /// The update's length (the model's parameter count).
     pub vector_len: usize,
+    /// Distributed noise the devices add (multiplier 0: none). The
+    /// coordinator's honest fraction sizes its wrap check and the fewest
+    /// survivors it unmasks: ceil(fraction * cohort), below which the sum
+    /// would carry less noise than announced.
+    pub noise: NoiseTerms,
+}
+
+impl RoundConfig {
+    /// No distributed noise.
+    pub const NO_NOISE: NoiseTerms = NoiseTerms { multiplier: 0.0, honest_fraction: 1.0 };
 }
 
 /// Why a round cannot go on.
@@ -165,7 +176,12 @@ impl CoordinatorRound {
         if distinct.len() != cohort.len() || cohort.len() < 3 {
             return Err(RoundError::Cohort(cohort.len()));
         }
-        config.quantization.check().map_err(|e| RoundError::Terms(e.to_string()))?;
+        if !config.noise.valid() {
+            return Err(RoundError::Terms("the noise multiplier or the honest fraction is out of range".into()));
+        }
+        let q = &config.quantization;
+        let sum_noise_std = config.noise.sum_std(cohort.len() as u32, q.max_cohort) * q.clip_norm * q.scale;
+        q.check_with_noise(sum_noise_std).map_err(|e| RoundError::Terms(e.to_string()))?;
         if cohort.len() > config.quantization.max_cohort as usize {
             return Err(RoundError::Terms(format!("{} devices, above the max cohort", cohort.len())));
         }
@@ -208,7 +224,13 @@ impl CoordinatorRound {
     /// of surviving neighbours, so the round needs at least the smallest
     /// threshold plus one.
     fn needed(&self) -> usize {
-        self.thresholds.values().copied().min().unwrap_or(2) + 1
+        let shares = self.thresholds.values().copied().min().unwrap_or(2) + 1;
+        if self.config.noise.multiplier > 0.0 {
+            // Fewer survivors would sum to less noise than announced.
+            shares.max(self.config.noise.honest(self.graph.len() as u32) as usize)
+        } else {
+            shares
+        }
     }
 
     /// Closes the stage under way (devices that did not answer are
@@ -268,6 +290,7 @@ impl CoordinatorRound {
             threshold: self.thresholds[&node] as u32,
             neighbours: self.graph[&node].clone(),
             vector_len: self.config.vector_len as u64,
+            noise_multiplier: self.config.noise.multiplier,
         }
     }
 

@@ -10,7 +10,9 @@
 //!    sends each neighbour its pair of shares, sealed under their channel
 //!    key.
 //! 3. **Masked input** (the shares its neighbours sealed for it, and the
-//!    update): it quantizes the clipped update and adds its self mask and,
+//!    update): it quantizes the clipped update, adds its share of the
+//!    round's noise when the round asks for one (`crate::noise`, sized by
+//!    the device's own honest fraction), then its self mask and,
 //!    for each neighbour that sent shares, the pair's mask (the lower id
 //!    adds it, the higher subtracts it, so each pair cancels in the sum).
 //! 4. **Unmask** (which of those neighbours survived, which dropped): for a
@@ -26,6 +28,7 @@ use prost::Message;
 
 use crate::csprng;
 use crate::keys::{self, AgreementKey, KeyError, MaskSign, Purpose, RoundId, Seed};
+use crate::noise::{DiscreteGaussian, NoiseTerms, RandomBits};
 use crate::quantize::{self, Quantization, QuantizeError};
 use crate::shamir::{self, SHARE_VALUE_BYTES, SecretShare, ShamirError};
 use crate::wire::{
@@ -46,11 +49,21 @@ pub struct DevicePolicy {
     /// The most neighbours a device takes (each costs a key agreement, two
     /// shares and a mask).
     pub max_neighbours: usize,
+    /// The fraction of a round's cohort this device counts on to be honest
+    /// and to survive, when it sizes its share of distributed noise: its
+    /// share is (z C s)^2 / ceil(fraction * cohort), so those devices'
+    /// shares alone carry the announced noise.
+    pub honest_fraction: f64,
 }
 
 impl Default for DevicePolicy {
     fn default() -> Self {
-        DevicePolicy { min_cohort: 10, min_threshold_fraction: 2.0 / 3.0, max_neighbours: 1000 }
+        DevicePolicy {
+            min_cohort: 10,
+            min_threshold_fraction: 2.0 / 3.0,
+            max_neighbours: 1000,
+            honest_fraction: 2.0 / 3.0,
+        }
     }
 }
 
@@ -84,6 +97,8 @@ pub enum Refusal {
     Sharing(#[from] ShamirError),
     #[error("the system random generator failed")]
     Random,
+    #[error("the noise terms are refused: {0}")]
+    Noise(String),
     #[error("this round was refused before")]
     Aborted,
 }
@@ -141,6 +156,8 @@ pub struct DeviceRound {
     peers: BTreeMap<u64, Peer>,
     self_seed: Seed,
     received: BTreeMap<u64, Received>,
+    /// This device's share of the round's noise, when the round asks for one.
+    noise: Option<DiscreteGaussian>,
 }
 
 impl std::fmt::Debug for DeviceRound {
@@ -190,7 +207,22 @@ impl DeviceRound {
             clip_norm: setup.clip_norm,
             max_cohort: setup.max_cohort,
         };
-        quantization.check()?;
+        let terms = NoiseTerms { multiplier: setup.noise_multiplier, honest_fraction: policy.honest_fraction };
+        if !terms.valid() {
+            return Err(Refusal::Noise(format!(
+                "a multiplier of {} with an honest fraction of {}",
+                setup.noise_multiplier, policy.honest_fraction
+            )));
+        }
+        let noise = if terms.multiplier > 0.0 {
+            let variance = terms.share_variance(setup.clip_norm, setup.scale, setup.cohort);
+            Some(DiscreteGaussian::at_least(variance).map_err(|e| Refusal::Noise(e.to_string()))?)
+        } else {
+            None
+        };
+        // The sum must hold every device's share too.
+        let sum_noise_std = terms.sum_std(setup.cohort, setup.max_cohort) * setup.clip_norm * setup.scale;
+        quantization.check_with_noise(sum_noise_std)?;
         if setup.max_cohort < setup.cohort {
             return Err(QuantizeError::CanWrap {
                 cohort: setup.cohort,
@@ -219,6 +251,7 @@ impl DeviceRound {
             peers: BTreeMap::new(),
             self_seed: [0; 32],
             received: BTreeMap::new(),
+            noise,
         };
         Ok((round, keys))
     }
@@ -291,7 +324,8 @@ impl DeviceRound {
 
     /// Stage 3: the shares the neighbours sealed for this device, and the
     /// clipped update (norm at most the round's clip norm); the masked,
-    /// quantized update out.
+    /// quantized update out, with this device's noise share added before
+    /// the masks when the round asks for one.
     pub fn masked_input(&mut self, shares: &[SealedShare], update: &[f32]) -> Result<MaskedVector, Refusal> {
         self.masked_input_quantized(shares, |q| q.quantize(update).map_err(Refusal::from), update.len())
     }
@@ -314,6 +348,10 @@ impl DeviceRound {
                 return Err(Refusal::VectorLength { got: vector.len() as u64, want: round.vector_len as u64 });
             }
             let bits = round.quantization.bits;
+            if let Some(noise) = &round.noise {
+                let mut random = RandomBits::new(csprng::system_seeded()?);
+                noise.add_to(&mut random, &mut vector, bits);
+            }
             keys::apply_mask(&round.self_seed, bits, &mut vector, MaskSign::Add);
             for &peer in round.received.keys() {
                 let public = &round.peers[&peer].mask;
@@ -399,5 +437,11 @@ impl DeviceRound {
     /// The round's terms for integers.
     pub fn quantization(&self) -> &Quantization {
         &self.quantization
+    }
+
+    /// This device's share of the round's noise (None: the round asks for
+    /// none).
+    pub fn noise(&self) -> Option<&DiscreteGaussian> {
+        self.noise.as_ref()
     }
 }

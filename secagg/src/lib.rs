@@ -31,4 +31,5 @@ pub mod wire;
 
 pub use coordinator::{Aggregate, CoordinatorRound, Rejected, RoundConfig, RoundError, RoundStage};
 pub use device::{DevicePolicy, DeviceRound, Refusal};
+pub use noise::NoiseTerms;
 pub use quantize::Quantization;

@@ -26,6 +26,51 @@ pub struct DiscreteGaussian {
     t: u64,
 }
 
+/// The noise a round asks of its devices (distributed DP): each device
+/// adds a discrete Gaussian share to its quantized update before masking,
+/// sized so that the shares of the honest part of the cohort alone sum to
+/// noise of standard deviation `multiplier * clip_norm` (in the update's
+/// units), whatever the others do. The coordinator adds nothing and cannot
+/// take any out.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct NoiseTerms {
+    /// z: the std of the honest devices' summed noise, in clip norms.
+    pub multiplier: f64,
+    /// The fraction of the cohort assumed honest and surviving (the app's
+    /// choice on the device, 2/3 by default; the coordinator's for its
+    /// wrap margin).
+    pub honest_fraction: f64,
+}
+
+impl NoiseTerms {
+    /// How many of `cohort` devices are counted on: ceil(fraction * cohort).
+    pub fn honest(&self, cohort: u32) -> u32 {
+        ((self.honest_fraction * cohort as f64).ceil() as u32).clamp(1, cohort.max(1))
+    }
+
+    /// One device's share, as a variance in the quantized units (clip norm
+    /// `clip_norm`, scale `scale`): (z C s)^2 / honest.
+    pub fn share_variance(&self, clip_norm: f64, scale: f64, cohort: u32) -> f64 {
+        (self.multiplier * clip_norm * scale).powi(2) / self.honest(cohort) as f64
+    }
+
+    /// The std of the noise when all of `max_cohort` devices add their
+    /// share, in clip norms (for the wrap margin): z sqrt(max / honest).
+    pub fn sum_std(&self, cohort: u32, max_cohort: u32) -> f64 {
+        self.multiplier * (max_cohort as f64 / self.honest(cohort) as f64).sqrt()
+    }
+
+    /// Whether the terms can be used: z finite and at least 0, the fraction
+    /// in (0, 1].
+    pub fn valid(&self) -> bool {
+        self.multiplier.is_finite()
+            && self.multiplier >= 0.0
+            && self.honest_fraction.is_finite()
+            && self.honest_fraction > 0.0
+            && self.honest_fraction <= 1.0
+    }
+}
+
 /// Terms the sampler cannot hold exactly.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum NoiseError {
@@ -54,6 +99,19 @@ impl DiscreteGaussian {
             s -= 1;
         }
         Ok(DiscreteGaussian { num, den, t: s + 1 })
+    }
+
+    /// The discrete Gaussian of variance parameter at least `variance`
+    /// (rounded up to a multiple of 2^-16).
+    pub fn at_least(variance: f64) -> Result<Self, NoiseError> {
+        let scaled = (variance * MAX_DENOMINATOR as f64).ceil();
+        if !(scaled >= 1.0 && scaled < (MAX_VARIANCE * MAX_DENOMINATOR) as f64) {
+            return Err(NoiseError::Variance {
+                num: scaled.max(0.0).min(u64::MAX as f64) as u64,
+                den: MAX_DENOMINATOR,
+            });
+        }
+        DiscreteGaussian::new(scaled as u64, MAX_DENOMINATOR)
     }
 
     /// The variance parameter sigma^2 as a float (for reports; the

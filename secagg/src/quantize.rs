@@ -6,7 +6,9 @@
 //! modulo 2^b), so the update must be integers first. The round announces
 //! b, the scale s and the largest cohort n it will sum; a device checks
 //! that the sum of n updates clipped to C cannot wrap,
-//! `n * (C * s + 1) < 2^(b - 1)`, before it quantizes anything.
+//! `n * (C * s + 1) < 2^(b - 1)`, before it quantizes anything (with
+//! distributed noise, also leaving room for [`NOISE_MARGIN`] standard
+//! deviations of the summed noise).
 //!
 //! Rounding is stochastic (up with probability equal to the fraction), so
 //! it is unbiased: `E[q(x)] = s * x`. Its error on one coordinate of the
@@ -41,6 +43,11 @@ pub enum QuantizeError {
     Random,
 }
 
+/// Standard deviations of a sum's noise kept clear of wrapping: a
+/// coordinate's noise passes 7 standard deviations with probability about
+/// 2.6e-12 (and then wraps that coordinate alone).
+pub const NOISE_MARGIN: f64 = 7.0;
+
 /// The terms a round announces for its integers.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Quantization {
@@ -60,12 +67,28 @@ impl Quantization {
     /// `clip_norm` sum without wrapping modulo 2^bits, with a margin of one
     /// bit's worth for the stochastic rounding.
     pub fn largest_scale(bits: u32, clip_norm: f64, max_cohort: u32) -> f64 {
-        let room = 2f64.powi(bits as i32 - 1) / max_cohort.max(1) as f64 - 2.0;
-        (room / clip_norm).max(0.0)
+        Quantization::largest_scale_with_noise(bits, clip_norm, max_cohort, 0.0)
+    }
+
+    /// As [`Self::largest_scale`], when the sum also carries noise of
+    /// standard deviation `noise_std * clip_norm` (in the update's units):
+    /// room is left for [`NOISE_MARGIN`] standard deviations of it.
+    pub fn largest_scale_with_noise(bits: u32, clip_norm: f64, max_cohort: u32, noise_std: f64) -> f64 {
+        let n = max_cohort.max(1) as f64;
+        let room = 2f64.powi(bits as i32 - 1) - 2.0 * n;
+        (room / (clip_norm * (n + NOISE_MARGIN * noise_std.max(0.0)))).max(0.0)
     }
 
     /// Checks the terms: a device refuses a round whose sum could wrap.
     pub fn check(&self) -> Result<(), QuantizeError> {
+        self.check_with_noise(0.0)
+    }
+
+    /// As [`Self::check`], for a sum that also carries noise of standard
+    /// deviation `sum_noise_std` in the quantized units: the sum of
+    /// `max_cohort` updates plus [`NOISE_MARGIN`] standard deviations of
+    /// the noise must not wrap.
+    pub fn check_with_noise(&self, sum_noise_std: f64) -> Result<(), QuantizeError> {
         if !(8..=32).contains(&self.bits) {
             return Err(QuantizeError::Bits(self.bits));
         }
@@ -80,8 +103,8 @@ impl Quantization {
         }
         // Each rounded coordinate is at most C s + 1 in magnitude; the
         // signed sum must stay within (-2^(b-1), 2^(b-1)).
-        let worst = self.max_cohort as f64 * (self.clip_norm * self.scale + 1.0);
-        if worst >= 2f64.powi(self.bits as i32 - 1) {
+        let worst = self.max_cohort as f64 * (self.clip_norm * self.scale + 1.0) + NOISE_MARGIN * sum_noise_std;
+        if sum_noise_std.is_nan() || sum_noise_std < 0.0 || worst >= 2f64.powi(self.bits as i32 - 1) {
             return Err(QuantizeError::CanWrap {
                 cohort: self.max_cohort,
                 clip_norm: self.clip_norm,

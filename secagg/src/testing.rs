@@ -36,7 +36,15 @@ fn config(n: usize) -> RoundConfig {
         clip_norm: 1.0,
         max_cohort: n as u32,
     };
-    RoundConfig { run_id: 3, round: 1, quantization, degree: 40, threshold_fraction: 2.0 / 3.0, vector_len: LEN }
+    RoundConfig {
+        run_id: 3,
+        round: 1,
+        quantization,
+        degree: 40,
+        threshold_fraction: 2.0 / 3.0,
+        vector_len: LEN,
+        noise: RoundConfig::NO_NOISE,
+    }
 }
 
 /// The update every honest device sends.

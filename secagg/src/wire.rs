@@ -40,6 +40,10 @@ pub struct Setup {
     /// The length of the update (the model's parameter count).
     #[prost(uint64, tag = "10")]
     pub vector_len: u64,
+    /// Distributed noise: the std of the honest devices' summed noise, in
+    /// clip norms (0: the devices add none).
+    #[prost(double, tag = "11")]
+    pub noise_multiplier: f64,
 }
 
 /// Device to coordinator: its two public keys for the round.

@@ -25,6 +25,7 @@ fn setup_for(node: u64) -> Setup {
         threshold: 8, // 2/3 of 11, rounded up
         neighbours,
         vector_len: LEN as u64,
+        noise_multiplier: 0.0,
     }
 }
 
@@ -111,6 +112,32 @@ fn setup_terms_below_the_policy_are_refused() {
         refused_setup(Setup { vector_len: 51, ..setup_for(1) }),
         Refusal::VectorLength { got: 51, want: LEN as u64 }
     );
+}
+
+#[test]
+fn noise_terms_the_device_cannot_keep_are_refused() {
+    // Not a multiplier.
+    for z in [f64::NAN, -1.0, f64::INFINITY] {
+        assert!(matches!(refused_setup(Setup { noise_multiplier: z, ..setup_for(1) }), Refusal::Noise(_)), "{z}");
+    }
+    // The scale of a noiseless round leaves no room for the noise in the
+    // sum: it could wrap.
+    assert!(matches!(refused_setup(Setup { noise_multiplier: 1.0, ..setup_for(1) }), Refusal::Quantization(_)));
+    // At a scale with room for it, the device takes its share, sized by its
+    // own honest fraction whatever the coordinator assumed: (z C s)^2 /
+    // ceil(h * 12).
+    let room = Quantization::largest_scale_with_noise(16, 1.0, 100, 100f64.sqrt());
+    let setup = Setup { noise_multiplier: 1.0, scale: room, ..setup_for(1) };
+    for (h, honest) in [(2.0 / 3.0, 8.0), (0.5, 6.0)] {
+        let policy = DevicePolicy { honest_fraction: h, ..policy() };
+        let (round, _) = DeviceRound::setup(&policy, 1, LEN, &setup).unwrap();
+        let want = (room * room) / honest;
+        let got = round.noise().unwrap().variance();
+        assert!(got >= want && got - want <= 1.0 / 65536.0, "{got} vs {want}");
+    }
+    // A policy fraction outside (0, 1] is refused too.
+    let policy = DevicePolicy { honest_fraction: 0.0, ..policy() };
+    assert!(matches!(DeviceRound::setup(&policy, 1, LEN, &setup), Err(Refusal::Noise(_))));
 }
 
 #[test]

@@ -5,8 +5,8 @@ mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use common::{Drop, config, expected_sum, run, update};
-use hearth_secagg::RoundError;
+use common::{Drop, config, expected_sum, run, run_configured, update};
+use hearth_secagg::{NoiseTerms, Quantization, RoundError};
 
 #[test]
 fn with_no_dropout_the_sum_is_exact() {
@@ -85,4 +85,63 @@ fn bad_replies_are_refused_and_the_round_goes_on() {
     assert_eq!(aggregate.sum, expected_sum(&outcome, &aggregate.survivors));
     assert_eq!(aggregate.rejected.len(), 12);
     assert_eq!(aggregate.dropped.iter().map(Vec::len).collect::<Vec<_>>(), vec![1, 1, 1, 1]);
+}
+
+/// A config whose devices add distributed noise (z = 1, 2/3 honest), at
+/// the largest scale that leaves room for it.
+fn noisy(n: usize, degree: usize) -> hearth_secagg::RoundConfig {
+    let noise = NoiseTerms { multiplier: 1.0, honest_fraction: 2.0 / 3.0 };
+    let mut c = config(n, degree);
+    let q = &mut c.quantization;
+    q.max_cohort = n as u32;
+    q.scale =
+        Quantization::largest_scale_with_noise(q.bits, q.clip_norm, q.max_cohort, noise.sum_std(n as u32, n as u32));
+    c.noise = noise;
+    c
+}
+
+#[test]
+fn with_distributed_noise_the_sum_carries_every_devices_share() {
+    let n = 12;
+    let config = noisy(n, 100);
+    let outcome = run_configured(config.clone(), n, &BTreeMap::new(), &update);
+    let aggregate = outcome.result.as_ref().unwrap();
+    assert_eq!(aggregate.survivors.len(), n);
+    // What the sum holds beyond the devices' own quantized updates: their
+    // noise shares, each of variance (z C s)^2 / ceil(2/3 n).
+    let exact = expected_sum(&outcome, &aggregate.survivors);
+    let q = &config.quantization;
+    let noise: Vec<f64> = aggregate
+        .sum
+        .iter()
+        .zip(&exact)
+        .map(|(&got, &want)| {
+            let d = got.wrapping_sub(want) & ((1 << q.bits) - 1);
+            if d >= 1 << (q.bits - 1) { d as f64 - (1u64 << q.bits) as f64 } else { d as f64 }
+        })
+        .collect();
+    let variance = noise.iter().map(|v| v * v).sum::<f64>() / noise.len() as f64;
+    let want = n as f64 * config.noise.share_variance(q.clip_norm, q.scale, n as u32);
+    // 300 coordinates: the sample variance is within 35% (5 of its
+    // standard deviations, sqrt(2/300) each) of the true one.
+    assert!((variance / want - 1.0).abs() < 0.35, "noise variance {variance:.0}, announced {want:.0}");
+    // In the update's units: the honest 8 devices' shares alone give z C.
+    let honest_std = (8.0 * config.noise.share_variance(q.clip_norm, q.scale, n as u32)).sqrt() / q.scale;
+    assert!((honest_std - 1.0).abs() < 1e-3, "{honest_std}");
+}
+
+#[test]
+fn with_distributed_noise_too_few_survivors_fail_the_round_before_any_unmasking() {
+    // 30 devices of degree 8 (threshold 6 of 8): the shares would allow 7
+    // survivors, but the noise was sized for ceil(2/3 * 30) = 20 of them.
+    let n = 30;
+    let cohort: Vec<u64> = (1..=n as u64).map(|i| i * 1000 + 7).collect();
+    let drops: BTreeMap<u64, Drop> = cohort.iter().take(11).map(|&node| (node, Drop::AfterShares)).collect();
+    let outcome = run_configured(noisy(n, 8), n, &drops, &update);
+    match outcome.result {
+        Err(RoundError::TooFewSurvivors { survivors: 19, needed: 20, .. }) => {}
+        other => panic!("{other:?}"),
+    }
+    // Nothing was asked of the devices after their masked vectors.
+    assert!(outcome.received.iter().all(|(stage, _, _)| *stage < 3));
 }

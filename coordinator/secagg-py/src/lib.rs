@@ -6,7 +6,7 @@
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
-use secagg::{CoordinatorRound, Quantization, RoundConfig};
+use secagg::{CoordinatorRound, NoiseTerms, Quantization, RoundConfig};
 
 /// One round of secure aggregation, coordinator side.
 #[pyclass(module = "hearth_secagg")]
@@ -18,9 +18,11 @@ struct Round {
 #[pymethods]
 impl Round {
     /// A round over `cohort` (node ids). `scale` 0 takes the largest that
-    /// cannot wrap (`largest_scale`).
+    /// cannot wrap (`largest_scale`, with room for the devices' noise).
+    /// `noise_multiplier` > 0 asks each device for a share of distributed
+    /// noise, sized for `honest_fraction` of the cohort.
     #[new]
-    #[pyo3(signature = (*, run_id, round, bits, clip_norm, max_cohort, degree, threshold_fraction, vector_len, cohort, scale = 0.0))]
+    #[pyo3(signature = (*, run_id, round, bits, clip_norm, max_cohort, degree, threshold_fraction, vector_len, cohort, scale = 0.0, noise_multiplier = 0.0, honest_fraction = 2.0 / 3.0))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         run_id: u64,
@@ -33,10 +35,18 @@ impl Round {
         vector_len: usize,
         cohort: Vec<u64>,
         scale: f64,
+        noise_multiplier: f64,
+        honest_fraction: f64,
     ) -> PyResult<Self> {
-        let scale = if scale > 0.0 { scale } else { Quantization::largest_scale(bits, clip_norm, max_cohort) };
+        let noise = NoiseTerms { multiplier: noise_multiplier, honest_fraction };
+        let scale = if scale > 0.0 {
+            scale
+        } else {
+            let noise_std = if noise.valid() { noise.sum_std(cohort.len() as u32, max_cohort) } else { 0.0 };
+            Quantization::largest_scale_with_noise(bits, clip_norm, max_cohort, noise_std)
+        };
         let quantization = Quantization { bits, scale, clip_norm, max_cohort };
-        let config = RoundConfig { run_id, round, quantization, degree, threshold_fraction, vector_len };
+        let config = RoundConfig { run_id, round, quantization, degree, threshold_fraction, vector_len, noise };
         let inner = CoordinatorRound::new(config, &cohort).map_err(|e| PyValueError::new_err(e.to_string()))?;
         Ok(Round { inner: Some(inner), quantization })
     }

@@ -32,7 +32,15 @@ pub fn config(n: usize, degree: usize) -> RoundConfig {
     let quantization =
         Quantization { bits, scale: Quantization::largest_scale(bits, clip_norm, 1000), clip_norm, max_cohort: 1000 };
     let _ = n;
-    RoundConfig { run_id: 9, round: 2, quantization, degree, threshold_fraction: 2.0 / 3.0, vector_len: LEN }
+    RoundConfig {
+        run_id: 9,
+        round: 2,
+        quantization,
+        degree,
+        threshold_fraction: 2.0 / 3.0,
+        vector_len: LEN,
+        noise: RoundConfig::NO_NOISE,
+    }
 }
 
 /// A device's update: deterministic per node, norm below 1.
@@ -62,8 +70,18 @@ pub fn run(n: usize, degree: usize, drops: &BTreeMap<u64, Drop>) -> Outcome {
 /// A round of `n` devices (node ids `i * 1000 + 7`), each sending
 /// `update(node)`, where `drops` stop answering.
 pub fn run_with(n: usize, degree: usize, drops: &BTreeMap<u64, Drop>, update: &dyn Fn(u64) -> Vec<f32>) -> Outcome {
+    run_configured(config(n, degree), n, drops, update)
+}
+
+/// As [`run_with`], under `config`.
+pub fn run_configured(
+    config: RoundConfig,
+    n: usize,
+    drops: &BTreeMap<u64, Drop>,
+    update: &dyn Fn(u64) -> Vec<f32>,
+) -> Outcome {
     let cohort: Vec<u64> = (1..=n as u64).map(|i| i * 1000 + 7).collect();
-    let mut coordinator = CoordinatorRound::new(config(n, degree), &cohort).unwrap();
+    let mut coordinator = CoordinatorRound::new(config, &cohort).unwrap();
     let policy = DevicePolicy::default();
     let mut devices: BTreeMap<u64, DeviceRound> = BTreeMap::new();
     let mut quantized = BTreeMap::new();
