@@ -41,7 +41,17 @@ pub enum QuantizeError {
     Packing(usize, usize, u32),
     #[error("the system random generator failed")]
     Random,
+    #[error("{0} roundings in a row passed the norm bound")]
+    Rounding(usize),
 }
+
+/// Conditional randomized rounding's beta (the paper's experiments use
+/// exp(-1/2)): a rounding above the bound is drawn again.
+pub const ROUNDING_BETA: f64 = 0.606_530_659_712_633_4;
+
+/// Draws of a rounding before giving up (each passes the bound with
+/// probability at most beta: 100 all do with probability below 1e-21).
+const MAX_ROUNDINGS: usize = 100;
 
 /// Standard deviations of a sum's noise kept clear of wrapping: a
 /// coordinate's noise passes 7 standard deviations with probability about
@@ -128,24 +138,50 @@ impl Quantization {
 
     /// As [`Self::quantize`], with the random words from `next_u64` (tests
     /// pass a seeded generator; the product always uses the CSPRNG).
+    ///
+    /// The rounding is conditional (Kairouz, Liu, Steinke, ICML 2021,
+    /// section 4.1): one whose L2 norm passes [`Self::rounded_l2_bound`] is
+    /// drawn again, so the sensitivity the accountant uses holds for every
+    /// update sent. A draw passes the bound with probability at most
+    /// [`ROUNDING_BETA`].
     pub fn quantize_with(&self, x: &[f32], mut next_u64: impl FnMut() -> u64) -> Result<Vec<u32>, QuantizeError> {
         self.check()?;
-        let mask = self.mask();
-        let mut out = Vec::with_capacity(x.len());
-        for &v in x {
-            let v = v as f64;
-            if !v.is_finite() || v.abs() > self.clip_norm * (1.0 + 1e-6) {
-                return Err(QuantizeError::OutOfRange);
-            }
-            let y = v * self.scale;
-            let low = y.floor();
-            // Up with probability y - floor(y), from 53 random bits.
-            let u = (next_u64() >> 11) as f64 / (1u64 << 53) as f64;
-            let rounded: f64 = if u < y - low { low + 1.0 } else { low };
-            let rounded = rounded as i64;
-            out.push((rounded as u64 & mask) as u32);
+        if x.iter().any(|&v| !(v as f64).is_finite() || (v as f64).abs() > self.clip_norm * (1.0 + 1e-6)) {
+            return Err(QuantizeError::OutOfRange);
         }
-        Ok(out)
+        let mask = self.mask();
+        let bound = self.rounded_l2_bound(x.len());
+        let mut out = Vec::with_capacity(x.len());
+        for _ in 0..MAX_ROUNDINGS {
+            out.clear();
+            let mut norm2 = 0.0;
+            for &v in x {
+                let y = v as f64 * self.scale;
+                let low = y.floor();
+                // Up with probability y - floor(y), from 53 random bits.
+                let u = (next_u64() >> 11) as f64 / (1u64 << 53) as f64;
+                let rounded: f64 = if u < y - low { low + 1.0 } else { low };
+                norm2 += rounded * rounded;
+                out.push((rounded as i64 as u64 & mask) as u32);
+            }
+            if norm2 <= bound * bound {
+                return Ok(out);
+            }
+        }
+        Err(QuantizeError::Rounding(MAX_ROUNDINGS))
+    }
+
+    /// The largest L2 norm of a quantized update of `dim` values (in the
+    /// quantized units): the smaller of `C s + sqrt(d)` (any rounding) and
+    /// Kairouz et al.'s bound for conditional rounding at [`ROUNDING_BETA`],
+    /// `sqrt((C s)^2 + d/4 + sqrt(2 ln(1/beta)) (C s + sqrt(d)/2))`. The
+    /// sensitivity of a round's sum to one device.
+    pub fn rounded_l2_bound(&self, dim: usize) -> f64 {
+        let c = self.clip_norm * self.scale;
+        let d = dim as f64;
+        let any = c + d.sqrt();
+        let conditional = (c * c + d / 4.0 + (2.0 * (1.0 / ROUNDING_BETA).ln()).sqrt() * (c + d.sqrt() / 2.0)).sqrt();
+        any.min(conditional)
     }
 
     /// `acc += v` modulo 2^bits, element by element.
@@ -275,6 +311,32 @@ mod tests {
         let q = terms(16, 100);
         assert_eq!(q.quantize(&[0.5, 1.5]), Err(QuantizeError::OutOfRange));
         assert_eq!(q.quantize(&[f32::NAN]), Err(QuantizeError::OutOfRange));
+    }
+
+    #[test]
+    fn every_rounding_sent_is_within_the_norm_bound_the_accountant_uses() {
+        let q = terms(20, 100);
+        let len = 1_000;
+        // At the clip norm, roundings are within the bound (drawn again
+        // when not: they cost the accountant nothing beyond it).
+        let x = update(len, 3, 1.0);
+        let bound = q.rounded_l2_bound(len);
+        assert!(bound < q.clip_norm * q.scale + (len as f64).sqrt(), "the conditional bound is the tighter one");
+        for seed in 0..50 {
+            let mut rng = Seeded::new(seed);
+            let v = q.quantize_with(&x, || rng.next_u64()).unwrap();
+            let norm2: f64 = v
+                .iter()
+                .map(|&u| if u >= 1 << 19 { u as f64 - (1u64 << 20) as f64 } else { u as f64 })
+                .map(|f| f * f)
+                .sum();
+            assert!(norm2.sqrt() <= bound, "{} > {bound}", norm2.sqrt());
+        }
+        // A generator that always rounds away from zero on the positive
+        // side (every value up) passes the bound every time: refused, not
+        // sent.
+        let up: Vec<f32> = vec![1.0 / (len as f32).sqrt() * 0.999; len];
+        assert_eq!(q.quantize_with(&up, || 0), Err(QuantizeError::Rounding(MAX_ROUNDINGS)));
     }
 
     #[test]
