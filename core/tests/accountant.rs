@@ -111,3 +111,68 @@ fn accountant_zero_sampling_spends_nothing_and_zero_noise_everything() {
     assert_eq!(accountant.compose(1.0, 2.0, 1), Err(AccountantError::SamplingRate(2.0)));
     assert_eq!(accountant.epsilon(0.0), Err(AccountantError::Delta(0.0)));
 }
+
+const DDG_FIXTURE: &str = include_str!("fixtures/ddg_epsilons.json");
+
+#[test]
+fn distributed_rounds_match_the_papers_accounting_within_one_percent() {
+    // tests/federated/ddg_fixture.py: Kairouz, Liu and Steinke's proposition
+    // 14 for the distributed discrete Gaussian (checked there against their
+    // reference implementation), converted by dp_accounting.
+    use hearth_core::federated::accountant::DistributedGaussian;
+    let fixture: Value = serde_json::from_str(DDG_FIXTURE).unwrap();
+    let cases = fixture["cases"].as_array().unwrap();
+    assert!(cases.len() >= 300, "{} cases", cases.len());
+    let mut failures = Vec::new();
+    for case in cases {
+        let round = DistributedGaussian {
+            noise_multiplier: case["noise_multiplier"].as_f64().unwrap(),
+            honest: case["honest"].as_u64().unwrap() as u32,
+            clip_norm: case["clip_norm"].as_f64().unwrap(),
+            scale: case["scale"].as_f64().unwrap(),
+            dimension: case["dimension"].as_u64().unwrap(),
+        };
+        let mut accountant = RdpAccountant::new();
+        accountant.compose_distributed(&round, case["rounds"].as_u64().unwrap()).unwrap();
+        let got = accountant.epsilon(case["delta"].as_f64().unwrap()).unwrap();
+        let want = case["epsilon"].as_f64().unwrap();
+        if ((got - want) / want).abs() > TOLERANCE {
+            failures.push(format!("{}: {got} vs {want}", case["name"].as_str().unwrap()));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} cases off by more than 1%:\n{}",
+        failures.len(),
+        cases.len(),
+        failures.join("\n")
+    );
+}
+
+#[test]
+fn a_distributed_round_costs_what_a_central_one_does_and_a_little_more() {
+    use hearth_core::federated::accountant::DistributedGaussian;
+    // 100 honest devices, z = 1, 20 bits: the rounding's extra sensitivity
+    // and the sum of discrete Gaussians cost a few percent over the
+    // continuous Gaussian of the same z.
+    let round =
+        DistributedGaussian { noise_multiplier: 1.0, honest: 100, clip_norm: 1.0, scale: 4828.0, dimension: 144_935 };
+    let mut distributed = RdpAccountant::new();
+    distributed.compose_distributed(&round, 10).unwrap();
+    let mut central = RdpAccountant::new();
+    central.compose(1.0, 1.0, 10).unwrap();
+    let (d, c) = (distributed.epsilon(1e-5).unwrap(), central.epsilon(1e-5).unwrap());
+    assert!(d > c && d < 1.1 * c, "distributed {d}, central {c}");
+    // No noise is infinite; nonsense terms are refused.
+    let mut a = RdpAccountant::new();
+    a.compose_distributed(&DistributedGaussian { noise_multiplier: 0.0, ..round }, 1).unwrap();
+    assert_eq!(a.epsilon(1e-5).unwrap(), f64::INFINITY);
+    for bad in [
+        DistributedGaussian { noise_multiplier: f64::NAN, ..round },
+        DistributedGaussian { honest: 0, ..round },
+        DistributedGaussian { scale: 0.0, ..round },
+        DistributedGaussian { dimension: 0, ..round },
+    ] {
+        assert!(RdpAccountant::new().compose_distributed(&bad, 1).is_err(), "{bad:?}");
+    }
+}

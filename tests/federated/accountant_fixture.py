@@ -52,8 +52,9 @@ def in_venv():
     return Path(sys.prefix).resolve() == VENV.resolve()
 
 
-def ensure_venv():
-    """Re-runs this script in the pinned venv, making it if needed."""
+def ensure_venv(script=None):
+    """Re-runs `script` (this one by default) in the pinned venv, making it
+    if needed."""
     if in_venv():
         return
     python = VENV / "bin" / "python"
@@ -66,7 +67,7 @@ def ensure_venv():
             check=True,
         )
         STAMP.write_text(wanted)
-    os.execv(str(python), [str(python), str(Path(__file__).resolve()), *sys.argv[1:]])
+    os.execv(str(python), [str(python), str(Path(script or __file__).resolve()), *sys.argv[1:]])
 
 
 def cases():

@@ -31,6 +31,7 @@ device.phone,device.tablet,device.tv,device.car,device.speaker,binge_watcher,aba
 # it with the pinned dp_accounting (its own venv, made once) and compare.
 echo "federated: dp_accounting fixture of the privacy accountant"
 python3 tests/federated/accountant_fixture.py --check
+python3 tests/federated/ddg_fixture.py --check
 
 # shellcheck source=flower.sh
 . tests/federated/flower.sh

@@ -52,6 +52,9 @@ pub enum AccountantError {
     /// RDP orders are finite and above 1.
     #[error("RDP orders must be finite and above 1, got {0}")]
     Order(f64),
+    /// A distributed round's terms that describe no mechanism.
+    #[error("distributed noise: {0}")]
+    Terms(&'static str),
 }
 
 /// The RDP orders `dp_accounting`'s `RdpAccountant` uses by default:
@@ -144,6 +147,19 @@ impl RdpAccountant {
         let count = rounds as f64;
         for (total, one) in self.rdp.iter_mut().zip(per_round) {
             *total += count * one;
+        }
+        Ok(())
+    }
+
+    /// Adds `rounds` rounds of the distributed discrete Gaussian. Nothing
+    /// changes on an error or when `rounds` is 0.
+    pub fn compose_distributed(&mut self, round: &DistributedGaussian, rounds: u64) -> Result<(), AccountantError> {
+        let per_round = round.rdp_curve(&self.orders)?;
+        if rounds == 0 {
+            return Ok(());
+        }
+        for (total, one) in self.rdp.iter_mut().zip(per_round) {
+            *total += rounds as f64 * one;
         }
         Ok(())
     }
@@ -266,6 +282,91 @@ fn log_a_frac(q: f64, sigma: f64, alpha: f64) -> f64 {
         last_s1 = log_s1;
     }
     f64::INFINITY
+}
+
+/// One round of the distributed discrete Gaussian (Kairouz, Liu, Steinke,
+/// ICML 2021): the devices quantize their clipped updates at scale `scale`
+/// (with conditional rounding, `hearth_secagg::quantize`) and each adds a
+/// discrete Gaussian share of variance (z C s)^2 / honest before masking,
+/// so the `honest` devices counted on sum to noise of std `z C s`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DistributedGaussian {
+    /// z: the std of the honest devices' summed noise, in clip norms.
+    pub noise_multiplier: f64,
+    /// How many devices' shares are counted on (ceil of the honest
+    /// fraction times the cohort).
+    pub honest: u32,
+    /// The clip norm C and the integers' scale s.
+    pub clip_norm: f64,
+    pub scale: f64,
+    /// The update's length d.
+    pub dimension: u64,
+}
+
+impl DistributedGaussian {
+    /// RDP at each of `orders` (each above 1) of one round, without
+    /// sampling amplification (no coordinator's sampling is trusted):
+    /// Proposition 14 of Kairouz et al. (arXiv:2102.06387), with the L2
+    /// sensitivity the conditional rounding bounds (`Quantization::
+    /// rounded_l2_bound`), the L1 sensitivity `D2 min(sqrt(d), D2)`, and
+    /// the gap between a sum of discrete Gaussians and one discrete
+    /// Gaussian of the summed variance, `tau = 10 sum_{k=1}^{n-1}
+    /// exp(-2 pi^2 sigma^2 k / (k + 1))` for n shares of variance sigma^2
+    /// (their theorem 1):
+    ///
+    /// `min(a/2 l2^2 + tau d, a/2 (l2^2 + 2 l1 tau + tau^2 d),
+    /// a/2 (l2 + sqrt(d) tau)^2)`, with l1 and l2 the sensitivities over
+    /// the summed noise's std. Infinite when z is 0.
+    pub fn rdp_curve(&self, orders: &[f64]) -> Result<Vec<f64>, AccountantError> {
+        let z = self.noise_multiplier;
+        if !(z.is_finite() && z >= 0.0) {
+            return Err(AccountantError::NoiseMultiplier(z));
+        }
+        if !(self.clip_norm.is_finite() && self.clip_norm > 0.0 && self.scale.is_finite() && self.scale > 0.0) {
+            return Err(AccountantError::Terms("the clip norm and the scale must be finite and above 0"));
+        }
+        if self.honest == 0 || self.dimension == 0 {
+            return Err(AccountantError::Terms("at least one honest device and one value"));
+        }
+        if let Some(&bad) = orders.iter().find(|a| !(a.is_finite() && **a > 1.0)) {
+            return Err(AccountantError::Order(bad));
+        }
+        if z == 0.0 {
+            return Ok(vec![f64::INFINITY; orders.len()]);
+        }
+        let q = hearth_secagg::Quantization {
+            bits: 32,
+            scale: self.scale,
+            clip_norm: self.clip_norm,
+            max_cohort: self.honest,
+        };
+        let d = self.dimension as f64;
+        let l2_sens = q.rounded_l2_bound(self.dimension as usize);
+        let l1_sens = l2_sens * d.sqrt().min(l2_sens);
+        let sigma = z * self.clip_norm * self.scale;
+        let share_var = sigma * sigma / self.honest as f64;
+        let mut tau = 0.0;
+        for k in 1..self.honest {
+            let k = k as f64;
+            let term = (-2.0 * PI * PI * share_var * k / (k + 1.0)).exp();
+            if term == 0.0 {
+                // The terms only fall with k.
+                break;
+            }
+            tau += term;
+        }
+        tau *= 10.0;
+        let (l1, l2) = (l1_sens / sigma, l2_sens / sigma);
+        Ok(orders
+            .iter()
+            .map(|&a| {
+                let one = a / 2.0 * l2 * l2 + tau * d;
+                let two = a / 2.0 * (l2 * l2 + 2.0 * l1 * tau + tau * tau * d);
+                let three = a / 2.0 * (l2 + d.sqrt() * tau).powi(2);
+                one.min(two).min(three)
+            })
+            .collect())
+    }
 }
 
 /// ln(e^x + e^y), exact when one side is e^-inf.

@@ -1,0 +1,180 @@
+#!/usr/bin/env python3
+"""Epsilons of distributed discrete Gaussian rounds, for the device's
+accountant in distributed mode (issue 17).
+
+Writes core/tests/fixtures/ddg_epsilons.json: for a grid of cohorts,
+honest fractions, bits, noise multipliers and round counts, the epsilon
+(and optimal order) of that many rounds of the distributed discrete
+Gaussian of Kairouz, Liu and Steinke (ICML 2021, arXiv:2102.06387):
+Proposition 14's RDP with the conditional-rounding L2 sensitivity of
+their section 4.1 (beta = exp(-1/2)), the L1 sensitivity D2 min(sqrt(d),
+D2) and theorem 1's tau for the sum of the honest devices' shares,
+without sampling amplification, converted to (epsilon, delta) by
+dp_accounting's compute_epsilon at dp_accounting's default orders. The
+scale is the largest a round of that cohort and bits can take with room
+for 7 standard deviations of the noise (hearth_secagg's
+largest_scale_with_noise). core/tests/accountant.rs checks hearth-core's
+accountant against it (within 1%).
+
+    python3 tests/federated/ddg_fixture.py           rewrite the fixture
+    python3 tests/federated/ddg_fixture.py --check   regenerate into a temporary
+        file and fail if any epsilon differs from the committed one by more
+        than 1e-9 relative (tests/federated/run.sh runs this)
+
+Runs in the venv of accountant_fixture.py (the pinned dp_accounting).
+"""
+
+import argparse
+import json
+import math
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import accountant_fixture as base  # noqa: E402
+
+REPO = base.REPO
+FIXTURE = REPO / "core" / "tests" / "fixtures" / "ddg_epsilons.json"
+TOLERANCE = 1e-9
+
+DIMENSION = 144_935  # the built-in model's parameters
+BETA = math.exp(-0.5)
+NOISE_MARGIN = 7.0
+COHORTS = [10, 100, 1000, 10000]
+HONEST_FRACTIONS = [1.0, 2.0 / 3.0, 0.5]
+BITS = [16, 20, 24]
+NOISE_MULTIPLIERS = [0.5, 1.0, 2.0]
+ROUNDS = [1, 10, 100]
+DELTA = 1e-5
+CLIP_NORM = 1.0
+
+
+def honest(fraction, cohort):
+    return min(max(math.ceil(fraction * cohort), 1), cohort)
+
+
+def largest_scale(bits, clip, cohort, noise_std):
+    room = 2.0 ** (bits - 1) - 2.0 * cohort
+    return max(room / (clip * (cohort + NOISE_MARGIN * noise_std)), 0.0)
+
+
+def l2_sensitivity(clip, scale, dim):
+    c = clip * scale
+    any_rounding = c + math.sqrt(dim)
+    conditional = math.sqrt(c * c + dim / 4.0 + math.sqrt(2.0 * math.log(1.0 / BETA)) * (c + math.sqrt(dim) / 2.0))
+    return min(any_rounding, conditional)
+
+
+def rdp_curve(orders, z, n_honest, clip, scale, dim):
+    """Proposition 14 at each order, for the honest devices' summed noise."""
+    l2_sens = l2_sensitivity(clip, scale, dim)
+    l1_sens = l2_sens * min(math.sqrt(dim), l2_sens)
+    sigma = z * clip * scale
+    share_var = sigma**2 / n_honest
+    tau = 0.0
+    for k in range(1, n_honest):
+        term = math.exp(-2.0 * math.pi**2 * share_var * k / (k + 1))
+        if term == 0.0:
+            break  # the terms only fall with k
+        tau += term
+    tau *= 10.0
+    l1, l2 = l1_sens / sigma, l2_sens / sigma
+    return [
+        min(
+            a / 2.0 * l2**2 + tau * dim,
+            a / 2.0 * (l2**2 + 2.0 * l1 * tau + tau**2 * dim),
+            a / 2.0 * (l2 + math.sqrt(dim) * tau) ** 2,
+        )
+        for a in orders
+    ]
+
+
+def cases():
+    for cohort in COHORTS:
+        for fraction in HONEST_FRACTIONS:
+            n_honest = honest(fraction, cohort)
+            for bits in BITS:
+                for z in NOISE_MULTIPLIERS:
+                    scale = largest_scale(bits, CLIP_NORM, cohort, z * math.sqrt(cohort / n_honest))
+                    if scale <= 0.0:
+                        continue
+                    for rounds in ROUNDS:
+                        yield {
+                            "name": f"n={cohort} h={fraction:.4f} b={bits} z={z} T={rounds}",
+                            "noise_multiplier": z,
+                            "honest": n_honest,
+                            "clip_norm": CLIP_NORM,
+                            "scale": scale,
+                            "dimension": DIMENSION,
+                            "rounds": rounds,
+                            "delta": DELTA,
+                        }
+
+
+def generate():
+    from importlib import metadata
+
+    from dp_accounting.rdp import RdpAccountant
+    from dp_accounting.rdp.rdp_privacy_accountant import compute_epsilon
+
+    orders = list(RdpAccountant()._orders)  # dp_accounting's default orders
+    out = []
+    for case in cases():
+        one = rdp_curve(orders, case["noise_multiplier"], case["honest"], case["clip_norm"], case["scale"], DIMENSION)
+        curve = [case["rounds"] * r for r in one]
+        epsilon, order = compute_epsilon(orders, curve, case["delta"])
+        if not math.isfinite(epsilon):
+            raise SystemExit(f"ddg fixture: {case['name']}: epsilon {epsilon}")
+        out.append({**case, "epsilon": float(epsilon), "order": float(order)})
+    return {"dp_accounting": metadata.version("dp-accounting"), "cases": out}
+
+
+def write(fixture, path):
+    lines = [
+        "{",
+        '  "generator": "tests/federated/ddg_fixture.py",',
+        f'  "dp_accounting": {json.dumps(fixture["dp_accounting"])},',
+        '  "mechanism": "distributed discrete Gaussian, Kairouz, Liu, Steinke 2021, proposition 14, conditional '
+        'rounding beta = exp(-1/2), no sampling amplification; compute_epsilon at dp_accounting default orders",',
+        '  "cases": [',
+    ]
+    lines += [f"    {json.dumps(case)}," for case in fixture["cases"]]
+    lines[-1] = lines[-1].rstrip(",")
+    lines += ["  ]", "}", ""]
+    Path(path).write_text("\n".join(lines))
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="regenerate into a temporary file and compare")
+    args = parser.parse_args()
+    base.ensure_venv(__file__)
+    start = time.monotonic()
+    fixture = generate()
+    if not args.check:
+        write(fixture, FIXTURE)
+        print(f"ddg fixture: {len(fixture['cases'])} cases in {time.monotonic() - start:.1f} s -> {FIXTURE}")
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        fresh = Path(tmp) / FIXTURE.name
+        write(fixture, fresh)
+        committed = json.loads(FIXTURE.read_text())["cases"]
+        regenerated = json.loads(fresh.read_text())["cases"]
+    problems = []
+    if len(committed) != len(regenerated):
+        problems.append(f"{len(committed)} cases in the fixture, {len(regenerated)} regenerated")
+    for old, new in zip(committed, regenerated):
+        gap = abs(old["epsilon"] - new["epsilon"]) / max(abs(new["epsilon"]), 1e-300)
+        if old["name"] != new["name"] or gap > TOLERANCE:
+            problems.append(f"{new['name']}: epsilon {old['epsilon']} committed, {new['epsilon']} now")
+    for problem in problems[:20]:
+        print(f"ddg fixture: {problem}", file=sys.stderr)
+    if problems:
+        raise SystemExit(f"ddg fixture: {FIXTURE.relative_to(REPO)} is not current; rerun this script")
+    print(f"ddg fixture: current ({len(regenerated)} cases) in {time.monotonic() - start:.1f} s")
+
+
+if __name__ == "__main__":
+    main()
