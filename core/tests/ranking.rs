@@ -220,7 +220,12 @@ fn exploration_slots_are_marked_seeded_and_never_first() {
     let o = RankOptions { limit: 10, exploration_share: 0.3, seed: Some(7), ..options() };
     let a = h.rank_catalog(o.clone()).unwrap();
     let b = h.rank_catalog(o.clone()).unwrap();
-    assert_eq!(a, b, "same seed, same row");
+    // Same seed, same row (the scores move in their last digits as the
+    // profile's recency decays between the two calls).
+    let row = |r: &RankResult| {
+        r.items.iter().map(|i| (i.item_id.clone(), i.explored, i.reason_text.clone())).collect::<Vec<_>>()
+    };
+    assert_eq!(row(&a), row(&b), "same seed, same row");
     let explored: Vec<&RankedItem> = a.items.iter().filter(|i| i.explored).collect();
     assert_eq!(explored.len(), 3);
     assert!(!a.items[0].explored);

@@ -140,7 +140,10 @@ final class RankingTests: XCTestCase {
             RankOptions(context: context, diversity: .off, limit: 8, explorationShare: share, seed: seed)
         }
         let a = try h.rankCatalog(options: explore())
-        XCTAssertEqual(a, try h.rankCatalog(options: explore()))  // same seed, same row
+        // Same seed, same row (the scores move in their last digits as the
+        // profile's recency decays between the two calls).
+        let row = { (r: RankResult) in r.items.map { "\($0.itemId) \($0.explored) \($0.reasonText)" } }
+        XCTAssertEqual(row(a), row(try h.rankCatalog(options: explore())))
         XCTAssertEqual(a.items.count, 8)
         XCTAssertEqual(Set(a.items.map(\.itemId)).count, 8)
         let explored = a.items.filter(\.explored)
