@@ -21,11 +21,14 @@ fn many_lightweight_devices_take_part_in_secure_rounds() {
     let devices: usize = env("HEARTH_DEVICES", "1000").parse().unwrap();
     let rounds: usize = env("HEARTH_ROUNDS", "2").parse().unwrap();
     let wait = Duration::from_secs(env("HEARTH_ROUND_WAIT_S", "900").parse().unwrap());
+    // Between two pulls while waiting (a thousand devices polling every 3 s
+    // are 333 requests a second for one SuperLink process).
+    let poll = Duration::from_secs(env("HEARTH_POLL_S", "3").parse().unwrap());
     let outcomes: Arc<Mutex<Vec<(usize, usize, String)>>> = Arc::default();
     let started = Instant::now();
     std::thread::scope(|s| {
         for n in 0..devices {
-            let (link, outcomes, started) = (&link, &outcomes, &started);
+            let (link, outcomes, started, poll) = (&link, &outcomes, &started, poll);
             std::thread::Builder::new()
                 .stack_size(256 << 10)
                 .spawn_scoped(s, move || {
@@ -34,7 +37,7 @@ fn many_lightweight_devices_take_part_in_secure_rounds() {
                     for round in 1..=rounds {
                         let transport = Dropping::new(HttpTransport::new(link), drops(round));
                         let options = ClientOptions {
-                            poll_interval: Duration::from_secs(3),
+                            poll_interval: poll,
                             heartbeat_interval: 120.0,
                             call_timeout: Duration::from_secs(120),
                             object_wait: wait,

@@ -10,6 +10,7 @@
 #
 #   tests/federated/load.sh
 #   HEARTH_DEVICES=200 tests/federated/load.sh
+#   HEARTH_POLL_S=10 tests/federated/load.sh    devices poll every 10 s (3)
 set -euo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
