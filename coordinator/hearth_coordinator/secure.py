@@ -30,6 +30,7 @@ and ends the round as a plain round's mean does
 from __future__ import annotations
 
 import hashlib
+import math
 import time
 from dataclasses import dataclass
 from logging import INFO, WARNING
@@ -64,6 +65,13 @@ class SecureTerms:
     max_cohort: int = 0
     # Seconds each stage waits for replies.
     stage_timeout: float = 600.0
+    # Where the noise is added: "central" (by this coordinator, to the sum)
+    # or "distributed" (each device adds a share before masking, sized so
+    # the honest fraction of the cohort carries noise-multiplier * C).
+    noise_mode: str = "central"
+    # The fraction of the cohort assumed honest and surviving (distributed
+    # mode: the wrap margin and the fewest survivors unmasked).
+    honest_fraction: float = 2.0 / 3.0
     # Seconds between two rounds: a device stays online a few seconds
     # after its last reply (ClientOptions::linger, 6 s); sampled again, it
     # would be gone at setup, and each of its neighbours one share short.
@@ -181,7 +189,11 @@ def secure_round(
         "degree": terms.degree,
         "threshold_fraction": terms.threshold_fraction,
         "max_cohort": max_cohort,
+        "noise_mode": terms.noise_mode,
     }
+    distributed = terms.noise_mode == "distributed"
+    if distributed:
+        summary["honest_fraction"] = terms.honest_fraction
     try:
         rnd = hearth_secagg.Round(
             run_id=grid.run.run_id,
@@ -193,6 +205,8 @@ def secure_round(
             threshold_fraction=terms.threshold_fraction,
             vector_len=parameter_count(params),
             cohort=node_ids,
+            noise_multiplier=strategy.noise_multiplier if distributed else 0.0,
+            honest_fraction=terms.honest_fraction,
         )
     except ValueError as e:
         summary["failed"] = f"the round's terms: {e}"
@@ -246,5 +260,13 @@ def secure_round(
     total = np.frombuffer(aggregate["sum"], dtype="<f8")
     mean = unflatten(total / len(survivors), params)
     log(INFO, "round %s: secure sum of %s devices (dropped: %s)", server_round, len(survivors), summary["dropped_at"])
-    strategy.close_round(server_round, summary, mean, len(survivors))
+    devices_noise = None
+    if distributed:
+        # The devices' shares in the mean: each (z C)^2 / honest in
+        # variance, over the survivors.
+        honest = min(max(math.ceil(terms.honest_fraction * len(node_ids)), 1), len(node_ids))
+        share = strategy.noise_multiplier * strategy.clip_norm / math.sqrt(honest)
+        summary["noise_share_std"] = share
+        devices_noise = share * math.sqrt(len(survivors)) / len(survivors)
+    strategy.close_round(server_round, summary, mean, len(survivors), devices_noise=devices_noise)
     return strategy.current

@@ -128,7 +128,13 @@ def main(grid: Grid, context: Context) -> None:
         max_cohort=int(cfg.get("secagg-max-cohort", 0)),
         stage_timeout=float(cfg["round-timeout"]),
         round_gap=float(cfg.get("secagg-round-gap", 8.0)),
+        noise_mode=str(cfg.get("noise-mode", "central")),
+        honest_fraction=float(cfg.get("secagg-honest-fraction", 2.0 / 3.0)),
     )
+    if terms.noise_mode not in ("central", "distributed"):
+        raise ValueError(f"noise-mode must be central or distributed, not {terms.noise_mode!r}")
+    if terms.noise_mode == "distributed" and not secure:
+        raise ValueError("noise-mode = distributed needs secure-aggregation = true")
     if out is not None:
         out.header["mode"] = "secure" if secure else "plain"
     try:

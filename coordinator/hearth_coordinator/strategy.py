@@ -383,13 +383,18 @@ class HearthFedAvg(FedAvg):
         mean: list[tuple[str, np.ndarray]] | None,
         n: int,
         reports: list[dict] | None = None,
+        devices_noise: float | None = None,
     ) -> tuple[ArrayRecord | None, MetricRecord]:
         """Adds the noise (std z*C/n) to a round's unweighted `mean` of `n`
         updates (None: none usable), moves the global weights with the
         server optimizer, estimates segment sizes from `reports`, and
         records, logs and hands on the round's `summary`. Plain and secure
-        rounds both end here."""
-        summary["noise_std"] = self.noise_multiplier * self.clip_norm / n if n else None
+        rounds both end here. With `devices_noise` (distributed noise: the
+        std the devices' shares put in the mean) nothing is added here."""
+        if devices_noise is not None:
+            summary["noise_std"] = devices_noise if n else None
+        else:
+            summary["noise_std"] = self.noise_multiplier * self.clip_norm / n if n else None
         new = None
         if mean is None or n == 0:
             log(WARNING, "round %s: no usable update; the global model is unchanged", server_round)
@@ -401,7 +406,8 @@ class HearthFedAvg(FedAvg):
                 summary["applied"] = False
                 summary["refused"] = f"noise ratio {ratio:.4g} above max-noise-ratio {self.max_noise_ratio}"
             else:
-                new = self.optimizer.step(self.current, add_noise(mean, summary["noise_std"], self.rng))
+                noisy = mean if devices_noise is not None else add_noise(mean, summary["noise_std"], self.rng)
+                new = self.optimizer.step(self.current, noisy)
                 summary["applied"] = True
         if reports:
             try:

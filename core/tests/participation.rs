@@ -523,6 +523,9 @@ fn bad_federated_settings_are_refused_at_open() {
         ("federated_secure_min_threshold", Box::new(|c| c.federated_secure_min_threshold = 0.5)),
         ("federated_secure_min_threshold", Box::new(|c| c.federated_secure_min_threshold = 1.5)),
         ("federated_secure_min_threshold", Box::new(|c| c.federated_secure_min_threshold = f64::NAN)),
+        ("federated_honest_fraction", Box::new(|c| c.federated_honest_fraction = 0.0)),
+        ("federated_honest_fraction", Box::new(|c| c.federated_honest_fraction = 1.5)),
+        ("federated_honest_fraction", Box::new(|c| c.federated_honest_fraction = f64::NAN)),
     ];
     for (field, tune) in cases {
         let mut config = HearthConfig::new(path);

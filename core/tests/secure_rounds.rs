@@ -33,6 +33,8 @@ fn devices_take_part_in_secure_rounds_and_the_coordinator_reads_nothing() {
     let rounds: usize = env("HEARTH_ROUNDS", "3").parse().unwrap();
     let trusted = env("HEARTH_COORDINATOR_PUBKEY", "");
     let witness_dir = env("HEARTH_WITNESS_DIR", "");
+    // The ServerApp's noise-mode: the ledgers must say the same.
+    let distributed = env("HEARTH_NOISE_MODE", "central") == "distributed";
     let root = tempfile::tempdir().unwrap();
     let witness: Arc<Mutex<Vec<SecureWitness>>> = Arc::default();
     let started = Instant::now();
@@ -89,6 +91,16 @@ fn devices_take_part_in_secure_rounds_and_the_coordinator_reads_nothing() {
                     assert_eq!(entry.aggregation, Aggregation::Secure, "device {n}, round {round}");
                     assert_eq!(entry.status, UploadStatus::Sent);
                     assert_eq!(entry.segment_report_epsilon, 0.0, "no segment report goes with a masked update");
+                    if distributed {
+                        assert_eq!(entry.noise_mode, NoiseMode::Distributed, "device {n}, round {round}");
+                        assert_eq!((entry.cohort, entry.sampling_rate), (devices as u32, 1.0));
+                        assert!((entry.honest_fraction - 2.0 / 3.0).abs() < 1e-12);
+                        let honest = (2.0 * devices as f64 / 3.0).ceil();
+                        let want = entry.noise_multiplier / honest.sqrt();
+                        assert!((entry.noise_share / want - 1.0).abs() < 1e-6, "{} vs {want}", entry.noise_share);
+                    } else {
+                        assert_eq!(entry.noise_mode, NoiseMode::Central);
+                    }
                 }
                 (Some(_), Err(HearthError::Federated { kind, .. })) => {
                     assert!(matches!(kind, FederatedFailure::Network | FederatedFailure::Timeout), "{kind:?}");
@@ -105,6 +117,26 @@ fn devices_take_part_in_secure_rounds_and_the_coordinator_reads_nothing() {
             .map(|(round, _, _)| *round as u64)
             .collect();
         assert_eq!(charged, expected, "device {n}: ledger rounds");
+        // The ledger's epsilon is the accountant's over its entries.
+        let mut accountant = accountant::RdpAccountant::new();
+        for e in &ledger.entries {
+            match e.noise_mode {
+                NoiseMode::Central => accountant.compose(e.noise_multiplier, e.sampling_rate, 1).unwrap(),
+                NoiseMode::Distributed => {
+                    let honest = (e.honest_fraction * e.cohort as f64).ceil() as u32;
+                    let round = accountant::DistributedGaussian {
+                        noise_multiplier: e.noise_multiplier,
+                        honest,
+                        clip_norm: e.clip_norm,
+                        scale: e.scale,
+                        dimension: e.dimension,
+                    };
+                    accountant.compose_distributed(&round, 1).unwrap()
+                }
+            }
+        }
+        let want = accountant.epsilon(ledger.delta).unwrap();
+        assert!((ledger.epsilon_spent - want).abs() <= 1e-9 * want, "device {n}: {} vs {want}", ledger.epsilon_spent);
 
         // The curious coordinator, with everything this device sent it.
         let bits = witness.first().map(|w| w.bits).expect("a witness");
@@ -159,11 +191,18 @@ fn devices_take_part_in_secure_rounds_and_the_coordinator_reads_nothing() {
 
     // The devices' own record of what they quantized, for the lane to
     // check the coordinator's sums against.
+    // What each summed (its quantized update with its noise share, if
+    // any), the update without the noise, and the global parameters each
+    // round started from.
     if !witness_dir.is_empty() {
+        let dir = std::path::Path::new(&witness_dir);
+        let u32s = |v: &[u32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
         for w in &witness {
-            let bytes: Vec<u8> = w.quantized.iter().flat_map(|v| v.to_le_bytes()).collect();
-            let name = format!("r{}-n{}-b{}.u32", w.round.unwrap_or(0), w.node_id, w.bits);
-            std::fs::write(std::path::Path::new(&witness_dir).join(name), bytes).unwrap();
+            let name = format!("r{}-n{}-b{}", w.round.unwrap_or(0), w.node_id, w.bits);
+            std::fs::write(dir.join(format!("{name}.u32")), u32s(&w.noised)).unwrap();
+            std::fs::write(dir.join(format!("{name}.clean.u32")), u32s(&w.quantized)).unwrap();
+            let global: Vec<u8> = w.global.iter().flat_map(|x| x.to_le_bytes()).collect();
+            std::fs::write(dir.join(format!("g{}.f32", w.round.unwrap_or(0))), global).unwrap();
         }
     }
     println!(

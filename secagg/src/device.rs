@@ -338,6 +338,19 @@ impl DeviceRound {
         quantize: impl FnOnce(&Quantization) -> Result<Vec<u32>, Refusal>,
         len: usize,
     ) -> Result<MaskedVector, Refusal> {
+        self.masked_input_observed(shares, quantize, |_| {}, len)
+    }
+
+    /// As [`Self::masked_input_quantized`], showing `observe` the update
+    /// with this device's noise share added, before any mask (test-only
+    /// records that check a coordinator's sum; it never leaves the device).
+    pub fn masked_input_observed(
+        &mut self,
+        shares: &[SealedShare],
+        quantize: impl FnOnce(&Quantization) -> Result<Vec<u32>, Refusal>,
+        observe: impl FnOnce(&[u32]),
+        len: usize,
+    ) -> Result<MaskedVector, Refusal> {
         self.stage(Waiting::MaskedInput, |round| {
             if len != round.vector_len {
                 return Err(Refusal::VectorLength { got: len as u64, want: round.vector_len as u64 });
@@ -352,6 +365,7 @@ impl DeviceRound {
                 let mut random = RandomBits::new(csprng::system_seeded()?);
                 noise.add_to(&mut random, &mut vector, bits);
             }
+            observe(&vector);
             keys::apply_mask(&round.self_seed, bits, &mut vector, MaskSign::Add);
             for &peer in round.received.keys() {
                 let public = &round.peers[&peer].mask;

@@ -125,20 +125,24 @@ s = json.load(open(sys.argv[1]))
 assert s["server_optimizer"] == "fedadam" and s["server_learning_rate"] == 0.02, s
 assert [r["participants"] for r in s["rounds"]] == [3, 3], s["rounds"]
 PY
-# Secure aggregation: the same devices in secure rounds, some dropping at
-# each stage. The devices keep a test-only record of each quantized update
-# (never sent); the coordinator's sum must equal the survivors' records.
-echo "federated: secure aggregation ($devices devices, $rounds rounds, drops at each stage)"
+# Secure aggregation with distributed noise: the same devices in secure
+# rounds, some dropping at each stage, each adding its share of the noise
+# before masking. The devices keep a test-only record of each quantized
+# update, with and without their noise share, and of the global parameters
+# each round sent (never sent back); the coordinator's sum must equal the
+# survivors' noised records, and what it applied must differ from their
+# noiseless sum by noise of the announced size and nothing else.
+echo "federated: secure aggregation, distributed noise ($devices devices, $rounds rounds, drops at each stage)"
 flwr run coordinator local --run-config \
     "model-dir='$repo/models/ranker-v1' signing-key='$work/coordinator.key' out-dir='$work/out-secure' \
 min-nodes=$devices num-server-rounds=$rounds clip-norm=$clip noise-multiplier=$noise learning-rate=$lr \
-round-timeout=300.0 secure-aggregation=true" \
+round-timeout=300.0 secure-aggregation=true noise-mode='distributed'" \
     | tail -1
 mkdir -p "$work/witness"
 start=$(date +%s)
 HEARTH_SUPERLINK="http://127.0.0.1:$port" HEARTH_DEVICES="$devices" HEARTH_ROUNDS="$rounds" \
     HEARTH_COORDINATOR_PUBKEY="$(cat "$work/coordinator.pub")" HEARTH_ROUND_WAIT_S=300 HEARTH_WITNESS_DIR="$work/witness" \
-    cargo test -p hearth-core --test secure_rounds --locked -- --ignored --nocapture 2>&1 |
+    HEARTH_NOISE_MODE=distributed cargo test -p hearth-core --test secure_rounds --locked -- --ignored --nocapture 2>&1 |
     tee "$work/secure.log" | grep -E "^secure|^test |test result|panicked"
 [ "${PIPESTATUS[0]}" -eq 0 ] || exit 1
 echo "federated: secure rounds in $(($(date +%s) - start)) s"
@@ -146,30 +150,56 @@ for _ in $(seq 1 60); do
     [ -f "$work/out-secure/summary.json" ] && break
     sleep 1
 done
-"$py" - "$work/out-secure/summary.json" "$work/witness" "$rounds" <<'PY'
+"$py" - "$work/out-secure/summary.json" "$work/witness" "$rounds" "$work/out-secure/weights.bin" <<'PY'
 import hashlib, json, sys
 from pathlib import Path
 import numpy as np
 summary = json.load(open(sys.argv[1]))
 witness = Path(sys.argv[2])
 rounds = int(sys.argv[3])
+final = np.fromfile(sys.argv[4], dtype="<f4").astype(np.float64)
 assert summary["mode"] == "secure", summary
 got = summary["rounds"]
 assert len(got) == rounds and all(r["applied"] for r in got), got
+assert all(r["noise_mode"] == "distributed" for r in got), got
+
+
+def total(r, suffix):
+    out = None
+    for node in r["survivors"]:
+        [f] = witness.glob(f"r{r['round']}-n{node}-b{r['bits']}.{suffix}")
+        q = np.fromfile(f, dtype="<u4").astype(np.uint64)
+        out = q if out is None else out + q
+    return out % (1 << r["bits"])
+
+
+def signed(v, bits):
+    v = v.astype(np.int64)
+    return np.where(v >= 1 << (bits - 1), v - (1 << bits), v)
+
+
 stages = set()
 for r in got:
-    bits = r["bits"]
-    total = None
-    for node in r["survivors"]:
-        [f] = witness.glob(f"r{r['round']}-n{node}-b{bits}.u32")
-        q = np.fromfile(f, dtype="<u4").astype(np.uint64)
-        total = q if total is None else total + q
-    total = (total % (1 << bits)).astype("<u4")
-    assert hashlib.sha256(total.tobytes()).hexdigest() == r["sum_sha256"], f"round {r['round']}: the sum is not the survivors'"
+    bits, scale, n = r["bits"], r["scale"], len(r["survivors"])
+    noised, clean = total(r, "u32"), total(r, "clean.u32")
+    assert hashlib.sha256(noised.astype("<u4").tobytes()).hexdigest() == r["sum_sha256"], \
+        f"round {r['round']}: the sum is not the survivors'"
+    # The noise in the mean: what the devices added, nothing removed.
+    noise = signed((noised + (1 << bits) - clean) % (1 << bits), bits) / scale / n
+    std = noise.std()
+    assert abs(std / r["noise_std"] - 1) < 0.05, f"round {r['round']}: noise std {std} where {r['noise_std']} was announced"
+    # What the coordinator applied (FedAvg, rate 1): exactly the noised
+    # mean, no noise of its own.
+    start = np.fromfile(witness / f"g{r['round']}.f32", dtype="<f4").astype(np.float64)
+    nxt = witness / f"g{r['round'] + 1}.f32"
+    after = np.fromfile(nxt, dtype="<f4").astype(np.float64) if nxt.exists() else final
+    applied = after - start
+    gap = np.abs(applied - signed(noised, bits) / scale / n).max()
+    assert gap < 1e-5, f"round {r['round']}: the applied update is {gap} away from the devices' noised mean"
     stages |= {s for s, k in r["dropped_at"].items() if k}
     print(f"  round {r['round']}: {r['participants']} of {r['sampled']} in the sum (equal to their own records), "
-          f"dropped {r['dropped_at']}, {bits} bits, scale {r['scale']:.1f}, noise std {r['noise_std']:.4f}, "
-          f"{r['seconds']:.1f} s")
+          f"dropped {r['dropped_at']}, {bits} bits, scale {scale:.1f}; devices' noise in the mean std {std:.5f} "
+          f"(announced {r['noise_std']:.5f}), applied = noised mean within {gap:.1e}, {r['seconds']:.1f} s")
 # A device that stops after its keys is lost at the share-keys stage, after
 # its shares at the masked-input stage, after its masked vector at unmask.
 assert {"share-keys", "masked-input", "unmask"} <= stages, f"drops seen only at {stages}"

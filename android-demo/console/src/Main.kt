@@ -12,6 +12,7 @@ package org.hearth.console
 import com.sun.net.httpserver.HttpExchange
 import com.sun.net.httpserver.HttpServer
 import org.hearth.Aggregation
+import org.hearth.NoiseMode
 import org.hearth.DeviceClass
 import org.hearth.DeviceConditions
 import org.hearth.Durability
@@ -266,16 +267,27 @@ fun run(dir: File) {
         verify(privacy.categories.size == 8) { "${privacy.categories.size} categories to block" }
         verify(privacy.watched.map { it.itemId }.toSet() == history.map { it.itemId }.toSet()) { "watched: ${privacy.watched}" }
         // Each upload's row says what protected it on its way.
-        for (aggregation in listOf(Aggregation.SECURE, Aggregation.PLAIN)) {
+        val modes = listOf(
+            Aggregation.SECURE to NoiseMode.DISTRIBUTED,
+            Aggregation.SECURE to NoiseMode.CENTRAL,
+            Aggregation.PLAIN to NoiseMode.CENTRAL,
+        )
+        for ((aggregation, noiseMode) in modes) {
+            val distributed = noiseMode == NoiseMode.DISTRIBUTED
             val entry = LedgerEntry(
                 runId = 1uL, round = 2uL, atMs = 0L, status = UploadStatus.SENT, bytesSent = 370_000uL,
-                normBeforeClip = 2.0, normAfterClip = 1.0, clipNorm = 1.0, noiseMultiplier = 1.0, samplingRate = 0.01,
-                epsilonTotal = 0.5, segmentReportEpsilon = 0.0, aggregation = aggregation,
+                normBeforeClip = 2.0, normAfterClip = 1.0, clipNorm = 1.0, noiseMultiplier = 1.0,
+                samplingRate = if (distributed) 1.0 else 0.01, epsilonTotal = 0.5, segmentReportEpsilon = 0.0,
+                aggregation = aggregation, noiseMode = noiseMode, noiseShare = if (distributed) 0.122 else 0.0,
+                cohort = if (distributed) 100u else 0u, honestFraction = if (distributed) 2.0 / 3.0 else 0.0,
+                scale = if (distributed) 4828.0 else 0.0, dimension = if (distributed) 144_935uL else 0uL,
             )
             val row = DemoModel.uploadText(entry, "today")
             println("  ledger row:        $row")
             val says = if (aggregation == Aggregation.SECURE) "only the round's sum" else "saw this update"
             verify(says in row) { "the ledger row does not say how the upload was protected: $row" }
+            val noise = if (distributed) "added on this device" else "added by the coordinator"
+            verify(noise in row) { "the ledger row does not say where the noise was added: $row" }
         }
         println()
 

@@ -43,7 +43,7 @@ use super::{FleetError, NodeKey};
 mod instruction;
 mod secure;
 
-pub use instruction::{LocalResult, MAX_EXAMPLES_PER_ROUND, TrainInstruction, Trainer};
+pub use instruction::{DistributedNoise, LocalResult, MAX_EXAMPLES_PER_ROUND, TrainInstruction, Trainer};
 use instruction::{check_update, instruction};
 
 /// A message as pulled: its metadata and its records.
@@ -111,7 +111,14 @@ pub struct SecureWitness {
     pub run_id: u64,
     pub round: Option<u64>,
     pub bits: u32,
+    /// The quantized update, before any noise.
     pub quantized: Vec<u32>,
+    /// With this device's noise share (the same without distributed noise):
+    /// what the masks cover, and what the round's sum adds up.
+    pub noised: Vec<u32>,
+    /// The integers' scale, and the global parameters the round sent.
+    pub scale: f64,
+    pub global: Vec<f32>,
 }
 
 impl Default for ClientOptions {

@@ -22,7 +22,7 @@
 use log::warn;
 use serde::{Deserialize, Serialize};
 
-use super::accountant::{AccountantError, RdpAccountant};
+use super::accountant::{AccountantError, DistributedGaussian, RdpAccountant};
 
 /// Where an update stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, uniffi::Enum)]
@@ -47,6 +47,21 @@ pub enum Aggregation {
     /// aggregation): the coordinator could read only the sum of the round's
     /// updates, never this one.
     Secure,
+}
+
+/// Where a round's differential-privacy noise was added.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, uniffi::Enum)]
+pub enum NoiseMode {
+    /// By the coordinator, to the sum (central DP): the epsilon holds if it
+    /// added the noise it announced, which the device cannot check. Entries
+    /// written before distributed noise existed read as this.
+    #[default]
+    Central,
+    /// By the devices, each adding a share to its quantized update before
+    /// masking (distributed DP): the noise is in the sum whatever the
+    /// coordinator does, as long as the honest fraction of the cohort the
+    /// device assumed took part.
+    Distributed,
 }
 
 /// One update that left (or may have left) the device.
@@ -83,6 +98,68 @@ pub struct LedgerEntry {
     /// How the update was protected in transit.
     #[serde(default)]
     pub aggregation: Aggregation,
+    /// Where the round's noise was added. For a distributed round,
+    /// `noise_multiplier` is the std of the honest devices' summed noise in
+    /// clip norms and `sampling_rate` 1 (no amplification is assumed).
+    #[serde(default)]
+    pub noise_mode: NoiseMode,
+    /// Distributed rounds: this device's own share of the noise (its std, in
+    /// clip norms), the cohort the round started with, the honest fraction
+    /// this device assumed, and the integers' scale and count, from which
+    /// the round's epsilon follows. Zero for central rounds.
+    #[serde(default, with = "float_text")]
+    pub noise_share: f64,
+    #[serde(default)]
+    pub cohort: u32,
+    #[serde(default, with = "float_text")]
+    pub honest_fraction: f64,
+    #[serde(default, with = "float_text")]
+    pub scale: f64,
+    #[serde(default)]
+    pub dimension: u64,
+}
+
+impl LedgerEntry {
+    /// The round's terms as the accountant composes them.
+    pub(crate) fn terms(&self) -> RoundTerms {
+        match self.noise_mode {
+            NoiseMode::Central => {
+                RoundTerms::Central { noise_multiplier: self.noise_multiplier, sampling_rate: self.sampling_rate }
+            }
+            NoiseMode::Distributed => RoundTerms::Distributed(DistributedGaussian {
+                noise_multiplier: self.noise_multiplier,
+                honest: hearth_secagg::NoiseTerms {
+                    multiplier: self.noise_multiplier,
+                    honest_fraction: self.honest_fraction,
+                }
+                .honest(self.cohort),
+                clip_norm: self.clip_norm,
+                scale: self.scale,
+                dimension: self.dimension,
+            }),
+        }
+    }
+}
+
+/// The privacy terms of one round.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum RoundTerms {
+    /// The coordinator adds Gaussian noise of std z C to the sum of a
+    /// Poisson sample of rate q.
+    Central { noise_multiplier: f64, sampling_rate: f64 },
+    /// The devices add it, in discrete shares (no sampling assumed).
+    Distributed(DistributedGaussian),
+}
+
+impl RoundTerms {
+    fn compose(&self, accountant: &mut RdpAccountant) -> Result<(), AccountantError> {
+        match self {
+            RoundTerms::Central { noise_multiplier, sampling_rate } => {
+                accountant.compose(*noise_multiplier, *sampling_rate, 1)
+            }
+            RoundTerms::Distributed(round) => accountant.compose_distributed(round, 1),
+        }
+    }
 }
 
 /// The ledger as the privacy screen shows it.
@@ -99,7 +176,7 @@ pub struct PrivacyLedger {
 }
 
 /// The epsilon spent by `entries` plus, when given, one more round of
-/// `(noise multiplier, sampling rate)` and `next_local` of local DP.
+/// `next`'s terms and `next_local` of local DP.
 ///
 /// A stored entry whose terms the accountant cannot compose (a noise
 /// multiplier or sampling rate out of range, as an entry recovered from a
@@ -107,21 +184,21 @@ pub struct PrivacyLedger {
 /// known, so nothing is assumed. The terms of `next` must be valid.
 pub(crate) fn epsilon(
     entries: &[LedgerEntry],
-    next: Option<(f64, f64)>,
+    next: Option<RoundTerms>,
     next_local: f64,
     delta: f64,
 ) -> Result<f64, AccountantError> {
     let mut accountant = RdpAccountant::new();
     for e in entries {
-        if accountant.compose(e.noise_multiplier, e.sampling_rate, 1).is_err() {
-            if let Some((z, q)) = next {
-                RdpAccountant::new().compose(z, q, 1)?;
+        if e.terms().compose(&mut accountant).is_err() {
+            if let Some(next) = next {
+                next.compose(&mut RdpAccountant::new())?;
             }
             return Ok(f64::INFINITY);
         }
     }
-    if let Some((z, q)) = next {
-        accountant.compose(z, q, 1)?;
+    if let Some(next) = next {
+        next.compose(&mut accountant)?;
     }
     let local: f64 = entries.iter().map(|e| e.segment_report_epsilon).sum::<f64>() + next_local;
     Ok(accountant.epsilon(delta)? + local)
@@ -181,6 +258,12 @@ pub(crate) fn unreadable_entry(raw: &serde_json::Value) -> LedgerEntry {
         epsilon_total: f64::INFINITY,
         segment_report_epsilon: 0.0,
         aggregation: Aggregation::Plain,
+        noise_mode: NoiseMode::Central,
+        noise_share: 0.0,
+        cohort: 0,
+        honest_fraction: 0.0,
+        scale: 0.0,
+        dimension: 0,
     }
 }
 
@@ -259,7 +342,52 @@ mod tests {
             epsilon_total: 0.0,
             segment_report_epsilon: 0.0,
             aggregation: Aggregation::Plain,
+            noise_mode: NoiseMode::Central,
+            noise_share: 0.0,
+            cohort: 0,
+            honest_fraction: 0.0,
+            scale: 0.0,
+            dimension: 0,
         }
+    }
+
+    fn central(z: f64, q: f64) -> Option<RoundTerms> {
+        Some(RoundTerms::Central { noise_multiplier: z, sampling_rate: q })
+    }
+
+    #[test]
+    fn distributed_entries_are_composed_with_the_distributed_accountant() {
+        let mut d = entry(1.0, 1.0);
+        d.aggregation = Aggregation::Secure;
+        d.noise_mode = NoiseMode::Distributed;
+        d.cohort = 100;
+        d.honest_fraction = 2.0 / 3.0;
+        d.scale = 4828.0;
+        d.dimension = 144_935;
+        d.noise_share = (1.0f64 / 67.0).sqrt();
+        let round = DistributedGaussian {
+            noise_multiplier: 1.0,
+            honest: 67,
+            clip_norm: 1.0,
+            scale: 4828.0,
+            dimension: 144_935,
+        };
+        let mut a = RdpAccountant::new();
+        a.compose(1.1, 0.01, 1).unwrap();
+        a.compose_distributed(&round, 2).unwrap();
+        let entries = vec![entry(1.1, 0.01), d.clone()];
+        assert_eq!(
+            epsilon(&entries, Some(RoundTerms::Distributed(round)), 0.0, 1e-6).unwrap(),
+            a.epsilon(1e-6).unwrap()
+        );
+        // It round-trips, and an entry from before the fields existed reads
+        // as central.
+        assert_eq!(decode(&encode(&[d.clone()]).unwrap()), vec![d]);
+        let mut old = serde_json::to_value(entry(1.1, 0.01)).unwrap();
+        for field in ["noise_mode", "noise_share", "cohort", "honest_fraction", "scale", "dimension"] {
+            old.as_object_mut().unwrap().remove(field);
+        }
+        assert_eq!(decode(&serde_json::to_vec(&vec![old]).unwrap()), vec![entry(1.1, 0.01)]);
     }
 
     #[test]
@@ -269,7 +397,7 @@ mod tests {
         a.compose(1.1, 0.01, 2).unwrap();
         a.compose(2.0, 0.05, 1).unwrap();
         assert_eq!(epsilon(&entries, None, 0.0, 1e-6).unwrap(), a.epsilon(1e-6).unwrap());
-        let next = epsilon(&entries, Some((1.1, 0.01)), 0.0, 1e-6).unwrap();
+        let next = epsilon(&entries, central(1.1, 0.01), 0.0, 1e-6).unwrap();
         assert!(next > epsilon(&entries, None, 0.0, 1e-6).unwrap());
         assert_eq!(epsilon(&[], None, 0.0, 1e-6).unwrap(), 0.0);
         assert!(epsilon(&[entry(0.0, 1.0)], None, 0.0, 1e-6).unwrap().is_infinite(), "no noise: no guarantee");
@@ -312,7 +440,7 @@ mod tests {
         assert!(epsilon(&back, None, 0.0, 1e-6).unwrap().is_infinite());
         assert!(epsilon(&back[..1], None, 0.0, 1e-6).unwrap().is_finite());
         // The next round's terms are still checked.
-        assert!(epsilon(&back, Some((-1.0, 0.5)), 0.0, 1e-6).is_err());
+        assert!(epsilon(&back, central(-1.0, 0.5), 0.0, 1e-6).is_err());
         assert_eq!(decode(b"{not json").len(), 1);
     }
 }

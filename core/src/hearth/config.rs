@@ -58,6 +58,13 @@ pub struct HearthConfig {
     /// coordinator would receive this device's update itself) is declined.
     #[uniffi(default = false)]
     pub federated_require_secure_aggregation: bool,
+    /// Distributed noise: the fraction of a round's cohort this device
+    /// counts on to be honest and to finish the round (above 0, at most 1).
+    /// When a secure round asks the devices for the noise, this device adds
+    /// a share sized so that that fraction of the cohort alone carries the
+    /// announced noise, and its ledger accounts with it.
+    #[uniffi(default = 0.6666666666666666)]
+    pub federated_honest_fraction: f64,
 }
 
 impl HearthConfig {
@@ -76,6 +83,7 @@ impl HearthConfig {
             federated_secure_min_cohort: 10,
             federated_secure_min_threshold: 2.0 / 3.0,
             federated_require_secure_aggregation: false,
+            federated_honest_fraction: 2.0 / 3.0,
         }
     }
 
@@ -84,6 +92,7 @@ impl HearthConfig {
         hearth_secagg::DevicePolicy {
             min_cohort: self.federated_secure_min_cohort,
             min_threshold_fraction: self.federated_secure_min_threshold,
+            honest_fraction: self.federated_honest_fraction,
             ..hearth_secagg::DevicePolicy::default()
         }
     }
@@ -125,6 +134,9 @@ impl HearthConfig {
         }
         if !(self.federated_secure_min_threshold > 0.5 && self.federated_secure_min_threshold <= 1.0) {
             return Err(Error::invalid("federated_secure_min_threshold", "must be above 1/2 and at most 1"));
+        }
+        if !(self.federated_honest_fraction > 0.0 && self.federated_honest_fraction <= 1.0) {
+            return Err(Error::invalid("federated_honest_fraction", "must be above 0 and at most 1"));
         }
         Ok(())
     }

@@ -13,10 +13,11 @@ use ring::rand::{SecureRandom, SystemRandom};
 use super::{Hearth, shield};
 use crate::audience::segments::SegmentReportOutcome;
 use crate::error::{Error, HearthError, Result};
+use crate::federated::accountant::DistributedGaussian;
 use crate::federated::fleet::{
     ClientOptions, FleetClient, HttpTransport, LocalResult, RoundOutcome, TrainInstruction, Trainer, Transport,
 };
-use crate::federated::ledger::{self, LedgerEntry, PrivacyLedger, UploadStatus};
+use crate::federated::ledger::{self, LedgerEntry, NoiseMode, PrivacyLedger, RoundTerms, UploadStatus};
 use crate::federated::participation::{
     DeclineReason, DeviceConditions, Eligibility, FederatedState, FleetTransport, ForeignTransport, HOUR_MS,
     IneligibleReason, ParticipationOutcome, ROUNDS_KEPT, STATE,
@@ -46,7 +47,7 @@ impl Hearth {
         self.with(|s| s.save_ledger(entries))
     }
 
-    fn epsilon_spent(&self, entries: &[LedgerEntry], next: Option<(f64, f64)>, next_local: f64) -> Result<f64> {
+    fn epsilon_spent(&self, entries: &[LedgerEntry], next: Option<RoundTerms>, next_local: f64) -> Result<f64> {
         ledger::epsilon(entries, next, next_local, self.config.federated_delta)
             .map_err(|e| Error::invalid("privacy terms", e.to_string()))
     }
@@ -258,8 +259,29 @@ fn config_f64(ins: &TrainInstruction, key: &str) -> Option<f64> {
 impl Trainer for DeviceTrainer<'_> {
     fn train(&mut self, ins: &TrainInstruction) -> std::result::Result<LocalResult, String> {
         let h = self.hearth;
-        let (Some(z), Some(q)) = (config_f64(ins, "noise-multiplier"), config_f64(ins, "sampling-rate")) else {
-            return Err(self.decline(DeclineReason::PrivacyTermsMissing));
+        // A round whose devices add the noise is accounted by what this
+        // device added; otherwise by what the coordinator announces.
+        let (z, q, terms) = match &ins.distributed {
+            Some(d) => {
+                let round = DistributedGaussian {
+                    noise_multiplier: d.noise_multiplier,
+                    honest: hearth_secagg::NoiseTerms {
+                        multiplier: d.noise_multiplier,
+                        honest_fraction: d.honest_fraction,
+                    }
+                    .honest(d.cohort),
+                    clip_norm: ins.clip_norm,
+                    scale: d.scale,
+                    dimension: d.dimension,
+                };
+                (d.noise_multiplier, 1.0, RoundTerms::Distributed(round))
+            }
+            None => {
+                let (Some(z), Some(q)) = (config_f64(ins, "noise-multiplier"), config_f64(ins, "sampling-rate")) else {
+                    return Err(self.decline(DeclineReason::PrivacyTermsMissing));
+                };
+                (z, q, RoundTerms::Central { noise_multiplier: z, sampling_rate: q })
+            }
         };
         let no_guarantee = DeclineReason::NoPrivacyGuarantee { noise_multiplier: z, sampling_rate: q };
         if !(z.is_finite() && z > 0.0 && q > 0.0 && q <= 1.0) {
@@ -274,7 +296,7 @@ impl Trainer for DeviceTrainer<'_> {
             return Err(self.decline(DeclineReason::AlreadyTookPart));
         }
         let entries = h.ledger_entries().map_err(|e| self.reject(e))?;
-        let epsilon_after = match h.epsilon_spent(&entries, Some((z, q)), 0.0) {
+        let epsilon_after = match h.epsilon_spent(&entries, Some(terms), 0.0) {
             Ok(e) => e,
             Err(e) => return Err(self.reject(e.into())),
         };
@@ -332,7 +354,7 @@ impl Trainer for DeviceTrainer<'_> {
         // A secure round sends the masked update alone.
         let (segment_report, segment_report_epsilon) = match ins.aggregation {
             Aggregation::Secure => (None, 0.0),
-            Aggregation::Plain => match self.segment_report(ins, &entries, (z, q), budget) {
+            Aggregation::Plain => match self.segment_report(ins, &entries, terms, budget) {
                 Ok(r) => r,
                 Err(e) => return Err(self.reject(e)),
             },
@@ -351,6 +373,12 @@ impl Trainer for DeviceTrainer<'_> {
             epsilon_total: epsilon_after + segment_report_epsilon,
             segment_report_epsilon,
             aggregation: ins.aggregation,
+            noise_mode: if ins.distributed.is_some() { NoiseMode::Distributed } else { NoiseMode::Central },
+            noise_share: ins.distributed.map_or(0.0, |d| d.share),
+            cohort: ins.distributed.map_or(0, |d| d.cohort),
+            honest_fraction: ins.distributed.map_or(0.0, |d| d.honest_fraction),
+            scale: ins.distributed.map_or(0.0, |d| d.scale),
+            dimension: ins.distributed.map_or(0, |d| d.dimension),
         };
         let mut all = entries;
         all.push(entry.clone());
@@ -371,7 +399,7 @@ impl DeviceTrainer<'_> {
         &self,
         ins: &TrainInstruction,
         entries: &[LedgerEntry],
-        terms: (f64, f64),
+        terms: RoundTerms,
         budget: f64,
     ) -> std::result::Result<(Option<ConfigItems>, f64), HearthError> {
         let Some(ConfigValue::String(wanted)) = ins.config("segment-report-labels") else {

@@ -249,7 +249,15 @@ public final class DemoModel: Sendable {
         case .secure: protection = "secure: the coordinator saw only the round's sum"
         case .plain: protection = "plain: the coordinator saw this update"
         }
+        let noise: String
+        switch e.noiseMode {
+        case .distributed:
+            noise = String(
+                format: "noise added on this device (its share %.3f; counts on %.0f%% of %d devices)",
+                e.noiseShare, e.honestFraction * 100, Int(e.cohort))
+        case .central: noise = "noise added by the coordinator, as it announced"
+        }
         return "Round \(e.round.map(String.init) ?? "?") · \(sent) · \(e.bytesSent) bytes · \(String(describing: e.status)) · "
-            + "\(protection) · ε now \(String(format: "%.2f", e.epsilonTotal))"
+            + "\(protection) · \(noise) · ε now \(String(format: "%.2f", e.epsilonTotal))"
     }
 }

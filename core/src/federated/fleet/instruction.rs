@@ -30,6 +30,27 @@ pub struct TrainInstruction {
     /// quantized and masked (secure aggregation, where nothing is sent
     /// beside it: no segment report).
     pub aggregation: Aggregation,
+    /// A secure round whose devices add the noise (distributed DP): the
+    /// terms this device sized its own share by. None when the coordinator
+    /// adds the noise it announces in the config (central DP).
+    pub distributed: Option<DistributedNoise>,
+}
+
+/// The distributed noise of a secure round, as this device took part in
+/// it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DistributedNoise {
+    /// z: the std of the honest devices' summed noise, in clip norms.
+    pub noise_multiplier: f64,
+    /// The cohort the round started with, and the fraction of it this
+    /// device counts on (its `HearthConfig::federated_honest_fraction`).
+    pub cohort: u32,
+    pub honest_fraction: f64,
+    /// The integers' scale and how many values the update has.
+    pub scale: f64,
+    pub dimension: u64,
+    /// This device's own share: its std, in clip norms.
+    pub share: f64,
 }
 
 impl TrainInstruction {
@@ -109,6 +130,7 @@ pub(super) fn instruction(run_id: u64, content: Vec<(String, Record)>) -> Result
         arrays,
         config,
         aggregation: Aggregation::Plain,
+        distributed: None,
     })
 }
 

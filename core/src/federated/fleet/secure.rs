@@ -21,8 +21,8 @@ use hearth_secagg::{DeviceRound, Refusal};
 use prost::Message;
 
 use super::{
-    Aggregation, ConfigValue, FleetClient, FleetError, Record, RoundOutcome, RoundReport, SecureWitness, Trainer,
-    Transport, instruction, objects, proto, reply_metadata,
+    Aggregation, ConfigValue, DistributedNoise, FleetClient, FleetError, Record, RoundOutcome, RoundReport,
+    SecureWitness, Trainer, Transport, instruction, objects, proto, reply_metadata,
 };
 
 /// The ConfigRecord of a secure-aggregation message or reply.
@@ -73,6 +73,14 @@ impl<T: Transport> FleetClient<T> {
             Err(refusal) => return self.refuse(node_id, &meta, FleetError::Refused(refusal.to_string())),
         };
         log::info!("secure round {} of run {}: setup accepted", setup.round, setup.run_id);
+        let distributed = device.noise().map(|share| DistributedNoise {
+            noise_multiplier: setup.noise_multiplier,
+            cohort: setup.cohort,
+            honest_fraction: self.options.secure.honest_fraction,
+            scale: setup.scale,
+            dimension: vector_len as u64,
+            share: share.variance().sqrt() / (setup.clip_norm * setup.scale),
+        });
         self.push_stage(node_id, &meta, ReplyBody::Keys(keys))?;
         let run_id = meta.run_id;
         let mut report = None;
@@ -97,6 +105,7 @@ impl<T: Transport> FleetClient<T> {
                 (2, Some(StageBody::MaskedInput(shares))) => {
                     let mut instruction = instruction(run_id, content)?;
                     instruction.aggregation = Aggregation::Secure;
+                    instruction.distributed = distributed;
                     let (result, norm, _) = self.train_checked(node_id, &meta, trainer, &instruction)?;
                     report = Some(RoundReport {
                         node_id,
@@ -110,21 +119,32 @@ impl<T: Transport> FleetClient<T> {
                     });
                     let witness = self.options.secure_witness.clone();
                     let len = result.delta.len();
+                    // Both closures see it: the first fills it, the second takes it.
+                    let quantized = std::cell::RefCell::new(Vec::new());
+                    let scale = setup.scale;
                     device
-                        .masked_input_quantized(
+                        .masked_input_observed(
                             &shares.shares,
                             |q| {
-                                let quantized = q.quantize(&result.delta)?;
-                                if let Some(w) = witness {
+                                let made = q.quantize(&result.delta)?;
+                                if witness.is_some() {
+                                    *quantized.borrow_mut() = made.clone();
+                                }
+                                Ok(made)
+                            },
+                            |noised| {
+                                if let Some(w) = &witness {
                                     w.lock().unwrap_or_else(|p| p.into_inner()).push(SecureWitness {
                                         node_id,
                                         run_id,
                                         round: instruction.round,
-                                        bits: q.bits,
-                                        quantized: quantized.clone(),
+                                        bits: setup.bits,
+                                        quantized: quantized.take(),
+                                        noised: noised.to_vec(),
+                                        scale,
+                                        global: instruction.flat(),
                                     });
                                 }
-                                Ok(quantized)
                             },
                             len,
                         )

@@ -292,15 +292,22 @@ func run(_ dir: URL) throws {
     try verify(privacy.categories.count == 8, "\(privacy.categories.count) categories to block")
     try verify(Set(privacy.watched.map(\.itemId)) == Set(history.map(\.itemId)), "watched: \(privacy.watched)")
     // Each upload's row says what protected it on its way.
-    for aggregation in [Aggregation.secure, .plain] {
+    let modes: [(Aggregation, NoiseMode)] = [(.secure, .distributed), (.secure, .central), (.plain, .central)]
+    for (aggregation, noiseMode) in modes {
+        let distributed = noiseMode == .distributed
         let entry = LedgerEntry(
             runId: 1, round: 2, atMs: 0, status: .sent, bytesSent: 370_000, normBeforeClip: 2, normAfterClip: 1,
-            clipNorm: 1, noiseMultiplier: 1, samplingRate: 0.01, epsilonTotal: 0.5, segmentReportEpsilon: 0,
-            aggregation: aggregation)
+            clipNorm: 1, noiseMultiplier: 1, samplingRate: distributed ? 1 : 0.01, epsilonTotal: 0.5,
+            segmentReportEpsilon: 0, aggregation: aggregation, noiseMode: noiseMode,
+            noiseShare: distributed ? 0.122 : 0, cohort: distributed ? 100 : 0,
+            honestFraction: distributed ? 2.0 / 3.0 : 0, scale: distributed ? 4828 : 0,
+            dimension: distributed ? 144_935 : 0)
         let row = DemoModel.uploadText(entry, sent: "today")
         print("  ledger row:        \(row)")
         let says = aggregation == .secure ? "only the round's sum" : "saw this update"
         try verify(row.contains(says), "the ledger row does not say how the upload was protected: \(row)")
+        let noise = distributed ? "added on this device" : "added by the coordinator"
+        try verify(row.contains(noise), "the ledger row does not say where the noise was added: \(row)")
     }
     print()
 

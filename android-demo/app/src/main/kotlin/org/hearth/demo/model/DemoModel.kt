@@ -6,6 +6,7 @@
 package org.hearth.demo.model
 
 import org.hearth.Aggregation
+import org.hearth.NoiseMode
 import org.hearth.CatalogItem
 import org.hearth.DeclineReason
 import org.hearth.DeviceClass
@@ -222,8 +223,14 @@ class DemoModel(private val hearth: Hearth, val catalog: List<CatalogItem> = DEM
                 Aggregation.SECURE -> "secure: the coordinator saw only the round's sum"
                 Aggregation.PLAIN -> "plain: the coordinator saw this update"
             }
+            val noise = when (e.noiseMode) {
+                NoiseMode.DISTRIBUTED -> "noise added on this device (its share %.3f; counts on %.0f%% of %d devices)"
+                    .format(e.noiseShare, e.honestFraction * 100, e.cohort.toInt())
+                NoiseMode.CENTRAL -> "noise added by the coordinator, as it announced"
+            }
+            val epsilon = "%.2f".format(e.epsilonTotal)
             return "Round ${e.round ?: "?"} · $sent · ${e.bytesSent} bytes · ${e.status.name.lowercase()} · $protection · " +
-                "ε now %.2f".format(e.epsilonTotal)
+                "$noise · ε now $epsilon"
         }
     }
 }
