@@ -116,6 +116,7 @@ def main(grid: Grid, context: Context) -> None:
         noise_check=str(cfg.get("noise-check", "warn")),
         max_noise_ratio=float(cfg.get("max-noise-ratio", MAX_NOISE_RATIO)),
         on_round=on_round,
+        round_gap=float(cfg.get("round-gap", 8.0)),
     )
     # With n = min-nodes, the fewest a round waits for; each round checks
     # again with the n it kept.
@@ -127,7 +128,7 @@ def main(grid: Grid, context: Context) -> None:
         threshold_fraction=float(cfg.get("secagg-threshold", 2.0 / 3.0)),
         max_cohort=int(cfg.get("secagg-max-cohort", 0)),
         stage_timeout=float(cfg["round-timeout"]),
-        round_gap=float(cfg.get("secagg-round-gap", 8.0)),
+        round_gap=float(cfg.get("round-gap", 8.0)),
         noise_mode=str(cfg.get("noise-mode", "central")),
         honest_fraction=float(cfg.get("secagg-honest-fraction", 2.0 / 3.0)),
     )

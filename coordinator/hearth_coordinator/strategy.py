@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -293,6 +294,7 @@ class HearthFedAvg(FedAvg):
         noise_check: str = "warn",
         max_noise_ratio: float = MAX_NOISE_RATIO,
         on_round: Callable[[list[dict], list[tuple[str, np.ndarray]]], None] | None = None,
+        round_gap: float = 0.0,
     ) -> None:
         super().__init__(
             fraction_train=1.0,
@@ -317,6 +319,10 @@ class HearthFedAvg(FedAvg):
         self.on_round = on_round
         self.current: list[tuple[str, np.ndarray]] = []
         self.rounds: list[dict] = []
+        # Seconds between rounds: a device stays online a few seconds after
+        # its reply (6 s by default) and, with a fresh node key each round,
+        # comes back as another node; sampled again, the old one is gone.
+        self.round_gap = round_gap
 
     def check_noise(self, n: int, params: list[tuple[str, np.ndarray]], when: str) -> tuple[float, bool]:
         """(noise_ratio with n updates, whether it is above the bound),
@@ -341,6 +347,8 @@ class HearthFedAvg(FedAvg):
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
         self.current = from_arrays(arrays)
+        if server_round > 1:
+            time.sleep(self.round_gap)
         return super().configure_train(server_round, arrays, config, grid)
 
     def aggregate_train(

@@ -417,7 +417,7 @@ fn devices_take_part_in_rounds_against_a_superlink() {
         assert!(entries[1..].iter().all(|e| e.segment_report_epsilon == 0.0));
         let local: f64 = entries.iter().map(|e| e.segment_report_epsilon).sum();
         assert_eq!(ledger.epsilon_spent, accountant.epsilon(ledger.delta).unwrap() + local);
-        for (path, body) in log {
+        for (path, body) in log.iter().filter(|(path, _)| !path.ends_with(" (reply)")) {
             for s in &secrets {
                 assert!(!contains(body, s.as_bytes()), "device {n}: a history item is in a {path} request");
             }

@@ -480,7 +480,12 @@ fn activation_key(log: &Log) -> Vec<u8> {
 #[test]
 fn the_node_key_is_kept_sealed_and_goes_with_delete_all() {
     let dir = tempfile::tempdir().unwrap();
-    let (h, _) = device(dir.path(), |c| c.federated_min_new_examples = 0);
+    // One key for good (federated_node_key_rounds = 0), as an app may ask.
+    let keep = |c: &mut HearthConfig| {
+        c.federated_min_new_examples = 0;
+        c.federated_node_key_rounds = 0;
+    };
+    let (h, _) = device(dir.path(), keep);
     let l = link(1.0, 0.01, 1);
     let first = l.log.clone();
     h.participate_using(l, good(), quick()).unwrap();
@@ -491,7 +496,7 @@ fn the_node_key_is_kept_sealed_and_goes_with_delete_all() {
         assert!(!contains(&bytes, b"PRIVATE KEY"), "a PEM private key in {file}");
     }
 
-    let (h, _) = device(dir.path(), |c| c.federated_min_new_examples = 0);
+    let (h, _) = device(dir.path(), keep);
     let l = link(1.0, 0.01, 2);
     let second = l.log.clone();
     h.participate_using(l, good(), quick()).unwrap();
@@ -499,11 +504,56 @@ fn the_node_key_is_kept_sealed_and_goes_with_delete_all() {
 
     h.delete_all().unwrap();
     assert!(h.privacy_ledger().unwrap().entries.is_empty());
-    let (h, _) = device(dir.path(), |c| c.federated_min_new_examples = 0);
+    let (h, _) = device(dir.path(), keep);
     let l = link(1.0, 0.01, 3);
     let third = l.log.clone();
     h.participate_using(l, good(), quick()).unwrap();
     assert_ne!(activation_key(&first), activation_key(&third), "a new key after delete_all");
+}
+
+/// The key fingerprint the ledger keeps: SHA-256 of the PEM, 8 bytes.
+fn fingerprint(pem: &[u8]) -> String {
+    ring::digest::digest(&ring::digest::SHA256, pem).as_ref()[..8].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[test]
+fn rounds_are_taken_under_fresh_node_keys_and_the_ledger_says_which() {
+    let dir = tempfile::tempdir().unwrap();
+    let (h, _) = device(dir.path(), |c| c.federated_min_new_examples = 0);
+    let mut keys = Vec::new();
+    for round in 1..=3 {
+        let l = link(1.0, 0.01, round);
+        let (log, message) = (l.log.clone(), l.meta.clone());
+        assert!(matches!(h.participate_using(l, good(), quick()).unwrap(), ParticipationOutcome::Contributed { .. }));
+        keys.push(activation_key(&log));
+        // The reply carries the message's own time and TTL, not the
+        // device's clock, and no training time.
+        let log = log.lock().unwrap();
+        let (_, body) = log.iter().find(|(p, _)| p.ends_with("/push-messages")).unwrap();
+        let push = proto::PushMessagesRequest::decode(body.as_slice()).unwrap();
+        assert_eq!(push.clientapp_runtime_list, vec![0.0]);
+        let meta = push.messages_list[0].metadata.as_ref().unwrap();
+        assert_eq!((meta.created_at, meta.ttl), (message.created_at, message.ttl));
+    }
+    assert_eq!(keys.iter().collect::<std::collections::BTreeSet<_>>().len(), 3, "a fresh key each round");
+    let ledger = h.privacy_ledger().unwrap();
+    let noted: Vec<String> = ledger.entries.iter().map(|e| e.node_key.clone()).collect();
+    assert_eq!(noted, keys.iter().map(|k| fingerprint(k)).collect::<Vec<_>>());
+
+    // Every two rounds, when the app says so.
+    let dir = tempfile::tempdir().unwrap();
+    let (h, _) = device(dir.path(), |c| {
+        c.federated_min_new_examples = 0;
+        c.federated_node_key_rounds = 2;
+    });
+    let mut keys = Vec::new();
+    for round in 1..=3 {
+        let l = link(1.0, 0.01, round);
+        let log = l.log.clone();
+        h.participate_using(l, good(), quick()).unwrap();
+        keys.push(activation_key(&log));
+    }
+    assert!(keys[0] == keys[1] && keys[1] != keys[2], "two rounds a key");
 }
 
 #[test]

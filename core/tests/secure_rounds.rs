@@ -15,10 +15,12 @@ use std::time::{Duration, Instant};
 use common::flower::*;
 use common::superlink::Log;
 use hearth_core::federated::objects::{ConfigValue, Record};
+use hearth_core::federated::proto;
 use hearth_core::federated::*;
 use hearth_core::*;
 use hearth_secagg::wire::{self, Reply, ReplyBody};
 use hearth_secagg::{Quantization, quantize};
+use prost::Message;
 
 /// (round, device, replies before it drops): one drop at each stage, in
 /// different rounds (with 10 devices, a threshold of 6 of 9 neighbours
@@ -117,6 +119,40 @@ fn devices_take_part_in_secure_rounds_and_the_coordinator_reads_nothing() {
             .map(|(round, _, _)| *round as u64)
             .collect();
         assert_eq!(charged, expected, "device {n}: ledger rounds");
+        // Unlinkable rounds: a fresh node key each round, and nothing of
+        // the device's clock or training time in what it sent.
+        let keys: BTreeSet<Vec<u8>> = log
+            .iter()
+            .filter(|(p, _)| p.ends_with("/activate-node"))
+            .map(|(_, b)| proto::ActivateNodeRequest::decode(b.as_slice()).unwrap().public_key)
+            .collect();
+        assert_eq!(keys.len(), rounds, "device {n}: one node key per round");
+        let fingerprints: BTreeSet<&str> = ledger.entries.iter().map(|e| e.node_key.as_str()).collect();
+        assert_eq!(fingerprints.len(), ledger.entries.len(), "device {n}: the ledger names a key per round");
+        let mut sent: std::collections::HashMap<String, (f64, f64)> = std::collections::HashMap::new();
+        for (_, body) in log.iter().filter(|(p, _)| p.ends_with("/pull-messages (reply)")) {
+            for m in proto::PullMessagesResponse::decode(body.as_slice()).unwrap().messages_list {
+                let meta = m.metadata.unwrap();
+                sent.insert(meta.message_id, (meta.created_at, meta.ttl));
+            }
+        }
+        let mut replies = 0;
+        for (_, body) in log.iter().filter(|(p, _)| p.ends_with("/push-messages")) {
+            let push = proto::PushMessagesRequest::decode(body.as_slice()).unwrap();
+            assert!(push.clientapp_runtime_list.iter().all(|&t| t == 0.0), "device {n}: a training time was sent");
+            for m in push.messages_list {
+                let meta = m.metadata.unwrap();
+                let asked = sent.get(&meta.reply_to_message_id).expect("a reply to a message the device pulled");
+                assert_eq!((meta.created_at, meta.ttl), *asked, "device {n}: a reply with the device's clock");
+                replies += 1;
+            }
+        }
+        assert!(replies > 0);
+        for (path, signed) in log.iter().filter(|(p, _)| p.ends_with(" (headers)")) {
+            let text = String::from_utf8_lossy(signed);
+            let at = text.find("0.000000+00:00");
+            assert!(at.is_some(), "device {n}: {path} signed a timestamp finer than 10 s: {text}");
+        }
         // The ledger's epsilon is the accountant's over its entries.
         let mut accountant = accountant::RdpAccountant::new();
         for e in &ledger.entries {

@@ -281,6 +281,7 @@ fun run(dir: File) {
                 aggregation = aggregation, noiseMode = noiseMode, noiseShare = if (distributed) 0.122 else 0.0,
                 cohort = if (distributed) 100u else 0u, honestFraction = if (distributed) 2.0 / 3.0 else 0.0,
                 scale = if (distributed) 4828.0 else 0.0, dimension = if (distributed) 144_935uL else 0uL,
+                nodeKey = "3f2a9c0b51d7e864",
             )
             val row = DemoModel.uploadText(entry, "today")
             println("  ledger row:        $row")

@@ -419,7 +419,7 @@ impl<T: Transport> FleetClient<T> {
             return self.secure_round(node_id, wait, meta, stage, trainer);
         }
         let instruction = instruction(meta.run_id, content)?;
-        let (result, norm, runtime) = self.train_checked(node_id, &meta, trainer, &instruction)?;
+        let (result, norm) = self.train_checked(node_id, &meta, trainer, &instruction)?;
 
         let mut at = 0;
         let delta_arrays: Vec<(String, F32Array)> = instruction
@@ -441,7 +441,7 @@ impl<T: Transport> FleetClient<T> {
         }
         let reply_meta = reply_metadata(node_id, &meta)?;
         let deflated = objects::deflate_message(&reply_meta, &content);
-        self.push_reply(node_id, reply_meta, deflated, None, runtime)?;
+        self.push_reply(node_id, reply_meta, deflated, None)?;
         Ok(RoundOutcome::Done(RoundReport {
             node_id,
             run_id: meta.run_id,
@@ -454,18 +454,16 @@ impl<T: Transport> FleetClient<T> {
         }))
     }
 
-    /// Trains and checks the update: (the result, its norm, the seconds it
-    /// took). On failure the server hears only that it failed (a fixed
-    /// reason: the trainer's message may say more than should leave the
-    /// device).
+    /// Trains and checks the update: (the result, its norm). On failure
+    /// the server hears only that it failed (a fixed reason: the trainer's
+    /// message may say more than should leave the device).
     fn train_checked(
         &mut self,
         node_id: u64,
         meta: &proto::Metadata,
         trainer: &mut dyn Trainer,
         instruction: &TrainInstruction,
-    ) -> Result<(LocalResult, f64, f64), FleetError> {
-        let trained_at = Instant::now();
+    ) -> Result<(LocalResult, f64), FleetError> {
         let result = match self.train_online(node_id, trainer, instruction) {
             Ok(r) => r,
             Err(why) => {
@@ -473,9 +471,8 @@ impl<T: Transport> FleetClient<T> {
                 return Err(FleetError::Update(why));
             }
         };
-        let runtime = trained_at.elapsed().as_secs_f64();
         match check_update(instruction, &result) {
-            Ok(norm) => Ok((result, norm, runtime)),
+            Ok(norm) => Ok((result, norm)),
             Err(e) => {
                 self.push_error(node_id, meta, "the device refused its own update")?;
                 Err(e)
@@ -529,7 +526,7 @@ impl<T: Transport> FleetClient<T> {
         let meta = reply_metadata(node_id, to)?;
         let error = proto::ProtoError { code: CLIENT_APP_RAISED_EXCEPTION, reason: reason.into() };
         let deflated = objects::deflate_error_message(&meta, &error);
-        self.push_reply(node_id, meta, deflated, Some(error), 0.0)
+        self.push_reply(node_id, meta, deflated, Some(error))
     }
 
     /// `push-messages` with the reply's metadata and tree, then
@@ -540,7 +537,6 @@ impl<T: Transport> FleetClient<T> {
         mut meta: proto::Metadata,
         deflated: objects::Deflated,
         error: Option<proto::ProtoError>,
-        runtime: f64,
     ) -> Result<(), FleetError> {
         let node = Some(proto::Node { node_id });
         let run_id = meta.run_id;
@@ -557,7 +553,10 @@ impl<T: Transport> FleetClient<T> {
                 error,
             }],
             message_object_trees: vec![deflated.tree.clone()],
-            clientapp_runtime_list: vec![runtime],
+            // Flower wants the ClientApp's running time; the device's own
+            // training time would say something of the device and its data
+            // (and tell its rounds apart): 0 for every reply.
+            clientapp_runtime_list: vec![0.0],
         };
         let pushed: proto::PushMessagesResponse = self.call("push-messages", &push)?;
         let mut wanted: Vec<&objects::Object> = Vec::with_capacity(pushed.objects_to_push.len());
@@ -683,11 +682,13 @@ impl<T: Transport> FleetClient<T> {
 /// The metadata of a reply to `to`, as flwr's `Message(reply_to=...)` makes
 /// it: the TTL ends when the instruction's does.
 fn reply_metadata(node_id: u64, to: &proto::Metadata) -> Result<proto::Metadata, FleetError> {
-    let created_at = now_secs();
-    let ttl = to.created_at + to.ttl - created_at;
-    if ttl <= 0.0 {
+    if to.created_at + to.ttl <= now_secs() {
         return Err(FleetError::Protocol("the message expired before the reply".into()));
     }
+    // The reply carries the message's own time and TTL, not the device's
+    // clock: Flower needs a creation time and a TTL that ends no later than
+    // the message's, and the device's clock (its skew, when it answered)
+    // would tell the coordinator something of the device.
     Ok(proto::Metadata {
         run_id: to.run_id,
         message_id: String::new(),
@@ -695,9 +696,9 @@ fn reply_metadata(node_id: u64, to: &proto::Metadata) -> Result<proto::Metadata,
         dst_node_id: to.src_node_id,
         reply_to_message_id: to.message_id.clone(),
         group_id: to.group_id.clone(),
-        ttl,
+        ttl: to.ttl,
         message_type: to.message_type.clone(),
-        created_at,
+        created_at: to.created_at,
         src_task_id: to.dst_task_id,
         dst_task_id: to.src_task_id,
     })

@@ -117,6 +117,11 @@ pub struct LedgerEntry {
     pub scale: f64,
     #[serde(default)]
     pub dimension: u64,
+    /// Which node key the round used: the first 8 bytes of the SHA-256 of
+    /// its public key, in hex (kept here, never sent; empty in entries
+    /// from before keys rotated).
+    #[serde(default)]
+    pub node_key: String,
 }
 
 impl LedgerEntry {
@@ -264,6 +269,7 @@ pub(crate) fn unreadable_entry(raw: &serde_json::Value) -> LedgerEntry {
         honest_fraction: 0.0,
         scale: 0.0,
         dimension: 0,
+        node_key: String::new(),
     }
 }
 
@@ -348,6 +354,7 @@ mod tests {
             honest_fraction: 0.0,
             scale: 0.0,
             dimension: 0,
+            node_key: String::new(),
         }
     }
 
@@ -384,7 +391,7 @@ mod tests {
         // as central.
         assert_eq!(decode(&encode(&[d.clone()]).unwrap()), vec![d]);
         let mut old = serde_json::to_value(entry(1.1, 0.01)).unwrap();
-        for field in ["noise_mode", "noise_share", "cohort", "honest_fraction", "scale", "dimension"] {
+        for field in ["noise_mode", "noise_share", "cohort", "honest_fraction", "scale", "dimension", "node_key"] {
             old.as_object_mut().unwrap().remove(field);
         }
         assert_eq!(decode(&serde_json::to_vec(&vec![old]).unwrap()), vec![entry(1.1, 0.01)]);

@@ -70,6 +70,13 @@ impl NodeKey {
         &self.pkcs8
     }
 
+    /// A short name for the key, for the ledger: the first 8 bytes of the
+    /// SHA-256 of its public key PEM, in hex.
+    pub fn fingerprint(&self) -> String {
+        let digest = ring::digest::digest(&ring::digest::SHA256, self.public_key_pem());
+        digest.as_ref()[..8].iter().map(|b| format!("{b:02x}")).collect()
+    }
+
     /// The public key as the SuperLink stores it: PEM SubjectPublicKeyInfo.
     pub fn public_key_pem(&self) -> &[u8] {
         &self.pem
@@ -102,11 +109,17 @@ fn spki_pem(point: &[u8]) -> Vec<u8> {
 }
 
 /// `YYYY-MM-DDTHH:MM:SS.ffffff+00:00`, as Python's
-/// `datetime.now(UTC).isoformat()` writes it.
+/// `datetime.now(UTC).isoformat()` writes it, rounded down to 10 s: the
+/// SuperLink accepts a signed timestamp within 300 s of its clock, and a
+/// finer one would show the device's clock skew, which can tell devices
+/// (and one device's rounds) apart.
 pub fn iso8601_utc_now() -> String {
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
-    iso8601_utc(now.as_secs() as i64, now.subsec_micros())
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs() as i64;
+    iso8601_utc(now - now % AUTH_TIMESTAMP_STEP_SECS, 0)
 }
+
+/// The granularity of the signed timestamp.
+pub const AUTH_TIMESTAMP_STEP_SECS: i64 = 10;
 
 pub(crate) fn iso8601_utc(secs: i64, micros: u32) -> String {
     let days = secs.div_euclid(86_400);
@@ -133,6 +146,14 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn signed_timestamps_are_whole_tens_of_seconds() {
+        // The seconds' last digit and the fraction are always zero: no
+        // finer reading of the device's clock.
+        let now = iso8601_utc_now();
+        assert!(now.ends_with("0.000000+00:00"), "{now}");
+    }
 
     #[test]
     fn timestamps_are_iso8601_utc() {

@@ -205,6 +205,9 @@ impl Transport for ForeignTransport {
 pub(crate) struct FederatedState {
     /// PKCS#8 of the node key.
     pub(crate) node_key: Option<Vec<u8>>,
+    /// Rounds answered under it (an update, a refusal or a drop midway).
+    #[serde(default)]
+    pub(crate) node_key_rounds: u32,
     pub(crate) last_contribution_ms: Option<i64>,
     /// Events up to this store id were there at the last contribution.
     pub(crate) examples_watermark: i64,

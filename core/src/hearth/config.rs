@@ -65,6 +65,14 @@ pub struct HearthConfig {
     /// announced noise, and its ledger accounts with it.
     #[uniffi(default = 0.6666666666666666)]
     pub federated_honest_fraction: f64,
+    /// Rounds answered under one node key (with an update, a refusal or a
+    /// drop midway) before the device makes a fresh one (1: a new key for
+    /// every round, so the coordinator cannot line up one device's rounds;
+    /// 0: one key for good, as before). The key is the
+    /// device's name to the SuperLink; the ledger keeps, for each round, a
+    /// fingerprint of the key it used.
+    #[uniffi(default = 1)]
+    pub federated_node_key_rounds: u32,
 }
 
 impl HearthConfig {
@@ -84,6 +92,7 @@ impl HearthConfig {
             federated_secure_min_threshold: 2.0 / 3.0,
             federated_require_secure_aggregation: false,
             federated_honest_fraction: 2.0 / 3.0,
+            federated_node_key_rounds: 1,
         }
     }
 

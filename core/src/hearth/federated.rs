@@ -54,12 +54,17 @@ impl Hearth {
 
     /// The node key `state` holds, made and sealed in the store (with
     /// `state`) on first use.
+    /// A key that has answered `federated_node_key_rounds` rounds is
+    /// replaced by a fresh one first (never, when that is 0).
     fn node_key(&self, state: &mut FederatedState) -> std::result::Result<NodeKey, HearthError> {
-        if let Some(pkcs8) = &state.node_key {
+        let rounds = self.config.federated_node_key_rounds;
+        let spent = rounds > 0 && state.node_key_rounds >= rounds;
+        if let (Some(pkcs8), false) = (&state.node_key, spent) {
             return NodeKey::from_pkcs8(pkcs8).map_err(|e| HearthError::from(Error::from(e)));
         }
         let key = NodeKey::generate().map_err(Error::from)?;
         state.node_key = Some(key.pkcs8().to_vec());
+        state.node_key_rounds = 0;
         self.save_federated_state(state)?;
         info!("federated node key made");
         Ok(key)
@@ -152,10 +157,16 @@ impl Hearth {
             }
             let key = self.node_key(&mut state)?;
             let watermark = self.with(|s| s.store.last_event_id())?;
-            let mut trainer = DeviceTrainer::new(self, state.rounds_taken.clone())?;
+            let mut trainer = DeviceTrainer::new(self, state.rounds_taken.clone(), key.fingerprint())?;
             let wait = Duration::from_secs(self.config.federated_round_wait_seconds as u64);
             let mut client = FleetClient::new(transport, key, options);
             let outcome = client.participate(wait, &mut trainer);
+            // A round answered in any way (an update, a refusal, a drop
+            // midway) showed the coordinator this key with it.
+            let engaged = !matches!(outcome, Ok(RoundOutcome::NoMessage));
+            if engaged {
+                state.node_key_rounds = state.node_key_rounds.saturating_add(1);
+            }
             let mut charged = trainer.charged.take();
             let result = match outcome {
                 Ok(RoundOutcome::NoMessage) => Ok(ParticipationOutcome::NoRound),
@@ -199,6 +210,12 @@ impl Hearth {
                     warn!("ledger entry not updated after a failed push: {e}");
                 }
             }
+            if engaged
+                && !matches!(result, Ok(ParticipationOutcome::Contributed { .. }))
+                && let Err(e) = self.save_federated_state(&state)
+            {
+                warn!("the node key's round count not saved: {e}");
+            }
             result
         })
     }
@@ -218,6 +235,8 @@ impl Hearth {
 struct DeviceTrainer<'a> {
     hearth: &'a Hearth,
     rounds_taken: Vec<(u64, u64)>,
+    /// The node key's fingerprint, for the ledger.
+    node_key: String,
     seed: u64,
     declined: Option<DeclineReason>,
     rejected: Option<HearthError>,
@@ -226,12 +245,13 @@ struct DeviceTrainer<'a> {
 }
 
 impl<'a> DeviceTrainer<'a> {
-    fn new(hearth: &'a Hearth, rounds_taken: Vec<(u64, u64)>) -> Result<Self> {
+    fn new(hearth: &'a Hearth, rounds_taken: Vec<(u64, u64)>, node_key: String) -> Result<Self> {
         let mut seed = [0u8; 8];
         SystemRandom::new().fill(&mut seed).map_err(|_| Error::Crypto("no randomness"))?;
         Ok(DeviceTrainer {
             hearth,
             rounds_taken,
+            node_key,
             seed: u64::from_le_bytes(seed),
             declined: None,
             rejected: None,
@@ -379,6 +399,7 @@ impl Trainer for DeviceTrainer<'_> {
             honest_fraction: ins.distributed.map_or(0.0, |d| d.honest_fraction),
             scale: ins.distributed.map_or(0.0, |d| d.scale),
             dimension: ins.distributed.map_or(0, |d| d.dimension),
+            node_key: self.node_key.clone(),
         };
         let mut all = entries;
         all.push(entry.clone());

@@ -43,6 +43,10 @@ impl Transport for Recording {
         log.push((format!("{path} (headers)"), signed));
         drop(log);
         let reply = self.inner.post(path, headers, body, timeout);
+        if let (true, Ok(bytes)) = (path.ends_with("/pull-messages"), &reply) {
+            // What the coordinator sent, to compare the replies with.
+            self.log.lock().unwrap().push((format!("{path} (reply)"), bytes.clone()));
+        }
         if self.lose_first_response.is_some_and(|call| path.ends_with(call))
             && !self.lost.swap(true, std::sync::atomic::Ordering::Relaxed)
         {

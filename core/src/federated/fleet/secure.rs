@@ -8,7 +8,8 @@
 //! the masked-input stage also carries the global arrays and the train
 //! config, as a plain round does. A reply has only `"hearth.secagg"` with
 //! `"reply"` (bytes): no example count, no segment report, no training
-//! time (the runtime field Flower requires is 0).
+//! time (the runtime field Flower requires is 0, as in every reply), and
+//! the message's own creation time rather than the device's clock.
 //!
 //! When the device refuses a stage (a [`Refusal`]: terms below its
 //! [`DevicePolicy`](hearth_secagg::DevicePolicy), inconsistent lists, a
@@ -106,7 +107,7 @@ impl<T: Transport> FleetClient<T> {
                     let mut instruction = instruction(run_id, content)?;
                     instruction.aggregation = Aggregation::Secure;
                     instruction.distributed = distributed;
-                    let (result, norm, _) = self.train_checked(node_id, &meta, trainer, &instruction)?;
+                    let (result, norm) = self.train_checked(node_id, &meta, trainer, &instruction)?;
                     report = Some(RoundReport {
                         node_id,
                         run_id,
@@ -177,6 +178,6 @@ impl<T: Transport> FleetClient<T> {
         let content = vec![(SECAGG_KEY.to_string(), Record::Config(vec![("reply".into(), ConfigValue::Bytes(bytes))]))];
         let meta = reply_metadata(node_id, to)?;
         let deflated = objects::deflate_message(&meta, &content);
-        self.push_reply(node_id, meta, deflated, None, 0.0)
+        self.push_reply(node_id, meta, deflated, None)
     }
 }

@@ -301,7 +301,7 @@ func run(_ dir: URL) throws {
             segmentReportEpsilon: 0, aggregation: aggregation, noiseMode: noiseMode,
             noiseShare: distributed ? 0.122 : 0, cohort: distributed ? 100 : 0,
             honestFraction: distributed ? 2.0 / 3.0 : 0, scale: distributed ? 4828 : 0,
-            dimension: distributed ? 144_935 : 0)
+            dimension: distributed ? 144_935 : 0, nodeKey: "3f2a9c0b51d7e864")
         let row = DemoModel.uploadText(entry, sent: "today")
         print("  ledger row:        \(row)")
         let says = aggregation == .secure ? "only the round's sum" : "saw this update"
