@@ -117,20 +117,32 @@ def generate():
     return {"dp_accounting": metadata.version("dp-accounting"), "cases": out}
 
 
-def write(fixture, path):
-    # One case a line: small, readable diffs.
+def write_fixture(fixture, path, generator, what, how):
+    """Writes `fixture` as JSON with one case a line (small, readable
+    diffs), after the generator, the dp_accounting version and `what`:
+    `how` (the accountant or mechanism the cases come from)."""
     lines = [
         "{",
-        '  "generator": "tests/federated/accountant_fixture.py",',
+        f'  "generator": "{generator}",',
         f'  "dp_accounting": {json.dumps(fixture["dp_accounting"])},',
-        '  "accountant": "dp_accounting.rdp.RdpAccountant() (default orders, add-or-remove-one); each segment '
-        'SelfComposedDpEvent(PoissonSampledDpEvent(q, GaussianDpEvent(z)), rounds); get_epsilon_and_optimal_order(delta)",',
+        f'  "{what}": {json.dumps(how)},',
         '  "cases": [',
     ]
     lines += [f"    {json.dumps(case)}," for case in fixture["cases"]]
     lines[-1] = lines[-1].rstrip(",")
     lines += ["  ]", "}", ""]
     Path(path).write_text("\n".join(lines))
+
+
+def write(fixture, path):
+    write_fixture(
+        fixture,
+        path,
+        "tests/federated/accountant_fixture.py",
+        "accountant",
+        "dp_accounting.rdp.RdpAccountant() (default orders, add-or-remove-one); each segment "
+        "SelfComposedDpEvent(PoissonSampledDpEvent(q, GaussianDpEvent(z)), rounds); get_epsilon_and_optimal_order(delta)",
+    )
 
 
 def compare(committed_path, fresh_path):

@@ -132,18 +132,14 @@ def generate():
 
 
 def write(fixture, path):
-    lines = [
-        "{",
-        '  "generator": "tests/federated/ddg_fixture.py",',
-        f'  "dp_accounting": {json.dumps(fixture["dp_accounting"])},',
-        '  "mechanism": "distributed discrete Gaussian, Kairouz, Liu, Steinke 2021, proposition 14, conditional '
-        'rounding beta = exp(-1/2), no sampling amplification; compute_epsilon at dp_accounting default orders",',
-        '  "cases": [',
-    ]
-    lines += [f"    {json.dumps(case)}," for case in fixture["cases"]]
-    lines[-1] = lines[-1].rstrip(",")
-    lines += ["  ]", "}", ""]
-    Path(path).write_text("\n".join(lines))
+    base.write_fixture(
+        fixture,
+        path,
+        "tests/federated/ddg_fixture.py",
+        "mechanism",
+        "distributed discrete Gaussian, Kairouz, Liu, Steinke 2021, proposition 14, conditional "
+        "rounding beta = exp(-1/2), no sampling amplification; compute_epsilon at dp_accounting default orders",
+    )
 
 
 def main():
