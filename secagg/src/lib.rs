@@ -12,8 +12,8 @@
 //! [`coordinator`] the coordinator's, [`wire`] the messages between them.
 //!
 //! Every primitive comes from a reviewed crate: X25519 (x25519-dalek),
-//! HKDF-SHA256 and AES-256-GCM (ring), ChaCha20 for masks and as the CSPRNG
-//! keyed from the system's (RustCrypto), Shamir arithmetic (vsss-rs over a
+//! HKDF-SHA256 and AES-256-GCM (ring), AES-256-CTR for masks and ChaCha20
+//! as the CSPRNG keyed from the system's (RustCrypto), Shamir arithmetic (vsss-rs over a
 //! field from `ff`'s derive). Known-answer tests pin each against an
 //! independent implementation.
 
