@@ -72,10 +72,6 @@ class SecureTerms:
     # The fraction of the cohort assumed honest and surviving (distributed
     # mode: the wrap margin and the fewest survivors unmasked).
     honest_fraction: float = 2.0 / 3.0
-    # Seconds between two rounds: a device stays online a few seconds
-    # after its last reply (ClientOptions::linger, 6 s); sampled again, it
-    # would be gone at setup, and each of its neighbours one share short.
-    round_gap: float = 8.0
 
 
 def stage_reply(msg: Message) -> tuple[int | None, bytes | None, str]:
@@ -264,8 +260,7 @@ def secure_round(
     if distributed:
         # The devices' shares in the mean: each (z C)^2 / honest in
         # variance, over the survivors.
-        honest = min(max(math.ceil(terms.honest_fraction * len(node_ids)), 1), len(node_ids))
-        share = strategy.noise_multiplier * strategy.clip_norm / math.sqrt(honest)
+        share = strategy.noise_multiplier * strategy.clip_norm / math.sqrt(rnd.honest)
         summary["noise_share_std"] = share
         devices_noise = share * math.sqrt(len(survivors)) / len(survivors)
     strategy.close_round(server_round, summary, mean, len(survivors), devices_noise=devices_noise)

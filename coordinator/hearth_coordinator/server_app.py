@@ -128,7 +128,6 @@ def main(grid: Grid, context: Context) -> None:
         threshold_fraction=float(cfg.get("secagg-threshold", 2.0 / 3.0)),
         max_cohort=int(cfg.get("secagg-max-cohort", 0)),
         stage_timeout=float(cfg["round-timeout"]),
-        round_gap=float(cfg.get("round-gap", 8.0)),
         noise_mode=str(cfg.get("noise-mode", "central")),
         honest_fraction=float(cfg.get("secagg-honest-fraction", 2.0 / 3.0)),
     )
@@ -143,7 +142,8 @@ def main(grid: Grid, context: Context) -> None:
             current = params
             for server_round in range(1, int(cfg["num-server-rounds"]) + 1):
                 if server_round > 1:
-                    time.sleep(terms.round_gap)
+                    # As HearthFedAvg.configure_train waits in plain rounds.
+                    time.sleep(strategy.round_gap)
                 config = ConfigRecord(dict(train_config))
                 config["server-round"] = server_round
                 strategy.sign_into(config, server_round, current)

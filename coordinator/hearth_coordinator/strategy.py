@@ -319,9 +319,10 @@ class HearthFedAvg(FedAvg):
         self.on_round = on_round
         self.current: list[tuple[str, np.ndarray]] = []
         self.rounds: list[dict] = []
-        # Seconds between rounds: a device stays online a few seconds after
-        # its reply (6 s by default) and, with a fresh node key each round,
-        # comes back as another node; sampled again, the old one is gone.
+        # Seconds between rounds (plain and secure): a device stays online a
+        # few seconds after its reply (6 s by default) and, with a fresh node
+        # key each round, comes back as another node; sampled again, the old
+        # one is gone (in a secure round, costing its neighbours a share).
         self.round_gap = round_gap
 
     def check_noise(self, n: int, params: list[tuple[str, np.ndarray]], when: str) -> tuple[float, bool]:

@@ -179,9 +179,10 @@ impl CoordinatorRound {
         if !config.noise.valid() {
             return Err(RoundError::Terms("the noise multiplier or the honest fraction is out of range".into()));
         }
-        let q = &config.quantization;
-        let sum_noise_std = config.noise.sum_std(cohort.len() as u32, q.max_cohort) * q.clip_norm * q.scale;
-        q.check_with_noise(sum_noise_std).map_err(|e| RoundError::Terms(e.to_string()))?;
+        config
+            .noise
+            .check_room(&config.quantization, cohort.len() as u32)
+            .map_err(|e| RoundError::Terms(e.to_string()))?;
         if cohort.len() > config.quantization.max_cohort as usize {
             return Err(RoundError::Terms(format!("{} devices, above the max cohort", cohort.len())));
         }

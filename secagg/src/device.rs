@@ -221,8 +221,7 @@ impl DeviceRound {
             None
         };
         // The sum must hold every device's share too.
-        let sum_noise_std = terms.sum_std(setup.cohort, setup.max_cohort) * setup.clip_norm * setup.scale;
-        quantization.check_with_noise(sum_noise_std)?;
+        terms.check_room(&quantization, setup.cohort)?;
         if setup.max_cohort < setup.cohort {
             return Err(QuantizeError::CanWrap {
                 cohort: setup.cohort,

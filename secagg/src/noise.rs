@@ -16,6 +16,8 @@
 use chacha20::ChaCha20Rng;
 use rand_core::Rng;
 
+use crate::quantize::{Quantization, QuantizeError};
+
 /// The discrete Gaussian on the integers: P(x) proportional to
 /// exp(-x^2 / (2 sigma^2)), with sigma^2 = `num / den`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,6 +60,13 @@ impl NoiseTerms {
     /// share, in clip norms (for the wrap margin): z sqrt(max / honest).
     pub fn sum_std(&self, cohort: u32, max_cohort: u32) -> f64 {
         self.multiplier * (max_cohort as f64 / self.honest(cohort) as f64).sqrt()
+    }
+
+    /// Checks that a sum of `q.max_cohort` updates, with every device's
+    /// share of noise for a round of `cohort`, cannot wrap modulo 2^bits
+    /// (within [`crate::quantize::NOISE_MARGIN`] standard deviations).
+    pub fn check_room(&self, q: &Quantization, cohort: u32) -> Result<(), QuantizeError> {
+        q.check_with_noise(self.sum_std(cohort, q.max_cohort) * q.clip_norm * q.scale)
     }
 
     /// Whether the terms can be used: z finite and at least 0, the fraction

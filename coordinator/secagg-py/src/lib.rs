@@ -13,6 +13,9 @@ use secagg::{CoordinatorRound, NoiseTerms, Quantization, RoundConfig};
 struct Round {
     inner: Option<CoordinatorRound>,
     quantization: Quantization,
+    /// How many of the cohort the devices' noise shares are sized for (0:
+    /// no distributed noise).
+    honest: u32,
 }
 
 #[pymethods]
@@ -47,8 +50,9 @@ impl Round {
         };
         let quantization = Quantization { bits, scale, clip_norm, max_cohort };
         let config = RoundConfig { run_id, round, quantization, degree, threshold_fraction, vector_len, noise };
+        let honest = if noise.multiplier > 0.0 { noise.honest(cohort.len() as u32) } else { 0 };
         let inner = CoordinatorRound::new(config, &cohort).map_err(|e| PyValueError::new_err(e.to_string()))?;
-        Ok(Round { inner: Some(inner), quantization })
+        Ok(Round { inner: Some(inner), quantization, honest })
     }
 
     /// The stage under way: start, setup, share-keys, masked-input, unmask,
@@ -66,6 +70,14 @@ impl Round {
     #[getter]
     fn bits(&self) -> u32 {
         self.quantization.bits
+    }
+
+    /// With distributed noise, how many of the cohort the devices size
+    /// their shares for (ceil of the honest fraction times the cohort, as
+    /// the devices and this round count them); 0 without.
+    #[getter]
+    fn honest(&self) -> u32 {
+        self.honest
     }
 
     /// Closes the stage under way and gives each device left its next

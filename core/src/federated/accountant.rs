@@ -141,26 +141,26 @@ impl RdpAccountant {
     /// `sampling_rate`. Nothing changes on an error or when `rounds` is 0.
     pub fn compose(&mut self, noise_multiplier: f64, sampling_rate: f64, rounds: u64) -> Result<(), AccountantError> {
         let per_round = rdp_curve(noise_multiplier, sampling_rate, &self.orders)?;
+        self.add_rounds(&per_round, rounds);
+        Ok(())
+    }
+
+    /// Adds `rounds` times one round's RDP curve (at these orders).
+    fn add_rounds(&mut self, per_round: &[f64], rounds: u64) {
         if rounds == 0 {
-            return Ok(());
+            return;
         }
         let count = rounds as f64;
         for (total, one) in self.rdp.iter_mut().zip(per_round) {
             *total += count * one;
         }
-        Ok(())
     }
 
     /// Adds `rounds` rounds of the distributed discrete Gaussian. Nothing
     /// changes on an error or when `rounds` is 0.
     pub fn compose_distributed(&mut self, round: &DistributedGaussian, rounds: u64) -> Result<(), AccountantError> {
         let per_round = round.rdp_curve(&self.orders)?;
-        if rounds == 0 {
-            return Ok(());
-        }
-        for (total, one) in self.rdp.iter_mut().zip(per_round) {
-            *total += rounds as f64 * one;
-        }
+        self.add_rounds(&per_round, rounds);
         Ok(())
     }
 
@@ -304,6 +304,21 @@ pub struct DistributedGaussian {
 }
 
 impl DistributedGaussian {
+    /// The round a device took part in: `cohort` devices at the start, of
+    /// which it counts on `honest_fraction` (rounded up, as it sized its
+    /// share: `hearth_secagg::NoiseTerms::honest`).
+    pub fn for_cohort(
+        noise_multiplier: f64,
+        honest_fraction: f64,
+        cohort: u32,
+        clip_norm: f64,
+        scale: f64,
+        dimension: u64,
+    ) -> Self {
+        let terms = hearth_secagg::NoiseTerms { multiplier: noise_multiplier, honest_fraction };
+        DistributedGaussian { noise_multiplier, honest: terms.honest(cohort), clip_norm, scale, dimension }
+    }
+
     /// RDP at each of `orders` (each above 1) of one round, without
     /// sampling amplification (no coordinator's sampling is trusted):
     /// Proposition 14 of Kairouz et al. (arXiv:2102.06387), with the L2

@@ -116,8 +116,7 @@ pub struct SecureWitness {
     /// With this device's noise share (the same without distributed noise):
     /// what the masks cover, and what the round's sum adds up.
     pub noised: Vec<u32>,
-    /// The integers' scale, and the global parameters the round sent.
-    pub scale: f64,
+    /// The global parameters the round sent.
     pub global: Vec<f32>,
 }
 

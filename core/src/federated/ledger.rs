@@ -131,17 +131,14 @@ impl LedgerEntry {
             NoiseMode::Central => {
                 RoundTerms::Central { noise_multiplier: self.noise_multiplier, sampling_rate: self.sampling_rate }
             }
-            NoiseMode::Distributed => RoundTerms::Distributed(DistributedGaussian {
-                noise_multiplier: self.noise_multiplier,
-                honest: hearth_secagg::NoiseTerms {
-                    multiplier: self.noise_multiplier,
-                    honest_fraction: self.honest_fraction,
-                }
-                .honest(self.cohort),
-                clip_norm: self.clip_norm,
-                scale: self.scale,
-                dimension: self.dimension,
-            }),
+            NoiseMode::Distributed => RoundTerms::Distributed(DistributedGaussian::for_cohort(
+                self.noise_multiplier,
+                self.honest_fraction,
+                self.cohort,
+                self.clip_norm,
+                self.scale,
+                self.dimension,
+            )),
         }
     }
 }

@@ -283,17 +283,14 @@ impl Trainer for DeviceTrainer<'_> {
         // device added; otherwise by what the coordinator announces.
         let (z, q, terms) = match &ins.distributed {
             Some(d) => {
-                let round = DistributedGaussian {
-                    noise_multiplier: d.noise_multiplier,
-                    honest: hearth_secagg::NoiseTerms {
-                        multiplier: d.noise_multiplier,
-                        honest_fraction: d.honest_fraction,
-                    }
-                    .honest(d.cohort),
-                    clip_norm: ins.clip_norm,
-                    scale: d.scale,
-                    dimension: d.dimension,
-                };
+                let round = DistributedGaussian::for_cohort(
+                    d.noise_multiplier,
+                    d.honest_fraction,
+                    d.cohort,
+                    ins.clip_norm,
+                    d.scale,
+                    d.dimension,
+                );
                 (d.noise_multiplier, 1.0, RoundTerms::Distributed(round))
             }
             None => {

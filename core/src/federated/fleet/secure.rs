@@ -122,7 +122,6 @@ impl<T: Transport> FleetClient<T> {
                     let len = result.delta.len();
                     // Both closures see it: the first fills it, the second takes it.
                     let quantized = std::cell::RefCell::new(Vec::new());
-                    let scale = setup.scale;
                     device
                         .masked_input_observed(
                             &shares.shares,
@@ -142,7 +141,6 @@ impl<T: Transport> FleetClient<T> {
                                         bits: setup.bits,
                                         quantized: quantized.take(),
                                         noised: noised.to_vec(),
-                                        scale,
                                         global: instruction.flat(),
                                     });
                                 }
