@@ -4,13 +4,15 @@
 //! variances are a device's share for cohorts of 10, 100 and 1,000 at the
 //! largest no-wrap scale for 20 bits, noise multiplier 1, clip norm 1 and
 //! two thirds of the cohort honest; the sampler's cost per value hardly
-//! depends on the variance.
+//! depends on the variance. `parallel` is what a device does: the same
+//! work on up to `NOISE_THREADS` threads (as many as this machine has).
 
 use std::time::Duration;
 
 use chacha20::ChaCha20Rng;
 use criterion::{Criterion, criterion_group, criterion_main};
 use hearth_secagg::Quantization;
+use hearth_secagg::device::NOISE_THREADS;
 use hearth_secagg::noise::{DiscreteGaussian, RandomBits};
 use rand_core::SeedableRng;
 
@@ -28,6 +30,16 @@ fn bench(c: &mut Criterion) {
         eprintln!("noise share, cohort {cohort}: sigma {:.1} (quantized units, scale {scale:.1})", variance.sqrt());
         group.bench_function(format!("share_{LEN}_values_cohort_{cohort}"), |b| {
             b.iter(|| g.add_to(&mut bits, &mut acc, 20))
+        });
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(NOISE_THREADS));
+        let mut seed = 0u8;
+        group.bench_function(format!("share_{LEN}_values_cohort_{cohort}_parallel_{threads}"), |b| {
+            b.iter(|| {
+                g.add_to_parallel(&mut acc, 20, threads, || {
+                    seed = seed.wrapping_add(1);
+                    Ok::<_, ()>(RandomBits::new(ChaCha20Rng::from_seed([seed; 32])))
+                })
+            })
         });
     }
     group.finish();

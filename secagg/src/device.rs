@@ -36,6 +36,10 @@ use crate::wire::{
     SharePair, Unmask,
 };
 
+/// The most threads a device samples its noise share on (fewer where it
+/// has fewer cores).
+pub const NOISE_THREADS: usize = 4;
+
 /// What a device requires of any round, whatever the coordinator says.
 /// The app sets it; the defaults are the issue's.
 #[derive(Debug, Clone, PartialEq)]
@@ -361,8 +365,8 @@ impl DeviceRound {
             }
             let bits = round.quantization.bits;
             if let Some(noise) = &round.noise {
-                let mut random = RandomBits::new(csprng::system_seeded()?);
-                noise.add_to(&mut random, &mut vector, bits);
+                let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(NOISE_THREADS));
+                noise.add_to_parallel(&mut vector, bits, threads, || csprng::system_seeded().map(RandomBits::new))?;
             }
             observe(&vector);
             keys::apply_mask(&round.self_seed, bits, &mut vector, MaskSign::Add);

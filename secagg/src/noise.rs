@@ -156,6 +156,32 @@ impl DiscreteGaussian {
             *a = (*a as i64).wrapping_add(self.sample(random)) as u32 & mask;
         }
     }
+
+    /// [`Self::add_to`] on up to `threads` threads at once, each over its
+    /// own slice of `acc` with its own stream from `stream` (every value
+    /// is still an independent draw; the work is the same, the wait is
+    /// shorter on a device with idle cores).
+    pub fn add_to_parallel<E: Send>(
+        &self,
+        acc: &mut [u32],
+        bits: u32,
+        threads: usize,
+        mut stream: impl FnMut() -> Result<RandomBits, E>,
+    ) -> Result<(), E> {
+        let chunk = acc.len().div_ceil(threads.max(1)).max(1);
+        let mut parts = Vec::new();
+        for part in acc.chunks_mut(chunk) {
+            parts.push((part, stream()?));
+        }
+        let Some((first, mut first_stream)) = parts.pop() else { return Ok(()) };
+        std::thread::scope(|s| {
+            for (part, mut random) in parts {
+                s.spawn(move || self.add_to(&mut random, part, bits));
+            }
+            self.add_to(&mut first_stream, first, bits);
+        });
+        Ok(())
+    }
 }
 
 /// The CSPRNG's output as a little-endian bit stream (its 64-bit words in
@@ -195,28 +221,44 @@ impl RandomBits {
 
 /// A uniform integer in `0..n` (n > 0): as many bits as n - 1 has, again
 /// until below n (no modulo bias; under two tries on average).
-fn uniform_below(bits: &mut RandomBits, n: u128) -> u128 {
+fn uniform_below(bits: &mut RandomBits, n: u64) -> u64 {
     debug_assert!(n > 0);
-    let width = 128 - (n - 1).leading_zeros();
+    let width = 64 - (n - 1).leading_zeros();
     if width == 0 {
         return 0;
     }
     loop {
-        let v = if width <= 64 {
-            bits.take(width) as u128
-        } else {
-            let low = bits.take(64) as u128;
-            low | (bits.take(width - 64) as u128) << 64
-        };
+        let v = bits.take(width);
         if v < n {
             return v;
         }
     }
 }
 
-/// True with probability num / den (num <= den).
+/// True with probability num / den (num <= den, den <= 2^127), reading
+/// two bits on average whatever den is: the stream's bits are the binary
+/// digits of a uniform U in [0, 1), compared with those of num / den
+/// (worked out by long division) until they differ; U < num / den decides.
+/// When the rest of num / den's digits are all 0 and U has matched so
+/// far, U >= num / den: false.
 fn bernoulli(bits: &mut RandomBits, num: u128, den: u128) -> bool {
-    uniform_below(bits, den) < num
+    debug_assert!(num <= den && den <= 1 << 127);
+    if num >= den {
+        return true;
+    }
+    let mut rest = num;
+    while rest != 0 {
+        rest <<= 1;
+        let digit = rest >= den;
+        if digit {
+            rest -= den;
+        }
+        let u = bits.take(1) == 1;
+        if u != digit {
+            return digit;
+        }
+    }
+    false
 }
 
 /// True with probability exp(-num / den) (algorithm 1): for gamma =
@@ -238,9 +280,9 @@ fn bernoulli_exp(bits: &mut RandomBits, num: u128, den: u128) -> bool {
 
 fn bernoulli_exp_at_most_one(bits: &mut RandomBits, num: u128, den: u128) -> bool {
     let mut k: u128 = 1;
-    // den * k stays far below 2^128: k past a few dozen has probability
+    // den * k stays far below 2^127: k past a few dozen has probability
     // below gamma^k / k!.
-    while bernoulli(bits, num, den.saturating_mul(k)) {
+    while bernoulli(bits, num, den.saturating_mul(k).min(1 << 127)) {
         k += 1;
     }
     k % 2 == 1
@@ -250,15 +292,15 @@ fn bernoulli_exp_at_most_one(bits: &mut RandomBits, num: u128, den: u128) -> boo
 /// exp(-|x| / t).
 fn discrete_laplace(bits: &mut RandomBits, t: u64) -> i64 {
     loop {
-        let u = uniform_below(bits, t as u128);
-        if !bernoulli_exp(bits, u, t as u128) {
+        let u = uniform_below(bits, t);
+        if !bernoulli_exp(bits, u as u128, t as u128) {
             continue;
         }
         let mut v: u64 = 0;
         while bernoulli_exp_at_most_one(bits, 1, 1) {
             v += 1;
         }
-        let x = u as u64 + t * v;
+        let x = u + t * v;
         let negative = bernoulli(bits, 1, 2);
         if negative && x == 0 {
             continue;
@@ -294,10 +336,10 @@ mod tests {
         // secagg/tests/reference/discrete_gaussian.py: the same algorithms
         // in Python's integers, over the same ChaCha20 stream.
         let cases: [(u8, u64, u64, [i64; 12]); 4] = [
-            (7, 1, 2, [-1, 1, 0, -1, 0, 0, -2, 0, 1, -1, 0, 0]),
-            (7, 2, 1, [1, 2, -3, -1, -1, 0, 0, -1, 1, 3, -2, 2]),
-            (8, 10_000, 3, [38, -86, 36, -38, -25, -39, -7, 18, 14, 38, -10, -14]),
-            (9, 1_000_000, 1, [-611, -15, -413, 530, 2167, -495, 210, -1003, -351, -558, -635, -1439]),
+            (7, 1, 2, [1, 0, 0, 2, 0, 0, 0, 0, 1, 0, 0, 0]),
+            (7, 2, 1, [2, 0, 0, 1, 0, 1, 4, 0, -2, -1, 0, -1]),
+            (8, 10_000, 3, [-2, 55, 16, 55, -56, 12, 67, 3, 10, 29, -103, -19]),
+            (9, 1_000_000, 1, [513, -1741, 935, 764, -1961, -316, -477, 179, 865, -161, 486, 1567]),
         ];
         for (seed, num, den, want) in cases {
             let g = DiscreteGaussian::new(num, den).unwrap();
@@ -340,7 +382,23 @@ mod tests {
             counts[uniform_below(&mut r, 7) as usize] += 1;
         }
         assert!(counts.iter().all(|&c| (9_500..10_500).contains(&c)), "{counts:?}");
-        let big = (1u128 << 100) + 12_345;
+        let big = (1u64 << 60) + 12_345;
         assert!((0..1000).all(|_| uniform_below(&mut r, big) < big));
+    }
+
+    #[test]
+    fn bernoulli_has_its_probability_in_two_bits_on_average() {
+        let mut r = rng();
+        let n = 200_000;
+        for (num, den) in [(1u128, 2u128), (1, 3), (2, 3), (5, 7), (12_345, 1 << 100), ((1 << 112) / 3, 1 << 112)] {
+            let before = r.rng.get_word_pos() as f64 * 32.0 - r.left as f64;
+            let hits = (0..n).filter(|_| bernoulli(&mut r, num, den)).count() as f64;
+            let used = r.rng.get_word_pos() as f64 * 32.0 - r.left as f64 - before;
+            let p = num as f64 / den as f64;
+            let sd = (p * (1.0 - p) / n as f64).sqrt().max(1e-9);
+            assert!((hits / n as f64 - p).abs() < 5.0 * sd + 1e-6, "{num}/{den}: {} vs {p}", hits / n as f64);
+            assert!(used / (n as f64) < 2.05, "{num}/{den}: {} bits a draw", used / n as f64);
+        }
+        assert!(!bernoulli(&mut r, 0, 5) && bernoulli(&mut r, 5, 5));
     }
 }

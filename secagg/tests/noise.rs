@@ -116,3 +116,31 @@ fn noise_is_added_modulo_two_to_the_bits() {
     let first: Vec<i64> = (0..3).map(|_| g.sample(&mut again)).collect();
     assert_eq!(first.iter().map(|&x| x as i32 as u32 & 0xffff).collect::<Vec<_>>(), acc[..3]);
 }
+
+#[test]
+fn parallel_noise_gives_each_slice_its_own_stream() {
+    let g = DiscreteGaussian::new(10_000, 1).unwrap();
+    let seeds = [21u8, 22, 23, 24];
+    let mut next = seeds.iter();
+    let mut acc = vec![5u32; 10_001];
+    g.add_to_parallel(&mut acc, 20, 4, || {
+        Ok::<_, ()>(RandomBits::new(ChaCha20Rng::from_seed([*next.next().unwrap(); 32])))
+    })
+    .unwrap();
+    // Slices of ceil(10,001 / 4) values, each as one thread's add_to with
+    // the next stream.
+    let mut want = vec![5u32; 10_001];
+    for (part, seed) in want.chunks_mut(2501).zip(seeds) {
+        g.add_to(&mut RandomBits::new(ChaCha20Rng::from_seed([seed; 32])), part, 20);
+    }
+    assert_eq!(acc, want);
+    // A stream that cannot be had is the caller's error, and nothing is added.
+    let mut untouched = vec![0u32; 8];
+    assert_eq!(
+        g.add_to_parallel(&mut untouched, 20, 2, || Err::<RandomBits, _>("no randomness")),
+        Err("no randomness")
+    );
+    assert_eq!(untouched, vec![0; 8]);
+    // No values, no threads.
+    g.add_to_parallel(&mut [], 20, 3, || Ok::<_, ()>(RandomBits::new(ChaCha20Rng::from_seed([1; 32])))).unwrap();
+}

@@ -11,6 +11,8 @@
 #   tests/federated/load.sh
 #   HEARTH_DEVICES=200 tests/federated/load.sh
 #   HEARTH_POLL_S=10 tests/federated/load.sh    devices poll every 10 s (3)
+#   HEARTH_ROUND_WAIT_S=3600 tests/federated/load.sh  devices and the
+#       coordinator wait up to an hour for a round's stage (900 s)
 set -euo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -18,6 +20,8 @@ cd "$repo"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/hearth/target}"
 devices="${HEARTH_DEVICES:-1000}"
 rounds="${HEARTH_ROUNDS:-2}"
+# How long a device waits for a stage, and the coordinator for a stage's replies.
+export HEARTH_ROUND_WAIT_S="${HEARTH_ROUND_WAIT_S:-900}"
 
 # shellcheck source=flower.sh
 . tests/federated/flower.sh
@@ -30,7 +34,7 @@ flower_superlink_start
 
 flwr run coordinator local --run-config \
     "model-dir='$repo/models/ranker-v1' out-dir='$work/out' min-nodes=$devices num-server-rounds=$rounds \
-clip-norm=1.0 noise-multiplier=1.0 round-timeout=900.0 secure-aggregation=true" | tail -1
+clip-norm=1.0 noise-multiplier=1.0 round-timeout=$HEARTH_ROUND_WAIT_S.0 secure-aggregation=true" | tail -1
 
 # The peak resident memory of the SuperLink and of the ServerApp processes,
 # sampled every 2 s while the devices run.

@@ -3,8 +3,9 @@ Canonne, Kamath and Steinke (NeurIPS 2020, algorithms 1 to 3) in Python's
 exact integers, drawing from the same bits as hearth_secagg's
 RandomBits: the RFC 8439 ChaCha20 keystream of the seed (nonce 0) read as
 a little-endian bit stream, each uniform integer below n taken from as
-many bits as n - 1 has, again until below n. Prints the known answers that
-secagg/src/noise.rs pins:
+many bits as n - 1 has, again until below n, and each Bernoulli(p) decided
+by comparing the stream's bits with p's binary digits until they differ.
+Prints the known answers that secagg/src/noise.rs pins:
 
     python3 secagg/tests/reference/discrete_gaussian.py
 """
@@ -37,6 +38,23 @@ def uniform_below(s: Stream, n: int) -> int:
             return v
 
 
+def bernoulli(s: Stream, num: int, den: int) -> bool:
+    # Is U < num/den, for U uniform in [0, 1) whose binary digits are the
+    # stream's next bits? Compared digit by digit; when num/den's digits
+    # run out (all 0 from here) with U equal so far, U is not below it.
+    if num >= den:
+        return True
+    rest = num
+    while rest:
+        rest *= 2
+        digit = rest >= den
+        if digit:
+            rest -= den
+        if s.take(1) != digit:
+            return digit
+    return False
+
+
 def bernoulli_exp(s: Stream, num: int, den: int) -> bool:
     # exp(-num/den): floor(num/den) draws of exp(-1), then one of the rest.
     if num < den:
@@ -53,7 +71,7 @@ def bernoulli_exp_le1_raw(s: Stream, num: int, den: int) -> bool:
     # exp(-num/den) for num <= den: the parity of the first k at which
     # Bernoulli(num / (den k)) fails.
     k = 1
-    while uniform_below(s, den * k) < num:
+    while bernoulli(s, num, den * k):
         k += 1
     return k % 2 == 1
 
@@ -67,7 +85,7 @@ def discrete_laplace(s: Stream, t: int) -> int:
         while bernoulli_exp_le1_raw(s, 1, 1):
             v += 1
         x = u + t * v
-        negative = uniform_below(s, 2) < 1
+        negative = bernoulli(s, 1, 2)
         if negative and x == 0:
             continue
         return -x if negative else x
