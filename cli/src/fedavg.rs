@@ -5,6 +5,13 @@
 //! every device through `Hearth::install_model`, exactly as a downloaded one
 //! would be.
 //!
+//! With [`NoiseMode::Distributed`] the noise is the devices' instead, as in
+//! a secure round (issue 17): each update is quantized with conditional
+//! rounding, gets its discrete Gaussian share, and the coordinator only
+//! dequantizes the sum modulo 2^bits (the masks of secure aggregation
+//! cancel in that sum, so they are left out here; `hearth-secagg`'s tests
+//! and the Flower lane check they do).
+//!
 //! The devices train with the same code a phone runs (`hearth-core`'s
 //! training step through tract); what reaches this coordinator is only each
 //! device's clipped weight delta.
@@ -19,6 +26,10 @@ use rand::{Rng, SeedableRng};
 use ring::digest::{SHA256, digest};
 use ring::rand::SystemRandom;
 use ring::signature::{Ed25519KeyPair, KeyPair};
+
+use chacha20::ChaCha20Rng;
+use hearth_secagg::Quantization;
+use hearth_secagg::noise::{DiscreteGaussian, NoiseTerms, RandomBits};
 
 use crate::model_cmd::hex;
 
@@ -103,6 +114,47 @@ impl ServerOptimizer {
     }
 }
 
+/// Where a round's noise is added.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum NoiseMode {
+    /// By the coordinator, to the mean: Gaussian of std z C / n.
+    Central,
+    /// By the devices, before the sum: each quantizes its update to
+    /// integers modulo 2^bits at the largest scale with room for the noise
+    /// and adds a discrete Gaussian share sized so the `honest_fraction` of
+    /// the cohort alone sums to noise of std z C.
+    Distributed { bits: u32, honest_fraction: f64 },
+}
+
+/// The terms of a distributed round of `cohort` devices.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DistributedRound {
+    pub quantization: Quantization,
+    pub noise: NoiseTerms,
+}
+
+impl DistributedRound {
+    /// As the coordinator's secure round sets them (`hearth_secagg`'s
+    /// Python `Round` with no scale given): the largest scale at which the
+    /// cohort's sum, with every device's share, cannot wrap.
+    pub fn new(bits: u32, honest_fraction: f64, clip: f64, z: f64, cohort: u32) -> Result<DistributedRound> {
+        let noise = NoiseTerms { multiplier: z, honest_fraction };
+        if !noise.valid() {
+            return Err(anyhow!("distributed noise terms out of range: z {z}, honest fraction {honest_fraction}"));
+        }
+        let scale = Quantization::largest_scale_with_noise(bits, clip, cohort, noise.sum_std(cohort, cohort));
+        let quantization = Quantization { bits, scale, clip_norm: clip, max_cohort: cohort };
+        noise.check_room(&quantization, cohort).map_err(|e| anyhow!("distributed round of {cohort}: {e}"))?;
+        Ok(DistributedRound { quantization, noise })
+    }
+
+    /// The std of the noise on each coordinate of the mean when all
+    /// `cohort` devices add their share: z C sqrt(cohort / honest) / cohort.
+    pub fn mean_noise_std(&self, cohort: u32) -> f64 {
+        self.noise.sum_std(cohort, cohort) * self.quantization.clip_norm / cohort as f64
+    }
+}
+
 /// A standard normal draw (Box-Muller).
 pub fn normal(rng: &mut StdRng) -> f64 {
     let u1: f64 = rng.random_range(f64::EPSILON..1.0);
@@ -117,6 +169,7 @@ pub struct Coordinator {
     pub version: u64,
     clip: f64,
     noise_multiplier: f64,
+    noise_mode: NoiseMode,
     optimizer: ServerOptimizer,
     /// The optimizer's state: momentum's velocity or Adam's first moment,
     /// Adam's second moment, and the step count.
@@ -131,6 +184,8 @@ pub struct Coordinator {
 pub struct Aggregate {
     /// Standard deviation of the noise added to each coordinate of the mean.
     pub noise_std: f64,
+    /// The terms of a distributed round.
+    pub distributed: Option<DistributedRound>,
 }
 
 impl Coordinator {
@@ -180,6 +235,7 @@ impl Coordinator {
             version,
             clip,
             noise_multiplier,
+            noise_mode: NoiseMode::Central,
             optimizer,
             first,
             second,
@@ -228,31 +284,65 @@ impl Coordinator {
         self.package()
     }
 
+    /// Where the noise of the following rounds is added.
+    pub fn set_noise_mode(&mut self, mode: NoiseMode) -> Result<()> {
+        if let NoiseMode::Distributed { bits, honest_fraction } = mode {
+            // Checked as a round of one would be.
+            DistributedRound::new(bits, honest_fraction, self.clip, self.noise_multiplier, 1)?;
+        }
+        self.noise_mode = mode;
+        Ok(())
+    }
+
+    /// The terms a distributed round of `cohort` devices would have (`None`
+    /// in central mode).
+    pub fn distributed_round(&self, cohort: usize) -> Result<Option<DistributedRound>> {
+        match self.noise_mode {
+            NoiseMode::Central => Ok(None),
+            NoiseMode::Distributed { bits, honest_fraction } => {
+                let cohort = u32::try_from(cohort).map_err(|_| anyhow!("a cohort of {cohort}"))?;
+                DistributedRound::new(bits, honest_fraction, self.clip, self.noise_multiplier, cohort).map(Some)
+            }
+        }
+    }
+
     /// The unweighted mean of the n updates, with Gaussian noise of std
     /// `z * C / n` on each coordinate (as `strategy.py`), applied by the
-    /// server optimizer (plain FedAvg adds it). Returns the signed package of
-    /// the new version.
+    /// server optimizer (plain FedAvg adds it). In distributed mode the
+    /// mean is instead the dequantized sum of the devices' quantized and
+    /// noised updates, over n. Returns the signed package of the new
+    /// version.
     pub fn aggregate(&mut self, updates: &[Vec<f32>]) -> Result<(ModelPackage, Aggregate)> {
         if updates.is_empty() {
             return Err(anyhow!("no updates this round"));
         }
+        if let Some(u) = updates.iter().find(|u| u.len() != self.weights.len()) {
+            return Err(anyhow!("an update of {} values for {} weights", u.len(), self.weights.len()));
+        }
         let n = updates.len() as f64;
-        let mut mean = vec![0f64; self.weights.len()];
-        for u in updates {
-            if u.len() != self.weights.len() {
-                return Err(anyhow!("an update of {} values for {} weights", u.len(), self.weights.len()));
+        let distributed = self.distributed_round(updates.len())?;
+        let (mean, std) = match &distributed {
+            None => {
+                let mut mean = vec![0f64; self.weights.len()];
+                for u in updates {
+                    for (m, d) in mean.iter_mut().zip(u) {
+                        *m += *d as f64;
+                    }
+                }
+                let std = self.noise_multiplier * self.clip / n;
+                for m in mean.iter_mut() {
+                    *m /= n;
+                    if std > 0.0 {
+                        *m += std * normal(&mut self.rng);
+                    }
+                }
+                (mean, std)
             }
-            for (m, d) in mean.iter_mut().zip(u) {
-                *m += *d as f64;
+            Some(round) => {
+                let mean = self.distributed_mean(round, updates)?;
+                (mean, round.mean_noise_std(updates.len() as u32))
             }
-        }
-        let std = self.noise_multiplier * self.clip / n;
-        for m in mean.iter_mut() {
-            *m /= n;
-            if std > 0.0 {
-                *m += std * normal(&mut self.rng);
-            }
-        }
+        };
         self.steps += 1;
         match self.optimizer {
             ServerOptimizer::Momentum { lr, momentum } => {
@@ -275,7 +365,36 @@ impl Coordinator {
             }
         }
         self.version += 1;
-        Ok((self.package()?, Aggregate { noise_std: std }))
+        Ok((self.package()?, Aggregate { noise_std: std, distributed }))
+    }
+
+    /// What a secure round's sum gives the coordinator in distributed
+    /// mode, over n: each device's update quantized (conditional
+    /// randomized rounding) with its discrete Gaussian share added modulo
+    /// 2^bits, the shares summed modulo 2^bits and read back as floats.
+    /// Every random draw comes from this coordinator's seeded generator, so
+    /// a run repeats (a device draws from its CSPRNG).
+    fn distributed_mean(&mut self, round: &DistributedRound, updates: &[Vec<f32>]) -> Result<Vec<f64>> {
+        let q = &round.quantization;
+        let cohort = updates.len() as u32;
+        let share = match self.noise_multiplier > 0.0 {
+            true => Some(
+                DiscreteGaussian::at_least(round.noise.share_variance(q.clip_norm, q.scale, cohort))
+                    .map_err(|e| anyhow!("the devices' noise share: {e}"))?,
+            ),
+            false => None,
+        };
+        let mut sum = vec![0u32; self.weights.len()];
+        for u in updates {
+            let mut v = q.quantize_with(u, || self.rng.random()).map_err(|e| anyhow!("quantizing an update: {e}"))?;
+            if let Some(share) = &share {
+                let mut bits = RandomBits::new(<ChaCha20Rng as rand_core::SeedableRng>::from_seed(self.rng.random()));
+                share.add_to(&mut bits, &mut v, q.bits);
+            }
+            q.add_into(&mut sum, &v);
+        }
+        let n = updates.len() as f64;
+        Ok(q.dequantize_sum(&sum).into_iter().map(|x| x / n).collect())
     }
 
     fn package(&self) -> Result<ModelPackage> {
@@ -383,6 +502,43 @@ mod tests {
         let var = d.iter().map(|x| x * x).sum::<f64>() / d.len() as f64;
         assert!((var.sqrt() - 0.5).abs() < 0.01, "std {}", var.sqrt());
         assert!(package.weights.len() == start.len() * 4);
+    }
+
+    #[test]
+    fn distributed_rounds_sum_the_devices_quantized_noised_updates() {
+        let distributed = NoiseMode::Distributed { bits: 20, honest_fraction: 2.0 / 3.0 };
+        let mut quiet = Coordinator::new(1.0, 0.0, FEDAVG, 3).unwrap();
+        quiet.set_noise_mode(distributed).unwrap();
+        let start = quiet.weights.clone();
+        // Clipped updates (norm 0.9 and 0.18): the quantized sum is their
+        // sum to within the rounding, a few millionths here.
+        let a = 0.9 / (start.len() as f32).sqrt();
+        let updates = vec![vec![a; start.len()], vec![-a / 5.0; start.len()]];
+        let (_, agg) = quiet.aggregate(&updates).unwrap();
+        assert_eq!(agg.noise_std, 0.0);
+        let terms = agg.distributed.unwrap();
+        assert_eq!(terms.quantization.max_cohort, 2);
+        assert!(quiet.weights.iter().zip(&start).all(|(w, s)| ((w - s) - 0.4 * a).abs() < 1e-5));
+
+        // Every device's share: the mean carries z C sqrt(n / honest) / n,
+        // with 3 of 4 counted on.
+        let mut noisy = Coordinator::new(2.0, 1.0, FEDAVG, 3).unwrap();
+        noisy.set_noise_mode(distributed).unwrap();
+        let zeros = vec![vec![0f32; start.len()]; 4];
+        let (_, agg) = noisy.aggregate(&zeros).unwrap();
+        let want = 2.0 * (4.0f64 / 3.0).sqrt() / 4.0;
+        assert!((agg.noise_std - want).abs() < 1e-12, "{}", agg.noise_std);
+        let d: Vec<f64> = noisy.weights.iter().zip(&start).map(|(w, s)| (w - s) as f64).collect();
+        let var = d.iter().map(|x| x * x).sum::<f64>() / d.len() as f64;
+        assert!((var.sqrt() / want - 1.0).abs() < 0.01, "std {} for {want}", var.sqrt());
+
+        // An update past the clip norm is not quantized; nothing changes.
+        let before = noisy.weights.clone();
+        assert!(noisy.aggregate(&[vec![3.0f32; start.len()]]).is_err());
+        assert_eq!(noisy.weights, before);
+        // Terms no round could use are refused.
+        let bad = NoiseMode::Distributed { bits: 20, honest_fraction: 0.0 };
+        assert!(Coordinator::new(1.0, 1.0, FEDAVG, 3).unwrap().set_noise_mode(bad).is_err());
     }
 
     #[test]

@@ -137,6 +137,20 @@ struct SimulateArgs {
     /// samples.
     #[arg(long, value_delimiter = ',', default_value = "0")]
     noise_multiplier: Vec<f64>,
+    /// Where the noise is added: `central` (by the coordinator, to the
+    /// mean) or `distributed` (by the devices: each quantizes its update
+    /// and adds a discrete Gaussian share, as in a secure round, so that
+    /// --honest-fraction of the cohort alone carries z*C; epsilon without
+    /// sampling amplification).
+    #[arg(long, default_value = "central", value_parser = ["central", "distributed"])]
+    noise_mode: String,
+    /// With --noise-mode distributed: the fraction of each round's cohort
+    /// the devices count on for the noise.
+    #[arg(long, default_value_t = 2.0 / 3.0)]
+    honest_fraction: f64,
+    /// With --noise-mode distributed: the sum's integers are modulo 2^bits.
+    #[arg(long, default_value_t = 20)]
+    secagg_bits: u32,
     /// Poisson sampling: each device takes part in a round with this
     /// probability (1: every device).
     #[arg(long, conflicts_with = "clients_per_round")]
@@ -242,6 +256,9 @@ fn main() {
                 rounds,
                 clip,
                 noise_multiplier,
+                noise_mode,
+                honest_fraction,
+                secagg_bits,
                 sample_rate,
                 clients_per_round,
                 lr,
@@ -283,6 +300,13 @@ fn main() {
             if delta.is_some_and(|d| !(d > 0.0 && d < 1.0)) {
                 bail!("--delta must be in (0, 1)");
             }
+            let noise_mode = match noise_mode.as_str() {
+                "distributed" if flower.is_some() => {
+                    bail!("with --flower the coordinator's run config sets the noise mode (noise-mode=\"distributed\")")
+                }
+                "distributed" => fedavg::NoiseMode::Distributed { bits: secagg_bits, honest_fraction },
+                _ => fedavg::NoiseMode::Central,
+            };
             let references = parse_references(&references)?;
             let server = match server_opt.as_str() {
                 "adam" => fedavg::ServerOptimizer::adam(server_lr.unwrap_or(0.01)),
@@ -292,6 +316,7 @@ fn main() {
                 rounds,
                 clip,
                 noise_multipliers: noise_multiplier,
+                noise_mode,
                 sampling,
                 learning_rate: lr,
                 local_epochs,

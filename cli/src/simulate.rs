@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use hearth_core::federated::accountant::RdpAccountant;
+use hearth_core::federated::accountant::{DistributedGaussian, RdpAccountant};
 use hearth_core::testing::RoundSettings;
 use hearth_core::{
     CatalogItem, Event, EventKind, Hearth, HearthConfig, PASSPHRASE_ITERATIONS, PassphraseKeyProvider, RankContext,
@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::chart::{Chart, Series};
 use crate::evaluate;
-use crate::fedavg::{self, Coordinator, Sampling, ServerOptimizer};
+use crate::fedavg::{self, Coordinator, NoiseMode, Sampling, ServerOptimizer};
 use crate::human_bytes;
 use crate::movielens::MovieLens;
 use crate::person;
@@ -53,6 +53,8 @@ pub struct Federated {
     /// One run of `rounds` rounds per noise multiplier, each from the
     /// built-in model, over the same devices and the same samples.
     pub noise_multipliers: Vec<f64>,
+    /// Where the noise is added.
+    pub noise_mode: NoiseMode,
     pub sampling: Sampling,
     pub learning_rate: Option<f64>,
     pub local_epochs: u32,
@@ -169,6 +171,9 @@ pub struct Record {
     clip_norm: f64,
     sampling: String,
     sampling_rate: f64,
+    /// "central", or "distributed (bits B, honest fraction H)".
+    #[serde(default = "central")]
+    noise_mode: String,
     learning_rate: Option<f64>,
     local_epochs: u32,
     negatives_per_positive: Option<usize>,
@@ -180,6 +185,10 @@ pub struct Record {
     popularity: (f64, f64),
     references: Vec<(String, f64)>,
     runs: Vec<Run>,
+}
+
+fn central() -> String {
+    "central".into()
 }
 
 pub fn simulate(
@@ -238,10 +247,12 @@ pub fn simulate(
     let mut coordinator = match &fed {
         Some(f) if f.rounds > 0 && f.flower.is_none() => {
             let z = f.noise_multipliers.first().copied().unwrap_or(0.0);
-            Some(match &f.initial_model {
+            let mut c = match &f.initial_model {
                 Some(dir) => Coordinator::from_package(fedavg::read_package(dir)?, f.clip, z, f.server, seed)?,
                 None => Coordinator::new(f.clip, z, f.server, seed)?,
-            })
+            };
+            c.set_noise_mode(f.noise_mode)?;
+            Some(c)
         }
         _ => None,
     };
@@ -415,6 +426,12 @@ pub fn simulate(
             clip_norm: fed.clip,
             sampling: format!("{:?}", fed.sampling),
             sampling_rate: fed.sampling.rate(devices.len()),
+            noise_mode: match fed.noise_mode {
+                NoiseMode::Central => central(),
+                NoiseMode::Distributed { bits, honest_fraction } => {
+                    format!("distributed (bits {bits}, honest fraction {honest_fraction:.4})")
+                }
+            },
             learning_rate: fed.learning_rate,
             local_epochs: fed.local_epochs,
             negatives_per_positive: fed.negatives,
@@ -611,10 +628,18 @@ fn run_all(
         fed.server,
         fed.server_lr_final.map_or(String::new(), |l| format!(", its learning rate falling linearly to {l}"))
     );
-    println!(
-        "                    epsilon at delta = {:.3e} (RDP accountant, Poisson-subsampled Gaussian)",
-        record.delta
-    );
+    match fed.noise_mode {
+        NoiseMode::Central => println!(
+            "                    epsilon at delta = {:.3e} (RDP accountant, Poisson-subsampled Gaussian)",
+            record.delta
+        ),
+        NoiseMode::Distributed { bits, honest_fraction } => println!(
+            "                    noise added by the devices: each quantizes to integers modulo 2^{bits} and adds a discrete \
+             Gaussian share so that {honest_fraction:.4} of the cohort carries z*C; epsilon at delta = {:.3e} \
+             (distributed discrete Gaussian, no sampling amplification)",
+            record.delta
+        ),
+    }
     let everyone: Vec<usize> = (0..devices.len()).collect();
     let mut latest: Option<hearth_core::ModelPackage> = None;
     for (run, &z) in fed.noise_multipliers.iter().enumerate() {
@@ -681,7 +706,23 @@ fn run_all(
             let mean_norm = updates.iter().map(|(_, u)| u.norm_before_clip).sum::<f64>() / n.max(1) as f64;
             let clipped =
                 updates.iter().filter(|(_, u)| u.norm_before_clip > fed.clip).count() as f64 / n.max(1) as f64;
-            accountant.compose(z, q, 1).context("privacy accounting")?;
+            match (fed.noise_mode, n) {
+                (NoiseMode::Central, _) => accountant.compose(z, q, 1).context("privacy accounting")?,
+                // Nothing of anyone's left the devices.
+                (NoiseMode::Distributed { .. }, 0) => {}
+                (NoiseMode::Distributed { .. }, _) => {
+                    let terms = coordinator.distributed_round(n)?.context("a distributed round's terms")?;
+                    let round = DistributedGaussian::for_cohort(
+                        z,
+                        terms.noise.honest_fraction,
+                        n as u32,
+                        fed.clip,
+                        terms.quantization.scale,
+                        coordinator.weights.len() as u64,
+                    );
+                    accountant.compose_distributed(&round, 1).context("privacy accounting")?;
+                }
+            }
             let epsilon = accountant.epsilon(record.delta).context("privacy accounting")?;
             let epsilon = epsilon.is_finite().then_some(epsilon);
             if let Some((_, u)) = updates.iter().find(|(i, _)| *i == 0) {

@@ -11,6 +11,8 @@
 #   tests/federated/load.sh
 #   HEARTH_DEVICES=200 tests/federated/load.sh
 #   HEARTH_POLL_S=10 tests/federated/load.sh    devices poll every 10 s (3)
+#   HEARTH_LINGER_S=300 tests/federated/load.sh   devices stay online 300 s
+#       after their last reply, for the ServerApp to pull it (120)
 #   HEARTH_ROUND_WAIT_S=3600 tests/federated/load.sh  devices and the
 #       coordinator wait up to an hour for a round's stage (900 s)
 set -euo pipefail
