@@ -14,19 +14,10 @@ import argparse
 import json
 from pathlib import Path
 
+from federated_table import eps, last_measured, replace_block, wrap
+
 BEGIN = "<!-- distributed-movielens:begin -->"
 END = "<!-- distributed-movielens:end -->"
-
-
-def last(run):
-    rows = [r for r in run["rounds"] if r["ndcg_at_10"] is not None]
-    return rows[-1] if rows else None
-
-
-def eps(e):
-    if e is None:
-        return "∞"
-    return f"{e:.3g}" if e < 1e4 else f"{e:.2e}"
 
 
 def block(central, distributed, command):
@@ -39,8 +30,8 @@ def block(central, distributed, command):
         "",
         f"{central['source'].split(' (')[0]}, {central['devices']} devices, the noise sweep's settings "
         f"({central['sampling'].replace('Fixed(', '').rstrip(')')} devices a round, C = {central['clip_norm']}, "
-        f"{rounds} rounds from the built-in model, the same samples); distributed mode: "
-        f"{distributed['noise_mode']}. Each distributed run's z is the central one's times sqrt(67/100), "
+        f"{rounds} rounds from the built-in model, the same samples); distributed mode at "
+        f"{distributed['noise_mode'].removeprefix('distributed').strip(' ()')}. Each distributed run's z is the central one's times sqrt(67/100), "
         "so the 100 shares put the same noise on the mean as the coordinator's Gaussian:",
         "",
         "| noise std on the mean | central NDCG@10 | distributed NDCG@10 | distributed / central | "
@@ -48,7 +39,7 @@ def block(central, distributed, command):
         "| ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for c, d in pairs:
-        lc, ld = last(c), last(d)
+        lc, ld = last_measured(c), last_measured(d)
         if lc is None or ld is None:
             continue
         ratio = ld["ndcg_at_10"] / lc["ndcg_at_10"] if lc["ndcg_at_10"] else float("nan")
@@ -67,7 +58,7 @@ def block(central, distributed, command):
         "",
         END,
     ]
-    return "\n".join(lines)
+    return wrap(lines)
 
 
 def main():
@@ -80,11 +71,7 @@ def main():
     text = block(json.load(open(a.central)), json.load(open(a.distributed)), a.command)
     print(text)
     if a.page:
-        page = Path(a.page)
-        doc = page.read_text()
-        start, end = doc.index(BEGIN), doc.index(END) + len(END)
-        page.write_text(doc[:start] + text + doc[end:])
-
+        replace_block(Path(a.page), BEGIN, END, text)
 
 if __name__ == "__main__":
     main()

@@ -33,19 +33,9 @@
 # minutes with the defaults on this 2-core machine (with other work on it).
 set -euo pipefail
 
-here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-repo="$(cd "$here/../.." && pwd)"
-cache="${XDG_CACHE_HOME:-$HOME/.cache}/hearth"
-data="$cache/data/ml-100k"
-out="${HEARTH_MOVIELENS_OUT:-$cache/movielens-out}"
-logs="$cache/logs"
-update=0
-for a in "$@"; do
-  case "$a" in
-    --update-docs) update=1 ;;
-    *) echo "federated.sh: unknown option $a" >&2; exit 2 ;;
-  esac
-done
+# shellcheck source=common.sh
+. "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+movielens_options "$@"
 
 ROUNDS="${ROUNDS:-400}" CLIENTS="${CLIENTS:-100}" LR="${LR:-0.3}" NEGATIVES="${NEGATIVES:-32}" EPOCHS="${EPOCHS:-1}"
 CLIP="${CLIP:-10}" SERVER_OPT="${SERVER_OPT:-adam}" SERVER_LR="${SERVER_LR:-0.1}" SERVER_LR_FINAL="${SERVER_LR_FINAL:-0.01}"
@@ -59,14 +49,7 @@ if [ ! -f "$data/ml-100k.inter" ] || [ ! -f "$out/results.json" ]; then
 fi
 central="$(python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); m=(r.get("device") or {}).get("metrics") or r["hearth"]["test"]; print(m["ndcg_at_10"])' "$out/results.json")"
 
-if [ -n "${HEARTH_BIN:-}" ]; then
-  hearth="$HEARTH_BIN"
-else
-  export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$cache/target}"
-  echo "federated.sh: cargo build --release -p hearth-cli (jobs: ${CARGO_BUILD_JOBS:-1})" >&2
-  (cd "$repo" && CARGO_BUILD_JOBS="${CARGO_BUILD_JOBS:-1}" nice -n 10 cargo build --release -q -p hearth-cli)
-  hearth="$CARGO_TARGET_DIR/release/hearth"
-fi
+movielens_hearth
 
 mkdir -p "$out/federated" "$logs"
 common=(--movielens "$data" --seed "$SEED" --clients-per-round "$CLIENTS" --lr "$LR" --negatives "$NEGATIVES"

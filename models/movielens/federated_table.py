@@ -141,9 +141,25 @@ def block(fed, sweep, central, command, from_central=None):
                  "`models/movielens/README.md`, \"Federated\").")
     lines.append("")
     lines.append(END)
-    # Prose wrapped as the rest of the page; tables, images and markers as they are.
+    return wrap(lines)
+
+
+def wrap(lines):
+    """The block's text: prose wrapped as the rest of the page; tables,
+    images and markers as they are."""
     return "\n".join(ln if ln.startswith(("|", "<!--", "![")) or len(ln) <= 78
                      else textwrap.fill(ln, 78, break_long_words=False, break_on_hyphens=False) for ln in lines)
+
+
+def replace_block(page, begin, end, text):
+    """Rewrites the text of `page` between the `begin` and `end` markers."""
+    doc = page.read_text()
+    a, b = doc.find(begin), doc.find(end)
+    if a < 0 or b < a:
+        print(f"{page}: no {begin} ... {end} markers; not changed")
+        return
+    page.write_text(doc[:a] + text + doc[b + len(end):])
+    print(f"updated {page}")
 
 
 def main():
@@ -160,13 +176,7 @@ def main():
                  json.loads(args.from_central.read_text()) if args.from_central else None)
     print(text)
     if args.page:
-        readme = args.page.read_text()
-        a, b = readme.find(BEGIN), readme.find(END)
-        if a < 0 or b < a:
-            print(f"{args.page}: no {BEGIN} ... {END} markers; not changed")
-            return
-        args.page.write_text(readme[:a] + text + readme[b + len(END):])
-        print(f"updated {args.page}")
+        replace_block(args.page, BEGIN, END, text)
 
 
 if __name__ == "__main__":

@@ -24,6 +24,11 @@ devices="${HEARTH_DEVICES:-1000}"
 rounds="${HEARTH_ROUNDS:-2}"
 # How long a device waits for a stage, and the coordinator for a stage's replies.
 export HEARTH_ROUND_WAIT_S="${HEARTH_ROUND_WAIT_S:-900}"
+# How long a device stays online after its last reply (core/tests/load.rs);
+# the coordinator waits longer than that between rounds, or it samples the
+# last round's lingering nodes, which never answer.
+export HEARTH_LINGER_S="${HEARTH_LINGER_S:-120}"
+round_gap=$((HEARTH_LINGER_S + 15))
 
 # shellcheck source=flower.sh
 . tests/federated/flower.sh
@@ -36,7 +41,7 @@ flower_superlink_start
 
 flwr run coordinator local --run-config \
     "model-dir='$repo/models/ranker-v1' out-dir='$work/out' min-nodes=$devices num-server-rounds=$rounds \
-clip-norm=1.0 noise-multiplier=1.0 round-timeout=$HEARTH_ROUND_WAIT_S.0 secure-aggregation=true" | tail -1
+clip-norm=1.0 noise-multiplier=1.0 round-timeout=$HEARTH_ROUND_WAIT_S.0 round-gap=$round_gap.0 secure-aggregation=true" | tail -1
 
 # The peak resident memory of the SuperLink and of the ServerApp processes,
 # sampled every 2 s while the devices run.

@@ -85,7 +85,10 @@ pub struct ClientOptions {
     /// deactivates. A SuperLink answers a ServerApp's pull for a node that
     /// is offline with a "node unavailable" error even when the node's reply
     /// is stored, and flwr's ServerApp pulls every 3 s: deactivating at once
-    /// would lose the reply.
+    /// would lose the reply. With a cohort of hundreds, Hearth's secure
+    /// ServerApp pulls a stage's replies minutes after they arrive: raise
+    /// it (the coordinator's `round-gap` must stay longer, or it samples
+    /// lingering nodes that never answer).
     pub linger: Duration,
     pub limits: Limits,
     /// Set from another thread to stop the round: the client gives up
