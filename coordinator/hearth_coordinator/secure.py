@@ -214,11 +214,15 @@ def secure_round(
     try:
         for stage in STAGES:
             outgoing = _protocol(rnd.advance)
+            # One copy of the model for every masked-input message (their
+            # objects are the same on the wire): a copy each held the
+            # cohort times the model, 888 MB at 1,000 devices.
+            arrays = to_arrays(params) if stage == "masked-input" else None
             messages = []
             for node, data in outgoing:
                 content = RecordDict({SECAGG_KEY: ConfigRecord({"stage": data})})
-                if stage == "masked-input":
-                    content["arrays"] = to_arrays(params)
+                if arrays is not None:
+                    content["arrays"] = arrays
                     content["config"] = config
                 messages.append(
                     Message(content=content, dst_node_id=node, message_type="train", group_id=str(server_round))
