@@ -142,7 +142,7 @@ impl DistributedRound {
         if !noise.valid() {
             return Err(anyhow!("distributed noise terms out of range: z {z}, honest fraction {honest_fraction}"));
         }
-        let scale = Quantization::largest_scale_with_noise(bits, clip, cohort, noise.sum_std(cohort, cohort));
+        let scale = noise.largest_scale(bits, clip, cohort, cohort);
         let quantization = Quantization { bits, scale, clip_norm: clip, max_cohort: cohort };
         noise.check_room(&quantization, cohort).map_err(|e| anyhow!("distributed round of {cohort}: {e}"))?;
         Ok(DistributedRound { quantization, noise })
@@ -294,9 +294,9 @@ impl Coordinator {
         Ok(())
     }
 
-    /// The terms a distributed round of `cohort` devices would have (`None`
-    /// in central mode).
-    pub fn distributed_round(&self, cohort: usize) -> Result<Option<DistributedRound>> {
+    /// The terms a distributed round of `cohort` devices has (`None` in
+    /// central mode).
+    fn distributed_round(&self, cohort: usize) -> Result<Option<DistributedRound>> {
         match self.noise_mode {
             NoiseMode::Central => Ok(None),
             NoiseMode::Distributed { bits, honest_fraction } => {
@@ -377,12 +377,13 @@ impl Coordinator {
     fn distributed_mean(&mut self, round: &DistributedRound, updates: &[Vec<f32>]) -> Result<Vec<f64>> {
         let q = &round.quantization;
         let cohort = updates.len() as u32;
-        let share = match self.noise_multiplier > 0.0 {
-            true => Some(
+        let share = if self.noise_multiplier > 0.0 {
+            Some(
                 DiscreteGaussian::at_least(round.noise.share_variance(q.clip_norm, q.scale, cohort))
                     .map_err(|e| anyhow!("the devices' noise share: {e}"))?,
-            ),
-            false => None,
+            )
+        } else {
+            None
         };
         let mut sum = vec![0u32; self.weights.len()];
         for u in updates {

@@ -706,43 +706,41 @@ fn run_all(
             let mean_norm = updates.iter().map(|(_, u)| u.norm_before_clip).sum::<f64>() / n.max(1) as f64;
             let clipped =
                 updates.iter().filter(|(_, u)| u.norm_before_clip > fed.clip).count() as f64 / n.max(1) as f64;
-            match (fed.noise_mode, n) {
+            // What device 0 sent, for the person's view.
+            let sent = updates.iter().find(|(i, _)| *i == 0).map(|(_, u)| {
+                let norm = u.delta.iter().map(|x| (*x as f64) * (*x as f64)).sum::<f64>().sqrt();
+                (u.delta.len(), u.norm_before_clip, norm)
+            });
+            let mut noise_std = 0.0;
+            let mut distributed = None;
+            if n > 0 {
+                let deltas: Vec<Vec<f32>> = updates.into_iter().map(|(_, u)| u.delta).collect();
+                let (package, agg) = coordinator.aggregate(&deltas)?;
+                noise_std = agg.noise_std;
+                distributed = agg.distributed;
+                latest = Some(package);
+            }
+            match (fed.noise_mode, distributed) {
                 (NoiseMode::Central, _) => accountant.compose(z, q, 1).context("privacy accounting")?,
-                // Nothing of anyone's left the devices.
-                (NoiseMode::Distributed { .. }, 0) => {}
-                (NoiseMode::Distributed { .. }, _) => {
-                    let terms = coordinator.distributed_round(n)?.context("a distributed round's terms")?;
+                // A distributed round's terms, as the devices account them.
+                (NoiseMode::Distributed { .. }, Some(terms)) => {
                     let round = DistributedGaussian::for_cohort(
-                        z,
+                        terms.noise.multiplier,
                         terms.noise.honest_fraction,
-                        n as u32,
-                        fed.clip,
+                        terms.quantization.max_cohort,
+                        terms.quantization.clip_norm,
                         terms.quantization.scale,
                         coordinator.weights.len() as u64,
                     );
                     accountant.compose_distributed(&round, 1).context("privacy accounting")?;
                 }
+                // No update this round: nothing of anyone's left the devices.
+                (NoiseMode::Distributed { .. }, None) => {}
             }
             let epsilon = accountant.epsilon(record.delta).context("privacy accounting")?;
             let epsilon = epsilon.is_finite().then_some(epsilon);
-            if let Some((_, u)) = updates.iter().find(|(i, _)| *i == 0) {
-                let norm = u.delta.iter().map(|x| (*x as f64) * (*x as f64)).sum::<f64>().sqrt();
-                person.push(person::Sent {
-                    run,
-                    round,
-                    values: u.delta.len(),
-                    norm_before_clip: u.norm_before_clip,
-                    norm,
-                    clip_norm: fed.clip,
-                    epsilon,
-                });
-            }
-            let mut noise_std = 0.0;
-            if n > 0 {
-                let deltas: Vec<Vec<f32>> = updates.into_iter().map(|(_, u)| u.delta).collect();
-                let (package, agg) = coordinator.aggregate(&deltas)?;
-                noise_std = agg.noise_std;
-                latest = Some(package);
+            if let Some((values, norm_before_clip, norm)) = sent {
+                person.push(person::Sent { run, round, values, norm_before_clip, norm, clip_norm: fed.clip, epsilon });
             }
             let measured = round % fed.eval_every.max(1) == 0 || round == fed.rounds;
             if let (true, Some(package)) = (measured, &latest) {

@@ -1,5 +1,6 @@
-# Sourced by federated.sh and distributed.sh: where the data, the outputs
-# and the logs are, their one option, and the hearth binary they run.
+# Sourced by run.sh, federated.sh and distributed.sh: where the data, the
+# outputs and the logs are; for the last two, their one option and the
+# hearth binary they run.
 # shellcheck shell=bash
 
 here="$(cd "$(dirname "${BASH_SOURCE[1]}")" && pwd)"

@@ -22,12 +22,9 @@
 #             ~/.cache/hearth/target as in tests/run.sh) and its release/hearth
 set -euo pipefail
 
-here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-repo="$(cd "$here/../.." && pwd)"
-cache="${XDG_CACHE_HOME:-$HOME/.cache}/hearth"
+# shellcheck source=common.sh
+. "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 venv="${HEARTH_MOVIELENS_VENV:-$cache/movielens-venv}"
-data="$cache/data/ml-100k"
-out="${HEARTH_MOVIELENS_OUT:-$cache/movielens-out}"
 req="$here/requirements.txt"
 start=$(date +%s)
 

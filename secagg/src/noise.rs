@@ -62,6 +62,15 @@ impl NoiseTerms {
         self.multiplier * (max_cohort as f64 / self.honest(cohort) as f64).sqrt()
     }
 
+    /// The largest scale a round of `cohort` devices, summing at most
+    /// `max_cohort` updates clipped to `clip_norm` modulo 2^bits, can take
+    /// with room for every device's share of this noise (no room when the
+    /// terms are not [`Self::valid`]).
+    pub fn largest_scale(&self, bits: u32, clip_norm: f64, cohort: u32, max_cohort: u32) -> f64 {
+        let noise_std = if self.valid() { self.sum_std(cohort, max_cohort) } else { 0.0 };
+        Quantization::largest_scale_with_noise(bits, clip_norm, max_cohort, noise_std)
+    }
+
     /// Checks that a sum of `q.max_cohort` updates, with every device's
     /// share of noise for a round of `cohort`, cannot wrap modulo 2^bits
     /// (within [`crate::quantize::NOISE_MARGIN`] standard deviations).
@@ -347,6 +356,19 @@ mod tests {
             let got: Vec<i64> = (0..12).map(|_| g.sample(&mut r)).collect();
             assert_eq!(got, want, "seed {seed}, sigma^2 = {num}/{den}");
         }
+    }
+
+    #[test]
+    fn the_largest_scale_leaves_room_for_every_share_and_no_more() {
+        let noise = NoiseTerms { multiplier: 1.0, honest_fraction: 2.0 / 3.0 };
+        let scale = noise.largest_scale(20, 0.5, 90, 100);
+        assert_eq!(scale, Quantization::largest_scale_with_noise(20, 0.5, 100, noise.sum_std(90, 100)));
+        let at = |scale| Quantization { bits: 20, scale, clip_norm: 0.5, max_cohort: 100 };
+        assert!(noise.check_room(&at(scale), 90).is_ok());
+        assert!(noise.check_room(&at(scale * 1.01), 90).is_err());
+        // Terms no round can use leave room for no noise.
+        let bad = NoiseTerms { multiplier: f64::NAN, honest_fraction: 2.0 / 3.0 };
+        assert_eq!(bad.largest_scale(20, 0.5, 90, 100), Quantization::largest_scale(20, 0.5, 100));
     }
 
     #[test]

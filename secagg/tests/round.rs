@@ -6,7 +6,7 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 
 use common::{Drop, config, expected_sum, run, run_configured, update};
-use hearth_secagg::{NoiseTerms, Quantization, RoundError};
+use hearth_secagg::{NoiseTerms, RoundError};
 
 #[test]
 fn with_no_dropout_the_sum_is_exact() {
@@ -94,8 +94,7 @@ fn noisy(n: usize, degree: usize) -> hearth_secagg::RoundConfig {
     let mut c = config(n, degree);
     let q = &mut c.quantization;
     q.max_cohort = n as u32;
-    q.scale =
-        Quantization::largest_scale_with_noise(q.bits, q.clip_norm, q.max_cohort, noise.sum_std(n as u32, n as u32));
+    q.scale = noise.largest_scale(q.bits, q.clip_norm, n as u32, q.max_cohort);
     c.noise = noise;
     c
 }

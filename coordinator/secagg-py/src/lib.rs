@@ -42,12 +42,8 @@ impl Round {
         honest_fraction: f64,
     ) -> PyResult<Self> {
         let noise = NoiseTerms { multiplier: noise_multiplier, honest_fraction };
-        let scale = if scale > 0.0 {
-            scale
-        } else {
-            let noise_std = if noise.valid() { noise.sum_std(cohort.len() as u32, max_cohort) } else { 0.0 };
-            Quantization::largest_scale_with_noise(bits, clip_norm, max_cohort, noise_std)
-        };
+        let scale =
+            if scale > 0.0 { scale } else { noise.largest_scale(bits, clip_norm, cohort.len() as u32, max_cohort) };
         let quantization = Quantization { bits, scale, clip_norm, max_cohort };
         let config = RoundConfig { run_id, round, quantization, degree, threshold_fraction, vector_len, noise };
         let honest = if noise.multiplier > 0.0 { noise.honest(cohort.len() as u32) } else { 0 };
