@@ -122,8 +122,11 @@ pub enum NoiseMode {
     /// By the devices, before the sum: each quantizes its update to
     /// integers modulo 2^bits at the largest scale with room for the noise
     /// and adds a discrete Gaussian share sized so the `honest_fraction` of
-    /// the cohort alone sums to noise of std z C.
-    Distributed { bits: u32, honest_fraction: f64 },
+    /// the cohort alone sums to noise of std z C. With `sampling_rate`
+    /// below 1, each device's own coin puts its update in the sum with
+    /// that probability (a left-out device sends its share over zeros)
+    /// and the mean is over `sampling_rate` times the cohort.
+    Distributed { bits: u32, honest_fraction: f64, sampling_rate: f64 },
 }
 
 /// The terms of a distributed round of `cohort` devices.
@@ -131,27 +134,40 @@ pub enum NoiseMode {
 pub struct DistributedRound {
     pub quantization: Quantization,
     pub noise: NoiseTerms,
+    /// The devices' coin (1: none).
+    pub sampling_rate: f64,
 }
 
 impl DistributedRound {
     /// As the coordinator's secure round sets them (`hearth_secagg`'s
     /// Python `Round` with no scale given): the largest scale at which the
     /// cohort's sum, with every device's share, cannot wrap.
-    pub fn new(bits: u32, honest_fraction: f64, clip: f64, z: f64, cohort: u32) -> Result<DistributedRound> {
+    pub fn new(
+        bits: u32,
+        honest_fraction: f64,
+        sampling_rate: f64,
+        clip: f64,
+        z: f64,
+        cohort: u32,
+    ) -> Result<DistributedRound> {
         let noise = NoiseTerms { multiplier: z, honest_fraction };
         if !noise.valid() {
             return Err(anyhow!("distributed noise terms out of range: z {z}, honest fraction {honest_fraction}"));
         }
+        if !(sampling_rate > 0.0 && sampling_rate <= 1.0) {
+            return Err(anyhow!("the devices' sampling rate must be in (0, 1], got {sampling_rate}"));
+        }
         let scale = noise.largest_scale(bits, clip, cohort, cohort);
         let quantization = Quantization { bits, scale, clip_norm: clip, max_cohort: cohort };
         noise.check_room(&quantization, cohort).map_err(|e| anyhow!("distributed round of {cohort}: {e}"))?;
-        Ok(DistributedRound { quantization, noise })
+        Ok(DistributedRound { quantization, noise, sampling_rate })
     }
 
     /// The std of the noise on each coordinate of the mean when all
-    /// `cohort` devices add their share: z C sqrt(cohort / honest) / cohort.
+    /// `cohort` devices add their share: z C sqrt(cohort / honest) over
+    /// the mean's denominator, the sampling rate times the cohort.
     pub fn mean_noise_std(&self, cohort: u32) -> f64 {
-        self.noise.sum_std(cohort, cohort) * self.quantization.clip_norm / cohort as f64
+        self.noise.sum_std(cohort, cohort) * self.quantization.clip_norm / (self.sampling_rate * cohort as f64)
     }
 }
 
@@ -177,6 +193,11 @@ pub struct Coordinator {
     second: Vec<f64>,
     steps: u64,
     rng: StdRng,
+    /// Threads the devices' noise shares are drawn on (`set_threads`).
+    threads: usize,
+    /// Central noise sized for this many devices instead of the updates
+    /// averaged (`set_noise_cohort`).
+    noise_cohort: Option<u64>,
 }
 
 /// What one aggregation did.
@@ -241,7 +262,24 @@ impl Coordinator {
             second,
             steps: 0,
             rng: StdRng::seed_from_u64(seed ^ 0x6e6f_6973_6500),
+            threads: 1,
+            noise_cohort: None,
         })
+    }
+
+    /// Fleet-scale simulation (McMahan et al., ICLR 2018): the central
+    /// noise on the mean is z C / `cohort` whatever the number of updates
+    /// averaged, as if the mean of the real updates were that of a cohort
+    /// of this size. None: z C / n, the updates' own count.
+    pub fn set_noise_cohort(&mut self, cohort: Option<u64>) {
+        self.noise_cohort = cohort;
+    }
+
+    /// Draws each device's noise share on up to `threads` threads (a
+    /// distributed round over a whole fleet draws hundreds of shares of
+    /// the model's size); a run repeats for the same count.
+    pub fn set_threads(&mut self, threads: usize) {
+        self.threads = threads.max(1);
     }
 
     /// The key devices must trust (hex).
@@ -286,9 +324,9 @@ impl Coordinator {
 
     /// Where the noise of the following rounds is added.
     pub fn set_noise_mode(&mut self, mode: NoiseMode) -> Result<()> {
-        if let NoiseMode::Distributed { bits, honest_fraction } = mode {
+        if let NoiseMode::Distributed { bits, honest_fraction, sampling_rate } = mode {
             // Checked as a round of one would be.
-            DistributedRound::new(bits, honest_fraction, self.clip, self.noise_multiplier, 1)?;
+            DistributedRound::new(bits, honest_fraction, sampling_rate, self.clip, self.noise_multiplier, 1)?;
         }
         self.noise_mode = mode;
         Ok(())
@@ -299,11 +337,28 @@ impl Coordinator {
     fn distributed_round(&self, cohort: usize) -> Result<Option<DistributedRound>> {
         match self.noise_mode {
             NoiseMode::Central => Ok(None),
-            NoiseMode::Distributed { bits, honest_fraction } => {
+            NoiseMode::Distributed { bits, honest_fraction, sampling_rate } => {
                 let cohort = u32::try_from(cohort).map_err(|_| anyhow!("a cohort of {cohort}"))?;
-                DistributedRound::new(bits, honest_fraction, self.clip, self.noise_multiplier, cohort).map(Some)
+                DistributedRound::new(bits, honest_fraction, sampling_rate, self.clip, self.noise_multiplier, cohort)
+                    .map(Some)
             }
         }
+    }
+
+    /// The devices' coins of a distributed round over `cohort` (device
+    /// indices): the ones whose coin keeps their update, and how many it
+    /// leaves out (every one with no coin). Drawn from this coordinator's
+    /// generator, so a run repeats; before training, so a simulation need
+    /// not train a device whose update is left out (a real device trains
+    /// either way, and the coordinator cannot tell).
+    pub fn flip_coins(&mut self, cohort: &[usize]) -> (Vec<usize>, usize) {
+        let rate = match self.noise_mode {
+            NoiseMode::Distributed { sampling_rate, .. } if sampling_rate < 1.0 => sampling_rate,
+            _ => return (cohort.to_vec(), 0),
+        };
+        let kept: Vec<usize> = cohort.iter().copied().filter(|_| self.rng.random::<f64>() < rate).collect();
+        let left_out = cohort.len() - kept.len();
+        (kept, left_out)
     }
 
     /// The unweighted mean of the n updates, with Gaussian noise of std
@@ -312,15 +367,22 @@ impl Coordinator {
     /// mean is instead the dequantized sum of the devices' quantized and
     /// noised updates, over n. Returns the signed package of the new
     /// version.
-    pub fn aggregate(&mut self, updates: &[Vec<f32>]) -> Result<(ModelPackage, Aggregate)> {
-        if updates.is_empty() {
+    /// In a distributed round whose devices' coins (`flip_coins`) left
+    /// `left_out` more devices' updates out (0 otherwise), each of them
+    /// adds its noise share over zeros, and the mean is over the rate times
+    /// the whole cohort.
+    pub fn aggregate(&mut self, updates: &[Vec<f32>], left_out: usize) -> Result<(ModelPackage, Aggregate)> {
+        if updates.is_empty() && left_out == 0 {
             return Err(anyhow!("no updates this round"));
+        }
+        if left_out > 0 && self.noise_mode == NoiseMode::Central {
+            return Err(anyhow!("devices left out by a coin in a central round"));
         }
         if let Some(u) = updates.iter().find(|u| u.len() != self.weights.len()) {
             return Err(anyhow!("an update of {} values for {} weights", u.len(), self.weights.len()));
         }
         let n = updates.len() as f64;
-        let distributed = self.distributed_round(updates.len())?;
+        let distributed = self.distributed_round(updates.len() + left_out)?;
         let (mean, std) = match &distributed {
             None => {
                 let mut mean = vec![0f64; self.weights.len()];
@@ -329,7 +391,7 @@ impl Coordinator {
                         *m += *d as f64;
                     }
                 }
-                let std = self.noise_multiplier * self.clip / n;
+                let std = self.noise_multiplier * self.clip / self.noise_cohort.map_or(n, |k| k as f64);
                 for m in mean.iter_mut() {
                     *m /= n;
                     if std > 0.0 {
@@ -339,8 +401,8 @@ impl Coordinator {
                 (mean, std)
             }
             Some(round) => {
-                let mean = self.distributed_mean(round, updates)?;
-                (mean, round.mean_noise_std(updates.len() as u32))
+                let mean = self.distributed_mean(round, updates, left_out)?;
+                (mean, round.mean_noise_std((updates.len() + left_out) as u32))
             }
         };
         self.steps += 1;
@@ -372,11 +434,18 @@ impl Coordinator {
     /// mode, over n: each device's update quantized (conditional
     /// randomized rounding) with its discrete Gaussian share added modulo
     /// 2^bits, the shares summed modulo 2^bits and read back as floats.
-    /// Every random draw comes from this coordinator's seeded generator, so
-    /// a run repeats (a device draws from its CSPRNG).
-    fn distributed_mean(&mut self, round: &DistributedRound, updates: &[Vec<f32>]) -> Result<Vec<f64>> {
+    /// The `left_out` devices whose coin left their update out add their
+    /// share over zeros, and the sum is over the rate times the cohort.
+    /// Every random draw comes from this coordinator's seeded generator,
+    /// so a run repeats (a device draws from its CSPRNG).
+    fn distributed_mean(
+        &mut self,
+        round: &DistributedRound,
+        updates: &[Vec<f32>],
+        left_out: usize,
+    ) -> Result<Vec<f64>> {
         let q = &round.quantization;
-        let cohort = updates.len() as u32;
+        let cohort = (updates.len() + left_out) as u32;
         let share = if self.noise_multiplier > 0.0 {
             Some(
                 DiscreteGaussian::at_least(round.noise.share_variance(q.clip_norm, q.scale, cohort))
@@ -386,15 +455,25 @@ impl Coordinator {
             None
         };
         let mut sum = vec![0u32; self.weights.len()];
-        for u in updates {
-            let mut v = q.quantize_with(u, || self.rng.random()).map_err(|e| anyhow!("quantizing an update: {e}"))?;
+        for u in updates.iter().map(Some).chain(std::iter::repeat_n(None, left_out)) {
+            // Zeros quantize to zeros whatever the rounding draws.
+            let mut v = match u {
+                Some(u) => {
+                    q.quantize_with(u, || self.rng.random()).map_err(|e| anyhow!("quantizing an update: {e}"))?
+                }
+                None => vec![0u32; self.weights.len()],
+            };
             if let Some(share) = &share {
-                let mut bits = RandomBits::new(<ChaCha20Rng as rand_core::SeedableRng>::from_seed(self.rng.random()));
-                share.add_to(&mut bits, &mut v, q.bits);
+                let rng = &mut self.rng;
+                share.add_to_parallel(&mut v, q.bits, self.threads, || {
+                    Ok::<_, std::convert::Infallible>(RandomBits::new(
+                        <ChaCha20Rng as rand_core::SeedableRng>::from_seed(rng.random()),
+                    ))
+                })?;
             }
             q.add_into(&mut sum, &v);
         }
-        let n = updates.len() as f64;
+        let n = round.sampling_rate * cohort as f64;
         Ok(q.dequantize_sum(&sum).into_iter().map(|x| x / n).collect())
     }
 
@@ -467,7 +546,7 @@ mod tests {
         let start = c.weights.clone();
         let mut u = vec![1e-4f32; start.len()];
         u[0] = -0.5;
-        c.aggregate(&[u]).unwrap();
+        c.aggregate(&[u], 0).unwrap();
         // The first bias-corrected step is lr * sign(mean), whatever its size.
         assert!((c.weights[1] - start[1] - 0.01).abs() < 1e-4);
         assert!((c.weights[0] - start[0] + 0.01).abs() < 1e-4);
@@ -491,13 +570,13 @@ mod tests {
         let mut quiet = Coordinator::new(1.0, 0.0, FEDAVG, 3).unwrap();
         let start = quiet.weights.clone();
         let updates = vec![vec![0.5f32; start.len()], vec![-0.1f32; start.len()]];
-        let (_, a) = quiet.aggregate(&updates).unwrap();
+        let (_, a) = quiet.aggregate(&updates, 0).unwrap();
         assert_eq!(a.noise_std, 0.0);
         assert!(quiet.weights.iter().zip(&start).all(|(w, s)| ((w - s) - 0.2).abs() < 1e-5));
 
         let mut noisy = Coordinator::new(2.0, 1.0, FEDAVG, 3).unwrap();
         let zeros = vec![vec![0f32; start.len()]; 4];
-        let (package, a) = noisy.aggregate(&zeros).unwrap();
+        let (package, a) = noisy.aggregate(&zeros, 0).unwrap();
         assert_eq!(a.noise_std, 0.5);
         let d: Vec<f64> = noisy.weights.iter().zip(&start).map(|(w, s)| (w - s) as f64).collect();
         let var = d.iter().map(|x| x * x).sum::<f64>() / d.len() as f64;
@@ -507,7 +586,7 @@ mod tests {
 
     #[test]
     fn distributed_rounds_sum_the_devices_quantized_noised_updates() {
-        let distributed = NoiseMode::Distributed { bits: 20, honest_fraction: 2.0 / 3.0 };
+        let distributed = NoiseMode::Distributed { bits: 20, honest_fraction: 2.0 / 3.0, sampling_rate: 1.0 };
         let mut quiet = Coordinator::new(1.0, 0.0, FEDAVG, 3).unwrap();
         quiet.set_noise_mode(distributed).unwrap();
         let start = quiet.weights.clone();
@@ -515,7 +594,7 @@ mod tests {
         // sum to within the rounding, a few millionths here.
         let a = 0.9 / (start.len() as f32).sqrt();
         let updates = vec![vec![a; start.len()], vec![-a / 5.0; start.len()]];
-        let (_, agg) = quiet.aggregate(&updates).unwrap();
+        let (_, agg) = quiet.aggregate(&updates, 0).unwrap();
         assert_eq!(agg.noise_std, 0.0);
         let terms = agg.distributed.unwrap();
         assert_eq!(terms.quantization.max_cohort, 2);
@@ -526,7 +605,7 @@ mod tests {
         let mut noisy = Coordinator::new(2.0, 1.0, FEDAVG, 3).unwrap();
         noisy.set_noise_mode(distributed).unwrap();
         let zeros = vec![vec![0f32; start.len()]; 4];
-        let (_, agg) = noisy.aggregate(&zeros).unwrap();
+        let (_, agg) = noisy.aggregate(&zeros, 0).unwrap();
         let want = 2.0 * (4.0f64 / 3.0).sqrt() / 4.0;
         assert!((agg.noise_std - want).abs() < 1e-12, "{}", agg.noise_std);
         let d: Vec<f64> = noisy.weights.iter().zip(&start).map(|(w, s)| (w - s) as f64).collect();
@@ -535,11 +614,56 @@ mod tests {
 
         // An update past the clip norm is not quantized; nothing changes.
         let before = noisy.weights.clone();
-        assert!(noisy.aggregate(&[vec![3.0f32; start.len()]]).is_err());
+        assert!(noisy.aggregate(&[vec![3.0f32; start.len()]], 0).is_err());
         assert_eq!(noisy.weights, before);
         // Terms no round could use are refused.
-        let bad = NoiseMode::Distributed { bits: 20, honest_fraction: 0.0 };
+        let bad = NoiseMode::Distributed { bits: 20, honest_fraction: 0.0, sampling_rate: 1.0 };
         assert!(Coordinator::new(1.0, 1.0, FEDAVG, 3).unwrap().set_noise_mode(bad).is_err());
+        for rate in [0.0, 1.5, f64::NAN] {
+            let bad = NoiseMode::Distributed { bits: 20, honest_fraction: 2.0 / 3.0, sampling_rate: rate };
+            assert!(Coordinator::new(1.0, 1.0, FEDAVG, 3).unwrap().set_noise_mode(bad).is_err(), "{rate}");
+        }
+    }
+
+    #[test]
+    fn with_a_coin_about_the_rate_of_the_updates_are_summed_and_the_mean_is_over_that_many() {
+        let coin = NoiseMode::Distributed { bits: 24, honest_fraction: 2.0 / 3.0, sampling_rate: 0.25 };
+        let mut c = Coordinator::new(1.0, 0.0, FEDAVG, 5).unwrap();
+        c.set_noise_mode(coin).unwrap();
+        let start = c.weights.clone();
+        let a = 0.5 / (start.len() as f32).sqrt();
+        // 400 devices with the same update: the coin keeps Binomial(400,
+        // 1/4) of them (100 +- 8.7), and the mean over 100 is near a.
+        let (kept, left_out) = c.flip_coins(&(0..400).collect::<Vec<_>>());
+        assert_eq!(kept.len() + left_out, 400);
+        let updates = vec![vec![a; start.len()]; kept.len()];
+        let (_, agg) = c.aggregate(&updates, left_out).unwrap();
+        assert_eq!(agg.distributed.unwrap().sampling_rate, 0.25);
+        let steps: Vec<f64> = c.weights.iter().zip(&start).map(|(w, s)| ((w - s) / a) as f64).collect();
+        let moved = steps.iter().sum::<f64>() / steps.len() as f64;
+        assert!((0.7..1.3).contains(&moved), "{moved}");
+        // The kept updates over a quarter of the cohort.
+        assert!((moved - kept.len() as f64 / 100.0).abs() < 0.01, "{moved} for {} kept", kept.len());
+        // Every weight moved by the same count of kept updates, to within
+        // the rounding of 400 values.
+        assert!(steps.iter().all(|x| (x - moved).abs() < 0.05), "{moved}");
+        // Without a coin every device is kept; a central round has none.
+        let mut central = Coordinator::new(1.0, 0.0, FEDAVG, 5).unwrap();
+        assert_eq!(central.flip_coins(&[3, 4, 9]), (vec![3, 4, 9], 0));
+        assert!(central.aggregate(&[vec![0.0; start.len()]], 2).is_err());
+    }
+
+    #[test]
+    fn a_simulated_cohort_sizes_the_central_noise() {
+        let mut c = Coordinator::new(2.0, 1.0, FEDAVG, 3).unwrap();
+        c.set_noise_cohort(Some(10_000));
+        let start = c.weights.clone();
+        let zeros = vec![vec![0f32; start.len()]; 4];
+        let (_, a) = c.aggregate(&zeros, 0).unwrap();
+        assert_eq!(a.noise_std, 2.0 / 10_000.0);
+        let d: Vec<f64> = c.weights.iter().zip(&start).map(|(w, s)| (w - s) as f64).collect();
+        let std = (d.iter().map(|x| x * x).sum::<f64>() / d.len() as f64).sqrt();
+        assert!((std / a.noise_std - 1.0).abs() < 0.01, "std {std}");
     }
 
     #[test]
@@ -547,8 +671,8 @@ mod tests {
         let mut c = Coordinator::new(1.0, 0.0, ServerOptimizer::Momentum { lr: 1.0, momentum: 0.5 }, 3).unwrap();
         let start = c.weights[0];
         let u = vec![vec![0.1f32; c.weights.len()]];
-        c.aggregate(&u).unwrap();
-        c.aggregate(&u).unwrap();
+        c.aggregate(&u, 0).unwrap();
+        c.aggregate(&u, 0).unwrap();
         // 0.1, then 0.5 * 0.1 + 0.1.
         assert!((c.weights[0] - start - 0.25).abs() < 1e-5);
     }

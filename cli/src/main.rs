@@ -140,8 +140,8 @@ struct SimulateArgs {
     /// Where the noise is added: `central` (by the coordinator, to the
     /// mean) or `distributed` (by the devices: each quantizes its update
     /// and adds a discrete Gaussian share, as in a secure round, so that
-    /// --honest-fraction of the cohort alone carries z*C; epsilon without
-    /// sampling amplification).
+    /// --honest-fraction of the cohort alone carries z*C; epsilon amplified
+    /// only by the devices' own coin, --device-sampling-rate).
     #[arg(long, default_value = "central", value_parser = ["central", "distributed"])]
     noise_mode: String,
     /// With --noise-mode distributed: the fraction of each round's cohort
@@ -151,6 +151,23 @@ struct SimulateArgs {
     /// With --noise-mode distributed: the sum's integers are modulo 2^bits.
     #[arg(long, default_value_t = 20)]
     secagg_bits: u32,
+    /// With --noise-mode distributed: each device's own coin puts its
+    /// update in the sum with this probability (1: no coin); the devices
+    /// account each round as Poisson-sampled at this rate.
+    #[arg(long, default_value_t = 1.0)]
+    device_sampling_rate: f64,
+    /// Fleet-scale simulation: the size N of the fleet the run stands for
+    /// (with --cohort). The rounds train on the real devices as drawn, but
+    /// the coordinator's noise on the mean is z*C/K and the accountant's
+    /// sampling rate K/N (delta 1/N^1.1 by default): what a fleet of N
+    /// devices with cohorts of K would get, assuming the real devices' mean
+    /// stands for K devices' (McMahan et al., ICLR 2018).
+    #[arg(long, requires = "cohort")]
+    population: Option<u64>,
+    /// Fleet-scale simulation: the cohort K of each round (with
+    /// --population).
+    #[arg(long, requires = "population")]
+    cohort: Option<u64>,
     /// Poisson sampling: each device takes part in a round with this
     /// probability (1: every device).
     #[arg(long, conflicts_with = "clients_per_round")]
@@ -259,6 +276,9 @@ fn main() {
                 noise_mode,
                 honest_fraction,
                 secagg_bits,
+                device_sampling_rate,
+                population,
+                cohort,
                 sample_rate,
                 clients_per_round,
                 lr,
@@ -304,8 +324,25 @@ fn main() {
                 "distributed" if flower.is_some() => {
                     bail!("with --flower the coordinator's run config sets the noise mode (noise-mode=\"distributed\")")
                 }
-                "distributed" => fedavg::NoiseMode::Distributed { bits: secagg_bits, honest_fraction },
+                "distributed" => fedavg::NoiseMode::Distributed {
+                    bits: secagg_bits,
+                    honest_fraction,
+                    sampling_rate: device_sampling_rate,
+                },
+                _ if device_sampling_rate != 1.0 => bail!("--device-sampling-rate needs --noise-mode distributed"),
                 _ => fedavg::NoiseMode::Central,
+            };
+            let fleet = match (population, cohort) {
+                (Some(n), Some(k)) => {
+                    if !(k >= 1 && n >= k) {
+                        bail!("--cohort must be at least 1 and at most --population");
+                    }
+                    if flower.is_some() || noise_mode != fedavg::NoiseMode::Central {
+                        bail!("--population and --cohort simulate the coordinator's (central) noise in process");
+                    }
+                    Some(simulate::FleetScale { population: n, cohort: k })
+                }
+                _ => None,
             };
             let references = parse_references(&references)?;
             let server = match server_opt.as_str() {
@@ -331,6 +368,7 @@ fn main() {
                 json,
                 threads: threads.max(1),
                 flower: flower.map(|url| simulate::FlowerLink { url, trust_keys, wait_seconds: round_wait }),
+                fleet,
             });
             simulate::simulate(source, data, seed, &passphrase, fed)
         })(),

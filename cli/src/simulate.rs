@@ -45,6 +45,18 @@ pub enum Source {
     },
 }
 
+/// A simulated fleet (`--population N --cohort K`): the rounds train on the
+/// real devices as drawn, but the central noise on the mean is z C / K and
+/// the accountant's sampling rate K / N, so a run estimates what a fleet
+/// of N devices with cohorts of K would get (McMahan et al., ICLR 2018).
+/// The assumption: the mean of the real devices' updates stands for the
+/// mean of K devices' (their signal is alike; only the noise shrinks).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FleetScale {
+    pub population: u64,
+    pub cohort: u64,
+}
+
 /// What `--rounds` and its options ask for.
 #[derive(Debug, Clone)]
 pub struct Federated {
@@ -78,6 +90,9 @@ pub struct Federated {
     pub threads: usize,
     /// Run the rounds against a real SuperLink instead of in process.
     pub flower: Option<FlowerLink>,
+    /// Fleet-scale simulation: noise and accounting for a fleet of this
+    /// size and cohort, trained on the real devices.
+    pub fleet: Option<FleetScale>,
 }
 
 /// A Flower SuperLink the devices take part through (`--flower`).
@@ -180,6 +195,12 @@ pub struct Record {
     server_optimizer: String,
     #[serde(default)]
     server_lr_final: Option<f64>,
+    /// A simulated fleet's size N and cohort K (`--population`,
+    /// `--cohort`): the noise is z C / K and `sampling_rate` K / N.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    population: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    cohort: Option<u64>,
     delta: f64,
     initial: (f64, f64),
     popularity: (f64, f64),
@@ -189,6 +210,12 @@ pub struct Record {
 
 fn central() -> String {
     "central".into()
+}
+
+/// The sampling rate the accountant is given: K / N for a simulated fleet,
+/// else the draw's.
+fn fleet_rate(fed: &Federated, devices: usize) -> f64 {
+    fed.fleet.map_or(fed.sampling.rate(devices), |f| f.cohort as f64 / f.population as f64)
 }
 
 pub fn simulate(
@@ -252,6 +279,8 @@ pub fn simulate(
                 None => Coordinator::new(f.clip, z, f.server, seed)?,
             };
             c.set_noise_mode(f.noise_mode)?;
+            c.set_threads(f.threads);
+            c.set_noise_cohort(f.fleet.map(|f| f.cohort));
             Some(c)
         }
         _ => None,
@@ -425,19 +454,23 @@ pub fn simulate(
             seed,
             clip_norm: fed.clip,
             sampling: format!("{:?}", fed.sampling),
-            sampling_rate: fed.sampling.rate(devices.len()),
+            sampling_rate: fleet_rate(&fed, devices.len()),
             noise_mode: match fed.noise_mode {
                 NoiseMode::Central => central(),
-                NoiseMode::Distributed { bits, honest_fraction } => {
-                    format!("distributed (bits {bits}, honest fraction {honest_fraction:.4})")
-                }
+                NoiseMode::Distributed { bits, honest_fraction, sampling_rate } => format!(
+                    "distributed (bits {bits}, honest fraction {honest_fraction:.4}, device sampling rate {sampling_rate})"
+                ),
             },
             learning_rate: fed.learning_rate,
             local_epochs: fed.local_epochs,
             negatives_per_positive: fed.negatives,
             server_optimizer: format!("{:?}", fed.server),
             server_lr_final: fed.server_lr_final,
-            delta: fed.delta.unwrap_or(1.0 / (devices.len() as f64).powf(1.1)),
+            population: fed.fleet.map(|f| f.population),
+            cohort: fed.fleet.map(|f| f.cohort),
+            delta: fed
+                .delta
+                .unwrap_or(1.0 / (fed.fleet.map_or(devices.len() as u64, |f| f.population) as f64).powf(1.1)),
             initial,
             popularity,
             references: fed.references.clone(),
@@ -613,12 +646,18 @@ fn run_all(
     record: &mut Record,
     person: &mut Vec<person::Sent>,
 ) -> Result<()> {
-    let q = fed.sampling.rate(devices.len());
-    let sampling = match fed.sampling {
+    let q = fleet_rate(fed, devices.len());
+    let mut sampling = match fed.sampling {
         Sampling::Poisson(q) if q >= 1.0 => "every device".to_string(),
         Sampling::Poisson(q) => format!("Poisson sampling q = {q}"),
         Sampling::Fixed(k) => format!("{k} devices drawn per round (q = {q:.4} for the accountant)"),
     };
+    if let Some(f) = fed.fleet {
+        sampling = format!(
+            "{sampling}, standing for a fleet of {} with cohorts of {} (noise z*C/{}, q = {q:.3e} for the accountant)",
+            f.population, f.cohort, f.cohort
+        );
+    }
     let lr = fed.learning_rate.map_or("the manifest's".into(), |l| l.to_string());
     let negatives = fed.negatives.map_or("the manifest's".into(), |n| n.to_string());
     println!(
@@ -633,11 +672,16 @@ fn run_all(
             "                    epsilon at delta = {:.3e} (RDP accountant, Poisson-subsampled Gaussian)",
             record.delta
         ),
-        NoiseMode::Distributed { bits, honest_fraction } => println!(
+        NoiseMode::Distributed { bits, honest_fraction, sampling_rate } => println!(
             "                    noise added by the devices: each quantizes to integers modulo 2^{bits} and adds a discrete \
              Gaussian share so that {honest_fraction:.4} of the cohort carries z*C; epsilon at delta = {:.3e} \
-             (distributed discrete Gaussian, no sampling amplification)",
-            record.delta
+             (distributed discrete Gaussian, {})",
+            record.delta,
+            if sampling_rate < 1.0 {
+                format!("each device's own coin keeping its update with probability {sampling_rate}")
+            } else {
+                "no sampling amplification".to_string()
+            }
         ),
     }
     let everyone: Vec<usize> = (0..devices.len()).collect();
@@ -666,7 +710,12 @@ fn run_all(
                 let at = if fed.rounds > 1 { (round - 1) as f64 / (fed.rounds - 1) as f64 } else { 0.0 };
                 coordinator.set_server_lr(first + at * (last - first))?;
             }
-            let drawn = fed.sampling.draw(devices.len(), &mut sampler);
+            let cohort = fed.sampling.draw(devices.len(), &mut sampler);
+            // The devices' own coins, in distributed mode with a sampling
+            // rate: only those kept install the model and train here (a
+            // real device does both either way and sends its noise share
+            // over zeros when left out).
+            let (drawn, left_out) = coordinator.flip_coins(&cohort);
             if let Some(package) = &latest {
                 install_on(devices, &drawn, package, coordinator.version, fed.threads)?;
             }
@@ -713,9 +762,9 @@ fn run_all(
             });
             let mut noise_std = 0.0;
             let mut distributed = None;
-            if n > 0 {
+            if n + left_out > 0 {
                 let deltas: Vec<Vec<f32>> = updates.into_iter().map(|(_, u)| u.delta).collect();
-                let (package, agg) = coordinator.aggregate(&deltas)?;
+                let (package, agg) = coordinator.aggregate(&deltas, left_out)?;
                 noise_std = agg.noise_std;
                 distributed = agg.distributed;
                 latest = Some(package);
@@ -731,7 +780,8 @@ fn run_all(
                         terms.quantization.clip_norm,
                         terms.quantization.scale,
                         coordinator.weights.len() as u64,
-                    );
+                    )
+                    .with_sampling_rate(terms.sampling_rate);
                     accountant.compose_distributed(&round, 1).context("privacy accounting")?;
                 }
                 // No update this round: nothing of anyone's left the devices.

@@ -23,7 +23,8 @@ A message is `{"hearth.secagg": ConfigRecord({"stage": bytes})}` (plus
 not answer a stage in time, or answers with an error or anything else, is
 dropped from the round and logged; the round goes on while enough
 survive. The unmasked sum over the survivors is divided by their number
-and ends the round as a plain round's mean does
+(times the devices' coin rate, in distributed mode with a coin) and ends
+the round as a plain round's mean does
 (`HearthFedAvg.close_round`: the noise, the server optimizer, the summary).
 """
 
@@ -72,6 +73,12 @@ class SecureTerms:
     # The fraction of the cohort assumed honest and surviving (distributed
     # mode: the wrap margin and the fewest survivors unmasked).
     honest_fraction: float = 2.0 / 3.0
+    # Distributed mode: the probability of each device's own coin putting
+    # its update in the sum (1.0: no coin). The coin is flipped on the
+    # device, after setup: a device left out still trains and sends its
+    # noise share over zeros, so no one here can tell which devices are in,
+    # and the devices account the round at this rate.
+    device_sampling_rate: float = 1.0
 
 
 def stage_reply(msg: Message) -> tuple[int | None, bytes | None, str]:
@@ -188,8 +195,11 @@ def secure_round(
         "noise_mode": terms.noise_mode,
     }
     distributed = terms.noise_mode == "distributed"
+    # The coin's rate when there is one (distributed mode, below 1).
+    coin = terms.device_sampling_rate if distributed and terms.device_sampling_rate < 1.0 else 1.0
     if distributed:
         summary["honest_fraction"] = terms.honest_fraction
+        summary["device_sampling_rate"] = coin
     try:
         rnd = hearth_secagg.Round(
             run_id=grid.run.run_id,
@@ -203,6 +213,7 @@ def secure_round(
             cohort=node_ids,
             noise_multiplier=strategy.noise_multiplier if distributed else 0.0,
             honest_fraction=terms.honest_fraction,
+            sampling_rate=coin,
         )
     except ValueError as e:
         summary["failed"] = f"the round's terms: {e}"
@@ -258,7 +269,10 @@ def secure_round(
     summary["dropped_at"] = {stage: len(nodes) for stage, nodes in zip(STAGES, dropped)}
     summary["dropped"] = sum(len(nodes) for nodes in dropped[:3])
     total = np.frombuffer(aggregate["sum"], dtype="<f8")
-    mean = unflatten(total / len(survivors), params)
+    # With a coin, about coin * survivors updates are in the sum (which ones
+    # and how many, no one here knows): the mean is over that many.
+    denominator = coin * len(survivors)
+    mean = unflatten(total / denominator, params)
     log(INFO, "round %s: secure sum of %s devices (dropped: %s)", server_round, len(survivors), summary["dropped_at"])
     devices_noise = None
     if distributed:
@@ -266,6 +280,6 @@ def secure_round(
         # variance, over the survivors.
         share = strategy.noise_multiplier * strategy.clip_norm / math.sqrt(rnd.honest)
         summary["noise_share_std"] = share
-        devices_noise = share * math.sqrt(len(survivors)) / len(survivors)
+        devices_noise = share * math.sqrt(len(survivors)) / denominator
     strategy.close_round(server_round, summary, mean, len(survivors), devices_noise=devices_noise)
     return strategy.current

@@ -130,7 +130,12 @@ def main(grid: Grid, context: Context) -> None:
         stage_timeout=float(cfg["round-timeout"]),
         noise_mode=str(cfg.get("noise-mode", "central")),
         honest_fraction=float(cfg.get("secagg-honest-fraction", 2.0 / 3.0)),
+        device_sampling_rate=float(cfg.get("device-sampling-rate", 1.0)),
     )
+    if not 0.0 < terms.device_sampling_rate <= 1.0:
+        raise ValueError(f"device-sampling-rate must be in (0, 1], not {terms.device_sampling_rate}")
+    if terms.device_sampling_rate < 1.0 and terms.noise_mode != "distributed":
+        raise ValueError("device-sampling-rate below 1 needs noise-mode = distributed")
     if terms.noise_mode not in ("central", "distributed"):
         raise ValueError(f"noise-mode must be central or distributed, not {terms.noise_mode!r}")
     if terms.noise_mode == "distributed" and not secure:

@@ -75,7 +75,7 @@ class FakeGrid:
         return out
 
 
-def run(answer):
+def run(answer, **terms):
     from flwr.supercore.task_identity import TaskIdentity
 
     # What Flower sets in the process that runs a ServerApp.
@@ -84,7 +84,7 @@ def run(answer):
     params = [("w", np.ones((3, 2), np.float32)), ("b", np.zeros(2, np.float32))]
     grid = FakeGrid(answer)
     config = ConfigRecord({"clip-norm": 1.0, "server-round": 1})
-    out = secure.secure_round(grid, s, 1, params, config, secure.SecureTerms(stage_timeout=1.0))
+    out = secure.secure_round(grid, s, 1, params, config, secure.SecureTerms(stage_timeout=1.0, **terms))
     return out, params, s.rounds[-1], grid
 
 
@@ -110,6 +110,20 @@ def test_setup_goes_to_every_sampled_node_once_as_a_train_message():
     [setup] = grid.sent
     assert sorted(m.metadata.dst_node_id for m in setup) == list(range(101, 111))
     assert all(m.metadata.message_type == "train" for m in setup)
+
+
+def test_the_devices_coin_is_announced_only_in_distributed_mode():
+    import struct
+
+    # Setup field 12 (the coin's rate) is a protobuf double: key 0x61, then
+    # the value's 8 bytes.
+    coin = b"\x61" + struct.pack("<d", 0.25)
+    for mode, announced in [("distributed", True), ("central", False)]:
+        _, _, summary, grid = run(lambda stage, m: None, noise_mode=mode, device_sampling_rate=0.25)
+        [setup] = grid.sent
+        stages = [m.content[secure.SECAGG_KEY]["stage"] for m in setup]
+        assert all((coin in data) == announced for data in stages), mode
+        assert summary.get("device_sampling_rate") == (0.25 if announced else None), summary
 
 
 def test_exchange_pulls_between_batches_of_pushes():

@@ -234,6 +234,7 @@ impl SecureFixture {
             neighbours: ids,
             vector_len: len as u64,
             noise_multiplier: 0.0,
+            sampling_rate: 0.0,
         };
         SecureFixture { peers, channels, setup }
     }

@@ -267,6 +267,7 @@ fn setup(cohort: u32, threshold: u32) -> hearth_secagg::wire::Setup {
         neighbours: (100..100 + cohort as u64 - 1).collect(),
         vector_len: 8,
         noise_multiplier: 0.0,
+        sampling_rate: 0.0,
     }
 }
 

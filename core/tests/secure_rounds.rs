@@ -37,6 +37,8 @@ fn devices_take_part_in_secure_rounds_and_the_coordinator_reads_nothing() {
     let witness_dir = env("HEARTH_WITNESS_DIR", "");
     // The ServerApp's noise-mode: the ledgers must say the same.
     let distributed = env("HEARTH_NOISE_MODE", "central") == "distributed";
+    // And its device-sampling-rate: each device's own coin.
+    let coin: f64 = env("HEARTH_DEVICE_SAMPLING_RATE", "1.0").parse().unwrap();
     let root = tempfile::tempdir().unwrap();
     let witness: Arc<Mutex<Vec<SecureWitness>>> = Arc::default();
     let started = Instant::now();
@@ -85,6 +87,8 @@ fn devices_take_part_in_secure_rounds_and_the_coordinator_reads_nothing() {
     let total_len: usize = parameter_span("emb_item").0 + parameter_span("emb_item").1;
     let witness = witness.lock().unwrap().clone();
     let mut residues = vec![0u64; 64];
+    // Rounds whose coin left the update out, and kept it.
+    let mut kept = [0usize; 2];
     let mut uploads = 0;
     for (n, (outcomes, ledger, log)) in results.iter().enumerate() {
         for (round, after, outcome) in outcomes {
@@ -95,7 +99,9 @@ fn devices_take_part_in_secure_rounds_and_the_coordinator_reads_nothing() {
                     assert_eq!(entry.segment_report_epsilon, 0.0, "no segment report goes with a masked update");
                     if distributed {
                         assert_eq!(entry.noise_mode, NoiseMode::Distributed, "device {n}, round {round}");
-                        assert_eq!((entry.cohort, entry.sampling_rate), (devices as u32, 1.0));
+                        assert_eq!((entry.cohort, entry.sampling_rate), (devices as u32, coin));
+                        assert_eq!(entry.included.is_some(), coin < 1.0, "device {n}, round {round}");
+                        kept[usize::from(entry.included == Some(true))] += 1;
                         assert!((entry.honest_fraction - 2.0 / 3.0).abs() < 1e-12);
                         let honest = (2.0 * devices as f64 / 3.0).ceil();
                         let want = entry.noise_multiplier / honest.sqrt();
@@ -166,6 +172,7 @@ fn devices_take_part_in_secure_rounds_and_the_coordinator_reads_nothing() {
                         clip_norm: e.clip_norm,
                         scale: e.scale,
                         dimension: e.dimension,
+                        sampling_rate: e.sampling_rate,
                     };
                     accountant.compose_distributed(&round, 1).unwrap()
                 }
@@ -246,4 +253,10 @@ fn devices_take_part_in_secure_rounds_and_the_coordinator_reads_nothing() {
         started.elapsed().as_secs_f64(),
         witness.len()
     );
+    if coin < 1.0 {
+        // Each device's coin, at the rate the coordinator announced: not
+        // every update kept, not every one left out.
+        println!("secure: the devices' coins at {coin}: {} updates kept, {} left out", kept[1], kept[0]);
+        assert!(kept[0] > 0 && kept[1] > 0, "coins {kept:?} at {coin}");
+    }
 }

@@ -55,6 +55,7 @@ fn run(devices: usize, len: usize) {
         threshold_fraction: 2.0 / 3.0,
         vector_len: len,
         noise: RoundConfig::NO_NOISE,
+        sampling_rate: 0.0,
     };
     let cohort: Vec<u64> = (1..=devices as u64).map(|i| i * 7 + 100).collect();
     let dropped: Vec<u64> = cohort.iter().copied().step_by(20).collect();

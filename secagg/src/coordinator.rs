@@ -49,6 +49,11 @@ pub struct RoundConfig {
     /// survivors it unmasks: ceil(fraction * cohort), below which the sum
     /// would carry less noise than announced.
     pub noise: NoiseTerms,
+    /// With distributed noise, the probability of each device's own coin
+    /// putting its update in the sum (0 or 1: no coin): the sum then holds
+    /// about `sampling_rate` times the survivors' updates, and every
+    /// survivor's noise share.
+    pub sampling_rate: f64,
 }
 
 impl RoundConfig {
@@ -179,6 +184,10 @@ impl CoordinatorRound {
         if !config.noise.valid() {
             return Err(RoundError::Terms("the noise multiplier or the honest fraction is out of range".into()));
         }
+        let coin = config.sampling_rate;
+        if !(0.0..=1.0).contains(&coin) || (coin > 0.0 && coin < 1.0 && config.noise.multiplier == 0.0) {
+            return Err(RoundError::Terms(format!("a sampling rate of {coin} (in [0, 1], and a coin needs noise)")));
+        }
         config
             .noise
             .check_room(&config.quantization, cohort.len() as u32)
@@ -292,6 +301,7 @@ impl CoordinatorRound {
             neighbours: self.graph[&node].clone(),
             vector_len: self.config.vector_len as u64,
             noise_multiplier: self.config.noise.multiplier,
+            sampling_rate: self.config.sampling_rate,
         }
     }
 

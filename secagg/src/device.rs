@@ -162,6 +162,34 @@ pub struct DeviceRound {
     received: BTreeMap<u64, Received>,
     /// This device's share of the round's noise, when the round asks for one.
     noise: Option<DiscreteGaussian>,
+    /// The round's local coin, when it has one.
+    coin: Option<Coin>,
+}
+
+/// A round's local coin, flipped on the device at setup: the update is in
+/// the sum with probability `rate`; otherwise the device sends its noise
+/// share over zeros. Only the device knows which.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Coin {
+    pub rate: f64,
+    pub included: bool,
+}
+
+impl Coin {
+    /// A coin for `rate`: None without one (0 or 1), a refusal for a rate
+    /// outside [0, 1].
+    fn flip(rate: f64) -> Result<Option<Coin>, Refusal> {
+        if !(0.0..=1.0).contains(&rate) {
+            return Err(Refusal::Noise(format!("a sampling rate of {rate}")));
+        }
+        if rate == 0.0 || rate == 1.0 {
+            return Ok(None);
+        }
+        use rand_core::Rng;
+        // 53 uniform bits against the rate (a double's precision).
+        let draw = (csprng::system_seeded()?.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
+        Ok(Some(Coin { rate, included: draw < rate }))
+    }
 }
 
 impl std::fmt::Debug for DeviceRound {
@@ -218,6 +246,10 @@ impl DeviceRound {
                 setup.noise_multiplier, policy.honest_fraction
             )));
         }
+        let coin = Coin::flip(setup.sampling_rate)?;
+        if coin.is_some() && terms.multiplier == 0.0 {
+            return Err(Refusal::Noise("a local coin without noise".into()));
+        }
         let noise = if terms.multiplier > 0.0 {
             let variance = terms.share_variance(setup.clip_norm, setup.scale, setup.cohort);
             Some(DiscreteGaussian::at_least(variance).map_err(|e| Refusal::Noise(e.to_string()))?)
@@ -255,6 +287,7 @@ impl DeviceRound {
             self_seed: [0; 32],
             received: BTreeMap::new(),
             noise,
+            coin,
         };
         Ok((round, keys))
     }
@@ -363,6 +396,12 @@ impl DeviceRound {
             if vector.len() != round.vector_len {
                 return Err(Refusal::VectorLength { got: vector.len() as u64, want: round.vector_len as u64 });
             }
+            // The coin left this update out: its noise share goes over
+            // zeros (the update was quantized all the same, so the work
+            // and its failures do not depend on the coin).
+            if round.coin.is_some_and(|c| !c.included) {
+                vector.fill(0);
+            }
             let bits = round.quantization.bits;
             if let Some(noise) = &round.noise {
                 let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(NOISE_THREADS));
@@ -460,5 +499,10 @@ impl DeviceRound {
     /// none).
     pub fn noise(&self) -> Option<&DiscreteGaussian> {
         self.noise.as_ref()
+    }
+
+    /// The round's local coin, when it has one (never sent).
+    pub fn coin(&self) -> Option<Coin> {
+        self.coin
     }
 }

@@ -30,6 +30,6 @@ pub mod testing;
 pub mod wire;
 
 pub use coordinator::{Aggregate, CoordinatorRound, Rejected, RoundConfig, RoundError, RoundStage};
-pub use device::{DevicePolicy, DeviceRound, Refusal};
+pub use device::{Coin, DevicePolicy, DeviceRound, Refusal};
 pub use noise::NoiseTerms;
 pub use quantize::Quantization;

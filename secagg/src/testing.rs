@@ -44,6 +44,7 @@ fn config(n: usize) -> RoundConfig {
         threshold_fraction: 2.0 / 3.0,
         vector_len: LEN,
         noise: RoundConfig::NO_NOISE,
+        sampling_rate: 0.0,
     }
 }
 

@@ -44,6 +44,12 @@ pub struct Setup {
     /// clip norms (0: the devices add none).
     #[prost(double, tag = "11")]
     pub noise_multiplier: f64,
+    /// Distributed noise with a local coin: the probability that each
+    /// device's own coin, flipped on the device after setup, puts its
+    /// update in the sum (a device whose coin says no sends its noise
+    /// share over zeros, so no one can tell). 0 (absent) or 1: no coin.
+    #[prost(double, tag = "12")]
+    pub sampling_rate: f64,
 }
 
 /// Device to coordinator: its two public keys for the round.

@@ -26,6 +26,7 @@ fn setup_for(node: u64) -> Setup {
         neighbours,
         vector_len: LEN as u64,
         noise_multiplier: 0.0,
+        sampling_rate: 0.0,
     }
 }
 
@@ -138,6 +139,35 @@ fn noise_terms_the_device_cannot_keep_are_refused() {
     // A policy fraction outside (0, 1] is refused too.
     let policy = DevicePolicy { honest_fraction: 0.0, ..policy() };
     assert!(matches!(DeviceRound::setup(&policy, 1, LEN, &setup), Err(Refusal::Noise(_))));
+    // A coin's rate outside [0, 1], or a coin without noise, is refused.
+    for rate in [f64::NAN, -0.5, 1.5, f64::INFINITY] {
+        let bad = Setup { sampling_rate: rate, ..setup.clone() };
+        assert!(matches!(refused_setup(bad), Refusal::Noise(_)), "{rate}");
+    }
+    assert!(matches!(refused_setup(Setup { sampling_rate: 0.5, ..setup_for(1) }), Refusal::Noise(_)));
+}
+
+#[test]
+fn the_local_coin_is_flipped_on_the_device_at_the_announced_rate() {
+    let room = Quantization::largest_scale_with_noise(16, 1.0, 100, 100f64.sqrt());
+    let setup = Setup { noise_multiplier: 1.0, scale: room, ..setup_for(1) };
+    // 0 and 1 are no coin.
+    for rate in [0.0, 1.0] {
+        let (round, _) =
+            DeviceRound::setup(&policy(), 1, LEN, &Setup { sampling_rate: rate, ..setup.clone() }).unwrap();
+        assert_eq!(round.coin(), None);
+    }
+    // 600 setups at 0.3: 180 +- 11.2 kept (5 standard deviations either way).
+    let kept = (0..600)
+        .filter(|_| {
+            let (round, _) =
+                DeviceRound::setup(&policy(), 1, LEN, &Setup { sampling_rate: 0.3, ..setup.clone() }).unwrap();
+            let coin = round.coin().unwrap();
+            assert_eq!(coin.rate, 0.3);
+            coin.included
+        })
+        .count();
+    assert!((124..=236).contains(&kept), "{kept} of 600 kept at 0.3");
 }
 
 #[test]

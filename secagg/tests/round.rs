@@ -110,15 +110,7 @@ fn with_distributed_noise_the_sum_carries_every_devices_share() {
     // noise shares, each of variance (z C s)^2 / ceil(2/3 n).
     let exact = expected_sum(&outcome, &aggregate.survivors);
     let q = &config.quantization;
-    let noise: Vec<f64> = aggregate
-        .sum
-        .iter()
-        .zip(&exact)
-        .map(|(&got, &want)| {
-            let d = got.wrapping_sub(want) & ((1 << q.bits) - 1);
-            if d >= 1 << (q.bits - 1) { d as f64 - (1u64 << q.bits) as f64 } else { d as f64 }
-        })
-        .collect();
+    let noise = centred(&aggregate.sum, &exact, q.bits);
     let variance = noise.iter().map(|v| v * v).sum::<f64>() / noise.len() as f64;
     let want = n as f64 * config.noise.share_variance(q.clip_norm, q.scale, n as u32);
     // 300 coordinates: the sample variance is within 35% (5 of its
@@ -127,6 +119,55 @@ fn with_distributed_noise_the_sum_carries_every_devices_share() {
     // In the update's units: the honest 8 devices' shares alone give z C.
     let honest_std = (8.0 * config.noise.share_variance(q.clip_norm, q.scale, n as u32)).sqrt() / q.scale;
     assert!((honest_std - 1.0).abs() < 1e-3, "{honest_std}");
+}
+
+/// The sum's difference from `exact`, as signed integers.
+fn centred(sum: &[u32], exact: &[u32], bits: u32) -> Vec<f64> {
+    sum.iter()
+        .zip(exact)
+        .map(|(&got, &want)| {
+            let d = got.wrapping_sub(want) & ((1 << bits) - 1);
+            if d >= 1 << (bits - 1) { d as f64 - (1u64 << bits) as f64 } else { d as f64 }
+        })
+        .collect()
+}
+
+#[test]
+fn with_a_local_coin_the_sum_holds_the_kept_updates_and_everyones_noise() {
+    // 30 devices with the same update, each keeping it with probability
+    // 1/2: the sum is the kept devices' quantized updates plus all 30
+    // noise shares. The coordinator sees the same kind of reply from
+    // every device.
+    let n = 30;
+    let config = hearth_secagg::RoundConfig { sampling_rate: 0.5, ..noisy(n, 100) };
+    let a = 0.9 / (common::LEN as f32).sqrt();
+    let outcome = run_configured(config.clone(), n, &BTreeMap::new(), &|_| vec![a; common::LEN]);
+    let aggregate = outcome.result.as_ref().unwrap();
+    assert_eq!(aggregate.survivors.len(), n);
+    assert_eq!(outcome.coins.len(), n);
+    assert!(outcome.coins.values().all(|c| c.rate == 0.5));
+    let kept: Vec<u64> = outcome.coins.iter().filter(|(_, c)| c.included).map(|(&node, _)| node).collect();
+    // Binomial(30, 1/2): 15 +- 2.7; all or none would be a broken coin.
+    assert!((4..=26).contains(&kept.len()), "{} kept", kept.len());
+    let q = &config.quantization;
+    let want = n as f64 * config.noise.share_variance(q.clip_norm, q.scale, n as u32);
+    let moments = |exact: &[u32]| {
+        let noise = centred(&aggregate.sum, exact, q.bits);
+        let mean = noise.iter().sum::<f64>() / noise.len() as f64;
+        (mean, noise.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / noise.len() as f64)
+    };
+    // Five standard errors of a mean of LEN noise values.
+    let slack = 5.0 * (want / common::LEN as f64).sqrt();
+    let (mean, variance) = moments(&expected_sum(&outcome, &kept));
+    assert!(mean.abs() < slack, "mean {mean:.0}, slack {slack:.0}");
+    assert!((variance / want - 1.0).abs() < 0.35, "noise variance {variance:.0}, announced {want:.0}");
+    // Against every device's update, the left-out ones are missing.
+    let (mean, _) = moments(&expected_sum(&outcome, &aggregate.survivors));
+    let missing = (n - kept.len()) as f64 * a as f64 * q.scale;
+    assert!((mean + missing).abs() < slack, "mean {mean:.0}, {missing:.0} missing");
+    // Masked vectors are the same size whatever the coin said.
+    let sizes: BTreeSet<usize> = outcome.received.iter().filter(|(s, _, _)| *s == 2).map(|(_, _, b)| b.len()).collect();
+    assert_eq!(sizes.len(), 1, "{sizes:?}");
 }
 
 #[test]

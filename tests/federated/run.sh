@@ -131,18 +131,21 @@ PY
 # update, with and without their noise share, and of the global parameters
 # each round sent (never sent back); the coordinator's sum must equal the
 # survivors' noised records, and what it applied must differ from their
-# noiseless sum by noise of the announced size and nothing else.
-echo "federated: secure aggregation, distributed noise ($devices devices, $rounds rounds, drops at each stage)"
+# noiseless sum by noise of the announced size and nothing else. Each
+# device flips its own coin (device-sampling-rate): a device it leaves out
+# sends its noise share over zeros, and its record says so.
+coin=0.7
+echo "federated: secure aggregation, distributed noise ($devices devices, $rounds rounds, drops at each stage, coins at $coin)"
 flwr run coordinator local --run-config \
     "model-dir='$repo/models/ranker-v1' signing-key='$work/coordinator.key' out-dir='$work/out-secure' \
 min-nodes=$devices num-server-rounds=$rounds clip-norm=$clip noise-multiplier=$noise learning-rate=$lr \
-round-timeout=300.0 secure-aggregation=true noise-mode='distributed'" \
+round-timeout=300.0 secure-aggregation=true noise-mode='distributed' device-sampling-rate=$coin" \
     | tail -1
 mkdir -p "$work/witness"
 start=$(date +%s)
 HEARTH_SUPERLINK="http://127.0.0.1:$port" HEARTH_DEVICES="$devices" HEARTH_ROUNDS="$rounds" \
     HEARTH_COORDINATOR_PUBKEY="$(cat "$work/coordinator.pub")" HEARTH_ROUND_WAIT_S=300 HEARTH_WITNESS_DIR="$work/witness" \
-    HEARTH_NOISE_MODE=distributed cargo test -p hearth-core --test secure_rounds --locked -- --ignored --nocapture 2>&1 |
+    HEARTH_NOISE_MODE=distributed HEARTH_DEVICE_SAMPLING_RATE=$coin cargo test -p hearth-core --test secure_rounds --locked -- --ignored --nocapture 2>&1 |
     tee "$work/secure.log" | grep -E "^secure|^test |test result|panicked"
 [ "${PIPESTATUS[0]}" -eq 0 ] || exit 1
 echo "federated: secure rounds in $(($(date +%s) - start)) s"
@@ -150,7 +153,7 @@ for _ in $(seq 1 60); do
     [ -f "$work/out-secure/summary.json" ] && break
     sleep 1
 done
-"$py" - "$work/out-secure/summary.json" "$work/witness" "$rounds" "$work/out-secure/weights.bin" <<'PY'
+"$py" - "$work/out-secure/summary.json" "$work/witness" "$rounds" "$work/out-secure/weights.bin" "$coin" <<'PY'
 import hashlib, json, sys
 from pathlib import Path
 import numpy as np
@@ -162,6 +165,7 @@ assert summary["mode"] == "secure", summary
 got = summary["rounds"]
 assert len(got) == rounds and all(r["applied"] for r in got), got
 assert all(r["noise_mode"] == "distributed" for r in got), got
+assert all(r["device_sampling_rate"] == float(sys.argv[5]) for r in got), got
 
 
 def total(r, suffix):
@@ -180,7 +184,8 @@ def signed(v, bits):
 
 stages = set()
 for r in got:
-    bits, scale, n = r["bits"], r["scale"], len(r["survivors"])
+    # The mean is over the coin's rate times the survivors.
+    bits, scale, n = r["bits"], r["scale"], r["device_sampling_rate"] * len(r["survivors"])
     noised, clean = total(r, "u32"), total(r, "clean.u32")
     assert hashlib.sha256(noised.astype("<u4").tobytes()).hexdigest() == r["sum_sha256"], \
         f"round {r['round']}: the sum is not the survivors'"

@@ -289,7 +289,19 @@ fun run(dir: File) {
             verify(says in row) { "the ledger row does not say how the upload was protected: $row" }
             val noise = if (distributed) "added on this device" else "added by the coordinator"
             verify(noise in row) { "the ledger row does not say where the noise was added: $row" }
+            verify("coin" !in row) { "a round without a coin mentions one: $row" }
         }
+        // A round whose coin left the update out says so.
+        val coined = LedgerEntry(
+            runId = 1uL, round = 3uL, atMs = 0L, status = UploadStatus.SENT, bytesSent = 370_000uL,
+            normBeforeClip = 2.0, normAfterClip = 1.0, clipNorm = 1.0, noiseMultiplier = 1.0, samplingRate = 0.7,
+            epsilonTotal = 0.4, segmentReportEpsilon = 0.0, aggregation = Aggregation.SECURE,
+            noiseMode = NoiseMode.DISTRIBUTED, included = false, noiseShare = 0.122, cohort = 100u,
+            honestFraction = 2.0 / 3.0, scale = 4828.0, dimension = 144_935uL, nodeKey = "3f2a9c0b51d7e864",
+        )
+        val coinRow = DemoModel.uploadText(coined, "today")
+        println("  ledger row:        $coinRow")
+        verify("coin (p 0.70) left the update out" in coinRow) { "the ledger row does not show the coin: $coinRow" }
         println()
 
         // ---- personalization off: the labelled fallback

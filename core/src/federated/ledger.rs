@@ -100,9 +100,18 @@ pub struct LedgerEntry {
     pub aggregation: Aggregation,
     /// Where the round's noise was added. For a distributed round,
     /// `noise_multiplier` is the std of the honest devices' summed noise in
-    /// clip norms and `sampling_rate` 1 (no amplification is assumed).
+    /// clip norms and `sampling_rate` the probability of the device's own
+    /// coin (`included`), never the coordinator's sampling: 1 when the
+    /// round had no coin (no amplification is assumed).
     #[serde(default)]
     pub noise_mode: NoiseMode,
+    /// Distributed rounds with a local coin: whether this device's coin put
+    /// its update in the sum (it trained and added its noise share either
+    /// way, so the coordinator cannot tell). None (and absent from the
+    /// JSON) without a coin.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[uniffi(default = None)]
+    pub included: Option<bool>,
     /// Distributed rounds: this device's own share of the noise (its std, in
     /// clip norms), the cohort the round started with, the honest fraction
     /// this device assumed, and the integers' scale and count, from which
@@ -131,14 +140,17 @@ impl LedgerEntry {
             NoiseMode::Central => {
                 RoundTerms::Central { noise_multiplier: self.noise_multiplier, sampling_rate: self.sampling_rate }
             }
-            NoiseMode::Distributed => RoundTerms::Distributed(DistributedGaussian::for_cohort(
-                self.noise_multiplier,
-                self.honest_fraction,
-                self.cohort,
-                self.clip_norm,
-                self.scale,
-                self.dimension,
-            )),
+            NoiseMode::Distributed => RoundTerms::Distributed(
+                DistributedGaussian::for_cohort(
+                    self.noise_multiplier,
+                    self.honest_fraction,
+                    self.cohort,
+                    self.clip_norm,
+                    self.scale,
+                    self.dimension,
+                )
+                .with_sampling_rate(self.sampling_rate),
+            ),
         }
     }
 }
@@ -149,7 +161,8 @@ pub(crate) enum RoundTerms {
     /// The coordinator adds Gaussian noise of std z C to the sum of a
     /// Poisson sample of rate q.
     Central { noise_multiplier: f64, sampling_rate: f64 },
-    /// The devices add it, in discrete shares (no sampling assumed).
+    /// The devices add it, in discrete shares (amplified only by the
+    /// device's own coin).
     Distributed(DistributedGaussian),
 }
 
@@ -266,6 +279,7 @@ pub(crate) fn unreadable_entry(raw: &serde_json::Value) -> LedgerEntry {
         honest_fraction: 0.0,
         scale: 0.0,
         dimension: 0,
+        included: None,
         node_key: String::new(),
     }
 }
@@ -351,6 +365,7 @@ mod tests {
             honest_fraction: 0.0,
             scale: 0.0,
             dimension: 0,
+            included: None,
             node_key: String::new(),
         }
     }
@@ -375,6 +390,7 @@ mod tests {
             clip_norm: 1.0,
             scale: 4828.0,
             dimension: 144_935,
+            sampling_rate: 1.0,
         };
         let mut a = RdpAccountant::new();
         a.compose(1.1, 0.01, 1).unwrap();
@@ -384,11 +400,24 @@ mod tests {
             epsilon(&entries, Some(RoundTerms::Distributed(round)), 0.0, 1e-6).unwrap(),
             a.epsilon(1e-6).unwrap()
         );
+        // A round with the device's coin is composed at the coin's rate,
+        // whether or not the coin put the update in.
+        let mut coin = d.clone();
+        coin.sampling_rate = 0.25;
+        coin.included = Some(false);
+        let mut a = RdpAccountant::new();
+        a.compose(1.1, 0.01, 1).unwrap();
+        a.compose_distributed(&round.with_sampling_rate(0.25), 1).unwrap();
+        let entries = vec![entry(1.1, 0.01), coin.clone()];
+        assert_eq!(epsilon(&entries, None, 0.0, 1e-6).unwrap(), a.epsilon(1e-6).unwrap());
+        assert_eq!(decode(&encode(&[coin.clone()]).unwrap()), vec![coin]);
         // It round-trips, and an entry from before the fields existed reads
         // as central.
         assert_eq!(decode(&encode(&[d.clone()]).unwrap()), vec![d]);
         let mut old = serde_json::to_value(entry(1.1, 0.01)).unwrap();
-        for field in ["noise_mode", "noise_share", "cohort", "honest_fraction", "scale", "dimension", "node_key"] {
+        for field in
+            ["noise_mode", "noise_share", "cohort", "honest_fraction", "scale", "dimension", "included", "node_key"]
+        {
             old.as_object_mut().unwrap().remove(field);
         }
         assert_eq!(decode(&serde_json::to_vec(&vec![old]).unwrap()), vec![entry(1.1, 0.01)]);

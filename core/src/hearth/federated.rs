@@ -291,7 +291,9 @@ impl Trainer for DeviceTrainer<'_> {
                     d.scale,
                     d.dimension,
                 );
-                (d.noise_multiplier, 1.0, RoundTerms::Distributed(round))
+                // Amplified only by the device's own coin.
+                let q = d.coin.map_or(1.0, |c| c.rate);
+                (d.noise_multiplier, q, RoundTerms::Distributed(round.with_sampling_rate(q)))
             }
             None => {
                 let (Some(z), Some(q)) = (config_f64(ins, "noise-multiplier"), config_f64(ins, "sampling-rate")) else {
@@ -396,6 +398,7 @@ impl Trainer for DeviceTrainer<'_> {
             honest_fraction: ins.distributed.map_or(0.0, |d| d.honest_fraction),
             scale: ins.distributed.map_or(0.0, |d| d.scale),
             dimension: ins.distributed.map_or(0, |d| d.dimension),
+            included: ins.distributed.and_then(|d| d.coin).map(|c| c.included),
             node_key: self.node_key.clone(),
         };
         let mut all = entries;

@@ -242,6 +242,16 @@ public final class DemoModel: Sendable {
         }
     }
 
+    /// Whether the device's own coin put the update in the round's sum (no one else knows).
+    static func coinText(_ e: LedgerEntry) -> String {
+        switch e.included {
+        case nil: return ""
+        case true?: return String(format: "; this device's own coin (p %.2f) put the update in the sum", e.samplingRate)
+        case false?:
+            return String(format: "; this device's own coin (p %.2f) left the update out: only noise was sent", e.samplingRate)
+        }
+    }
+
     /// One upload as the privacy screen lists it, with what protected it on its way.
     public static func uploadText(_ e: LedgerEntry, sent: String) -> String {
         let protection: String
@@ -254,7 +264,7 @@ public final class DemoModel: Sendable {
         case .distributed:
             noise = String(
                 format: "noise added on this device (its share %.3f; counts on %.0f%% of %d devices)",
-                e.noiseShare, e.honestFraction * 100, Int(e.cohort))
+                e.noiseShare, e.honestFraction * 100, Int(e.cohort)) + coinText(e)
         case .central: noise = "noise added by the coordinator, as it announced"
         }
         return "Round \(e.round.map(String.init) ?? "?") · \(sent) · \(e.bytesSent) bytes · \(String(describing: e.status)) · "

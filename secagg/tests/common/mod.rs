@@ -40,6 +40,7 @@ pub fn config(n: usize, degree: usize) -> RoundConfig {
         threshold_fraction: 2.0 / 3.0,
         vector_len: LEN,
         noise: RoundConfig::NO_NOISE,
+        sampling_rate: 0.0,
     }
 }
 
@@ -57,6 +58,9 @@ pub struct Outcome {
     pub received: Vec<(usize, u64, Vec<u8>)>,
     /// Each device's threshold, as the coordinator set it.
     pub thresholds: BTreeMap<u64, usize>,
+    /// Each device's local coin, when the round has one (test-only: it
+    /// never leaves the device).
+    pub coins: BTreeMap<u64, hearth_secagg::Coin>,
 }
 
 fn reply(body: ReplyBody) -> Vec<u8> {
@@ -87,11 +91,12 @@ pub fn run_configured(
     let mut quantized = BTreeMap::new();
     let mut received = Vec::new();
     let mut thresholds = BTreeMap::new();
+    let mut coins = BTreeMap::new();
     let stops = |node: u64, at: Drop| drops.get(&node) == Some(&at);
     for stage in 0..4 {
         let messages = match coordinator.advance() {
             Ok(m) => m,
-            Err(e) => return Outcome { result: Err(e), quantized, received, thresholds },
+            Err(e) => return Outcome { result: Err(e), quantized, received, thresholds, coins },
         };
         for (node, bytes) in messages {
             if drops.get(&node) == Some(&Drop::Garbage(stage)) {
@@ -115,6 +120,9 @@ pub fn run_configured(
                     }
                     thresholds.insert(node, setup.threshold as usize);
                     let (round, keys) = DeviceRound::setup(&policy, node, LEN, &setup).unwrap();
+                    if let Some(coin) = round.coin() {
+                        coins.insert(node, coin);
+                    }
                     devices.insert(node, round);
                     reply(ReplyBody::Keys(keys))
                 }
@@ -155,7 +163,7 @@ pub fn run_configured(
             received.push((stage, node, answer));
         }
     }
-    Outcome { result: coordinator.finish(), quantized, received, thresholds }
+    Outcome { result: coordinator.finish(), quantized, received, thresholds, coins }
 }
 
 pub fn expected_sum(outcome: &Outcome, survivors: &[u64]) -> Vec<u32> {

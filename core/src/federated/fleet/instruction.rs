@@ -51,6 +51,10 @@ pub struct DistributedNoise {
     pub dimension: u64,
     /// This device's own share: its std, in clip norms.
     pub share: f64,
+    /// The round's local coin, when it has one: the probability it puts
+    /// the update in the sum, and whether it did (the device trains and
+    /// adds its share either way; a left-out update is sent as zeros).
+    pub coin: Option<hearth_secagg::Coin>,
 }
 
 impl TrainInstruction {

@@ -81,6 +81,7 @@ impl<T: Transport> FleetClient<T> {
             scale: setup.scale,
             dimension: vector_len as u64,
             share: share.variance().sqrt() / (setup.clip_norm * setup.scale),
+            coin: device.coin(),
         });
         self.push_stage(node_id, &meta, ReplyBody::Keys(keys))?;
         let run_id = meta.run_id;
@@ -119,6 +120,9 @@ impl<T: Transport> FleetClient<T> {
                         bytes_received: 0,
                     });
                     let witness = self.options.secure_witness.clone();
+                    // What goes in the sum before the noise: zeros when the
+                    // coin left this update out.
+                    let left_out = device.coin().is_some_and(|c| !c.included);
                     let len = result.delta.len();
                     // Both closures see it: the first fills it, the second takes it.
                     let quantized = std::cell::RefCell::new(Vec::new());
@@ -128,7 +132,7 @@ impl<T: Transport> FleetClient<T> {
                             |q| {
                                 let made = q.quantize(&result.delta)?;
                                 if witness.is_some() {
-                                    *quantized.borrow_mut() = made.clone();
+                                    *quantized.borrow_mut() = if left_out { vec![0; made.len()] } else { made.clone() };
                                 }
                                 Ok(made)
                             },

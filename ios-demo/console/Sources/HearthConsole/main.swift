@@ -308,7 +308,17 @@ func run(_ dir: URL) throws {
         try verify(row.contains(says), "the ledger row does not say how the upload was protected: \(row)")
         let noise = distributed ? "added on this device" : "added by the coordinator"
         try verify(row.contains(noise), "the ledger row does not say where the noise was added: \(row)")
+        try verify(!row.contains("coin"), "a round without a coin mentions one: \(row)")
     }
+    // A round whose coin left the update out says so.
+    let coined = LedgerEntry(
+        runId: 1, round: 3, atMs: 0, status: .sent, bytesSent: 370_000, normBeforeClip: 2, normAfterClip: 1,
+        clipNorm: 1, noiseMultiplier: 1, samplingRate: 0.7, epsilonTotal: 0.4, segmentReportEpsilon: 0,
+        aggregation: .secure, noiseMode: .distributed, included: false, noiseShare: 0.122, cohort: 100,
+        honestFraction: 2.0 / 3.0, scale: 4828, dimension: 144_935, nodeKey: "3f2a9c0b51d7e864")
+    let coinRow = DemoModel.uploadText(coined, sent: "today")
+    print("  ledger row:        \(coinRow)")
+    try verify(coinRow.contains("coin (p 0.70) left the update out"), "the ledger row does not show the coin: \(coinRow)")
     print()
 
     // ---- personalization off: the labelled fallback

@@ -217,6 +217,13 @@ class DemoModel(private val hearth: Hearth, val catalog: List<CatalogItem> = DEM
             }
         }
 
+        /** Whether the device's own coin put the update in the round's sum (no one else knows). */
+        private fun coinText(e: LedgerEntry): String = when (e.included) {
+            null -> ""
+            true -> "; this device's own coin (p %.2f) put the update in the sum".format(e.samplingRate)
+            false -> "; this device's own coin (p %.2f) left the update out: only noise was sent".format(e.samplingRate)
+        }
+
         /** One upload as the privacy screen lists it, with what protected it on its way. */
         fun uploadText(e: LedgerEntry, sent: String): String {
             val protection = when (e.aggregation) {
@@ -225,7 +232,7 @@ class DemoModel(private val hearth: Hearth, val catalog: List<CatalogItem> = DEM
             }
             val noise = when (e.noiseMode) {
                 NoiseMode.DISTRIBUTED -> "noise added on this device (its share %.3f; counts on %.0f%% of %d devices)"
-                    .format(e.noiseShare, e.honestFraction * 100, e.cohort.toInt())
+                    .format(e.noiseShare, e.honestFraction * 100, e.cohort.toInt()) + coinText(e)
                 NoiseMode.CENTRAL -> "noise added by the coordinator, as it announced"
             }
             val epsilon = "%.2f".format(e.epsilonTotal)
