@@ -31,6 +31,7 @@ use chacha20::ChaCha20Rng;
 use hearth_secagg::Quantization;
 use hearth_secagg::noise::{DiscreteGaussian, NoiseTerms, RandomBits};
 
+use crate::adaptive_clip::AdaptiveClip;
 use crate::model_cmd::hex;
 
 /// How devices are drawn for a round.
@@ -198,6 +199,8 @@ pub struct Coordinator {
     /// Central noise sized for this many devices instead of the updates
     /// averaged (`set_noise_cohort`).
     noise_cohort: Option<u64>,
+    /// Adaptive clipping, its terms as set and its state in the run.
+    adaptive: Option<(AdaptiveClip, AdaptiveClip)>,
 }
 
 /// What one aggregation did.
@@ -264,7 +267,36 @@ impl Coordinator {
             rng: StdRng::seed_from_u64(seed ^ 0x6e6f_6973_6500),
             threads: 1,
             noise_cohort: None,
+            adaptive: None,
         })
+    }
+
+    /// Adaptive clipping (central mode): the clip norm starts at the
+    /// coordinator's and follows `adaptive`'s quantile ([`Self::adapt_clip`]
+    /// after each round); the update's noise multiplier leaves the count's
+    /// share of z. Each run starts again from the initial clip norm.
+    pub fn set_adaptive_clip(&mut self, adaptive: Option<AdaptiveClip>) -> Result<()> {
+        if let Some(a) = &adaptive {
+            if self.noise_mode != NoiseMode::Central {
+                return Err(anyhow!("adaptive clipping is simulated in central mode only"));
+            }
+            a.update_noise_multiplier(self.noise_multiplier)?;
+        }
+        self.adaptive = adaptive.map(|a| (a, a));
+        Ok(())
+    }
+
+    /// The clip norm of the round under way.
+    pub fn clip(&self) -> f64 {
+        self.adaptive.map_or(self.clip, |(_, now)| now.clip)
+    }
+
+    /// After a round: moves an adaptive clip norm by the cohort's norms
+    /// before clipping (the devices' bits, counted with noise). Returns the
+    /// noisy share of unclipped updates, None without adaptive clipping.
+    pub fn adapt_clip(&mut self, norms: &[f64]) -> Option<f64> {
+        let (_, now) = self.adaptive.as_mut()?;
+        now.update(norms, &mut self.rng)
     }
 
     /// Fleet-scale simulation (McMahan et al., ICLR 2018): the central
@@ -311,6 +343,10 @@ impl Coordinator {
     pub fn restart(&mut self, noise_multiplier: f64) -> Result<ModelPackage> {
         if !(noise_multiplier.is_finite() && noise_multiplier >= 0.0) {
             return Err(anyhow!("the noise multiplier must be a number >= 0"));
+        }
+        if let Some((start, _)) = self.adaptive {
+            start.update_noise_multiplier(noise_multiplier)?;
+            self.adaptive = Some((start, start));
         }
         self.noise_multiplier = noise_multiplier;
         self.weights =
@@ -391,7 +427,11 @@ impl Coordinator {
                         *m += *d as f64;
                     }
                 }
-                let std = self.noise_multiplier * self.clip / self.noise_cohort.map_or(n, |k| k as f64);
+                let z = match &self.adaptive {
+                    Some((_, now)) => now.update_noise_multiplier(self.noise_multiplier)?,
+                    None => self.noise_multiplier,
+                };
+                let std = z * self.clip() / self.noise_cohort.map_or(n, |k| k as f64);
                 for m in mean.iter_mut() {
                     *m /= n;
                     if std > 0.0 {

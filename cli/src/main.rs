@@ -10,6 +10,7 @@
 //! * `hearth model keygen|sign|pubkey|nnef`: keys and signatures for model packages,
 //!   and the NNEF copies of their graphs.
 
+mod adaptive_clip;
 mod chart;
 mod evaluate;
 mod fedavg;
@@ -168,6 +169,20 @@ struct SimulateArgs {
     /// --population).
     #[arg(long, requires = "population")]
     cohort: Option<u64>,
+    /// Adaptive clipping (central mode): the clip norm starts at --clip and
+    /// follows this quantile of the devices' update norms (Andrew et al.,
+    /// NeurIPS 2021), each device reporting whether it was clipped, the
+    /// count noised; the round's z is shared between the update and the
+    /// count.
+    #[arg(long)]
+    adaptive_clip: Option<f64>,
+    /// With --adaptive-clip: the clip norm's geometric step.
+    #[arg(long, default_value_t = 0.2)]
+    clip_lr: f64,
+    /// With --adaptive-clip: the std of the noise on the count of unclipped
+    /// updates (the expected cohort / 20 by default, or K / 20 with --cohort).
+    #[arg(long)]
+    clip_count_noise: Option<f64>,
     /// Poisson sampling: each device takes part in a round with this
     /// probability (1: every device).
     #[arg(long, conflicts_with = "clients_per_round")]
@@ -279,6 +294,9 @@ fn main() {
                 device_sampling_rate,
                 population,
                 cohort,
+                adaptive_clip,
+                clip_lr,
+                clip_count_noise,
                 sample_rate,
                 clients_per_round,
                 lr,
@@ -369,6 +387,11 @@ fn main() {
                 threads: threads.max(1),
                 flower: flower.map(|url| simulate::FlowerLink { url, trust_keys, wait_seconds: round_wait }),
                 fleet,
+                adaptive: adaptive_clip.map(|quantile| simulate::AdaptiveTerms {
+                    quantile,
+                    learning_rate: clip_lr,
+                    count_noise: clip_count_noise,
+                }),
             });
             simulate::simulate(source, data, seed, &passphrase, fed)
         })(),

@@ -24,6 +24,7 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 use serde::{Deserialize, Serialize};
 
+use crate::adaptive_clip::AdaptiveClip;
 use crate::chart::{Chart, Series};
 use crate::evaluate;
 use crate::fedavg::{self, Coordinator, NoiseMode, Sampling, ServerOptimizer};
@@ -55,6 +56,15 @@ pub enum Source {
 pub struct FleetScale {
     pub population: u64,
     pub cohort: u64,
+}
+
+/// `--adaptive-clip` and its options: the count's noise is the expected
+/// cohort / 20 when not given (the paper's choice).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AdaptiveTerms {
+    pub quantile: f64,
+    pub learning_rate: f64,
+    pub count_noise: Option<f64>,
 }
 
 /// What `--rounds` and its options ask for.
@@ -93,6 +103,8 @@ pub struct Federated {
     /// Fleet-scale simulation: noise and accounting for a fleet of this
     /// size and cohort, trained on the real devices.
     pub fleet: Option<FleetScale>,
+    /// Adaptive clipping, when asked for.
+    pub adaptive: Option<AdaptiveTerms>,
 }
 
 /// A Flower SuperLink the devices take part through (`--flower`).
@@ -159,6 +171,9 @@ struct RoundRow {
     mean_norm_before_clip: f64,
     /// Share of updates whose norm was above C.
     clipped_share: f64,
+    /// The round's clip norm C (adaptive clipping moves it).
+    #[serde(default)]
+    clip_norm: f64,
     noise_std: f64,
     ndcg_at_10: Option<f64>,
     hit_rate_at_10: Option<f64>,
@@ -281,6 +296,12 @@ pub fn simulate(
             c.set_noise_mode(f.noise_mode)?;
             c.set_threads(f.threads);
             c.set_noise_cohort(f.fleet.map(|f| f.cohort));
+            if let Some(a) = f.adaptive {
+                // The expected cohort: the simulated one, or the draw's.
+                let cohort = f.fleet.map_or(fleet_rate(f, devices) * devices as f64, |s| s.cohort as f64);
+                let noise = a.count_noise.unwrap_or(cohort / 20.0);
+                c.set_adaptive_clip(Some(AdaptiveClip::new(f.clip, a.quantile, a.learning_rate, noise)?))?;
+            }
             Some(c)
         }
         _ => None,
@@ -660,9 +681,14 @@ fn run_all(
     }
     let lr = fed.learning_rate.map_or("the manifest's".into(), |l| l.to_string());
     let negatives = fed.negatives.map_or("the manifest's".into(), |n| n.to_string());
+    let clip = match fed.adaptive {
+        Some(a) => {
+            format!("C from {} following the {} quantile of the norms (step {})", fed.clip, a.quantile, a.learning_rate)
+        }
+        None => format!("C = {}", fed.clip),
+    };
     println!(
-        "  federated rounds  in-process, C = {}, {sampling}, {} local epoch(s), learning rate {lr}, {negatives} negatives per positive, server {:?}{}",
-        fed.clip,
+        "  federated rounds  in-process, {clip}, {sampling}, {} local epoch(s), learning rate {lr}, {negatives} negatives per positive, server {:?}{}",
         fed.local_epochs,
         fed.server,
         fed.server_lr_final.map_or(String::new(), |l| format!(", its learning rate falling linearly to {l}"))
@@ -719,6 +745,8 @@ fn run_all(
             if let Some(package) = &latest {
                 install_on(devices, &drawn, package, coordinator.version, fed.threads)?;
             }
+            // The round's clip norm (adaptive clipping moves it).
+            let clip = coordinator.clip();
             let next = AtomicUsize::new(0);
             let updates = Mutex::new(Vec::new());
             std::thread::scope(|scope| -> Result<()> {
@@ -729,7 +757,7 @@ fn run_all(
                                 let k = next.fetch_add(1, Ordering::Relaxed);
                                 let Some(&i) = drawn.get(k) else { return Ok(()) };
                                 let settings = RoundSettings {
-                                    clip_norm: fed.clip,
+                                    clip_norm: clip,
                                     epochs: fed.local_epochs,
                                     learning_rate: fed.learning_rate,
                                     negatives_per_positive: fed.negatives,
@@ -753,8 +781,8 @@ fn run_all(
             updates.sort_by_key(|(i, _)| *i);
             let n = updates.len();
             let mean_norm = updates.iter().map(|(_, u)| u.norm_before_clip).sum::<f64>() / n.max(1) as f64;
-            let clipped =
-                updates.iter().filter(|(_, u)| u.norm_before_clip > fed.clip).count() as f64 / n.max(1) as f64;
+            let clipped = updates.iter().filter(|(_, u)| u.norm_before_clip > clip).count() as f64 / n.max(1) as f64;
+            let norms: Vec<f64> = updates.iter().map(|(_, u)| u.norm_before_clip).collect();
             // What device 0 sent, for the person's view.
             let sent = updates.iter().find(|(i, _)| *i == 0).map(|(_, u)| {
                 let norm = u.delta.iter().map(|x| (*x as f64) * (*x as f64)).sum::<f64>().sqrt();
@@ -769,6 +797,8 @@ fn run_all(
                 distributed = agg.distributed;
                 latest = Some(package);
             }
+            // The devices' bits, counted with noise, move the next round's C.
+            coordinator.adapt_clip(&norms);
             match (fed.noise_mode, distributed) {
                 (NoiseMode::Central, _) => accountant.compose(z, q, 1).context("privacy accounting")?,
                 // A distributed round's terms, as the devices account them.
@@ -790,7 +820,7 @@ fn run_all(
             let epsilon = accountant.epsilon(record.delta).context("privacy accounting")?;
             let epsilon = epsilon.is_finite().then_some(epsilon);
             if let Some((values, norm_before_clip, norm)) = sent {
-                person.push(person::Sent { run, round, values, norm_before_clip, norm, clip_norm: fed.clip, epsilon });
+                person.push(person::Sent { run, round, values, norm_before_clip, norm, clip_norm: clip, epsilon });
             }
             let measured = round % fed.eval_every.max(1) == 0 || round == fed.rounds;
             if let (true, Some(package)) = (measured, &latest) {
@@ -802,6 +832,7 @@ fn run_all(
                 participants: n,
                 mean_norm_before_clip: mean_norm,
                 clipped_share: clipped,
+                clip_norm: clip,
                 noise_std,
                 ndcg_at_10: q_now.map(|q| q.0),
                 hit_rate_at_10: q_now.map(|q| q.1),
