@@ -199,8 +199,9 @@ pub struct Coordinator {
     /// Central noise sized for this many devices instead of the updates
     /// averaged (`set_noise_cohort`).
     noise_cohort: Option<u64>,
-    /// Adaptive clipping, its terms as set and its state in the run.
-    adaptive: Option<(AdaptiveClip, AdaptiveClip)>,
+    /// Adaptive clipping, its state in the run (each run starts again from
+    /// `clip`).
+    adaptive: Option<AdaptiveClip>,
 }
 
 /// What one aggregation did.
@@ -272,9 +273,10 @@ impl Coordinator {
     }
 
     /// Adaptive clipping (central mode): the clip norm starts at the
-    /// coordinator's and follows `adaptive`'s quantile ([`Self::adapt_clip`]
-    /// after each round); the update's noise multiplier leaves the count's
-    /// share of z. Each run starts again from the initial clip norm.
+    /// coordinator's (whatever `adaptive.clip` says) and follows
+    /// `adaptive`'s quantile ([`Self::adapt_clip`] after each round); the
+    /// update's noise multiplier leaves the count's share of z. Each run
+    /// starts again from the coordinator's clip norm.
     pub fn set_adaptive_clip(&mut self, adaptive: Option<AdaptiveClip>) -> Result<()> {
         if let Some(a) = &adaptive {
             if self.noise_mode != NoiseMode::Central {
@@ -282,21 +284,20 @@ impl Coordinator {
             }
             a.update_noise_multiplier(self.noise_multiplier)?;
         }
-        self.adaptive = adaptive.map(|a| (a, a));
+        self.adaptive = adaptive.map(|a| AdaptiveClip { clip: self.clip, ..a });
         Ok(())
     }
 
     /// The clip norm of the round under way.
     pub fn clip(&self) -> f64 {
-        self.adaptive.map_or(self.clip, |(_, now)| now.clip)
+        self.adaptive.map_or(self.clip, |a| a.clip)
     }
 
     /// After a round: moves an adaptive clip norm by the cohort's norms
     /// before clipping (the devices' bits, counted with noise). Returns the
     /// noisy share of unclipped updates, None without adaptive clipping.
     pub fn adapt_clip(&mut self, norms: &[f64]) -> Option<f64> {
-        let (_, now) = self.adaptive.as_mut()?;
-        now.update(norms, &mut self.rng)
+        self.adaptive.as_mut()?.update(norms, &mut self.rng)
     }
 
     /// Fleet-scale simulation (McMahan et al., ICLR 2018): the central
@@ -344,9 +345,9 @@ impl Coordinator {
         if !(noise_multiplier.is_finite() && noise_multiplier >= 0.0) {
             return Err(anyhow!("the noise multiplier must be a number >= 0"));
         }
-        if let Some((start, _)) = self.adaptive {
-            start.update_noise_multiplier(noise_multiplier)?;
-            self.adaptive = Some((start, start));
+        if let Some(a) = &mut self.adaptive {
+            a.update_noise_multiplier(noise_multiplier)?;
+            a.clip = self.clip;
         }
         self.noise_multiplier = noise_multiplier;
         self.weights =
@@ -428,7 +429,7 @@ impl Coordinator {
                     }
                 }
                 let z = match &self.adaptive {
-                    Some((_, now)) => now.update_noise_multiplier(self.noise_multiplier)?,
+                    Some(a) => a.update_noise_multiplier(self.noise_multiplier)?,
                     None => self.noise_multiplier,
                 };
                 let std = z * self.clip() / self.noise_cohort.map_or(n, |k| k as f64);

@@ -298,7 +298,7 @@ pub fn simulate(
             c.set_noise_cohort(f.fleet.map(|f| f.cohort));
             if let Some(a) = f.adaptive {
                 // The expected cohort: the simulated one, or the draw's.
-                let cohort = f.fleet.map_or(fleet_rate(f, devices) * devices as f64, |s| s.cohort as f64);
+                let cohort = f.fleet.map_or(f.sampling.rate(devices) * devices as f64, |s| s.cohort as f64);
                 let noise = a.count_noise.unwrap_or(cohort / 20.0);
                 c.set_adaptive_clip(Some(AdaptiveClip::new(f.clip, a.quantile, a.learning_rate, noise)?))?;
             }
@@ -780,9 +780,9 @@ fn run_all(
             // The sum is taken in device order: the same run gives the same weights.
             updates.sort_by_key(|(i, _)| *i);
             let n = updates.len();
-            let mean_norm = updates.iter().map(|(_, u)| u.norm_before_clip).sum::<f64>() / n.max(1) as f64;
-            let clipped = updates.iter().filter(|(_, u)| u.norm_before_clip > clip).count() as f64 / n.max(1) as f64;
             let norms: Vec<f64> = updates.iter().map(|(_, u)| u.norm_before_clip).collect();
+            let mean_norm = norms.iter().sum::<f64>() / n.max(1) as f64;
+            let clipped = norms.iter().filter(|&&norm| norm > clip).count() as f64 / n.max(1) as f64;
             // What device 0 sent, for the person's view.
             let sent = updates.iter().find(|(i, _)| *i == 0).map(|(_, u)| {
                 let norm = u.delta.iter().map(|x| (*x as f64) * (*x as f64)).sum::<f64>().sqrt();

@@ -17,6 +17,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::csprng;
+use crate::device::Coin;
 use crate::graph::{self, Graph};
 use crate::keys::{self, AgreementKey, MaskSign, Purpose, RoundId};
 use crate::noise::NoiseTerms;
@@ -184,10 +185,7 @@ impl CoordinatorRound {
         if !config.noise.valid() {
             return Err(RoundError::Terms("the noise multiplier or the honest fraction is out of range".into()));
         }
-        let coin = config.sampling_rate;
-        if !(0.0..=1.0).contains(&coin) || (coin > 0.0 && coin < 1.0 && config.noise.multiplier == 0.0) {
-            return Err(RoundError::Terms(format!("a sampling rate of {coin} (in [0, 1], and a coin needs noise)")));
-        }
+        Coin::rate(config.sampling_rate, config.noise.multiplier).map_err(RoundError::Terms)?;
         config
             .noise
             .check_room(&config.quantization, cohort.len() as u32)

@@ -176,19 +176,30 @@ pub struct Coin {
 }
 
 impl Coin {
-    /// A coin for `rate`: None without one (0 or 1), a refusal for a rate
-    /// outside [0, 1].
-    fn flip(rate: f64) -> Result<Option<Coin>, Refusal> {
-        if !(0.0..=1.0).contains(&rate) {
-            return Err(Refusal::Noise(format!("a sampling rate of {rate}")));
+    /// The coin a round's `sampling_rate` asks for, with distributed noise
+    /// of multiplier `noise_multiplier`: None for 0 or 1 (no coin), the
+    /// rate for one in (0, 1); why not for a rate outside [0, 1] or a coin
+    /// without noise. The device and the coordinator both read a round's
+    /// terms by it.
+    pub fn rate(sampling_rate: f64, noise_multiplier: f64) -> Result<Option<f64>, String> {
+        if !(0.0..=1.0).contains(&sampling_rate) {
+            return Err(format!("a sampling rate of {sampling_rate}"));
         }
-        if rate == 0.0 || rate == 1.0 {
+        if sampling_rate == 0.0 || sampling_rate == 1.0 {
             return Ok(None);
         }
+        if noise_multiplier == 0.0 {
+            return Err(format!("a coin (sampling rate {sampling_rate}) without noise"));
+        }
+        Ok(Some(sampling_rate))
+    }
+
+    /// Flips a coin of `rate` (in (0, 1)).
+    fn flip(rate: f64) -> Result<Coin, Refusal> {
         use rand_core::Rng;
         // 53 uniform bits against the rate (a double's precision).
         let draw = (csprng::system_seeded()?.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
-        Ok(Some(Coin { rate, included: draw < rate }))
+        Ok(Coin { rate, included: draw < rate })
     }
 }
 
@@ -246,10 +257,8 @@ impl DeviceRound {
                 setup.noise_multiplier, policy.honest_fraction
             )));
         }
-        let coin = Coin::flip(setup.sampling_rate)?;
-        if coin.is_some() && terms.multiplier == 0.0 {
-            return Err(Refusal::Noise("a local coin without noise".into()));
-        }
+        let coin =
+            Coin::rate(setup.sampling_rate, terms.multiplier).map_err(Refusal::Noise)?.map(Coin::flip).transpose()?;
         let noise = if terms.multiplier > 0.0 {
             let variance = terms.share_variance(setup.clip_norm, setup.scale, setup.cohort);
             Some(DiscreteGaussian::at_least(variance).map_err(|e| Refusal::Noise(e.to_string()))?)
