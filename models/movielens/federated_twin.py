@@ -25,8 +25,9 @@ The server: the unweighted mean, then FedAvg (`--server avg`, with
 `--momentum` for FedAvgM) or FedAdam (`--server adam`: b1 0.9, b2 0.99,
 tau 1e-6 unless `--tau`, bias-corrected, as cli/src/fedavg.rs), its rate
 falling linearly to `--server-lr-final` when given. `--noise z` adds the
-coordinator's Gaussian noise, std z*C/n, to the mean (no accountant: the
-twin is for the optimisation).
+coordinator's Gaussian noise, std z*C/n, to the mean, or z*C/K with
+`--cohort K` (a fleet-scale run's noise; no accountant: the twin is for the
+optimisation, models/movielens/match_epsilon.py gives z for an epsilon).
 
 Usage (models/movielens/run.sh makes the venv and fetches the data):
   ~/.cache/hearth/movielens-venv/bin/python models/movielens/federated_twin.py \\
@@ -72,6 +73,8 @@ def main():
     ap.add_argument("--tau", type=float, default=1e-6, help="FedAdam's tau (the simulator's: 1e-6)")
     ap.add_argument("--noise", type=float, default=0.0,
                     help="noise multiplier z: the coordinator adds N(0, (z*C/n)^2) to each coordinate of the mean")
+    ap.add_argument("--cohort", type=int, default=None,
+                    help="fleet-scale noise: std z*C/K for a simulated cohort of K (as `hearth simulate --cohort`)")
     ap.add_argument("--eval-every", type=int, default=25)
     ap.add_argument("--seed", type=int, default=42)
     args = ap.parse_args()
@@ -147,7 +150,7 @@ def main():
                 total[k] += d[k]
         mean = {k: v / max(len(norms), 1) for k, v in total.items()}
         if args.noise > 0:
-            std = args.noise * args.clip / args.clients
+            std = args.noise * args.clip / (args.cohort or args.clients)
             mean = {k: v + noise_rng.normal(0.0, std, size=v.shape) for k, v in mean.items()}
         lr = args.server_lr
         if args.server_lr_final is not None and args.rounds > 1:

@@ -3,9 +3,11 @@
 //! added modulo 2^20 (`cargo bench -p hearth-secagg --bench noise`). The
 //! variances are a device's share for cohorts of 10, 100 and 1,000 at the
 //! largest no-wrap scale for 20 bits, noise multiplier 1, clip norm 1 and
-//! two thirds of the cohort honest; the sampler's cost per value hardly
-//! depends on the variance. `parallel` is what a device does: the same
-//! work on up to `NOISE_THREADS` threads (as many as this machine has).
+//! two thirds of the cohort honest. `share` is what a device does on one
+//! core (the table built, then every value drawn), `parallel` the same on
+//! up to `NOISE_THREADS` threads (as many as this machine has), `table`
+//! the table alone, and `rejection` the table-free sampler of Canonne,
+//! Kamath and Steinke on one core, for comparison.
 
 use std::time::Duration;
 
@@ -13,7 +15,7 @@ use chacha20::ChaCha20Rng;
 use criterion::{Criterion, criterion_group, criterion_main};
 use hearth_secagg::Quantization;
 use hearth_secagg::device::NOISE_THREADS;
-use hearth_secagg::noise::{DiscreteGaussian, RandomBits};
+use hearth_secagg::noise::{DiscreteGaussian, RandomBits, Sampler};
 use rand_core::SeedableRng;
 
 const LEN: usize = 144_935;
@@ -30,6 +32,11 @@ fn bench(c: &mut Criterion) {
         eprintln!("noise share, cohort {cohort}: sigma {:.1} (quantized units, scale {scale:.1})", variance.sqrt());
         group.bench_function(format!("share_{LEN}_values_cohort_{cohort}"), |b| {
             b.iter(|| g.add_to(&mut bits, &mut acc, 20))
+        });
+        group.bench_function(format!("table_cohort_{cohort}"), |b| b.iter(|| g.sampler()));
+        let rejection = Sampler::Rejection(g);
+        group.bench_function(format!("rejection_{LEN}_values_cohort_{cohort}"), |b| {
+            b.iter(|| rejection.add_to(&mut bits, &mut acc, 20))
         });
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(NOISE_THREADS));
         let mut seed = 0u8;

@@ -120,6 +120,14 @@ impl Honest {
     }
 }
 
+/// The table sampler for sigma^2 = `num / den` with its body cut at
+/// |x| = `cut` and its acceptance bounds coarsened to 64 - `coarse` bits,
+/// so that the tail and the exact decision, rare in use, run often enough
+/// to test their distribution.
+pub fn stressed_sampler(num: u64, den: u64, cut: u64, coarse: u32) -> crate::noise::Sampler {
+    crate::noise::Sampler::Table(Box::new(crate::noise::table::Table::with_cut(num, den, cut, coarse)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

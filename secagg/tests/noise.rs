@@ -4,7 +4,8 @@
 //! Gaussian of the summed variance (what the accountant assumes).
 
 use chacha20::ChaCha20Rng;
-use hearth_secagg::noise::{DiscreteGaussian, RandomBits};
+use hearth_secagg::noise::{DiscreteGaussian, RandomBits, Sampler};
+use hearth_secagg::testing::stressed_sampler;
 use rand_core::SeedableRng;
 
 /// P(x) of the discrete Gaussian of variance parameter s2, for |x| <= r.
@@ -56,32 +57,63 @@ fn fits(stat: f64, df: usize) -> bool {
     stat < df as f64 + 5.0 * (2.0 * df as f64).sqrt()
 }
 
-fn draws(g: &DiscreteGaussian, n: usize, seed: u8) -> Vec<i64> {
+fn draws(sample: impl Fn(&mut RandomBits) -> i64, n: usize, seed: u8) -> Vec<i64> {
     let mut bits = RandomBits::new(ChaCha20Rng::from_seed([seed; 32]));
-    (0..n).map(|_| g.sample(&mut bits)).collect()
+    (0..n).map(|_| sample(&mut bits)).collect()
+}
+
+/// 200,000 draws fit sigma^2 = num / den: chi-square, variance and mean.
+fn assert_fits(xs: &[i64], num: u64, den: u64, width: i64, what: &str) {
+    let s2 = num as f64 / den as f64;
+    let (stat, df) = chi_square(xs, s2, width);
+    assert!(fits(stat, df), "{what}, sigma^2 = {num}/{den}: chi-square {stat:.1} on {df} degrees of freedom");
+    let mean = xs.iter().sum::<i64>() as f64 / xs.len() as f64;
+    let var = xs.iter().map(|&x| (x as f64 - mean).powi(2)).sum::<f64>() / xs.len() as f64;
+    // The variance of the discrete Gaussian is below sigma^2 and close
+    // to it once sigma is past 1.
+    let exact: f64 = {
+        let r = (12.0 * s2.sqrt()).ceil() as i64 + 2;
+        pmf(s2, r).iter().enumerate().map(|(i, q)| q * ((i as i64 - r) as f64).powi(2)).sum()
+    };
+    let sd_of_var = exact * (2.0 / xs.len() as f64).sqrt();
+    assert!((var - exact).abs() < 5.0 * sd_of_var, "{what}, sigma^2 = {num}/{den}: variance {var} vs {exact}");
+    assert!(mean.abs() < 5.0 * (exact / xs.len() as f64).sqrt(), "{what}, sigma^2 = {num}/{den}: mean {mean}");
 }
 
 #[test]
-fn samples_fit_the_discrete_gaussian_at_small_and_large_variances() {
+fn both_samplers_fit_the_discrete_gaussian_at_small_and_large_variances() {
     for (num, den, width, seed) in
         [(1u64, 2u64, 1i64, 1u8), (2, 1, 1, 2), (25, 1, 1, 3), (10_000, 3, 4, 4), (1_000_000, 1, 50, 5)]
     {
         let g = DiscreteGaussian::new(num, den).unwrap();
-        let s2 = num as f64 / den as f64;
-        let xs = draws(&g, 200_000, seed);
-        let (stat, df) = chi_square(&xs, s2, width);
-        assert!(fits(stat, df), "sigma^2 = {num}/{den}: chi-square {stat:.1} on {df} degrees of freedom");
-        let mean = xs.iter().sum::<i64>() as f64 / xs.len() as f64;
-        let var = xs.iter().map(|&x| (x as f64 - mean).powi(2)).sum::<f64>() / xs.len() as f64;
-        // The variance of the discrete Gaussian is below sigma^2 and close
-        // to it once sigma is past 1.
-        let exact: f64 = {
-            let r = (12.0 * s2.sqrt()).ceil() as i64 + 2;
-            pmf(s2, r).iter().enumerate().map(|(i, q)| q * ((i as i64 - r) as f64).powi(2)).sum()
-        };
-        let sd_of_var = exact * (2.0 / xs.len() as f64).sqrt();
-        assert!((var - exact).abs() < 5.0 * sd_of_var, "sigma^2 = {num}/{den}: variance {var} vs {exact}");
-        assert!(mean.abs() < 5.0 * (exact / xs.len() as f64).sqrt(), "sigma^2 = {num}/{den}: mean {mean}");
+        let sampler = g.sampler();
+        assert!(matches!(sampler, Sampler::Table(_)), "sigma^2 = {num}/{den} has a table");
+        assert_fits(&draws(|b| sampler.sample(b), 200_000, seed), num, den, width, "table");
+        assert_fits(&draws(|b| g.sample_by_rejection(b), 200_000, seed), num, den, width, "rejection");
+    }
+    // Beyond the table's reach (sigma 10,000) the sampler is the rejection one.
+    let g = DiscreteGaussian::new(100_000_000, 1).unwrap();
+    let sampler = g.sampler();
+    assert!(matches!(sampler, Sampler::Rejection(_)));
+    assert_fits(&draws(|b| sampler.sample(b), 200_000, 6), 100_000_000, 1, 500, "beyond the table");
+}
+
+#[test]
+fn the_tail_and_the_exact_decision_keep_the_distribution() {
+    // Rare in use (a draw past 7 sigma, or a uniform within 2^-60 of the
+    // acceptance bound): here the body is cut at 1 or 2 sigma, so up to a
+    // third of the draws come from the tail, and the bounds are cut to 8,
+    // 4 or 1 bits, so the exact decision settles one draw in 100 or more
+    // (with 1 bit, about half).
+    for (num, den, cut, coarse, width, seed) in [
+        (25u64, 1u64, 5u64, 56u32, 1i64, 11u8),
+        (10_000, 3, 115, 56, 4, 12),
+        (1, 2, 0, 60, 1, 13),
+        (400, 1, 20, 0, 1, 14),
+        (40, 1, 40, 63, 1, 15),
+    ] {
+        let sampler = stressed_sampler(num, den, cut, coarse);
+        assert_fits(&draws(|b| sampler.sample(b), 200_000, seed), num, den, width, "stressed");
     }
 }
 
@@ -90,10 +122,10 @@ fn a_cohorts_shares_sum_to_the_discrete_gaussian_of_the_summed_variance() {
     // Ten devices, each sigma^2 = 40 (sigma about 6.3): the sum is close to
     // the discrete Gaussian of 400 (Kairouz et al., theorem 1: here the gap
     // is below 1e-300 in the divergence), which the accountant assumes.
-    let g = DiscreteGaussian::new(40, 1).unwrap();
+    let sampler = DiscreteGaussian::new(40, 1).unwrap().sampler();
     let mut rngs: Vec<RandomBits> =
         (0..10).map(|d| RandomBits::new(ChaCha20Rng::from_seed([100 + d as u8; 32]))).collect();
-    let sums: Vec<i64> = (0..100_000).map(|_| rngs.iter_mut().map(|r| g.sample(r)).sum()).collect();
+    let sums: Vec<i64> = (0..100_000).map(|_| rngs.iter_mut().map(|r| sampler.sample(r)).sum()).collect();
     let (stat, df) = chi_square(&sums, 400.0, 2);
     assert!(fits(stat, df), "chi-square {stat:.1} on {df} degrees of freedom");
     let var = sums.iter().map(|&x| (x as f64).powi(2)).sum::<f64>() / sums.len() as f64;
@@ -113,7 +145,8 @@ fn noise_is_added_modulo_two_to_the_bits() {
     let var = signed.iter().map(|v| v * v).sum::<f64>() / signed.len() as f64;
     assert!((var.sqrt() - 1000.0).abs() < 20.0, "{}", var.sqrt());
     let mut again = RandomBits::new(ChaCha20Rng::from_seed([9; 32]));
-    let first: Vec<i64> = (0..3).map(|_| g.sample(&mut again)).collect();
+    let sampler = g.sampler();
+    let first: Vec<i64> = (0..3).map(|_| sampler.sample(&mut again)).collect();
     assert_eq!(first.iter().map(|&x| x as i32 as u32 & 0xffff).collect::<Vec<_>>(), acc[..3]);
 }
 
