@@ -200,20 +200,30 @@ def secure_round(
     if distributed:
         summary["honest_fraction"] = terms.honest_fraction
         summary["device_sampling_rate"] = coin
+    # Adaptive clipping: each device's bit rides in the sum as one more
+    # value, beta (bit - 1/2), and the vector's bound is C sqrt(1 + t^2).
+    adaptive = strategy.adaptive
+    count_weight, bound = 0.0, strategy.clip_norm
+    if adaptive is not None:
+        count_weight = adaptive.count_weight(strategy.noise_multiplier)
+        bound = strategy.clip_norm * adaptive.stretch(strategy.noise_multiplier)
+        summary["count_weight"] = count_weight
+    config["clip-norm"] = strategy.clip_norm
     try:
         rnd = hearth_secagg.Round(
             run_id=grid.run.run_id,
             round=server_round,
             bits=terms.bits,
-            clip_norm=strategy.clip_norm,
+            clip_norm=bound,
             max_cohort=max_cohort,
             degree=terms.degree,
             threshold_fraction=terms.threshold_fraction,
-            vector_len=parameter_count(params),
+            vector_len=parameter_count(params) + (1 if adaptive is not None else 0),
             cohort=node_ids,
             noise_multiplier=strategy.noise_multiplier if distributed else 0.0,
             honest_fraction=terms.honest_fraction,
             sampling_rate=coin,
+            count_weight=count_weight,
         )
     except ValueError as e:
         summary["failed"] = f"the round's terms: {e}"
@@ -272,14 +282,27 @@ def secure_round(
     # With a coin, about coin * survivors updates are in the sum (which ones
     # and how many, no one here knows): the mean is over that many.
     denominator = coin * len(survivors)
+    count = None
+    if adaptive is not None:
+        # The last value: beta times the included devices' (bit - 1/2),
+        # with the devices' noise (distributed) or this coordinator's, of
+        # std z times the vector's bound: sigma_b on the count.
+        last = float(total[-1])
+        if not distributed and strategy.noise_multiplier > 0:
+            last += strategy.noise_multiplier * bound * float(strategy.rng.normal())
+        count = last / count_weight + denominator / 2
+        total = total[:-1]
     mean = unflatten(total / denominator, params)
     log(INFO, "round %s: secure sum of %s devices (dropped: %s)", server_round, len(survivors), summary["dropped_at"])
     devices_noise = None
     if distributed:
         # The devices' shares in the mean: each (z C)^2 / honest in
         # variance, over the survivors.
-        share = strategy.noise_multiplier * strategy.clip_norm / math.sqrt(rnd.honest)
+        share = strategy.noise_multiplier * bound / math.sqrt(rnd.honest)
         summary["noise_share_std"] = share
         devices_noise = share * math.sqrt(len(survivors)) / denominator
-    strategy.close_round(server_round, summary, mean, len(survivors), devices_noise=devices_noise)
+    strategy.close_round(
+        server_round, summary, mean, len(survivors), devices_noise=devices_noise, unclipped_count=count,
+        count_of=denominator,
+    )
     return strategy.current

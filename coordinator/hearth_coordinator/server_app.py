@@ -27,6 +27,7 @@ from flwr.common.logger import log
 from flwr.serverapp import Grid, ServerApp
 
 from . import model
+from .adaptive_clip import AdaptiveClip
 from .output import RunOutput
 from .secure import SecureTerms, secure_round
 from .server_opt import ServerOptimizer
@@ -104,6 +105,19 @@ def main(grid: Grid, context: Context) -> None:
         if out is not None:
             out.checkpoint(rounds, new_params)
 
+    adaptive = None
+    quantile = float(cfg.get("adaptive-clip-quantile", 0.0))
+    if quantile != 0.0:
+        count_noise = float(cfg.get("clip-count-noise", 0.0)) or int(cfg["min-nodes"]) / 20
+        adaptive = AdaptiveClip(
+            clip=clip,
+            quantile=quantile,
+            learning_rate=float(cfg.get("clip-learning-rate", 0.2)),
+            count_noise=count_noise,
+        )
+        if out is not None:
+            out.header["adaptive_clip"] = {"quantile": quantile, "learning_rate": adaptive.learning_rate,
+                                           "count_noise": count_noise}
     strategy = SigningFedAvg(
         manifest=manifest,
         key=model.load_signing_key(str(cfg.get("signing-key", ""))),
@@ -117,6 +131,7 @@ def main(grid: Grid, context: Context) -> None:
         max_noise_ratio=float(cfg.get("max-noise-ratio", MAX_NOISE_RATIO)),
         on_round=on_round,
         round_gap=float(cfg.get("round-gap", 8.0)),
+        adaptive=adaptive,
     )
     # With n = min-nodes, the fewest a round waits for; each round checks
     # again with the n it kept.

@@ -49,6 +49,7 @@ from logging import INFO, WARNING
 import numpy as np
 
 from . import segments
+from .adaptive_clip import AdaptiveClip, unclipped
 from .server_opt import ServerOptimizer
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.common.logger import log
@@ -295,6 +296,7 @@ class HearthFedAvg(FedAvg):
         max_noise_ratio: float = MAX_NOISE_RATIO,
         on_round: Callable[[list[dict], list[tuple[str, np.ndarray]]], None] | None = None,
         round_gap: float = 0.0,
+        adaptive: AdaptiveClip | None = None,
     ) -> None:
         super().__init__(
             fraction_train=1.0,
@@ -309,6 +311,12 @@ class HearthFedAvg(FedAvg):
             raise ValueError("max-noise-ratio must be a positive number")
         self.clip_norm = clip_norm
         self.noise_multiplier = noise_multiplier
+        # Adaptive clipping: clip_norm follows it round by round, and the
+        # update's own noise multiplier leaves the count its share of z.
+        self.adaptive = adaptive
+        if adaptive is not None:
+            adaptive.clip = clip_norm
+            adaptive.update_noise_multiplier(noise_multiplier)  # ValueError when sigma_b cannot carry z
         self.segment_labels = segment_labels or []
         self.rng = np.random.default_rng(seed)
         self.optimizer = optimizer or ServerOptimizer()
@@ -325,19 +333,27 @@ class HearthFedAvg(FedAvg):
         # one is gone (in a secure round, costing its neighbours a share).
         self.round_gap = round_gap
 
+    @property
+    def update_multiplier(self) -> float:
+        """The noise multiplier on the update itself: z, or a little more
+        with adaptive clipping (the count takes the rest of z)."""
+        if self.adaptive is None:
+            return self.noise_multiplier
+        return self.adaptive.update_noise_multiplier(self.noise_multiplier)
+
     def check_noise(self, n: int, params: list[tuple[str, np.ndarray]], when: str) -> tuple[float, bool]:
         """(noise_ratio with n updates, whether it is above the bound),
         logging a WARNING when it is."""
-        ratio = noise_ratio(self.noise_multiplier, self.clip_norm, n, params)
+        ratio = noise_ratio(self.update_multiplier, self.clip_norm, n, params)
         too_much = ratio > self.max_noise_ratio
         if too_much:
-            std = self.noise_multiplier * self.clip_norm / n if n > 0 else math.inf
+            std = self.update_multiplier * self.clip_norm / n if n > 0 else math.inf
             log(
                 WARNING,
                 "%s: the noise is large against the model: std z*C/n = %s*%s/%s = %.4g on each of the %s "
                 "coordinates, an expected norm %.4g times the model's (max(||w||, C)), above max-noise-ratio "
                 "%s; %s. More devices per round, a smaller noise-multiplier or a larger model norm lower it.",
-                when, self.noise_multiplier, self.clip_norm, n, std,
+                when, self.update_multiplier, self.clip_norm, n, std,
                 sum(int(a.size) for _, a in params), ratio, self.max_noise_ratio,
                 "the round's update is not applied (noise-check = refuse)" if self.noise_check == "refuse"
                 else "devices may diverge training from the noisy model",
@@ -350,6 +366,8 @@ class HearthFedAvg(FedAvg):
         self.current = from_arrays(arrays)
         if server_round > 1:
             time.sleep(self.round_gap)
+        # The round's C (adaptive clipping moves it between rounds).
+        config["clip-norm"] = self.clip_norm
         return super().configure_train(server_round, arrays, config, grid)
 
     def aggregate_train(
@@ -383,7 +401,13 @@ class HearthFedAvg(FedAvg):
             summary["drop_reasons"] = dict(Counter(reasons))
         mean = mean_of([r.delta for r in kept]) if kept else None
         reports = [r.report for r in kept if r.report is not None]
-        return self.close_round(server_round, summary, mean, len(kept), reports)
+        count = None
+        if self.adaptive is not None:
+            # This coordinator sees each clipped update: the count is its own
+            # to take, and to noise.
+            exact = sum(1 for r in kept if unclipped(r.norm, self.clip_norm))
+            count = self.adaptive.noisy_count(exact, self.rng)
+        return self.close_round(server_round, summary, mean, len(kept), reports, unclipped_count=count)
 
     def close_round(
         self,
@@ -393,17 +417,22 @@ class HearthFedAvg(FedAvg):
         n: int,
         reports: list[dict] | None = None,
         devices_noise: float | None = None,
+        unclipped_count: float | None = None,
+        count_of: float | None = None,
     ) -> tuple[ArrayRecord | None, MetricRecord]:
         """Adds the noise (std z*C/n) to a round's unweighted `mean` of `n`
         updates (None: none usable), moves the global weights with the
         server optimizer, estimates segment sizes from `reports`, and
         records, logs and hands on the round's `summary`. Plain and secure
         rounds both end here. With `devices_noise` (distributed noise: the
-        std the devices' shares put in the mean) nothing is added here."""
+        std the devices' shares put in the mean) nothing is added here.
+        With adaptive clipping, `unclipped_count` (noised) of `count_of`
+        updates (n when None) moves C for the next round."""
+        summary["clip_norm"] = self.clip_norm
         if devices_noise is not None:
             summary["noise_std"] = devices_noise if n else None
         else:
-            summary["noise_std"] = self.noise_multiplier * self.clip_norm / n if n else None
+            summary["noise_std"] = self.update_multiplier * self.clip_norm / n if n else None
         new = None
         if mean is None or n == 0:
             log(WARNING, "round %s: no usable update; the global model is unchanged", server_round)
@@ -418,6 +447,11 @@ class HearthFedAvg(FedAvg):
                 noisy = mean if devices_noise is not None else add_noise(mean, summary["noise_std"], self.rng)
                 new = self.optimizer.step(self.current, noisy)
                 summary["applied"] = True
+        if self.adaptive is not None and unclipped_count is not None and n > 0:
+            share = self.adaptive.update(unclipped_count, count_of or n)
+            summary["unclipped_share"] = share
+            summary["next_clip_norm"] = self.adaptive.clip
+            self.clip_norm = self.adaptive.clip
         if reports:
             try:
                 est = segments.estimate(reports)

@@ -235,6 +235,7 @@ impl SecureFixture {
             vector_len: len as u64,
             noise_multiplier: 0.0,
             sampling_rate: 0.0,
+            count_weight: 0.0,
         };
         SecureFixture { peers, channels, setup }
     }

@@ -268,6 +268,7 @@ fn setup(cohort: u32, threshold: u32) -> hearth_secagg::wire::Setup {
         vector_len: 8,
         noise_multiplier: 0.0,
         sampling_rate: 0.0,
+        count_weight: 0.0,
     }
 }
 

@@ -39,6 +39,9 @@ fn devices_take_part_in_secure_rounds_and_the_coordinator_reads_nothing() {
     let distributed = env("HEARTH_NOISE_MODE", "central") == "distributed";
     // And its device-sampling-rate: each device's own coin.
     let coin: f64 = env("HEARTH_DEVICE_SAMPLING_RATE", "1.0").parse().unwrap();
+    // And its adaptive-clip-quantile: each device's bit rides as one more
+    // value after its update.
+    let count = usize::from(env("HEARTH_ADAPTIVE_CLIP", "0") == "1");
     let root = tempfile::tempdir().unwrap();
     let witness: Arc<Mutex<Vec<SecureWitness>>> = Arc::default();
     let started = Instant::now();
@@ -84,7 +87,7 @@ fn devices_take_part_in_secure_rounds_and_the_coordinator_reads_nothing() {
     });
 
     let (masked_offset, emb_len) = parameter_span("emb_history");
-    let total_len: usize = parameter_span("emb_item").0 + parameter_span("emb_item").1;
+    let total_len: usize = parameter_span("emb_item").0 + parameter_span("emb_item").1 + count;
     let witness = witness.lock().unwrap().clone();
     let mut residues = vec![0u64; 64];
     // Rounds whose coin left the update out, and kept it.

@@ -55,6 +55,11 @@ pub struct RoundConfig {
     /// about `sampling_rate` times the survivors' updates, and every
     /// survivor's noise share.
     pub sampling_rate: f64,
+    /// Adaptive clipping's count: the weight of the vector's last value,
+    /// each device's `beta (bit - 1/2)` (0: no count; the update is then
+    /// the whole vector). At most twice the clip norm, which bounds the
+    /// whole vector.
+    pub count_weight: f64,
 }
 
 impl RoundConfig {
@@ -175,6 +180,19 @@ fn threshold(fraction: f64, neighbours: usize) -> usize {
     ((fraction * neighbours as f64).ceil() as usize).clamp(2.min(neighbours), neighbours)
 }
 
+/// A count weight a round can use: finite, 0 or above, at most twice the
+/// clip norm (the count's value, beta / 2, is within the vector's bound),
+/// and a vector long enough to hold an update and the count.
+pub(crate) fn check_count_weight(weight: f64, clip_norm: f64, vector_len: u64) -> Result<(), String> {
+    if !(weight.is_finite() && weight >= 0.0 && weight <= 2.0 * clip_norm) {
+        return Err(format!("a count weight of {weight} with a clip norm of {clip_norm}"));
+    }
+    if weight > 0.0 && vector_len < 2 {
+        return Err(format!("a count in a vector of {vector_len} values"));
+    }
+    Ok(())
+}
+
 impl CoordinatorRound {
     /// A round over `cohort` (distinct node ids) under `config`.
     pub fn new(config: RoundConfig, cohort: &[u64]) -> Result<Self, RoundError> {
@@ -186,6 +204,8 @@ impl CoordinatorRound {
             return Err(RoundError::Terms("the noise multiplier or the honest fraction is out of range".into()));
         }
         Coin::rate(config.sampling_rate, config.noise.multiplier).map_err(RoundError::Terms)?;
+        check_count_weight(config.count_weight, config.quantization.clip_norm, config.vector_len as u64)
+            .map_err(RoundError::Terms)?;
         config
             .noise
             .check_room(&config.quantization, cohort.len() as u32)
@@ -300,6 +320,7 @@ impl CoordinatorRound {
             vector_len: self.config.vector_len as u64,
             noise_multiplier: self.config.noise.multiplier,
             sampling_rate: self.config.sampling_rate,
+            count_weight: self.config.count_weight,
         }
     }
 

@@ -103,6 +103,8 @@ pub enum Refusal {
     Random,
     #[error("the noise terms are refused: {0}")]
     Noise(String),
+    #[error("the count of unclipped updates is refused: {0}")]
+    Count(String),
     #[error("this round was refused before")]
     Aborted,
 }
@@ -164,6 +166,8 @@ pub struct DeviceRound {
     noise: Option<DiscreteGaussian>,
     /// The round's local coin, when it has one.
     coin: Option<Coin>,
+    /// Adaptive clipping's count weight (0: none).
+    count_weight: f64,
 }
 
 /// A round's local coin, flipped on the device at setup: the update is in
@@ -259,6 +263,8 @@ impl DeviceRound {
         }
         let coin =
             Coin::rate(setup.sampling_rate, terms.multiplier).map_err(Refusal::Noise)?.map(Coin::flip).transpose()?;
+        crate::coordinator::check_count_weight(setup.count_weight, setup.clip_norm, setup.vector_len)
+            .map_err(Refusal::Count)?;
         let noise = if terms.multiplier > 0.0 {
             let variance = terms.share_variance(setup.clip_norm, setup.scale, setup.cohort);
             Some(DiscreteGaussian::at_least(variance).map_err(|e| Refusal::Noise(e.to_string()))?)
@@ -297,6 +303,7 @@ impl DeviceRound {
             received: BTreeMap::new(),
             noise,
             coin,
+            count_weight: setup.count_weight,
         };
         Ok((round, keys))
     }
@@ -513,5 +520,11 @@ impl DeviceRound {
     /// The round's local coin, when it has one (never sent).
     pub fn coin(&self) -> Option<Coin> {
         self.coin
+    }
+
+    /// Adaptive clipping's count weight beta (0: the round counts
+    /// nothing): the vector's last value is then `beta (bit - 1/2)`.
+    pub fn count_weight(&self) -> f64 {
+        self.count_weight
     }
 }

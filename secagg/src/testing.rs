@@ -45,6 +45,7 @@ fn config(n: usize) -> RoundConfig {
         vector_len: LEN,
         noise: RoundConfig::NO_NOISE,
         sampling_rate: 0.0,
+        count_weight: 0.0,
     }
 }
 

@@ -50,6 +50,13 @@ pub struct Setup {
     /// share over zeros, so no one can tell). 0 (absent) or 1: no coin.
     #[prost(double, tag = "12")]
     pub sampling_rate: f64,
+    /// Adaptive clipping: the weight beta of one more value after the
+    /// update's, `beta (bit - 1/2)` with the bit whether the device's
+    /// update was within the train config's clip norm, so the sum counts
+    /// the unclipped updates and no one sees a device's bit. The vector is
+    /// then `vector_len` long with the count last. 0 (absent): no count.
+    #[prost(double, tag = "13")]
+    pub count_weight: f64,
 }
 
 /// Device to coordinator: its two public keys for the round.

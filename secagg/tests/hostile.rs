@@ -27,6 +27,7 @@ fn setup_for(node: u64) -> Setup {
         vector_len: LEN as u64,
         noise_multiplier: 0.0,
         sampling_rate: 0.0,
+        count_weight: 0.0,
     }
 }
 
@@ -145,6 +146,16 @@ fn noise_terms_the_device_cannot_keep_are_refused() {
         assert!(matches!(refused_setup(bad), Refusal::Noise(_)), "{rate}");
     }
     assert!(matches!(refused_setup(Setup { sampling_rate: 0.5, ..setup_for(1) }), Refusal::Noise(_)));
+}
+
+#[test]
+fn a_count_weight_the_vector_cannot_hold_is_refused() {
+    // The count's value, beta / 2, must be within the vector's bound C.
+    for beta in [f64::NAN, -1.0, 2.01, f64::INFINITY] {
+        assert!(matches!(refused_setup(Setup { count_weight: beta, ..setup_for(1) }), Refusal::Count(_)), "{beta}");
+    }
+    let (device, _) = DeviceRound::setup(&policy(), 1, LEN, &Setup { count_weight: 0.5, ..setup_for(1) }).unwrap();
+    assert_eq!(device.count_weight(), 0.5);
 }
 
 #[test]

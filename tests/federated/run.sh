@@ -41,6 +41,7 @@ echo "federated: coordinator unit checks"
 (cd coordinator && "$py" tests/test_strategy.py)
 (cd coordinator && "$py" tests/test_segments.py)
 (cd coordinator && "$py" tests/test_secure.py)
+(cd coordinator && "$py" tests/test_adaptive_clip.py)
 
 flower_workdir federated
 
@@ -106,14 +107,15 @@ HEARTH_DEVICES="$devices" HEARTH_GLOBAL_WEIGHTS="$work/out/weights.bin" HEARTH_C
 [ "${PIPESTATUS[0]}" -eq 0 ] || exit 1
 
 # The command line's simulator against the same SuperLink: a second run of
-# the ServerApp, with FedAdam on the server, 3 synthetic devices from
-# `hearth simulate --flower`.
+# the ServerApp, with FedAdam on the server and adaptive clipping (a plain
+# round's count is the coordinator's own, from the updates it sees), 3
+# synthetic devices from `hearth simulate --flower`.
 echo "federated: hearth simulate --flower (3 devices, 2 rounds)"
 cargo build -p hearth-cli --locked 2>&1 | tail -1
 flwr run coordinator local --run-config \
     "model-dir='$repo/models/ranker-v1' signing-key='$work/coordinator.key' out-dir='$work/out-cli' \
 min-nodes=3 num-server-rounds=2 clip-norm=$clip noise-multiplier=$noise learning-rate=$lr round-timeout=600.0 \
-server-optimizer='fedadam' server-learning-rate=0.02 secure-aggregation=false" \
+server-optimizer='fedadam' server-learning-rate=0.02 secure-aggregation=false adaptive-clip-quantile=0.5" \
     | tail -1
 "$CARGO_TARGET_DIR/debug/hearth" simulate --devices 3 --rounds 2 --flower "http://127.0.0.1:$port" \
     --trust-key "$(cat "$work/coordinator.pub")" --round-wait 600 | tee "$work/cli.log" | grep -E "^ {4}|federated rounds"
@@ -124,6 +126,8 @@ import json, sys
 s = json.load(open(sys.argv[1]))
 assert s["server_optimizer"] == "fedadam" and s["server_learning_rate"] == 0.02, s
 assert [r["participants"] for r in s["rounds"]] == [3, 3], s["rounds"]
+first, second = s["rounds"]
+assert first["clip_norm"] == s["clip_norm"] and second["clip_norm"] == first["next_clip_norm"], s["rounds"]
 PY
 # Secure aggregation with distributed noise: the same devices in secure
 # rounds, some dropping at each stage, each adding its share of the noise
@@ -133,19 +137,23 @@ PY
 # survivors' noised records, and what it applied must differ from their
 # noiseless sum by noise of the announced size and nothing else. Each
 # device flips its own coin (device-sampling-rate): a device it leaves out
-# sends its noise share over zeros, and its record says so.
+# sends its noise share over zeros, and its record says so. The clip norm
+# is adaptive (adaptive-clip-quantile): each device's bit, whether its
+# update was within C, rides in the masked sum as one more value, and C
+# moves between rounds by the noisy count.
 coin=0.7
 echo "federated: secure aggregation, distributed noise ($devices devices, $rounds rounds, drops at each stage, coins at $coin)"
 flwr run coordinator local --run-config \
     "model-dir='$repo/models/ranker-v1' signing-key='$work/coordinator.key' out-dir='$work/out-secure' \
 min-nodes=$devices num-server-rounds=$rounds clip-norm=$clip noise-multiplier=$noise learning-rate=$lr \
-round-timeout=300.0 secure-aggregation=true noise-mode='distributed' device-sampling-rate=$coin" \
+round-timeout=300.0 secure-aggregation=true noise-mode='distributed' device-sampling-rate=$coin \
+adaptive-clip-quantile=0.5" \
     | tail -1
 mkdir -p "$work/witness"
 start=$(date +%s)
 HEARTH_SUPERLINK="http://127.0.0.1:$port" HEARTH_DEVICES="$devices" HEARTH_ROUNDS="$rounds" \
     HEARTH_COORDINATOR_PUBKEY="$(cat "$work/coordinator.pub")" HEARTH_ROUND_WAIT_S=300 HEARTH_WITNESS_DIR="$work/witness" \
-    HEARTH_NOISE_MODE=distributed HEARTH_DEVICE_SAMPLING_RATE=$coin cargo test -p hearth-core --test secure_rounds --locked -- --ignored --nocapture 2>&1 |
+    HEARTH_NOISE_MODE=distributed HEARTH_DEVICE_SAMPLING_RATE=$coin HEARTH_ADAPTIVE_CLIP=1 cargo test -p hearth-core --test secure_rounds --locked -- --ignored --nocapture 2>&1 |
     tee "$work/secure.log" | grep -E "^secure|^test |test result|panicked"
 [ "${PIPESTATUS[0]}" -eq 0 ] || exit 1
 echo "federated: secure rounds in $(($(date +%s) - start)) s"
@@ -183,6 +191,9 @@ def signed(v, bits):
 
 
 stages = set()
+for earlier, later in zip(got, got[1:]):
+    # Adaptive clipping: each round's C is where the one before moved it.
+    assert later["clip_norm"] == earlier["next_clip_norm"], (earlier, later)
 for r in got:
     # The mean is over the coin's rate times the survivors.
     bits, scale, n = r["bits"], r["scale"], r["device_sampling_rate"] * len(r["survivors"])
@@ -199,12 +210,30 @@ for r in got:
     nxt = witness / f"g{r['round'] + 1}.f32"
     after = np.fromfile(nxt, dtype="<f4").astype(np.float64) if nxt.exists() else final
     applied = after - start
+    # The last value is the count of unclipped updates: each included
+    # device's +-beta/2, quantized. The coordinator's noisy count is the
+    # exact one within the devices' noise on it, and what its estimate of
+    # the included (rate times survivors) misses.
+    beta = r["count_weight"]
+    last = signed(clean[-1:], bits)[0] / scale
+    included = 0
+    for node in r["survivors"]:
+        [f] = witness.glob(f"r{r['round']}-n{node}-b{bits}.clean.u32")
+        included += int(np.fromfile(f, dtype="<u4")[-1] != 0)
+    exact = last / beta + included / 2
+    noisy = r["unclipped_share"] * n
+    count_std = r["noise_std"] * n / beta
+    assert abs(noisy - exact) <= 5 * count_std + abs(n - included) / 2 + len(r["survivors"]) / (beta * scale), \
+        f"round {r['round']}: a count of {noisy} where {exact} were unclipped (noise std {count_std})"
+    assert abs(r["next_clip_norm"] / r["clip_norm"] - np.exp(-0.2 * (r["unclipped_share"] - 0.5))) < 1e-9, r
+    noised, clean = noised[:-1], clean[:-1]
     gap = np.abs(applied - signed(noised, bits) / scale / n).max()
     assert gap < 1e-5, f"round {r['round']}: the applied update is {gap} away from the devices' noised mean"
     stages |= {s for s, k in r["dropped_at"].items() if k}
     print(f"  round {r['round']}: {r['participants']} of {r['sampled']} in the sum (equal to their own records), "
           f"dropped {r['dropped_at']}, {bits} bits, scale {scale:.1f}; devices' noise in the mean std {std:.5f} "
-          f"(announced {r['noise_std']:.5f}), applied = noised mean within {gap:.1e}, {r['seconds']:.1f} s")
+          f"(announced {r['noise_std']:.5f}), applied = noised mean within {gap:.1e}, {r['seconds']:.1f} s; "
+          f"C {r['clip_norm']:.4f}, {exact:.1f} of {included} included unclipped, counted {noisy:.2f}")
 # A device that stops after its keys is lost at the share-keys stage, after
 # its shares at the masked-input stage, after its masked vector at unmask.
 assert {"share-keys", "masked-input", "unmask"} <= stages, f"drops seen only at {stages}"

@@ -26,8 +26,11 @@ impl Round {
     /// noise, sized for `honest_fraction` of the cohort; `sampling_rate`
     /// in (0, 1) with it asks each device to flip its own coin and put its
     /// update in the sum with that probability (0 or 1: no coin).
+    /// `count_weight` > 0 (adaptive clipping) makes the vector's last value
+    /// each device's `count_weight * (bit - 1/2)`, its bit whether its
+    /// update was within the train config's clip norm.
     #[new]
-    #[pyo3(signature = (*, run_id, round, bits, clip_norm, max_cohort, degree, threshold_fraction, vector_len, cohort, scale = 0.0, noise_multiplier = 0.0, honest_fraction = 2.0 / 3.0, sampling_rate = 0.0))]
+    #[pyo3(signature = (*, run_id, round, bits, clip_norm, max_cohort, degree, threshold_fraction, vector_len, cohort, scale = 0.0, noise_multiplier = 0.0, honest_fraction = 2.0 / 3.0, sampling_rate = 0.0, count_weight = 0.0))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         run_id: u64,
@@ -43,13 +46,23 @@ impl Round {
         noise_multiplier: f64,
         honest_fraction: f64,
         sampling_rate: f64,
+        count_weight: f64,
     ) -> PyResult<Self> {
         let noise = NoiseTerms { multiplier: noise_multiplier, honest_fraction };
         let scale =
             if scale > 0.0 { scale } else { noise.largest_scale(bits, clip_norm, cohort.len() as u32, max_cohort) };
         let quantization = Quantization { bits, scale, clip_norm, max_cohort };
-        let config =
-            RoundConfig { run_id, round, quantization, degree, threshold_fraction, vector_len, noise, sampling_rate };
+        let config = RoundConfig {
+            run_id,
+            round,
+            quantization,
+            degree,
+            threshold_fraction,
+            vector_len,
+            noise,
+            sampling_rate,
+            count_weight,
+        };
         let honest = if noise.multiplier > 0.0 { noise.honest(cohort.len() as u32) } else { 0 };
         let inner = CoordinatorRound::new(config, &cohort).map_err(|e| PyValueError::new_err(e.to_string()))?;
         Ok(Round { inner: Some(inner), quantization, honest })

@@ -41,6 +41,7 @@ pub fn config(n: usize, degree: usize) -> RoundConfig {
         vector_len: LEN,
         noise: RoundConfig::NO_NOISE,
         sampling_rate: 0.0,
+        count_weight: 0.0,
     }
 }
 

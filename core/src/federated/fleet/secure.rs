@@ -64,9 +64,13 @@ impl<T: Transport> FleetClient<T> {
             }
             Err(e) => return self.refuse(node_id, &meta, e),
         };
-        // The model's parameter count, when the client knows the model.
+        // The model's parameter count, when the client knows the model, and
+        // adaptive clipping's count after it.
         let vector_len = match &self.options.limits.expected_arrays {
-            Some(arrays) => arrays.iter().map(|(_, shape)| shape.iter().product::<usize>()).sum(),
+            Some(arrays) => {
+                arrays.iter().map(|(_, shape)| shape.iter().product::<usize>()).sum::<usize>()
+                    + usize::from(setup.count_weight > 0.0)
+            }
             None => setup.vector_len as usize,
         };
         let (mut device, keys) = match DeviceRound::setup(&self.options.secure, node_id, vector_len, &setup) {
@@ -123,14 +127,18 @@ impl<T: Transport> FleetClient<T> {
                     // What goes in the sum before the noise: zeros when the
                     // coin left this update out.
                     let left_out = device.coin().is_some_and(|c| !c.included);
-                    let len = result.delta.len();
+                    let vector = match with_count(&result.delta, norm, instruction.clip_norm, &setup, &device) {
+                        Ok(v) => v,
+                        Err(e) => return self.refuse(node_id, &meta, e),
+                    };
+                    let len = vector.len();
                     // Both closures see it: the first fills it, the second takes it.
                     let quantized = std::cell::RefCell::new(Vec::new());
                     device
                         .masked_input_observed(
                             &shares.shares,
                             |q| {
-                                let made = q.quantize(&result.delta)?;
+                                let made = q.quantize(&vector)?;
                                 if witness.is_some() {
                                     *quantized.borrow_mut() = if left_out { vec![0; made.len()] } else { made.clone() };
                                 }
@@ -181,5 +189,98 @@ impl<T: Transport> FleetClient<T> {
         let meta = reply_metadata(node_id, to)?;
         let deflated = objects::deflate_message(&meta, &content);
         self.push_reply(node_id, meta, deflated, None)
+    }
+}
+
+/// The vector a secure round sums: the clipped update, and with adaptive
+/// clipping (the setup's count weight beta > 0) one value more,
+/// `beta (bit - 1/2)`, the bit whether the update's norm was within the
+/// train config's C, so the sum counts the unclipped updates and no one
+/// sees this device's bit. The setup's clip norm must bound the whole:
+/// sqrt(C^2 + (beta / 2)^2) at most, or the round is refused (a
+/// coordinator that understates it would get a sum its noise does not
+/// cover).
+fn with_count(
+    delta: &[f32],
+    norm: f64,
+    clip_norm: f64,
+    setup: &hearth_secagg::wire::Setup,
+    device: &DeviceRound,
+) -> Result<Vec<f32>, FleetError> {
+    let beta = device.count_weight();
+    if beta == 0.0 {
+        return Ok(delta.to_vec());
+    }
+    let bound = clip_norm.hypot(beta / 2.0);
+    if bound > setup.clip_norm * (1.0 + 1e-9) {
+        return Err(FleetError::Protocol(format!(
+            "a count of weight {beta} with C = {clip_norm} needs a bound of {bound}, the round's is {}",
+            setup.clip_norm
+        )));
+    }
+    let unclipped = norm < clip_norm * (1.0 - UNCLIPPED_MARGIN);
+    // beta / 2 in f32, never above it (the bound is for the exact value).
+    let mut half = (beta / 2.0) as f32;
+    if half as f64 > beta / 2.0 {
+        // The next f32 towards zero (beta / 2 > 0, so its bits fall by one).
+        half = f32::from_bits(half.to_bits() - 1);
+    }
+    let mut v = Vec::with_capacity(delta.len() + 1);
+    v.extend_from_slice(delta);
+    v.push(if unclipped { half } else { -half });
+    Ok(v)
+}
+
+/// A clipped update's norm is C up to f32 rounding; one below C by more
+/// than this (relative) was not clipped (the coordinator's rule too,
+/// coordinator/hearth_coordinator/adaptive_clip.py).
+pub(crate) const UNCLIPPED_MARGIN: f64 = 1e-5;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hearth_secagg::wire::Setup;
+    use hearth_secagg::{DevicePolicy, Quantization};
+
+    fn round(count_weight: f64, clip_norm: f64) -> (Setup, DeviceRound) {
+        let setup = Setup {
+            run_id: 1,
+            round: 1,
+            bits: 20,
+            scale: Quantization::largest_scale(20, clip_norm, 10),
+            clip_norm,
+            max_cohort: 10,
+            cohort: 10,
+            threshold: 6,
+            neighbours: (2..=10).collect(),
+            vector_len: 4,
+            noise_multiplier: 0.0,
+            sampling_rate: 0.0,
+            count_weight,
+        };
+        let policy = DevicePolicy { min_cohort: 3, ..DevicePolicy::default() };
+        let (device, _) = DeviceRound::setup(&policy, 1, 4, &setup).unwrap();
+        (setup, device)
+    }
+
+    #[test]
+    fn the_count_follows_the_update_and_the_bound_must_hold_it() {
+        let delta = [0.3f32, 0.4, 0.0];
+        // C = 1, beta = 0.5: the bound sqrt(1 + 1/16).
+        let (setup, device) = round(0.5, 1.0f64.hypot(0.25));
+        // Norm 0.5 within C: unclipped, +beta/2; at C: clipped, -beta/2.
+        assert_eq!(with_count(&delta, 0.5, 1.0, &setup, &device).unwrap(), vec![0.3, 0.4, 0.0, 0.25]);
+        assert_eq!(with_count(&delta, 1.0, 1.0, &setup, &device).unwrap(), vec![0.3, 0.4, 0.0, -0.25]);
+        assert_eq!(with_count(&delta, 1.0 - 1e-7, 1.0, &setup, &device).unwrap()[3], -0.25);
+        // A train config's C the round's bound cannot hold with the count.
+        assert!(matches!(with_count(&delta, 0.5, 1.01, &setup, &device), Err(FleetError::Protocol(_))));
+        // Without a count weight the vector is the update.
+        let (setup, device) = round(0.0, 1.0);
+        assert_eq!(with_count(&delta, 0.5, 1.0, &setup, &device).unwrap(), delta.to_vec());
+        // beta / 2 in f32 never above beta / 2.
+        let beta = 0.2f64;
+        let (setup, device) = round(beta, 1.0f64.hypot(beta / 2.0));
+        let v = with_count(&delta, 0.5, 1.0, &setup, &device).unwrap()[3] as f64;
+        assert!(v <= beta / 2.0 && v > beta / 2.0 * (1.0 - 1e-6), "{v}");
     }
 }
