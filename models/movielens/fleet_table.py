@@ -2,12 +2,13 @@
 """The docs/federated.md block of fleet.sh: NDCG@10 against epsilon for
 simulated fleets, one record (`hearth simulate --json`) per fleet.
 
-Usage: fleet_table.py RECORD... --epsilons 1,2,4,8 --command CMD [--page docs/federated.md]
+Usage: fleet_table.py RECORD... --epsilons 1,2,4,8 --command CMD [--page docs/federated.md] [--chart F.svg]
 
 Each record holds a run without noise and one run per target epsilon (in
 that order). Prints the block; with --page, rewrites the text between
-<!-- fleet-movielens:begin --> and <!-- fleet-movielens:end -->. Standard
-library only.
+<!-- fleet-movielens:begin --> and <!-- fleet-movielens:end -->; with
+--chart, also draws NDCG@10 against epsilon, one line per fleet, as an SVG
+(the block links it). Standard library only.
 """
 
 import argparse
@@ -20,7 +21,73 @@ BEGIN = "<!-- fleet-movielens:begin -->"
 END = "<!-- fleet-movielens:end -->"
 
 
-def block(records, command):
+COLOURS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e"]
+
+
+def points(record):
+    """(epsilon, NDCG@10) of each noised run, and the run without noise's
+    NDCG@10."""
+    runs = [last_measured(run) for run in record["runs"]]
+    base = runs[0]["ndcg_at_10"] if runs and runs[0] else None
+    return [(r["epsilon"], r["ndcg_at_10"]) for r in runs[1:] if r and r["epsilon"]], base
+
+
+def chart(records, path):
+    """NDCG@10 against epsilon (log scale), a line per fleet ending at its
+    run without noise, the popularity fallback and the built-in model as
+    dashed lines: an SVG drawn by hand."""
+    import math
+
+    w, h, left, right, top, bottom = 720, 420, 70, 150, 30, 50
+    series = [points(r) for r in records]
+    eps_all = [e for pts, _ in series for e, _ in pts]
+    lo, hi = math.log2(min(eps_all)), math.log2(max(eps_all)) + 1  # one step more for "no noise"
+    first = records[0]
+    refs = [("popularity (fallback)", first["popularity"][0]), ("built-in model", first["initial"][0])]
+    values = [v for pts, b in series for _, v in pts] + [b for _, b in series if b] + [v for _, v in refs]
+    top_v = max(values) * 1.1
+
+    def x(e):
+        return left + (math.log2(e) - lo) / (hi - lo) * (w - left - right)
+
+    def y(v):
+        return top + (1 - v / top_v) * (h - top - bottom)
+
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="12">',
+           f'<rect width="{w}" height="{h}" fill="white"/>',
+           f'<line x1="{left}" y1="{y(0)}" x2="{w - right}" y2="{y(0)}" stroke="black"/>',
+           f'<line x1="{left}" y1="{top}" x2="{left}" y2="{y(0)}" stroke="black"/>',
+           f'<text x="{(left + w - right) / 2}" y="{h - 10}" text-anchor="middle">epsilon (whole training, log scale)</text>',
+           f'<text x="15" y="{(top + h - bottom) / 2}" transform="rotate(-90 15 {(top + h - bottom) / 2})" '
+           'text-anchor="middle">NDCG@10 (test item)</text>']
+    ticks = sorted(set(eps_all))
+    for e in ticks:
+        out.append(f'<text x="{x(e):.1f}" y="{y(0) + 18:.1f}" text-anchor="middle">{e:g}</text>')
+    out.append(f'<text x="{x(2 ** hi):.1f}" y="{y(0) + 18:.1f}" text-anchor="middle">no noise</text>')
+    for i in range(6):
+        v = top_v * i / 5
+        out.append(f'<text x="{left - 6}" y="{y(v) + 4:.1f}" text-anchor="end">{v:.3f}</text>')
+        out.append(f'<line x1="{left}" y1="{y(v):.1f}" x2="{w - right}" y2="{y(v):.1f}" stroke="#ddd"/>')
+    for (label, v), dash in zip(refs, ("6,4", "2,3")):
+        out.append(f'<line x1="{left}" y1="{y(v):.1f}" x2="{w - right}" y2="{y(v):.1f}" stroke="gray" '
+                   f'stroke-dasharray="{dash}"/>')
+        out.append(f'<text x="{w - right + 6}" y="{y(v) + 4:.1f}" fill="gray">{label}</text>')
+    for i, (r, (pts, base)) in enumerate(zip(records, series)):
+        colour = COLOURS[i % len(COLOURS)]
+        xy = [(x(e), y(v)) for e, v in sorted(pts)]
+        if base is not None:
+            xy.append((x(2 ** hi), y(base)))
+        out.append(f'<polyline fill="none" stroke="{colour}" stroke-width="2" points="'
+                   + " ".join(f"{a:.1f},{b:.1f}" for a, b in xy) + '"/>')
+        for a, b in xy:
+            out.append(f'<circle cx="{a:.1f}" cy="{b:.1f}" r="3" fill="{colour}"/>')
+        n, k = r.get("population", r["devices"]), r.get("cohort", "-")
+        out.append(f'<text x="{w - right + 6}" y="{top + 16 * i + 4}" fill="{colour}">N = {n:,}, K = {k:,}</text>')
+    out.append("</svg>")
+    Path(path).write_text("\n".join(out) + "\n")
+
+
+def block(records, command, chart_link=None):
     first = records[0]
     rounds = len(first["runs"][0]["rounds"])
     lines = [
@@ -47,6 +114,8 @@ def block(records, command):
                 f"{run['noise_multiplier']:.3g} | {last['noise_std']:.2e} | {last['ndcg_at_10']:.4f} | "
                 f"{share:.2f} | {r['popularity'][0]:.4f} |"
             )
+    if chart_link:
+        lines += ["", f"![NDCG@10 against epsilon for each fleet]({chart_link})"]
     lines += ["", f"Reproduce: `{command}`.", "", END]
     return wrap(lines)
 
@@ -57,8 +126,15 @@ def main():
     p.add_argument("--epsilons", required=True)
     p.add_argument("--command", required=True)
     p.add_argument("--page")
+    p.add_argument("--chart", help="write the SVG chart here (linked from the block relative to --page)")
     a = p.parse_args()
-    text = block([json.load(open(r)) for r in a.records], a.command)
+    records = [json.load(open(r)) for r in a.records]
+    link = None
+    if a.chart:
+        chart(records, a.chart)
+        import os
+        link = os.path.relpath(Path(a.chart).resolve(), Path(a.page).resolve().parent if a.page else Path.cwd())
+    text = block(records, a.command, link)
     print(text)
     if a.page:
         replace_block(Path(a.page), BEGIN, END, text)

@@ -15,7 +15,7 @@
 //! - [`DiscreteGaussian::sample_by_rejection`]: the sampler of Canonne,
 //!   Kamath and Steinke ("The discrete Gaussian for differential privacy",
 //!   NeurIPS 2020, algorithms 1 to 3), every probability an exact rational
-//!   in u128, no table, about 160 ns a value whatever the variance; the
+//!   in u128, no table, about 145 ns a value whatever the variance; the
 //!   [`Sampler`] falls back to it beyond the table's reach.
 
 use chacha20::ChaCha20Rng;
