@@ -172,6 +172,12 @@ impl DistributedRound {
     }
 }
 
+/// The devices taking part in a round a fleet-scale run stands for: K / rate
+/// (rounded up), so the coins keep about K.
+pub fn fleet_setup_cohort(k: u64, rate: f64) -> u64 {
+    (k as f64 / rate).ceil() as u64
+}
+
 /// A standard normal draw (Box-Muller).
 pub fn normal(rng: &mut StdRng) -> f64 {
     let u1: f64 = rng.random_range(f64::EPSILON..1.0);
@@ -370,11 +376,17 @@ impl Coordinator {
     }
 
     /// The terms a distributed round of `cohort` devices has (`None` in
-    /// central mode).
+    /// central mode). At fleet scale (`set_noise_cohort`), the round the
+    /// real devices stand for: K / rate devices take part, of which the
+    /// coins keep about K.
     fn distributed_round(&self, cohort: usize) -> Result<Option<DistributedRound>> {
         match self.noise_mode {
             NoiseMode::Central => Ok(None),
             NoiseMode::Distributed { bits, honest_fraction, sampling_rate } => {
+                let cohort = match self.noise_cohort {
+                    Some(k) => fleet_setup_cohort(k, sampling_rate),
+                    None => cohort as u64,
+                };
                 let cohort = u32::try_from(cohort).map_err(|_| anyhow!("a cohort of {cohort}"))?;
                 DistributedRound::new(bits, honest_fraction, sampling_rate, self.clip, self.noise_multiplier, cohort)
                     .map(Some)
@@ -389,6 +401,11 @@ impl Coordinator {
     /// not train a device whose update is left out (a real device trains
     /// either way, and the coordinator cannot tell).
     pub fn flip_coins(&mut self, cohort: &[usize]) -> (Vec<usize>, usize) {
+        if self.noise_cohort.is_some() {
+            // At fleet scale the real devices stand for the ones the coins
+            // keep.
+            return (cohort.to_vec(), 0);
+        }
         let rate = match self.noise_mode {
             NoiseMode::Distributed { sampling_rate, .. } if sampling_rate < 1.0 => sampling_rate,
             _ => return (cohort.to_vec(), 0),
@@ -440,6 +457,9 @@ impl Coordinator {
                     }
                 }
                 (mean, std)
+            }
+            Some(round) if self.noise_cohort.is_some() => {
+                (self.fleet_distributed_mean(round, updates)?, round.mean_noise_std(round.quantization.max_cohort))
             }
             Some(round) => {
                 let mean = self.distributed_mean(round, updates, left_out)?;
@@ -516,6 +536,41 @@ impl Coordinator {
         }
         let n = round.sampling_rate * cohort as f64;
         Ok(q.dequantize_sum(&sum).into_iter().map(|x| x / n).collect())
+    }
+
+    /// A distributed round at fleet scale: the n real updates stand for the
+    /// K the devices' coins keep out of the round's K / rate devices. Each
+    /// real update is quantized as a device would (so the rounding is in
+    /// it), their mean stands for the K devices' mean, and the noise is
+    /// every device's share summed: one discrete Gaussian of the summed
+    /// variance per coordinate (a sum of discrete Gaussians is within a
+    /// negligible distance of it at these variances, Kairouz et al.
+    /// theorem 1), over the rate times the cohort.
+    fn fleet_distributed_mean(&mut self, round: &DistributedRound, updates: &[Vec<f32>]) -> Result<Vec<f64>> {
+        let q = &round.quantization;
+        let cohort = q.max_cohort;
+        let half = 1i64 << (q.bits - 1);
+        let mut mean = vec![0f64; self.weights.len()];
+        for u in updates {
+            let v = q.quantize_with(u, || self.rng.random()).map_err(|e| anyhow!("quantizing an update: {e}"))?;
+            for (m, x) in mean.iter_mut().zip(v) {
+                let x = x as i64;
+                *m += (if x >= half { x - 2 * half } else { x }) as f64 / q.scale;
+            }
+        }
+        let n = updates.len().max(1) as f64;
+        mean.iter_mut().for_each(|m| *m /= n);
+        if self.noise_multiplier > 0.0 {
+            let summed = round.noise.share_variance(q.clip_norm, q.scale, cohort) * cohort as f64;
+            let sampler = DiscreteGaussian::at_least(summed).map_err(|e| anyhow!("the devices' summed noise: {e}"))?;
+            let mut bits = RandomBits::new(<ChaCha20Rng as rand_core::SeedableRng>::from_seed(self.rng.random()));
+            let sampler = sampler.sampler();
+            let denominator = q.scale * round.sampling_rate * cohort as f64;
+            for m in mean.iter_mut() {
+                *m += sampler.sample(&mut bits) as f64 / denominator;
+            }
+        }
+        Ok(mean)
     }
 
     fn package(&self) -> Result<ModelPackage> {
@@ -705,6 +760,33 @@ mod tests {
         let d: Vec<f64> = c.weights.iter().zip(&start).map(|(w, s)| (w - s) as f64).collect();
         let std = (d.iter().map(|x| x * x).sum::<f64>() / d.len() as f64).sqrt();
         assert!((std / a.noise_std - 1.0).abs() < 0.01, "std {std}");
+    }
+
+    #[test]
+    fn a_simulated_fleet_in_distributed_mode_sums_every_devices_share() {
+        // K = 10,000 kept by coins of 0.1: rounds of 100,000 devices at 32
+        // bits. The real updates (all the same here) stand for the kept
+        // ones; the noise is z C sqrt(S / honest) / K.
+        let mut c = Coordinator::new(0.5, 1.0, FEDAVG, 3).unwrap();
+        c.set_noise_mode(NoiseMode::Distributed { bits: 32, honest_fraction: 2.0 / 3.0, sampling_rate: 0.1 }).unwrap();
+        c.set_noise_cohort(Some(10_000));
+        // No coin is flipped on the real devices.
+        assert_eq!(c.flip_coins(&[4, 5, 6]), (vec![4, 5, 6], 0));
+        let start = c.weights.clone();
+        let updates = vec![vec![1e-3f32; start.len()]; 4];
+        let (_, a) = c.aggregate(&updates, 0).unwrap();
+        let terms = a.distributed.unwrap();
+        assert_eq!(terms.quantization.max_cohort, 100_000);
+        let honest = (2.0f64 / 3.0 * 100_000.0).ceil();
+        let want = 0.5 * (100_000.0 / honest).sqrt() / 10_000.0;
+        assert!((a.noise_std / want - 1.0).abs() < 1e-9, "{} vs {want}", a.noise_std);
+        // FedAvg at rate 1: the update's mean plus noise of that std.
+        let d: Vec<f64> = c.weights.iter().zip(&start).map(|(w, s)| (w - s) as f64 - 1e-3).collect();
+        let mean = d.iter().sum::<f64>() / d.len() as f64;
+        let std = (d.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / d.len() as f64).sqrt();
+        assert!(mean.abs() < 5.0 * want / (d.len() as f64).sqrt() + 1e-7, "mean {mean}");
+        assert!((std / want - 1.0).abs() < 0.02, "std {std} vs {want}");
+        assert_eq!(fleet_setup_cohort(10_000, 0.3), 33_334);
     }
 
     #[test]

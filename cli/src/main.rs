@@ -355,8 +355,16 @@ fn main() {
                     if !(k >= 1 && n >= k) {
                         bail!("--cohort must be at least 1 and at most --population");
                     }
-                    if flower.is_some() || noise_mode != fedavg::NoiseMode::Central {
-                        bail!("--population and --cohort simulate the coordinator's (central) noise in process");
+                    if flower.is_some() {
+                        bail!("--population and --cohort simulate a fleet's noise in process, not with --flower");
+                    }
+                    if let fedavg::NoiseMode::Distributed { sampling_rate, .. } = noise_mode {
+                        // The round's devices, K / rate, must be in the fleet.
+                        if fedavg::fleet_setup_cohort(k, sampling_rate) > n {
+                            bail!(
+                                "--device-sampling-rate below --cohort / --population puts more devices in a round than the fleet has"
+                            );
+                        }
                     }
                     Some(simulate::FleetScale { population: n, cohort: k })
                 }

@@ -674,10 +674,19 @@ fn run_all(
         Sampling::Fixed(k) => format!("{k} devices drawn per round (q = {q:.4} for the accountant)"),
     };
     if let Some(f) = fed.fleet {
-        sampling = format!(
-            "{sampling}, standing for a fleet of {} with cohorts of {} (noise z*C/{}, q = {q:.3e} for the accountant)",
-            f.population, f.cohort, f.cohort
-        );
+        sampling = match fed.noise_mode {
+            NoiseMode::Central => format!(
+                "{sampling}, standing for a fleet of {} with cohorts of {} (noise z*C/{}, q = {q:.3e} for the accountant)",
+                f.population, f.cohort, f.cohort
+            ),
+            NoiseMode::Distributed { sampling_rate, .. } => format!(
+                "{sampling}, standing for a fleet of {} with rounds of {} devices whose coins keep about {}                  (the real devices' mean for theirs, the {} devices' noise shares summed)",
+                f.population,
+                crate::fedavg::fleet_setup_cohort(f.cohort, sampling_rate),
+                f.cohort,
+                crate::fedavg::fleet_setup_cohort(f.cohort, sampling_rate),
+            ),
+        };
     }
     let lr = fed.learning_rate.map_or("the manifest's".into(), |l| l.to_string());
     let negatives = fed.negatives.map_or("the manifest's".into(), |n| n.to_string());

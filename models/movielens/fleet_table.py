@@ -17,8 +17,8 @@ from pathlib import Path
 
 from federated_table import eps, last_measured, replace_block, wrap
 
-BEGIN = "<!-- fleet-movielens:begin -->"
-END = "<!-- fleet-movielens:end -->"
+def markers(name):
+    return f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
 
 
 COLOURS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e"]
@@ -87,17 +87,20 @@ def chart(records, path):
     Path(path).write_text("\n".join(out) + "\n")
 
 
-def block(records, command, chart_link=None):
+def block(records, command, chart_link=None, name="fleet-movielens"):
     first = records[0]
     rounds = len(first["runs"][0]["rounds"])
+    begin, end = markers(name)
     lines = [
-        BEGIN,
+        begin,
         "",
         f"{first['source'].split(' (')[0]}, the 943 real devices training "
         f"({first['sampling'].replace('Fixed(', '').rstrip(')')} drawn a round, {rounds} rounds from the built-in "
         f"model, C = {first['clip_norm']}, server {first['server_optimizer']}), standing for fleets of N devices with "
         "cohorts of K: the coordinator's noise on the mean is z C / K and the accountant's sampling rate K / N, "
-        "at delta = 1/N^1.1. Each z spends the row's epsilon over the rounds exactly:",
+        "at delta = 1/N^1.1. Each z spends the row's epsilon over the rounds exactly"
+        + (":" if first["noise_mode"] == "central" else
+           f" (distributed mode: {first['noise_mode']}, the accountant amplifying by the devices' coins only):"),
         "",
         "| N | K | epsilon | z | noise std on the mean | NDCG@10 | of no noise | popularity |",
         "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
@@ -116,7 +119,7 @@ def block(records, command, chart_link=None):
             )
     if chart_link:
         lines += ["", f"![NDCG@10 against epsilon for each fleet]({chart_link})"]
-    lines += ["", f"Reproduce: `{command}`.", "", END]
+    lines += ["", f"Reproduce: `{command}`.", "", end]
     return wrap(lines)
 
 
@@ -126,6 +129,7 @@ def main():
     p.add_argument("--epsilons", required=True)
     p.add_argument("--command", required=True)
     p.add_argument("--page")
+    p.add_argument("--block", default="fleet-movielens", help="the block's marker name")
     p.add_argument("--chart", help="write the SVG chart here (linked from the block relative to --page)")
     a = p.parse_args()
     records = [json.load(open(r)) for r in a.records]
@@ -134,10 +138,10 @@ def main():
         chart(records, a.chart)
         import os
         link = os.path.relpath(Path(a.chart).resolve(), Path(a.page).resolve().parent if a.page else Path.cwd())
-    text = block(records, a.command, link)
+    text = block(records, a.command, link, a.block)
     print(text)
     if a.page:
-        replace_block(Path(a.page), BEGIN, END, text)
+        replace_block(Path(a.page), *markers(a.block), text)
 
 
 if __name__ == "__main__":
