@@ -12,16 +12,27 @@
 #   models/movielens/fleet.sh                 run, print the table
 #   models/movielens/fleet.sh --update-docs   also rewrite the block between
 #                                             <!-- fleet-movielens:begin --> and
-#                                             <!-- fleet-movielens:end --> in docs/federated.md
+#                                             <!-- fleet-movielens:end --> in docs/federated.md,
+#                                             and draw models/movielens/fleet-ndcg.svg
+#
+# MODE=distributed runs the same fleets with the devices' own noise
+# (`--noise-mode distributed`, docs/simulate.md): each round stands for
+# K / COIN devices at BITS bits, every one adding its noise share, whose
+# coins keep about K; the accountant amplifies by COIN only (K / N when
+# COIN is empty, every device of the fleet in every round's setup), and z
+# is the one that spends what the central z spends (match_epsilon.py
+# --central). Its records and logs end in -distributed, and its block is
+# <!-- fleet-distributed-movielens:... -->.
 #
 # Settings (environment): FLEETS="943:100 100000:1000 1000000:10000"
-# EPSILONS=1,2,4,8 ROUNDS=60 CLIENTS=100 LR=0.3 NEGATIVES=32 EPOCHS=1
-# CLIP=0.1 SERVER_OPT=adam SERVER_LR=0.1 SERVER_LR_FINAL=0.01 EVAL_EVERY=20
-# SEED=42 EXTRA="" (more `hearth simulate` options, e.g. "--adaptive-clip
-# 0.5"). One `hearth simulate` process per fleet, two at a time, one thread
-# each; each fleet is 1 + |EPSILONS| runs of ROUNDS rounds (about 2 hours
-# a fleet at the defaults on this 2-core machine). Writes
-# $HEARTH_MOVIELENS_OUT/fleet/N-K.json and ~/.cache/hearth/logs/fleet-N-K.log.
+# EPSILONS=1,2,4,8 ROUNDS=200 CLIENTS=100 LR=0.3 NEGATIVES=32 EPOCHS=1
+# CLIP=0.1 SERVER_OPT=adam SERVER_LR=0.1 SERVER_LR_FINAL=0.01 EVAL_EVERY=50
+# SEED=42 MODE=central COIN= BITS=32 EXTRA="" (more `hearth simulate`
+# options, e.g. "--adaptive-clip 0.5"). One `hearth simulate` process per
+# fleet, two at a time, one thread each; each fleet is 1 + |EPSILONS| runs
+# of ROUNDS rounds (about 3 s a round, an hour a fleet, on this 2-core
+# machine). Writes $HEARTH_MOVIELENS_OUT/fleet/N-K[-distributed].json and
+# ~/.cache/hearth/logs/fleet-N-K[-distributed].log.
 set -euo pipefail
 
 # shellcheck source=common.sh
@@ -29,9 +40,15 @@ set -euo pipefail
 movielens_options "$@"
 out="$out/fleet"
 FLEETS="${FLEETS:-943:100 100000:1000 1000000:10000}" EPSILONS="${EPSILONS:-1,2,4,8}"
-ROUNDS="${ROUNDS:-60}" CLIENTS="${CLIENTS:-100}" LR="${LR:-0.3}" NEGATIVES="${NEGATIVES:-32}" EPOCHS="${EPOCHS:-1}"
+ROUNDS="${ROUNDS:-200}" CLIENTS="${CLIENTS:-100}" LR="${LR:-0.3}" NEGATIVES="${NEGATIVES:-32}" EPOCHS="${EPOCHS:-1}"
 CLIP="${CLIP:-0.1}" SERVER_OPT="${SERVER_OPT:-adam}" SERVER_LR="${SERVER_LR:-0.1}" SERVER_LR_FINAL="${SERVER_LR_FINAL:-0.01}"
-EVAL_EVERY="${EVAL_EVERY:-20}" SEED="${SEED:-42}" EXTRA="${EXTRA:-}"
+EVAL_EVERY="${EVAL_EVERY:-50}" SEED="${SEED:-42}" EXTRA="${EXTRA:-}"
+MODE="${MODE:-central}" COIN="${COIN:-}" BITS="${BITS:-32}"
+case "$MODE" in
+  central) suffix="" block="fleet-movielens" ;;
+  distributed) suffix="-distributed" block="fleet-distributed-movielens" ;;
+  *) echo "fleet.sh: MODE must be central or distributed" >&2; exit 2 ;;
+esac
 
 if [ ! -f "$data/ml-100k.inter" ]; then
   echo "fleet.sh: no MovieLens data yet; running run.sh first" >&2
@@ -51,11 +68,19 @@ for fleet in $FLEETS; do
   n="${fleet%%:*}" k="${fleet##*:}"
   read -r rate delta < <(python3 -c 'import sys; n, k = int(sys.argv[1]), int(sys.argv[2]); print(k / n, 1 / n ** 1.1)' "$n" "$k")
   zs="$(python3 "$here/match_epsilon.py" --for-epsilon "$EPSILONS" --q "$rate" --rounds "$ROUNDS" --delta "$delta")"
-  echo "fleet.sh: N = $n, K = $k: z = 0,$zs (logs in $logs)" >&2
-  nice -n 10 "$hearth" simulate "${common[@]}" "${extra[@]}" --population "$n" --cohort "$k" \
-    --noise-multiplier "0,$zs" --json "$out/$n-$k.json" >"$logs/fleet-$n-$k.log" 2>&1 &
+  mode=()
+  if [ "$MODE" = distributed ]; then
+    coin="${COIN:-$rate}"
+    setup="$(python3 -c 'import math, sys; print(math.ceil(int(sys.argv[1]) / float(sys.argv[2])))' "$k" "$coin")"
+    zs="$(python3 "$here/match_epsilon.py" --central "$zs" --q "$rate" --rounds "$ROUNDS" --delta "$delta" \
+      --cohort "$setup" --bits "$BITS" --clip "$CLIP" --p "$coin")"
+    mode=(--noise-mode distributed --secagg-bits "$BITS" --device-sampling-rate "$coin")
+  fi
+  echo "fleet.sh: N = $n, K = $k ($MODE): z = 0,$zs (logs in $logs)" >&2
+  nice -n 10 "$hearth" simulate "${common[@]}" "${mode[@]}" "${extra[@]}" --population "$n" --cohort "$k" \
+    --noise-multiplier "0,$zs" --json "$out/$n-$k$suffix.json" >"$logs/fleet-$n-$k$suffix.log" 2>&1 &
   pids+=($!)
-  records+=("$out/$n-$k.json")
+  records+=("$out/$n-$k$suffix.json")
   # Two at a time.
   if [ "${#pids[@]}" -ge 2 ]; then
     wait "${pids[0]}" || { echo "fleet.sh: a run failed (logs in $logs)" >&2; exit 1; }
@@ -67,5 +92,7 @@ for pid in "${pids[@]}"; do
 done
 echo "fleet.sh: done in $(($(date +%s) - start))s" >&2
 page=()
-[ "$update" = 1 ] && page=(--page "$repo/docs/federated.md")
-python3 "$here/fleet_table.py" "${records[@]}" --epsilons "$EPSILONS" --command "models/movielens/fleet.sh --update-docs" "${page[@]}"
+[ "$update" = 1 ] && page=(--page "$repo/docs/federated.md" --chart "$here/fleet-ndcg$suffix.svg")
+command="models/movielens/fleet.sh --update-docs"
+[ "$MODE" = distributed ] && command="MODE=distributed $command"
+python3 "$here/fleet_table.py" "${records[@]}" --epsilons "$EPSILONS" --block "$block" --command "$command" "${page[@]}"

@@ -68,10 +68,15 @@ def chart(records, path):
         v = top_v * i / 5
         out.append(f'<text x="{left - 6}" y="{y(v) + 4:.1f}" text-anchor="end">{v:.3f}</text>')
         out.append(f'<line x1="{left}" y1="{y(v):.1f}" x2="{w - right}" y2="{y(v):.1f}" stroke="#ddd"/>')
+    last_label = None
     for (label, v), dash in zip(refs, ("6,4", "2,3")):
         out.append(f'<line x1="{left}" y1="{y(v):.1f}" x2="{w - right}" y2="{y(v):.1f}" stroke="gray" '
                    f'stroke-dasharray="{dash}"/>')
-        out.append(f'<text x="{w - right + 6}" y="{y(v) + 4:.1f}" fill="gray">{label}</text>')
+        at = y(v) + 4
+        if last_label is not None and abs(at - last_label) < 14:  # keep close labels apart
+            at = last_label + (14 if at >= last_label else -14)
+        last_label = at
+        out.append(f'<text x="{w - right + 6}" y="{at:.1f}" fill="gray">{label}</text>')
     for i, (r, (pts, base)) in enumerate(zip(records, series)):
         colour = COLOURS[i % len(COLOURS)]
         xy = [(x(e), y(v)) for e, v in sorted(pts)]
