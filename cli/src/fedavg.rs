@@ -549,17 +549,15 @@ impl Coordinator {
     fn fleet_distributed_mean(&mut self, round: &DistributedRound, updates: &[Vec<f32>]) -> Result<Vec<f64>> {
         let q = &round.quantization;
         let cohort = q.max_cohort;
-        let half = 1i64 << (q.bits - 1);
-        let mut mean = vec![0f64; self.weights.len()];
+        // n real updates sum without wrapping: the scale has room for the
+        // round's K / rate.
+        let mut sum = vec![0u32; self.weights.len()];
         for u in updates {
             let v = q.quantize_with(u, || self.rng.random()).map_err(|e| anyhow!("quantizing an update: {e}"))?;
-            for (m, x) in mean.iter_mut().zip(v) {
-                let x = x as i64;
-                *m += (if x >= half { x - 2 * half } else { x }) as f64 / q.scale;
-            }
+            q.add_into(&mut sum, &v);
         }
         let n = updates.len().max(1) as f64;
-        mean.iter_mut().for_each(|m| *m /= n);
+        let mut mean: Vec<f64> = q.dequantize_sum(&sum).into_iter().map(|x| x / n).collect();
         if self.noise_multiplier > 0.0 {
             let summed = round.noise.share_variance(q.clip_norm, q.scale, cohort) * cohort as f64;
             let sampler = DiscreteGaussian::at_least(summed).map_err(|e| anyhow!("the devices' summed noise: {e}"))?;

@@ -679,13 +679,14 @@ fn run_all(
                 "{sampling}, standing for a fleet of {} with cohorts of {} (noise z*C/{}, q = {q:.3e} for the accountant)",
                 f.population, f.cohort, f.cohort
             ),
-            NoiseMode::Distributed { sampling_rate, .. } => format!(
-                "{sampling}, standing for a fleet of {} with rounds of {} devices whose coins keep about {}                  (the real devices' mean for theirs, the {} devices' noise shares summed)",
-                f.population,
-                crate::fedavg::fleet_setup_cohort(f.cohort, sampling_rate),
-                f.cohort,
-                crate::fedavg::fleet_setup_cohort(f.cohort, sampling_rate),
-            ),
+            NoiseMode::Distributed { sampling_rate, .. } => {
+                let setup = crate::fedavg::fleet_setup_cohort(f.cohort, sampling_rate);
+                format!(
+                    "{sampling}, standing for a fleet of {} with rounds of {setup} devices whose coins keep about {} \
+                     (the real devices' mean for theirs, the {setup} devices' noise shares summed)",
+                    f.population, f.cohort,
+                )
+            }
         };
     }
     let lr = fed.learning_rate.map_or("the manifest's".into(), |l| l.to_string());
