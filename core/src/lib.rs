@@ -15,6 +15,8 @@
 //!   on the device, and the training step.
 //! * `ranking`: candidates to a ranked row with reasons, or the fallback.
 //! * `audience`: segments and notification decisions.
+//! * `experiments`: experiment arms, this install's assignment, and the
+//!   sealed log of what they showed.
 //! * `federated`: the Fleet client, rounds, the ledger and its accountant.
 //! * `hearth`: the facade apps hold, which owns the session (the open store
 //!   and what is derived from it) and hands each subsystem its part.
@@ -25,6 +27,7 @@
 
 mod audience;
 mod error;
+mod experiments;
 pub mod federated;
 mod hearth;
 mod logging;
@@ -44,10 +47,15 @@ pub use audience::segments::{
     SegmentConfig, SegmentReport, SegmentReportOutcome, Segments,
 };
 pub use error::HearthError;
+pub use experiments::log::{
+    ATTRIBUTION_WINDOW_MS, ExperimentLogRecord, LogEntry, MAX_EXPOSED_ITEMS, MAX_LOG_RECORDS, OutcomeKind,
+};
+pub use experiments::{ArmTreatment, Experiment, ExperimentArm, MAX_ARMS, MAX_EXPERIMENT_NAME, MAX_EXPERIMENTS};
 pub use federated::{
     Aggregation, DeclineReason, DeviceConditions, Eligibility, FederatedFailure, FleetTransport, HttpHeader,
     IneligibleReason, LedgerEntry, ParticipationOutcome, PrivacyLedger, TransportFailure, UploadStatus,
 };
+pub use hearth::experiments::{ExperimentAssignment, ExperimentStatus, ExperimentsExport, OutcomeLogged};
 pub use hearth::export::{EXPORT_FORMAT, EXPORT_FORMAT_VERSION, ExportDocument, ExportedEvent, ImportSummary};
 pub use hearth::{Hearth, HearthConfig, destroy_store};
 pub use logging::{HearthLogger, LogLevel, set_logger};

@@ -53,7 +53,7 @@ impl Candidate {
 }
 
 /// How to spread a row across categories.
-#[derive(Debug, Clone, PartialEq, uniffi::Enum)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, uniffi::Enum)]
 pub enum Diversity {
     /// Pure score order.
     Off,
@@ -88,6 +88,11 @@ pub struct RankOptions {
     /// absent.
     #[uniffi(default = None)]
     pub seed: Option<u64>,
+    /// The id of an experiment defined on this device (`define_experiment`):
+    /// the row is ranked as this install's arm says, and what it shows is
+    /// logged, sealed, for the experiment's reports.
+    #[uniffi(default = None)]
+    pub experiment: Option<String>,
 }
 
 impl RankOptions {
@@ -100,6 +105,7 @@ impl RankOptions {
             exclude_watched: false,
             exclude_completed: true,
             seed: None,
+            experiment: None,
         }
     }
 
@@ -113,7 +119,13 @@ impl RankOptions {
         if self.context.local_hour > 23 {
             return Err(Error::invalid("context.local_hour", "must be 0 to 23"));
         }
-        match self.diversity {
+        self.diversity.validate()
+    }
+}
+
+impl Diversity {
+    pub(crate) fn validate(&self) -> Result<()> {
+        match *self {
             Diversity::Mmr { lambda } if !(0.0..=1.0).contains(&lambda) => {
                 Err(Error::invalid("diversity.lambda", "must be 0 to 1"))
             }
@@ -203,6 +215,8 @@ pub enum FallbackReason {
     NoModel,
     /// The model failed on this request.
     ModelFailed,
+    /// This install is in an experiment's fallback arm.
+    ExperimentArm,
 }
 
 /// Which ranker produced a row.
@@ -221,6 +235,9 @@ pub struct RankResult {
     /// Candidates left out by blocked categories, dislikes or the
     /// watched/completed options.
     pub filtered: u32,
+    /// The experiment arm that ranked the row, when the request named an
+    /// experiment.
+    pub experiment_arm: Option<String>,
 }
 
 /// A candidate that passed the filters.
@@ -584,7 +601,7 @@ pub(crate) fn finish(prepared: &Prepared, scores: Scores, options: &RankOptions)
             RankedItem { item_id: c.item_id.clone(), score: values[i], reason_text: reason.text(), reason, explored }
         })
         .collect();
-    RankResult { items, ranker, personalized, filtered: prepared.filtered }
+    RankResult { items, ranker, personalized, filtered: prepared.filtered, experiment_arm: None }
 }
 
 #[cfg(test)]

@@ -182,7 +182,8 @@ pub fn decode_record(table: u8, plaintext: &[u8]) -> Result<(), crate::HearthErr
     use crate::error::Error;
     use crate::store::crypto::{DataKey, KeyRing, Table};
     let ring = &KeyRing::new(0, vec![(0, DataKey::from_bytes([9; 32]))]);
-    let table = [Table::Events, Table::Catalog, Table::State, Table::ProfileItems][table as usize % 4];
+    let tables = [Table::Events, Table::Catalog, Table::State, Table::ProfileItems, Table::ExperimentLog];
+    let table = tables[table as usize % tables.len()];
     if ring.open(table, b"row", plaintext).is_ok() {
         return Err(Error::Internal("bytes that were never sealed opened".into()).into());
     }
@@ -199,10 +200,14 @@ pub fn decode_record(table: u8, plaintext: &[u8]) -> Result<(), crate::HearthErr
         }
         Table::State => {
             // The state records: the ledger (read entry by entry), the
-            // settings, the profile's aggregate.
+            // settings, the profile's aggregate, the experiments.
             drop(crate::federated::ledger::decode(&plain));
             let _ = serde_json::from_slice::<crate::PrivacySettings>(&plain);
             let _ = serde_json::from_slice::<crate::store::profile::Profile>(&plain);
+            let _ = serde_json::from_slice::<Vec<crate::Experiment>>(&plain);
+        }
+        Table::ExperimentLog => {
+            drop(serde_json::from_slice::<crate::ExperimentLogRecord>(&plain).map_err(Error::from)?)
         }
     }
     Ok(())

@@ -7,6 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::experiments::ExperimentsExport;
 use crate::error::{Error, Result};
 use crate::federated::ledger::LedgerEntry;
 use crate::store::history::{CatalogItem, Event};
@@ -43,6 +44,11 @@ pub struct ExportDocument {
     /// before the ledger existed). Merged on import, never dropped.
     #[serde(default)]
     pub privacy_ledger: Vec<LedgerEntry>,
+    /// The experiments defined here, this install's arms, and the log of
+    /// what they showed and what the user did. About this device only:
+    /// ignored on import.
+    #[serde(default)]
+    pub experiments: ExperimentsExport,
 }
 
 impl ExportDocument {

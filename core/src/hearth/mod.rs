@@ -9,6 +9,7 @@
 
 mod audience;
 mod config;
+pub(crate) mod experiments;
 pub(crate) mod export;
 mod federated;
 mod session;
@@ -24,6 +25,7 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use log::{info, warn};
 
 use crate::error::{Error, HearthError, Result};
+use crate::experiments::{ArmTreatment, ExperimentArm};
 use crate::model::training::{self, LocalUpdate, RoundSettings, TrainingPlan};
 use crate::model::{self, Model, ModelInfo, ModelPackage, ModelRejection, Weights};
 use crate::ranking::{self, Candidate, RankOptions, RankResult};
@@ -161,10 +163,51 @@ impl Hearth {
         Ok(info)
     }
 
-    fn rank_prepared(&self, prepared: ranking::Prepared, options: &RankOptions) -> RankResult {
-        let model = if prepared.personalization { self.active_model() } else { None };
-        let scores = ranking::score(&prepared, model.as_ref().map(|(m, _)| m.as_ref()), &options.context);
-        ranking::finish(&prepared, scores, options)
+    /// Ranks what `prepare` resolved: as `arm` says when the request named
+    /// an experiment (whose row is then logged), else as asked.
+    fn rank_prepared(
+        &self,
+        prepared: ranking::Prepared,
+        options: &RankOptions,
+        arm: Option<(String, ExperimentArm)>,
+    ) -> RankResult {
+        let Some((experiment, arm)) = arm else {
+            let model = if prepared.personalization { self.active_model() } else { None };
+            let scores = ranking::score(&prepared, model.as_ref().map(|(m, _)| m.as_ref()), &options.context);
+            return ranking::finish(&prepared, scores, options);
+        };
+        let mut row = match &arm.treatment {
+            ArmTreatment::Fallback if prepared.personalization => {
+                ranking::finish(&prepared, ranking::Scores::Fallback(ranking::FallbackReason::ExperimentArm), options)
+            }
+            ArmTreatment::ModelWithDiversity { diversity } => {
+                let options = RankOptions { diversity: diversity.clone(), ..options.clone() };
+                self.rank_prepared(prepared, &options, None)
+            }
+            _ => self.rank_prepared(prepared, options, None),
+        };
+        row.experiment_arm = Some(arm.name.clone());
+        self.log_exposure(&experiment, &arm.name, &row);
+        row
+    }
+
+    /// Prepares a ranking under the session's lock: the candidates
+    /// resolved and filtered, and the experiment arm the options name.
+    fn prepare_rank(
+        &self,
+        candidates: impl FnOnce(&Session) -> Vec<Candidate>,
+        options: &RankOptions,
+    ) -> Result<(ranking::Prepared, Option<(String, ExperimentArm)>), HearthError> {
+        self.with(|s| {
+            let arm = match &options.experiment {
+                Some(id) => Some((id.clone(), s.experiment_arm(id)?.1)),
+                None => None,
+            };
+            let candidates = candidates(s);
+            let prepared =
+                ranking::prepare(candidates, options, &s.settings, &s.profile, &s.catalog, s.max_popularity, now_ms())?;
+            Ok((prepared, arm))
+        })
     }
 
     /// Trains on this device's history from `global` (the active model's
@@ -415,12 +458,18 @@ impl Hearth {
         })
     }
 
-    /// Deletes every event about one item and recomputes the profile.
-    /// Returns how many events went.
+    /// Deletes every event about one item and recomputes the profile, and
+    /// removes the item from the experiment log. Returns how many events
+    /// went.
     pub fn forget_item(&self, item_id: String) -> Result<u64, HearthError> {
         self.with(|s| {
             if item_id.is_empty() {
                 return Err(Error::invalid("item_id", "must not be empty"));
+            }
+            let logged = crate::experiments::log::forget_item(&mut s.store, &item_id)?;
+            if logged > 0 {
+                s.latest_exposure.clear();
+                info!("{logged} experiment log records forgot the item");
             }
             s.delete_where(|e| e.item_id == item_id)
         })
@@ -476,22 +525,27 @@ impl Hearth {
     /// personalization is off or no model verifies, by popularity, then
     /// diversified and explained per `options`. Scoring runs outside the
     /// store's lock.
+    ///
+    /// With `options.experiment`, the row is ranked as this install's arm
+    /// says, `RankResult.experiment_arm` names the arm, and the row's top
+    /// is logged (sealed) for the experiment's reports; an unknown
+    /// experiment fails with `InvalidInput`.
     pub fn rank(&self, candidates: Vec<Candidate>, options: RankOptions) -> Result<RankResult, HearthError> {
-        let prepared = self.with(|s| {
-            ranking::prepare(candidates, &options, &s.settings, &s.profile, &s.catalog, s.max_popularity, now_ms())
-        })?;
-        shield(|| Ok(self.rank_prepared(prepared, &options)))
+        let (prepared, arm) = self.prepare_rank(|_| candidates, &options)?;
+        shield(|| Ok(self.rank_prepared(prepared, &options, arm)))
     }
 
     /// Ranks every item of the catalog cache (a home screen's row).
     pub fn rank_catalog(&self, options: RankOptions) -> Result<RankResult, HearthError> {
-        let prepared = self.with(|s| {
-            let mut ids: Vec<&String> = s.catalog.keys().collect();
-            ids.sort();
-            let candidates = ids.into_iter().map(|id| Candidate::id(id.clone())).collect();
-            ranking::prepare(candidates, &options, &s.settings, &s.profile, &s.catalog, s.max_popularity, now_ms())
-        })?;
-        shield(|| Ok(self.rank_prepared(prepared, &options)))
+        let (prepared, arm) = self.prepare_rank(
+            |s| {
+                let mut ids: Vec<&String> = s.catalog.keys().collect();
+                ids.sort();
+                ids.into_iter().map(|id| Candidate::id(id.clone())).collect()
+            },
+            &options,
+        )?;
+        shield(|| Ok(self.rank_prepared(prepared, &options, arm)))
     }
 
     /// Verifies a model package (signature by a trusted key, digests,

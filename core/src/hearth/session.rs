@@ -2,6 +2,7 @@
 //! profile, catalog cache, the audience summary), kept consistent as events
 //! come and go. One per open `Hearth`, behind its lock.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -10,6 +11,7 @@ use log::{debug, info, warn};
 use super::HearthConfig;
 use super::export::{EXPORT_FORMAT, EXPORT_FORMAT_VERSION, ExportDocument, ExportedEvent};
 use crate::error::{Error, Result};
+use crate::experiments::log::ExperimentLogRecord;
 use crate::federated::ledger::{self, LedgerEntry};
 use crate::federated::participation;
 use crate::model::features;
@@ -39,6 +41,9 @@ pub(crate) struct Session {
     pub(crate) catalog: Catalog,
     /// What segments need of the history; built on first use (segments.rs).
     pub(crate) activity: Option<crate::audience::segments::Activity>,
+    /// Per experiment, its newest exposure in the log (read on first use,
+    /// then kept current; cleared when the log is edited).
+    pub(crate) latest_exposure: HashMap<String, Option<ExperimentLogRecord>>,
     /// The catalog's largest popularity (item features are scaled by it).
     pub(crate) max_popularity: f64,
     pub(crate) unflushed: u32,
@@ -67,6 +72,7 @@ impl Session {
             max_popularity: features::max_popularity(&catalog),
             catalog,
             activity: None,
+            latest_exposure: HashMap::new(),
             unflushed: 0,
             last_flush_ms: now_ms(),
             last_purge_ms: 0,
@@ -193,13 +199,17 @@ impl Session {
         Ok(())
     }
 
-    /// Deletes events older than the retention window; returns how many.
+    /// Deletes events (and experiment log records) older than the retention
+    /// window; returns how many events.
     pub(crate) fn purge_expired(&mut self) -> Result<u64> {
         self.last_purge_ms = now_ms();
         let Some(days) = self.settings.retention_days else {
             return Ok(0);
         };
         let cutoff = now_ms() - days as i64 * DAY_MS;
+        if crate::experiments::log::purge_before(&mut self.store, cutoff)? > 0 {
+            self.latest_exposure.clear();
+        }
         self.delete_where(|e| e.timestamp_ms < cutoff)
     }
 
@@ -283,6 +293,7 @@ impl Session {
             catalog,
             profile: self.profile.summary(usize::MAX),
             privacy_ledger: self.ledger_entries()?,
+            experiments: self.experiments_export()?,
         })
     }
 

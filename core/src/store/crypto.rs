@@ -242,6 +242,7 @@ pub(crate) enum Table {
     Catalog,
     State,
     ProfileItems,
+    ExperimentLog,
 }
 
 impl Table {
@@ -251,6 +252,7 @@ impl Table {
             Table::Catalog => "catalog",
             Table::State => "state",
             Table::ProfileItems => "profile_items",
+            Table::ExperimentLog => "experiment_log",
         }
     }
 }
@@ -261,6 +263,7 @@ struct EpochKeys {
     catalog: LessSafeKey,
     state: LessSafeKey,
     profile_items: LessSafeKey,
+    experiment_log: LessSafeKey,
     index: hmac::Key,
 }
 
@@ -272,6 +275,7 @@ impl EpochKeys {
             catalog: aead_key(&hkdf_expand(&dk.0, salt, "hearth/v1/catalog")),
             state: aead_key(&hkdf_expand(&dk.0, salt, "hearth/v1/state")),
             profile_items: aead_key(&hkdf_expand(&dk.0, salt, "hearth/v1/profile-items")),
+            experiment_log: aead_key(&hkdf_expand(&dk.0, salt, "hearth/v1/experiment-log")),
             index: hmac::Key::new(hmac::HMAC_SHA256, &hkdf_expand(&dk.0, salt, "hearth/v1/index")),
         }
     }
@@ -282,6 +286,7 @@ impl EpochKeys {
             Table::Catalog => &self.catalog,
             Table::State => &self.state,
             Table::ProfileItems => &self.profile_items,
+            Table::ExperimentLog => &self.experiment_log,
         }
     }
 }

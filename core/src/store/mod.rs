@@ -12,6 +12,8 @@
 //! * `state(name, sealed)`: `settings`, `profile` (the aggregates).
 //! * `profile_items(lookup, sealed)`: the profile's per-item state, with a
 //!   blind index of its own.
+//! * `experiment_log(id, sealed)`: what experiments showed and what the user
+//!   did with it, one sealed record per row, bounded (`crate::experiments`).
 
 pub(crate) mod crypto;
 pub(crate) mod history;
@@ -32,7 +34,7 @@ pub const DB_FILE: &str = "hearth.db";
 /// Files SQLite may keep beside the database.
 const SIDE_FILES: [&str; 3] = ["-wal", "-shm", "-journal"];
 /// The schema version this library writes.
-pub const SCHEMA_VERSION: u32 = 2;
+pub const SCHEMA_VERSION: u32 = 3;
 /// Rows re-sealed per transaction during `rekey`.
 const REKEY_BATCH: usize = 256;
 const PAGE_SIZE: u64 = 4096;
@@ -244,6 +246,62 @@ impl Store {
         Ok(())
     }
 
+    // ----- the experiment log: rows by id, like events -----
+
+    /// Appends a sealed record to the experiment log and keeps the newest
+    /// `keep` rows, in one transaction; returns the new row's id.
+    pub(crate) fn append_log(&mut self, plain: &[u8], keep: u64) -> Result<i64> {
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let id: i64 = tx.query_row("SELECT COALESCE(MAX(id), 0) + 1 FROM experiment_log", [], |r| r.get(0))?;
+        let sealed = self.keys.seal(Table::ExperimentLog, &id.to_le_bytes(), plain)?;
+        tx.prepare_cached("INSERT INTO experiment_log (id, sealed) VALUES (?1, ?2)")?.execute(params![id, sealed])?;
+        tx.prepare_cached("DELETE FROM experiment_log WHERE id <= ?1")?.execute([id - keep as i64])?;
+        tx.commit()?;
+        Ok(id)
+    }
+
+    /// Visits the experiment log in id order (newest first with `newest_first`),
+    /// each record opened; `f` returns false to stop. A record that fails its
+    /// integrity check is passed as an error.
+    pub(crate) fn scan_log(
+        &self,
+        newest_first: bool,
+        mut f: impl FnMut(i64, Result<Vec<u8>>) -> Result<bool>,
+    ) -> Result<()> {
+        let order = if newest_first { "DESC" } else { "ASC" };
+        let mut stmt =
+            self.conn.prepare_cached(&format!("SELECT id, sealed FROM experiment_log ORDER BY id {order}"))?;
+        let mut rows = stmt.query([])?;
+        while let Some(row) = rows.next()? {
+            let id: i64 = row.get(0)?;
+            let sealed: Vec<u8> = row.get(1)?;
+            if !f(id, self.keys.open(Table::ExperimentLog, &id.to_le_bytes(), &sealed))? {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletes and rewrites experiment log rows in one transaction.
+    pub(crate) fn edit_log(&mut self, delete: &[i64], rewrite: &[(i64, Vec<u8>)]) -> Result<()> {
+        if delete.is_empty() && rewrite.is_empty() {
+            return Ok(());
+        }
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        {
+            let mut del = tx.prepare_cached("DELETE FROM experiment_log WHERE id = ?1")?;
+            for id in delete {
+                del.execute([id])?;
+            }
+            let mut update = tx.prepare_cached("UPDATE experiment_log SET sealed = ?2 WHERE id = ?1")?;
+            for (id, plain) in rewrite {
+                update.execute(params![id, self.keys.seal(Table::ExperimentLog, &id.to_le_bytes(), plain)?])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
     // ----- keyed tables: catalog, profile_items -----
 
     /// Adds or replaces catalog items.
@@ -393,29 +451,34 @@ impl Store {
         let target = self.keys.current_epoch();
         let stale = |sealed: &[u8]| crypto::record_epoch(sealed) != Some(target);
 
-        // Events, by id, a batch per transaction.
-        let mut after = 0i64;
+        // Tables of rows by id, a batch per transaction.
         let mut resealed = 0usize;
-        loop {
-            let batch: Vec<(i64, Vec<u8>)> = {
-                let mut stmt =
-                    self.conn.prepare_cached("SELECT id, sealed FROM events WHERE id > ?1 ORDER BY id LIMIT ?2")?;
-                let rows = stmt.query_map(params![after, REKEY_BATCH as i64], |r| Ok((r.get(0)?, r.get(1)?)))?;
-                rows.collect::<rusqlite::Result<_>>()?
-            };
-            let Some((last, _)) = batch.last() else { break };
-            after = *last;
-            let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            {
-                let mut update = tx.prepare_cached("UPDATE events SET sealed = ?2 WHERE id = ?1")?;
-                for (id, sealed) in batch.iter().filter(|(_, s)| stale(s)) {
-                    let row = id.to_le_bytes();
-                    let plain = self.keys.open(Table::Events, &row, sealed)?;
-                    update.execute(params![id, self.keys.seal(Table::Events, &row, &plain)?])?;
-                    resealed += 1;
+        for table in [Table::Events, Table::ExperimentLog] {
+            let mut after = 0i64;
+            loop {
+                let batch: Vec<(i64, Vec<u8>)> = {
+                    let mut stmt = self.conn.prepare_cached(&format!(
+                        "SELECT id, sealed FROM {} WHERE id > ?1 ORDER BY id LIMIT ?2",
+                        table.name()
+                    ))?;
+                    let rows = stmt.query_map(params![after, REKEY_BATCH as i64], |r| Ok((r.get(0)?, r.get(1)?)))?;
+                    rows.collect::<rusqlite::Result<_>>()?
+                };
+                let Some((last, _)) = batch.last() else { break };
+                after = *last;
+                let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                {
+                    let mut update =
+                        tx.prepare_cached(&format!("UPDATE {} SET sealed = ?2 WHERE id = ?1", table.name()))?;
+                    for (id, sealed) in batch.iter().filter(|(_, s)| stale(s)) {
+                        let row = id.to_le_bytes();
+                        let plain = self.keys.open(table, &row, sealed)?;
+                        update.execute(params![id, self.keys.seal(table, &row, &plain)?])?;
+                        resealed += 1;
+                    }
                 }
+                tx.commit()?;
             }
-            tx.commit()?;
         }
 
         // Keyed rows change their blind index with the epoch.
@@ -582,9 +645,15 @@ pub mod schema {
     /// store rebuilds the profile from the history.
     const V2_DATA: &str = "DELETE FROM state WHERE name = 'profile';";
 
+    /// v2 -> v3: the experiment log.
+    const V3: &str = "
+        CREATE TABLE experiment_log (id INTEGER PRIMARY KEY, sealed BLOB NOT NULL);
+    ";
+
     pub(crate) fn init(tx: &Transaction) -> Result<()> {
         tx.execute_batch(V1)?;
         tx.execute_batch(V2)?;
+        tx.execute_batch(V3)?;
         Ok(())
     }
 
@@ -594,6 +663,7 @@ pub mod schema {
                 tx.execute_batch(V2)?;
                 tx.execute_batch(V2_DATA)?;
             }
+            2 => tx.execute_batch(V3)?,
             v => return Err(Error::Internal(format!("no upgrade from schema v{v}"))),
         }
         Ok(())

@@ -185,6 +185,7 @@ public final class DemoModel: Sendable {
             case .personalizationOff: name = "personalization_off"
             case .noModel: name = "no_model"
             case .modelFailed: name = "model_failed"
+            case .experimentArm: name = "experiment_arm"
             }
             return "fallback (\(name)), personalized=\(r.personalized)"
         }
@@ -198,6 +199,7 @@ public final class DemoModel: Sendable {
         case .fallback(.personalizationOff): why = "personalization is off"
         case .fallback(.noModel): why = "no ranking model on this device"
         case .fallback(.modelFailed): why = "the ranking model failed"
+        case .fallback(.experimentArm): why = "an experiment's comparison arm"
         case .model: why = "not from your history"
         }
         return "NOT PERSONALIZED (\(why): popular items)"

@@ -182,6 +182,7 @@ class DemoModel(private val hearth: Hearth, val catalog: List<CatalogItem> = DEM
                 FallbackReason.PERSONALIZATION_OFF -> "personalization is off"
                 FallbackReason.NO_MODEL -> "no ranking model on this device"
                 FallbackReason.MODEL_FAILED -> "the ranking model failed"
+                FallbackReason.EXPERIMENT_ARM -> "an experiment's comparison arm"
                 null -> "not from your history"
             }
             return "NOT PERSONALIZED ($why: popular items)"
