@@ -13,6 +13,7 @@
 mod adaptive_clip;
 mod chart;
 mod evaluate;
+mod experiment_sim;
 mod fedavg;
 mod model_cmd;
 mod movielens;
@@ -249,6 +250,16 @@ struct SimulateArgs {
     /// With --flower: seconds a device waits for each round.
     #[arg(long, default_value_t = 300)]
     round_wait: u32,
+    /// Run this many two-arm experiments (model against the fallback, arms
+    /// drawn on the devices), each device reporting its held-out item's
+    /// NDCG@10 in its arm, and check each arm's noisy estimate against the
+    /// devices' own value (0: none).
+    #[arg(long, default_value_t = 0)]
+    experiment_seeds: u32,
+    /// The noise multiplier of an experiment report: every per-arm sum gets
+    /// Gaussian noise of std z * sqrt(5).
+    #[arg(long, default_value_t = 1.0)]
+    experiment_noise: f64,
 }
 
 #[derive(Subcommand)]
@@ -316,6 +327,8 @@ fn main() {
                 flower,
                 trust_keys,
                 round_wait,
+                experiment_seeds,
+                experiment_noise,
             } = *args;
             let passphrase = passphrase.unwrap_or_else(|| SIMULATION_PASSPHRASE.to_string());
             let source = match movielens {
@@ -401,7 +414,12 @@ fn main() {
                     count_noise: clip_count_noise,
                 }),
             });
-            simulate::simulate(source, data, seed, &passphrase, fed)
+            if !(experiment_noise.is_finite() && experiment_noise >= 0.0) {
+                bail!("--experiment-noise must be a number >= 0");
+            }
+            let experiment = (experiment_seeds > 0)
+                .then_some(experiment_sim::Settings { seeds: experiment_seeds, noise_multiplier: experiment_noise });
+            simulate::simulate(source, data, seed, &passphrase, fed, experiment)
         })(),
         Command::Chart { records, references, out } => (|| {
             simulate::chart_from_records(&records, parse_references(&references)?, &out)?;

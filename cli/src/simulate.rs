@@ -27,6 +27,7 @@ use serde::{Deserialize, Serialize};
 use crate::adaptive_clip::AdaptiveClip;
 use crate::chart::{Chart, Series};
 use crate::evaluate;
+use crate::experiment_sim;
 use crate::fedavg::{self, Coordinator, NoiseMode, Sampling, ServerOptimizer};
 use crate::human_bytes;
 use crate::movielens::MovieLens;
@@ -141,6 +142,8 @@ struct Tally {
     model: (f64, f64),
     popularity: (f64, f64),
     ranked: usize,
+    /// Per device that ranked, its experiment reports, one per seed.
+    experiment_reports: Vec<Vec<hearth_core::ExperimentReport>>,
 }
 
 /// Splits a history into what is recorded and the item held out: the item
@@ -239,6 +242,7 @@ pub fn simulate(
     seed: u64,
     passphrase: &str,
     fed: Option<Federated>,
+    experiment: Option<experiment_sim::Settings>,
 ) -> Result<()> {
     let started = Instant::now();
     let temp = match &data {
@@ -357,6 +361,13 @@ pub fn simulate(
                             h.set_personalization(true)?;
                             ranked = Some((evaluate::gains(by_model), evaluate::gains(by_popularity)));
                         }
+                        let reports = match (experiment, &held_out) {
+                            (Some(x), Some((item, context))) => Some(
+                                experiment_sim::device_reports(&h, &catalog, &history, item, context, x.seeds)
+                                    .with_context(|| format!("device {n}: experiment"))?,
+                            ),
+                            _ => None,
+                        };
                         let bytes: u64 =
                             std::fs::read_dir(&dir)?.filter_map(|e| e.ok()?.metadata().ok()).map(|m| m.len()).sum();
                         let mut t = tally.lock().unwrap_or_else(|p| p.into_inner());
@@ -373,6 +384,7 @@ pub fn simulate(
                             t.popularity = (t.popularity.0 + p.0, t.popularity.1 + p.1);
                             t.ranked += 1;
                         }
+                        t.experiment_reports.extend(reports);
                         drop(t);
                         if coordinator.is_some() || flower.is_some() {
                             h.set_federated_opt_in(true)?;
@@ -431,6 +443,12 @@ pub fn simulate(
         let which = if start.is_some() { "model (initial)" } else { "model (built-in)" };
         println!("    {which:<16} {:7.4}  {:5.3}", initial.0, initial.1);
         println!("    popularity       {:7.4}  {:5.3}", popularity.0, popularity.1);
+    }
+    if let Some(x) = experiment
+        && !t.experiment_reports.is_empty()
+    {
+        let delta = fed.as_ref().and_then(|f| f.delta).unwrap_or(1.0 / (devices as f64).powf(1.1));
+        experiment_sim::print(&experiment_sim::summarize(&t.experiment_reports, x, delta, seed)?);
     }
     println!("  recorded in       {:.1} s", started.elapsed().as_secs_f64());
     // The person whose device ends the output: device 0.

@@ -287,3 +287,40 @@ fn a_damaged_store_fails_inspect_and_export_and_a_closed_pipe_is_no_panic() {
     );
     assert!(!file.exists(), "no partial export written");
 }
+
+/// A two-arm experiment (model against the fallback) over 20 seeds: the
+/// arms split the devices, and the noisy estimates' 95% intervals cover the
+/// devices' own NDCG@10 about as often as they should (at least 32 of 40:
+/// below that happens by chance once in about 10^4 runs).
+#[test]
+fn simulate_estimates_a_two_arm_experiment_within_its_intervals() {
+    let out = hearth(&[
+        "simulate",
+        "--devices",
+        "120",
+        "--items",
+        "300",
+        "--seed",
+        "5",
+        "--experiment-seeds",
+        "20",
+        "--experiment-noise",
+        "1",
+    ]);
+    let text = String::from_utf8(out.stdout).unwrap();
+    let rows: Vec<Vec<&str>> = text
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .filter(|w| w.len() >= 7 && (w[1] == "model" || w[1] == "fallback") && w[0].parse::<u32>().is_ok())
+        .collect();
+    assert_eq!(rows.len(), 40, "{text}");
+    for seed in rows.chunks(2) {
+        let devices: usize = seed.iter().map(|w| w[2].parse::<usize>().unwrap()).sum();
+        assert_eq!(devices, 120, "every device is in one arm: {seed:?}");
+        assert!(seed.iter().all(|w| w[2].parse::<usize>().unwrap() > 30), "arms of about half: {seed:?}");
+    }
+    let line = text.lines().find(|l| l.contains("intervals covering the true value")).expect("summary line");
+    let covered: usize = line.split_whitespace().rev().nth(2).unwrap().parse().unwrap();
+    assert!(covered >= 32, "{line}");
+    assert!(text.contains("epsilon"), "{text}");
+}

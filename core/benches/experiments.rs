@@ -1,15 +1,19 @@
-//! Experiments: `log_outcome` with the log at its bound (4,096 records, the
-//! oldest dropped by every new one), as an app calls it when the user plays
-//! an item an experiment's row showed.
+//! Experiments, on a store with a history of 10,000 events and the
+//! experiment log at its bound (4,096 records, the oldest dropped by every
+//! new one): `log_outcome`, as an app calls it when the user plays an item
+//! an experiment's row showed, and `experiment_report`, which reads the
+//! whole log.
 //!
 //! `cargo bench -p hearth-core --bench experiments`.
 
 use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use hearth_core::*;
 
 const CATALOG: usize = 2000;
+const HISTORY: usize = 10_000;
 
 fn bench(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
@@ -30,6 +34,21 @@ fn bench(c: &mut Criterion) {
             .collect(),
     )
     .unwrap();
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as i64;
+    let start = now - 56 * 86_400_000;
+    h.record_batch(
+        (0..HISTORY)
+            .map(|i| Event {
+                item_id: format!("catalog-item-{}", (i * 7919) % CATALOG),
+                kind: [EventKind::Play, EventKind::Progress, EventKind::Complete][i % 3],
+                timestamp_ms: start + i as i64 * 480_000,
+                position_ms: Some(600_000),
+                duration_ms: Some(2_700_000),
+                context: EventContext { device: DeviceClass::Tv, local_hour: (i % 24) as u8, locale: None },
+            })
+            .collect(),
+    )
+    .unwrap();
     let arm = |name: &str, treatment| ExperimentArm { name: name.into(), share: 1.0, treatment };
     h.define_experiment(Experiment {
         id: "home".into(),
@@ -37,10 +56,17 @@ fn bench(c: &mut Criterion) {
     })
     .unwrap();
     let context = RankContext { device: DeviceClass::Tv, local_hour: 21, locale: None };
-    let row = h.rank_catalog(RankOptions { experiment: Some("home".into()), ..RankOptions::new(context) }).unwrap();
+    let row =
+        h.rank_catalog(RankOptions { experiment: Some("home".into()), ..RankOptions::new(context.clone()) }).unwrap();
     let shown: Vec<String> = row.items.iter().map(|i| i.item_id.clone()).collect();
+    // A row, then plays of what it showed, a row every 8 records.
     for i in 0..MAX_LOG_RECORDS as usize {
-        h.log_outcome("home".into(), shown[i % shown.len()].clone(), OutcomeKind::Play).unwrap();
+        if i % 8 == 0 {
+            h.rank_catalog(RankOptions { experiment: Some("home".into()), ..RankOptions::new(context.clone()) })
+                .unwrap();
+        } else {
+            h.log_outcome("home".into(), shown[i % shown.len()].clone(), OutcomeKind::Play).unwrap();
+        }
     }
 
     let mut group = c.benchmark_group("experiments");
@@ -51,6 +77,7 @@ fn bench(c: &mut Criterion) {
             h.log_outcome("home".into(), shown[i % shown.len()].clone(), OutcomeKind::Play).unwrap()
         })
     });
+    group.bench_function("experiment_report (log full)", |b| b.iter(|| h.experiment_report("home".into()).unwrap()));
     group.finish();
 }
 

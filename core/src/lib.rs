@@ -47,9 +47,11 @@ pub use audience::segments::{
     SegmentConfig, SegmentReport, SegmentReportOutcome, Segments,
 };
 pub use error::HearthError;
+pub use experiments::estimate::{ArmEstimate, MetricEstimate, estimate as estimate_arms};
 pub use experiments::log::{
     ATTRIBUTION_WINDOW_MS, ExperimentLogRecord, LogEntry, MAX_EXPOSED_ITEMS, MAX_LOG_RECORDS, OutcomeKind,
 };
+pub use experiments::report::{ExperimentReport, MAX_REPORT_EXPOSURES, REPORT_METRICS};
 pub use experiments::{ArmTreatment, Experiment, ExperimentArm, MAX_ARMS, MAX_EXPERIMENT_NAME, MAX_EXPERIMENTS};
 pub use federated::{
     Aggregation, DeclineReason, DeviceConditions, Eligibility, FederatedFailure, FleetTransport, HttpHeader,

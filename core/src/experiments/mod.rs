@@ -6,10 +6,14 @@
 //! random secret kept sealed in the store (`assignment`), not from anything
 //! the coordinator or the app's backend knows; the log (`log`) is bounded,
 //! exported, forgotten with an item, trimmed by retention and destroyed by
-//! `delete_all` like the history.
+//! `delete_all` like the history. A device's report (`report`) is a few
+//! bounded per-device means for its own arm; many devices' reports, summed
+//! with noise, give per-arm estimates with intervals (`estimate`).
 
 pub(crate) mod assignment;
+pub(crate) mod estimate;
 pub(crate) mod log;
+pub(crate) mod report;
 
 use serde::{Deserialize, Serialize};
 

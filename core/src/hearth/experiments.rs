@@ -6,6 +6,7 @@ use log::{debug, warn};
 use super::{Hearth, Session};
 use crate::error::{Error, HearthError, Result};
 use crate::experiments::log::{self as experiment_log, ExperimentLogRecord, LogEntry, MAX_EXPOSED_ITEMS, OutcomeKind};
+use crate::experiments::report::{self, ExperimentReport};
 use crate::experiments::{self, Experiment, ExperimentArm, assignment};
 use crate::ranking::RankResult;
 use crate::store::history::now_ms;
@@ -198,6 +199,17 @@ impl Hearth {
         kind: OutcomeKind,
     ) -> Result<OutcomeLogged, HearthError> {
         self.with(|s| s.log_outcome(&experiment_id, &item_id, kind))
+    }
+
+    /// This install's report for `experiment_id`: its arm and the means
+    /// over its newest rows (`ExperimentReport`). It stays on the device:
+    /// federated evaluation rounds send it, noised.
+    pub fn experiment_report(&self, experiment_id: String) -> Result<ExperimentReport, HearthError> {
+        self.with(|s| {
+            let (experiment, arm) = s.experiment_arm(&experiment_id)?;
+            let index = experiment.arms.iter().position(|a| a.name == arm.name).unwrap_or_default();
+            Ok(report::build(&experiment.id, &arm.name, index, &experiment_log::records(&s.store)?))
+        })
     }
 
     /// This install's arm and what the log holds for `experiment_id`.
