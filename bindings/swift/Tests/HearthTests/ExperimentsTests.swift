@@ -59,6 +59,13 @@ final class ExperimentsTests: XCTestCase {
         XCTAssertEqual(status.exposures, 1)
         XCTAssertEqual(status.outcomes, 1)
         XCTAssertTrue(status.logging)
+        // The report: one row, engaged at position 1.
+        let report = try h.experimentReport(experimentId: "home-row.v1")
+        XCTAssertEqual(report.arm, status.arm)
+        XCTAssertEqual(report.exposures, 1)
+        XCTAssertEqual(report.ndcgAt10, 1 / log2(3.0), accuracy: 1e-12)
+        XCTAssertEqual(report.hitRateAt10, 1)
+        XCTAssertEqual(report.completionRate, 0)
 
         let doc = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(try h.exportJson().utf8)) as? [String: Any])
         let experiments = try XCTUnwrap(doc["experiments"] as? [String: Any])

@@ -56,6 +56,13 @@ class ExperimentsTest {
             assertEquals(1uL, status.exposures)
             assertEquals(1uL, status.outcomes)
             assertTrue(status.logging)
+            // The report: one row, engaged at position 1.
+            val report = h.experimentReport("home-row.v1")
+            assertEquals(status.arm, report.arm)
+            assertEquals(1u, report.exposures)
+            assertEquals(1.0 / Math.log(3.0) * Math.log(2.0), report.ndcgAt10, 1e-12)
+            assertEquals(1.0, report.hitRateAt10)
+            assertEquals(0.0, report.completionRate)
 
             @Suppress("UNCHECKED_CAST")
             val doc = Json.parse(h.exportJson()) as Map<String, Any?>
