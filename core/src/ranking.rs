@@ -236,7 +236,7 @@ pub struct RankResult {
     /// watched/completed options.
     pub filtered: u32,
     /// The experiment arm that ranked the row, when the request named an
-    /// experiment.
+    /// experiment and personalization is on.
     pub experiment_arm: Option<String>,
 }
 

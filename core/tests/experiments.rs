@@ -151,6 +151,7 @@ fn rows_follow_the_arm_and_are_labelled() {
     h.set_personalization(false).unwrap();
     let off = h.rank_catalog(with_experiment(RankOptions::new(ctx()), "fallback")).unwrap();
     assert_eq!(off.ranker, Ranker::Fallback { why: FallbackReason::PersonalizationOff });
+    assert_eq!(off.experiment_arm, None, "no arm applied");
     assert_eq!(h.experiment_status("fallback".into()).unwrap().exposures, before);
     assert!(!h.experiment_status("fallback".into()).unwrap().logging);
 }

@@ -164,7 +164,8 @@ impl Hearth {
     }
 
     /// Ranks what `prepare` resolved: as `arm` says when the request named
-    /// an experiment (whose row is then logged), else as asked.
+    /// an experiment (whose row is then labelled and logged, unless the user
+    /// turned personalization off), else as asked.
     fn rank_prepared(
         &self,
         prepared: ranking::Prepared,
@@ -176,6 +177,7 @@ impl Hearth {
             let scores = ranking::score(&prepared, model.as_ref().map(|(m, _)| m.as_ref()), &options.context);
             return ranking::finish(&prepared, scores, options);
         };
+        let personalization = prepared.personalization;
         let mut row = match &arm.treatment {
             ArmTreatment::Fallback if prepared.personalization => {
                 ranking::finish(&prepared, ranking::Scores::Fallback(ranking::FallbackReason::ExperimentArm), options)
@@ -186,8 +188,12 @@ impl Hearth {
             }
             _ => self.rank_prepared(prepared, options, None),
         };
-        row.experiment_arm = Some(arm.name.clone());
-        self.log_exposure(&experiment, &arm.name, &row);
+        // With personalization off no arm applies: the row is the user's
+        // choice, not the experiment's, and is neither labelled nor logged.
+        if personalization {
+            row.experiment_arm = Some(arm.name.clone());
+            self.log_exposure(&experiment, &arm.name, &row);
+        }
         row
     }
 
@@ -528,8 +534,9 @@ impl Hearth {
     ///
     /// With `options.experiment`, the row is ranked as this install's arm
     /// says, `RankResult.experiment_arm` names the arm, and the row's top
-    /// is logged (sealed) for the experiment's reports; an unknown
-    /// experiment fails with `InvalidInput`.
+    /// is logged (sealed) for the experiment's reports; with
+    /// personalization off the row is the fallback and carries no arm. An
+    /// unknown experiment fails with `InvalidInput`.
     pub fn rank(&self, candidates: Vec<Candidate>, options: RankOptions) -> Result<RankResult, HearthError> {
         let (prepared, arm) = self.prepare_rank(|_| candidates, &options)?;
         shield(|| Ok(self.rank_prepared(prepared, &options, arm)))
