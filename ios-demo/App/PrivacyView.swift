@@ -53,6 +53,16 @@ struct PrivacyView: View {
                 Text("Next round: \(p.nextRoundText)").font(.footnote)
                 ForEach(p.ledger.entries, id: \.self) { entry in LedgerRow(entry: entry) }
             }
+            if !p.experiments.isEmpty {
+                Section("Experiments on this device") {
+                    ForEach(p.experiments, id: \.experimentId) { x in
+                        Text("\(x.experimentId): your arm is \"\(x.arm)\", drawn on this device")
+                        Text("\(x.exposures) rows and \(x.outcomes) plays logged here, sealed; nothing sent"
+                            + (x.logging ? "" : " (not logging: history paused or personalization off)"))
+                            .font(.footnote)
+                    }
+                }
+            }
             Section("Your history (\(p.eventsHeld) events)") {
                 ForEach(p.watched) { item in
                     HStack {

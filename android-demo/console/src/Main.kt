@@ -29,6 +29,7 @@ import org.hearth.HttpHeader
 import org.hearth.IneligibleReason
 import org.hearth.KeyProvider
 import org.hearth.LedgerEntry
+import org.hearth.OutcomeLogged
 import org.hearth.ParticipationOutcome
 import org.hearth.Ranker
 import org.hearth.RecordOutcome
@@ -104,6 +105,9 @@ fun printPrivacy(p: PrivacyState) {
             .format(p.ledger.epsilonSpent, p.ledger.epsilonBudget, p.ledger.delta),
     )
     println("  next round:        ${p.nextRoundText}")
+    for (x in p.experiments) {
+        println("  experiment ${x.experimentId}: arm \"${x.arm}\", ${x.exposures} rows and ${x.outcomes} plays logged here, nothing sent")
+    }
 }
 
 fun checkPrivacyOnTheSofa(p: PrivacyState) {
@@ -266,6 +270,21 @@ fun run(dir: File) {
         verify(defaults.blockedCategories.isEmpty()) { "categories blocked by default" }
         verify(privacy.categories.size == 8) { "${privacy.categories.size} categories to block" }
         verify(privacy.watched.map { it.itemId }.toSet() == history.map { it.itemId }.toSet()) { "watched: ${privacy.watched}" }
+        verify(privacy.experiments.isEmpty()) { "an experiment nobody defined: ${privacy.experiments}" }
+
+        // ---- an experiment: the arm is drawn on the device and the row follows it
+        val arm = m.joinExperiment()
+        val inArm = m.homeRow(h.rankCatalog(HOME.copy(experiment = DemoModel.HOME_ROW_EXPERIMENT.id)))
+        printRow("Home row in the experiment's \"$arm\" arm \u2014 ${inArm.notPersonalizedLabel ?: "for you"}", inArm)
+        verify(inArm.experimentArm == arm) { "row in arm ${inArm.experimentArm}, device in $arm" }
+        verify(inArm.personalized == (arm == "model")) { "arm $arm, personalized=${inArm.personalized}" }
+        verify(m.played(DemoModel.HOME_ROW_EXPERIMENT.id, inArm.tiles.first().itemId) == OutcomeLogged.Logged(0u)) {
+            "the first tile's play not logged at position 0"
+        }
+        val status = m.privacy(ON_THE_SOFA).experiments.single()
+        verify(status.arm == arm && status.exposures == 1uL && status.outcomes == 1uL) { "experiment status $status" }
+        verify(m.joinExperiment() == arm) { "the arm changed" }
+        println()
         // Each upload's row says what protected it on its way.
         val modes = listOf(
             Aggregation.SECURE to NoiseMode.DISTRIBUTED,
@@ -347,7 +366,8 @@ fun run(dir: File) {
 
         // ---- export, forget one item, delete all
         val json = m.exportJson()
-        val exportedEvents = Regex("\"kind\"\\s*:").findAll(json).count()
+        // Every event has a timestamp_ms (the experiment log's records have at_ms).
+        val exportedEvents = Regex("\"timestamp_ms\"\\s*:").findAll(json).count()
         println("export: ${json.toByteArray(Charsets.UTF_8).size} bytes of JSON, $exportedEvents events")
         verify(json.contains("\"hearth.export\"")) { "not an export document" }
         verify(exportedEvents.toULong() == h.eventCount()) { "export has $exportedEvents events, store ${h.eventCount()}" }

@@ -24,6 +24,8 @@ public struct HomeRow: Equatable, Sendable {
     public let rankerLabel: String
     /// How many catalog items the filters took out (blocked, disliked, completed).
     public let filtered: UInt32
+    /// The experiment arm this device is in, when the row was ranked for an experiment.
+    public let experimentArm: String?
 }
 
 /// An item the store holds history for, with a "forget" button on the privacy screen.
@@ -44,6 +46,8 @@ public struct PrivacyState: Equatable, Sendable {
     /// Every category of the catalog, for the "blocked categories" toggles.
     public let categories: [String]
     public let watched: [Watched]
+    /// The experiments on this device: the arm drawn here and what is logged (nothing of it is sent).
+    public let experiments: [ExperimentStatus]
 }
 
 /// A store opened by `DemoModel.openOrReset`; `wasReset` when the old one had to go.
@@ -84,7 +88,8 @@ public final class DemoModel: Sendable {
             personalized: result.personalized,
             notPersonalizedLabel: Self.notPersonalizedLabel(result),
             rankerLabel: Self.rankerLabel(result),
-            filtered: result.filtered)
+            filtered: result.filtered,
+            experimentArm: result.experimentArm)
     }
 
     /// The user started `itemId`; `.paused` (nothing stored) while history is paused.
@@ -105,7 +110,18 @@ public final class DemoModel: Sendable {
             nextRound: next,
             nextRoundText: Self.describe(next),
             categories: Array(Set(catalog.flatMap(\.categories))).sorted(),
-            watched: watched.map { Watched(itemId: $0, title: title($0)) })
+            watched: watched.map { Watched(itemId: $0, title: title($0)) },
+            experiments: try hearth.experiments().map { try hearth.experimentStatus(experimentId: $0.id) })
+    }
+
+    /// Defines (or keeps) an experiment on this device; returns the arm drawn here.
+    public func joinExperiment(_ experiment: Experiment = DemoModel.homeRowExperiment) throws -> String {
+        try hearth.defineExperiment(experiment: experiment)
+    }
+
+    /// The user played an item an experiment's row showed.
+    public func played(experimentId: String, itemId: String) throws -> OutcomeLogged {
+        try hearth.logOutcome(experimentId: experimentId, itemId: itemId, kind: .play)
     }
 
     public func settings() throws -> PrivacySettings { try hearth.settings() }
@@ -165,15 +181,23 @@ public final class DemoModel: Sendable {
 
     /// The home row's options: 20 items (or `limit`), MMR diversity, one slot in eight explores.
     public static func homeOptions(
-        device: DeviceClass, localHour: UInt8, locale: String?, limit: UInt32 = 20, seed: UInt64? = nil
+        device: DeviceClass, localHour: UInt8, locale: String?, limit: UInt32 = 20, seed: UInt64? = nil,
+        experiment: String? = nil
     ) -> RankOptions {
         RankOptions(
             context: RankContext(device: device, localHour: localHour, locale: locale),
             diversity: .mmr(lambda: 0.7),
             limit: limit,
             explorationShare: 0.125,
-            seed: seed)
+            seed: seed,
+            experiment: experiment)
     }
+
+    /// The demo's experiment: the home row by the model, or by popularity.
+    public static let homeRowExperiment = Experiment(id: "home-row.v1", arms: [
+        ExperimentArm(name: "model", share: 1, treatment: .model),
+        ExperimentArm(name: "popular", share: 1, treatment: .fallback),
+    ])
 
     public static func rankerLabel(_ r: RankResult) -> String {
         switch r.ranker {

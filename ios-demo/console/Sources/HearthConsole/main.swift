@@ -69,6 +69,9 @@ func printPrivacy(_ p: PrivacyState) {
         "  federated uploads: \(p.ledger.entries.count), epsilon spent "
             + String(format: "%.2f of %.2f (delta %.0e)", p.ledger.epsilonSpent, p.ledger.epsilonBudget, p.ledger.delta))
     print("  next round:        \(p.nextRoundText)")
+    for x in p.experiments {
+        print("  experiment \(x.experimentId): arm \"\(x.arm)\", \(x.exposures) rows and \(x.outcomes) plays logged here, nothing sent")
+    }
 }
 
 func checkPrivacyOnTheSofa(_ p: PrivacyState) throws {
@@ -291,6 +294,27 @@ func run(_ dir: URL) throws {
     try verify(defaults.blockedCategories.isEmpty, "categories blocked by default")
     try verify(privacy.categories.count == 8, "\(privacy.categories.count) categories to block")
     try verify(Set(privacy.watched.map(\.itemId)) == Set(history.map(\.itemId)), "watched: \(privacy.watched)")
+    try verify(privacy.experiments.isEmpty, "an experiment nobody defined: \(privacy.experiments)")
+
+    // ---- an experiment: the arm is drawn on the device and the row follows it
+    let arm = try m.joinExperiment()
+    let inArm = m.homeRow(
+        try h.rankCatalog(
+            options: DemoModel.homeOptions(
+                device: .tv, localHour: 21, locale: "en-GB", limit: 8, seed: 7, experiment: DemoModel.homeRowExperiment.id)))
+    printRow("Home row in the experiment's \"\(arm)\" arm \u{2014} \(inArm.notPersonalizedLabel ?? "for you")", inArm)
+    try verify(inArm.experimentArm == arm, "row in arm \(String(describing: inArm.experimentArm)), device in \(arm)")
+    try verify(inArm.personalized == (arm == "model"), "arm \(arm), personalized=\(inArm.personalized)")
+    try verify(
+        try m.played(experimentId: DemoModel.homeRowExperiment.id, itemId: inArm.tiles[0].itemId) == .logged(position: 0),
+        "the first tile's play not logged at position 0")
+    let statuses = try m.privacy(conditions: onTheSofa).experiments
+    guard statuses.count == 1, let status = statuses.first else {
+        throw CheckFailed(message: "experiments on the privacy screen: \(statuses)")
+    }
+    try verify(status.arm == arm && status.exposures == 1 && status.outcomes == 1, "experiment status \(status)")
+    try verify(try m.joinExperiment() == arm, "the arm changed")
+    print()
     // Each upload's row says what protected it on its way.
     let modes: [(Aggregation, NoiseMode)] = [(.secure, .distributed), (.secure, .central), (.plain, .central)]
     for (aggregation, noiseMode) in modes {

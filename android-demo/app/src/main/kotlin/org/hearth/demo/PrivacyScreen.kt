@@ -88,6 +88,16 @@ fun PrivacyScreen(
         }
         items(p.ledger.entries, key = { "upload-${it.runId}-${it.round}-${it.atMs}" }) { LedgerRow(it) }
 
+        if (p.experiments.isNotEmpty()) item { Section("Experiments on this device") }
+        items(p.experiments, key = { "experiment-${it.experimentId}" }) { x ->
+            Text("${x.experimentId}: your arm is \"${x.arm}\", drawn on this device")
+            Text(
+                "${x.exposures} rows and ${x.outcomes} plays logged here, sealed; nothing sent" +
+                    if (x.logging) "" else " (not logging: history paused or personalization off)",
+                style = MaterialTheme.typography.bodySmall,
+            )
+        }
+
         item { Section("Your history (${p.eventsHeld} events)") }
         items(p.watched, key = { "watched-${it.itemId}" }) { w ->
             Row(verticalAlignment = Alignment.CenterVertically) {

@@ -6,6 +6,7 @@
 package org.hearth.demo.model
 
 import org.hearth.Aggregation
+import org.hearth.ArmTreatment
 import org.hearth.NoiseMode
 import org.hearth.CatalogItem
 import org.hearth.DeclineReason
@@ -16,6 +17,9 @@ import org.hearth.Eligibility
 import org.hearth.Event
 import org.hearth.EventContext
 import org.hearth.EventKind
+import org.hearth.Experiment
+import org.hearth.ExperimentArm
+import org.hearth.ExperimentStatus
 import org.hearth.FallbackReason
 import org.hearth.FleetTransport
 import org.hearth.Hearth
@@ -24,6 +28,8 @@ import org.hearth.HearthException
 import org.hearth.IneligibleReason
 import org.hearth.KeyProvider
 import org.hearth.LedgerEntry
+import org.hearth.OutcomeKind
+import org.hearth.OutcomeLogged
 import org.hearth.ParticipationOutcome
 import org.hearth.PrivacyLedger
 import org.hearth.PrivacySettings
@@ -46,6 +52,8 @@ data class HomeRow(
     val rankerLabel: String,
     /** How many catalog items the filters took out (blocked, disliked, completed). */
     val filtered: UInt,
+    /** The experiment arm this device is in, when the row was ranked for an experiment. */
+    val experimentArm: String? = null,
 )
 
 /** An item the store holds history for, with a "forget" button on the privacy screen. */
@@ -62,6 +70,8 @@ data class PrivacyState(
     /** Every category of the catalog, for the "blocked categories" chips. */
     val categories: List<String>,
     val watched: List<Watched>,
+    /** The experiments on this device: the arm drawn here and what is logged (nothing of it is sent). */
+    val experiments: List<ExperimentStatus> = emptyList(),
 )
 
 /** A store opened by [DemoModel.openOrReset]; [wasReset] when the old one had to go. */
@@ -90,6 +100,7 @@ class DemoModel(private val hearth: Hearth, val catalog: List<CatalogItem> = DEM
         notPersonalizedLabel = notPersonalizedLabel(result),
         rankerLabel = rankerLabel(result),
         filtered = result.filtered,
+        experimentArm = result.experimentArm,
     )
 
     /** The user started [itemId]; returns Paused (nothing stored) while history is paused. */
@@ -107,8 +118,16 @@ class DemoModel(private val hearth: Hearth, val catalog: List<CatalogItem> = DEM
             nextRoundText = describe(next),
             categories = catalog.flatMap { it.categories }.distinct().sorted(),
             watched = hearth.recentEvents(200u).map { it.itemId }.distinct().map { Watched(it, title(it)) },
+            experiments = hearth.experiments().map { hearth.experimentStatus(it.id) },
         )
     }
+
+    /** Defines (or keeps) an experiment on this device; returns the arm drawn here. */
+    fun joinExperiment(experiment: Experiment = HOME_ROW_EXPERIMENT): String = hearth.defineExperiment(experiment)
+
+    /** The user played an item an experiment's row showed. */
+    fun played(experimentId: String, itemId: String): OutcomeLogged =
+        hearth.logOutcome(experimentId, itemId, OutcomeKind.PLAY)
 
     fun setPersonalization(enabled: Boolean) = hearth.setPersonalization(enabled)
 
@@ -161,14 +180,30 @@ class DemoModel(private val hearth: Hearth, val catalog: List<CatalogItem> = DEM
             }
 
         /** The home row's options: 20 items (or [limit]), MMR diversity, one slot in eight explores. */
-        fun homeOptions(device: DeviceClass, localHour: UByte, locale: String?, limit: UInt = 20u, seed: ULong? = null) =
-            RankOptions(
-                context = RankContext(device = device, localHour = localHour, locale = locale),
-                diversity = Diversity.Mmr(lambda = 0.7),
-                limit = limit,
-                explorationShare = 0.125,
-                seed = seed,
-            )
+        fun homeOptions(
+            device: DeviceClass,
+            localHour: UByte,
+            locale: String?,
+            limit: UInt = 20u,
+            seed: ULong? = null,
+            experiment: String? = null,
+        ) = RankOptions(
+            context = RankContext(device = device, localHour = localHour, locale = locale),
+            diversity = Diversity.Mmr(lambda = 0.7),
+            limit = limit,
+            explorationShare = 0.125,
+            seed = seed,
+            experiment = experiment,
+        )
+
+        /** The demo's experiment: the home row by the model, or by popularity. */
+        val HOME_ROW_EXPERIMENT = Experiment(
+            id = "home-row.v1",
+            arms = listOf(
+                ExperimentArm(name = "model", share = 1.0, treatment = ArmTreatment.Model),
+                ExperimentArm(name = "popular", share = 1.0, treatment = ArmTreatment.Fallback),
+            ),
+        )
 
         fun rankerLabel(r: RankResult): String = when (val ranker = r.ranker) {
             is Ranker.Model -> "model v${ranker.version} (${ranker.digest.take(12)}), personalized=${r.personalized}"
