@@ -8,10 +8,13 @@
 //! exported, forgotten with an item, trimmed by retention and destroyed by
 //! `delete_all` like the history. A device's report (`report`) is a few
 //! bounded per-device means for its own arm; many devices' reports, summed
-//! with noise, give per-arm estimates with intervals (`estimate`).
+//! with noise, give per-arm estimates with intervals (`estimate`); devices'
+//! evaluations of a candidate model, summed the same way, decide whether it
+//! is published (`gate`).
 
 pub(crate) mod assignment;
 pub(crate) mod estimate;
+pub(crate) mod gate;
 pub(crate) mod log;
 pub(crate) mod report;
 
