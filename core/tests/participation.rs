@@ -840,3 +840,43 @@ fn a_train_message_with_arrays_the_model_does_not_have_is_refused_before_expandi
     assert!(matches!(&got, Err(HearthError::InvalidInput { field, .. }) if field == "global weights"), "{got:?}");
     assert!(h.privacy_ledger().unwrap().entries.is_empty());
 }
+
+/// An experiment stays on the device: after rows ranked in it and outcomes
+/// logged, no request of a round names the experiment, its arms or the
+/// items its log holds beyond what the history already hides; and the arm
+/// does not follow the node key, which is new every round.
+#[test]
+fn a_round_says_nothing_of_the_experiments_and_the_arm_outlives_the_node_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let (h, secrets) = device(dir.path(), |c| c.federated_min_new_examples = 0);
+    let arm = |name: &str, treatment| ExperimentArm { name: name.into(), share: 1.0, treatment };
+    let drawn = h
+        .define_experiment(Experiment {
+            id: "needle-experiment-7c1".into(),
+            arms: vec![arm("needle-arm-model", ArmTreatment::Model), arm("needle-arm-popular", ArmTreatment::Fallback)],
+        })
+        .unwrap();
+    let context = RankContext { device: DeviceClass::Tv, local_hour: 21, locale: None };
+    let row = h
+        .rank_catalog(RankOptions { experiment: Some("needle-experiment-7c1".into()), ..RankOptions::new(context) })
+        .unwrap();
+    h.log_outcome("needle-experiment-7c1".into(), row.items[0].item_id.clone(), OutcomeKind::Play).unwrap();
+    let mut keys = Vec::new();
+    for round in 1..=3 {
+        let l = link(1.0, 0.01, round);
+        let log = l.log.clone();
+        let outcome = h.participate_using(l, good(), quick()).unwrap();
+        assert!(matches!(outcome, ParticipationOutcome::Contributed { .. }), "{outcome:?}");
+        for (path, body) in log.lock().unwrap().iter() {
+            for needle in ["needle-experiment-7c1", "needle-arm", "experiment", &drawn] {
+                assert!(!contains(body, needle.as_bytes()), "{needle} in a {path} request");
+            }
+            for s in &secrets {
+                assert!(!contains(body, s.as_bytes()), "{s} in a {path} request");
+            }
+        }
+        keys.push(activation_key(&log));
+        assert_eq!(h.experiment_arm("needle-experiment-7c1".into()).unwrap(), drawn, "round {round}");
+    }
+    assert!(keys[0] != keys[1] && keys[1] != keys[2], "a fresh node key each round");
+}
