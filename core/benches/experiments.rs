@@ -56,14 +56,16 @@ fn bench(c: &mut Criterion) {
     })
     .unwrap();
     let context = RankContext { device: DeviceClass::Tv, local_hour: 21, locale: None };
-    let row =
-        h.rank_catalog(RankOptions { experiment: Some("home".into()), ..RankOptions::new(context.clone()) }).unwrap();
+    // Every item has a completion in this history: keep them in the row.
+    let options =
+        RankOptions { experiment: Some("home".into()), exclude_completed: false, ..RankOptions::new(context) };
+    let row = h.rank_catalog(options.clone()).unwrap();
+    assert_eq!(row.items.len(), 20);
     let shown: Vec<String> = row.items.iter().map(|i| i.item_id.clone()).collect();
     // A row, then plays of what it showed, a row every 8 records.
     for i in 0..MAX_LOG_RECORDS as usize {
         if i % 8 == 0 {
-            h.rank_catalog(RankOptions { experiment: Some("home".into()), ..RankOptions::new(context.clone()) })
-                .unwrap();
+            h.rank_catalog(options.clone()).unwrap();
         } else {
             h.log_outcome("home".into(), shown[i % shown.len()].clone(), OutcomeKind::Play).unwrap();
         }
