@@ -53,6 +53,12 @@ pub fn default_context() -> RankContext {
     RankContext { device: DeviceClass::Phone, local_hour: 20, locale: None }
 }
 
+/// Every catalog item the user has no event for, as candidates.
+pub fn unseen_candidates(catalog: &[CatalogItem], events: &[Event]) -> Vec<Candidate> {
+    let seen: std::collections::HashSet<&str> = events.iter().map(|e| e.item_id.as_str()).collect();
+    catalog.iter().filter(|i| !seen.contains(i.id.as_str())).map(|i| Candidate::id(i.id.clone())).collect()
+}
+
 /// Ranks every catalog item the user has no event for, in `hearth`, and
 /// returns the held-out item's 0-based position within the top 10.
 pub fn held_out_position(
@@ -62,9 +68,7 @@ pub fn held_out_position(
     held_out: &str,
     context: RankContext,
 ) -> Result<(Option<usize>, bool)> {
-    let seen: std::collections::HashSet<&str> = events.iter().map(|e| e.item_id.as_str()).collect();
-    let candidates: Vec<Candidate> =
-        catalog.iter().filter(|i| !seen.contains(i.id.as_str())).map(|i| Candidate::id(i.id.clone())).collect();
+    let candidates = unseen_candidates(catalog, events);
     let options = RankOptions {
         limit: CUTOFF as u32,
         diversity: Diversity::Off,

@@ -8,18 +8,17 @@
 //! is checked against the true value: the mean over the arm's devices of
 //! their own reports, without noise.
 
-use std::collections::HashSet;
-
 use anyhow::Result;
 use hearth_core::federated::accountant::RdpAccountant;
 use hearth_core::{
-    ArmTreatment, Candidate, CatalogItem, Diversity, Event, Experiment, ExperimentArm, ExperimentReport, Hearth,
-    OutcomeKind, REPORT_METRICS, RankContext, RankOptions, estimate_arms,
+    ArmTreatment, CatalogItem, Diversity, Event, Experiment, ExperimentArm, ExperimentReport, Hearth, OutcomeKind,
+    REPORT_METRICS, RankContext, RankOptions, estimate_arms,
 };
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use serde::Serialize;
 
+use crate::evaluate::unseen_candidates;
 use crate::fedavg::normal;
 
 /// The arms, in order.
@@ -51,9 +50,7 @@ pub fn device_reports(
     context: &RankContext,
     seeds: u32,
 ) -> Result<Vec<ExperimentReport>> {
-    let seen: HashSet<&str> = history.iter().map(|e| e.item_id.as_str()).collect();
-    let candidates: Vec<Candidate> =
-        catalog.iter().filter(|i| !seen.contains(i.id.as_str())).map(|i| Candidate::id(i.id.clone())).collect();
+    let candidates = unseen_candidates(catalog, history);
     let mut out = Vec::with_capacity(seeds as usize);
     for seed in 0..seeds {
         let e = experiment(seed);

@@ -74,15 +74,11 @@ pub fn estimate(sums: &[f64], sigma: f64, z: f64) -> Vec<ArmEstimate> {
 
 #[cfg(test)]
 mod tests {
+    use rand::SeedableRng;
     use rand::rngs::StdRng;
-    use rand::{Rng, SeedableRng};
 
     use super::*;
-
-    fn normal(rng: &mut StdRng) -> f64 {
-        let (u, v): (f64, f64) = (rng.random::<f64>().max(1e-300), rng.random());
-        (-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()
-    }
+    use crate::experiments::standard_normal as normal;
 
     #[test]
     fn ninety_five_percent_intervals_cover_about_ninety_five_percent_of_the_time() {

@@ -109,11 +109,7 @@ mod tests {
     use rand::{Rng, SeedableRng};
 
     use super::*;
-
-    fn normal(rng: &mut StdRng) -> f64 {
-        let (u, v): (f64, f64) = (rng.random::<f64>().max(1e-300), rng.random());
-        (-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()
-    }
+    use crate::experiments::standard_normal as normal;
 
     /// `n` devices whose NDCG@10 under the published model and the fallback
     /// is a hit at position 0 to 14 with the given chances, and whose

@@ -135,12 +135,33 @@ pub(crate) fn define(store: &mut Store, experiment: Experiment) -> Result<bool> 
     Ok(changed)
 }
 
+/// Removes the experiment `id`; false when none had it.
+pub(crate) fn remove(store: &mut Store, id: &str) -> Result<bool> {
+    let mut all = load(store)?;
+    let before = all.len();
+    all.retain(|e| e.id != id);
+    if all.len() == before {
+        return Ok(false);
+    }
+    save(store, &all)?;
+    Ok(true)
+}
+
 /// The definition of `id`, or `InvalidInput` naming it.
 pub(crate) fn find(store: &Store, id: &str) -> Result<Experiment> {
     load(store)?
         .into_iter()
         .find(|e| e.id == id)
         .ok_or_else(|| Error::invalid("experiment", format!("no experiment \"{id}\" is defined on this device")))
+}
+
+/// A standard normal draw (Box-Muller), for the tests of `estimate` and
+/// `gate`.
+#[cfg(test)]
+pub(crate) fn standard_normal(rng: &mut rand::rngs::StdRng) -> f64 {
+    use rand::Rng;
+    let (u, v): (f64, f64) = (rng.random::<f64>().max(1e-300), rng.random());
+    (-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@ use crate::experiments::log::{self as experiment_log, ExperimentLogRecord, LogEn
 use crate::experiments::report::{self, ExperimentReport};
 use crate::experiments::{self, Experiment, ExperimentArm, assignment};
 use crate::ranking::RankResult;
-use crate::store::history::now_ms;
+use crate::store::history::{MAX_ID_BYTES, now_ms};
 
 /// What `log_outcome` did.
 #[derive(Debug, Clone, PartialEq, Eq, uniffi::Enum)]
@@ -56,12 +56,19 @@ pub struct ExperimentsExport {
 }
 
 impl Session {
-    /// The arm `id` puts this install in, drawing the install's secret on
-    /// first use.
-    pub(crate) fn experiment_arm(&mut self, id: &str) -> Result<(Experiment, ExperimentArm)> {
+    /// The experiment `id` and the index of the arm it puts this install
+    /// in, drawing the install's secret on first use.
+    fn assigned(&mut self, id: &str) -> Result<(Experiment, usize)> {
         let experiment = experiments::find(&self.store, id)?;
         let secret = assignment::secret(&mut self.store)?;
-        let arm = experiment.arms[assignment::arm_index(&secret, &experiment)].clone();
+        let index = assignment::arm_index(&secret, &experiment);
+        Ok((experiment, index))
+    }
+
+    /// The arm `id` puts this install in.
+    pub(crate) fn experiment_arm(&mut self, id: &str) -> Result<(Experiment, ExperimentArm)> {
+        let (experiment, index) = self.assigned(id)?;
+        let arm = experiment.arms[index].clone();
         Ok((experiment, arm))
     }
 
@@ -104,8 +111,8 @@ impl Session {
     }
 
     fn log_outcome(&mut self, experiment_id: &str, item_id: &str, kind: OutcomeKind) -> Result<OutcomeLogged> {
-        if item_id.is_empty() || item_id.len() > 256 {
-            return Err(Error::invalid("item_id", "must be 1 to 256 bytes"));
+        if item_id.is_empty() || item_id.len() > MAX_ID_BYTES {
+            return Err(Error::invalid("item_id", format!("must be 1 to {MAX_ID_BYTES} bytes")));
         }
         let (experiment, arm) = self.experiment_arm(experiment_id)?;
         if self.settings.history_paused {
@@ -164,13 +171,9 @@ impl Hearth {
     /// Removes an experiment and its log; false when none had the id.
     pub fn remove_experiment(&self, experiment_id: String) -> Result<bool, HearthError> {
         self.with(|s| {
-            let mut all = experiments::load(&s.store)?;
-            let before = all.len();
-            all.retain(|e| e.id != experiment_id);
-            if all.len() == before {
+            if !experiments::remove(&mut s.store, &experiment_id)? {
                 return Ok(false);
             }
-            experiments::save(&mut s.store, &all)?;
             s.clear_experiment_log(&experiment_id)?;
             s.store.checkpoint()?;
             Ok(true)
@@ -206,9 +209,9 @@ impl Hearth {
     /// federated evaluation rounds send it, noised.
     pub fn experiment_report(&self, experiment_id: String) -> Result<ExperimentReport, HearthError> {
         self.with(|s| {
-            let (experiment, arm) = s.experiment_arm(&experiment_id)?;
-            let index = experiment.arms.iter().position(|a| a.name == arm.name).unwrap_or_default();
-            Ok(report::build(&experiment.id, &arm.name, index, &experiment_log::records(&s.store)?))
+            let (experiment, index) = s.assigned(&experiment_id)?;
+            let records = experiment_log::records(&s.store)?;
+            Ok(report::build(&experiment.id, &experiment.arms[index].name, index, &records))
         })
     }
 

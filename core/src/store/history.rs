@@ -125,7 +125,7 @@ pub struct CatalogItem {
 pub const MIN_TIMESTAMP_MS: i64 = 946_684_800_000;
 /// Events may be at most this far in the future of the device clock (clock skew).
 pub const MAX_FUTURE_SKEW_MS: i64 = 24 * 3600 * 1000;
-const MAX_ID_BYTES: usize = 256;
+pub(crate) const MAX_ID_BYTES: usize = 256;
 const MAX_TEXT_BYTES: usize = 1024;
 const MAX_TAG_BYTES: usize = 64;
 const MAX_CATEGORIES: usize = 32;
