@@ -15,6 +15,7 @@ mod chart;
 mod evaluate;
 mod experiment_sim;
 mod fedavg;
+mod gate_sim;
 mod model_cmd;
 mod movielens;
 mod person;
@@ -260,6 +261,13 @@ struct SimulateArgs {
     /// Gaussian noise of std z * sqrt(5).
     #[arg(long, default_value_t = 1.0)]
     experiment_noise: f64,
+    /// With --rounds: after each run, the release gate. Every device with a
+    /// held-out item evaluates the run's final model against the one the
+    /// run started from and the fallback; the sums get Gaussian noise of
+    /// std z * sqrt(6), and the model is published only if it beats both by
+    /// more than its 95% interval.
+    #[arg(long)]
+    gate_noise: Option<f64>,
 }
 
 #[derive(Subcommand)]
@@ -329,6 +337,7 @@ fn main() {
                 round_wait,
                 experiment_seeds,
                 experiment_noise,
+                gate_noise,
             } = *args;
             let passphrase = passphrase.unwrap_or_else(|| SIMULATION_PASSPHRASE.to_string());
             let source = match movielens {
@@ -383,6 +392,14 @@ fn main() {
                 }
                 _ => None,
             };
+            if let Some(z) = gate_noise {
+                if !(z.is_finite() && z > 0.0) {
+                    bail!("--gate-noise must be a number > 0");
+                }
+                if rounds == 0 || flower.is_some() {
+                    bail!("--gate-noise gates the model of in-process rounds: it needs --rounds and no --flower");
+                }
+            }
             let references = parse_references(&references)?;
             let server = match server_opt.as_str() {
                 "adam" => fedavg::ServerOptimizer::adam(server_lr.unwrap_or(0.01)),
@@ -413,6 +430,7 @@ fn main() {
                     learning_rate: clip_lr,
                     count_noise: clip_count_noise,
                 }),
+                gate_noise,
             });
             if !(experiment_noise.is_finite() && experiment_noise >= 0.0) {
                 bail!("--experiment-noise must be a number >= 0");

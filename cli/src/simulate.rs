@@ -16,8 +16,8 @@ use anyhow::{Context, Result, bail};
 use hearth_core::federated::accountant::{DistributedGaussian, RdpAccountant};
 use hearth_core::testing::RoundSettings;
 use hearth_core::{
-    CatalogItem, Event, EventKind, Hearth, HearthConfig, PASSPHRASE_ITERATIONS, PassphraseKeyProvider, RankContext,
-    RecordOutcome,
+    CatalogItem, Event, EventKind, Hearth, HearthConfig, ModelPackage, PASSPHRASE_ITERATIONS, PassphraseKeyProvider,
+    RankContext, RecordOutcome,
 };
 use indicatif::{ProgressBar, ProgressStyle};
 use rand::SeedableRng;
@@ -29,6 +29,7 @@ use crate::chart::{Chart, Series};
 use crate::evaluate;
 use crate::experiment_sim;
 use crate::fedavg::{self, Coordinator, NoiseMode, Sampling, ServerOptimizer};
+use crate::gate_sim;
 use crate::human_bytes;
 use crate::movielens::MovieLens;
 use crate::person;
@@ -106,6 +107,8 @@ pub struct Federated {
     pub fleet: Option<FleetScale>,
     /// Adaptive clipping, when asked for.
     pub adaptive: Option<AdaptiveTerms>,
+    /// The release gate after each run, its sums noised at this z.
+    pub gate_noise: Option<f64>,
 }
 
 /// A Flower SuperLink the devices take part through (`--flower`).
@@ -166,6 +169,24 @@ fn hold_out(history: &[Event]) -> (Vec<Event>, Option<(String, RankContext)>) {
     (history.iter().filter(|e| e.item_id != item).cloned().collect(), Some((item, context)))
 }
 
+/// The held-out item as the engagement that came next: a play a minute
+/// after the newest recorded event, in the context it was ranked in.
+fn next_engagement(history: &[Event], item: &str, context: &RankContext) -> Event {
+    let last = history.iter().map(|e| e.timestamp_ms).max().unwrap_or(0);
+    Event {
+        item_id: item.to_string(),
+        kind: EventKind::Play,
+        timestamp_ms: last + 60_000,
+        position_ms: None,
+        duration_ms: None,
+        context: hearth_core::EventContext {
+            device: context.device,
+            local_hour: context.local_hour,
+            locale: context.locale.clone(),
+        },
+    }
+}
+
 /// One round's row.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct RoundRow {
@@ -192,6 +213,9 @@ struct Run {
     /// Added to the run's chart label (set when records are merged).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     note: String,
+    /// The release gate's evaluation of the run's final model.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    gate: Option<gate_sim::GateRecord>,
 }
 
 /// Every number of a `simulate --rounds` invocation (`--json`).
@@ -515,7 +539,8 @@ pub fn simulate(
             references: fed.references.clone(),
             runs: Vec::new(),
         };
-        let result = run_all(&mut coordinator, &devices, &catalog, &fed, seed, &mut record, &mut sent);
+        let published = start.as_ref().map_or_else(ModelPackage::builtin, |(p, _)| p.clone());
+        let result = run_all(&mut coordinator, &devices, &catalog, &fed, seed, &mut record, &mut sent, &published);
         for d in &devices {
             d.hearth.close()?;
         }
@@ -684,6 +709,7 @@ fn run_all(
     seed: u64,
     record: &mut Record,
     person: &mut Vec<person::Sent>,
+    published: &ModelPackage,
 ) -> Result<()> {
     let q = fleet_rate(fed, devices.len());
     let mut sampling = match fed.sampling {
@@ -753,7 +779,7 @@ fn run_all(
             0, "-", "-", record.initial.0, record.initial.1, "-", "-"
         );
         std::io::stdout().flush()?;
-        record.runs.push(Run { noise_multiplier: z, rounds: Vec::new(), note: String::new() });
+        record.runs.push(Run { noise_multiplier: z, rounds: Vec::new(), note: String::new(), gate: None });
         let mut accountant = RdpAccountant::new();
         // The same samples for every noise multiplier: runs differ by noise only.
         let mut sampler = StdRng::seed_from_u64(seed ^ 0x5a4d_706c_6500);
@@ -879,6 +905,35 @@ fn run_all(
             std::io::stdout().flush()?;
             if let Some(run) = record.runs.last_mut() {
                 run.rounds.push(row);
+            }
+            if let Some(path) = &fed.json {
+                std::fs::write(path, serde_json::to_string_pretty(&record)?)
+                    .with_context(|| format!("writing {}", path.display()))?;
+            }
+        }
+        if let (Some(z), Some(candidate)) = (fed.gate_noise, &latest) {
+            let evaluators: Vec<gate_sim::Evaluator> = devices
+                .iter()
+                .filter_map(|d| {
+                    let (item, context) = d.held_out.as_ref()?;
+                    Some(gate_sim::Evaluator {
+                        hearth: &d.hearth,
+                        held_out: next_engagement(&d.history, item, context),
+                    })
+                })
+                .collect();
+            let gate = gate_sim::gate_round(
+                &evaluators,
+                candidate,
+                published,
+                z,
+                record.delta,
+                seed ^ run as u64,
+                fed.threads,
+            )?;
+            gate_sim::print(&gate);
+            if let Some(run) = record.runs.last_mut() {
+                run.gate = Some(gate);
             }
             if let Some(path) = &fed.json {
                 std::fs::write(path, serde_json::to_string_pretty(&record)?)

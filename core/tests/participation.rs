@@ -880,3 +880,38 @@ fn a_round_says_nothing_of_the_experiments_and_the_arm_outlives_the_node_keys() 
     }
     assert!(keys[0] != keys[1] && keys[1] != keys[2], "a fresh node key each round");
 }
+
+/// The release gate's evaluation reads only engagements newer than the
+/// last contribution: none right after a round, the new one after it.
+#[test]
+fn a_device_evaluates_a_candidate_on_engagements_it_never_sent() {
+    let dir = tempfile::tempdir().unwrap();
+    let (h, _) = device(dir.path(), |_| {});
+    let builtin = ModelPackage::builtin();
+    // Before any round every first engagement is held out: the newest 10.
+    let before = h.evaluate_candidate(&builtin).unwrap().expect("an evaluation");
+    assert_eq!(before.engagements, HELD_OUT_MAX);
+    let e = before.evaluation;
+    assert_eq!(e.candidate, e.published, "the same model scores the same");
+    for v in [e.candidate, e.published, e.fallback] {
+        assert!((0.0..=1.0).contains(&v), "{e:?}");
+    }
+    let outcome = h.participate_using(link(1.1, 0.01, 1), good(), quick()).unwrap();
+    assert!(matches!(outcome, ParticipationOutcome::Contributed { .. }), "{outcome:?}");
+    assert_eq!(h.evaluate_candidate(&builtin).unwrap(), None, "everything was in the update");
+    // A replay of an item already played is no first engagement; a new item is.
+    let now = common_now();
+    h.record(event("secret-item-0000", EventKind::Play, now)).unwrap();
+    assert_eq!(h.evaluate_candidate(&builtin).unwrap(), None);
+    h.record(event("secret-item-0001", EventKind::Play, now + 1)).unwrap();
+    let after = h.evaluate_candidate(&builtin).unwrap().expect("an evaluation");
+    assert_eq!(after.engagements, 1);
+    // Personalization off: the device ranks with no model and says nothing.
+    h.set_personalization(false).unwrap();
+    assert_eq!(h.evaluate_candidate(&builtin).unwrap(), None);
+    h.set_personalization(true).unwrap();
+    // A candidate that does not verify is refused as an install would be.
+    let mut forged = builtin.clone();
+    forged.weights[0] ^= 1;
+    assert!(matches!(h.evaluate_candidate(&forged), Err(HearthError::ModelRejected { .. })));
+}

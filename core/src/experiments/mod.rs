@@ -14,6 +14,7 @@
 
 pub(crate) mod assignment;
 pub(crate) mod estimate;
+pub(crate) mod evaluation;
 pub(crate) mod gate;
 pub(crate) mod log;
 pub(crate) mod report;

@@ -3,13 +3,16 @@
 
 use log::{debug, warn};
 
-use super::{Hearth, Session};
+use super::{Hearth, Session, shield};
 use crate::error::{Error, HearthError, Result};
+use crate::experiments::evaluation::{self, DeviceEvaluation, Rankers};
 use crate::experiments::log::{self as experiment_log, ExperimentLogRecord, LogEntry, MAX_EXPOSED_ITEMS, OutcomeKind};
 use crate::experiments::report::{self, ExperimentReport};
 use crate::experiments::{self, Experiment, ExperimentArm, assignment};
+use crate::model::{Model, ModelPackage};
 use crate::ranking::RankResult;
-use crate::store::history::{MAX_ID_BYTES, now_ms};
+use crate::store::history::{Catalog, Event, MAX_ID_BYTES, now_ms};
+use crate::store::settings::PrivacySettings;
 
 /// What `log_outcome` did.
 #[derive(Debug, Clone, PartialEq, Eq, uniffi::Enum)]
@@ -244,5 +247,90 @@ impl Hearth {
         if let Err(e) = self.with(|s| s.log_exposure(experiment, arm, row)) {
             warn!("experiment {experiment}: exposure not logged: {e}");
         }
+    }
+}
+
+/// The store's side of an evaluation: what `evaluation::evaluate` reads,
+/// copied out so that scoring runs outside the store's lock.
+struct EvaluationInputs {
+    history: Vec<Event>,
+    held_out: Vec<Event>,
+    half_life_days: f64,
+    catalog: Catalog,
+    settings: PrivacySettings,
+    max_popularity: f64,
+}
+
+impl EvaluationInputs {
+    fn run(&self, rankers: &Rankers<'_>) -> Option<DeviceEvaluation> {
+        evaluation::evaluate(
+            &self.history,
+            &self.held_out,
+            self.half_life_days,
+            &self.catalog,
+            &self.settings,
+            self.max_popularity,
+            rankers,
+        )
+    }
+}
+
+impl Hearth {
+    /// The history split at store event id `watermark` (events after it
+    /// held out), or whole with `upcoming` held out.
+    fn evaluation_inputs(&self, watermark: i64, upcoming: &[Event]) -> Result<EvaluationInputs, HearthError> {
+        self.with(|s| {
+            let (mut history, mut held_out) = (Vec::new(), upcoming.to_vec());
+            s.store.scan_events(0, |id, e| {
+                if let Ok(e) = e {
+                    if id > watermark { held_out.push(e) } else { history.push(e) }
+                }
+                Ok(())
+            })?;
+            Ok(EvaluationInputs {
+                history,
+                held_out,
+                half_life_days: s.profile.half_life_days,
+                catalog: s.catalog.clone(),
+                settings: s.settings.clone(),
+                max_popularity: s.max_popularity,
+            })
+        })
+    }
+
+    /// The release gate's evaluation on this device: `candidate` (verified
+    /// as an install would verify it, not installed), the model ranking
+    /// uses now and the fallback, each scored by NDCG@10 on the newest
+    /// first engagements since this device's last federated contribution
+    /// (so none was in an update it sent; see `crate::experiments::evaluation`).
+    /// None when there is no such engagement or personalization is off.
+    /// Nothing leaves the device: a model-evaluation round sends the
+    /// result only inside its noisy sums.
+    pub fn evaluate_candidate(&self, candidate: &ModelPackage) -> Result<Option<DeviceEvaluation>, HearthError> {
+        shield(|| {
+            let model = self.verify_package(candidate)?;
+            let published = self.active_model().map(|(m, _)| m);
+            let watermark = self.federated_state()?.examples_watermark;
+            let inputs = self.evaluation_inputs(watermark, &[])?;
+            Ok(inputs.run(&Rankers { candidate: &model, published: published.as_deref() }))
+        })
+    }
+
+    /// For simulation: as [`Hearth::evaluate_candidate`], with `published`
+    /// in place of the installed model and `upcoming` (events after the
+    /// whole stored history, never recorded) as the held-out engagements.
+    #[doc(hidden)]
+    pub fn evaluate_candidate_on(
+        &self,
+        candidate: &ModelPackage,
+        published: &ModelPackage,
+        upcoming: &[Event],
+    ) -> Result<Option<DeviceEvaluation>, HearthError> {
+        shield(|| {
+            let keys = self.config.model_keys()?;
+            let (candidate, published) = (Model::load(candidate, &keys)?, Model::load(published, &keys)?);
+            let inputs = self.evaluation_inputs(i64::MAX, upcoming)?;
+            Ok(inputs.run(&Rankers { candidate: &candidate, published: Some(&published) }))
+        })
     }
 }

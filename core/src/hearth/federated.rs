@@ -28,7 +28,7 @@ use crate::model::training::RoundSettings;
 use crate::store::history::{EventKind, now_ms};
 
 impl Hearth {
-    fn federated_state(&self) -> std::result::Result<FederatedState, HearthError> {
+    pub(crate) fn federated_state(&self) -> std::result::Result<FederatedState, HearthError> {
         self.with(|s| match s.store.get_state(STATE)? {
             Some(bytes) => Ok(serde_json::from_slice(&bytes)?),
             None => Ok(FederatedState::default()),
