@@ -349,37 +349,11 @@ fn the_gate_publishes_what_training_improved_and_keeps_what_noise_made_worse() {
         std::fs::write(weak.join(path.file_name().unwrap()), bytes).unwrap();
     }
     let json = dir.path().join("gate.json");
-    let out = hearth(&[
-        "simulate",
-        "--devices",
-        "120",
-        "--items",
-        "300",
-        "--seed",
-        "5",
-        "--rounds",
-        "10",
-        "--clip",
-        "0.1",
-        "--lr",
-        "0.3",
-        "--negatives",
-        "32",
-        "--server-opt",
-        "adam",
-        "--server-lr",
-        "0.1",
-        "--sample-rate",
-        "1",
-        "--noise-multiplier",
-        "0,20",
-        "--gate-noise",
-        "1",
-        "--initial-model",
-        weak.to_str().unwrap(),
-        "--json",
-        json.to_str().unwrap(),
-    ]);
+    let recipe = "simulate --devices 120 --items 300 --seed 5 --rounds 10 --clip 0.1 --lr 0.3 --negatives 32 \
+                  --server-opt adam --server-lr 0.1 --sample-rate 1 --noise-multiplier 0,20 --gate-noise 1";
+    let mut args: Vec<&str> = recipe.split_whitespace().collect();
+    args.extend(["--initial-model", weak.to_str().unwrap(), "--json", json.to_str().unwrap()]);
+    let out = hearth(&args);
     let text = String::from_utf8(out.stdout).unwrap();
     let decisions: Vec<&str> = text.lines().filter(|l| l.contains("decision:")).collect();
     assert_eq!(decisions.len(), 2, "{text}");
