@@ -10,8 +10,10 @@ noise on the sum of updates in units of C, and `sampling-rate` q, the
 probability that a given device is in a round), `segment-report-labels` when
 the run asks devices for randomized segment reports, and, with a signing key, `model-manifest` and
 `model-signature`: the manifest of the global model being sent, signed with
-Ed25519, so a device installs it through its verifying path before it
-trains from it.
+Ed25519, so a device verifies it before it trains from it, with
+`model-release` (the run config's, "published" by default): a device installs
+a published model once it has trained from it, and only trains from a
+candidate, ranking with what it had.
 
 With `out-dir`, the weights and the summary are written after every round
 and at the end, also when the run fails (`output.py`).
@@ -35,14 +37,21 @@ from .strategy import MAX_NOISE_RATIO, HearthFedAvg, from_arrays, to_arrays
 
 app = ServerApp()
 
+# What a device does with a round's signed model: install it once it has
+# trained from it, or only train from it.
+RELEASES = ("published", "candidate")
+
 
 class SigningFedAvg(HearthFedAvg):
     """Puts the signed manifest of each round's global model in its config."""
 
-    def __init__(self, *, manifest: dict, key, **kw) -> None:
+    def __init__(self, *, manifest: dict, key, release: str = "published", **kw) -> None:
         super().__init__(**kw)
+        if release not in RELEASES:
+            raise ValueError(f"model-release must be one of {RELEASES}, not {release!r}")
         self.manifest = manifest
         self.key = key
+        self.release = release
         self.base_version = int(manifest["version"])
 
     def sign_into(self, config: ConfigRecord, server_round: int, params) -> None:
@@ -51,6 +60,7 @@ class SigningFedAvg(HearthFedAvg):
             data, sig = model.signed_manifest(self.manifest, self.base_version + server_round, weights, self.key)
             config["model-manifest"] = data
             config["model-signature"] = sig
+            config["model-release"] = self.release
 
     def configure_train(self, server_round, arrays, config, grid):
         self.sign_into(config, server_round, from_arrays(arrays))
@@ -121,6 +131,7 @@ def main(grid: Grid, context: Context) -> None:
     strategy = SigningFedAvg(
         manifest=manifest,
         key=model.load_signing_key(str(cfg.get("signing-key", ""))),
+        release=str(cfg.get("model-release", "published")),
         clip_norm=clip,
         noise_multiplier=noise,
         min_nodes=int(cfg["min-nodes"]),

@@ -612,6 +612,31 @@ def test_the_server_app_warns_of_noise_at_start_and_refuses_its_rounds_when_aske
         assert (out / "weights.bin").read_bytes() == model.weights_bytes(params)
 
 
+def test_a_signed_round_says_whether_its_model_is_published_or_a_candidate():
+    manifest, params = model.load(MODEL)
+    key = Ed25519PrivateKey.generate()
+    for release in server_app.RELEASES:
+        signing = server_app.SigningFedAvg(manifest=manifest, key=key, release=release, clip_norm=1.0,
+                                           noise_multiplier=1.0, min_nodes=2, seed=0)
+        config = ConfigRecord({})
+        signing.sign_into(config, 3, params)
+        assert config["model-release"] == release
+        key.public_key().verify(config["model-signature"], config["model-manifest"])
+    # Without a key nothing is signed, and nothing is said of a release.
+    unsigned = server_app.SigningFedAvg(manifest=manifest, key=None, clip_norm=1.0, noise_multiplier=1.0,
+                                        min_nodes=2, seed=0)
+    config = ConfigRecord({})
+    unsigned.sign_into(config, 3, params)
+    assert "model-release" not in config and "model-manifest" not in config
+    try:
+        server_app.SigningFedAvg(manifest=manifest, key=key, release="maybe", clip_norm=1.0, noise_multiplier=1.0,
+                                 min_nodes=2, seed=0)
+    except ValueError as e:
+        assert "model-release" in str(e)
+    else:
+        raise AssertionError("a bad model-release was accepted")
+
+
 if __name__ == "__main__":
     for name, fn in list(globals().items()):
         if name.startswith("test_"):

@@ -915,3 +915,44 @@ fn a_device_evaluates_a_candidate_on_engagements_it_never_sent() {
     forged.weights[0] ^= 1;
     assert!(matches!(h.evaluate_candidate(&forged), Err(HearthError::ModelRejected { .. })));
 }
+
+/// A round may send its signed global model as a candidate: the device
+/// trains from it but keeps ranking with what it had, until a round sends a
+/// model as published (what the release gate needs of the device).
+#[test]
+fn a_candidate_model_is_trained_from_and_never_installed() {
+    let rng = ring::rand::SystemRandom::new();
+    let der = ring::signature::Ed25519KeyPair::generate_pkcs8(&rng).unwrap();
+    let key = ring::signature::Ed25519KeyPair::from_pkcs8(der.as_ref()).unwrap();
+    use ring::signature::KeyPair;
+    let dir = tempfile::tempdir().unwrap();
+    let (h, _) = device(dir.path(), |c| {
+        c.trusted_model_keys = vec![hex(key.public_key().as_ref())];
+        c.federated_min_new_examples = 0;
+    });
+    let builtin: Vec<f32> = model_arrays().into_iter().flat_map(|(_, a)| a.data).collect();
+    let round = |version: u64, n: i64, release: Option<ConfigValue>| {
+        let (arrays, extra) = signed_global(&builtin, version, &key);
+        let mut cfg = config(1.0, 1.0, 0.01, n);
+        cfg.extend(extra);
+        cfg.extend(release.map(|r| ("model-release".to_string(), r)));
+        FakeLink::with_config(arrays, cfg)
+    };
+    let candidate = Some(ConfigValue::String("candidate".into()));
+    let got = h.participate_using(round(1000, 1, candidate), good(), quick()).unwrap();
+    assert!(matches!(got, ParticipationOutcome::Contributed { .. }), "{got:?}");
+    assert!(h.model_info().unwrap().unwrap().builtin, "a candidate never ranks");
+    let published = Some(ConfigValue::String("published".into()));
+    let got = h.participate_using(round(1001, 2, published), good(), quick()).unwrap();
+    assert!(matches!(got, ParticipationOutcome::Contributed { .. }), "{got:?}");
+    assert_eq!(h.model_info().unwrap().unwrap().version, 1001);
+    // Anything else is refused before training, and nothing is uploaded.
+    let l = round(1002, 3, Some(ConfigValue::Int(1)));
+    let log = l.log.clone();
+    match h.participate_using(l, good(), quick()).unwrap_err() {
+        HearthError::InvalidInput { field, .. } if field == "model-release" => {}
+        e => panic!("{e:?}"),
+    }
+    assert_eq!(pushed_arrays(&log), 0);
+    assert_eq!(h.model_info().unwrap().unwrap().version, 1001);
+}

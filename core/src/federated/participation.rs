@@ -16,10 +16,12 @@
 //!    round is added; otherwise the device declines (an error reply with a
 //!    fixed reason, no update);
 //! 3. the global model: a signed manifest in the round's config
-//!    (`model-manifest`, `model-signature`) is verified and installed
-//!    before the device trains from it; a bad one is `ModelRejected` and
-//!    nothing is uploaded. Without one the device trains from the round's
-//!    arrays, which must match the active model's layout;
+//!    (`model-manifest`, `model-signature`) is verified before the device
+//!    trains from it, and installed once training from it succeeds, unless
+//!    `model-release` says `"candidate"` (then it is trained from and never
+//!    ranks here; `"published"`, or no entry, installs); a bad one is
+//!    `ModelRejected` and nothing is uploaded. Without one the device trains
+//!    from the round's arrays, which must match the active model's layout;
 //! 4. training (SGD from the global weights with the round's epochs and
 //!    learning rate), the delta clipped to the round's C;
 //! 5. the ledger entry is written (`Pending`), then the update is pushed and

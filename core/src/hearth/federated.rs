@@ -331,6 +331,19 @@ impl Trainer for DeviceTrainer<'_> {
         // local training from it succeeds: a model the noise has wrecked
         // (training diverges from it) is reported unusable, and ranking
         // keeps the last good one.
+        // A model the coordinator sends as a candidate (`model-release`) is
+        // trained from but never ranks here: it is released, if ever, by a
+        // later round that sends it as published.
+        let install = match ins.config("model-release") {
+            None => true,
+            Some(ConfigValue::String(r)) if r == "published" => true,
+            Some(ConfigValue::String(r)) if r == "candidate" => false,
+            Some(_) => {
+                return Err(self.reject(
+                    Error::invalid("model-release", "must be the string \"published\" or \"candidate\"").into(),
+                ));
+            }
+        };
         let mut candidate = None;
         if let (Some(ConfigValue::Bytes(manifest)), Some(ConfigValue::Bytes(signature))) =
             (ins.config("model-manifest"), ins.config("model-signature"))
@@ -367,7 +380,9 @@ impl Trainer for DeviceTrainer<'_> {
             // only that it failed; the caller gets the typed error.
             Err(e) => return Err(self.reject(e)),
         };
-        if let Some((package, model)) = candidate {
+        if let Some((package, model)) = candidate
+            && install
+        {
             h.install_verified(package, model).map_err(|e| self.reject(e.into()))?;
         }
         // A secure round sends the masked update alone.
