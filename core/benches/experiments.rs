@@ -2,7 +2,8 @@
 //! experiment log at its bound (4,096 records, the oldest dropped by every
 //! new one): `log_outcome`, as an app calls it when the user plays an item
 //! an experiment's row showed, and `experiment_report`, which reads the
-//! whole log.
+//! whole log; and the release gate's `evaluate_candidate` on a store of the
+//! same size.
 //!
 //! `cargo bench -p hearth-core --bench experiments`.
 
@@ -15,36 +16,45 @@ use hearth_core::*;
 const CATALOG: usize = 2000;
 const HISTORY: usize = 10_000;
 
+fn catalog() -> Vec<CatalogItem> {
+    (0..CATALOG)
+        .map(|i| CatalogItem {
+            id: format!("catalog-item-{i}"),
+            title: format!("Title {i}"),
+            categories: vec!["drama".into()],
+            language: None,
+            duration_ms: Some(2_700_000),
+            release_year: None,
+            popularity: i as f64,
+            content_rating: None,
+        })
+        .collect()
+}
+
+/// A play of catalog item `item` at `at_ms`.
+fn play(item: usize, at_ms: i64) -> Event {
+    Event {
+        item_id: format!("catalog-item-{item}"),
+        kind: EventKind::Play,
+        timestamp_ms: at_ms,
+        position_ms: Some(600_000),
+        duration_ms: Some(2_700_000),
+        context: EventContext { device: DeviceClass::Tv, local_hour: (at_ms / 3_600_000 % 24) as u8, locale: None },
+    }
+}
+
 fn bench(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
     let h = Hearth::open(HearthConfig::new(dir.path().to_str().unwrap()), Arc::new(FixedKeyProvider::new([7; 32])))
         .unwrap();
-    h.upsert_catalog(
-        (0..CATALOG)
-            .map(|i| CatalogItem {
-                id: format!("catalog-item-{i}"),
-                title: format!("Title {i}"),
-                categories: vec!["drama".into()],
-                language: None,
-                duration_ms: Some(2_700_000),
-                release_year: None,
-                popularity: i as f64,
-                content_rating: None,
-            })
-            .collect(),
-    )
-    .unwrap();
+    h.upsert_catalog(catalog()).unwrap();
     let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as i64;
     let start = now - 56 * 86_400_000;
     h.record_batch(
         (0..HISTORY)
             .map(|i| Event {
-                item_id: format!("catalog-item-{}", (i * 7919) % CATALOG),
                 kind: [EventKind::Play, EventKind::Progress, EventKind::Complete][i % 3],
-                timestamp_ms: start + i as i64 * 480_000,
-                position_ms: Some(600_000),
-                duration_ms: Some(2_700_000),
-                context: EventContext { device: DeviceClass::Tv, local_hour: (i % 24) as u8, locale: None },
+                ..play((i * 7919) % CATALOG, start + i as i64 * 480_000)
             })
             .collect(),
     )
@@ -80,6 +90,32 @@ fn bench(c: &mut Criterion) {
         })
     });
     group.bench_function("experiment_report (log full)", |b| b.iter(|| h.experiment_report("home".into()).unwrap()));
+
+    // The release gate's evaluation on a device that never contributed: its
+    // newest 10 first engagements, each ranked among the ~1,500 catalog
+    // items not yet watched then, by the candidate, the installed model and
+    // the fallback, after the 10,000-event history is replayed.
+    let dir = tempfile::tempdir().unwrap();
+    let e = Hearth::open(HearthConfig::new(dir.path().to_str().unwrap()), Arc::new(FixedKeyProvider::new([7; 32])))
+        .unwrap();
+    e.upsert_catalog(catalog()).unwrap();
+    e.record_batch(
+        (0..HISTORY)
+            .map(|i| {
+                // 500 items played over and over, then 10 new ones.
+                let item = if i < HISTORY - 10 { (i * 7919) % 500 } else { 500 + i - (HISTORY - 10) };
+                play(item, start + i as i64 * 480_000)
+            })
+            .collect(),
+    )
+    .unwrap();
+    let candidate = ModelPackage::builtin();
+    let held_out = e.evaluate_candidate(&candidate).unwrap().unwrap();
+    assert_eq!(held_out.engagements, HELD_OUT_MAX);
+    group.sample_size(20);
+    group.bench_function("evaluate_candidate (10,000 events, 10 held out, 2,000 items)", |b| {
+        b.iter(|| e.evaluate_candidate(&candidate).unwrap())
+    });
     group.finish();
 }
 

@@ -93,7 +93,6 @@ pub(crate) fn evaluate(
     }
     let mut ids: Vec<&String> = catalog.keys().collect();
     ids.sort();
-    ids.truncate(ranking::MAX_CANDIDATES);
     let mut then = Profile::new(half_life_days);
     let mut n = 0i64;
     for e in &history {
@@ -138,7 +137,10 @@ fn gains_at(
         exclude_completed: true,
         ..RankOptions::new(context.clone())
     };
-    let candidates = ids.iter().map(|id| Candidate::id((*id).clone())).collect();
+    // The whole catalog, or in a catalog above the ranking bound the item
+    // and the first others by id.
+    let others = ids.iter().filter(|id| ***id != e.item_id).take(ranking::MAX_CANDIDATES - 1);
+    let candidates = std::iter::once(&e.item_id).chain(others.copied()).map(|id| Candidate::id(id.clone())).collect();
     let Ok(prepared) = ranking::prepare(candidates, &options, settings, then, catalog, max_popularity, e.timestamp_ms)
     else {
         return [0.0; 3];
