@@ -23,7 +23,7 @@ use super::gate::Evaluation;
 use crate::model::Model;
 use crate::model::features::RankContext;
 use crate::ranking::{self, Candidate, Diversity, RankOptions, Scores};
-use crate::store::history::{Catalog, Event, EventKind};
+use crate::store::history::{Catalog, Event};
 use crate::store::profile::Profile;
 use crate::store::settings::PrivacySettings;
 
@@ -48,10 +48,6 @@ pub struct DeviceEvaluation {
     /// How many held-out engagements the means are over (1 to
     /// [`HELD_OUT_MAX`]).
     pub engagements: usize,
-}
-
-fn engaging(e: &Event) -> bool {
-    matches!(e.kind, EventKind::Play | EventKind::Complete | EventKind::Like)
 }
 
 /// The events in time order (ties in the order given).
@@ -80,10 +76,11 @@ pub(crate) fn evaluate(
     }
     let (history, held_out) = (by_time(history), by_time(held_out));
     // Which held-out events are first engagements, the newest HELD_OUT_MAX.
-    let mut engaged: HashSet<&str> = history.iter().filter(|e| engaging(e)).map(|e| e.item_id.as_str()).collect();
+    let mut engaged: HashSet<&str> =
+        history.iter().filter(|e| e.kind.is_engagement()).map(|e| e.item_id.as_str()).collect();
     let mut counted = Vec::new();
     for (i, e) in held_out.iter().enumerate() {
-        if engaging(e) && engaged.insert(e.item_id.as_str()) && catalog.contains_key(&e.item_id) {
+        if e.kind.is_engagement() && engaged.insert(e.item_id.as_str()) && catalog.contains_key(&e.item_id) {
             counted.push(i);
         }
     }
@@ -168,7 +165,7 @@ mod tests {
     use super::*;
     use crate::model::ModelPackage;
     use crate::model::TrustedKey;
-    use crate::store::history::{CatalogItem, DeviceClass, EventContext};
+    use crate::store::history::{CatalogItem, DeviceClass, EventContext, EventKind};
 
     const T0: i64 = 1_700_000_000_000;
 

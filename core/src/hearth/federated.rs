@@ -25,7 +25,7 @@ use crate::federated::participation::{
 use crate::federated::{Aggregation, ConfigValue, FederatedFailure, FleetError, NodeKey};
 use crate::model::ModelPackage;
 use crate::model::training::RoundSettings;
-use crate::store::history::{EventKind, now_ms};
+use crate::store::history::now_ms;
 
 impl Hearth {
     pub(crate) fn federated_state(&self) -> std::result::Result<FederatedState, HearthError> {
@@ -80,7 +80,7 @@ impl Hearth {
             let mut n = 0u32;
             s.store.scan_events(state.examples_watermark, |_, e| {
                 if let Ok(e) = e
-                    && matches!(e.kind, EventKind::Play | EventKind::Complete | EventKind::Like)
+                    && e.kind.is_engagement()
                 {
                     n = n.saturating_add(1);
                 }

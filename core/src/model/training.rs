@@ -24,7 +24,7 @@ use crate::error::{Error, Result};
 use crate::model::features::{self, ITEM_WIDTH, ItemScale, RankContext};
 use crate::model::{Model, ScoreInputs, Weights};
 use crate::random::SplitMix;
-use crate::store::history::{Catalog, CatalogItem, Event, EventKind};
+use crate::store::history::{Catalog, CatalogItem, Event};
 use crate::store::profile::Profile;
 
 /// How one round trains. Defaults come from the model manifest's
@@ -140,7 +140,7 @@ pub(crate) struct Example {
 pub(crate) fn examples(events: &[Event], profile: &Profile, catalog: &Catalog, max: usize) -> Vec<Example> {
     let mut latest: HashMap<&str, usize> = HashMap::new();
     for (i, e) in events.iter().enumerate() {
-        if matches!(e.kind, EventKind::Play | EventKind::Complete | EventKind::Like)
+        if e.kind.is_engagement()
             && latest.get(e.item_id.as_str()).is_none_or(|&l| events[l].timestamp_ms <= e.timestamp_ms)
         {
             latest.insert(&e.item_id, i);
@@ -330,6 +330,7 @@ pub(crate) fn train(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::history::EventKind;
 
     #[test]
     fn clipping_bounds_the_norm_and_keeps_the_direction() {

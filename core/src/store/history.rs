@@ -39,6 +39,12 @@ impl EventKind {
     pub(crate) fn index(self) -> usize {
         self as usize
     }
+
+    /// Whether the event is an engagement local training learns from (a
+    /// positive), which is also what a device's evaluation holds out.
+    pub(crate) fn is_engagement(self) -> bool {
+        matches!(self, EventKind::Play | EventKind::Complete | EventKind::Like)
+    }
 }
 
 /// The kind of screen the event happened on.
