@@ -99,7 +99,6 @@ pub(crate) fn evaluate(
     let mut sums = [0.0f64; 3];
     for (i, e) in held_out.iter().enumerate() {
         if counted.contains(&i) {
-            then.recompute_affinities(catalog);
             let gains = gains_at(e, &then, &ids, catalog, settings, max_popularity, rankers);
             sums.iter_mut().zip(gains).for_each(|(s, g)| *s += g);
         }
