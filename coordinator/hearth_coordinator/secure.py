@@ -165,6 +165,79 @@ def unflatten(flat: np.ndarray, like: list[tuple[str, np.ndarray]]) -> list[tupl
     return out
 
 
+def sample_cohort(grid: Grid, strategy: HearthFedAvg) -> list[int]:
+    """As the plain rounds: every connected node, once at least min-nodes
+    are."""
+    wanted = max(len(list(grid.get_node_ids())), strategy.min_train_nodes)
+    node_ids, _ = sample_nodes(grid, strategy.min_available_nodes, wanted)
+    return sorted(node_ids)
+
+
+def run_stages(
+    grid: Grid,
+    rnd,
+    server_round: int,
+    params: list[tuple[str, np.ndarray]],
+    config: ConfigRecord,
+    terms: SecureTerms,
+    summary: dict,
+):
+    """Runs `rnd` (a `hearth_secagg.Round`) through its four stages, the
+    masked-input messages carrying `params` and `config`; its aggregate, or
+    None when the round failed (why, and the reasons replies were dropped,
+    go in `summary`)."""
+    failures: dict[str, int] = {}
+    aggregate = None
+    try:
+        for stage in STAGES:
+            outgoing = _protocol(rnd.advance)
+            # One copy of the model for every masked-input message (their
+            # objects are the same on the wire): a copy each held the
+            # cohort times the model, 888 MB at 1,000 devices.
+            arrays = to_arrays(params) if stage == "masked-input" else None
+            messages = []
+            for node, data in outgoing:
+                content = RecordDict({SECAGG_KEY: ConfigRecord({"stage": data})})
+                if arrays is not None:
+                    content["arrays"] = arrays
+                    content["config"] = config
+                messages.append(
+                    Message(content=content, dst_node_id=node, message_type="train", group_id=str(server_round))
+                )
+
+            def take(msg: Message, stage: str = stage) -> None:
+                node, data, why = stage_reply(msg)
+                if data is not None and node is not None:
+                    why = rnd.receive(node, data) or ""
+                if why:
+                    key = f"{stage}: {why.split(':')[0]}"
+                    failures[key] = failures.get(key, 0) + 1
+                    log(WARNING, "round %s, %s: the reply of node %s dropped: %s", server_round, stage, node, why)
+
+            exchange(grid, messages, terms.stage_timeout, take)
+        aggregate = _protocol(rnd.finish)
+    except RoundFailed as e:
+        summary["failed"] = str(e)
+        log(WARNING, "round %s: secure aggregation failed: %s", server_round, e)
+    if failures:
+        summary["drop_reasons"] = failures
+    return aggregate
+
+
+def record_sum(summary: dict, aggregate: dict) -> list[int]:
+    """Puts who is in the sum and a digest of the sum modulo 2^bits in
+    `summary` (tests check them against the devices' own records; the
+    coordinator knows both); gives the survivors."""
+    survivors = list(aggregate["survivors"])
+    dropped = aggregate["dropped"]
+    summary["participants"] = len(survivors)
+    summary["survivors"] = survivors
+    summary["sum_sha256"] = hashlib.sha256(aggregate["sum_integers"]).hexdigest()
+    summary["dropped_at"] = {stage: len(nodes) for stage, nodes in zip(STAGES, dropped)}
+    summary["dropped"] = sum(len(nodes) for nodes in dropped[:3])
+    return survivors
+
+
 def secure_round(
     grid: Grid,
     strategy: HearthFedAvg,
@@ -179,10 +252,7 @@ def secure_round(
 
     strategy.current = params
     started = time.monotonic()
-    # As the plain rounds: every connected node, once at least min-nodes are.
-    wanted = max(len(list(grid.get_node_ids())), strategy.min_train_nodes)
-    node_ids, _ = sample_nodes(grid, strategy.min_available_nodes, wanted)
-    node_ids = sorted(node_ids)
+    node_ids = sample_cohort(grid, strategy)
     max_cohort = terms.max_cohort or len(node_ids)
     summary: dict = {
         "round": server_round,
@@ -194,6 +264,9 @@ def secure_round(
         "max_cohort": max_cohort,
         "noise_mode": terms.noise_mode,
     }
+    if "model-release" in config:
+        # What devices do with the model this round sends.
+        summary["model_release"] = config["model-release"]
     distributed = terms.noise_mode == "distributed"
     # The coin's rate when there is one (distributed mode, below 1).
     coin = terms.device_sampling_rate if distributed and terms.device_sampling_rate < 1.0 else 1.0
@@ -230,54 +303,12 @@ def secure_round(
         strategy.close_round(server_round, summary, None, 0)
         return params
     summary["scale"] = rnd.scale
-    failures: dict[str, int] = {}
-    aggregate = None
-    try:
-        for stage in STAGES:
-            outgoing = _protocol(rnd.advance)
-            # One copy of the model for every masked-input message (their
-            # objects are the same on the wire): a copy each held the
-            # cohort times the model, 888 MB at 1,000 devices.
-            arrays = to_arrays(params) if stage == "masked-input" else None
-            messages = []
-            for node, data in outgoing:
-                content = RecordDict({SECAGG_KEY: ConfigRecord({"stage": data})})
-                if arrays is not None:
-                    content["arrays"] = arrays
-                    content["config"] = config
-                messages.append(
-                    Message(content=content, dst_node_id=node, message_type="train", group_id=str(server_round))
-                )
-
-            def take(msg: Message, stage: str = stage) -> None:
-                node, data, why = stage_reply(msg)
-                if data is not None and node is not None:
-                    why = rnd.receive(node, data) or ""
-                if why:
-                    key = f"{stage}: {why.split(':')[0]}"
-                    failures[key] = failures.get(key, 0) + 1
-                    log(WARNING, "round %s, %s: the reply of node %s dropped: %s", server_round, stage, node, why)
-
-            exchange(grid, messages, terms.stage_timeout, take)
-        aggregate = _protocol(rnd.finish)
-    except RoundFailed as e:
-        summary["failed"] = str(e)
-        log(WARNING, "round %s: secure aggregation failed: %s", server_round, e)
-    if failures:
-        summary["drop_reasons"] = failures
+    aggregate = run_stages(grid, rnd, server_round, params, config, terms, summary)
     summary["seconds"] = round(time.monotonic() - started, 3)
     if aggregate is None:
         strategy.close_round(server_round, summary, None, 0)
         return params
-    survivors = list(aggregate["survivors"])
-    dropped = aggregate["dropped"]
-    summary["participants"] = len(survivors)
-    # Who is in the sum and a digest of the sum modulo 2^bits: tests check
-    # it against the devices' own records (the coordinator knows both).
-    summary["survivors"] = survivors
-    summary["sum_sha256"] = hashlib.sha256(aggregate["sum_integers"]).hexdigest()
-    summary["dropped_at"] = {stage: len(nodes) for stage, nodes in zip(STAGES, dropped)}
-    summary["dropped"] = sum(len(nodes) for nodes in dropped[:3])
+    survivors = record_sum(summary, aggregate)
     total = np.frombuffer(aggregate["sum"], dtype="<f8")
     # With a coin, about coin * survivors updates are in the sum (which ones
     # and how many, no one here knows): the mean is over that many.

@@ -15,12 +15,23 @@ Ed25519, so a device verifies it before it trains from it, with
 a published model once it has trained from it, and only trains from a
 candidate, ranking with what it had.
 
+With `release-gate = true` (secure rounds only), each training round's
+model is evaluated by the devices before anyone ranks with it
+(`evaluation.py`): a model-evaluation round after every training round
+scores the new model against the published one and the fallback, and the
+gate (`gate.py`, at `gate-z` standard errors) publishes it only when it
+beats both by more than the interval. A training round then sends its
+model as "published" only when it is the last one the gate passed, and as
+"candidate" (trained from, never installed) otherwise; `model-release` is
+the gate's to set.
+
 With `out-dir`, the weights and the summary are written after every round
-and at the end, also when the run fails (`output.py`).
+and at the end, also when the run fails, with `report.html` (`output.py`).
 """
 
 from __future__ import annotations
 
+import math
 import time
 from logging import ERROR
 
@@ -31,6 +42,7 @@ from flwr.serverapp import Grid, ServerApp
 from . import model
 from .adaptive_clip import AdaptiveClip
 from .output import RunOutput
+from .evaluation import evaluation_round
 from .secure import SecureTerms, secure_round
 from .server_opt import ServerOptimizer
 from .strategy import MAX_NOISE_RATIO, HearthFedAvg, from_arrays, to_arrays
@@ -54,13 +66,16 @@ class SigningFedAvg(HearthFedAvg):
         self.release = release
         self.base_version = int(manifest["version"])
 
-    def sign_into(self, config: ConfigRecord, server_round: int, params) -> None:
+    def sign_into(self, config: ConfigRecord, server_round: int, params, release: str | None = None) -> None:
+        """The manifest of `params` as the model of round `server_round`
+        (its version: the base's plus the round), signed, and what devices
+        do with it (`release`; the run's when None)."""
         if self.key is not None:
             weights = model.weights_bytes(params)
             data, sig = model.signed_manifest(self.manifest, self.base_version + server_round, weights, self.key)
             config["model-manifest"] = data
             config["model-signature"] = sig
-            config["model-release"] = self.release
+            config["model-release"] = release or self.release
 
     def configure_train(self, server_round, arrays, config, grid):
         self.sign_into(config, server_round, from_arrays(arrays))
@@ -166,19 +181,51 @@ def main(grid: Grid, context: Context) -> None:
         raise ValueError(f"noise-mode must be central or distributed, not {terms.noise_mode!r}")
     if terms.noise_mode == "distributed" and not secure:
         raise ValueError("noise-mode = distributed needs secure-aggregation = true")
+    release_gate = bool(cfg.get("release-gate", False))
+    gate_z = float(cfg.get("gate-z", 1.96))
+    if release_gate and not secure:
+        raise ValueError("release-gate = true needs secure-aggregation = true")
+    if release_gate and strategy.key is None:
+        raise ValueError("release-gate = true needs a signing-key (devices evaluate only signed candidates)")
+    if not (math.isfinite(gate_z) and gate_z > 0):
+        raise ValueError(f"gate-z must be a positive number, not {gate_z}")
     if out is not None:
         out.header["mode"] = "secure" if secure else "plain"
+        if release_gate:
+            out.header["release_gate"] = {"z": gate_z, "published_version": strategy.base_version}
+            out.evaluations = []
     try:
         if secure:
             current = params
+            # The parameters devices rank with (the shipped model at first).
+            published = params
             for server_round in range(1, int(cfg["num-server-rounds"]) + 1):
                 if server_round > 1:
                     # As HearthFedAvg.configure_train waits in plain rounds.
                     time.sleep(strategy.round_gap)
                 config = ConfigRecord(dict(train_config))
                 config["server-round"] = server_round
-                strategy.sign_into(config, server_round, current)
+                release = None
+                if release_gate:
+                    release = "published" if current is published else "candidate"
+                strategy.sign_into(config, server_round, current, release)
+                before = current
                 current = secure_round(grid, strategy, server_round, current, config, terms)
+                if release_gate and current is not before:
+                    time.sleep(strategy.round_gap)
+                    config = ConfigRecord(dict(train_config))
+                    # Signed as the next round will send it.
+                    strategy.sign_into(config, server_round + 1, current, "candidate")
+                    evaluation = evaluation_round(grid, strategy, server_round, current, config, terms, gate_z)
+                    if evaluation.get("gate", {}).get("publish"):
+                        published = current
+                        evaluation["published_version"] = strategy.base_version + server_round + 1
+                    if out is not None:
+                        out.evaluations.append(evaluation)
+                        if published is current:
+                            out.header["release_gate"]["published_version"] = evaluation["published_version"]
+                            out.publish(current)
+                        out.checkpoint(strategy.rounds, current)
         else:
             strategy.start(
                 grid=grid,

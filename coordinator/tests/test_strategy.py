@@ -595,7 +595,7 @@ def test_the_summary_is_written_after_every_round_and_when_the_run_fails():
             run_server(out, lambda rnd, messages: step_replies(messages), **{"num-server-rounds": 2})
         summary = json.loads((out / "summary.json").read_text())
         assert summary["finished"] and "error" not in summary and len(summary["rounds"]) == 2, summary
-        assert sorted(p.name for p in out.iterdir()) == ["summary.json", "weights.bin"]
+        assert sorted(p.name for p in out.iterdir()) == ["report.html", "summary.json", "weights.bin"]
 
 
 def test_the_server_app_warns_of_noise_at_start_and_refuses_its_rounds_when_asked():

@@ -236,6 +236,7 @@ impl SecureFixture {
             noise_multiplier: 0.0,
             sampling_rate: 0.0,
             count_weight: 0.0,
+            task: 0,
         };
         SecureFixture { peers, channels, setup }
     }

@@ -49,7 +49,10 @@ pub use audience::segments::{
 pub use error::HearthError;
 pub use experiments::estimate::{ArmEstimate, MetricEstimate, estimate as estimate_arms};
 pub use experiments::evaluation::{DeviceEvaluation, HELD_OUT_MAX};
-pub use experiments::gate::{Comparison, Evaluation, GATE_METRICS, GateDecision, decide as gate_decision};
+pub use experiments::gate::{
+    Comparison, Evaluation, GATE_METRICS, GateDecision, contribution_bound as gate_contribution_bound,
+    decide as gate_decision,
+};
 pub use experiments::log::{
     ATTRIBUTION_WINDOW_MS, ExperimentLogRecord, LogEntry, MAX_EXPOSED_ITEMS, MAX_LOG_RECORDS, OutcomeKind,
 };

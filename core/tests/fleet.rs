@@ -269,6 +269,7 @@ fn setup(cohort: u32, threshold: u32) -> hearth_secagg::wire::Setup {
         noise_multiplier: 0.0,
         sampling_rate: 0.0,
         count_weight: 0.0,
+        task: 0,
     }
 }
 

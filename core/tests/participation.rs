@@ -956,3 +956,151 @@ fn a_candidate_model_is_trained_from_and_never_installed() {
     assert_eq!(pushed_arrays(&log), 0);
     assert_eq!(h.model_info().unwrap().unwrap().version, 1001);
 }
+
+/// A model-evaluation round of 10 devices in process (the Hearth device
+/// among nine honest ones that each sum `OTHERS`): the candidate is the
+/// built-in model's weights times 1.1, signed as `version`, with the
+/// round's `clip` and privacy terms.
+fn evaluation_round(
+    key: &ring::signature::Ed25519KeyPair,
+    version: u64,
+    clip: f64,
+    z: f64,
+) -> (common::secure_round::SecureRound, ModelPackage, hearth_secagg::Quantization) {
+    use hearth_secagg::{Quantization, RoundConfig, wire::Task};
+    let weights: Vec<f32> = model_arrays().into_iter().flat_map(|(_, a)| a.data).map(|w| w * 1.1).collect();
+    let (arrays, extra) = signed_global(&weights, version, key);
+    let package = match (&extra[0].1, &extra[1].1) {
+        (ConfigValue::Bytes(manifest), ConfigValue::Bytes(signature)) => ModelPackage {
+            manifest: manifest.clone(),
+            signature: signature.clone(),
+            weights: weights.iter().flat_map(|w| w.to_le_bytes()).collect(),
+            ..ModelPackage::builtin()
+        },
+        _ => unreachable!(),
+    };
+    let mut cfg = config(clip, z, 0.01, 1);
+    cfg.extend(extra);
+    cfg.push(("model-release".into(), ConfigValue::String("candidate".into())));
+    let bound = gate_contribution_bound();
+    let quantization =
+        Quantization { bits: 20, scale: Quantization::largest_scale(20, bound, 10), clip_norm: bound, max_cohort: 10 };
+    let round = RoundConfig {
+        run_id: 3,
+        round: (1 << 32) + 1,
+        quantization,
+        degree: 40,
+        threshold_fraction: 2.0 / 3.0,
+        vector_len: GATE_METRICS,
+        noise: RoundConfig::NO_NOISE,
+        sampling_rate: 0.0,
+        count_weight: 0.0,
+        task: Task::EvaluateModel,
+    };
+    let content = vec![
+        ("arrays".to_string(), objects::Record::Arrays(arrays)),
+        ("config".to_string(), objects::Record::Config(cfg)),
+    ];
+    (common::secure_round::SecureRound::new(round, 10, OTHERS.to_vec(), content), package, quantization)
+}
+
+/// What each honest device of `evaluation_round` sums.
+const OTHERS: [f32; GATE_METRICS] = [1.0, 0.5, 0.25, 0.125, 0.0625, 0.140625];
+
+fn gate_device(dir: &std::path::Path, budget: f64) -> (Arc<Hearth>, Vec<String>, ring::signature::Ed25519KeyPair) {
+    use ring::signature::KeyPair;
+    let rng = ring::rand::SystemRandom::new();
+    let der = ring::signature::Ed25519KeyPair::generate_pkcs8(&rng).unwrap();
+    let key = ring::signature::Ed25519KeyPair::from_pkcs8(der.as_ref()).unwrap();
+    let (h, secrets) = device(dir, |c| {
+        c.trusted_model_keys = vec![hex(key.public_key().as_ref())];
+        c.federated_epsilon_budget = budget;
+    });
+    (h, secrets, key)
+}
+
+/// The release gate's evaluation round, end to end on the device: only
+/// the masked metrics leave it, the coordinator's sum holds exactly its
+/// evaluation of the candidate, the candidate is never installed, and the
+/// round is charged like a training round without moving what is held out.
+#[test]
+fn an_evaluation_round_sends_only_masked_metrics_and_is_charged_like_training() {
+    let dir = tempfile::tempdir().unwrap();
+    let (h, secrets, key) = gate_device(dir.path(), 10.0);
+    let (round, package, quantization) = evaluation_round(&key, 1000, gate_contribution_bound(), 1.0);
+    let expected = h.evaluate_candidate(&package).unwrap().expect("20 plays held out");
+    assert_eq!(expected.engagements, HELD_OUT_MAX);
+    let mut options = quick();
+    options.call_timeout = Duration::from_secs(5);
+    let outcome = h.participate_using(round.clone(), good(), options).unwrap();
+    let ParticipationOutcome::Contributed { entry } = outcome else { panic!("{outcome:?}") };
+    assert_eq!(
+        (entry.task, entry.aggregation, entry.status),
+        (RoundTask::Evaluation, Aggregation::Secure, UploadStatus::Sent)
+    );
+    assert_eq!(entry.clip_norm, gate_contribution_bound());
+    assert_eq!((entry.noise_multiplier, entry.sampling_rate), (1.0, 0.01));
+    // The coordinator's sum less the nine honest devices' is this device's
+    // evaluation, to the quantization's step.
+    let aggregate = round.aggregate().expect("the round finished");
+    assert_eq!(aggregate.survivors.len(), 10);
+    let sum = aggregate.dequantized(&quantization);
+    let own = expected.evaluation.contribution();
+    for (i, (s, o)) in sum.iter().zip(own).enumerate() {
+        let got = s - 9.0 * f64::from(OTHERS[i]);
+        assert!((got - o).abs() <= 10.0 / quantization.scale, "value {i}: {got} for {o}");
+    }
+    assert_eq!(own[0], 1.0, "the device reported");
+    // Nothing of the history in any request; the replies are the four
+    // stages' bytes alone.
+    let log = round.log.lock().unwrap().clone();
+    for (path, body) in &log {
+        for s in &secrets {
+            assert!(!contains(body, s.as_bytes()), "{s} in a {path} request");
+        }
+    }
+    let replies = common::flower::pushed_replies(&log);
+    assert_eq!(replies.len(), 4);
+    assert!(replies.iter().all(|c| c.len() == 1 && c[0].0 == "hearth.secagg"), "{replies:?}");
+    // Never installed; charged; what was held out still is.
+    assert!(h.model_info().unwrap().unwrap().builtin, "a candidate never ranks");
+    let ledger = h.privacy_ledger().unwrap();
+    assert_eq!(ledger.entries.len(), 1);
+    let mut accountant = RdpAccountant::new();
+    accountant.compose(1.0, 0.01, 1).unwrap();
+    assert!((ledger.epsilon_spent - accountant.epsilon(ledger.delta).unwrap()).abs() < 1e-9);
+    assert_eq!(h.evaluate_candidate(&package).unwrap(), Some(expected), "held out as before");
+    // And it is not a round taken: a training round of the same number is not declined.
+    let got = h.participate_using(link(1.0, 0.01, 1), good(), quick()).unwrap();
+    assert!(matches!(got, ParticipationOutcome::Contributed { .. }), "{got:?}");
+}
+
+/// Before the device evaluates anything: a round that would take it past
+/// its budget is declined and a round whose bound cannot hold a
+/// contribution refused; neither is charged, and no masked vector leaves.
+#[test]
+fn an_evaluation_round_over_budget_or_under_the_bound_is_refused_before_evaluating() {
+    let dir = tempfile::tempdir().unwrap();
+    let (h, _, key) = gate_device(dir.path(), 0.5);
+    let (round, _, _) = evaluation_round(&key, 1000, gate_contribution_bound(), 1.0);
+    let outcome = h.participate_using(round.clone(), good(), quick()).unwrap();
+    assert!(
+        matches!(outcome, ParticipationOutcome::Declined { reason: DeclineReason::OverBudget { .. } }),
+        "{outcome:?}"
+    );
+    assert_eq!(round.reached().0, 2, "refused at the masked-input stage");
+    assert!(round.aggregate().is_none());
+    assert!(h.privacy_ledger().unwrap().entries.is_empty());
+
+    let dir = tempfile::tempdir().unwrap();
+    let (h, _, key) = gate_device(dir.path(), 10.0);
+    let (round, _, _) = evaluation_round(&key, 1000, 1.0, 1.0);
+    match h.participate_using(round.clone(), good(), quick()) {
+        Err(HearthError::Federated { kind: FederatedFailure::Protocol, reason }) => {
+            assert!(reason.contains("below the contribution's bound"), "{reason}")
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(round.aggregate().is_none());
+    assert!(h.privacy_ledger().unwrap().entries.is_empty());
+}

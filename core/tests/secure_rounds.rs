@@ -163,25 +163,7 @@ fn devices_take_part_in_secure_rounds_and_the_coordinator_reads_nothing() {
             assert!(at.is_some(), "device {n}: {path} signed a timestamp finer than 10 s: {text}");
         }
         // The ledger's epsilon is the accountant's over its entries.
-        let mut accountant = accountant::RdpAccountant::new();
-        for e in &ledger.entries {
-            match e.noise_mode {
-                NoiseMode::Central => accountant.compose(e.noise_multiplier, e.sampling_rate, 1).unwrap(),
-                NoiseMode::Distributed => {
-                    let honest = (e.honest_fraction * e.cohort as f64).ceil() as u32;
-                    let round = accountant::DistributedGaussian {
-                        noise_multiplier: e.noise_multiplier,
-                        honest,
-                        clip_norm: e.clip_norm,
-                        scale: e.scale,
-                        dimension: e.dimension,
-                        sampling_rate: e.sampling_rate,
-                    };
-                    accountant.compose_distributed(&round, 1).unwrap()
-                }
-            }
-        }
-        let want = accountant.epsilon(ledger.delta).unwrap();
+        let want = accounted_epsilon(&ledger.entries, ledger.delta);
         assert!((ledger.epsilon_spent - want).abs() <= 1e-9 * want, "device {n}: {} vs {want}", ledger.epsilon_spent);
 
         // The curious coordinator, with everything this device sent it.

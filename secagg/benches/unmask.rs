@@ -57,6 +57,7 @@ fn run(devices: usize, len: usize) {
         noise: RoundConfig::NO_NOISE,
         sampling_rate: 0.0,
         count_weight: 0.0,
+        task: hearth_secagg::wire::Task::Train,
     };
     let cohort: Vec<u64> = (1..=devices as u64).map(|i| i * 7 + 100).collect();
     let dropped: Vec<u64> = cohort.iter().copied().step_by(20).collect();

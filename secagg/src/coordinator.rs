@@ -25,7 +25,7 @@ use crate::quantize::{self, Quantization};
 use crate::shamir::{self, SHARE_VALUE_BYTES, SecretShare};
 use crate::wire::{
     self, MAX_MESSAGE_BYTES, PeerKeys, PublicKeys, Reply, ReplyBody, Revealed, SealedShare, SealedShares, Setup,
-    ShareKeys, ShareKind, Stage, StageBody, Unmask,
+    ShareKeys, ShareKind, Stage, StageBody, Task, Unmask,
 };
 
 /// The largest sealed share accepted (a [`wire::SharePair`] is about 90
@@ -60,6 +60,9 @@ pub struct RoundConfig {
     /// the whole vector). At most twice the clip norm, which bounds the
     /// whole vector.
     pub count_weight: f64,
+    /// What the devices sum: model updates or evaluations (which have no
+    /// count).
+    pub task: Task,
 }
 
 impl RoundConfig {
@@ -193,6 +196,14 @@ pub(crate) fn check_count_weight(weight: f64, clip_norm: f64, vector_len: u64) -
     Ok(())
 }
 
+/// A task's terms: an evaluation carries no count of unclipped updates.
+pub(crate) fn check_task(task: Task, count_weight: f64) -> Result<(), String> {
+    if task == Task::EvaluateModel && count_weight != 0.0 {
+        return Err(format!("an evaluation round with a count weight of {count_weight}"));
+    }
+    Ok(())
+}
+
 impl CoordinatorRound {
     /// A round over `cohort` (distinct node ids) under `config`.
     pub fn new(config: RoundConfig, cohort: &[u64]) -> Result<Self, RoundError> {
@@ -206,6 +217,7 @@ impl CoordinatorRound {
         Coin::rate(config.sampling_rate, config.noise.multiplier).map_err(RoundError::Terms)?;
         check_count_weight(config.count_weight, config.quantization.clip_norm, config.vector_len as u64)
             .map_err(RoundError::Terms)?;
+        check_task(config.task, config.count_weight).map_err(RoundError::Terms)?;
         config
             .noise
             .check_room(&config.quantization, cohort.len() as u32)
@@ -321,6 +333,7 @@ impl CoordinatorRound {
             noise_multiplier: self.config.noise.multiplier,
             sampling_rate: self.config.sampling_rate,
             count_weight: self.config.count_weight,
+            task: self.config.task as i32,
         }
     }
 

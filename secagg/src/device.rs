@@ -33,7 +33,7 @@ use crate::quantize::{self, Quantization, QuantizeError};
 use crate::shamir::{self, SHARE_VALUE_BYTES, SecretShare, ShamirError};
 use crate::wire::{
     MaskedVector, PeerKeys, PublicKeys, Revealed, RevealedShare, SealedShare, SealedShares, Setup, ShareKind,
-    SharePair, Unmask,
+    SharePair, Task, Unmask,
 };
 
 /// The most threads a device samples its noise share on (fewer where it
@@ -105,6 +105,8 @@ pub enum Refusal {
     Noise(String),
     #[error("the count of unclipped updates is refused: {0}")]
     Count(String),
+    #[error("the round's task is refused: {0}")]
+    Task(String),
     #[error("this round was refused before")]
     Aborted,
 }
@@ -168,6 +170,8 @@ pub struct DeviceRound {
     coin: Option<Coin>,
     /// Adaptive clipping's count weight (0: none).
     count_weight: f64,
+    /// What the round sums.
+    task: Task,
 }
 
 /// A round's local coin, flipped on the device at setup: the update is in
@@ -265,6 +269,9 @@ impl DeviceRound {
             Coin::rate(setup.sampling_rate, terms.multiplier).map_err(Refusal::Noise)?.map(Coin::flip).transpose()?;
         crate::coordinator::check_count_weight(setup.count_weight, setup.clip_norm, setup.vector_len)
             .map_err(Refusal::Count)?;
+        let task =
+            Task::try_from(setup.task).map_err(|_| Refusal::Task(format!("an unknown task ({})", setup.task)))?;
+        crate::coordinator::check_task(task, setup.count_weight).map_err(Refusal::Task)?;
         let noise = if terms.multiplier > 0.0 {
             let variance = terms.share_variance(setup.clip_norm, setup.scale, setup.cohort);
             Some(DiscreteGaussian::at_least(variance).map_err(|e| Refusal::Noise(e.to_string()))?)
@@ -304,6 +311,7 @@ impl DeviceRound {
             noise,
             coin,
             count_weight: setup.count_weight,
+            task,
         };
         Ok((round, keys))
     }
@@ -526,5 +534,10 @@ impl DeviceRound {
     /// nothing): the vector's last value is then `beta (bit - 1/2)`.
     pub fn count_weight(&self) -> f64 {
         self.count_weight
+    }
+
+    /// What the round sums: the caller makes the vector it asks for.
+    pub fn task(&self) -> Task {
+        self.task
     }
 }

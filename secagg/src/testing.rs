@@ -46,6 +46,7 @@ fn config(n: usize) -> RoundConfig {
         noise: RoundConfig::NO_NOISE,
         sampling_rate: 0.0,
         count_weight: 0.0,
+        task: crate::wire::Task::Train,
     }
 }
 

@@ -57,6 +57,33 @@ pub struct Setup {
     /// then `vector_len` long with the count last. 0 (absent): no count.
     #[prost(double, tag = "13")]
     pub count_weight: f64,
+    /// What the summed vector is ([`Task`]): an update of the model
+    /// (absent: the rounds before evaluation existed) or a device's
+    /// evaluation of a candidate model.
+    #[prost(enumeration = "Task", tag = "14")]
+    pub task: i32,
+}
+
+/// What a round sums.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, prost::Enumeration)]
+#[repr(i32)]
+pub enum Task {
+    /// Each device's clipped model update (with adaptive clipping's count
+    /// after it when the count weight is above 0).
+    Train = 0,
+    /// Each device's evaluation of the candidate model the masked-input
+    /// stage carries: a few bounded metrics, no update and no count.
+    EvaluateModel = 1,
+}
+
+impl Task {
+    /// The task's name, for logs, errors and the coordinator's config.
+    pub fn name(self) -> &'static str {
+        match self {
+            Task::Train => "train",
+            Task::EvaluateModel => "evaluate-model",
+        }
+    }
 }
 
 /// Device to coordinator: its two public keys for the round.

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use hearth_secagg::keys::KeyError;
 use hearth_secagg::wire::{self, PeerKeys, PublicKeys, SealedShare, Setup, Stage, Unmask, WireError};
-use hearth_secagg::{DevicePolicy, DeviceRound, Quantization, Refusal};
+use hearth_secagg::{CoordinatorRound, DevicePolicy, DeviceRound, Quantization, Refusal, RoundConfig, RoundError};
 
 const LEN: usize = 50;
 const N: u64 = 12;
@@ -28,6 +28,7 @@ fn setup_for(node: u64) -> Setup {
         noise_multiplier: 0.0,
         sampling_rate: 0.0,
         count_weight: 0.0,
+        task: 0,
     }
 }
 
@@ -156,6 +157,48 @@ fn a_count_weight_the_vector_cannot_hold_is_refused() {
     }
     let (device, _) = DeviceRound::setup(&policy(), 1, LEN, &Setup { count_weight: 0.5, ..setup_for(1) }).unwrap();
     assert_eq!(device.count_weight(), 0.5);
+}
+
+#[test]
+fn a_task_the_device_does_not_know_or_an_evaluation_with_a_count_is_refused() {
+    use hearth_secagg::wire::Task;
+    for task in [2, -1, i32::MAX] {
+        assert!(matches!(refused_setup(Setup { task, ..setup_for(1) }), Refusal::Task(_)), "{task}");
+    }
+    let evaluate = Task::EvaluateModel as i32;
+    let with_count = Setup { task: evaluate, count_weight: 0.5, ..setup_for(1) };
+    assert!(matches!(refused_setup(with_count), Refusal::Task(_)));
+    let (device, _) = DeviceRound::setup(&policy(), 1, LEN, &Setup { task: evaluate, ..setup_for(1) }).unwrap();
+    assert_eq!(device.task(), Task::EvaluateModel);
+    // The rounds before tasks existed are training rounds.
+    let (device, _) = DeviceRound::setup(&policy(), 1, LEN, &setup_for(1)).unwrap();
+    assert_eq!(device.task(), Task::Train);
+    // The coordinator will not announce one either.
+    let config = RoundConfig {
+        run_id: 9,
+        round: 2,
+        quantization: Quantization {
+            bits: 16,
+            scale: Quantization::largest_scale(16, 1.0, 5),
+            clip_norm: 1.0,
+            max_cohort: 5,
+        },
+        degree: 4,
+        threshold_fraction: 2.0 / 3.0,
+        vector_len: 6,
+        noise: RoundConfig::NO_NOISE,
+        sampling_rate: 0.0,
+        count_weight: 0.5,
+        task: Task::EvaluateModel,
+    };
+    let cohort = [1, 2, 3, 4, 5];
+    assert!(matches!(CoordinatorRound::new(config.clone(), &cohort), Err(RoundError::Terms(_))));
+    let mut round = CoordinatorRound::new(RoundConfig { count_weight: 0.0, ..config }, &cohort).unwrap();
+    for (_, bytes) in round.advance().unwrap() {
+        let stage: Stage = wire::decode(&bytes, usize::MAX).unwrap();
+        let Some(wire::StageBody::Setup(setup)) = stage.body else { panic!("not a setup") };
+        assert_eq!(setup.task, evaluate);
+    }
 }
 
 #[test]

@@ -14,7 +14,8 @@
 #                           it started, on exit)
 
 FLWR_VERSION=1.42.0
-venv="$HOME/.cache/hearth/flwr-venv"
+# HEARTH_FLWR_VENV: another venv (a second run beside one using the default).
+venv="${HEARTH_FLWR_VENV:-$HOME/.cache/hearth/flwr-venv}"
 
 flower_venv() {
     if ! "$venv/bin/python" -c "import flwr, sys; sys.exit(flwr.__version__ != '$FLWR_VERSION')" 2>/dev/null; then

@@ -42,6 +42,8 @@ echo "federated: coordinator unit checks"
 (cd coordinator && "$py" tests/test_segments.py)
 (cd coordinator && "$py" tests/test_secure.py)
 (cd coordinator && "$py" tests/test_adaptive_clip.py)
+(cd coordinator && "$py" tests/test_gate.py)
+(cd coordinator && "$py" tests/test_evaluation.py)
 
 flower_workdir federated
 
@@ -58,7 +60,7 @@ open(f"{sys.argv[1]}/coordinator.pub", "w").write(key.public_key().public_bytes(
 PY
 
 echo "federated: building the device tests"
-cargo test -p hearth-core --test fleet --test secure_rounds --locked --no-run 2>&1 | tail -1
+cargo test -p hearth-core --test fleet --test secure_rounds --test evaluation_rounds --locked --no-run 2>&1 | tail -1
 
 flower_superlink_start
 
@@ -243,4 +245,78 @@ HEARTH_DEVICES="$devices" HEARTH_GLOBAL_WEIGHTS="$work/out-secure/weights.bin" H
     cargo test -p hearth-core --test fleet --locked -- --ignored --nocapture global_model_ranks 2>&1 |
     tee "$work/quality-secure.log" | grep -E "^held-out|^mean rank|^test |test result|panicked"
 [ "${PIPESTATUS[0]}" -eq 0 ] || exit 1
+
+# The release gate: after each secure training round (distributed noise),
+# the devices evaluate the round's model, sent as a signed candidate, on an
+# engagement each recorded after training, against the model they rank
+# with and the fallback; the coordinator gets only the noisy sums and
+# decides. The devices' records of what they quantized must add up to the
+# coordinator's sums, and a training round sends its model as published
+# only when the gate passed it.
+gate_rounds=2
+echo "federated: release gate ($devices devices, $gate_rounds rounds, each followed by an evaluation)"
+flwr run coordinator local --run-config \
+    "model-dir='$repo/models/ranker-v1' signing-key='$work/coordinator.key' out-dir='$work/out-gate' \
+min-nodes=$devices num-server-rounds=$gate_rounds clip-norm=$clip noise-multiplier=$noise learning-rate=$lr \
+round-timeout=300.0 secure-aggregation=true noise-mode='distributed' release-gate=true" \
+    | tail -1
+mkdir -p "$work/witness-gate"
+start=$(date +%s)
+HEARTH_SUPERLINK="http://127.0.0.1:$port" HEARTH_DEVICES="$devices" HEARTH_ROUNDS="$gate_rounds" \
+    HEARTH_COORDINATOR_PUBKEY="$(cat "$work/coordinator.pub")" HEARTH_ROUND_WAIT_S=300 \
+    HEARTH_WITNESS_DIR="$work/witness-gate" cargo test -p hearth-core --test evaluation_rounds --locked -- \
+    --ignored --nocapture 2>&1 | tee "$work/gate.log" | grep -E "^evaluation|^test |test result|panicked"
+[ "${PIPESTATUS[0]}" -eq 0 ] || exit 1
+echo "federated: release gate rounds in $(($(date +%s) - start)) s"
+for _ in $(seq 1 60); do
+    [ -f "$work/out-gate/summary.json" ] && break
+    sleep 1
+done
+(cd coordinator && "$py" - "$work/out-gate" "$work/witness-gate" "$gate_rounds" "$devices") <<'PY'
+import hashlib, json, sys
+from pathlib import Path
+import numpy as np
+from hearth_coordinator.gate import decide
+out, witness, rounds, devices = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+summary = json.loads((out / "summary.json").read_text())
+trained, evaluated = summary["rounds"], summary["evaluations"]
+assert len(trained) == rounds and all(r["applied"] for r in trained), trained
+assert [e["round"] for e in evaluated] == list(range(1, rounds + 1)), evaluated
+# Round 1 sends the shipped model as published; each later round sends
+# its model as published only when the gate passed it.
+assert trained[0]["model_release"] == "published", trained[0]
+for e, nxt in zip(evaluated, trained[1:]):
+    assert nxt["model_release"] == ("published" if e["gate"]["publish"] else "candidate"), (e, nxt)
+for e in evaluated:
+    bits, scale = e["bits"], e["scale"]
+    assert e["noise_mode"] == "distributed" and e["task"] == "evaluate-model", e
+    def total(suffix):
+        t = None
+        for node in e["survivors"]:
+            [f] = witness.glob(f"e{e['round']}-n{node}-b{bits}.{suffix}")
+            q = np.fromfile(f, dtype="<u4").astype(np.uint64)
+            t = q if t is None else t + q
+        return t % (1 << bits)
+    noised, clean = total("u32"), total("clean.u32")
+    assert hashlib.sha256(noised.astype("<u4").tobytes()).hexdigest() == e["sum_sha256"], \
+        f"evaluation {e['round']}: the sum is not the survivors'"
+    signed = lambda v: np.where(v >= 1 << (bits - 1), v.astype(np.int64) - (1 << bits), v.astype(np.int64))
+    # The coordinator's sums: the survivors' noised contributions, and the
+    # noise in them the devices' shares (nothing taken out, nothing added).
+    sums = np.array(e["sums"])
+    assert np.abs(sums - signed(noised) / scale).max() < 1e-9, (sums, signed(noised) / scale)
+    noise = sums - signed(clean) / scale
+    assert np.abs(noise).max() < 6 * e["sigma"], (noise, e["sigma"])
+    # Every survivor had a held-out engagement: the count is theirs.
+    exact = signed(clean) / scale
+    assert abs(exact[0] - len(e["survivors"])) < 1e-3 * len(e["survivors"]), exact
+    assert e["gate"] == decide(e["sums"], e["sigma"], summary["release_gate"]["z"]), e
+    g = e["gate"]
+    print(f"  evaluation {e['round']}: {len(e['survivors'])} of {e['sampled']} devices, NDCG@10 candidate "
+          f"{exact[1] / exact[0]:.4f}, published {exact[2] / exact[0]:.4f}, fallback {exact[3] / exact[0]:.4f} "
+          f"(noisy: {g['candidate']:.4f} / {g['published']:.4f} / {g['fallback']:.4f}, sigma {e['sigma']:.3f}); "
+          f"{'published' if g['publish'] else 'kept'}")
+page = (out / "report.html").read_text()
+assert "Release gate" in page and page.count("<tr>") >= 2 * rounds + 2, page
+PY
 echo "federated: passed"

@@ -13,6 +13,7 @@ import com.sun.net.httpserver.HttpExchange
 import com.sun.net.httpserver.HttpServer
 import org.hearth.Aggregation
 import org.hearth.NoiseMode
+import org.hearth.RoundTask
 import org.hearth.DeviceClass
 import org.hearth.DeviceConditions
 import org.hearth.Durability
@@ -300,7 +301,7 @@ fun run(dir: File) {
                 aggregation = aggregation, noiseMode = noiseMode, noiseShare = if (distributed) 0.122 else 0.0,
                 cohort = if (distributed) 100u else 0u, honestFraction = if (distributed) 2.0 / 3.0 else 0.0,
                 scale = if (distributed) 4828.0 else 0.0, dimension = if (distributed) 144_935uL else 0uL,
-                nodeKey = "3f2a9c0b51d7e864",
+                nodeKey = "3f2a9c0b51d7e864", task = RoundTask.TRAINING,
             )
             val row = DemoModel.uploadText(entry, "today")
             println("  ledger row:        $row")
@@ -317,10 +318,15 @@ fun run(dir: File) {
             epsilonTotal = 0.4, segmentReportEpsilon = 0.0, aggregation = Aggregation.SECURE,
             noiseMode = NoiseMode.DISTRIBUTED, included = false, noiseShare = 0.122, cohort = 100u,
             honestFraction = 2.0 / 3.0, scale = 4828.0, dimension = 144_935uL, nodeKey = "3f2a9c0b51d7e864",
+            task = RoundTask.TRAINING,
         )
         val coinRow = DemoModel.uploadText(coined, "today")
         println("  ledger row:        $coinRow")
         verify("coin (p 0.70) left the update out" in coinRow) { "the ledger row does not show the coin: $coinRow" }
+        // A model-evaluation round (the release gate) is listed as one.
+        val evaluated = DemoModel.uploadText(coined.copy(task = RoundTask.EVALUATION, dimension = 6uL), "today")
+        println("  ledger row:        $evaluated")
+        verify(evaluated.startsWith("Evaluation of a candidate model, round 3")) { "not an evaluation: $evaluated" }
         println()
 
         // ---- personalization off: the labelled fallback

@@ -6,6 +6,7 @@
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
+use secagg::wire::Task;
 use secagg::{CoordinatorRound, NoiseTerms, Quantization, RoundConfig};
 
 /// One round of secure aggregation, coordinator side.
@@ -28,9 +29,12 @@ impl Round {
     /// update in the sum with that probability (0 or 1: no coin).
     /// `count_weight` > 0 (adaptive clipping) makes the vector's last value
     /// each device's `count_weight * (bit - 1/2)`, its bit whether its
-    /// update was within the train config's clip norm.
+    /// update was within the train config's clip norm. `task` says what
+    /// the devices sum: `"train"` (model updates) or `"evaluate-model"`
+    /// (each device's evaluation of the candidate the masked-input stage
+    /// carries; no count).
     #[new]
-    #[pyo3(signature = (*, run_id, round, bits, clip_norm, max_cohort, degree, threshold_fraction, vector_len, cohort, scale = 0.0, noise_multiplier = 0.0, honest_fraction = 2.0 / 3.0, sampling_rate = 0.0, count_weight = 0.0))]
+    #[pyo3(signature = (*, run_id, round, bits, clip_norm, max_cohort, degree, threshold_fraction, vector_len, cohort, scale = 0.0, noise_multiplier = 0.0, honest_fraction = 2.0 / 3.0, sampling_rate = 0.0, count_weight = 0.0, task = "train"))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         run_id: u64,
@@ -47,7 +51,13 @@ impl Round {
         honest_fraction: f64,
         sampling_rate: f64,
         count_weight: f64,
+        task: &str,
     ) -> PyResult<Self> {
+        let task = match task {
+            "train" => Task::Train,
+            "evaluate-model" => Task::EvaluateModel,
+            other => return Err(PyValueError::new_err(format!("task must be train or evaluate-model, not {other:?}"))),
+        };
         let noise = NoiseTerms { multiplier: noise_multiplier, honest_fraction };
         let scale =
             if scale > 0.0 { scale } else { noise.largest_scale(bits, clip_norm, cohort.len() as u32, max_cohort) };
@@ -62,6 +72,7 @@ impl Round {
             noise,
             sampling_rate,
             count_weight,
+            task,
         };
         let honest = if noise.multiplier > 0.0 { noise.honest(cohort.len() as u32) } else { 0 };
         let inner = CoordinatorRound::new(config, &cohort).map_err(|e| PyValueError::new_err(e.to_string()))?;

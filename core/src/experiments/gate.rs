@@ -23,6 +23,12 @@
 /// (candidate - published)^2, (candidate - fallback)^2].
 pub const GATE_METRICS: usize = 6;
 
+/// The bound on a contribution's L2 norm, sqrt(GATE_METRICS): the unit of
+/// an evaluation round's noise (a contribution is at most sqrt(5) long).
+pub fn contribution_bound() -> f64 {
+    (GATE_METRICS as f64).sqrt()
+}
+
 /// One device's evaluation of the three rankers, each NDCG@10 in [0, 1].
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Evaluation {
@@ -155,6 +161,36 @@ mod tests {
         let mut rng = StdRng::seed_from_u64(4);
         let published = (0..200).filter(|_| trial(&mut rng, 20_000, 0.05, 5.0).publish).count();
         assert!(published >= 190, "{published} of 200 published");
+    }
+
+    /// The known answers the coordinator's port of this rule
+    /// (coordinator/hearth_coordinator/gate.py) is tested against too.
+    #[test]
+    fn the_shared_known_answers_hold() {
+        let doc: serde_json::Value =
+            serde_json::from_str(include_str!("../../tests/fixtures/gate_decisions.json")).unwrap();
+        let cases = doc["cases"].as_array().unwrap();
+        assert!(cases.len() >= 10);
+        let close = |got: f64, want: &serde_json::Value| match want.as_f64() {
+            Some(w) => (got - w).abs() <= 1e-12 * w.abs().max(1.0),
+            // No interval: too few devices.
+            None => got.is_infinite(),
+        };
+        for case in cases {
+            let f = |v: &serde_json::Value| v.as_f64().unwrap();
+            let sums: Vec<f64> = case["sums"].as_array().unwrap().iter().map(f).collect();
+            let got = decide(&sums.try_into().unwrap(), f(&case["sigma"]), f(&case["z"]));
+            let want = &case["decision"];
+            assert_eq!(got.publish, want["publish"].as_bool().unwrap(), "{case}");
+            for (g, key) in [(got.devices, "devices"), (got.candidate, "candidate"), (got.published, "published")] {
+                assert!(close(g, &want[key]), "{key}: {g} in {case}");
+            }
+            assert!(close(got.fallback, &want["fallback"]), "{case}");
+            for (c, key) in [(got.against_published, "against_published"), (got.against_fallback, "against_fallback")] {
+                assert!(close(c.difference, &want[key]["difference"]), "{key} in {case}");
+                assert!(close(c.low, &want[key]["low"]) && close(c.high, &want[key]["high"]), "{key} in {case}");
+            }
+        }
     }
 
     #[test]

@@ -491,6 +491,12 @@ impl<T: Transport> FleetClient<T> {
         trainer: &mut dyn Trainer,
         instruction: &TrainInstruction,
     ) -> Result<LocalResult, String> {
+        self.online(node_id, || trainer.train(instruction))
+    }
+
+    /// Runs `work` while a second thread keeps the node online with
+    /// heartbeats.
+    pub(super) fn online<R>(&self, node_id: u64, work: impl FnOnce() -> R) -> R {
         let done = AtomicBool::new(false);
         let every = Duration::from_secs_f64((self.options.heartbeat_interval / 3.0).max(1.0));
         let req = proto::SendNodeHeartbeatRequest {
@@ -517,7 +523,7 @@ impl<T: Transport> FleetClient<T> {
                     }
                 }
             });
-            let result = trainer.train(instruction);
+            let result = work();
             done.store(true, Ordering::Relaxed);
             result
         })

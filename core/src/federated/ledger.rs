@@ -64,6 +64,19 @@ pub enum NoiseMode {
     Distributed,
 }
 
+/// What a round's contribution was.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, uniffi::Enum)]
+pub enum RoundTask {
+    /// A model update from local training. Entries written before
+    /// evaluation rounds existed read as this.
+    #[default]
+    Training,
+    /// The device's evaluation of a candidate model for the release gate
+    /// (a few bounded metrics, in a secure sum with noise): charged to the
+    /// same budget as training.
+    Evaluation,
+}
+
 /// One update that left (or may have left) the device.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, uniffi::Record)]
 pub struct LedgerEntry {
@@ -131,6 +144,9 @@ pub struct LedgerEntry {
     /// from before keys rotated).
     #[serde(default)]
     pub node_key: String,
+    /// What the round asked for: training or an evaluation.
+    #[serde(default)]
+    pub task: RoundTask,
 }
 
 impl LedgerEntry {
@@ -281,6 +297,7 @@ pub(crate) fn unreadable_entry(raw: &serde_json::Value) -> LedgerEntry {
         dimension: 0,
         included: None,
         node_key: String::new(),
+        task: RoundTask::default(),
     }
 }
 
@@ -367,6 +384,7 @@ mod tests {
             dimension: 0,
             included: None,
             node_key: String::new(),
+            task: RoundTask::Training,
         }
     }
 

@@ -52,7 +52,7 @@ pub use fleet::{
     Trainer, Transport, TransportError,
 };
 pub use hearth_secagg::DevicePolicy;
-pub use ledger::{Aggregation, LedgerEntry, NoiseMode, PrivacyLedger, UploadStatus};
+pub use ledger::{Aggregation, LedgerEntry, NoiseMode, PrivacyLedger, RoundTask, UploadStatus};
 pub use node_key::NodeKey;
 pub use objects::{ConfigValue, F32Array, Limits, Record};
 pub use participation::{

@@ -13,18 +13,19 @@ use ring::rand::{SecureRandom, SystemRandom};
 use super::{Hearth, shield};
 use crate::audience::segments::SegmentReportOutcome;
 use crate::error::{Error, HearthError, Result};
+use crate::experiments::gate::GATE_METRICS;
 use crate::federated::accountant::DistributedGaussian;
 use crate::federated::fleet::{
     ClientOptions, FleetClient, HttpTransport, LocalResult, RoundOutcome, TrainInstruction, Trainer, Transport,
 };
-use crate::federated::ledger::{self, LedgerEntry, NoiseMode, PrivacyLedger, RoundTerms, UploadStatus};
+use crate::federated::ledger::{self, LedgerEntry, NoiseMode, PrivacyLedger, RoundTask, RoundTerms, UploadStatus};
 use crate::federated::participation::{
     DeclineReason, DeviceConditions, Eligibility, FederatedState, FleetTransport, ForeignTransport, HOUR_MS,
     IneligibleReason, ParticipationOutcome, ROUNDS_KEPT, STATE,
 };
 use crate::federated::{Aggregation, ConfigValue, FederatedFailure, FleetError, NodeKey};
-use crate::model::ModelPackage;
 use crate::model::training::RoundSettings;
+use crate::model::{Model, ModelPackage};
 use crate::store::history::now_ms;
 
 impl Hearth {
@@ -175,15 +176,20 @@ impl Hearth {
                         entry.status = UploadStatus::Sent;
                         entry.bytes_sent = report.bytes_sent;
                         self.update_entry(index, &entry)?;
-                        state.last_contribution_ms = Some(entry.at_ms);
-                        state.examples_watermark = watermark;
-                        if let Some(round) = entry.round {
+                        // An evaluation trained on nothing: what it held out
+                        // stays held out until a training round, and it does
+                        // not count as a round taken.
+                        if entry.task == RoundTask::Training {
+                            state.last_contribution_ms = Some(entry.at_ms);
+                            state.examples_watermark = watermark;
+                        }
+                        if let Some(round) = entry.round.filter(|_| entry.task == RoundTask::Training) {
                             state.rounds_taken.push((entry.run_id, round));
                             let excess = state.rounds_taken.len().saturating_sub(ROUNDS_KEPT);
                             state.rounds_taken.drain(..excess);
                         }
                         self.save_federated_state(&state)?;
-                        info!("federated round {:?} of run {}: update sent", entry.round, entry.run_id);
+                        info!("federated round {:?} of run {} ({:?}): sent", entry.round, entry.run_id, entry.task);
                         Ok(ParticipationOutcome::Contributed { entry })
                     }
                     None => Err(Error::Internal("a round ended without its ledger entry".into()).into()),
@@ -276,8 +282,22 @@ fn config_f64(ins: &TrainInstruction, key: &str) -> Option<f64> {
     ins.config(key).and_then(ConfigValue::as_f64)
 }
 
-impl Trainer for DeviceTrainer<'_> {
-    fn train(&mut self, ins: &TrainInstruction) -> std::result::Result<LocalResult, String> {
+/// A round this device agreed to: the noise it accounts by, the ledger as
+/// it was, and the epsilon spent once the round is charged.
+struct Admitted {
+    noise_multiplier: f64,
+    sampling_rate: f64,
+    terms: RoundTerms,
+    entries: Vec<LedgerEntry>,
+    epsilon_after: f64,
+}
+
+impl DeviceTrainer<'_> {
+    /// The privacy checks every round passes before the device computes
+    /// anything from its data: terms that give a guarantee, secure
+    /// aggregation when the app requires it, a training round not taken
+    /// before, and room in the budget.
+    fn admit(&mut self, ins: &TrainInstruction, task: RoundTask) -> std::result::Result<Admitted, String> {
         let h = self.hearth;
         // A round whose devices add the noise is accounted by what this
         // device added; otherwise by what the coordinator announces.
@@ -309,7 +329,11 @@ impl Trainer for DeviceTrainer<'_> {
         if ins.aggregation == Aggregation::Plain && h.config.federated_require_secure_aggregation {
             return Err(self.decline(DeclineReason::SecureAggregationRequired));
         }
-        if let Some(round) = ins.round
+        // An evaluation round is not a training round taken: it may come
+        // under the number of the round whose candidate it evaluates, and
+        // each one is charged.
+        if task == RoundTask::Training
+            && let Some(round) = ins.round
             && self.rounds_taken.contains(&(ins.run_id, round))
         {
             return Err(self.decline(DeclineReason::AlreadyTookPart));
@@ -327,6 +351,79 @@ impl Trainer for DeviceTrainer<'_> {
         if epsilon_after > budget {
             return Err(self.decline(DeclineReason::OverBudget { epsilon_after, budget }));
         }
+        Ok(Admitted { noise_multiplier: z, sampling_rate: q, terms, entries, epsilon_after })
+    }
+
+    /// The round's signed model, from the manifest and signature in its
+    /// config and its arrays, verified; None when the round sends no
+    /// manifest.
+    fn signed_model(
+        &mut self,
+        ins: &TrainInstruction,
+    ) -> std::result::Result<Option<(ModelPackage, Arc<Model>)>, String> {
+        let (Some(ConfigValue::Bytes(manifest)), Some(ConfigValue::Bytes(signature))) =
+            (ins.config("model-manifest"), ins.config("model-signature"))
+        else {
+            return Ok(None);
+        };
+        let weights: Vec<u8> = ins.flat().iter().flat_map(|x| x.to_le_bytes()).collect();
+        let package = ModelPackage {
+            manifest: manifest.clone(),
+            signature: signature.clone(),
+            weights,
+            ..ModelPackage::builtin()
+        };
+        let model = self.hearth.verify_package(&package).map_err(|e| self.reject(e.into()))?;
+        Ok(Some((package, model)))
+    }
+
+    /// The ledger entry of a round about to send `norm`'s contribution,
+    /// written before it leaves (charged).
+    fn charge(
+        &mut self,
+        ins: &TrainInstruction,
+        admitted: Admitted,
+        task: RoundTask,
+        norms: (f64, f64),
+        segment_report_epsilon: f64,
+    ) -> std::result::Result<(), String> {
+        let entry = LedgerEntry {
+            run_id: ins.run_id,
+            round: ins.round,
+            at_ms: now_ms(),
+            status: UploadStatus::Pending,
+            bytes_sent: 0,
+            norm_before_clip: norms.0,
+            norm_after_clip: norms.1,
+            clip_norm: ins.clip_norm,
+            noise_multiplier: admitted.noise_multiplier,
+            sampling_rate: admitted.sampling_rate,
+            epsilon_total: admitted.epsilon_after + segment_report_epsilon,
+            segment_report_epsilon,
+            aggregation: ins.aggregation,
+            noise_mode: if ins.distributed.is_some() { NoiseMode::Distributed } else { NoiseMode::Central },
+            noise_share: ins.distributed.map_or(0.0, |d| d.share),
+            cohort: ins.distributed.map_or(0, |d| d.cohort),
+            honest_fraction: ins.distributed.map_or(0.0, |d| d.honest_fraction),
+            scale: ins.distributed.map_or(0.0, |d| d.scale),
+            dimension: ins.distributed.map_or(0, |d| d.dimension),
+            included: ins.distributed.and_then(|d| d.coin).map(|c| c.included),
+            node_key: self.node_key.clone(),
+            task,
+        };
+        let mut all = admitted.entries;
+        all.push(entry.clone());
+        self.hearth.save_ledger(&all).map_err(|e| self.reject(e))?;
+        self.charged = Some((all.len() - 1, entry));
+        Ok(())
+    }
+}
+
+impl Trainer for DeviceTrainer<'_> {
+    fn train(&mut self, ins: &TrainInstruction) -> std::result::Result<LocalResult, String> {
+        let h = self.hearth;
+        let admitted = self.admit(ins, RoundTask::Training)?;
+        let budget = h.config.federated_epsilon_budget;
         // The round's global model is verified now but installed only once
         // local training from it succeeds: a model the noise has wrecked
         // (training diverges from it) is reported unusable, and ranking
@@ -344,20 +441,7 @@ impl Trainer for DeviceTrainer<'_> {
                 ));
             }
         };
-        let mut candidate = None;
-        if let (Some(ConfigValue::Bytes(manifest)), Some(ConfigValue::Bytes(signature))) =
-            (ins.config("model-manifest"), ins.config("model-signature"))
-        {
-            let weights: Vec<u8> = ins.flat().iter().flat_map(|x| x.to_le_bytes()).collect();
-            let package = ModelPackage {
-                manifest: manifest.clone(),
-                signature: signature.clone(),
-                weights,
-                ..ModelPackage::builtin()
-            };
-            let model = h.verify_package(&package).map_err(|e| self.reject(e.into()))?;
-            candidate = Some((package, model));
-        }
+        let candidate = self.signed_model(ins)?;
         let settings = RoundSettings {
             clip_norm: ins.clip_norm,
             epochs: ins.epochs,
@@ -388,39 +472,37 @@ impl Trainer for DeviceTrainer<'_> {
         // A secure round sends the masked update alone.
         let (segment_report, segment_report_epsilon) = match ins.aggregation {
             Aggregation::Secure => (None, 0.0),
-            Aggregation::Plain => match self.segment_report(ins, &entries, terms, budget) {
+            Aggregation::Plain => match self.segment_report(ins, &admitted.entries, admitted.terms, budget) {
                 Ok(r) => r,
                 Err(e) => return Err(self.reject(e)),
             },
         };
-        let entry = LedgerEntry {
-            run_id: ins.run_id,
-            round: ins.round,
-            at_ms: now_ms(),
-            status: UploadStatus::Pending,
-            bytes_sent: 0,
-            norm_before_clip: update.norm_before_clip,
-            norm_after_clip: update.norm,
-            clip_norm: ins.clip_norm,
-            noise_multiplier: z,
-            sampling_rate: q,
-            epsilon_total: epsilon_after + segment_report_epsilon,
-            segment_report_epsilon,
-            aggregation: ins.aggregation,
-            noise_mode: if ins.distributed.is_some() { NoiseMode::Distributed } else { NoiseMode::Central },
-            noise_share: ins.distributed.map_or(0.0, |d| d.share),
-            cohort: ins.distributed.map_or(0, |d| d.cohort),
-            honest_fraction: ins.distributed.map_or(0.0, |d| d.honest_fraction),
-            scale: ins.distributed.map_or(0.0, |d| d.scale),
-            dimension: ins.distributed.map_or(0, |d| d.dimension),
-            included: ins.distributed.and_then(|d| d.coin).map(|c| c.included),
-            node_key: self.node_key.clone(),
-        };
-        let mut all = entries;
-        all.push(entry.clone());
-        h.save_ledger(&all).map_err(|e| self.reject(e))?;
-        self.charged = Some((all.len() - 1, entry));
+        let norms = (update.norm_before_clip, update.norm);
+        self.charge(ins, admitted, RoundTask::Training, norms, segment_report_epsilon)?;
         Ok(LocalResult { delta: update.delta, examples: update.examples, segment_report })
+    }
+
+    /// A model-evaluation round: the candidate the round sends (signed;
+    /// verified, never installed) scored against the installed model and
+    /// the fallback on what this device held out of training
+    /// (`Hearth::evaluate_candidate`). A device with nothing held out
+    /// sends zeros (its "1, it reported" is 0, so it adds nothing to the
+    /// gate's sums) and is charged as any other: whether it had anything to
+    /// evaluate is not for the coordinator to learn.
+    fn evaluate(&mut self, ins: &TrainInstruction) -> std::result::Result<Vec<f32>, String> {
+        let admitted = self.admit(ins, RoundTask::Evaluation)?;
+        let Some((package, _)) = self.signed_model(ins)? else {
+            return Err(self.reject(
+                Error::invalid("evaluation round", "no signed candidate model (model-manifest, model-signature)")
+                    .into(),
+            ));
+        };
+        let evaluation = self.hearth.evaluate_candidate(&package).map_err(|e| self.reject(e))?;
+        let values: Vec<f32> =
+            evaluation.map_or([0.0; GATE_METRICS], |e| e.evaluation.contribution()).iter().map(|v| *v as f32).collect();
+        let norm = values.iter().map(|v| f64::from(*v).powi(2)).sum::<f64>().sqrt();
+        self.charge(ins, admitted, RoundTask::Evaluation, (norm, norm), 0.0)?;
+        Ok(values)
     }
 }
 

@@ -109,6 +109,30 @@ pub fn device(dir: &std::path::Path, n: usize, trusted: &str) -> (Arc<Hearth>, V
     (h, secrets)
 }
 
+/// The epsilon of `entries` at `delta`, composed by the accountant from
+/// each entry's own terms (central or distributed), as a ledger should say.
+pub fn accounted_epsilon(entries: &[LedgerEntry], delta: f64) -> f64 {
+    let mut accountant = accountant::RdpAccountant::new();
+    for e in entries {
+        match e.noise_mode {
+            NoiseMode::Central => accountant.compose(e.noise_multiplier, e.sampling_rate, 1).unwrap(),
+            NoiseMode::Distributed => {
+                let honest = (e.honest_fraction * e.cohort as f64).ceil() as u32;
+                let round = accountant::DistributedGaussian {
+                    noise_multiplier: e.noise_multiplier,
+                    honest,
+                    clip_norm: e.clip_norm,
+                    scale: e.scale,
+                    dimension: e.dimension,
+                    sampling_rate: e.sampling_rate,
+                };
+                accountant.compose_distributed(&round, 1).unwrap()
+            }
+        }
+    }
+    accountant.epsilon(delta).unwrap()
+}
+
 pub const READY: DeviceConditions = DeviceConditions { charging: true, unmetered_network: true, idle: true };
 
 /// Every reply a device pushed, inflated from its request bodies as the

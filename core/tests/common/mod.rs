@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod flower;
+pub mod secure_round;
 pub mod superlink;
 
 use std::path::Path;

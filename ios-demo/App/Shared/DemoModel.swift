@@ -293,7 +293,12 @@ public final class DemoModel: Sendable {
                 e.noiseShare, e.honestFraction * 100, Int(e.cohort)) + coinText(e)
         case .central: noise = "noise added by the coordinator, as it announced"
         }
-        return "Round \(e.round.map(String.init) ?? "?") · \(sent) · \(e.bytesSent) bytes · \(String(describing: e.status)) · "
+        let what: String
+        switch e.task {
+        case .training: what = "Round"
+        case .evaluation: what = "Evaluation of a candidate model, round"
+        }
+        return "\(what) \(e.round.map(String.init) ?? "?") · \(sent) · \(e.bytesSent) bytes · \(String(describing: e.status)) · "
             + "\(protection) · \(noise) · ε now \(String(format: "%.2f", e.epsilonTotal))"
     }
 }

@@ -42,6 +42,7 @@ pub fn config(n: usize, degree: usize) -> RoundConfig {
         noise: RoundConfig::NO_NOISE,
         sampling_rate: 0.0,
         count_weight: 0.0,
+        task: hearth_secagg::wire::Task::Train,
     }
 }
 

@@ -140,6 +140,7 @@ final class FederatedTests: XCTestCase {
         XCTAssertEqual(imported.entries.first?.aggregation, .plain)
         // And from before distributed noise, as noise the coordinator added.
         XCTAssertEqual(imported.entries.first?.noiseMode, .central)
+        XCTAssertEqual(imported.entries.first?.task, .training)
         XCTAssertGreaterThan(imported.epsilonSpent, 10, "one round at z = 0.5, q = 1 spends more than 10")
         guard case .notEligible(let reasons) = try other.federatedEligibility(conditions: ready) else {
             return XCTFail("expected the budget to be spent")

@@ -88,6 +88,14 @@ pub struct LocalResult {
 /// The device's training, as the round needs it.
 pub trait Trainer {
     fn train(&mut self, instruction: &TrainInstruction) -> Result<LocalResult, String>;
+
+    /// A model-evaluation round (secure rounds only): the device's
+    /// contribution to the release gate's sums for the candidate model the
+    /// instruction carries, [`GATE_METRICS`](crate::GATE_METRICS)
+    /// values each in [0, 1]. A trainer that does not evaluate refuses.
+    fn evaluate(&mut self, _instruction: &TrainInstruction) -> Result<Vec<f32>, String> {
+        Err("this device does not evaluate models".into())
+    }
 }
 
 impl<F: FnMut(&TrainInstruction) -> Result<LocalResult, String>> Trainer for F {
@@ -147,6 +155,29 @@ fn whole_number(value: Option<&ConfigValue>, key: &str, max: usize) -> Result<Op
         Some(Some(v)) if (1.0..=max as f64).contains(&v) && v.fract() == 0.0 => Ok(Some(v as usize)),
         Some(_) => Err(FleetError::Protocol(format!("{key} must be a whole number from 1 to {max}"))),
     }
+}
+
+/// Refuses an evaluation whose clip norm `instruction` (the noise's unit)
+/// is below the contribution's bound, before anything is evaluated (so the
+/// refusal says nothing of the device's data), and a contribution of the
+/// wrong length or with a value outside [0, 1]; gives its norm.
+pub(super) fn check_evaluation(instruction: &TrainInstruction, values: Option<&[f32]>) -> Result<f64, FleetError> {
+    let bound = crate::experiments::gate::contribution_bound();
+    if instruction.clip_norm < bound {
+        return Err(FleetError::Protocol(format!(
+            "an evaluation round's clip norm of {} is below the contribution's bound {bound:.4}",
+            instruction.clip_norm
+        )));
+    }
+    let Some(values) = values else { return Ok(0.0) };
+    let want = crate::experiments::gate::GATE_METRICS;
+    if values.len() != want {
+        return Err(FleetError::Update(format!("an evaluation of {} values, not {want}", values.len())));
+    }
+    if !values.iter().all(|v| (0.0..=1.0).contains(v)) {
+        return Err(FleetError::Update("an evaluation value outside [0, 1]".into()));
+    }
+    Ok(values.iter().map(|x| (*x as f64) * (*x as f64)).sum::<f64>().sqrt())
 }
 
 /// Refuses an update of the wrong length, not finite, or above C.

@@ -17,14 +17,16 @@
 //! error reply of a fixed reason, so the coordinator need not wait for it,
 //! and sends nothing more in the round.
 
-use hearth_secagg::wire::{self, Reply, ReplyBody, Stage, StageBody};
+use hearth_secagg::wire::{self, Reply, ReplyBody, Stage, StageBody, Task};
 use hearth_secagg::{DeviceRound, Refusal};
 use prost::Message;
 
+use super::instruction::check_evaluation;
 use super::{
     Aggregation, ConfigValue, DistributedNoise, FleetClient, FleetError, Record, RoundOutcome, RoundReport,
-    SecureWitness, Trainer, Transport, instruction, objects, proto, reply_metadata,
+    SecureWitness, TrainInstruction, Trainer, Transport, instruction, objects, proto, reply_metadata,
 };
+use crate::experiments::gate::GATE_METRICS;
 
 /// The ConfigRecord of a secure-aggregation message or reply.
 pub const SECAGG_KEY: &str = "hearth.secagg";
@@ -64,9 +66,10 @@ impl<T: Transport> FleetClient<T> {
             }
             Err(e) => return self.refuse(node_id, &meta, e),
         };
-        // The model's parameter count, when the client knows the model, and
-        // adaptive clipping's count after it.
+        // An evaluation's metrics; or the model's parameter count, when the
+        // client knows the model, and adaptive clipping's count after it.
         let vector_len = match &self.options.limits.expected_arrays {
+            _ if setup.task == Task::EvaluateModel as i32 => GATE_METRICS,
             Some(arrays) => {
                 arrays.iter().map(|(_, shape)| shape.iter().product::<usize>()).sum::<usize>()
                     + usize::from(setup.count_weight > 0.0)
@@ -112,7 +115,17 @@ impl<T: Transport> FleetClient<T> {
                     let mut instruction = instruction(run_id, content)?;
                     instruction.aggregation = Aggregation::Secure;
                     instruction.distributed = distributed;
-                    let (result, norm) = self.train_checked(node_id, &meta, trainer, &instruction)?;
+                    // What goes in the sum: the device's evaluation of the
+                    // candidate, or its clipped update (with the count).
+                    let (vector, norm) = if device.task() == Task::EvaluateModel {
+                        self.evaluate_checked(node_id, &meta, trainer, &instruction, &setup)?
+                    } else {
+                        let (result, norm) = self.train_checked(node_id, &meta, trainer, &instruction)?;
+                        match with_count(&result.delta, norm, instruction.clip_norm, &setup, &device) {
+                            Ok(v) => (v, norm),
+                            Err(e) => return self.refuse(node_id, &meta, e),
+                        }
+                    };
                     report = Some(RoundReport {
                         node_id,
                         run_id,
@@ -127,10 +140,6 @@ impl<T: Transport> FleetClient<T> {
                     // What goes in the sum before the noise: zeros when the
                     // coin left this update out.
                     let left_out = device.coin().is_some_and(|c| !c.included);
-                    let vector = match with_count(&result.delta, norm, instruction.clip_norm, &setup, &device) {
-                        Ok(v) => v,
-                        Err(e) => return self.refuse(node_id, &meta, e),
-                    };
                     let len = vector.len();
                     // Both closures see it: the first fills it, the second takes it.
                     let quantized = std::cell::RefCell::new(Vec::new());
@@ -173,6 +182,42 @@ impl<T: Transport> FleetClient<T> {
             }
         }
         report.map(RoundOutcome::Done).ok_or_else(|| FleetError::Protocol("a secure round without an update".into()))
+    }
+
+    /// The device's evaluation of the candidate an evaluation round's
+    /// instruction carries, checked (`check_evaluation`), and its norm.
+    /// The round's bound must hold a contribution: the noise is sized by
+    /// it. Refusals before evaluating and a failed evaluation are answered
+    /// with an error, as for training.
+    fn evaluate_checked(
+        &mut self,
+        node_id: u64,
+        meta: &proto::Metadata,
+        trainer: &mut dyn Trainer,
+        instruction: &TrainInstruction,
+        setup: &hearth_secagg::wire::Setup,
+    ) -> Result<(Vec<f32>, f64), FleetError> {
+        if let Err(e) = check_evaluation(instruction, None) {
+            return self.refuse(node_id, meta, e);
+        }
+        if instruction.clip_norm > setup.clip_norm * (1.0 + 1e-9) {
+            let why = format!("a clip norm of {} above the round's bound {}", instruction.clip_norm, setup.clip_norm);
+            return self.refuse(node_id, meta, FleetError::Protocol(why));
+        }
+        let values = match self.online(node_id, || trainer.evaluate(instruction)) {
+            Ok(v) => v,
+            Err(why) => {
+                self.push_error(node_id, meta, "local evaluation failed on the device")?;
+                return Err(FleetError::Update(why));
+            }
+        };
+        match check_evaluation(instruction, Some(&values)) {
+            Ok(norm) => Ok((values, norm)),
+            Err(e) => {
+                self.push_error(node_id, meta, "the device refused its own evaluation")?;
+                Err(e)
+            }
+        }
     }
 
     /// Answers `to` with an error of a fixed reason and gives `why`.
@@ -257,6 +302,7 @@ mod tests {
             noise_multiplier: 0.0,
             sampling_rate: 0.0,
             count_weight,
+            task: 0,
         };
         let policy = DevicePolicy { min_cohort: 3, ..DevicePolicy::default() };
         let (device, _) = DeviceRound::setup(&policy, 1, 4, &setup).unwrap();

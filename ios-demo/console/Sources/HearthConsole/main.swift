@@ -325,7 +325,7 @@ func run(_ dir: URL) throws {
             segmentReportEpsilon: 0, aggregation: aggregation, noiseMode: noiseMode,
             noiseShare: distributed ? 0.122 : 0, cohort: distributed ? 100 : 0,
             honestFraction: distributed ? 2.0 / 3.0 : 0, scale: distributed ? 4828 : 0,
-            dimension: distributed ? 144_935 : 0, nodeKey: "3f2a9c0b51d7e864")
+            dimension: distributed ? 144_935 : 0, nodeKey: "3f2a9c0b51d7e864", task: .training)
         let row = DemoModel.uploadText(entry, sent: "today")
         print("  ledger row:        \(row)")
         let says = aggregation == .secure ? "only the round's sum" : "saw this update"
@@ -339,10 +339,17 @@ func run(_ dir: URL) throws {
         runId: 1, round: 3, atMs: 0, status: .sent, bytesSent: 370_000, normBeforeClip: 2, normAfterClip: 1,
         clipNorm: 1, noiseMultiplier: 1, samplingRate: 0.7, epsilonTotal: 0.4, segmentReportEpsilon: 0,
         aggregation: .secure, noiseMode: .distributed, included: false, noiseShare: 0.122, cohort: 100,
-        honestFraction: 2.0 / 3.0, scale: 4828, dimension: 144_935, nodeKey: "3f2a9c0b51d7e864")
+        honestFraction: 2.0 / 3.0, scale: 4828, dimension: 144_935, nodeKey: "3f2a9c0b51d7e864", task: .training)
     let coinRow = DemoModel.uploadText(coined, sent: "today")
     print("  ledger row:        \(coinRow)")
     try verify(coinRow.contains("coin (p 0.70) left the update out"), "the ledger row does not show the coin: \(coinRow)")
+    // A model-evaluation round (the release gate) is listed as one.
+    var evaluation = coined
+    evaluation.task = .evaluation
+    evaluation.dimension = 6
+    let evaluated = DemoModel.uploadText(evaluation, sent: "today")
+    print("  ledger row:        \(evaluated)")
+    try verify(evaluated.hasPrefix("Evaluation of a candidate model, round 3"), "not an evaluation: \(evaluated)")
     print()
 
     // ---- personalization off: the labelled fallback

@@ -117,6 +117,7 @@ class FederatedTest {
                 assertEquals(Aggregation.PLAIN, ledger.entries[0].aggregation)
                 // And from before distributed noise, as noise the coordinator added.
                 assertEquals(NoiseMode.CENTRAL, ledger.entries[0].noiseMode)
+                assertEquals(RoundTask.TRAINING, ledger.entries[0].task)
                 assertTrue(ledger.epsilonSpent > 10.0, "one round at z = 0.5, q = 1 spends more than 10")
                 val outcome = h.federatedEligibility(ready) as Eligibility.NotEligible
                 assertTrue(outcome.reasons.any { it is IneligibleReason.BudgetSpent && it.budget == 10.0 })

@@ -8,6 +8,7 @@ package org.hearth.demo.model
 import org.hearth.Aggregation
 import org.hearth.ArmTreatment
 import org.hearth.NoiseMode
+import org.hearth.RoundTask
 import org.hearth.CatalogItem
 import org.hearth.DeclineReason
 import org.hearth.DeviceClass
@@ -272,7 +273,11 @@ class DemoModel(private val hearth: Hearth, val catalog: List<CatalogItem> = DEM
                 NoiseMode.CENTRAL -> "noise added by the coordinator, as it announced"
             }
             val epsilon = "%.2f".format(e.epsilonTotal)
-            return "Round ${e.round ?: "?"} · $sent · ${e.bytesSent} bytes · ${e.status.name.lowercase()} · $protection · " +
+            val what = when (e.task) {
+                RoundTask.TRAINING -> "Round"
+                RoundTask.EVALUATION -> "Evaluation of a candidate model, round"
+            }
+            return "$what ${e.round ?: "?"} · $sent · ${e.bytesSent} bytes · ${e.status.name.lowercase()} · $protection · " +
                 "$noise · ε now $epsilon"
         }
     }
