@@ -39,13 +39,17 @@ class RunOutput:
         self.dir = Path(out_dir)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.header = dict(header)
-        # Model-evaluation rounds (the release gate), when the run has them.
+        # Model-evaluation rounds (the release gate) and experiment-report
+        # rounds, when the run has them.
         self.evaluations: list[dict] | None = None
+        self.experiment_reports: list[dict] | None = None
 
     def _body(self, rounds: list[dict], finished: bool, error: str | None) -> dict:
         body = {**self.header, "finished": finished, "rounds": rounds}
         if self.evaluations is not None:
             body["evaluations"] = self.evaluations
+        if self.experiment_reports is not None:
+            body["experiment_reports"] = self.experiment_reports
         if error is not None:
             body["error"] = error
         return body
@@ -92,7 +96,7 @@ def _interval(c: dict) -> str:
 def report_html(body: dict) -> str:
     """The run for a person: its terms, each training round, and each
     evaluation with the gate's numbers and decision."""
-    terms = {k: v for k, v in body.items() if k not in ("rounds", "evaluations")}
+    terms = {k: v for k, v in body.items() if k not in ("rounds", "evaluations", "experiment_reports")}
     out = ["<!doctype html>", "<meta charset=\"utf-8\">", "<title>Hearth federated run</title>",
            "<style>body{font-family:sans-serif}td,th{padding:2px 8px;text-align:right}</style>",
            "<h1>Hearth federated run</h1>", "<table>"]
@@ -120,5 +124,21 @@ def report_html(body: dict) -> str:
                 row = [e["round"], g["devices"], g["candidate"], g["published"], g["fallback"],
                        _interval(g["against_published"]), _interval(g["against_fallback"]), e["sigma"], decision]
             out.append("<tr>" + "".join(f"<td>{_cell(v)}</td>" for v in row) + "</tr>")
+        out.append("</table>")
+    for report in body.get("experiment_reports") or []:
+        out.append(f"<h2>Experiment {_cell(report.get('experiment'))}</h2>")
+        if "arms" not in report:
+            out.append(f"<p>No estimate: {_cell(report.get('failed', 'the round failed'))}</p>")
+            continue
+        out.append(f"<p>Per arm, the mean over its reporting devices of their own means, from noisy secure "
+                   f"sums (noise std {report['sigma']:.4f}), with its interval.</p><table>")
+        columns = ("arm", "devices", "NDCG@10", "hit@10", "engaged", "completed")
+        out.append("<tr>" + "".join(f"<th>{c}</th>" for c in columns) + "</tr>")
+        for arm in report["arms"]:
+            cells = [_cell(arm["arm"]), _cell(arm["devices"])]
+            for key in ("ndcg_at_10", "hit_rate_at_10", "engaged_rate", "completion_rate"):
+                m = arm[key]
+                cells.append(f"{m['estimate']:.4f} [{m['low']:.4f}, {m['high']:.4f}]")
+            out.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
         out.append("</table>")
     return "\n".join(out) + "\n"

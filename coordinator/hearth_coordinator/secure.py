@@ -177,13 +177,13 @@ def run_stages(
     grid: Grid,
     rnd,
     server_round: int,
-    params: list[tuple[str, np.ndarray]],
+    params: list[tuple[str, np.ndarray]] | None,
     config: ConfigRecord,
     terms: SecureTerms,
     summary: dict,
 ):
     """Runs `rnd` (a `hearth_secagg.Round`) through its four stages, the
-    masked-input messages carrying `params` and `config`; its aggregate, or
+    masked-input messages carrying `params` (when not None) and `config`; its aggregate, or
     None when the round failed (why, and the reasons replies were dropped,
     go in `summary`)."""
     failures: dict[str, int] = {}
@@ -194,12 +194,14 @@ def run_stages(
             # One copy of the model for every masked-input message (their
             # objects are the same on the wire): a copy each held the
             # cohort times the model, 888 MB at 1,000 devices.
-            arrays = to_arrays(params) if stage == "masked-input" else None
+            # No model at all in a round of metrics that needs none.
+            arrays = to_arrays(params) if stage == "masked-input" and params is not None else None
             messages = []
             for node, data in outgoing:
                 content = RecordDict({SECAGG_KEY: ConfigRecord({"stage": data})})
-                if arrays is not None:
-                    content["arrays"] = arrays
+                if stage == "masked-input":
+                    if arrays is not None:
+                        content["arrays"] = arrays
                     content["config"] = config
                 messages.append(
                     Message(content=content, dst_node_id=node, message_type="train", group_id=str(server_round))

@@ -25,6 +25,12 @@ model as "published" only when it is the last one the gate passed, and as
 "candidate" (trained from, never installed) otherwise; `model-release` is
 the gate's to set.
 
+With `experiment-report = "id:arm,arm,..."` (secure rounds), the run ends
+with an experiment-report round: the devices' reports of that experiment
+(its arms by name, in the order the devices define them), summed with
+noise, give per-arm estimates with intervals (`estimate.py`; `gate-z`
+standard errors either side).
+
 With `out-dir`, the weights and the summary are written after every round
 and at the end, also when the run fails, with `report.html` (`output.py`).
 """
@@ -42,7 +48,7 @@ from flwr.serverapp import Grid, ServerApp
 from . import model
 from .adaptive_clip import AdaptiveClip
 from .output import RunOutput
-from .evaluation import evaluation_round
+from .evaluation import evaluation_round, experiment_report_round, parse_experiment
 from .secure import SecureTerms, secure_round
 from .server_opt import ServerOptimizer
 from .strategy import MAX_NOISE_RATIO, HearthFedAvg, from_arrays, to_arrays
@@ -189,8 +195,13 @@ def main(grid: Grid, context: Context) -> None:
         raise ValueError("release-gate = true needs a signing-key (devices evaluate only signed candidates)")
     if not (math.isfinite(gate_z) and gate_z > 0):
         raise ValueError(f"gate-z must be a positive number, not {gate_z}")
+    experiment = parse_experiment(str(cfg.get("experiment-report", "")))
+    if experiment is not None and not secure:
+        raise ValueError("experiment-report needs secure-aggregation = true")
     if out is not None:
         out.header["mode"] = "secure" if secure else "plain"
+        if experiment is not None:
+            out.experiment_reports = []
         if release_gate:
             out.header["release_gate"] = {"z": gate_z, "published_version": strategy.base_version}
             out.evaluations = []
@@ -226,6 +237,15 @@ def main(grid: Grid, context: Context) -> None:
                             out.header["release_gate"]["published_version"] = evaluation["published_version"]
                             out.publish(current)
                         out.checkpoint(strategy.rounds, current)
+            if experiment is not None:
+                # The devices' reports of the experiment, after the last round.
+                time.sleep(strategy.round_gap)
+                final_round = int(cfg["num-server-rounds"])
+                config = ConfigRecord(dict(train_config))
+                report = experiment_report_round(grid, strategy, final_round, *experiment, config, terms, gate_z)
+                if out is not None:
+                    out.experiment_reports.append(report)
+                    out.checkpoint(strategy.rounds, current)
         else:
             strategy.start(
                 grid=grid,

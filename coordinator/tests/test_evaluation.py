@@ -86,6 +86,50 @@ def test_the_report_shows_each_decision_and_its_interval():
     assert f"{d['difference']:+.4f} [{d['low']:+.4f}, {d['high']:+.4f}]" in page
 
 
+def test_an_experiment_report_round_names_the_experiment_and_sends_no_model():
+    from flwr.supercore.task_identity import TaskIdentity
+
+    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 5, 0, 1
+    s = strategy.HearthFedAvg(clip_norm=1.0, noise_multiplier=0.5, min_nodes=10, seed=0)
+    grid = FakeGrid(lambda stage, m: None)
+    config = ConfigRecord({"clip-norm": 1.0})
+    summary = evaluation.experiment_report_round(
+        grid, s, 4, "home-row.v1", ["model", "popular"], config, secure.SecureTerms(stage_timeout=1.0)
+    )
+    [setup] = grid.sent
+    for m in setup:
+        data = m.content[secure.SECAGG_KEY]["stage"]
+        # Task 2 (experiment-report), 10 values (2 arms of 5).
+        assert b"\x70\x02" in data and b"\x50\x0a" in data, data
+    assert config["experiment-id"] == "home-row.v1" and config["experiment-arms"] == "model,popular"
+    assert config["clip-norm"] == evaluation.estimate.REPORT_BOUND and config["server-round"] == 4
+    assert summary["experiment"] == "home-row.v1" and "failed" in summary and "arms" not in summary
+
+
+def test_the_experiment_spec_is_checked():
+    assert evaluation.parse_experiment("") is None
+    assert evaluation.parse_experiment("home-row.v1:model,popular") == ("home-row.v1", ["model", "popular"])
+    for bad in ["home-row.v1", "x:one", "x:a,a", ":a,b", "x:" + ",".join(f"a{i}" for i in range(9))]:
+        try:
+            evaluation.parse_experiment(bad)
+        except ValueError:
+            continue
+        raise AssertionError(f"{bad!r} accepted")
+
+
+def test_the_report_shows_each_arm_with_its_interval():
+    from hearth_coordinator.estimate import estimate_arms
+
+    sums = [400.0, 48.0, 120.0, 200.0, 90.0, 380.0, 30.0, 100.0, 150.0, 70.0]
+    arms = [{"arm": n, **e} for n, e in zip(["model", "popular"], estimate_arms(sums, 8.0))]
+    body = {"rounds": [], "experiment_reports": [{"experiment": "home-row.v1", "sigma": 8.0, "arms": arms},
+                                                 {"experiment": "other", "failed": "too few"}]}
+    page = report_html(body)
+    ndcg = arms[0]["ndcg_at_10"]
+    assert "Experiment home-row.v1" in page and "popular" in page and "No estimate: too few" in page
+    assert f"{ndcg['estimate']:.4f} [{ndcg['low']:.4f}, {ndcg['high']:.4f}]" in page
+
+
 if __name__ == "__main__":
     for name, fn in list(globals().items()):
         if name.startswith("test_"):

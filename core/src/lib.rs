@@ -56,7 +56,9 @@ pub use experiments::gate::{
 pub use experiments::log::{
     ATTRIBUTION_WINDOW_MS, ExperimentLogRecord, LogEntry, MAX_EXPOSED_ITEMS, MAX_LOG_RECORDS, OutcomeKind,
 };
-pub use experiments::report::{ExperimentReport, MAX_REPORT_EXPOSURES, REPORT_METRICS};
+pub use experiments::report::{
+    ExperimentReport, MAX_REPORT_EXPOSURES, REPORT_METRICS, report_bound as experiment_report_bound,
+};
 pub use experiments::{ArmTreatment, Experiment, ExperimentArm, MAX_ARMS, MAX_EXPERIMENT_NAME, MAX_EXPERIMENTS};
 pub use federated::{
     Aggregation, DeclineReason, DeviceConditions, Eligibility, FederatedFailure, FleetTransport, HttpHeader,

@@ -6,7 +6,8 @@
 //! device keeps a test-only record of what it quantized (never sent) so
 //! the lane checks the coordinator's sums against the devices; the ledger
 //! charges every evaluation; and what the coordinator received reads as
-//! noise.
+//! noise. The run ends with an experiment-report round: each device's
+//! report of the experiment it is in, masked, in its own arm's place.
 
 mod common;
 
@@ -39,6 +40,15 @@ fn devices_evaluate_each_candidate_and_the_coordinator_reads_only_sums() {
                 let (link, trusted, root, witness) = (&link, &trusted, root.path(), &witness);
                 s.spawn(move || {
                     let (h, mut secrets) = device(&root.join(format!("d{n}")), n, trusted);
+                    // An experiment this install is in: one row shown in its
+                    // arm, one item of it played.
+                    let arm = |name: &str, treatment| ExperimentArm { name: name.into(), share: 1.0, treatment };
+                    let arms = vec![arm("model", ArmTreatment::Model), arm("popular", ArmTreatment::Fallback)];
+                    h.define_experiment(Experiment { id: "home-row.v1".into(), arms }).unwrap();
+                    let context = RankContext { device: DeviceClass::Tv, local_hour: 21, locale: None };
+                    let options = RankOptions { experiment: Some("home-row.v1".into()), ..RankOptions::new(context) };
+                    let row = h.rank_catalog(options).unwrap();
+                    h.log_outcome("home-row.v1".into(), row.items[n % 5].item_id.clone(), OutcomeKind::Play).unwrap();
                     let log: Log = Arc::default();
                     let mut outcomes = Vec::new();
                     let take_part = |outcomes: &mut Vec<_>| {
@@ -71,6 +81,8 @@ fn devices_evaluate_each_candidate_and_the_coordinator_reads_only_sums() {
                         .unwrap();
                         take_part(&mut outcomes);
                     }
+                    // The experiment-report round that ends the run.
+                    take_part(&mut outcomes);
                     let ledger = h.privacy_ledger().unwrap();
                     let log = log.lock().unwrap().clone();
                     (outcomes, ledger, log, secrets)
@@ -103,7 +115,10 @@ fn devices_evaluate_each_candidate_and_the_coordinator_reads_only_sums() {
                 other => panic!("device {n}: {other:?}"),
             })
             .collect();
-        let want: Vec<RoundTask> = (0..rounds).flat_map(|_| [RoundTask::Training, RoundTask::Evaluation]).collect();
+        let want: Vec<RoundTask> = (0..rounds)
+            .flat_map(|_| [RoundTask::Training, RoundTask::Evaluation])
+            .chain([RoundTask::ExperimentReport])
+            .collect();
         assert_eq!(tasks, want, "device {n}");
         assert_eq!(ledger.entries.iter().map(|e| e.task).collect::<Vec<_>>(), want, "device {n}: ledger");
         for e in ledger.entries.iter().filter(|e| e.task == RoundTask::Evaluation) {
@@ -146,11 +161,16 @@ fn devices_evaluate_each_candidate_and_the_coordinator_reads_only_sums() {
     // noise share, for the lane to check the coordinator's sums against.
     let evaluated: Vec<&SecureWitness> = witness.iter().filter(|w| w.quantized.len() == GATE_METRICS).collect();
     assert_eq!(evaluated.len(), devices * rounds);
+    // And what each put in the experiment's per-arm sums (two arms).
+    let reported: Vec<&SecureWitness> =
+        witness.iter().filter(|w| w.quantized.len() == 2 * REPORT_METRICS as usize).collect();
+    assert_eq!(reported.len(), devices);
     if !witness_dir.is_empty() {
         let dir = std::path::Path::new(&witness_dir);
         let u32s = |v: &[u32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
-        for w in evaluated {
-            let name = format!("e{}-n{}-b{}", w.round.unwrap_or(0), w.node_id, w.bits);
+        let named = evaluated.iter().map(|w| ("e", w)).chain(reported.iter().map(|w| ("x", w)));
+        for (kind, w) in named {
+            let name = format!("{kind}{}-n{}-b{}", w.round.unwrap_or(0), w.node_id, w.bits);
             std::fs::write(dir.join(format!("{name}.u32")), u32s(&w.noised)).unwrap();
             std::fs::write(dir.join(format!("{name}.clean.u32")), u32s(&w.quantized)).unwrap();
         }

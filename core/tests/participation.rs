@@ -957,8 +957,34 @@ fn a_candidate_model_is_trained_from_and_never_installed() {
     assert_eq!(h.model_info().unwrap().unwrap().version, 1001);
 }
 
-/// A model-evaluation round of 10 devices in process (the Hearth device
-/// among nine honest ones that each sum `OTHERS`): the candidate is the
+/// A secure round of `task` with 10 devices in process (the Hearth device
+/// among nine honest ones that each sum `others`), bounded by `bound`, the
+/// masked-input message carrying `content`.
+fn metrics_round(
+    task: hearth_secagg::wire::Task,
+    bound: f64,
+    others: &[f32],
+    content: Vec<(String, objects::Record)>,
+) -> (common::secure_round::SecureRound, hearth_secagg::Quantization) {
+    use hearth_secagg::{Quantization, RoundConfig};
+    let quantization =
+        Quantization { bits: 20, scale: Quantization::largest_scale(20, bound, 10), clip_norm: bound, max_cohort: 10 };
+    let round = RoundConfig {
+        run_id: 3,
+        round: (1 << 32) + 1,
+        quantization,
+        degree: 40,
+        threshold_fraction: 2.0 / 3.0,
+        vector_len: others.len(),
+        noise: RoundConfig::NO_NOISE,
+        sampling_rate: 0.0,
+        count_weight: 0.0,
+        task,
+    };
+    (common::secure_round::SecureRound::new(round, 10, others.to_vec(), content), quantization)
+}
+
+/// A model-evaluation round (`metrics_round`): the candidate is the
 /// built-in model's weights times 1.1, signed as `version`, with the
 /// round's `clip` and privacy terms.
 fn evaluation_round(
@@ -967,7 +993,6 @@ fn evaluation_round(
     clip: f64,
     z: f64,
 ) -> (common::secure_round::SecureRound, ModelPackage, hearth_secagg::Quantization) {
-    use hearth_secagg::{Quantization, RoundConfig, wire::Task};
     let weights: Vec<f32> = model_arrays().into_iter().flat_map(|(_, a)| a.data).map(|w| w * 1.1).collect();
     let (arrays, extra) = signed_global(&weights, version, key);
     let package = match (&extra[0].1, &extra[1].1) {
@@ -982,26 +1007,13 @@ fn evaluation_round(
     let mut cfg = config(clip, z, 0.01, 1);
     cfg.extend(extra);
     cfg.push(("model-release".into(), ConfigValue::String("candidate".into())));
-    let bound = gate_contribution_bound();
-    let quantization =
-        Quantization { bits: 20, scale: Quantization::largest_scale(20, bound, 10), clip_norm: bound, max_cohort: 10 };
-    let round = RoundConfig {
-        run_id: 3,
-        round: (1 << 32) + 1,
-        quantization,
-        degree: 40,
-        threshold_fraction: 2.0 / 3.0,
-        vector_len: GATE_METRICS,
-        noise: RoundConfig::NO_NOISE,
-        sampling_rate: 0.0,
-        count_weight: 0.0,
-        task: Task::EvaluateModel,
-    };
     let content = vec![
         ("arrays".to_string(), objects::Record::Arrays(arrays)),
         ("config".to_string(), objects::Record::Config(cfg)),
     ];
-    (common::secure_round::SecureRound::new(round, 10, OTHERS.to_vec(), content), package, quantization)
+    let (round, quantization) =
+        metrics_round(hearth_secagg::wire::Task::EvaluateModel, gate_contribution_bound(), &OTHERS, content);
+    (round, package, quantization)
 }
 
 /// What each honest device of `evaluation_round` sums.
@@ -1102,5 +1114,94 @@ fn an_evaluation_round_over_budget_or_under_the_bound_is_refused_before_evaluati
         other => panic!("{other:?}"),
     }
     assert!(round.aggregate().is_none());
+    assert!(h.privacy_ledger().unwrap().entries.is_empty());
+}
+
+/// An experiment with two arms, this install in one of them, one row shown
+/// and one item of it played.
+fn in_an_experiment(h: &Hearth) -> String {
+    let arm = |name: &str, treatment| ExperimentArm { name: name.into(), share: 1.0, treatment };
+    let drawn = h
+        .define_experiment(Experiment {
+            id: "home-row.v1".into(),
+            arms: vec![arm("model", ArmTreatment::Model), arm("popular", ArmTreatment::Fallback)],
+        })
+        .unwrap();
+    let context = RankContext { device: DeviceClass::Tv, local_hour: 21, locale: None };
+    let row =
+        h.rank_catalog(RankOptions { experiment: Some("home-row.v1".into()), ..RankOptions::new(context) }).unwrap();
+    h.log_outcome("home-row.v1".into(), row.items[2].item_id.clone(), OutcomeKind::Play).unwrap();
+    drawn
+}
+
+/// An experiment-report round for `arms` (names, in order) with the
+/// round's `clip`: no arrays, only the config naming the experiment.
+fn report_round(arms: &str, clip: f64) -> (common::secure_round::SecureRound, hearth_secagg::Quantization) {
+    let mut cfg = config(clip, 1.0, 0.01, 1);
+    cfg.push(("experiment-id".into(), ConfigValue::String("home-row.v1".into())));
+    cfg.push(("experiment-arms".into(), ConfigValue::String(arms.into())));
+    let others: Vec<f32> = [1.0, 0.25, 0.5, 0.75, 0.125].into_iter().chain([0.0; 5]).collect();
+    let content = vec![("config".to_string(), objects::Record::Config(cfg))];
+    metrics_round(hearth_secagg::wire::Task::ExperimentReport, experiment_report_bound(), &others, content)
+}
+
+/// An experiment's report leaves the device only as its masked share of
+/// the per-arm sums: the coordinator's sum less the others' is exactly
+/// this install's report in its own arm's place, and the round is charged.
+#[test]
+fn an_experiment_report_round_sends_only_the_arms_masked_sums_and_is_charged() {
+    let dir = tempfile::tempdir().unwrap();
+    let (h, secrets, _) = gate_device(dir.path(), 10.0);
+    let drawn = in_an_experiment(&h);
+    let report = h.experiment_report("home-row.v1".into()).unwrap();
+    assert_eq!((report.arm.as_str(), report.exposures), (drawn.as_str(), 1));
+    let (round, quantization) = report_round("model,popular", experiment_report_bound());
+    let mut options = quick();
+    options.call_timeout = Duration::from_secs(5);
+    let outcome = h.participate_using(round.clone(), good(), options).unwrap();
+    let ParticipationOutcome::Contributed { entry } = outcome else { panic!("{outcome:?}") };
+    assert_eq!((entry.task, entry.aggregation), (RoundTask::ExperimentReport, Aggregation::Secure));
+    assert_eq!(entry.clip_norm, experiment_report_bound());
+    let sum = round.aggregate().expect("the round finished").dequantized(&quantization);
+    let others = [1.0, 0.25, 0.5, 0.75, 0.125, 0.0, 0.0, 0.0, 0.0, 0.0];
+    let own = report.contribution(2);
+    for (i, s) in sum.iter().enumerate() {
+        let got = s - 9.0 * others[i];
+        assert!((got - own[i]).abs() <= 10.0 / quantization.scale, "value {i}: {got} for {}", own[i]);
+    }
+    assert_eq!(own[report.arm_index as usize * 5], 1.0, "the device's own arm");
+    let log = round.log.lock().unwrap().clone();
+    for (path, body) in &log {
+        for needle in secrets.iter().map(String::as_str).chain(["home-row.v1", "popular", "model,"]) {
+            assert!(!contains(body, needle.as_bytes()), "{needle} in a {path} request");
+        }
+    }
+    let ledger = h.privacy_ledger().unwrap();
+    assert_eq!(ledger.entries.iter().map(|e| e.task).collect::<Vec<_>>(), vec![RoundTask::ExperimentReport]);
+    assert!(ledger.epsilon_spent > 0.0);
+}
+
+/// A round that names other arms than the device's (or another order) is
+/// refused, uncharged; so is one whose bound cannot hold a report.
+#[test]
+fn an_experiment_report_round_for_other_arms_or_under_the_bound_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (h, _, _) = gate_device(dir.path(), 10.0);
+    in_an_experiment(&h);
+    for arms in ["popular,model", "model,other"] {
+        let (round, _) = report_round(arms, experiment_report_bound());
+        match h.participate_using(round.clone(), good(), quick()) {
+            Err(HearthError::InvalidInput { field, .. }) => assert_eq!(field, "experiment-arms"),
+            other => panic!("{arms}: {other:?}"),
+        }
+        assert!(round.aggregate().is_none());
+    }
+    let (round, _) = report_round("model,popular", 2.0);
+    match h.participate_using(round, good(), quick()) {
+        Err(HearthError::Federated { kind: FederatedFailure::Protocol, reason }) => {
+            assert!(reason.contains("below the contribution's bound"), "{reason}")
+        }
+        other => panic!("{other:?}"),
+    }
     assert!(h.privacy_ledger().unwrap().entries.is_empty());
 }

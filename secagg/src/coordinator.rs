@@ -196,10 +196,10 @@ pub(crate) fn check_count_weight(weight: f64, clip_norm: f64, vector_len: u64) -
     Ok(())
 }
 
-/// A task's terms: an evaluation carries no count of unclipped updates.
+/// A task's terms: only training carries a count of unclipped updates.
 pub(crate) fn check_task(task: Task, count_weight: f64) -> Result<(), String> {
-    if task == Task::EvaluateModel && count_weight != 0.0 {
-        return Err(format!("an evaluation round with a count weight of {count_weight}"));
+    if task != Task::Train && count_weight != 0.0 {
+        return Err(format!("a {} round with a count weight of {count_weight}", task.name()));
     }
     Ok(())
 }

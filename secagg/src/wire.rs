@@ -74,6 +74,9 @@ pub enum Task {
     /// Each device's evaluation of the candidate model the masked-input
     /// stage carries: a few bounded metrics, no update and no count.
     EvaluateModel = 1,
+    /// Each device's metric report of the experiment the masked-input
+    /// stage names: bounded per-arm values, no update and no count.
+    ExperimentReport = 2,
 }
 
 impl Task {
@@ -82,6 +85,7 @@ impl Task {
         match self {
             Task::Train => "train",
             Task::EvaluateModel => "evaluate-model",
+            Task::ExperimentReport => "experiment-report",
         }
     }
 }

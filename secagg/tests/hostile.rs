@@ -162,12 +162,14 @@ fn a_count_weight_the_vector_cannot_hold_is_refused() {
 #[test]
 fn a_task_the_device_does_not_know_or_an_evaluation_with_a_count_is_refused() {
     use hearth_secagg::wire::Task;
-    for task in [2, -1, i32::MAX] {
+    for task in [3, -1, i32::MAX] {
         assert!(matches!(refused_setup(Setup { task, ..setup_for(1) }), Refusal::Task(_)), "{task}");
     }
     let evaluate = Task::EvaluateModel as i32;
-    let with_count = Setup { task: evaluate, count_weight: 0.5, ..setup_for(1) };
-    assert!(matches!(refused_setup(with_count), Refusal::Task(_)));
+    for task in [evaluate, Task::ExperimentReport as i32] {
+        let with_count = Setup { task, count_weight: 0.5, ..setup_for(1) };
+        assert!(matches!(refused_setup(with_count), Refusal::Task(_)));
+    }
     let (device, _) = DeviceRound::setup(&policy(), 1, LEN, &Setup { task: evaluate, ..setup_for(1) }).unwrap();
     assert_eq!(device.task(), Task::EvaluateModel);
     // The rounds before tasks existed are training rounds.

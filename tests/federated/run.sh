@@ -43,6 +43,7 @@ echo "federated: coordinator unit checks"
 (cd coordinator && "$py" tests/test_secure.py)
 (cd coordinator && "$py" tests/test_adaptive_clip.py)
 (cd coordinator && "$py" tests/test_gate.py)
+(cd coordinator && "$py" tests/test_estimate.py)
 (cd coordinator && "$py" tests/test_evaluation.py)
 
 flower_workdir federated
@@ -252,13 +253,16 @@ HEARTH_DEVICES="$devices" HEARTH_GLOBAL_WEIGHTS="$work/out-secure/weights.bin" H
 # with and the fallback; the coordinator gets only the noisy sums and
 # decides. The devices' records of what they quantized must add up to the
 # coordinator's sums, and a training round sends its model as published
-# only when the gate passed it.
+# only when the gate passed it. The run ends with an experiment-report
+# round: each device's report of the two-arm experiment it is in, summed
+# with the devices' noise into per-arm estimates.
 gate_rounds=2
 echo "federated: release gate ($devices devices, $gate_rounds rounds, each followed by an evaluation)"
 flwr run coordinator local --run-config \
     "model-dir='$repo/models/ranker-v1' signing-key='$work/coordinator.key' out-dir='$work/out-gate' \
 min-nodes=$devices num-server-rounds=$gate_rounds clip-norm=$clip noise-multiplier=$noise learning-rate=$lr \
-round-timeout=300.0 secure-aggregation=true noise-mode='distributed' release-gate=true" \
+round-timeout=300.0 secure-aggregation=true noise-mode='distributed' release-gate=true \
+experiment-report='home-row.v1:model,popular'" \
     | tail -1
 mkdir -p "$work/witness-gate"
 start=$(date +%s)
@@ -287,28 +291,39 @@ assert [e["round"] for e in evaluated] == list(range(1, rounds + 1)), evaluated
 assert trained[0]["model_release"] == "published", trained[0]
 for e, nxt in zip(evaluated, trained[1:]):
     assert nxt["model_release"] == ("published" if e["gate"]["publish"] else "candidate"), (e, nxt)
-for e in evaluated:
-    bits, scale = e["bits"], e["scale"]
-    assert e["noise_mode"] == "distributed" and e["task"] == "evaluate-model", e
-    def total(suffix):
+
+
+def witness_sums(kind, r):
+    """The survivors' own records of round r's vectors of `kind` ("e"
+    evaluations, "x" experiment reports), summed modulo 2^bits, with and
+    without their noise shares, checked against the coordinator's digest;
+    as signed integers."""
+    bits = r["bits"]
+    out = []
+    for suffix in ("u32", "clean.u32"):
         t = None
-        for node in e["survivors"]:
-            [f] = witness.glob(f"e{e['round']}-n{node}-b{bits}.{suffix}")
+        for node in r["survivors"]:
+            [f] = witness.glob(f"{kind}{r['round']}-n{node}-b{bits}.{suffix}")
             q = np.fromfile(f, dtype="<u4").astype(np.uint64)
             t = q if t is None else t + q
-        return t % (1 << bits)
-    noised, clean = total("u32"), total("clean.u32")
-    assert hashlib.sha256(noised.astype("<u4").tobytes()).hexdigest() == e["sum_sha256"], \
-        f"evaluation {e['round']}: the sum is not the survivors'"
-    signed = lambda v: np.where(v >= 1 << (bits - 1), v.astype(np.int64) - (1 << bits), v.astype(np.int64))
+        out.append(t % (1 << bits))
+    assert hashlib.sha256(out[0].astype("<u4").tobytes()).hexdigest() == r["sum_sha256"], \
+        f"{r['task']} of round {r['round']}: the sum is not the survivors'"
+    return [np.where(v >= 1 << (bits - 1), v.astype(np.int64) - (1 << bits), v.astype(np.int64)) for v in out]
+
+
+for e in evaluated:
+    scale = e["scale"]
+    assert e["noise_mode"] == "distributed" and e["task"] == "evaluate-model", e
+    noised, clean = witness_sums("e", e)
     # The coordinator's sums: the survivors' noised contributions, and the
     # noise in them the devices' shares (nothing taken out, nothing added).
     sums = np.array(e["sums"])
-    assert np.abs(sums - signed(noised) / scale).max() < 1e-9, (sums, signed(noised) / scale)
-    noise = sums - signed(clean) / scale
+    assert np.abs(sums - noised / scale).max() < 1e-9, (sums, noised / scale)
+    noise = sums - clean / scale
     assert np.abs(noise).max() < 6 * e["sigma"], (noise, e["sigma"])
     # Every survivor had a held-out engagement: the count is theirs.
-    exact = signed(clean) / scale
+    exact = clean / scale
     assert abs(exact[0] - len(e["survivors"])) < 1e-3 * len(e["survivors"]), exact
     assert e["gate"] == decide(e["sums"], e["sigma"], summary["release_gate"]["z"]), e
     g = e["gate"]
@@ -316,7 +331,24 @@ for e in evaluated:
           f"{exact[1] / exact[0]:.4f}, published {exact[2] / exact[0]:.4f}, fallback {exact[3] / exact[0]:.4f} "
           f"(noisy: {g['candidate']:.4f} / {g['published']:.4f} / {g['fallback']:.4f}, sigma {e['sigma']:.3f}); "
           f"{'published' if g['publish'] else 'kept'}")
+# The experiment: the per-arm sums are the devices' reports (each in its
+# own arm's place) plus their noise, and the estimates are the rule's.
+from hearth_coordinator.estimate import estimate_arms
+[x] = summary["experiment_reports"]
+scale = x["scale"]
+assert x["experiment"] == "home-row.v1" and x["task"] == "experiment-report", x
+noised, clean = witness_sums("x", x)
+assert np.abs(np.array(x["sums"]) - noised / scale).max() < 1e-9, x
+exact = clean / scale
+assert abs(exact[0] + exact[5] - len(x["survivors"])) < 1e-3 * len(x["survivors"]), exact
+assert [a["arm"] for a in x["arms"]] == ["model", "popular"], x
+assert [{k: v for k, v in a.items() if k != "arm"} for a in x["arms"]] == \
+    estimate_arms(x["sums"], x["sigma"], summary["release_gate"]["z"]), x
+for a, at in zip(x["arms"], (0, 5)):
+    m = a["ndcg_at_10"]
+    print(f"  experiment arm {a['arm']}: {exact[at]:.0f} devices, NDCG@10 of their rows {exact[at + 1] / max(exact[at], 1):.4f}, "
+          f"estimate {m['estimate']:.4f} [{m['low']:.4f}, {m['high']:.4f}] (sigma {x['sigma']:.3f})")
 page = (out / "report.html").read_text()
-assert "Release gate" in page and page.count("<tr>") >= 2 * rounds + 2, page
+assert "Release gate" in page and "Experiment home-row.v1" in page and page.count("<tr>") >= 2 * rounds + 4, page
 PY
 echo "federated: passed"

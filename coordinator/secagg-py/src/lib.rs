@@ -32,7 +32,8 @@ impl Round {
     /// update was within the train config's clip norm. `task` says what
     /// the devices sum: `"train"` (model updates) or `"evaluate-model"`
     /// (each device's evaluation of the candidate the masked-input stage
-    /// carries; no count).
+    /// carries; no count) or `"experiment-report"` (each device's per-arm
+    /// metric report of the experiment the masked-input stage names).
     #[new]
     #[pyo3(signature = (*, run_id, round, bits, clip_norm, max_cohort, degree, threshold_fraction, vector_len, cohort, scale = 0.0, noise_multiplier = 0.0, honest_fraction = 2.0 / 3.0, sampling_rate = 0.0, count_weight = 0.0, task = "train"))]
     #[allow(clippy::too_many_arguments)]
@@ -56,7 +57,12 @@ impl Round {
         let task = match task {
             "train" => Task::Train,
             "evaluate-model" => Task::EvaluateModel,
-            other => return Err(PyValueError::new_err(format!("task must be train or evaluate-model, not {other:?}"))),
+            "experiment-report" => Task::ExperimentReport,
+            other => {
+                return Err(PyValueError::new_err(format!(
+                    "task must be train, evaluate-model or experiment-report, not {other:?}"
+                )));
+            }
         };
         let noise = NoiseTerms { multiplier: noise_multiplier, honest_fraction };
         let scale =

@@ -99,6 +99,38 @@ mod tests {
         assert!((rate - 0.95).abs() < 0.02, "coverage {rate}");
     }
 
+    /// The known answers the coordinator's port of this rule
+    /// (coordinator/hearth_coordinator/estimate.py) is tested against too.
+    #[test]
+    fn the_shared_known_answers_hold() {
+        let doc: serde_json::Value =
+            serde_json::from_str(include_str!("../../tests/fixtures/experiment_estimates.json")).unwrap();
+        let f = |v: &serde_json::Value| v.as_f64().unwrap();
+        let close = |got: f64, want: &serde_json::Value| (got - f(want)).abs() <= 1e-12 * f(want).abs().max(1.0);
+        let cases = doc["cases"].as_array().unwrap();
+        assert!(cases.len() >= 6);
+        for case in cases {
+            let sums: Vec<f64> = case["sums"].as_array().unwrap().iter().map(f).collect();
+            let got = estimate(&sums, f(&case["sigma"]), f(&case["z"]));
+            let want = case["arms"].as_array().unwrap();
+            assert_eq!(got.len(), want.len(), "{case}");
+            for (g, w) in got.iter().zip(want) {
+                assert_eq!(g.arm_index as u64, w["arm_index"].as_u64().unwrap());
+                assert!(close(g.devices, &w["devices"]), "{case}");
+                for (m, key) in [
+                    (g.ndcg_at_10, "ndcg_at_10"),
+                    (g.hit_rate_at_10, "hit_rate_at_10"),
+                    (g.engaged_rate, "engaged_rate"),
+                    (g.completion_rate, "completion_rate"),
+                ] {
+                    let w = &w[key];
+                    assert!(close(m.estimate, &w["estimate"]) && close(m.low, &w["low"]), "{key} in {case}");
+                    assert!(close(m.high, &w["high"]), "{key} in {case}");
+                }
+            }
+        }
+    }
+
     #[test]
     fn a_count_lost_in_the_noise_gives_the_whole_range() {
         let e = estimate(&[10.0, 5.0, 0.0, 0.0, 0.0], 8.0, 1.96);

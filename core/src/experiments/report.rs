@@ -20,6 +20,12 @@ pub const MAX_REPORT_EXPOSURES: u32 = 20;
 /// the others are its means.
 pub const REPORT_METRICS: u32 = 5;
 
+/// The bound on a contribution's L2 norm, sqrt(REPORT_METRICS): the unit of
+/// an experiment-report round's noise.
+pub fn report_bound() -> f64 {
+    f64::from(REPORT_METRICS).sqrt()
+}
+
 /// A device's report for one experiment.
 #[derive(Debug, Clone, PartialEq, uniffi::Record)]
 pub struct ExperimentReport {

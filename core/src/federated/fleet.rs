@@ -420,7 +420,7 @@ impl<T: Transport> FleetClient<T> {
         if let Some(stage) = secure::take_stage(&mut content) {
             return self.secure_round(node_id, wait, meta, stage, trainer);
         }
-        let instruction = instruction(meta.run_id, content)?;
+        let instruction = instruction(meta.run_id, content, true)?;
         let (result, norm) = self.train_checked(node_id, &meta, trainer, &instruction)?;
 
         let mut at = 0;

@@ -75,6 +75,9 @@ pub enum RoundTask {
     /// (a few bounded metrics, in a secure sum with noise): charged to the
     /// same budget as training.
     Evaluation,
+    /// The device's metric report of an experiment's arm (bounded per-arm
+    /// values, in a secure sum with noise): charged the same way.
+    ExperimentReport,
 }
 
 /// One update that left (or may have left) the device.

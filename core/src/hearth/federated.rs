@@ -176,9 +176,9 @@ impl Hearth {
                         entry.status = UploadStatus::Sent;
                         entry.bytes_sent = report.bytes_sent;
                         self.update_entry(index, &entry)?;
-                        // An evaluation trained on nothing: what it held out
-                        // stays held out until a training round, and it does
-                        // not count as a round taken.
+                        // An evaluation or a report trained on nothing: what
+                        // is held out stays held out until a training round,
+                        // and it does not count as a round taken.
                         if entry.task == RoundTask::Training {
                             state.last_contribution_ms = Some(entry.at_ms);
                             state.examples_watermark = watermark;
@@ -329,9 +329,9 @@ impl DeviceTrainer<'_> {
         if ins.aggregation == Aggregation::Plain && h.config.federated_require_secure_aggregation {
             return Err(self.decline(DeclineReason::SecureAggregationRequired));
         }
-        // An evaluation round is not a training round taken: it may come
-        // under the number of the round whose candidate it evaluates, and
-        // each one is charged.
+        // An evaluation or a report is not a training round taken: it may
+        // come under the number of a training round, and each one is
+        // charged.
         if task == RoundTask::Training
             && let Some(round) = ins.round
             && self.rounds_taken.contains(&(ins.run_id, round))
@@ -502,6 +502,36 @@ impl Trainer for DeviceTrainer<'_> {
             evaluation.map_or([0.0; GATE_METRICS], |e| e.evaluation.contribution()).iter().map(|v| *v as f32).collect();
         let norm = values.iter().map(|v| f64::from(*v).powi(2)).sum::<f64>().sqrt();
         self.charge(ins, admitted, RoundTask::Evaluation, (norm, norm), 0.0)?;
+        Ok(values)
+    }
+
+    /// An experiment-report round: this install's report of the experiment
+    /// the round names (`Hearth::experiment_report`), as its contribution
+    /// to the per-arm sums (all zero but its own arm's; all zero when no
+    /// row of the experiment was shown yet, so the coordinator cannot tell).
+    /// The round's arms must be this device's, by name and in order.
+    fn report(&mut self, ins: &TrainInstruction, arms: usize) -> std::result::Result<Vec<f32>, String> {
+        let admitted = self.admit(ins, RoundTask::ExperimentReport)?;
+        let h = self.hearth;
+        let (Some(ConfigValue::String(id)), Some(ConfigValue::String(names))) =
+            (ins.config("experiment-id"), ins.config("experiment-arms"))
+        else {
+            let why = "an experiment-report round without experiment-id and experiment-arms";
+            return Err(self.reject(Error::invalid("experiment report", why).into()));
+        };
+        let experiments = h.experiments().map_err(|e| self.reject(e))?;
+        let Some(experiment) = experiments.into_iter().find(|e| &e.id == id) else {
+            return Err(self.reject(Error::invalid("experiment-id", "no such experiment on this device").into()));
+        };
+        let ours: Vec<&str> = experiment.arms.iter().map(|a| a.name.as_str()).collect();
+        if names.split(',').collect::<Vec<_>>() != ours || ours.len() != arms {
+            let why = "not this device's arms of the experiment, in order";
+            return Err(self.reject(Error::invalid("experiment-arms", why).into()));
+        }
+        let report = h.experiment_report(id.clone()).map_err(|e| self.reject(e))?;
+        let values: Vec<f32> = report.contribution(arms).iter().map(|v| *v as f32).collect();
+        let norm = values.iter().map(|v| f64::from(*v).powi(2)).sum::<f64>().sqrt();
+        self.charge(ins, admitted, RoundTask::ExperimentReport, (norm, norm), 0.0)?;
         Ok(values)
     }
 }

@@ -17,7 +17,7 @@ use hearth_secagg::{Aggregate, CoordinatorRound, DevicePolicy, DeviceRound, Roun
 use prost::Message;
 
 use super::flower::pushed_replies;
-use super::superlink::{Log, message_with};
+use super::superlink::{Log, message_with, tree_ids};
 
 /// The Hearth device's node id.
 pub const DEVICE: u64 = 1;
@@ -198,12 +198,7 @@ impl Transport for SecureRound {
             }
             "push-messages" => {
                 let req = proto::PushMessagesRequest::decode(body).unwrap();
-                let mut ids = Vec::new();
-                let mut stack: Vec<&proto::ObjectTree> = req.message_object_trees.iter().collect();
-                while let Some(t) = stack.pop() {
-                    ids.push(t.object_id.clone());
-                    stack.extend(t.children.iter());
-                }
+                let ids = req.message_object_trees.iter().flat_map(tree_ids).collect();
                 proto::PushMessagesResponse { objects_to_push: ids, session_id: "s".into(), ..Default::default() }
                     .encode_to_vec()
             }

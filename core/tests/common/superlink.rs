@@ -58,6 +58,17 @@ pub fn message_with(node_id: u64, content: Vec<(String, Record)>) -> (proto::Met
     (meta, d)
 }
 
+/// Every object id of a message's tree.
+pub fn tree_ids(tree: &proto::ObjectTree) -> Vec<String> {
+    let mut ids = Vec::new();
+    let mut stack = vec![tree];
+    while let Some(t) = stack.pop() {
+        ids.push(t.object_id.clone());
+        stack.extend(t.children.iter());
+    }
+    ids
+}
+
 pub fn small_arrays() -> Vec<(String, F32Array)> {
     vec![
         ("w".into(), F32Array { shape: vec![3, 2], data: vec![0.5; 6] }),
@@ -160,12 +171,7 @@ impl Transport for FakeLink {
             }
             "push-messages" => {
                 let req = proto::PushMessagesRequest::decode(body).unwrap();
-                let mut ids = Vec::new();
-                let mut stack = vec![&req.message_object_trees[0]];
-                while let Some(t) = stack.pop() {
-                    ids.push(t.object_id.clone());
-                    stack.extend(t.children.iter());
-                }
+                let mut ids = tree_ids(&req.message_object_trees[0]);
                 let call = self.push_messages_calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 if self.taken_before_retry {
                     if call == 0 {

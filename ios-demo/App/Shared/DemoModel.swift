@@ -297,6 +297,7 @@ public final class DemoModel: Sendable {
         switch e.task {
         case .training: what = "Round"
         case .evaluation: what = "Evaluation of a candidate model, round"
+        case .experimentReport: what = "Experiment report, round"
         }
         return "\(what) \(e.round.map(String.init) ?? "?") · \(sent) · \(e.bytesSent) bytes · \(String(describing: e.status)) · "
             + "\(protection) · \(noise) · ε now \(String(format: "%.2f", e.epsilonTotal))"

@@ -96,6 +96,15 @@ pub trait Trainer {
     fn evaluate(&mut self, _instruction: &TrainInstruction) -> Result<Vec<f32>, String> {
         Err("this device does not evaluate models".into())
     }
+
+    /// An experiment-report round (secure rounds only): the device's
+    /// contribution to the per-arm sums of the experiment the instruction
+    /// names (config `experiment-id`, and `experiment-arms`, its arms'
+    /// names in order), `arms` x [`REPORT_METRICS`](crate::REPORT_METRICS)
+    /// values each in [0, 1]. A trainer that does not report refuses.
+    fn report(&mut self, _instruction: &TrainInstruction, _arms: usize) -> Result<Vec<f32>, String> {
+        Err("this device does not report experiments".into())
+    }
 }
 
 impl<F: FnMut(&TrainInstruction) -> Result<LocalResult, String>> Trainer for F {
@@ -107,7 +116,13 @@ impl<F: FnMut(&TrainInstruction) -> Result<LocalResult, String>> Trainer for F {
 /// The most positives a round may ask a device to train on.
 pub const MAX_EXAMPLES_PER_ROUND: usize = 5_000;
 
-pub(super) fn instruction(run_id: u64, content: Vec<(String, Record)>) -> Result<TrainInstruction, FleetError> {
+/// The instruction of a train message; `arrays` whether it must carry the
+/// model's arrays (every round but an experiment report).
+pub(super) fn instruction(
+    run_id: u64,
+    content: Vec<(String, Record)>,
+    arrays_required: bool,
+) -> Result<TrainInstruction, FleetError> {
     let mut arrays = None;
     let mut config = Vec::new();
     for (_, record) in content {
@@ -118,7 +133,11 @@ pub(super) fn instruction(run_id: u64, content: Vec<(String, Record)>) -> Result
             Record::Metrics(_) => {}
         }
     }
-    let arrays = arrays.ok_or_else(|| FleetError::Protocol("a train message without arrays".into()))?;
+    let arrays = match arrays {
+        Some(a) => a,
+        None if !arrays_required => Vec::new(),
+        None => return Err(FleetError::Protocol("a train message without arrays".into())),
+    };
     let get = |k: &str| config.iter().find(|(key, _)| key == k).map(|(_, v)| v);
     let clip_norm = get("clip-norm")
         .and_then(ConfigValue::as_f64)
@@ -157,25 +176,35 @@ fn whole_number(value: Option<&ConfigValue>, key: &str, max: usize) -> Result<Op
     }
 }
 
-/// Refuses an evaluation whose clip norm `instruction` (the noise's unit)
-/// is below the contribution's bound, before anything is evaluated (so the
-/// refusal says nothing of the device's data), and a contribution of the
-/// wrong length or with a value outside [0, 1]; gives its norm.
-pub(super) fn check_evaluation(instruction: &TrainInstruction, values: Option<&[f32]>) -> Result<f64, FleetError> {
-    let bound = crate::experiments::gate::contribution_bound();
-    if instruction.clip_norm < bound {
+/// What a round of bounded metrics (an evaluation or an experiment
+/// report) sums: `len` values, each in [0, 1], of L2 norm at most `bound`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(super) struct MetricsShape {
+    pub len: usize,
+    pub bound: f64,
+}
+
+/// Refuses a round of metrics whose clip norm (the noise's unit) is below
+/// their bound, before anything is computed (so the refusal says nothing of
+/// the device's data), and metrics of the wrong length or with a value
+/// outside [0, 1]; gives their norm.
+pub(super) fn check_metrics(
+    instruction: &TrainInstruction,
+    shape: MetricsShape,
+    values: Option<&[f32]>,
+) -> Result<f64, FleetError> {
+    if instruction.clip_norm < shape.bound {
         return Err(FleetError::Protocol(format!(
-            "an evaluation round's clip norm of {} is below the contribution's bound {bound:.4}",
-            instruction.clip_norm
+            "a metrics round's clip norm of {} is below the contribution's bound {:.4}",
+            instruction.clip_norm, shape.bound
         )));
     }
     let Some(values) = values else { return Ok(0.0) };
-    let want = crate::experiments::gate::GATE_METRICS;
-    if values.len() != want {
-        return Err(FleetError::Update(format!("an evaluation of {} values, not {want}", values.len())));
+    if values.len() != shape.len {
+        return Err(FleetError::Update(format!("{} metric values, not {}", values.len(), shape.len)));
     }
     if !values.iter().all(|v| (0.0..=1.0).contains(v)) {
-        return Err(FleetError::Update("an evaluation value outside [0, 1]".into()));
+        return Err(FleetError::Update("a metric value outside [0, 1]".into()));
     }
     Ok(values.iter().map(|x| (*x as f64) * (*x as f64)).sum::<f64>().sqrt())
 }

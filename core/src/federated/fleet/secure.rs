@@ -21,12 +21,14 @@ use hearth_secagg::wire::{self, Reply, ReplyBody, Stage, StageBody, Task};
 use hearth_secagg::{DeviceRound, Refusal};
 use prost::Message;
 
-use super::instruction::check_evaluation;
+use super::instruction::{MetricsShape, check_metrics};
 use super::{
     Aggregation, ConfigValue, DistributedNoise, FleetClient, FleetError, Record, RoundOutcome, RoundReport,
     SecureWitness, TrainInstruction, Trainer, Transport, instruction, objects, proto, reply_metadata,
 };
-use crate::experiments::gate::GATE_METRICS;
+use crate::experiments::MAX_ARMS;
+use crate::experiments::gate::{self, GATE_METRICS};
+use crate::experiments::report::{REPORT_METRICS, report_bound};
 
 /// The ConfigRecord of a secure-aggregation message or reply.
 pub const SECAGG_KEY: &str = "hearth.secagg";
@@ -70,6 +72,17 @@ impl<T: Transport> FleetClient<T> {
         // client knows the model, and adaptive clipping's count after it.
         let vector_len = match &self.options.limits.expected_arrays {
             _ if setup.task == Task::EvaluateModel as i32 => GATE_METRICS,
+            // Whole arms, 2 to MAX_ARMS (the experiment, named later, must
+            // have as many); anything else is refused at setup.
+            _ if setup.task == Task::ExperimentReport as i32 => {
+                let per_arm = REPORT_METRICS as u64;
+                let arms = setup.vector_len / per_arm;
+                if setup.vector_len % per_arm == 0 && (2..=u64::from(MAX_ARMS)).contains(&arms) {
+                    setup.vector_len as usize
+                } else {
+                    0
+                }
+            }
             Some(arrays) => {
                 arrays.iter().map(|(_, shape)| shape.iter().product::<usize>()).sum::<usize>()
                     + usize::from(setup.count_weight > 0.0)
@@ -112,13 +125,15 @@ impl<T: Transport> FleetClient<T> {
             let answer = match (step, stage.body) {
                 (1, Some(StageBody::ShareKeys(keys))) => device.share_keys(&keys.peers).map(ReplyBody::Shares),
                 (2, Some(StageBody::MaskedInput(shares))) => {
-                    let mut instruction = instruction(run_id, content)?;
+                    let task = device.task();
+                    let mut instruction = instruction(run_id, content, task != Task::ExperimentReport)?;
                     instruction.aggregation = Aggregation::Secure;
                     instruction.distributed = distributed;
-                    // What goes in the sum: the device's evaluation of the
-                    // candidate, or its clipped update (with the count).
-                    let (vector, norm) = if device.task() == Task::EvaluateModel {
-                        self.evaluate_checked(node_id, &meta, trainer, &instruction, &setup)?
+                    // What goes in the sum: the device's metrics (its
+                    // evaluation of the candidate, its experiment report),
+                    // or its clipped update (with the count).
+                    let (vector, norm) = if task != Task::Train {
+                        self.metrics_checked(node_id, &meta, trainer, &instruction, &setup, task, vector_len)?
                     } else {
                         let (result, norm) = self.train_checked(node_id, &meta, trainer, &instruction)?;
                         match with_count(&result.delta, norm, instruction.clip_norm, &setup, &device) {
@@ -184,34 +199,46 @@ impl<T: Transport> FleetClient<T> {
         report.map(RoundOutcome::Done).ok_or_else(|| FleetError::Protocol("a secure round without an update".into()))
     }
 
-    /// The device's evaluation of the candidate an evaluation round's
-    /// instruction carries, checked (`check_evaluation`), and its norm.
+    /// The device's metrics for a round of `task` (its evaluation of the
+    /// candidate the instruction carries, or its report of the experiment
+    /// it names), `len` values, checked (`check_metrics`), and their norm.
     /// The round's bound must hold a contribution: the noise is sized by
-    /// it. Refusals before evaluating and a failed evaluation are answered
-    /// with an error, as for training.
-    fn evaluate_checked(
+    /// it. Refusals before computing and a failure are answered with an
+    /// error, as for training.
+    #[allow(clippy::too_many_arguments)]
+    fn metrics_checked(
         &mut self,
         node_id: u64,
         meta: &proto::Metadata,
         trainer: &mut dyn Trainer,
         instruction: &TrainInstruction,
         setup: &hearth_secagg::wire::Setup,
+        task: Task,
+        len: usize,
     ) -> Result<(Vec<f32>, f64), FleetError> {
-        if let Err(e) = check_evaluation(instruction, None) {
+        let shape = match task {
+            Task::EvaluateModel => MetricsShape { len, bound: gate::contribution_bound() },
+            _ => MetricsShape { len, bound: report_bound() },
+        };
+        if let Err(e) = check_metrics(instruction, shape, None) {
             return self.refuse(node_id, meta, e);
         }
         if instruction.clip_norm > setup.clip_norm * (1.0 + 1e-9) {
             let why = format!("a clip norm of {} above the round's bound {}", instruction.clip_norm, setup.clip_norm);
             return self.refuse(node_id, meta, FleetError::Protocol(why));
         }
-        let values = match self.online(node_id, || trainer.evaluate(instruction)) {
+        let arms = len / REPORT_METRICS as usize;
+        let values = match self.online(node_id, || match task {
+            Task::EvaluateModel => trainer.evaluate(instruction),
+            _ => trainer.report(instruction, arms),
+        }) {
             Ok(v) => v,
             Err(why) => {
                 self.push_error(node_id, meta, "local evaluation failed on the device")?;
                 return Err(FleetError::Update(why));
             }
         };
-        match check_evaluation(instruction, Some(&values)) {
+        match check_metrics(instruction, shape, Some(&values)) {
             Ok(norm) => Ok((values, norm)),
             Err(e) => {
                 self.push_error(node_id, meta, "the device refused its own evaluation")?;

@@ -344,9 +344,11 @@ func run(_ dir: URL) throws {
     print("  ledger row:        \(coinRow)")
     try verify(coinRow.contains("coin (p 0.70) left the update out"), "the ledger row does not show the coin: \(coinRow)")
     // A model-evaluation round (the release gate) is listed as one.
-    var evaluation = coined
-    evaluation.task = .evaluation
-    evaluation.dimension = 6
+    let evaluation = LedgerEntry(
+        runId: 1, round: 3, atMs: 0, status: .sent, bytesSent: 9_000, normBeforeClip: 1.2, normAfterClip: 1.2,
+        clipNorm: 6.0.squareRoot(), noiseMultiplier: 1, samplingRate: 0.7, epsilonTotal: 0.4, segmentReportEpsilon: 0,
+        aggregation: .secure, noiseMode: .distributed, included: false, noiseShare: 0.122, cohort: 100,
+        honestFraction: 2.0 / 3.0, scale: 4828, dimension: 6, nodeKey: "3f2a9c0b51d7e864", task: .evaluation)
     let evaluated = DemoModel.uploadText(evaluation, sent: "today")
     print("  ledger row:        \(evaluated)")
     try verify(evaluated.hasPrefix("Evaluation of a candidate model, round 3"), "not an evaluation: \(evaluated)")

@@ -276,6 +276,7 @@ class DemoModel(private val hearth: Hearth, val catalog: List<CatalogItem> = DEM
             val what = when (e.task) {
                 RoundTask.TRAINING -> "Round"
                 RoundTask.EVALUATION -> "Evaluation of a candidate model, round"
+                RoundTask.EXPERIMENT_REPORT -> "Experiment report, round"
             }
             return "$what ${e.round ?: "?"} · $sent · ${e.bytesSent} bytes · ${e.status.name.lowercase()} · $protection · " +
                 "$noise · ε now $epsilon"
