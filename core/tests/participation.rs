@@ -1182,9 +1182,10 @@ fn an_experiment_report_round_sends_only_the_arms_masked_sums_and_is_charged() {
 }
 
 /// A round that names other arms than the device's (or another order) is
-/// refused, uncharged; so is one whose bound cannot hold a report.
+/// refused, uncharged; so is one whose bound cannot hold a report, and one
+/// that would take the device past its budget is declined.
 #[test]
-fn an_experiment_report_round_for_other_arms_or_under_the_bound_is_refused() {
+fn an_experiment_report_round_for_other_arms_over_budget_or_under_the_bound_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let (h, _, _) = gate_device(dir.path(), 10.0);
     in_an_experiment(&h);
@@ -1203,5 +1204,17 @@ fn an_experiment_report_round_for_other_arms_or_under_the_bound_is_refused() {
         }
         other => panic!("{other:?}"),
     }
+    assert!(h.privacy_ledger().unwrap().entries.is_empty());
+
+    let dir = tempfile::tempdir().unwrap();
+    let (h, _, _) = gate_device(dir.path(), 0.5);
+    in_an_experiment(&h);
+    let (round, _) = report_round("model,popular", experiment_report_bound());
+    let outcome = h.participate_using(round.clone(), good(), quick()).unwrap();
+    assert!(
+        matches!(outcome, ParticipationOutcome::Declined { reason: DeclineReason::OverBudget { .. } }),
+        "{outcome:?}"
+    );
+    assert!(round.aggregate().is_none());
     assert!(h.privacy_ledger().unwrap().entries.is_empty());
 }
