@@ -35,6 +35,7 @@ mod model;
 mod random;
 mod ranking;
 pub(crate) mod store;
+pub mod sync;
 
 pub use audience::notify::{
     NotificationCandidate, NotificationDecision, NotificationKind, NotificationPolicy, NotifyReason, Urgency,
