@@ -146,6 +146,26 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         write(dir, "secagg_messages", &format!("reply-{stage}"), &[[stage | 4].as_slice(), &reply].concat())?;
     }
 
+    // Sync pairing: each message of an honest pairing, at the step it is
+    // taken (the first byte as the target reads it).
+    {
+        use hearth_core::sync::pairing::{GroupKey, Inviter, Joiner, PairingMessage};
+        let (mut inviter, commit) = Inviter::start(GroupKey { group_id: [7; 16], profile_key: [9; 32] })?;
+        let (mut joiner, answer) = Joiner::answer(commit.clone())?;
+        let (reveal, _) = inviter.reveal(&answer)?;
+        joiner.check(&reveal)?;
+        let welcome = inviter.welcome(true)?;
+        let messages = [
+            PairingMessage::Commit(commit),
+            PairingMessage::Answer(answer),
+            PairingMessage::Reveal(reveal),
+            PairingMessage::Welcome(welcome),
+        ];
+        for (step, (m, name)) in messages.iter().zip(["commit", "answer", "reveal", "welcome"]).enumerate() {
+            write(dir, "pairing_messages", name, &[[step as u8].as_slice(), &m.encode()].concat())?;
+        }
+    }
+
     // MovieLens: the item file, a 0 byte, the ratings file.
     let item = "item_id:token\tmovie_title:token_seq\trelease_year:token\tclass:token_seq\n\
                 1\tToy Story\t1995\tAnimation Children's Comedy\n2\tGoldenEye\t1995\tAction\n10\tOdd\t\tunknown\n";

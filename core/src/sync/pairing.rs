@@ -50,6 +50,8 @@ pub enum PairingError {
     Unsealed,
     #[error("a step out of order: {0}")]
     OutOfOrder(&'static str),
+    #[error("not a pairing message: {0}")]
+    Malformed(&'static str),
 }
 
 type Result<T> = std::result::Result<T, PairingError>;
@@ -101,6 +103,69 @@ pub struct Reveal {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Welcome {
     pub sealed: Vec<u8>,
+}
+
+/// A pairing message as it travels (a QR code, a typed code's relay, the
+/// app's backend): a version byte, a kind byte, then the message's
+/// fixed-size fields in order. Nothing else is read, and any other length is
+/// refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PairingMessage {
+    Commit(Commit),
+    Answer(Answer),
+    Reveal(Reveal),
+    Welcome(Welcome),
+}
+
+/// The wire format's version.
+const VERSION: u8 = 1;
+/// A welcome's length: the group id, the profile key, the GCM tag.
+const WELCOME_LEN: usize = 16 + 32 + 16;
+
+impl PairingMessage {
+    pub fn encode(&self) -> Vec<u8> {
+        let (kind, fields): (u8, Vec<&[u8]>) = match self {
+            PairingMessage::Commit(m) => (1, vec![&m.group_id, &m.commitment]),
+            PairingMessage::Answer(m) => (2, vec![&m.public, &m.nonce]),
+            PairingMessage::Reveal(m) => (3, vec![&m.public, &m.nonce]),
+            PairingMessage::Welcome(m) => (4, vec![&m.sealed]),
+        };
+        let mut out = vec![VERSION, kind];
+        for f in fields {
+            out.extend_from_slice(f);
+        }
+        out
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<PairingMessage> {
+        let [version, kind, body @ ..] = bytes else { return Err(PairingError::Malformed("too short")) };
+        if *version != VERSION {
+            return Err(PairingError::Malformed("an unknown version"));
+        }
+        let pair = |body: &[u8]| -> Result<([u8; 32], [u8; 32])> {
+            let (a, b) = body.split_at_checked(32).ok_or(PairingError::Malformed("wrong length"))?;
+            let a = a.try_into().map_err(|_| PairingError::Malformed("wrong length"))?;
+            let b = b.try_into().map_err(|_| PairingError::Malformed("wrong length"))?;
+            Ok((a, b))
+        };
+        Ok(match kind {
+            1 => {
+                if body.len() != 48 {
+                    return Err(PairingError::Malformed("wrong length"));
+                }
+                let (id, c) = body.split_at(16);
+                PairingMessage::Commit(Commit {
+                    group_id: id.try_into().map_err(|_| PairingError::Malformed("wrong length"))?,
+                    commitment: c.try_into().map_err(|_| PairingError::Malformed("wrong length"))?,
+                })
+            }
+            2 => pair(body).map(|(public, nonce)| PairingMessage::Answer(Answer { public, nonce }))?,
+            3 => pair(body).map(|(public, nonce)| PairingMessage::Reveal(Reveal { public, nonce }))?,
+            4 if body.len() == WELCOME_LEN => PairingMessage::Welcome(Welcome { sealed: body.to_vec() }),
+            4 => return Err(PairingError::Malformed("wrong length")),
+            _ => return Err(PairingError::Malformed("an unknown kind")),
+        })
+    }
 }
 
 /// SHA-256 of the inviter's public key and nonce, domain-separated.

@@ -121,3 +121,34 @@ fn a_reveal_that_is_not_the_committed_key_or_a_bad_welcome_is_refused() {
     let (mut inviter, _) = Inviter::start(group()).unwrap();
     assert_eq!(inviter.reveal(&Answer { public: [0; 32], nonce: [1; 32] }).unwrap_err(), PairingError::NotContributory);
 }
+
+#[test]
+fn messages_travel_as_fixed_bytes_and_anything_else_is_refused() {
+    let (mut inviter, commit) = Inviter::start(group()).unwrap();
+    let (mut joiner, answer) = Joiner::answer(commit.clone()).unwrap();
+    let (reveal, _) = inviter.reveal(&answer).unwrap();
+    joiner.check(&reveal).unwrap();
+    let welcome = inviter.welcome(true).unwrap();
+    let all = [
+        PairingMessage::Commit(commit),
+        PairingMessage::Answer(answer),
+        PairingMessage::Reveal(reveal),
+        PairingMessage::Welcome(welcome),
+    ];
+    for (m, len) in all.iter().zip([50, 66, 66, 66]) {
+        let bytes = m.encode();
+        assert_eq!(bytes.len(), len);
+        assert_eq!(&PairingMessage::decode(&bytes).unwrap(), m);
+        // Every shorter or longer copy, another version, another kind.
+        for cut in 0..bytes.len() {
+            assert!(PairingMessage::decode(&bytes[..cut]).is_err(), "{cut} bytes of {m:?}");
+        }
+        assert!(PairingMessage::decode(&[bytes.as_slice(), &[0]].concat()).is_err());
+        let mut other = bytes.clone();
+        other[0] = 2;
+        assert!(matches!(PairingMessage::decode(&other), Err(PairingError::Malformed(_))));
+        other[0] = 1;
+        other[1] = 9;
+        assert!(matches!(PairingMessage::decode(&other), Err(PairingError::Malformed(_))));
+    }
+}
