@@ -13,6 +13,7 @@ pub(crate) mod experiments;
 pub(crate) mod export;
 mod federated;
 mod session;
+pub(crate) mod sync;
 
 pub use config::HearthConfig;
 pub(crate) use session::Session;
@@ -71,6 +72,8 @@ pub struct Hearth {
     pub(crate) round_lock: Mutex<()>,
     /// Set by `cancel_participation`; cleared when a round starts.
     pub(crate) round_cancel: Arc<AtomicBool>,
+    /// A sync pairing under way (in memory only).
+    pairing: Mutex<Option<sync::Pairing>>,
 }
 
 impl std::fmt::Debug for Hearth {
@@ -330,6 +333,7 @@ impl Hearth {
                 model: RwLock::new(ModelSlot::NotLoaded),
                 round_lock: Mutex::new(()),
                 round_cancel: Arc::default(),
+                pairing: Mutex::new(None),
             }))
         })
     }

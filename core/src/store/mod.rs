@@ -362,6 +362,12 @@ impl Store {
         put_state_tx(&self.conn, &self.keys, name, value)
     }
 
+    /// Removes a state record (nothing when there is none).
+    pub(crate) fn delete_state(&mut self, name: &str) -> Result<()> {
+        self.conn.execute("DELETE FROM state WHERE name = ?1", [name])?;
+        Ok(())
+    }
+
     pub(crate) fn get_state(&self, name: &str) -> Result<Option<Vec<u8>>> {
         let sealed: Option<Vec<u8>> =
             self.conn.query_row("SELECT sealed FROM state WHERE name = ?1", [name], |r| r.get(0)).optional()?;

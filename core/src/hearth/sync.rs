@@ -1,0 +1,241 @@
+//! The person's sync group on this device: its key sealed in the store,
+//! and the pairing that brings another device in (`crate::sync::pairing`),
+//! driven by the app over bytes it relays (a QR code, its backend) and the
+//! digits it shows. A Rust API for now: the sync itself and the Kotlin and
+//! Swift calls build on it.
+//!
+//! One pairing at a time per store, held in memory: a pairing survives no
+//! restart (the person starts again), and nothing of it is written until
+//! the joiner has the group key.
+
+use serde::{Deserialize, Serialize};
+
+use super::{Hearth, shield};
+use crate::error::{Error, HearthError, Result};
+use crate::store::history::now_ms;
+use crate::sync::pairing::{GroupKey, Inviter, Joiner, PairingError, PairingMessage};
+
+/// The state record of the group.
+const GROUP: &str = "sync_group";
+
+/// The group as this device holds it (sealed in the store).
+#[derive(Serialize, Deserialize)]
+struct StoredGroup {
+    group_id: String,
+    profile_key: String,
+    device_id: String,
+    joined_ms: i64,
+}
+
+/// This device's sync group, as the person's screens show it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SyncGroupInfo {
+    /// The group's id and this device's, in hex (random, not derived from
+    /// anything of the person).
+    pub group_id: String,
+    pub device_id: String,
+    /// When this device created or joined the group.
+    pub joined_ms: i64,
+}
+
+/// A pairing under way on this device.
+pub(crate) enum Pairing {
+    Inviting(Inviter),
+    Joining(Joiner),
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex<const N: usize>(text: &str) -> Result<[u8; N]> {
+    let bad = || Error::Integrity { table: "state" };
+    if text.len() != 2 * N {
+        return Err(bad());
+    }
+    let mut out = [0u8; N];
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = u8::from_str_radix(text.get(2 * i..2 * i + 2).ok_or_else(bad)?, 16).map_err(|_| bad())?;
+    }
+    Ok(out)
+}
+
+fn random<const N: usize>() -> Result<[u8; N]> {
+    use ring::rand::SecureRandom;
+    let mut out = [0u8; N];
+    ring::rand::SystemRandom::new().fill(&mut out).map_err(|_| Error::Crypto("no randomness"))?;
+    Ok(out)
+}
+
+impl From<PairingError> for Error {
+    fn from(e: PairingError) -> Self {
+        match e {
+            PairingError::Random => Error::Crypto("no randomness"),
+            other => Error::invalid("pairing", other.to_string()),
+        }
+    }
+}
+
+impl StoredGroup {
+    fn info(&self) -> SyncGroupInfo {
+        SyncGroupInfo { group_id: self.group_id.clone(), device_id: self.device_id.clone(), joined_ms: self.joined_ms }
+    }
+
+    fn key(&self) -> Result<GroupKey> {
+        Ok(GroupKey { group_id: unhex(&self.group_id)?, profile_key: unhex(&self.profile_key)? })
+    }
+
+    fn new(key: &GroupKey) -> Result<StoredGroup> {
+        Ok(StoredGroup {
+            group_id: hex(&key.group_id),
+            profile_key: hex(&key.profile_key),
+            device_id: hex(&random::<8>()?),
+            joined_ms: now_ms(),
+        })
+    }
+}
+
+impl Hearth {
+    fn stored_group(&self) -> std::result::Result<Option<StoredGroup>, HearthError> {
+        self.with(|s| s.store.get_json(GROUP))
+    }
+
+    fn pairing(&self) -> std::sync::MutexGuard<'_, Option<Pairing>> {
+        self.pairing.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// This device's sync group, if it is in one.
+    pub fn sync_group(&self) -> std::result::Result<Option<SyncGroupInfo>, HearthError> {
+        shield(|| Ok(self.stored_group()?.map(|g| g.info())))
+    }
+
+    /// Starts the person's sync group on this device (a new group id and
+    /// profile key from the system's CSPRNG, sealed in the store).
+    /// `InvalidInput` when the device is in a group already.
+    pub fn create_sync_group(&self) -> std::result::Result<SyncGroupInfo, HearthError> {
+        shield(|| {
+            if self.stored_group()?.is_some() {
+                return Err(Error::invalid("sync group", "this device is in a group already").into());
+            }
+            let group = StoredGroup::new(&GroupKey { group_id: random()?, profile_key: random()? })?;
+            self.with(|s| s.store.put_json(GROUP, &group))?;
+            Ok(group.info())
+        })
+    }
+
+    /// Starts bringing another device into this device's group: the first
+    /// message to show (a QR code) or relay. A pairing already under way
+    /// is dropped.
+    pub fn invite_device(&self) -> std::result::Result<Vec<u8>, HearthError> {
+        shield(|| {
+            let group = self.stored_group()?.ok_or_else(|| Error::invalid("sync group", "this device is in none"))?;
+            let (inviter, commit) = Inviter::start(group.key()?).map_err(Error::from)?;
+            *self.pairing() = Some(Pairing::Inviting(inviter));
+            Ok(PairingMessage::Commit(commit).encode())
+        })
+    }
+
+    /// The joiner's answer: the message to relay back, and the digits to
+    /// show (the joiner shows the same ones).
+    pub fn invite_answer(&self, answer: &[u8]) -> std::result::Result<(Vec<u8>, u32), HearthError> {
+        shield(|| {
+            let mut pairing = self.pairing();
+            let Some(Pairing::Inviting(inviter)) = pairing.as_mut() else {
+                return Err(Error::invalid("pairing", "no invitation under way").into());
+            };
+            let Ok(PairingMessage::Answer(answer)) = PairingMessage::decode(answer) else {
+                *pairing = None;
+                return Err(Error::invalid("pairing", "not an answer").into());
+            };
+            match inviter.reveal(&answer) {
+                Ok((reveal, digits)) => Ok((PairingMessage::Reveal(reveal).encode(), digits)),
+                Err(e) => {
+                    *pairing = None;
+                    Err(Error::from(e).into())
+                }
+            }
+        })
+    }
+
+    /// Whether the person saw the same digits on both screens: if so, the
+    /// message that hands the other device the group key; if not, None and
+    /// the pairing is over. Either way nothing more of it is held.
+    pub fn invite_confirm(&self, digits_match: bool) -> std::result::Result<Option<Vec<u8>>, HearthError> {
+        shield(|| {
+            let Some(Pairing::Inviting(inviter)) = self.pairing().take() else {
+                return Err(Error::invalid("pairing", "no invitation under way").into());
+            };
+            if !digits_match {
+                return Ok(None);
+            }
+            Ok(Some(PairingMessage::Welcome(inviter.welcome(true).map_err(Error::from)?).encode()))
+        })
+    }
+
+    /// Answers another device's invitation (its first message): the
+    /// message to relay back. `InvalidInput` when this device is in a group
+    /// already (leave it first).
+    pub fn join_device(&self, invitation: &[u8]) -> std::result::Result<Vec<u8>, HearthError> {
+        shield(|| {
+            if self.stored_group()?.is_some() {
+                return Err(Error::invalid("sync group", "this device is in a group already").into());
+            }
+            let PairingMessage::Commit(commit) = PairingMessage::decode(invitation).map_err(Error::from)? else {
+                return Err(Error::invalid("pairing", "not an invitation").into());
+            };
+            let (joiner, answer) = Joiner::answer(commit).map_err(Error::from)?;
+            *self.pairing() = Some(Pairing::Joining(joiner));
+            Ok(PairingMessage::Answer(answer).encode())
+        })
+    }
+
+    /// The inviter's reveal: the digits to show.
+    pub fn join_reveal(&self, reveal: &[u8]) -> std::result::Result<u32, HearthError> {
+        shield(|| {
+            let mut pairing = self.pairing();
+            let Some(Pairing::Joining(joiner)) = pairing.as_mut() else {
+                return Err(Error::invalid("pairing", "no joining under way").into());
+            };
+            let checked = match PairingMessage::decode(reveal) {
+                Ok(PairingMessage::Reveal(reveal)) => joiner.check(&reveal).map_err(Error::from),
+                _ => Err(Error::invalid("pairing", "not a reveal")),
+            };
+            if checked.is_err() {
+                *pairing = None;
+            }
+            Ok(checked?)
+        })
+    }
+
+    /// The inviter's welcome, once the person saw the same digits on both
+    /// screens (`digits_match`): this device joins the group, its key
+    /// sealed in the store. Without the confirmation, or with a welcome
+    /// that does not open, nothing is stored and the pairing is over.
+    pub fn join_finish(&self, welcome: &[u8], digits_match: bool) -> std::result::Result<SyncGroupInfo, HearthError> {
+        shield(|| {
+            let Some(Pairing::Joining(joiner)) = self.pairing().take() else {
+                return Err(Error::invalid("pairing", "no joining under way").into());
+            };
+            let PairingMessage::Welcome(welcome) = PairingMessage::decode(welcome).map_err(Error::from)? else {
+                return Err(Error::invalid("pairing", "not a welcome").into());
+            };
+            let key = joiner.accept(&welcome, digits_match).map_err(Error::from)?;
+            let group = StoredGroup::new(&key)?;
+            self.with(|s| s.store.put_json(GROUP, &group))?;
+            Ok(group.info())
+        })
+    }
+
+    /// Forgets the group on this device (its key included); the other
+    /// devices keep it. Whether there was one.
+    pub fn leave_sync_group(&self) -> std::result::Result<bool, HearthError> {
+        shield(|| {
+            *self.pairing() = None;
+            let had = self.stored_group()?.is_some();
+            if had {
+                self.with(|s| s.store.delete_state(GROUP))?;
+            }
+            Ok(had)
+        })
+    }
+}
