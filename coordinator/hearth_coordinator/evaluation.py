@@ -38,7 +38,7 @@ from flwr.common.logger import log
 from flwr.serverapp import Grid
 
 from . import estimate, gate
-from .secure import SecureTerms, record_sum, run_stages, sample_cohort
+from .secure import SecureTerms, device_noise_share, open_round, record_sum, run_stages
 from .strategy import HearthFedAvg
 
 # The secure-aggregation round ids of the evaluation of round r's candidate
@@ -63,69 +63,40 @@ def _metrics_round(
     config: ConfigRecord,
     terms: SecureTerms,
     summary: dict,
-) -> tuple[np.ndarray, float] | None:
+) -> float | None:
     """A secure round of `task` whose devices each sum `vector_len` bounded
-    metrics (L2 norm at most `bound`, the round's clip norm); the noisy sums
-    and their noise's std, or None when the round failed (why is in
-    `summary`)."""
-    import hearth_secagg  # the Rust extension (coordinator/secagg-py)
-
+    metrics (L2 norm at most `bound`, the round's clip norm), its noisy sums
+    in `summary["sums"]`; their noise's std, or None when the round failed
+    (why is in `summary`)."""
     started = time.monotonic()
-    node_ids = sample_cohort(grid, strategy)
-    max_cohort = terms.max_cohort or len(node_ids)
-    distributed = terms.noise_mode == "distributed"
-    coin = terms.device_sampling_rate if distributed and terms.device_sampling_rate < 1.0 else 1.0
     summary.update({
         "round": server_round,
         "task": task,
-        "mode": "secure",
-        "sampled": len(node_ids),
-        "bits": terms.bits,
-        "noise_mode": terms.noise_mode,
         "noise_multiplier": strategy.noise_multiplier,
         "clip_norm": bound,
     })
-    if distributed:
-        summary["honest_fraction"] = terms.honest_fraction
-        summary["device_sampling_rate"] = coin
     config["clip-norm"] = bound
     config["server-round"] = server_round
-    try:
-        rnd = hearth_secagg.Round(
-            run_id=grid.run.run_id,
-            round=secagg_round,
-            bits=terms.bits,
-            clip_norm=bound,
-            max_cohort=max_cohort,
-            degree=terms.degree,
-            threshold_fraction=terms.threshold_fraction,
-            vector_len=vector_len,
-            cohort=node_ids,
-            noise_multiplier=strategy.noise_multiplier if distributed else 0.0,
-            honest_fraction=terms.honest_fraction,
-            sampling_rate=coin,
-            task=task,
-        )
-    except ValueError as e:
-        summary["failed"] = f"the round's terms: {e}"
+    rnd = open_round(
+        grid, strategy, terms, summary, secagg_round=secagg_round, bound=bound, vector_len=vector_len, task=task
+    )
+    if rnd is None:
         return None
-    summary["scale"] = rnd.scale
     aggregate = run_stages(grid, rnd, server_round, params, config, terms, summary)
     summary["seconds"] = round(time.monotonic() - started, 3)
     if aggregate is None:
         return None
     survivors = record_sum(summary, aggregate)
     sums = np.frombuffer(aggregate["sum"], dtype="<f8").copy()
-    if distributed:
+    if terms.distributed:
         # Every survivor's share is in the sums, whoever its coin left out.
-        share = strategy.noise_multiplier * bound / math.sqrt(rnd.honest)
-        sigma = share * math.sqrt(len(survivors))
+        sigma = device_noise_share(strategy, bound, rnd) * math.sqrt(len(survivors))
     else:
         sigma = strategy.noise_multiplier * bound
         sums += sigma * strategy.rng.standard_normal(vector_len)
     summary["sums"] = [float(v) for v in sums]
     summary["sigma"] = sigma
-    return sums, sigma
+    return sigma
 
 
 def evaluation_round(
@@ -142,12 +113,11 @@ def evaluation_round(
     evaluation's summary, with the gate's decision under `"gate"` (no
     decision when the round failed)."""
     summary: dict = {}
-    got = _metrics_round(
+    sigma = _metrics_round(
         grid, strategy, server_round, EVALUATION_ROUND_BASE + server_round, "evaluate-model", gate.GATE_METRICS,
         gate.CONTRIBUTION_BOUND, candidate, config, terms, summary,
     )
-    if got is not None:
-        sums, sigma = got
+    if sigma is not None:
         summary["gate"] = gate.decide(summary["sums"], sigma, z)
         log(INFO, "round %s: evaluation of the candidate by %s devices: %s", server_round,
             summary["participants"], summary["gate"])
@@ -171,12 +141,11 @@ def experiment_report_round(
     config["experiment-id"] = experiment
     config["experiment-arms"] = ",".join(arms)
     summary: dict = {"experiment": experiment}
-    got = _metrics_round(
+    sigma = _metrics_round(
         grid, strategy, server_round, EXPERIMENT_ROUND_BASE + server_round, "experiment-report",
         estimate.REPORT_METRICS * len(arms), estimate.REPORT_BOUND, None, config, terms, summary,
     )
-    if got is not None:
-        sums, sigma = got
+    if sigma is not None:
         summary["arms"] = [
             {"arm": name, **est} for name, est in zip(arms, estimate.estimate_arms(summary["sums"], sigma, z))
         ]

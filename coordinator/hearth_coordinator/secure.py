@@ -80,6 +80,16 @@ class SecureTerms:
     # and the devices account the round at this rate.
     device_sampling_rate: float = 1.0
 
+    @property
+    def distributed(self) -> bool:
+        return self.noise_mode == "distributed"
+
+    @property
+    def coin(self) -> float:
+        """The rate of the devices' own coin: device-sampling-rate in
+        distributed mode, 1 (no coin) otherwise."""
+        return self.device_sampling_rate if self.distributed and self.device_sampling_rate < 1.0 else 1.0
+
 
 def stage_reply(msg: Message) -> tuple[int | None, bytes | None, str]:
     """(node, the reply's bytes, "") or (node, None, why it is not one).
@@ -240,6 +250,70 @@ def record_sum(summary: dict, aggregate: dict) -> list[int]:
     return survivors
 
 
+def open_round(
+    grid: Grid,
+    strategy: HearthFedAvg,
+    terms: SecureTerms,
+    summary: dict,
+    *,
+    secagg_round: int,
+    bound: float,
+    vector_len: int,
+    task: str = "train",
+    count_weight: float = 0.0,
+):
+    """Samples a cohort and sets up a secure round of `task` over it: the
+    devices' vectors have `vector_len` values of L2 norm at most `bound`,
+    and in distributed mode the devices add noise of the run's multiplier
+    times `bound`. Puts the round's terms in `summary`; the
+    `hearth_secagg.Round`, or None when its terms are refused (why is in
+    `summary`)."""
+    import hearth_secagg  # the Rust extension (coordinator/secagg-py)
+
+    node_ids = sample_cohort(grid, strategy)
+    max_cohort = terms.max_cohort or len(node_ids)
+    summary.update({
+        "mode": "secure",
+        "sampled": len(node_ids),
+        "bits": terms.bits,
+        "degree": terms.degree,
+        "threshold_fraction": terms.threshold_fraction,
+        "max_cohort": max_cohort,
+        "noise_mode": terms.noise_mode,
+    })
+    if terms.distributed:
+        summary["honest_fraction"] = terms.honest_fraction
+        summary["device_sampling_rate"] = terms.coin
+    try:
+        rnd = hearth_secagg.Round(
+            run_id=grid.run.run_id,
+            round=secagg_round,
+            bits=terms.bits,
+            clip_norm=bound,
+            max_cohort=max_cohort,
+            degree=terms.degree,
+            threshold_fraction=terms.threshold_fraction,
+            vector_len=vector_len,
+            cohort=node_ids,
+            noise_multiplier=strategy.noise_multiplier if terms.distributed else 0.0,
+            honest_fraction=terms.honest_fraction,
+            sampling_rate=terms.coin,
+            count_weight=count_weight,
+            task=task,
+        )
+    except ValueError as e:
+        summary["failed"] = f"the round's terms: {e}"
+        return None
+    summary["scale"] = rnd.scale
+    return rnd
+
+
+def device_noise_share(strategy: HearthFedAvg, bound: float, rnd) -> float:
+    """Distributed mode: the std of each device's noise share, sized so the
+    round's honest devices (`rnd.honest`) carry z times `bound`."""
+    return strategy.noise_multiplier * bound / math.sqrt(rnd.honest)
+
+
 def secure_round(
     grid: Grid,
     strategy: HearthFedAvg,
@@ -250,31 +324,13 @@ def secure_round(
 ) -> list[tuple[str, np.ndarray]]:
     """One secure round from `params`; the parameters it leaves (the same
     when the round fails)."""
-    import hearth_secagg  # the Rust extension (coordinator/secagg-py)
-
     strategy.current = params
     started = time.monotonic()
-    node_ids = sample_cohort(grid, strategy)
-    max_cohort = terms.max_cohort or len(node_ids)
-    summary: dict = {
-        "round": server_round,
-        "mode": "secure",
-        "sampled": len(node_ids),
-        "bits": terms.bits,
-        "degree": terms.degree,
-        "threshold_fraction": terms.threshold_fraction,
-        "max_cohort": max_cohort,
-        "noise_mode": terms.noise_mode,
-    }
+    summary: dict = {"round": server_round}
     if "model-release" in config:
         # What devices do with the model this round sends.
         summary["model_release"] = config["model-release"]
-    distributed = terms.noise_mode == "distributed"
-    # The coin's rate when there is one (distributed mode, below 1).
-    coin = terms.device_sampling_rate if distributed and terms.device_sampling_rate < 1.0 else 1.0
-    if distributed:
-        summary["honest_fraction"] = terms.honest_fraction
-        summary["device_sampling_rate"] = coin
+    distributed, coin = terms.distributed, terms.coin
     # Adaptive clipping: each device's bit rides in the sum as one more
     # value, beta (bit - 1/2), and the vector's bound is C sqrt(1 + t^2).
     adaptive = strategy.adaptive
@@ -284,27 +340,13 @@ def secure_round(
         bound = strategy.clip_norm * adaptive.stretch(strategy.noise_multiplier)
         summary["count_weight"] = count_weight
     config["clip-norm"] = strategy.clip_norm
-    try:
-        rnd = hearth_secagg.Round(
-            run_id=grid.run.run_id,
-            round=server_round,
-            bits=terms.bits,
-            clip_norm=bound,
-            max_cohort=max_cohort,
-            degree=terms.degree,
-            threshold_fraction=terms.threshold_fraction,
-            vector_len=parameter_count(params) + (1 if adaptive is not None else 0),
-            cohort=node_ids,
-            noise_multiplier=strategy.noise_multiplier if distributed else 0.0,
-            honest_fraction=terms.honest_fraction,
-            sampling_rate=coin,
-            count_weight=count_weight,
-        )
-    except ValueError as e:
-        summary["failed"] = f"the round's terms: {e}"
+    rnd = open_round(
+        grid, strategy, terms, summary, secagg_round=server_round, bound=bound,
+        vector_len=parameter_count(params) + (1 if adaptive is not None else 0), count_weight=count_weight,
+    )
+    if rnd is None:
         strategy.close_round(server_round, summary, None, 0)
         return params
-    summary["scale"] = rnd.scale
     aggregate = run_stages(grid, rnd, server_round, params, config, terms, summary)
     summary["seconds"] = round(time.monotonic() - started, 3)
     if aggregate is None:
@@ -331,7 +373,7 @@ def secure_round(
     if distributed:
         # The devices' shares in the mean: each (z C)^2 / honest in
         # variance, over the survivors.
-        share = strategy.noise_multiplier * bound / math.sqrt(rnd.honest)
+        share = device_noise_share(strategy, bound, rnd)
         summary["noise_share_std"] = share
         devices_noise = share * math.sqrt(len(survivors)) / denominator
     strategy.close_round(

@@ -48,6 +48,15 @@ echo "federated: coordinator unit checks"
 
 flower_workdir federated
 
+# The ServerApp writes summary.json in its out-dir once the run is over:
+# wait up to a minute for it after the devices are done.
+wait_for_summary() {
+    for _ in $(seq 1 60); do
+        [ -f "$1/summary.json" ] && return 0
+        sleep 1
+    done
+}
+
 # The coordinator's model-signing key for this run; devices trust its public half.
 "$py" - "$work" <<'PY'
 import sys
@@ -80,11 +89,7 @@ HEARTH_SUPERLINK="http://127.0.0.1:$port" HEARTH_DEVICES="$devices" HEARTH_ROUND
 [ "${PIPESTATUS[0]}" -eq 0 ] || exit 1
 echo "federated: $devices devices x $rounds rounds in $(($(date +%s) - start)) s"
 
-# The ServerApp writes its summary after the last round.
-for _ in $(seq 1 60); do
-    [ -f "$work/out/summary.json" ] && break
-    sleep 1
-done
+wait_for_summary "$work/out"
 "$py" - "$work/out/summary.json" "$devices" "$rounds" "$clip" <<'PY'
 import json, sys
 summary = json.load(open(sys.argv[1]))
@@ -160,10 +165,7 @@ HEARTH_SUPERLINK="http://127.0.0.1:$port" HEARTH_DEVICES="$devices" HEARTH_ROUND
     tee "$work/secure.log" | grep -E "^secure|^test |test result|panicked"
 [ "${PIPESTATUS[0]}" -eq 0 ] || exit 1
 echo "federated: secure rounds in $(($(date +%s) - start)) s"
-for _ in $(seq 1 60); do
-    [ -f "$work/out-secure/summary.json" ] && break
-    sleep 1
-done
+wait_for_summary "$work/out-secure"
 "$py" - "$work/out-secure/summary.json" "$work/witness" "$rounds" "$work/out-secure/weights.bin" "$coin" <<'PY'
 import hashlib, json, sys
 from pathlib import Path
@@ -272,10 +274,7 @@ HEARTH_SUPERLINK="http://127.0.0.1:$port" HEARTH_DEVICES="$devices" HEARTH_ROUND
     --ignored --nocapture 2>&1 | tee "$work/gate.log" | grep -E "^evaluation|^test |test result|panicked"
 [ "${PIPESTATUS[0]}" -eq 0 ] || exit 1
 echo "federated: release gate rounds in $(($(date +%s) - start)) s"
-for _ in $(seq 1 60); do
-    [ -f "$work/out-gate/summary.json" ] && break
-    sleep 1
-done
+wait_for_summary "$work/out-gate"
 (cd coordinator && "$py" - "$work/out-gate" "$work/witness-gate" "$gate_rounds" "$devices") <<'PY'
 import hashlib, json, sys
 from pathlib import Path

@@ -309,11 +309,17 @@ impl Hearth {
     pub fn evaluate_candidate(&self, candidate: &ModelPackage) -> Result<Option<DeviceEvaluation>, HearthError> {
         shield(|| {
             let model = self.verify_package(candidate)?;
-            let published = self.active_model().map(|(m, _)| m);
-            let watermark = self.federated_state()?.examples_watermark;
-            let inputs = self.evaluation_inputs(watermark, &[])?;
-            Ok(inputs.run(&Rankers { candidate: &model, published: published.as_deref() }))
+            self.evaluate_verified(&model)
         })
+    }
+
+    /// As [`Hearth::evaluate_candidate`], for a candidate already verified
+    /// (a model-evaluation round verifies the one it receives once).
+    pub(crate) fn evaluate_verified(&self, candidate: &Model) -> Result<Option<DeviceEvaluation>, HearthError> {
+        let published = self.active_model().map(|(m, _)| m);
+        let watermark = self.federated_state()?.examples_watermark;
+        let inputs = self.evaluation_inputs(watermark, &[])?;
+        Ok(inputs.run(&Rankers { candidate, published: published.as_deref() }))
     }
 
     /// For simulation: as [`Hearth::evaluate_candidate`], with `published`

@@ -24,7 +24,7 @@ use crate::federated::participation::{
     IneligibleReason, ParticipationOutcome, ROUNDS_KEPT, STATE,
 };
 use crate::federated::{Aggregation, ConfigValue, FederatedFailure, FleetError, NodeKey};
-use crate::model::training::RoundSettings;
+use crate::model::training::{RoundSettings, l2};
 use crate::model::{Model, ModelPackage};
 use crate::store::history::now_ms;
 
@@ -491,16 +491,16 @@ impl Trainer for DeviceTrainer<'_> {
     /// evaluate is not for the coordinator to learn.
     fn evaluate(&mut self, ins: &TrainInstruction) -> std::result::Result<Vec<f32>, String> {
         let admitted = self.admit(ins, RoundTask::Evaluation)?;
-        let Some((package, _)) = self.signed_model(ins)? else {
+        let Some((_, candidate)) = self.signed_model(ins)? else {
             return Err(self.reject(
                 Error::invalid("evaluation round", "no signed candidate model (model-manifest, model-signature)")
                     .into(),
             ));
         };
-        let evaluation = self.hearth.evaluate_candidate(&package).map_err(|e| self.reject(e))?;
+        let evaluation = self.hearth.evaluate_verified(&candidate).map_err(|e| self.reject(e))?;
         let values: Vec<f32> =
             evaluation.map_or([0.0; GATE_METRICS], |e| e.evaluation.contribution()).iter().map(|v| *v as f32).collect();
-        let norm = values.iter().map(|v| f64::from(*v).powi(2)).sum::<f64>().sqrt();
+        let norm = l2(&values);
         self.charge(ins, admitted, RoundTask::Evaluation, (norm, norm), 0.0)?;
         Ok(values)
     }
@@ -530,7 +530,7 @@ impl Trainer for DeviceTrainer<'_> {
         }
         let report = h.experiment_report(id.clone()).map_err(|e| self.reject(e))?;
         let values: Vec<f32> = report.contribution(arms).iter().map(|v| *v as f32).collect();
-        let norm = values.iter().map(|v| f64::from(*v).powi(2)).sum::<f64>().sqrt();
+        let norm = l2(&values);
         self.charge(ins, admitted, RoundTask::ExperimentReport, (norm, norm), 0.0)?;
         Ok(values)
     }

@@ -12,6 +12,8 @@ use serde::{Deserialize, Serialize};
 
 use super::{Hearth, shield};
 use crate::error::{Error, HearthError, Result};
+use crate::model::parse_hex;
+use crate::store::crypto::random_bytes;
 use crate::store::history::now_ms;
 use crate::sync::pairing::{GroupKey, Inviter, Joiner, PairingError, PairingMessage};
 
@@ -48,23 +50,14 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// `N` bytes from the hex a stored group holds; an integrity failure when
+/// it is not that.
 fn unhex<const N: usize>(text: &str) -> Result<[u8; N]> {
-    let bad = || Error::Integrity { table: "state" };
-    if text.len() != 2 * N {
-        return Err(bad());
-    }
-    let mut out = [0u8; N];
-    for (i, o) in out.iter_mut().enumerate() {
-        *o = u8::from_str_radix(text.get(2 * i..2 * i + 2).ok_or_else(bad)?, 16).map_err(|_| bad())?;
-    }
-    Ok(out)
+    parse_hex(text).and_then(|b| b.try_into().ok()).ok_or(Error::Integrity { table: "state" })
 }
 
 fn random<const N: usize>() -> Result<[u8; N]> {
-    use ring::rand::SecureRandom;
-    let mut out = [0u8; N];
-    ring::rand::SystemRandom::new().fill(&mut out).map_err(|_| Error::Crypto("no randomness"))?;
-    Ok(out)
+    Ok(random_bytes(N)?.try_into().expect("N random bytes"))
 }
 
 impl From<PairingError> for Error {

@@ -4,6 +4,7 @@
 //! an update passes before it leaves.
 
 use super::{Aggregation, ConfigValue, F32Array, FleetError, Record};
+use crate::model::training::l2;
 
 /// What the server asks for in a train message.
 #[derive(Debug, Clone, PartialEq)]
@@ -206,7 +207,7 @@ pub(super) fn check_metrics(
     if !values.iter().all(|v| (0.0..=1.0).contains(v)) {
         return Err(FleetError::Update("a metric value outside [0, 1]".into()));
     }
-    Ok(values.iter().map(|x| (*x as f64) * (*x as f64)).sum::<f64>().sqrt())
+    Ok(l2(values))
 }
 
 /// Refuses an update of the wrong length, not finite, or above C.
@@ -218,7 +219,7 @@ pub(super) fn check_update(instruction: &TrainInstruction, result: &LocalResult)
     if result.delta.iter().any(|x| !x.is_finite()) {
         return Err(FleetError::Update("a value that is not finite".into()));
     }
-    let norm = result.delta.iter().map(|x| (*x as f64) * (*x as f64)).sum::<f64>().sqrt();
+    let norm = l2(&result.delta);
     if norm > instruction.clip_norm {
         return Err(FleetError::Update(format!("norm {norm:.6} above the clip norm {}", instruction.clip_norm)));
     }
