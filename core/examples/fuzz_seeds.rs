@@ -166,6 +166,42 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     }
 
+    // Sync records: an honest body, as another device of the group seals
+    // it (odd first byte), and a blob sealed under another group's key, as
+    // the backend could return it (even).
+    {
+        use hearth_core::sync::changes::{Change, Stamp, pack};
+        use hearth_core::sync::pairing::GroupKey;
+        use hearth_core::sync::records::{RecordKey, RecordName};
+        let at = Stamp { ms: 1_700_000_000_000, n: 0, device: "0d0d0d0d0d0d0d0d".into() };
+        let changes = [
+            Change::Event {
+                seq: 1,
+                event: Event {
+                    item_id: "film-1".into(),
+                    kind: EventKind::Play,
+                    timestamp_ms: 1_700_000_000_000,
+                    position_ms: Some(1_000),
+                    duration_ms: Some(5_000),
+                    context: EventContext { device: DeviceClass::Tv, local_hour: 20, locale: Some("en-GB".into()) },
+                },
+            },
+            Change::Setting {
+                field: "blocked_categories".into(),
+                value: serde_json::json!(["horror"]),
+                at: at.clone(),
+            },
+            Change::Forget { item_id: "film-2".into(), through_ms: 1_700_000_000_000 },
+            Change::Purge { before_ms: 1_600_000_000_000 },
+            Change::ExperimentSecret { secret: "ab".repeat(32), at },
+        ];
+        let body = pack(&changes).map_err(|e| e.to_string())?.remove(0);
+        write(dir, "sync_records", "body", &[[1u8].as_slice(), &body].concat())?;
+        let other = RecordKey::new(&GroupKey { group_id: [1; 16], profile_key: [2; 32] }, 1);
+        let blob = other.seal(&RecordName { device: [0x0d; 8], seq: 1 }, &body, [0; 12]).map_err(|e| e.to_string())?;
+        write(dir, "sync_records", "blob", &[[0u8].as_slice(), &blob].concat())?;
+    }
+
     // MovieLens: the item file, a 0 byte, the ratings file.
     let item = "item_id:token\tmovie_title:token_seq\trelease_year:token\tclass:token_seq\n\
                 1\tToy Story\t1995\tAnimation Children's Comedy\n2\tGoldenEye\t1995\tAction\n10\tOdd\t\tunknown\n";

@@ -67,7 +67,9 @@ pub use federated::{
 };
 pub use hearth::experiments::{ExperimentAssignment, ExperimentStatus, ExperimentsExport, OutcomeLogged};
 pub use hearth::export::{EXPORT_FORMAT, EXPORT_FORMAT_VERSION, ExportDocument, ExportedEvent, ImportSummary};
-pub use hearth::sync::SyncGroupInfo;
+pub use hearth::sync::{
+    RefusedRecord, SyncBlob, SyncGroupInfo, SyncOptions, SyncReport, SyncTransport, SyncTransportError,
+};
 pub use hearth::{Hearth, HearthConfig, destroy_store};
 pub use logging::{HearthLogger, LogLevel, set_logger};
 pub use model::features::RankContext;

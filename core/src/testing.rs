@@ -311,3 +311,9 @@ pub mod fleet_frames {
         out
     }
 }
+
+/// The key of the sync group `hearth` is in: tests and fuzz targets use it
+/// to write records as another device of the group would.
+pub fn sync_group_key(hearth: &crate::Hearth) -> Option<crate::sync::pairing::GroupKey> {
+    hearth.group_key().ok().flatten()
+}

@@ -201,7 +201,8 @@ impl RoundTerms {
 pub struct PrivacyLedger {
     /// Oldest first.
     pub entries: Vec<LedgerEntry>,
-    /// Over every entry, at `delta`. Infinite after a round without noise.
+    /// Over every entry, and the person's other devices' entries that sync
+    /// brought here, at `delta`. Infinite after a round without noise.
     pub epsilon_spent: f64,
     pub delta: f64,
     /// The store's budget: no round starts that would take the epsilon

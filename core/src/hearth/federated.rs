@@ -48,9 +48,20 @@ impl Hearth {
         self.with(|s| s.save_ledger(entries))
     }
 
-    fn epsilon_spent(&self, entries: &[LedgerEntry], next: Option<RoundTerms>, next_local: f64) -> Result<f64> {
-        ledger::epsilon(entries, next, next_local, self.config.federated_delta)
-            .map_err(|e| Error::invalid("privacy terms", e.to_string()))
+    /// The epsilon the person has spent: `entries` (this device's), the
+    /// entries of the person's other devices that sync brought here, and,
+    /// when given, one more round of `next` and `next_local` of local DP.
+    fn epsilon_spent(
+        &self,
+        entries: &[LedgerEntry],
+        next: Option<RoundTerms>,
+        next_local: f64,
+    ) -> std::result::Result<f64, HearthError> {
+        let peers: Vec<LedgerEntry> =
+            self.with(|s| Ok(s.sync_state()?.map(|st| st.peer_entries().cloned().collect()).unwrap_or_default()))?;
+        let all: Vec<LedgerEntry> = entries.iter().chain(&peers).cloned().collect();
+        ledger::epsilon(&all, next, next_local, self.config.federated_delta)
+            .map_err(|e| Error::invalid("privacy terms", e.to_string()).into())
     }
 
     /// The node key `state` holds, made and sealed in the store (with
@@ -635,7 +646,8 @@ impl Hearth {
     }
 
     /// The privacy ledger: every update that left the device, and the
-    /// epsilon spent.
+    /// epsilon the person spent (with their other devices' entries, once
+    /// sync brought them).
     pub fn privacy_ledger(&self) -> std::result::Result<PrivacyLedger, HearthError> {
         shield(|| {
             let entries = self.ledger_entries()?;

@@ -74,6 +74,8 @@ pub struct Hearth {
     pub(crate) round_cancel: Arc<AtomicBool>,
     /// A sync pairing under way (in memory only).
     pairing: Mutex<Option<sync::Pairing>>,
+    /// One sync at a time.
+    sync_lock: Mutex<()>,
 }
 
 impl std::fmt::Debug for Hearth {
@@ -334,6 +336,7 @@ impl Hearth {
                 round_lock: Mutex::new(()),
                 round_cancel: Arc::default(),
                 pairing: Mutex::new(None),
+                sync_lock: Mutex::new(()),
             }))
         })
     }
@@ -476,12 +479,7 @@ impl Hearth {
             if item_id.is_empty() {
                 return Err(Error::invalid("item_id", "must not be empty"));
             }
-            let logged = crate::experiments::log::forget_item(&mut s.store, &item_id)?;
-            if logged > 0 {
-                s.latest_exposure.clear();
-                info!("{logged} experiment log records forgot the item");
-            }
-            s.delete_where(|e| e.item_id == item_id)
+            s.forget_item(&item_id, None)
         })
     }
 

@@ -158,13 +158,6 @@ impl Session {
         }
     }
 
-    pub(crate) fn save_settings(&mut self, settings: PrivacySettings) -> Result<()> {
-        settings.validate()?;
-        self.store.put_json("settings", &settings)?;
-        self.settings = settings;
-        Ok(())
-    }
-
     pub(crate) fn record(&mut self, events: &[Event]) -> Result<RecordOutcome> {
         let now = now_ms();
         for e in events {
@@ -188,15 +181,24 @@ impl Session {
             return Ok(());
         }
         let first = self.store.insert_events(events)?;
-        for (i, e) in events.iter().enumerate() {
+        self.fold_stored(first, events.iter());
+        Ok(())
+    }
+
+    /// Folds events just stored, from id `first` on, into the profile.
+    pub(crate) fn fold_stored<'a>(&mut self, first: i64, events: impl Iterator<Item = &'a Event>) {
+        let mut n = 0u32;
+        for (i, e) in events.enumerate() {
             self.profile.fold(first + i as i64, e, self.catalog.get(&e.item_id).map(Arc::as_ref));
             if let Some(a) = &mut self.activity {
                 a.fold(e);
             }
+            n += 1;
         }
-        self.unflushed += events.len() as u32;
-        self.maybe_flush_profile();
-        Ok(())
+        if n > 0 {
+            self.unflushed += n;
+            self.maybe_flush_profile();
+        }
     }
 
     /// Deletes events (and experiment log records) older than the retention
@@ -210,7 +212,11 @@ impl Session {
         if crate::experiments::log::purge_before(&mut self.store, cutoff)? > 0 {
             self.latest_exposure.clear();
         }
-        self.delete_where(|e| e.timestamp_ms < cutoff)
+        let deleted = self.delete_where(|e| e.timestamp_ms < cutoff)?;
+        if deleted > 0 {
+            self.note_purge(cutoff)?;
+        }
+        Ok(deleted)
     }
 
     /// Deletes the events matching `pred` and recomputes the profile.

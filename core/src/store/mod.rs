@@ -224,6 +224,43 @@ impl Store {
         Ok(())
     }
 
+    /// Visits every event with id > `after`, in id order, as the JSON it
+    /// was sealed from (an event imported by sync carries its origin
+    /// there). Records that fail their integrity check are passed as errors.
+    pub(crate) fn scan_event_json(
+        &self,
+        after: i64,
+        mut f: impl FnMut(i64, Result<Vec<u8>>) -> Result<()>,
+    ) -> Result<()> {
+        let mut stmt = self.conn.prepare_cached("SELECT id, sealed FROM events WHERE id > ?1 ORDER BY id")?;
+        let mut rows = stmt.query([after])?;
+        while let Some(row) = rows.next()? {
+            let id: i64 = row.get(0)?;
+            let sealed: Vec<u8> = row.get(1)?;
+            f(id, self.keys.open(Table::Events, &id.to_le_bytes(), &sealed))?;
+        }
+        Ok(())
+    }
+
+    /// Stores events (each serializable as an `Event`, perhaps with more
+    /// fields) and state records in one transaction; returns the id of the
+    /// first event.
+    pub(crate) fn insert_events_with_state<T: serde::Serialize>(
+        &mut self,
+        events: &[T],
+        states: &[(&str, Vec<u8>)],
+    ) -> Result<i64> {
+        let first = self.next_event_id;
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        insert_events_tx(&tx, &self.keys, first, events)?;
+        for (name, value) in states {
+            put_state_tx(&tx, &self.keys, name, value)?;
+        }
+        tx.commit()?;
+        self.next_event_id = first + events.len() as i64;
+        Ok(first)
+    }
+
     /// The largest event id stored (0 when none).
     pub(crate) fn last_event_id(&self) -> Result<i64> {
         Ok(self.conn.query_row("SELECT COALESCE(MAX(id), 0) FROM events", [], |r| r.get(0))?)
@@ -360,6 +397,16 @@ impl Store {
 
     pub(crate) fn put_state(&mut self, name: &str, value: &[u8]) -> Result<()> {
         put_state_tx(&self.conn, &self.keys, name, value)
+    }
+
+    /// Writes several state records in one transaction.
+    pub(crate) fn put_states(&mut self, states: &[(&str, Vec<u8>)]) -> Result<()> {
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        for (name, value) in states {
+            put_state_tx(&tx, &self.keys, name, value)?;
+        }
+        tx.commit()?;
+        Ok(())
     }
 
     /// Removes a state record (nothing when there is none).
@@ -572,7 +619,7 @@ fn init_keys(tx: &Transaction, root: &RootKey) -> Result<()> {
     Ok(())
 }
 
-fn insert_events_tx(conn: &Connection, keys: &KeyRing, first: i64, events: &[Event]) -> Result<()> {
+fn insert_events_tx<T: serde::Serialize>(conn: &Connection, keys: &KeyRing, first: i64, events: &[T]) -> Result<()> {
     let mut stmt = conn.prepare_cached("INSERT INTO events (id, sealed) VALUES (?1, ?2)")?;
     for (i, ev) in events.iter().enumerate() {
         let id = first + i as i64;

@@ -1,10 +1,34 @@
 //! End-to-end encrypted sync between one person's devices (issue 20):
 //! the devices share their history with each other and with no one else;
-//! the app's backend only relays sealed bytes.
+//! the app's backend only relays and stores sealed bytes.
 //!
-//! `pairing`: how a second device joins the person's sync group, the group
-//! key passing only between the two devices, authenticated by digits the
-//! person compares on both screens. A Rust API for now; the store's group
-//! key, the sync itself and the Kotlin and Swift calls build on it.
+//! - `pairing`: how a second device joins the person's sync group, the
+//!   group key passing only between the two devices, authenticated by
+//!   digits the person compares on both screens;
+//! - `records`: the sealed, padded blobs the devices leave on the backend;
+//! - `changes`: what a blob holds (events, settings, tombstones, ledger
+//!   entries) and how a device merges them so that every device of the
+//!   person converges on the same state.
 
+pub mod changes;
 pub mod pairing;
+pub mod records;
+
+use ring::hkdf::{HKDF_SHA256, KeyType, Salt};
+
+struct Len(usize);
+
+impl KeyType for Len {
+    fn len(&self) -> usize {
+        self.0
+    }
+}
+
+/// HKDF-SHA256 of `secret` under `salt` and `info`, filling `out`.
+fn hkdf(secret: &[u8], salt: &[u8], info: &[u8], out: &mut [u8]) {
+    Salt::new(HKDF_SHA256, salt)
+        .extract(secret)
+        .expand(&[info], Len(out.len()))
+        .and_then(|okm| okm.fill(out))
+        .expect("HKDF-SHA256 gives up to 8,160 bytes");
+}

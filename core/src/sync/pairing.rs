@@ -31,7 +31,6 @@
 use ring::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
 use ring::agreement::{EphemeralPrivateKey, PublicKey, UnparsedPublicKey, X25519, agree_ephemeral};
 use ring::digest::{SHA256, digest};
-use ring::hkdf::{HKDF_SHA256, KeyType, Salt};
 use ring::rand::{SecureRandom, SystemRandom};
 
 /// Why a pairing step failed. After any of them the pairing is over: start
@@ -183,14 +182,14 @@ pub fn transcript(group_id: &[u8; 16], inviter: &Reveal, joiner: &Answer) -> [u8
 /// about 10^-13).
 pub fn sas_digits(shared: &[u8; 32], transcript: &[u8; 32]) -> u32 {
     let mut out = [0u8; 8];
-    expand(shared, transcript, SAS, &mut out);
+    super::hkdf(shared, transcript, SAS, &mut out);
     (u64::from_be_bytes(out) % 10u64.pow(SAS_DIGITS)) as u32
 }
 
 /// The welcome's AES-256-GCM key (used once, so its nonce is zero).
 fn welcome_key(shared: &[u8; 32], transcript: &[u8; 32]) -> LessSafeKey {
     let mut key = [0u8; 32];
-    expand(shared, transcript, WELCOME, &mut key);
+    super::hkdf(shared, transcript, WELCOME, &mut key);
     LessSafeKey::new(UnboundKey::new(&AES_256_GCM, &key).expect("a 32-byte key"))
 }
 
@@ -228,22 +227,6 @@ fn hash(parts: &[&[u8]]) -> [u8; 32] {
         all.extend_from_slice(p);
     }
     digest(&SHA256, &all).as_ref().try_into().expect("SHA-256 is 32 bytes")
-}
-
-struct Len(usize);
-
-impl KeyType for Len {
-    fn len(&self) -> usize {
-        self.0
-    }
-}
-
-fn expand(shared: &[u8; 32], transcript: &[u8; 32], info: &[u8], out: &mut [u8]) {
-    Salt::new(HKDF_SHA256, transcript)
-        .extract(shared)
-        .expand(&[info], Len(out.len()))
-        .and_then(|okm| okm.fill(out))
-        .expect("HKDF-SHA256 gives up to 8,160 bytes");
 }
 
 fn random<const N: usize>(rng: &SystemRandom) -> Result<[u8; N]> {

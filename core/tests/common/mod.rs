@@ -5,6 +5,7 @@
 pub mod flower;
 pub mod secure_round;
 pub mod superlink;
+pub mod sync_backend;
 
 use std::path::Path;
 use std::sync::Arc;

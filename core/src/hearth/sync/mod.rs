@@ -1,13 +1,18 @@
 //! The person's sync group on this device: its key sealed in the store,
 //! and the pairing that brings another device in (`crate::sync::pairing`),
 //! driven by the app over bytes it relays (a QR code, its backend) and the
-//! digits it shows. A Rust API for now: the sync itself and the Kotlin and
-//! Swift calls build on it.
+//! digits it shows; then `sync` (exchange.rs) keeps the devices of the
+//! group in step through the app's backend. A Rust API for now; the Kotlin
+//! and Swift calls build on it.
 //!
 //! One pairing at a time per store, held in memory: a pairing survives no
 //! restart (the person starts again), and nothing of it is written until
 //! the joiner has the group key.
 
+mod exchange;
+mod local;
+
+pub use exchange::{RefusedRecord, SyncBlob, SyncOptions, SyncReport, SyncTransport, SyncTransportError};
 use serde::{Deserialize, Serialize};
 
 use super::{Hearth, shield};
@@ -15,6 +20,7 @@ use crate::error::{Error, HearthError, Result};
 use crate::model::parse_hex;
 use crate::store::crypto::random_bytes;
 use crate::store::history::now_ms;
+use crate::sync::changes::SyncState;
 use crate::sync::pairing::{GroupKey, Inviter, Joiner, PairingError, PairingMessage};
 
 /// The state record of the group.
@@ -93,6 +99,12 @@ impl Hearth {
         self.with(|s| s.store.get_json(GROUP))
     }
 
+    /// The group key this device holds (for the workspace's tests, which
+    /// play another device of the group through `testing`).
+    pub(crate) fn group_key(&self) -> std::result::Result<Option<GroupKey>, HearthError> {
+        Ok(self.stored_group()?.map(|g| g.key()).transpose()?)
+    }
+
     fn pairing(&self) -> std::sync::MutexGuard<'_, Option<Pairing>> {
         self.pairing.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -111,7 +123,12 @@ impl Hearth {
                 return Err(Error::invalid("sync group", "this device is in a group already").into());
             }
             let group = StoredGroup::new(&GroupKey { group_id: random()?, profile_key: random()? })?;
-            self.with(|s| s.store.put_json(GROUP, &group))?;
+            self.with(|s| {
+                // The group's settings start as this device's.
+                let mut state = SyncState::new(&group.device_id);
+                s.stamp_all_settings(&mut state)?;
+                s.store.put_states(&[(GROUP, serde_json::to_vec(&group)?), (local::STATE, serde_json::to_vec(&state)?)])
+            })?;
             Ok(group.info())
         })
     }
@@ -214,7 +231,12 @@ impl Hearth {
             };
             let key = joiner.accept(&welcome, digits_match).map_err(Error::from)?;
             let group = StoredGroup::new(&key)?;
-            self.with(|s| s.store.put_json(GROUP, &group))?;
+            // The joiner takes the group's settings as its first sync
+            // brings them.
+            let state = SyncState::new(&group.device_id);
+            self.with(|s| {
+                s.store.put_states(&[(GROUP, serde_json::to_vec(&group)?), (local::STATE, serde_json::to_vec(&state)?)])
+            })?;
             Ok(group.info())
         })
     }
@@ -226,7 +248,10 @@ impl Hearth {
             *self.pairing() = None;
             let had = self.stored_group()?.is_some();
             if had {
-                self.with(|s| s.store.delete_state(GROUP))?;
+                self.with(|s| {
+                    s.store.delete_state(local::STATE)?;
+                    s.store.delete_state(GROUP)
+                })?;
             }
             Ok(had)
         })

@@ -1,0 +1,280 @@
+//! One sync: send again what a killed sync left unsent, take in the other
+//! devices' new records in order, then write this device's changes as new
+//! records, over the app's [`SyncTransport`].
+//!
+//! Resumable at every point: a record is applied with the state that says
+//! so in one transaction (a kill before it commits applies it again next
+//! time, which changes nothing), and a record to send is stored with the
+//! state that moved past its changes before it is sent, and sent again,
+//! byte for byte, until the backend took it.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use log::{info, warn};
+
+use super::super::{Hearth, shield};
+use super::local::STATE;
+use crate::error::{Error, HearthError};
+use crate::store::crypto::random_bytes;
+use crate::sync::changes::{Body, Change, Outgoing, SyncState, pack};
+use crate::sync::records::{MAX_BLOB, RecordError, RecordKey, RecordName};
+
+/// One blob the backend holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SyncBlob {
+    pub name: String,
+    pub size: u64,
+}
+
+/// Why the backend could not do what was asked.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SyncTransportError {
+    /// Unreachable, timed out, or failed: try again later.
+    #[error("the sync backend is unavailable: {reason}")]
+    Unavailable { reason: String },
+    /// The backend refused the request (full, forbidden).
+    #[error("the sync backend refused: {reason}")]
+    Refused { reason: String },
+}
+
+/// The app's storage for the person's sync group: a flat set of opaque
+/// blobs under names Hearth chooses. Over the app's own backend (scoped to
+/// the signed-in person) or a standard storage protocol; it only ever
+/// stores and returns bytes sealed on the devices.
+pub trait SyncTransport: Send + Sync {
+    /// Stores `blob` under `name`, replacing what was there.
+    fn put(&self, name: String, blob: Vec<u8>) -> std::result::Result<(), SyncTransportError>;
+    /// Every blob held: names and sizes.
+    fn list(&self) -> std::result::Result<Vec<SyncBlob>, SyncTransportError>;
+    /// The blob under `name`; None when there is none.
+    fn get(&self, name: String) -> std::result::Result<Option<Vec<u8>>, SyncTransportError>;
+    /// Removes the blob under `name` (nothing when there is none).
+    fn delete(&self, name: String) -> std::result::Result<(), SyncTransportError>;
+}
+
+/// How long one sync may take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SyncOptions {
+    /// Between records, a sync that has run this long stops (what it did
+    /// is kept; the next sync goes on from there).
+    pub time_budget_ms: u64,
+}
+
+impl Default for SyncOptions {
+    fn default() -> Self {
+        SyncOptions { time_budget_ms: 30_000 }
+    }
+}
+
+/// A record of another device that was not applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefusedRecord {
+    pub name: String,
+    pub reason: RecordError,
+}
+
+/// What one sync did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SyncReport {
+    /// Records of this device the backend took (sent again after a kill
+    /// included).
+    pub records_sent: u32,
+    /// This device's events among them.
+    pub events_sent: u64,
+    /// Other devices' records applied here, their changes, the events they
+    /// added and the events their tombstones removed.
+    pub records_applied: u32,
+    pub changes_applied: u64,
+    pub events_received: u64,
+    pub events_removed: u64,
+    /// Records not applied (tampered with, another group's, not this
+    /// format): that device's later records wait behind them.
+    pub refused: Vec<RefusedRecord>,
+    /// Whether the sync got through everything: false when the time
+    /// budget or the backend stopped it (`transport_error` says which).
+    pub complete: bool,
+    pub transport_error: Option<SyncTransportError>,
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A stop of the sync, with what it did so far.
+enum Stop {
+    Transport(SyncTransportError),
+    OutOfTime,
+}
+
+impl Hearth {
+    fn sync_state(&self) -> std::result::Result<SyncState, HearthError> {
+        self.with(|s| s.sync_state())?.ok_or_else(|| Error::invalid("sync group", "this device is in none").into())
+    }
+
+    fn save_sync_state(&self, state: &SyncState) -> std::result::Result<(), HearthError> {
+        self.with(|s| s.store.put_json(STATE, state))
+    }
+
+    /// Syncs this device with the others of its group through `transport`:
+    /// sends what a killed sync left unsent, applies the other devices'
+    /// new records, then sends this device's changes. `InvalidInput` when
+    /// the device is in no group. A backend that fails or a time budget
+    /// spent stops it early with what it did kept (`complete` false);
+    /// another call goes on from there.
+    pub fn sync(
+        &self,
+        transport: &dyn SyncTransport,
+        options: SyncOptions,
+    ) -> std::result::Result<SyncReport, HearthError> {
+        shield(|| {
+            let _one_at_a_time = self.sync_lock.lock().unwrap_or_else(|p| p.into_inner());
+            let group = self.stored_group()?.ok_or_else(|| Error::invalid("sync group", "this device is in none"))?;
+            let key = RecordKey::new(&group.key()?, 1);
+            let deadline = Instant::now() + Duration::from_millis(options.time_budget_ms);
+            let mut report = SyncReport::default();
+            let mut state = self.sync_state()?;
+            let result = self
+                .send_outgoing(transport, &mut state, &mut report)
+                .and_then(|()| self.receive(transport, &key, &group.device_id, deadline, &mut state, &mut report))
+                .and_then(|()| self.write_records(&key, &group.device_id, &mut state, &mut report))
+                .and_then(|()| self.send_outgoing(transport, &mut state, &mut report));
+            match result {
+                Ok(()) => report.complete = true,
+                Err(Ok(Stop::Transport(e))) => {
+                    warn!("sync stopped: {e}");
+                    report.transport_error = Some(e);
+                }
+                Err(Ok(Stop::OutOfTime)) => info!("sync stopped: its time budget is spent"),
+                Err(Err(e)) => return Err(e),
+            }
+            info!(
+                "sync: {} records sent, {} applied, {} refused{}",
+                report.records_sent,
+                report.records_applied,
+                report.refused.len(),
+                if report.complete { "" } else { ", incomplete" }
+            );
+            Ok(report)
+        })
+    }
+
+    /// Sends the records written and not yet taken, oldest first, each
+    /// forgotten once the backend took it.
+    fn send_outgoing(
+        &self,
+        transport: &dyn SyncTransport,
+        state: &mut SyncState,
+        report: &mut SyncReport,
+    ) -> std::result::Result<(), std::result::Result<Stop, HearthError>> {
+        while let Some(record) = state.outgoing.first() {
+            transport.put(record.name.clone(), record.blob.clone()).map_err(|e| Ok(Stop::Transport(e)))?;
+            state.outgoing.remove(0);
+            self.save_sync_state(state).map_err(Err)?;
+            report.records_sent += 1;
+        }
+        Ok(())
+    }
+
+    /// Applies the other devices' records not yet applied, each device's
+    /// in order; a refused record holds back that device's later ones.
+    fn receive(
+        &self,
+        transport: &dyn SyncTransport,
+        key: &RecordKey,
+        own_device: &str,
+        deadline: Instant,
+        state: &mut SyncState,
+        report: &mut SyncReport,
+    ) -> std::result::Result<(), std::result::Result<Stop, HearthError>> {
+        let listing = transport.list().map_err(|e| Ok(Stop::Transport(e)))?;
+        let mut by_device: BTreeMap<String, BTreeMap<u64, SyncBlob>> = BTreeMap::new();
+        for blob in listing {
+            match RecordName::parse(&blob.name) {
+                Ok(name) => {
+                    let device = hex(&name.device);
+                    if device != own_device {
+                        by_device.entry(device).or_default().insert(name.seq, blob);
+                    }
+                }
+                Err(reason) => report.refused.push(RefusedRecord { name: blob.name, reason }),
+            }
+        }
+        for (device, records) in by_device {
+            let mut seq = state.applied.get(&device).copied().unwrap_or(0) + 1;
+            while let Some(blob) = records.get(&seq) {
+                if Instant::now() >= deadline {
+                    return Err(Ok(Stop::OutOfTime));
+                }
+                let refuse = |reason| RefusedRecord { name: blob.name.clone(), reason };
+                if blob.size > MAX_BLOB as u64 {
+                    report.refused.push(refuse(RecordError::TooLarge { size: blob.size }));
+                    break;
+                }
+                let Some(bytes) = transport.get(blob.name.clone()).map_err(|e| Ok(Stop::Transport(e)))? else {
+                    break;
+                };
+                let name = RecordName::parse(&blob.name).expect("parsed above");
+                let body = match key.open(&name, &bytes).and_then(|b| Body::decode(&b)) {
+                    Ok(body) => body,
+                    Err(reason) => {
+                        warn!("sync record {} refused: {reason}", blob.name);
+                        report.refused.push(refuse(reason));
+                        break;
+                    }
+                };
+                let mut next = state.clone();
+                next.applied.insert(device.clone(), seq);
+                match self.with(|s| s.apply_record(&mut next, &device, body)) {
+                    Ok(applied) => {
+                        *state = next;
+                        report.records_applied += 1;
+                        report.changes_applied += applied.changes;
+                        report.events_received += applied.events;
+                        report.events_removed += applied.events_removed;
+                    }
+                    Err(HearthError::InvalidInput { field, reason }) if field == "sync record" => {
+                        warn!("sync record {} refused: {reason}", blob.name);
+                        report.refused.push(refuse(RecordError::Content("a change that is not valid")));
+                        break;
+                    }
+                    Err(e) => return Err(Err(e)),
+                }
+                seq += 1;
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes this device's changes since its last record as new records,
+    /// stored (to send) with the state that moved past them.
+    fn write_records(
+        &self,
+        key: &RecordKey,
+        own_device: &str,
+        state: &mut SyncState,
+        report: &mut SyncReport,
+    ) -> std::result::Result<(), std::result::Result<Stop, HearthError>> {
+        let device: [u8; 8] = crate::model::parse_hex(own_device)
+            .and_then(|b| b.try_into().ok())
+            .ok_or(Err(HearthError::from(Error::Integrity { table: "state" })))?;
+        let mut next = state.clone();
+        let own = self.ledger_entries().map_err(Err)?;
+        let changes = self.with(|s| s.outgoing_changes(&mut next, &own)).map_err(Err)?;
+        if changes.is_empty() && next == *state {
+            return Ok(());
+        }
+        report.events_sent += changes.iter().filter(|c| matches!(c, Change::Event { .. })).count() as u64;
+        let bodies = pack(&changes).map_err(|e| Err(Error::from(e).into()))?;
+        for body in bodies {
+            let name = RecordName { device, seq: next.next_seq };
+            let nonce: [u8; 12] = random_bytes(12).map_err(|e| Err(e.into()))?.try_into().expect("12 random bytes");
+            let blob = key.seal(&name, &body, nonce).map_err(|e| Err(Error::Internal(e.to_string()).into()))?;
+            next.outgoing.push(Outgoing { name: name.encode(), blob });
+            next.next_seq += 1;
+        }
+        self.save_sync_state(&next).map_err(Err)?;
+        *state = next;
+        Ok(())
+    }
+}

@@ -1,0 +1,214 @@
+//! What a sync record holds, and what a device keeps to merge records so
+//! that every device of the person converges on the same state, whatever
+//! the order and however often it syncs.
+//!
+//! Each device writes only its own changes, as a numbered sequence of
+//! records; a change is one of:
+//!
+//! - an event it recorded, numbered by its id there: events are only ever
+//!   added, and a device imports each device's events once, in order (it
+//!   keeps the last number it imported from each);
+//! - a privacy setting, one field at a time, stamped by a hybrid logical
+//!   clock ([`Stamp`]): the newest stamp wins on every device;
+//! - a tombstone: the events of an item up to a time (`forget_item`), or
+//!   every event before a time (retention). Tombstones are kept, so an
+//!   event that arrives late from a device that was offline is dropped too;
+//! - one of its privacy ledger entries, new or updated (keyed by when it
+//!   was charged), so that every device counts what the person's other
+//!   devices spent;
+//! - the experiment secret, newest stamp wins, so that the person is in the
+//!   same arm on every screen.
+//!
+//! Applying a change is idempotent: a record applied twice (after a kill)
+//! changes nothing the second time.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+use super::records::{MAX_BODY, RecordError};
+use crate::federated::ledger::LedgerEntry;
+use crate::store::history::Event;
+
+/// A hybrid logical clock stamp: the writer's wall clock (ms), a counter
+/// for changes within one millisecond or behind a clock seen from another
+/// device, and the writer's device id to break ties. Ordered in that order.
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Stamp {
+    pub ms: i64,
+    pub n: u32,
+    pub device: String,
+}
+
+/// One change in a record.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Change {
+    /// An event the writer recorded; `seq` is its id on the writer.
+    Event { seq: i64, event: Event },
+    /// One field of the privacy settings (its name in the settings' JSON).
+    Setting { field: String, value: serde_json::Value, at: Stamp },
+    /// The events of `item_id` at or before `through_ms` are forgotten.
+    Forget { item_id: String, through_ms: i64 },
+    /// Every event before `before_ms` is gone (retention).
+    Purge { before_ms: i64 },
+    /// One of the writer's privacy ledger entries.
+    Ledger { entry: LedgerEntry },
+    /// The experiment secret, in hex.
+    ExperimentSecret { secret: String, at: Stamp },
+}
+
+/// A record's body: its changes, in the order the writer made them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Body {
+    pub changes: Vec<Change>,
+}
+
+impl Body {
+    pub fn decode(bytes: &[u8]) -> Result<Body, RecordError> {
+        serde_json::from_slice(bytes).map_err(|_| RecordError::Content("not a body of known changes"))
+    }
+}
+
+/// Packs changes, in order, into bodies of at most [`MAX_BODY`] bytes.
+/// Each body holds whole changes; none is empty.
+pub fn pack(changes: &[Change]) -> Result<Vec<Vec<u8>>, serde_json::Error> {
+    const OPEN: &[u8] = br#"{"changes":["#;
+    const CLOSE: &[u8] = b"]}";
+    let mut bodies = Vec::new();
+    let mut body = OPEN.to_vec();
+    for change in changes {
+        let json = serde_json::to_vec(change)?;
+        let first = body.len() == OPEN.len();
+        if !first && body.len() + 1 + json.len() + CLOSE.len() > MAX_BODY {
+            body.extend_from_slice(CLOSE);
+            bodies.push(std::mem::replace(&mut body, OPEN.to_vec()));
+        }
+        if body.len() > OPEN.len() {
+            body.push(b',');
+        }
+        body.extend_from_slice(&json);
+    }
+    if body.len() > OPEN.len() {
+        body.extend_from_slice(CLOSE);
+        bodies.push(body);
+    }
+    Ok(bodies)
+}
+
+/// A record written but perhaps not yet stored by the backend: kept until
+/// the backend took it, and sent again, byte for byte, after a kill.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Outgoing {
+    pub name: String,
+    pub blob: Vec<u8>,
+}
+
+/// What a device keeps to sync (sealed in its store with the group).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SyncState {
+    /// The sequence number of the next record this device writes.
+    pub next_seq: u64,
+    /// The records written and not yet confirmed stored, oldest first.
+    pub outgoing: Vec<Outgoing>,
+    /// The last of this device's own events written to a record.
+    pub events_sent: i64,
+    /// Per device (hex id): the last of its records applied here.
+    pub applied: BTreeMap<String, u64>,
+    /// Per device: the last of its event numbers imported here.
+    pub imported: BTreeMap<String, i64>,
+    /// The newest stamp this device made or saw.
+    pub clock: Stamp,
+    /// Per settings field: the stamp of the value held here.
+    pub fields: BTreeMap<String, Stamp>,
+    /// Fields changed here and not yet written to a record.
+    pub fields_unsent: BTreeSet<String>,
+    /// Every forgotten item known here, and up to when.
+    pub forgets: BTreeMap<String, i64>,
+    pub forgets_unsent: BTreeSet<String>,
+    /// Retention: every event before this is gone.
+    pub purge_before: i64,
+    pub purge_sent: i64,
+    /// The other devices' privacy ledger entries, by device.
+    pub peer_ledgers: BTreeMap<String, Vec<LedgerEntry>>,
+    /// This device's ledger entries as last written, by [`ledger_key`].
+    pub ledger_sent: BTreeMap<String, LedgerEntry>,
+    /// The experiment secret's stamp, and the secret as last written.
+    pub secret_at: Option<Stamp>,
+    pub secret_sent: Option<String>,
+}
+
+/// How a ledger entry is known across devices: its writer charged it at
+/// one moment for one round.
+pub fn ledger_key(entry: &LedgerEntry) -> String {
+    format!("{}:{}:{}", entry.at_ms, entry.run_id, entry.round.map_or(-1, |r| r as i128))
+}
+
+impl SyncState {
+    /// A state for a device that just joined or created a group.
+    pub fn new(device: &str) -> SyncState {
+        SyncState { next_seq: 1, clock: Stamp { ms: 0, n: 0, device: device.into() }, ..SyncState::default() }
+    }
+
+    /// A new stamp for a change made here now.
+    pub fn tick(&mut self, now_ms: i64) -> Stamp {
+        let device = self.clock.device.clone();
+        self.clock = if now_ms > self.clock.ms {
+            Stamp { ms: now_ms, n: 0, device }
+        } else {
+            Stamp { ms: self.clock.ms, n: self.clock.n.saturating_add(1), device }
+        };
+        self.clock.clone()
+    }
+
+    /// Moves the clock past a stamp seen in another device's record.
+    pub fn observe(&mut self, seen: &Stamp) {
+        if (seen.ms, seen.n) > (self.clock.ms, self.clock.n) {
+            self.clock.ms = seen.ms;
+            self.clock.n = seen.n;
+        }
+    }
+
+    /// Notes a settings field changed here.
+    pub fn set_field(&mut self, field: &str, now_ms: i64) {
+        let at = self.tick(now_ms);
+        self.fields.insert(field.into(), at);
+        self.fields_unsent.insert(field.into());
+    }
+
+    /// Notes an item forgotten here, up to `through_ms`.
+    pub fn forget(&mut self, item_id: &str, through_ms: i64) {
+        let through = self.forgets.entry(item_id.into()).or_insert(i64::MIN);
+        *through = (*through).max(through_ms);
+        self.forgets_unsent.insert(item_id.into());
+    }
+
+    /// Whether an event is covered by a tombstone known here.
+    pub fn is_dropped(&self, event: &Event) -> bool {
+        event.timestamp_ms < self.purge_before
+            || self.forgets.get(&event.item_id).is_some_and(|through| event.timestamp_ms <= *through)
+    }
+
+    /// Every ledger entry of the person's other devices.
+    pub fn peer_entries(&self) -> impl Iterator<Item = &LedgerEntry> {
+        self.peer_ledgers.values().flatten()
+    }
+
+    /// Takes in one of another device's ledger entries (new or updated).
+    pub fn take_peer_entry(&mut self, device: &str, entry: LedgerEntry) {
+        let entries = self.peer_ledgers.entry(device.into()).or_default();
+        let key = ledger_key(&entry);
+        match entries.iter_mut().find(|e| ledger_key(e) == key) {
+            Some(e) => *e = entry,
+            None => {
+                entries.push(entry);
+                entries.sort_by_key(|e| e.at_ms);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

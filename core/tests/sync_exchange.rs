@@ -1,0 +1,219 @@
+//! Sync between one person's devices through a backend that keeps every
+//! byte it is given: what converges, what the backend can read (nothing),
+//! and what is refused.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use common::sync_backend::{MemoryBackend, pair, sync};
+use common::*;
+use hearth_core::sync::records::{BLOB_SIZES, RecordError};
+use hearth_core::*;
+
+struct Devices {
+    _dirs: Vec<tempfile::TempDir>,
+    all: Vec<Arc<Hearth>>,
+}
+
+/// `n` stores of one person, the first holding the group and the others
+/// paired into it.
+fn person(n: usize) -> Devices {
+    let dirs: Vec<_> = (0..n).map(|_| tempfile::tempdir().unwrap()).collect();
+    let all: Vec<_> = dirs.iter().enumerate().map(|(i, d)| open(d.path(), [i as u8 + 1; 32]).unwrap()).collect();
+    all[0].create_sync_group().unwrap();
+    for other in &all[1..] {
+        pair(&all[0], other);
+    }
+    Devices { _dirs: dirs, all }
+}
+
+/// The history as a set: what the person did, wherever it was recorded.
+fn history(h: &Hearth) -> BTreeSet<String> {
+    h.recent_events(u32::MAX)
+        .unwrap()
+        .iter()
+        .map(|e| format!("{}/{:?}/{}", e.item_id, e.kind, e.timestamp_ms))
+        .collect()
+}
+
+#[test]
+fn the_tv_gets_the_phones_history_settings_and_tombstones() {
+    let d = person(2);
+    let (phone, tv) = (&d.all[0], &d.all[1]);
+    let backend = MemoryBackend::default();
+    phone.record_batch((0..50).map(|i| event(&format!("film-{i}"), EventKind::Play, T0 + i)).collect()).unwrap();
+    phone.set_blocked_categories(vec!["horror".into()]).unwrap();
+    tv.record(event("match-1", EventKind::Complete, T0 + 100)).unwrap();
+    let sent = sync(phone, &backend);
+    assert_eq!(sent.events_sent, 50);
+    let got = sync(tv, &backend);
+    assert_eq!(got.events_received, 50);
+    assert_eq!(got.events_sent, 1);
+    sync(phone, &backend);
+    assert_eq!(history(phone), history(tv));
+    assert_eq!(phone.event_count().unwrap(), 51);
+    assert_eq!(tv.settings().unwrap().blocked_categories, vec!["horror".to_string()]);
+    // A second sync with nothing new moves nothing.
+    let idle = sync(tv, &backend);
+    assert_eq!((idle.records_sent, idle.records_applied), (0, 0));
+    // Forgotten on the TV, gone on the phone; the phone's own events of it
+    // too, and an event the TV imports later from an offline copy is not
+    // brought back.
+    assert_eq!(tv.forget_item("film-3".into()).unwrap(), 1);
+    sync(tv, &backend);
+    let applied = sync(phone, &backend);
+    assert_eq!(applied.events_removed, 1);
+    assert!(!history(phone).iter().any(|e| e.starts_with("film-3/")));
+    assert_eq!(history(phone), history(tv));
+}
+
+#[test]
+fn the_backend_holds_only_sealed_blobs_of_the_bucket_sizes() {
+    let d = person(2);
+    let backend = MemoryBackend::default();
+    let phone = &d.all[0];
+    phone.upsert_catalog(vec![item("tt0111161", "The Shawshank Redemption", &["Drama"])]).unwrap();
+    let mut events: Vec<Event> =
+        (0..400).map(|i| event(&format!("tt{:07}", 1_000 + i), EventKind::Complete, T0 + i * 7_919)).collect();
+    events.push(event("tt0111161", EventKind::Like, T0 + 5));
+    phone.record_batch(events.clone()).unwrap();
+    phone.set_blocked_categories(vec!["Documentary".into()]).unwrap();
+    phone.set_retention_days(Some(3000)).unwrap();
+    phone.forget_item("tt0001000".into()).unwrap();
+    sync(phone, &backend);
+    sync(&d.all[1], &backend);
+    let held = backend.snapshot();
+    assert!(!held.is_empty());
+    let mut needles: Vec<Vec<u8>> = vec![
+        b"tt0111161".to_vec(),
+        b"Shawshank".to_vec(),
+        b"Drama".to_vec(),
+        b"Documentary".to_vec(),
+        b"blocked_categories".to_vec(),
+        b"retention".to_vec(),
+        b"tt0001000".to_vec(),
+        b"en-GB".to_vec(),
+        b"item_id".to_vec(),
+    ];
+    for e in &events {
+        needles.push(e.item_id.as_bytes().to_vec());
+        needles.push(e.timestamp_ms.to_string().into_bytes());
+        needles.push(e.timestamp_ms.to_le_bytes().to_vec());
+        needles.push(e.timestamp_ms.to_be_bytes().to_vec());
+    }
+    for (name, blob) in &held {
+        assert!(BLOB_SIZES.contains(&blob.len()), "{name}: {} bytes", blob.len());
+        for needle in &needles {
+            assert!(!contains(blob, needle), "{name} holds {:?}", String::from_utf8_lossy(needle));
+            assert!(!contains(name.as_bytes(), needle));
+        }
+    }
+}
+
+#[test]
+fn a_tampered_replayed_truncated_or_foreign_blob_changes_nothing() {
+    let d = person(2);
+    let (phone, tv) = (&d.all[0], &d.all[1]);
+    let backend = MemoryBackend::default();
+    phone.record_batch((0..20).map(|i| event(&format!("a-{i}"), EventKind::Play, T0 + i)).collect()).unwrap();
+    sync(phone, &backend);
+    let (name, good) = backend.snapshot().into_iter().next().unwrap();
+    let before = tv.export_json().unwrap();
+    let before_settings = tv.settings().unwrap();
+    let without_time = |doc: &str| {
+        let mut v: serde_json::Value = serde_json::from_str(doc).unwrap();
+        v.as_object_mut().unwrap().remove("exported_at_ms");
+        v
+    };
+
+    // Another person's group writes under the same name.
+    let other = person(1);
+    let foreign = MemoryBackend::default();
+    other.all[0].record(event("theirs", EventKind::Play, T0)).unwrap();
+    sync(&other.all[0], &foreign);
+    let (_, theirs) = foreign.snapshot().into_iter().next().unwrap();
+
+    let mut flipped = good.clone();
+    flipped[40] ^= 0x80;
+    let mut cases = vec![
+        ("tampered", flipped, RecordError::Unsealed),
+        ("truncated", good[..good.len() - 1].to_vec(), RecordError::Malformed("not one of the padded sizes")),
+        ("foreign", theirs, RecordError::Unsealed),
+    ];
+    for (what, bytes, want) in cases.drain(..) {
+        backend.blobs.lock().unwrap().insert(name.clone(), bytes);
+        let report = tv.sync(&backend, SyncOptions::default()).unwrap();
+        assert_eq!(report.records_applied, 0, "{what}");
+        assert_eq!(report.refused, vec![RefusedRecord { name: name.clone(), reason: want }], "{what}");
+        assert_eq!(without_time(&tv.export_json().unwrap()), without_time(&before), "{what}: something changed");
+        assert_eq!(tv.settings().unwrap(), before_settings);
+    }
+    // Moved: the phone's first record under its second name.
+    backend.blobs.lock().unwrap().insert(name.clone(), good.clone());
+    let second = name.replace("-0000000001", "-0000000002");
+    backend.blobs.lock().unwrap().insert(second.clone(), good.clone());
+    let report = tv.sync(&backend, SyncOptions::default()).unwrap();
+    assert_eq!(report.records_applied, 1);
+    assert_eq!(report.refused, vec![RefusedRecord { name: second.clone(), reason: RecordError::Unsealed }]);
+    assert_eq!(tv.event_count().unwrap(), 20);
+    // Replayed: the same record again applies nothing more.
+    backend.blobs.lock().unwrap().remove(&second);
+    let report = sync(tv, &backend);
+    assert_eq!(report.records_applied, 0);
+    assert_eq!(tv.event_count().unwrap(), 20);
+    // And the other person's device, pointed at this backend, reads nothing.
+    let report = other.all[0].sync(&backend, SyncOptions::default()).unwrap();
+    assert_eq!(report.records_applied, 0);
+    assert!(report.refused.iter().all(|r| r.reason == RecordError::Unsealed), "{report:?}");
+    assert_eq!(other.all[0].event_count().unwrap(), 1);
+}
+
+#[test]
+fn a_sync_cut_off_at_any_call_loses_nothing_and_duplicates_nothing() {
+    for cut in 0..12 {
+        let d = person(2);
+        let (phone, tv) = (&d.all[0], &d.all[1]);
+        let backend = MemoryBackend::default();
+        phone.record_batch((0..30).map(|i| event(&format!("p-{i}"), EventKind::Play, T0 + i)).collect()).unwrap();
+        tv.record_batch((0..30).map(|i| event(&format!("t-{i}"), EventKind::Play, T0 + i)).collect()).unwrap();
+        sync(phone, &backend);
+        backend.fail_after(Some(cut));
+        let cut_short = tv.sync(&backend, SyncOptions::default()).unwrap();
+        backend.fail_after(None);
+        if !cut_short.complete {
+            assert!(cut_short.transport_error.is_some());
+        }
+        sync(tv, &backend);
+        sync(phone, &backend);
+        assert_eq!(tv.event_count().unwrap(), 60, "cut after {cut} calls");
+        assert_eq!(phone.event_count().unwrap(), 60, "cut after {cut} calls");
+        assert_eq!(history(phone), history(tv));
+    }
+}
+
+#[test]
+fn the_persons_budget_counts_every_devices_ledger() {
+    let d = person(2);
+    let (phone, tv) = (&d.all[0], &d.all[1]);
+    let backend = MemoryBackend::default();
+    // A ledger entry on the phone (brought in as an import would).
+    let scratch = tempfile::tempdir().unwrap();
+    let donor = open(scratch.path(), KEY_A).unwrap();
+    let mut doc: serde_json::Value = serde_json::from_str(&donor.export_json().unwrap()).unwrap();
+    doc["privacy_ledger"] = serde_json::json!([{
+        "run_id": 7, "round": 1, "at_ms": T0, "status": "Sent", "bytes_sent": 1000,
+        "norm_before_clip": 1.0, "norm_after_clip": 1.0, "clip_norm": 1.0,
+        "noise_multiplier": 1.0, "sampling_rate": 0.01, "epsilon_total": 0.5
+    }]);
+    phone.import_json(doc.to_string()).unwrap();
+    let on_phone = phone.privacy_ledger().unwrap().epsilon_spent;
+    assert!(on_phone > 0.0 && on_phone.is_finite());
+    assert_eq!(tv.privacy_ledger().unwrap().epsilon_spent, 0.0);
+    sync(phone, &backend);
+    sync(tv, &backend);
+    let ledger = tv.privacy_ledger().unwrap();
+    assert!(ledger.entries.is_empty(), "the TV's own ledger stays its own");
+    assert_eq!(ledger.epsilon_spent, on_phone);
+}

@@ -1,0 +1,93 @@
+//! Sync records where they arrive: from the backend, which holds every
+//! blob and may change any byte, and from another device of the group,
+//! which holds the key and may write any body. The first byte picks which:
+//! even, the rest is a blob the backend returns as the next record of
+//! another device (it must be refused: without the key nothing opens);
+//! odd, the rest is a body that device sealed honestly (it is applied or
+//! refused whole). Either way a real store takes it through `sync`;
+//! nothing may panic, and a refused record changes nothing stored.
+#![no_main]
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use hearth_core::sync::pairing::GroupKey;
+use hearth_core::sync::records::{RecordKey, RecordName};
+use hearth_core::*;
+use libfuzzer_sys::fuzz_target;
+
+struct Key;
+
+impl KeyProvider for Key {
+    fn root_key(&self) -> Result<Vec<u8>, KeyError> {
+        Ok(vec![0x5c; 32])
+    }
+}
+
+#[derive(Default)]
+struct Backend(Mutex<BTreeMap<String, Vec<u8>>>);
+
+impl SyncTransport for Backend {
+    fn put(&self, name: String, blob: Vec<u8>) -> Result<(), SyncTransportError> {
+        self.0.lock().unwrap().insert(name, blob);
+        Ok(())
+    }
+    fn list(&self) -> Result<Vec<SyncBlob>, SyncTransportError> {
+        let blobs = self.0.lock().unwrap();
+        Ok(blobs.iter().map(|(n, b)| SyncBlob { name: n.clone(), size: b.len() as u64 }).collect())
+    }
+    fn get(&self, name: String) -> Result<Option<Vec<u8>>, SyncTransportError> {
+        Ok(self.0.lock().unwrap().get(&name).cloned())
+    }
+    fn delete(&self, name: String) -> Result<(), SyncTransportError> {
+        self.0.lock().unwrap().remove(&name);
+        Ok(())
+    }
+}
+
+struct Device {
+    _dir: std::path::PathBuf,
+    hearth: Arc<Hearth>,
+    key: GroupKey,
+    /// The other device's next record.
+    seq: Mutex<u64>,
+}
+
+fn device() -> &'static Device {
+    static DEVICE: OnceLock<Device> = OnceLock::new();
+    DEVICE.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("hearth-fuzz-sync-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let config = HearthConfig::new(dir.to_string_lossy().into_owned());
+        let hearth = Hearth::open(config, Arc::new(Key)).expect("a store opens");
+        hearth.create_sync_group().expect("a group");
+        let key = hearth_core::testing::sync_group_key(&hearth).expect("its key");
+        Device { _dir: dir, hearth, key, seq: Mutex::new(1) }
+    })
+}
+
+fuzz_target!(|data: &[u8]| {
+    let Some((&which, rest)) = data.split_first() else { return };
+    let d = device();
+    let mut seq = d.seq.lock().unwrap();
+    let name = RecordName { device: [0x0d; 8], seq: *seq };
+    let blob = if which % 2 == 0 {
+        rest.to_vec()
+    } else {
+        match RecordKey::new(&d.key, 1).seal(&name, rest, [0; 12]) {
+            Ok(blob) => blob,
+            Err(_) => return,
+        }
+    };
+    let before = (d.hearth.event_count().unwrap(), d.hearth.settings().unwrap());
+    let backend = Backend::default();
+    backend.0.lock().unwrap().insert(name.encode(), blob);
+    let report = d.hearth.sync(&backend, SyncOptions::default()).expect("sync answers");
+    if report.records_applied == 1 {
+        *seq += 1;
+    } else {
+        assert!(which % 2 == 1 || !report.refused.is_empty(), "a forged blob was neither applied nor refused");
+        assert_eq!((d.hearth.event_count().unwrap(), d.hearth.settings().unwrap()), before, "a refused record changed the store");
+    }
+    assert!(which % 2 == 1 || report.records_applied == 0, "a blob opened without the key");
+});
