@@ -68,7 +68,7 @@ pub use federated::{
 pub use hearth::experiments::{ExperimentAssignment, ExperimentStatus, ExperimentsExport, OutcomeLogged};
 pub use hearth::export::{EXPORT_FORMAT, EXPORT_FORMAT_VERSION, ExportDocument, ExportedEvent, ImportSummary};
 pub use hearth::sync::{
-    RefusedRecord, SyncBlob, SyncGroupInfo, SyncOptions, SyncReport, SyncTransport, SyncTransportError,
+    RefusedRecord, SyncBlob, SyncDevice, SyncGroupInfo, SyncOptions, SyncReport, SyncTransport, SyncTransportError,
 };
 pub use hearth::{Hearth, HearthConfig, destroy_store};
 pub use logging::{HearthLogger, LogLevel, set_logger};

@@ -17,7 +17,8 @@
 //!   was charged), so that every device counts what the person's other
 //!   devices spent;
 //! - the experiment secret, newest stamp wins, so that the person is in the
-//!   same arm on every screen.
+//!   same arm on every screen;
+//! - the writer's own public keys, once (`member`), for key rotation.
 //!
 //! Applying a change is idempotent: a record applied twice (after a kill)
 //! changes nothing the second time.
@@ -56,6 +57,18 @@ pub enum Change {
     Ledger { entry: LedgerEntry },
     /// The experiment secret, in hex.
     ExperimentSecret { secret: String, at: Stamp },
+    /// The writer's own public keys (hex): X25519, that a rotation wraps
+    /// the group's next key to, and Ed25519, that its rotations are signed
+    /// with (`super::rotation`).
+    Member { agreement: String, signing: String, joined_ms: i64 },
+}
+
+/// A device of the group, as its `member` change announced it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Member {
+    pub agreement: String,
+    pub signing: String,
+    pub joined_ms: i64,
 }
 
 /// A record's body: its changes, in the order the writer made them.
@@ -138,6 +151,16 @@ pub struct SyncState {
     /// The experiment secret's stamp, and the secret as last written.
     pub secret_at: Option<Stamp>,
     pub secret_sent: Option<String>,
+    /// The group's devices (this one included) as they announced
+    /// themselves, and whether this one has.
+    pub members: BTreeMap<String, Member>,
+    pub member_sent: bool,
+    /// Devices removed from the group, each with the last of its records
+    /// the group applies.
+    pub removed: BTreeMap<String, u64>,
+    /// Whether this device knows which key epoch the key it holds is of
+    /// (a device that joins after a rotation learns it on its first sync).
+    pub epoch_known: bool,
 }
 
 /// How a ledger entry is known across devices: its writer charged it at

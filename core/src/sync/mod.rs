@@ -8,11 +8,14 @@
 //! - `records`: the sealed, padded blobs the devices leave on the backend;
 //! - `changes`: what a blob holds (events, settings, tombstones, ledger
 //!   entries) and how a device merges them so that every device of the
-//!   person converges on the same state.
+//!   person converges on the same state;
+//! - `rotation`: removing a device, with a new key the removed device never
+//!   holds.
 
 pub mod changes;
 pub mod pairing;
 pub mod records;
+pub mod rotation;
 
 use ring::hkdf::{HKDF_SHA256, KeyType, Salt};
 

@@ -40,6 +40,9 @@ pub enum RecordError {
     /// It opened, but what it holds is not a record this version reads.
     #[error("the record's content is not valid: {0}")]
     Content(&'static str),
+    /// Written by a device removed from the group, after its removal.
+    #[error("written by a device removed from the group, after its removal")]
+    FromRemovedDevice,
 }
 
 type Result<T> = std::result::Result<T, RecordError>;

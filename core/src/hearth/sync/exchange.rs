@@ -14,11 +14,13 @@ use std::time::{Duration, Instant};
 use log::{info, warn};
 
 use super::super::{Hearth, shield};
+use super::StoredGroup;
 use super::local::STATE;
+use super::removal::rotation_epoch;
 use crate::error::{Error, HearthError};
 use crate::store::crypto::random_bytes;
 use crate::sync::changes::{Body, Change, Outgoing, SyncState, pack};
-use crate::sync::records::{MAX_BLOB, RecordError, RecordKey, RecordName};
+use crate::sync::records::{MAX_BLOB, RecordError, RecordKey, RecordName, blob_epoch};
 
 /// One blob the backend holds.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -95,6 +97,18 @@ pub struct SyncReport {
     /// budget or the backend stopped it (`transport_error` says which).
     pub complete: bool,
     pub transport_error: Option<SyncTransportError>,
+    /// Another device removed this one from the group: it has left it
+    /// (its own data stays; nothing more syncs).
+    pub removed_from_group: bool,
+}
+
+impl SyncReport {
+    /// Notes a refused record once (a sync may meet it twice).
+    pub(super) fn refuse(&mut self, refused: RefusedRecord) {
+        if !self.refused.contains(&refused) {
+            self.refused.push(refused);
+        }
+    }
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -102,7 +116,7 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 /// A stop of the sync, with what it did so far.
-enum Stop {
+pub(super) enum Stop {
     Transport(SyncTransportError),
     OutOfTime,
 }
@@ -129,16 +143,12 @@ impl Hearth {
     ) -> std::result::Result<SyncReport, HearthError> {
         shield(|| {
             let _one_at_a_time = self.sync_lock.lock().unwrap_or_else(|p| p.into_inner());
-            let group = self.stored_group()?.ok_or_else(|| Error::invalid("sync group", "this device is in none"))?;
-            let key = RecordKey::new(&group.key()?, 1);
+            let mut group =
+                self.stored_group()?.ok_or_else(|| Error::invalid("sync group", "this device is in none"))?;
             let deadline = Instant::now() + Duration::from_millis(options.time_budget_ms);
             let mut report = SyncReport::default();
             let mut state = self.sync_state()?;
-            let result = self
-                .send_outgoing(transport, &mut state, &mut report)
-                .and_then(|()| self.receive(transport, &key, &group.device_id, deadline, &mut state, &mut report))
-                .and_then(|()| self.write_records(&key, &group.device_id, &mut state, &mut report))
-                .and_then(|()| self.send_outgoing(transport, &mut state, &mut report));
+            let result = self.exchange(transport, deadline, &mut group, &mut state, &mut report);
             match result {
                 Ok(()) => report.complete = true,
                 Err(Ok(Stop::Transport(e))) => {
@@ -157,6 +167,37 @@ impl Hearth {
             );
             Ok(report)
         })
+    }
+
+    /// The steps of one sync; Ok also when this device turns out removed.
+    fn exchange(
+        &self,
+        transport: &dyn SyncTransport,
+        deadline: Instant,
+        group: &mut StoredGroup,
+        state: &mut SyncState,
+        report: &mut SyncReport,
+    ) -> std::result::Result<(), std::result::Result<Stop, HearthError>> {
+        self.send_outgoing(transport, state, report)?;
+        let listing = transport.list().map_err(|e| Ok(Stop::Transport(e)))?;
+        let rotations: BTreeMap<u32, String> =
+            listing.iter().filter_map(|b| rotation_epoch(&b.name).map(|e| (e, b.name.clone()))).collect();
+        let records: Vec<&SyncBlob> = listing.iter().filter(|b| rotation_epoch(&b.name).is_none()).collect();
+        for _ in 0..2 {
+            if self.take_rotations(transport, &rotations, group, state, report)? {
+                return Ok(());
+            }
+            let keys = group.record_keys().map_err(|e| Err(e.into()))?;
+            self.receive(transport, &records, &keys, &group.device_id, deadline, state, report)?;
+            // A rotation signed by a device announced only in the records
+            // just applied is taken on the second pass.
+            if rotations.range(group.epoch + 1..).next().is_none() {
+                break;
+            }
+        }
+        let key = RecordKey::new(&group.key().map_err(|e| Err(e.into()))?, group.epoch);
+        self.write_records(&key, &group.device_id, state, report)?;
+        self.send_outgoing(transport, state, report)
     }
 
     /// Sends the records written and not yet taken, oldest first, each
@@ -178,17 +219,18 @@ impl Hearth {
 
     /// Applies the other devices' records not yet applied, each device's
     /// in order; a refused record holds back that device's later ones.
+    #[allow(clippy::too_many_arguments)]
     fn receive(
         &self,
         transport: &dyn SyncTransport,
-        key: &RecordKey,
+        listing: &[&SyncBlob],
+        keys: &BTreeMap<u32, RecordKey>,
         own_device: &str,
         deadline: Instant,
         state: &mut SyncState,
         report: &mut SyncReport,
     ) -> std::result::Result<(), std::result::Result<Stop, HearthError>> {
-        let listing = transport.list().map_err(|e| Ok(Stop::Transport(e)))?;
-        let mut by_device: BTreeMap<String, BTreeMap<u64, SyncBlob>> = BTreeMap::new();
+        let mut by_device: BTreeMap<String, BTreeMap<u64, &SyncBlob>> = BTreeMap::new();
         for blob in listing {
             match RecordName::parse(&blob.name) {
                 Ok(name) => {
@@ -197,7 +239,7 @@ impl Hearth {
                         by_device.entry(device).or_default().insert(name.seq, blob);
                     }
                 }
-                Err(reason) => report.refused.push(RefusedRecord { name: blob.name, reason }),
+                Err(reason) => report.refuse(RefusedRecord { name: blob.name.clone(), reason }),
             }
         }
         for (device, records) in by_device {
@@ -207,19 +249,25 @@ impl Hearth {
                     return Err(Ok(Stop::OutOfTime));
                 }
                 let refuse = |reason| RefusedRecord { name: blob.name.clone(), reason };
+                if state.removed.get(&device).is_some_and(|last| seq > *last) {
+                    report.refuse(refuse(RecordError::FromRemovedDevice));
+                    break;
+                }
                 if blob.size > MAX_BLOB as u64 {
-                    report.refused.push(refuse(RecordError::TooLarge { size: blob.size }));
+                    report.refuse(refuse(RecordError::TooLarge { size: blob.size }));
                     break;
                 }
                 let Some(bytes) = transport.get(blob.name.clone()).map_err(|e| Ok(Stop::Transport(e)))? else {
                     break;
                 };
                 let name = RecordName::parse(&blob.name).expect("parsed above");
-                let body = match key.open(&name, &bytes).and_then(|b| Body::decode(&b)) {
+                let opened = blob_epoch(&bytes)
+                    .and_then(|epoch| keys.get(&epoch).ok_or(RecordError::UnknownEpoch { epoch })?.open(&name, &bytes));
+                let body = match opened.and_then(|b| Body::decode(&b)) {
                     Ok(body) => body,
                     Err(reason) => {
                         warn!("sync record {} refused: {reason}", blob.name);
-                        report.refused.push(refuse(reason));
+                        report.refuse(refuse(reason));
                         break;
                     }
                 };
@@ -235,7 +283,7 @@ impl Hearth {
                     }
                     Err(HearthError::InvalidInput { field, reason }) if field == "sync record" => {
                         warn!("sync record {} refused: {reason}", blob.name);
-                        report.refused.push(refuse(RecordError::Content("a change that is not valid")));
+                        report.refuse(refuse(RecordError::Content("a change that is not valid")));
                         break;
                     }
                     Err(e) => return Err(Err(e)),

@@ -14,7 +14,7 @@ use crate::federated::ledger::LedgerEntry;
 use crate::model::parse_hex;
 use crate::store::history::{Event, now_ms};
 use crate::store::settings::PrivacySettings;
-use crate::sync::changes::{Body, Change, SyncState, ledger_key};
+use crate::sync::changes::{Body, Change, Member, SyncState, ledger_key};
 use crate::sync::records::RecordError;
 
 /// The state record of [`SyncState`].
@@ -197,6 +197,16 @@ impl Session {
                 changes.push(Change::Ledger { entry: entry.clone() });
             }
         }
+        if !state.member_sent
+            && let Some(me) = state.members.get(&state.clock.device)
+        {
+            changes.push(Change::Member {
+                agreement: me.agreement.clone(),
+                signing: me.signing.clone(),
+                joined_ms: me.joined_ms,
+            });
+            state.member_sent = true;
+        }
         if let Some(secret) = assignment::existing_secret(&self.store)?.map(|s| hex(&s))
             && state.secret_sent.as_ref() != Some(&secret)
         {
@@ -263,6 +273,13 @@ impl Session {
                     }
                 }
                 Change::Ledger { entry } => next.take_peer_entry(device, entry),
+                Change::Member { agreement, signing, joined_ms } => {
+                    let key = |k: &str| parse_hex(k).is_some_and(|b| b.len() == 32);
+                    if !key(&agreement) || !key(&signing) {
+                        return Err(refused(RecordError::Content("a member's keys")));
+                    }
+                    next.members.insert(device.to_string(), Member { agreement, signing, joined_ms });
+                }
                 Change::ExperimentSecret { secret: hex_secret, at } => {
                     let bytes: [u8; 32] = parse_hex(&hex_secret)
                         .and_then(|b| b.try_into().ok())

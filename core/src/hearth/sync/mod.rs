@@ -11,8 +11,12 @@
 
 mod exchange;
 mod local;
+mod removal;
+
+use std::collections::BTreeMap;
 
 pub use exchange::{RefusedRecord, SyncBlob, SyncOptions, SyncReport, SyncTransport, SyncTransportError};
+pub use removal::SyncDevice;
 use serde::{Deserialize, Serialize};
 
 use super::{Hearth, shield};
@@ -20,19 +24,39 @@ use crate::error::{Error, HearthError, Result};
 use crate::model::parse_hex;
 use crate::store::crypto::random_bytes;
 use crate::store::history::now_ms;
-use crate::sync::changes::SyncState;
+use crate::sync::changes::{Member, SyncState};
 use crate::sync::pairing::{GroupKey, Inviter, Joiner, PairingError, PairingMessage};
+use crate::sync::records::RecordKey;
+use crate::sync::rotation::DeviceKeys;
 
 /// The state record of the group.
 const GROUP: &str = "sync_group";
 
 /// The group as this device holds it (sealed in the store).
-#[derive(Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 struct StoredGroup {
     group_id: String,
+    /// The key of the current epoch.
     profile_key: String,
     device_id: String,
     joined_ms: i64,
+    /// The current key epoch: 1, and one more each time a device is
+    /// removed.
+    #[serde(default = "first_epoch")]
+    epoch: u32,
+    /// The keys of earlier epochs, to read what was written under them.
+    #[serde(default)]
+    earlier: BTreeMap<u32, String>,
+    /// This device's own keys in the group (hex): its X25519 secret and
+    /// its Ed25519 key's PKCS#8 document (`crate::sync::rotation`).
+    #[serde(default)]
+    agreement: String,
+    #[serde(default)]
+    signing: String,
+}
+
+fn first_epoch() -> u32 {
+    1
 }
 
 /// This device's sync group, as the person's screens show it.
@@ -85,12 +109,61 @@ impl StoredGroup {
     }
 
     fn new(key: &GroupKey) -> Result<StoredGroup> {
+        let (agreement, signing) = DeviceKeys::generate().map_err(|_| Error::Crypto("no randomness"))?.parts();
         Ok(StoredGroup {
             group_id: hex(&key.group_id),
             profile_key: hex(&key.profile_key),
             device_id: hex(&random::<8>()?),
             joined_ms: now_ms(),
+            epoch: 1,
+            earlier: BTreeMap::new(),
+            agreement: hex(&agreement),
+            signing: hex(&signing),
         })
+    }
+
+    fn group_id(&self) -> Result<[u8; 16]> {
+        unhex(&self.group_id)
+    }
+
+    fn device_keys(&self) -> Result<DeviceKeys> {
+        let signing = parse_hex(&self.signing).ok_or(Error::Integrity { table: "state" })?;
+        DeviceKeys::from_parts(unhex(&self.agreement)?, &signing).map_err(|_| Error::Integrity { table: "state" })
+    }
+
+    /// The key of every epoch this device holds.
+    fn epoch_keys(&self) -> Result<BTreeMap<u32, [u8; 32]>> {
+        let mut keys = BTreeMap::new();
+        for (epoch, key) in &self.earlier {
+            keys.insert(*epoch, unhex(key)?);
+        }
+        keys.insert(self.epoch, unhex(&self.profile_key)?);
+        Ok(keys)
+    }
+
+    /// The record key of every epoch this device holds.
+    fn record_keys(&self) -> Result<BTreeMap<u32, RecordKey>> {
+        let group_id = self.group_id()?;
+        Ok(self
+            .epoch_keys()?
+            .into_iter()
+            .map(|(epoch, profile_key)| (epoch, RecordKey::new(&GroupKey { group_id, profile_key }, epoch)))
+            .collect())
+    }
+
+    /// This device as its `member` change announces it.
+    fn member(&self) -> Result<Member> {
+        let (agreement, signing) = self.device_keys()?.public();
+        Ok(Member { agreement, signing, joined_ms: self.joined_ms })
+    }
+
+    /// A new sync state for this device, knowing itself as a member;
+    /// `creator` when it made the group (and so knows its key's epoch).
+    fn new_state(&self, creator: bool) -> Result<SyncState> {
+        let mut state = SyncState::new(&self.device_id);
+        state.members.insert(self.device_id.clone(), self.member()?);
+        state.epoch_known = creator;
+        Ok(state)
     }
 }
 
@@ -125,7 +198,7 @@ impl Hearth {
             let group = StoredGroup::new(&GroupKey { group_id: random()?, profile_key: random()? })?;
             self.with(|s| {
                 // The group's settings start as this device's.
-                let mut state = SyncState::new(&group.device_id);
+                let mut state = group.new_state(true)?;
                 s.stamp_all_settings(&mut state)?;
                 s.store.put_states(&[(GROUP, serde_json::to_vec(&group)?), (local::STATE, serde_json::to_vec(&state)?)])
             })?;
@@ -233,7 +306,7 @@ impl Hearth {
             let group = StoredGroup::new(&key)?;
             // The joiner takes the group's settings as its first sync
             // brings them.
-            let state = SyncState::new(&group.device_id);
+            let state = group.new_state(false)?;
             self.with(|s| {
                 s.store.put_states(&[(GROUP, serde_json::to_vec(&group)?), (local::STATE, serde_json::to_vec(&state)?)])
             })?;

@@ -1,0 +1,259 @@
+//! The group's devices, removing one, and taking in the key rotations a
+//! removal leaves on the backend (`crate::sync::rotation`).
+
+use std::collections::BTreeMap;
+
+use log::{info, warn};
+
+use super::super::{Hearth, shield};
+use super::exchange::{RefusedRecord, Stop, SyncOptions, SyncReport, SyncTransport};
+use super::local::STATE;
+use super::{GROUP, StoredGroup, hex, random, unhex};
+use crate::error::{Error, HearthError};
+use crate::sync::changes::SyncState;
+use crate::sync::records::RecordError;
+use crate::sync::rotation::{Rotation, open_earlier, seal_earlier, wrap_key};
+
+/// The name of the rotation to key epoch `epoch` on the backend.
+pub(super) fn rotation_name(epoch: u32) -> String {
+    format!("keys-{epoch:010}")
+}
+
+/// The epoch a rotation's name gives, if it is one.
+pub(super) fn rotation_epoch(name: &str) -> Option<u32> {
+    let digits = name.strip_prefix("keys-")?;
+    if digits.len() != 10 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok().filter(|e| *e > 1)
+}
+
+/// A device of the person's group, as this device knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SyncDevice {
+    pub device_id: String,
+    /// When it created or joined the group (its own clock).
+    pub joined_ms: i64,
+    pub this_device: bool,
+    /// Removed from the group: nothing written since reaches it.
+    pub removed: bool,
+}
+
+type Step<T> = std::result::Result<T, std::result::Result<Stop, HearthError>>;
+
+fn internal(e: Error) -> std::result::Result<Stop, HearthError> {
+    Err(e.into())
+}
+
+impl Hearth {
+    /// The devices of this device's group that have announced themselves
+    /// (by their first sync), this one included.
+    pub fn sync_devices(&self) -> std::result::Result<Vec<SyncDevice>, HearthError> {
+        shield(|| {
+            let group = self.stored_group()?.ok_or_else(|| Error::invalid("sync group", "this device is in none"))?;
+            let state: SyncState = self.with(|s| s.sync_state())?.unwrap_or_default();
+            Ok(state
+                .members
+                .iter()
+                .map(|(id, m)| SyncDevice {
+                    device_id: id.clone(),
+                    joined_ms: m.joined_ms,
+                    this_device: *id == group.device_id,
+                    removed: state.removed.contains_key(id),
+                })
+                .collect())
+        })
+    }
+
+    /// Removes another device from the group: syncs first, then leaves on
+    /// the backend a new key for the devices that stay, which the removed
+    /// device cannot open, and syncs again under it. The removed device
+    /// reads nothing written afterwards, and the group applies none of its
+    /// records written after the last one this device applied. A device
+    /// that has never synced is not known to the group and cannot be
+    /// given the new key: it pairs again.
+    pub fn remove_sync_device(
+        &self,
+        transport: &dyn SyncTransport,
+        device_id: String,
+    ) -> std::result::Result<SyncReport, HearthError> {
+        shield(|| {
+            let first = self.sync(transport, SyncOptions::default())?;
+            if !first.complete || first.removed_from_group {
+                return Err(Error::invalid("sync", "this device could not finish a sync first; try again").into());
+            }
+            {
+                let _one_at_a_time = self.sync_lock.lock().unwrap_or_else(|p| p.into_inner());
+                let group =
+                    self.stored_group()?.ok_or_else(|| Error::invalid("sync group", "this device is in none"))?;
+                let state = self.with(|s| s.sync_state())?.unwrap_or_default();
+                if device_id == group.device_id {
+                    return Err(Error::invalid("device_id", "this device: leave the group instead").into());
+                }
+                if !state.members.contains_key(&device_id) || state.removed.contains_key(&device_id) {
+                    return Err(Error::invalid("device_id", "not a device of the group").into());
+                }
+                let group_id = group.group_id()?;
+                let key: [u8; 32] = random()?;
+                let epoch = group.epoch + 1;
+                let removed =
+                    BTreeMap::from([(device_id.clone(), state.applied.get(&device_id).copied().unwrap_or(0))]);
+                let mut wraps = Vec::new();
+                for (id, member) in &state.members {
+                    if *id != device_id && !state.removed.contains_key(id) {
+                        wraps.push(wrap_key(&group_id, epoch, id, &unhex(&member.agreement)?, random()?, &key));
+                    }
+                }
+                let mut rotation =
+                    Rotation { epoch, by: group.device_id.clone(), removed, wraps, earlier: String::new() };
+                rotation.earlier = seal_earlier(&group_id, epoch, &key, &group.epoch_keys()?, &rotation.header());
+                let blob = rotation.sign(&group_id, &group.device_keys()?);
+                if let Err(e) = transport.put(rotation_name(epoch), blob) {
+                    warn!("the rotation was not stored: {e}");
+                    return Ok(SyncReport { transport_error: Some(e), ..first });
+                }
+                info!("device removed from the sync group; key epoch {epoch}");
+            }
+            // Take the rotation in as every device does.
+            self.sync(transport, SyncOptions::default())
+        })
+    }
+
+    /// Takes in the rotations past this device's key epoch, in order; a
+    /// device that joined after some finds its own epoch among them first.
+    /// Ok(true) when this device was removed (it has left the group).
+    pub(super) fn take_rotations(
+        &self,
+        transport: &dyn SyncTransport,
+        rotations: &BTreeMap<u32, String>,
+        group: &mut StoredGroup,
+        state: &mut SyncState,
+        report: &mut SyncReport,
+    ) -> Step<bool> {
+        let group_id = group.group_id().map_err(internal)?;
+        let get = |name: &String| transport.get(name.clone()).map_err(|e| Ok(Stop::Transport(e)));
+        if !state.epoch_known {
+            self.find_own_epoch(rotations, group, state, &group_id, get)?;
+        }
+        for (&epoch, name) in rotations.range(group.epoch + 1..) {
+            let refuse = |reason| RefusedRecord { name: name.clone(), reason };
+            if epoch != group.epoch + 1 {
+                report.refuse(refuse(RecordError::Content("a rotation that skips an epoch")));
+                break;
+            }
+            let Some(blob) = get(name)? else { break };
+            // Signed by a device this one has not heard of yet: perhaps one
+            // whose records come later in this sync.
+            let by = Rotation::parse_unverified(&blob).map(|r| r.by);
+            if by.as_ref().is_ok_and(|by| !state.members.contains_key(by)) {
+                break;
+            }
+            let signer =
+                |by: &str| state.members.get(by).filter(|_| !state.removed.contains_key(by)).map(|m| m.signing.clone());
+            let rotation = match Rotation::open(&group_id, &blob, signer) {
+                Ok(r) if r.epoch == epoch => r,
+                Ok(_) => {
+                    report.refuse(refuse(RecordError::Content("a rotation under another epoch's name")));
+                    break;
+                }
+                Err(reason) => {
+                    report.refuse(refuse(reason));
+                    break;
+                }
+            };
+            if rotation.removed.contains_key(&group.device_id) {
+                info!("this device was removed from its sync group; it leaves it");
+                self.with(|s| {
+                    s.store.delete_state(STATE)?;
+                    s.store.delete_state(GROUP)
+                })
+                .map_err(Err)?;
+                report.removed_from_group = true;
+                return Ok(true);
+            }
+            let current: [u8; 32] = unhex(&group.profile_key).map_err(internal)?;
+            let opened = rotation
+                .wraps
+                .iter()
+                .find(|w| w.device == group.device_id)
+                .ok_or(RecordError::Unsealed)
+                .and_then(|w| {
+                    group.device_keys().map_err(|_| RecordError::Unsealed)?.unwrap_key(
+                        &group_id,
+                        epoch,
+                        &group.device_id,
+                        w,
+                    )
+                })
+                .and_then(|key| {
+                    let earlier = open_earlier(&group_id, epoch, &key, &rotation.earlier, &rotation.header())?;
+                    if earlier.get(&group.epoch) == Some(&current) {
+                        Ok(key)
+                    } else {
+                        Err(RecordError::Content("a rotation from a key this device does not hold"))
+                    }
+                });
+            let key = match opened {
+                Ok(key) => key,
+                Err(reason) => {
+                    warn!("rotation to key epoch {epoch} not taken: {reason}");
+                    report.refuse(refuse(reason));
+                    break;
+                }
+            };
+            group.earlier.insert(group.epoch, group.profile_key.clone());
+            group.profile_key = hex(&key);
+            group.epoch = epoch;
+            state.removed.extend(rotation.removed);
+            self.save_group(group, state).map_err(Err)?;
+            info!("sync group key rotated to epoch {epoch}");
+        }
+        Ok(false)
+    }
+
+    /// For a device that joined holding the key of some epoch: which one
+    /// (the rotation whose earlier keys open under it), with the keys
+    /// before it and the devices removed before it.
+    fn find_own_epoch(
+        &self,
+        rotations: &BTreeMap<u32, String>,
+        group: &mut StoredGroup,
+        state: &mut SyncState,
+        group_id: &[u8; 16],
+        get: impl Fn(&String) -> Step<Option<Vec<u8>>>,
+    ) -> Step<()> {
+        let key: [u8; 32] = unhex(&group.profile_key).map_err(internal)?;
+        let mut found: Option<(u32, BTreeMap<u32, [u8; 32]>)> = None;
+        for (&epoch, name) in rotations.iter().rev() {
+            let Some(blob) = get(name)? else { continue };
+            let Ok(rotation) = Rotation::parse_unverified(&blob) else { continue };
+            match &mut found {
+                None => {
+                    if let Ok(earlier) = open_earlier(group_id, epoch, &key, &rotation.earlier, &rotation.header()) {
+                        state.removed.extend(rotation.removed);
+                        found = Some((epoch, earlier));
+                    }
+                }
+                // An earlier rotation: its removals count, once its own
+                // earlier keys open under its epoch's key.
+                Some((_, keys)) => {
+                    if let Some(k) = keys.get(&epoch)
+                        && open_earlier(group_id, epoch, k, &rotation.earlier, &rotation.header()).is_ok()
+                    {
+                        state.removed.extend(rotation.removed);
+                    }
+                }
+            }
+        }
+        if let Some((epoch, earlier)) = found {
+            group.epoch = epoch;
+            group.earlier = earlier.into_iter().map(|(e, k)| (e, hex(&k))).collect();
+        }
+        state.epoch_known = true;
+        self.save_group(group, state).map_err(Err)
+    }
+
+    fn save_group(&self, group: &StoredGroup, state: &SyncState) -> std::result::Result<(), HearthError> {
+        self.with(|s| s.store.put_states(&[(GROUP, serde_json::to_vec(group)?), (STATE, serde_json::to_vec(state)?)]))
+    }
+}
