@@ -23,7 +23,7 @@ repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo"
 seconds="${1:-60}"
 shift || true
-all=(fleet_message fleet_replies secagg_messages pairing_messages sync_records npy model_manifest nnef_graph export_document sealed_record movielens)
+all=(fleet_message fleet_replies secagg_messages pairing_messages sync_records webdav_listing npy model_manifest nnef_graph export_document sealed_record movielens)
 targets=("$@")
 [ ${#targets[@]} -gt 0 ] || targets=("${all[@]}")
 cache="$HOME/.cache/hearth/fuzz"

@@ -21,6 +21,8 @@ lane_rust() {
     command -v cargo >/dev/null || { echo "cargo is required (rustup)"; return 1; }
     rustup component add rustfmt >/dev/null 2>&1 || true
     cargo fmt --all -- --check || { echo "rust: cargo fmt --check failed"; return 1; }
+    # The sync tests' WebDAV server (lighttpd).
+    bash tests/toolchains/webdav.sh || return 1
     # --all-targets also runs each criterion benchmark once, in test mode.
     cargo test --workspace --exclude uniffi-bindgen --all-targets --locked &&
         cargo test --workspace --exclude uniffi-bindgen --doc --locked &&
@@ -38,6 +40,7 @@ lane_bindings() {
 }
 
 lane_cross() {
+    bash tests/toolchains/webdav.sh || return 1
     # ARM runs what phones and TVs ship: the NNEF loader (bindings' feature).
     HEARTH_CROSS_CARGO_ARGS="${HEARTH_CROSS_CARGO_ARGS:---no-default-features --features hearth-core/nnef}" bash tests/cross/run.sh
 }

@@ -202,6 +202,20 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         write(dir, "sync_records", "blob", &[[0u8].as_slice(), &blob].concat())?;
     }
 
+    // A WebDAV listing, as lighttpd answers it.
+    write(
+        dir,
+        "webdav_listing",
+        "lighttpd",
+        b"HTTP/1.0 207 Multi-Status\r\nContent-Type: application/xml; charset=\"utf-8\"\r\n\r\n\
+          <?xml version=\"1.0\" encoding=\"utf-8\"?>\n<D:multistatus xmlns:D=\"DAV:\">\n<D:response>\n\
+          <D:href>/</D:href>\n<D:propstat>\n<D:prop>\n<D:getcontentlength>4096</D:getcontentlength>\
+          <D:resourcetype><D:collection/></D:resourcetype></D:prop>\n</D:propstat>\n</D:response>\n<D:response>\n\
+          <D:href>/0d0d0d0d0d0d0d0d-0000000001</D:href>\n<D:propstat>\n<D:prop>\n\
+          <D:getcontentlength>1057</D:getcontentlength><D:resourcetype/></D:prop>\n</D:propstat>\n</D:response>\n\
+          </D:multistatus>",
+    )?;
+
     // MovieLens: the item file, a 0 byte, the ratings file.
     let item = "item_id:token\tmovie_title:token_seq\trelease_year:token\tclass:token_seq\n\
                 1\tToy Story\t1995\tAnimation Children's Comedy\n2\tGoldenEye\t1995\tAction\n10\tOdd\t\tunknown\n";

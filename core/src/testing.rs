@@ -1,12 +1,14 @@
 //! Internals exposed for the workspace's own tests and benchmarks only (not
 //! part of the API; hidden from the docs).
 
+use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use crate::model::features::{CONTEXT_WIDTH, ID_ROWS, ITEM_WIDTH, USER_WIDTH};
 use crate::model::{self, Model, ScoreInputs};
 use crate::random::SplitMix;
+use crate::{SyncBlob, SyncTransport, SyncTransportError};
 
 pub use crate::store::schema::V1 as SCHEMA_V1_SQL;
 
@@ -316,4 +318,63 @@ pub mod fleet_frames {
 /// to write records as another device of the group would.
 pub fn sync_group_key(hearth: &crate::Hearth) -> Option<crate::sync::pairing::GroupKey> {
     hearth.group_key().ok().flatten()
+}
+
+/// A sync backend in memory, as the app's backend would be: it stores the
+/// blobs it is given and hands them back; tests read everything it holds as
+/// an attacker would, and make it fail on demand.
+#[derive(Default)]
+pub struct MemoryBackend {
+    pub blobs: Mutex<BTreeMap<String, Vec<u8>>>,
+    /// Calls left before every call fails (None: never).
+    pub calls_left: Mutex<Option<usize>>,
+    pub calls: Mutex<usize>,
+}
+
+impl MemoryBackend {
+    fn call(&self) -> Result<(), SyncTransportError> {
+        *self.calls.lock().unwrap() += 1;
+        let mut left = self.calls_left.lock().unwrap();
+        match left.as_mut() {
+            Some(0) => Err(SyncTransportError::Unavailable { reason: "offline".into() }),
+            Some(n) => {
+                *n -= 1;
+                Ok(())
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// Every blob: name and bytes.
+    pub fn snapshot(&self) -> BTreeMap<String, Vec<u8>> {
+        self.blobs.lock().unwrap().clone()
+    }
+
+    pub fn fail_after(&self, calls: Option<usize>) {
+        *self.calls_left.lock().unwrap() = calls;
+    }
+}
+
+impl SyncTransport for MemoryBackend {
+    fn put(&self, name: String, blob: Vec<u8>) -> Result<(), SyncTransportError> {
+        self.call()?;
+        self.blobs.lock().unwrap().insert(name, blob);
+        Ok(())
+    }
+
+    fn list(&self) -> Result<Vec<SyncBlob>, SyncTransportError> {
+        self.call()?;
+        Ok(self.blobs.lock().unwrap().iter().map(|(n, b)| SyncBlob { name: n.clone(), size: b.len() as u64 }).collect())
+    }
+
+    fn get(&self, name: String) -> Result<Option<Vec<u8>>, SyncTransportError> {
+        self.call()?;
+        Ok(self.blobs.lock().unwrap().get(&name).cloned())
+    }
+
+    fn delete(&self, name: String) -> Result<(), SyncTransportError> {
+        self.call()?;
+        self.blobs.lock().unwrap().remove(&name);
+        Ok(())
+    }
 }

@@ -2,7 +2,7 @@
 //! at random moments; the parent reopens the store and checks what survived.
 //!
 //! `harness = false`: this binary is both the parent (no arguments) and the
-//! child (`child-record DIR` / `child-rekey DIR`).
+//! child (`child-record DIR` / `child-rekey DIR` / `child-sync DIR BACKEND K`).
 
 mod common;
 
@@ -13,6 +13,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use common::sync_backend::{DirBackend, pair};
 use common::*;
 use hearth_core::*;
 use rand::{Rng, SeedableRng};
@@ -20,12 +21,14 @@ use rand::{Rng, SeedableRng};
 const RECORD_KILLS: usize = 50;
 const REKEY_KILLS: usize = 12;
 const REKEY_EVENTS: i64 = 20_000;
+const SYNC_KILLS: usize = 50;
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     match args.get(1).map(String::as_str) {
         Some("child-record") => child_record(Path::new(&args[2])),
         Some("child-rekey") => child_rekey(Path::new(&args[2])),
+        Some("child-sync") => child_sync(Path::new(&args[2]), Path::new(&args[3]), args[4].parse().unwrap()),
         _ => parent(&args),
     }
 }
@@ -33,8 +36,11 @@ fn main() {
 fn parent(args: &[String]) {
     // Honour a name filter the way libtest does, so `cargo test NAME` works.
     let filter = args.iter().skip(1).find(|a| !a.starts_with('-')).cloned();
-    let tests: [(&str, fn()); 2] =
-        [("record_survives_sigkill", record_survives_sigkill), ("rekey_survives_sigkill", rekey_survives_sigkill)];
+    let tests: [(&str, fn()); 3] = [
+        ("record_survives_sigkill", record_survives_sigkill),
+        ("rekey_survives_sigkill", rekey_survives_sigkill),
+        ("sync_survives_sigkill", sync_survives_sigkill),
+    ];
     let (mut passed, mut failed) = (0, 0);
     for (name, test) in tests {
         if filter.as_ref().is_some_and(|f| !name.contains(f.as_str())) {
@@ -62,6 +68,10 @@ fn parent(args: &[String]) {
 /// the kernel cannot exec an ARM binary itself, so `HEARTH_TEST_RUNNER`
 /// names the emulator to put in front.
 fn spawn(mode: &str, dir: &Path) -> Child {
+    spawn_with(mode, &[dir.to_str().unwrap()])
+}
+
+fn spawn_with(mode: &str, args: &[&str]) -> Child {
     let exe = std::env::current_exe().unwrap();
     let mut cmd = match std::env::var("HEARTH_TEST_RUNNER").ok().filter(|r| !r.trim().is_empty()) {
         Some(runner) => {
@@ -72,7 +82,7 @@ fn spawn(mode: &str, dir: &Path) -> Child {
         }
         None => Command::new(exe),
     };
-    cmd.args([mode, dir.to_str().unwrap()]).stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().unwrap()
+    cmd.arg(mode).args(args).stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().unwrap()
 }
 
 /// Forwards the child's stdout lines to a channel.
@@ -231,4 +241,84 @@ fn rekey_survives_sigkill() {
         full.as_secs_f64() * 1000.0
     );
     assert!(interrupted > 0, "no kill landed in the middle of a rekey");
+}
+
+/// The TV of a synced pair: syncs, then records a batch of 20 events
+/// (printing their first timestamp once stored) and syncs, forever.
+/// Incarnation `k` stamps its events from T0 + k * 10^6 on.
+fn child_sync(dir: &Path, backend: &Path, k: i64) {
+    let tv = open(dir, KEY_B).unwrap();
+    let backend = DirBackend(backend.to_path_buf());
+    let mut out = std::io::stdout().lock();
+    for batch in 0.. {
+        tv.sync(&backend, SyncOptions::default()).unwrap();
+        let first = T0 + 1_000_000 * k + 100 * batch;
+        tv.record_batch((0..20).map(|i| event(&format!("tv-{k}-{batch}"), EventKind::Play, first + i)).collect())
+            .unwrap();
+        writeln!(out, "{first}").unwrap();
+        out.flush().unwrap();
+    }
+}
+
+/// The phone's history written as many records; the TV, syncing and
+/// recording, killed at random moments 50 times: afterwards both hold
+/// every event once, what the TV acknowledged included.
+fn sync_survives_sigkill() {
+    let (phone_dir, tv_dir, backend_dir) =
+        (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let backend = DirBackend(backend_dir.path().to_path_buf());
+    let phone = open(phone_dir.path(), KEY_A).unwrap();
+    phone.create_sync_group().unwrap();
+    {
+        let tv = open(tv_dir.path(), KEY_B).unwrap();
+        pair(&phone, &tv);
+    }
+    for batch in 0..60 {
+        let first = T0 - 10_000_000 + 100 * batch;
+        phone
+            .record_batch((0..40).map(|i| event(&format!("phone-{batch}"), EventKind::Play, first + i)).collect())
+            .unwrap();
+        assert!(phone.sync(&backend, SyncOptions::default()).unwrap().complete);
+    }
+    let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+    let mut acknowledged: Vec<i64> = Vec::new();
+    for k in 0..SYNC_KILLS {
+        let mut child = spawn_with(
+            "child-sync",
+            &[tv_dir.path().to_str().unwrap(), backend_dir.path().to_str().unwrap(), &k.to_string()],
+        );
+        let rx = lines(&mut child);
+        // Kill at a random moment: often while it applies the phone's
+        // records, later while it sends its own.
+        std::thread::sleep(Duration::from_micros(rng.random_range(0..150_000)));
+        child.kill().unwrap();
+        child.wait().unwrap();
+        while let Ok(line) = rx.recv_timeout(Duration::from_millis(100)) {
+            acknowledged.push(line.parse().unwrap());
+        }
+    }
+    let tv = open(tv_dir.path(), KEY_B).unwrap();
+    assert_eq!(tv.integrity_check().unwrap(), "ok");
+    for device in [&tv, &phone, &tv] {
+        let report = device.sync(&backend, SyncOptions::default()).unwrap();
+        assert!(report.complete && report.refused.is_empty(), "{report:?}");
+    }
+    let held = |h: &Hearth| {
+        let mut stamps: Vec<i64> = h.recent_events(u32::MAX).unwrap().iter().map(|e| e.timestamp_ms).collect();
+        stamps.sort();
+        stamps
+    };
+    let (on_tv, on_phone) = (held(&tv), held(&phone));
+    let unique: HashSet<i64> = on_tv.iter().copied().collect();
+    assert_eq!(unique.len(), on_tv.len(), "an event held twice");
+    assert_eq!(on_tv, on_phone);
+    for first in &acknowledged {
+        assert!((0..20).all(|i| unique.contains(&(first + i))), "acknowledged events lost from {first}");
+    }
+    assert!(on_tv.len() >= 60 * 40, "the phone's history did not all arrive");
+    println!(
+        "  {SYNC_KILLS} kills during sync: {} events on both, {} batches acknowledged by the TV",
+        on_tv.len(),
+        acknowledged.len()
+    );
 }

@@ -8,11 +8,11 @@
 //! nothing may panic, and a refused record changes nothing stored.
 #![no_main]
 
-use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use hearth_core::sync::pairing::GroupKey;
 use hearth_core::sync::records::{RecordKey, RecordName};
+use hearth_core::testing::MemoryBackend;
 use hearth_core::*;
 use libfuzzer_sys::fuzz_target;
 
@@ -21,27 +21,6 @@ struct Key;
 impl KeyProvider for Key {
     fn root_key(&self) -> Result<Vec<u8>, KeyError> {
         Ok(vec![0x5c; 32])
-    }
-}
-
-#[derive(Default)]
-struct Backend(Mutex<BTreeMap<String, Vec<u8>>>);
-
-impl SyncTransport for Backend {
-    fn put(&self, name: String, blob: Vec<u8>) -> Result<(), SyncTransportError> {
-        self.0.lock().unwrap().insert(name, blob);
-        Ok(())
-    }
-    fn list(&self) -> Result<Vec<SyncBlob>, SyncTransportError> {
-        let blobs = self.0.lock().unwrap();
-        Ok(blobs.iter().map(|(n, b)| SyncBlob { name: n.clone(), size: b.len() as u64 }).collect())
-    }
-    fn get(&self, name: String) -> Result<Option<Vec<u8>>, SyncTransportError> {
-        Ok(self.0.lock().unwrap().get(&name).cloned())
-    }
-    fn delete(&self, name: String) -> Result<(), SyncTransportError> {
-        self.0.lock().unwrap().remove(&name);
-        Ok(())
     }
 }
 
@@ -80,8 +59,8 @@ fuzz_target!(|data: &[u8]| {
         }
     };
     let before = (d.hearth.event_count().unwrap(), d.hearth.settings().unwrap());
-    let backend = Backend::default();
-    backend.0.lock().unwrap().insert(name.encode(), blob);
+    let backend = MemoryBackend::default();
+    backend.blobs.lock().unwrap().insert(name.encode(), blob);
     let report = d.hearth.sync(&backend, SyncOptions::default()).expect("sync answers");
     if report.records_applied == 1 {
         *seq += 1;

@@ -10,12 +10,16 @@
 //!   entries) and how a device merges them so that every device of the
 //!   person converges on the same state;
 //! - `rotation`: removing a device, with a new key the removed device never
-//!   holds.
+//!   holds;
+//! - `transport`, `webdav`: where the records are kept (the app's backend,
+//!   or a WebDAV server).
 
 pub mod changes;
 pub mod pairing;
 pub mod records;
 pub mod rotation;
+pub mod transport;
+pub mod webdav;
 
 use ring::hkdf::{HKDF_SHA256, KeyType, Salt};
 

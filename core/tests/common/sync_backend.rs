@@ -1,67 +1,9 @@
-//! A sync backend in memory, as the app's backend would be: it stores the
-//! blobs it is given and hands them back; the tests read everything it
-//! holds as an attacker would, and make it fail on demand.
+//! Sync backends for the tests: in memory (`hearth_core::testing`), whose
+//! every byte the tests read as an attacker would and which fails on
+//! demand, and in a directory, which processes share; and pairing.
 
-use std::collections::BTreeMap;
-use std::sync::Mutex;
-
+pub use hearth_core::testing::MemoryBackend;
 use hearth_core::*;
-
-#[derive(Default)]
-pub struct MemoryBackend {
-    pub blobs: Mutex<BTreeMap<String, Vec<u8>>>,
-    /// Calls left before every call fails (None: never).
-    pub calls_left: Mutex<Option<usize>>,
-    pub calls: Mutex<usize>,
-}
-
-impl MemoryBackend {
-    fn call(&self) -> Result<(), SyncTransportError> {
-        *self.calls.lock().unwrap() += 1;
-        let mut left = self.calls_left.lock().unwrap();
-        match left.as_mut() {
-            Some(0) => Err(SyncTransportError::Unavailable { reason: "offline".into() }),
-            Some(n) => {
-                *n -= 1;
-                Ok(())
-            }
-            None => Ok(()),
-        }
-    }
-
-    /// Every blob: name and bytes.
-    pub fn snapshot(&self) -> BTreeMap<String, Vec<u8>> {
-        self.blobs.lock().unwrap().clone()
-    }
-
-    pub fn fail_after(&self, calls: Option<usize>) {
-        *self.calls_left.lock().unwrap() = calls;
-    }
-}
-
-impl SyncTransport for MemoryBackend {
-    fn put(&self, name: String, blob: Vec<u8>) -> Result<(), SyncTransportError> {
-        self.call()?;
-        self.blobs.lock().unwrap().insert(name, blob);
-        Ok(())
-    }
-
-    fn list(&self) -> Result<Vec<SyncBlob>, SyncTransportError> {
-        self.call()?;
-        Ok(self.blobs.lock().unwrap().iter().map(|(n, b)| SyncBlob { name: n.clone(), size: b.len() as u64 }).collect())
-    }
-
-    fn get(&self, name: String) -> Result<Option<Vec<u8>>, SyncTransportError> {
-        self.call()?;
-        Ok(self.blobs.lock().unwrap().get(&name).cloned())
-    }
-
-    fn delete(&self, name: String) -> Result<(), SyncTransportError> {
-        self.call()?;
-        self.blobs.lock().unwrap().remove(&name);
-        Ok(())
-    }
-}
 
 /// Pairs `joiner` into `inviter`'s group, the person confirming the digits.
 pub fn pair(inviter: &Hearth, joiner: &Hearth) {
@@ -78,4 +20,49 @@ pub fn sync(device: &Hearth, backend: &MemoryBackend) -> SyncReport {
     assert!(report.complete, "{report:?}");
     assert!(report.refused.is_empty(), "{report:?}");
     report
+}
+
+/// A backend in a directory, one file per blob, so that processes share
+/// it: a put writes a temporary file and renames it over the blob's.
+pub struct DirBackend(pub std::path::PathBuf);
+
+impl DirBackend {
+    fn io(e: std::io::Error) -> SyncTransportError {
+        SyncTransportError::Unavailable { reason: e.to_string() }
+    }
+}
+
+impl SyncTransport for DirBackend {
+    fn put(&self, name: String, blob: Vec<u8>) -> Result<(), SyncTransportError> {
+        let tmp = self.0.join(format!(".{name}.{}", std::process::id()));
+        std::fs::write(&tmp, &blob).map_err(Self::io)?;
+        std::fs::rename(&tmp, self.0.join(&name)).map_err(Self::io)
+    }
+
+    fn list(&self) -> Result<Vec<SyncBlob>, SyncTransportError> {
+        let mut out = Vec::new();
+        for entry in std::fs::read_dir(&self.0).map_err(Self::io)? {
+            let entry = entry.map_err(Self::io)?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if !name.starts_with('.') {
+                out.push(SyncBlob { name, size: entry.metadata().map_err(Self::io)?.len() });
+            }
+        }
+        Ok(out)
+    }
+
+    fn get(&self, name: String) -> Result<Option<Vec<u8>>, SyncTransportError> {
+        match std::fs::read(self.0.join(name)) {
+            Ok(b) => Ok(Some(b)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Self::io(e)),
+        }
+    }
+
+    fn delete(&self, name: String) -> Result<(), SyncTransportError> {
+        match std::fs::remove_file(self.0.join(name)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Self::io(e)),
+            _ => Ok(()),
+        }
+    }
 }

@@ -21,39 +21,7 @@ use crate::error::{Error, HearthError};
 use crate::store::crypto::random_bytes;
 use crate::sync::changes::{Body, Change, Outgoing, SyncState, pack};
 use crate::sync::records::{MAX_BLOB, RecordError, RecordKey, RecordName, blob_epoch};
-
-/// One blob the backend holds.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SyncBlob {
-    pub name: String,
-    pub size: u64,
-}
-
-/// Why the backend could not do what was asked.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum SyncTransportError {
-    /// Unreachable, timed out, or failed: try again later.
-    #[error("the sync backend is unavailable: {reason}")]
-    Unavailable { reason: String },
-    /// The backend refused the request (full, forbidden).
-    #[error("the sync backend refused: {reason}")]
-    Refused { reason: String },
-}
-
-/// The app's storage for the person's sync group: a flat set of opaque
-/// blobs under names Hearth chooses. Over the app's own backend (scoped to
-/// the signed-in person) or a standard storage protocol; it only ever
-/// stores and returns bytes sealed on the devices.
-pub trait SyncTransport: Send + Sync {
-    /// Stores `blob` under `name`, replacing what was there.
-    fn put(&self, name: String, blob: Vec<u8>) -> std::result::Result<(), SyncTransportError>;
-    /// Every blob held: names and sizes.
-    fn list(&self) -> std::result::Result<Vec<SyncBlob>, SyncTransportError>;
-    /// The blob under `name`; None when there is none.
-    fn get(&self, name: String) -> std::result::Result<Option<Vec<u8>>, SyncTransportError>;
-    /// Removes the blob under `name` (nothing when there is none).
-    fn delete(&self, name: String) -> std::result::Result<(), SyncTransportError>;
-}
+pub use crate::sync::transport::{SyncBlob, SyncTransport, SyncTransportError};
 
 /// How long one sync may take.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
