@@ -66,7 +66,10 @@ pub use federated::{
     IneligibleReason, LedgerEntry, ParticipationOutcome, PrivacyLedger, TransportFailure, UploadStatus,
 };
 pub use hearth::experiments::{ExperimentAssignment, ExperimentStatus, ExperimentsExport, OutcomeLogged};
-pub use hearth::export::{EXPORT_FORMAT, EXPORT_FORMAT_VERSION, ExportDocument, ExportedEvent, ImportSummary};
+pub use hearth::export::{
+    EXPORT_FORMAT, EXPORT_FORMAT_VERSION, ExportDocument, ExportedEvent, ExportedSyncDevice, ExportedSyncGroup,
+    ImportSummary,
+};
 pub use hearth::sync::{
     RefusedRecord, SyncBlob, SyncDevice, SyncGroupInfo, SyncOptions, SyncReport, SyncTransport, SyncTransportError,
 };

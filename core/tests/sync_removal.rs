@@ -1,7 +1,8 @@
 //! Removing a device from the person's group: it reads nothing written
 //! afterwards (tried with the key it held), the group applies nothing it
 //! writes afterwards, and a device that joins later still reads the whole
-//! history.
+//! history. Deleting everywhere deletes on every device of the group, and
+//! nothing of another person's.
 
 mod common;
 
@@ -106,4 +107,91 @@ fn a_removed_device_reads_nothing_written_afterwards() {
     assert!(history(&new_tv).contains(&format!("tablet-1/{}", T0 + 1)));
     assert_eq!(new_tv.settings().unwrap().blocked_categories, vec!["after".to_string()]);
     assert_eq!(new_tv.sync_devices().unwrap().iter().filter(|d| d.removed).count(), 1);
+}
+
+#[test]
+fn deleting_everywhere_deletes_on_every_device_and_nothing_of_a_stranger() {
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let [phone, tv, stranger] = [0, 1, 2].map(|i| open(dirs[i].path(), [i as u8 + 1; 32]).unwrap());
+    let backend = MemoryBackend::default();
+    phone.create_sync_group().unwrap();
+    pair(&phone, &tv);
+    stranger.create_sync_group().unwrap();
+    phone.record_batch((0..30).map(|i| event(&format!("p-{i}"), EventKind::Play, T0 + i)).collect()).unwrap();
+    phone.set_blocked_categories(vec!["x".into()]).unwrap();
+    stranger.record(event("theirs", EventKind::Play, T0)).unwrap();
+    for d in [&phone, &tv] {
+        sync(d, &backend);
+    }
+    stranger.sync(&backend, SyncOptions::default()).unwrap();
+    assert_eq!(tv.event_count().unwrap(), 30);
+    // Everywhere, from the TV: its data and the backend's blobs go at once.
+    tv.delete_everywhere(&backend).unwrap();
+    assert_eq!(tv.event_count().unwrap(), 0);
+    assert_eq!(tv.sync_group().unwrap(), None);
+    assert_eq!(backend.snapshot().into_keys().collect::<Vec<_>>(), vec!["wipe".to_string()]);
+    // The phone, on its next sync.
+    let report = phone.sync(&backend, SyncOptions::default()).unwrap();
+    assert!(report.wiped, "{report:?}");
+    assert_eq!(phone.event_count().unwrap(), 0);
+    assert_eq!(phone.settings().unwrap(), PrivacySettings::default());
+    assert_eq!(phone.sync_group().unwrap(), None);
+    assert_eq!(phone.privacy_ledger().unwrap().entries.len(), 0);
+    // Another person's group on the same backend: the wipe does not open
+    // for it, and nothing of theirs changes.
+    let report = stranger.sync(&backend, SyncOptions::default()).unwrap();
+    assert!(!report.wiped && report.complete, "{report:?}");
+    assert_eq!(stranger.event_count().unwrap(), 1);
+    assert!(stranger.sync_group().unwrap().is_some());
+}
+
+#[test]
+fn a_backend_that_fails_deletes_nothing_anywhere() {
+    let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let [phone, tv] = [0, 1].map(|i| open(dirs[i].path(), [i as u8 + 1; 32]).unwrap());
+    let backend = MemoryBackend::default();
+    phone.create_sync_group().unwrap();
+    pair(&phone, &tv);
+    phone.record(event("kept", EventKind::Play, T0)).unwrap();
+    sync(&phone, &backend);
+    backend.fail_after(Some(0));
+    assert!(matches!(tv.delete_everywhere(&backend), Err(HearthError::Io { .. })));
+    backend.fail_after(None);
+    assert!(tv.sync_group().unwrap().is_some());
+    assert!(!sync(&tv, &backend).wiped);
+    assert_eq!(tv.event_count().unwrap(), 1);
+    assert!(!sync(&phone, &backend).wiped);
+    assert_eq!(phone.event_count().unwrap(), 1);
+}
+
+#[test]
+fn the_export_lists_the_group_and_never_a_key() {
+    let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let [phone, tv] = [0, 1].map(|i| open(dirs[i].path(), [i as u8 + 1; 32]).unwrap());
+    let backend = MemoryBackend::default();
+    phone.create_sync_group().unwrap();
+    pair(&phone, &tv);
+    sync(&phone, &backend);
+    sync(&tv, &backend);
+    sync(&phone, &backend);
+    let key = sync_group_key(&phone).unwrap();
+    let doc: ExportDocument = serde_json::from_str(&phone.export_json().unwrap()).unwrap();
+    let group = doc.sync_group.expect("the group is listed");
+    assert_eq!(group.group_id, phone.sync_group().unwrap().unwrap().group_id);
+    assert_eq!(group.key_epoch, 1);
+    assert_eq!(group.devices.len(), 2);
+    let text = phone.export_json().unwrap();
+    let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+    assert!(!text.contains(&hex(&key.profile_key)), "the profile key in the export");
+    // Nor the device's own secret keys: the only hex of 64 digits or more
+    // in it are the devices' public keys, which it does not list either.
+    assert!(
+        !text.split(|c: char| !c.is_ascii_hexdigit()).any(|run| run.len() >= 64),
+        "a key-sized hex string in the export"
+    );
+    // An import ignores it.
+    let fresh_dir = tempfile::tempdir().unwrap();
+    let fresh = open(fresh_dir.path(), KEY_B).unwrap();
+    fresh.import_json(text).unwrap();
+    assert_eq!(fresh.sync_group().unwrap(), None);
 }

@@ -49,6 +49,30 @@ pub struct ExportDocument {
     /// ignored on import.
     #[serde(default)]
     pub experiments: ExperimentsExport,
+    /// The sync group this device is in, and its devices as known here;
+    /// never a key. About this device only: ignored on import (a device
+    /// joins a group by pairing).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sync_group: Option<ExportedSyncGroup>,
+}
+
+/// A device's sync group, as an export lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExportedSyncGroup {
+    pub group_id: String,
+    pub device_id: String,
+    pub joined_ms: i64,
+    /// The key epoch: 1, and one more for each device removed.
+    pub key_epoch: u32,
+    pub devices: Vec<ExportedSyncDevice>,
+}
+
+/// A device of the group, as an export lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExportedSyncDevice {
+    pub device_id: String,
+    pub joined_ms: i64,
+    pub removed: bool,
 }
 
 impl ExportDocument {

@@ -300,6 +300,7 @@ impl Session {
             profile: self.profile.summary(usize::MAX),
             privacy_ledger: self.ledger_entries()?,
             experiments: self.experiments_export()?,
+            sync_group: self.exported_sync_group()?,
         })
     }
 

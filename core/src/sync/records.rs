@@ -137,13 +137,24 @@ impl RecordKey {
         self.epoch
     }
 
-    fn aad(&self, name: &RecordName) -> Vec<u8> {
-        [AAD_PREFIX, &self.group_id, &self.epoch.to_le_bytes(), name.encode().as_bytes()].concat()
+    fn aad(&self, name: &str) -> Vec<u8> {
+        [AAD_PREFIX, &self.group_id, &self.epoch.to_le_bytes(), name.as_bytes()].concat()
     }
 
     /// Seals `body` (at most [`MAX_BODY`] bytes) as the blob `name`, with
     /// `nonce` (fresh from the CSPRNG for every blob).
     pub fn seal(&self, name: &RecordName, body: &[u8], nonce: [u8; NONCE_LEN]) -> Result<Vec<u8>> {
+        self.seal_named(&name.encode(), body, nonce)
+    }
+
+    /// Opens the blob `name` sealed under this key: its body.
+    pub fn open(&self, name: &RecordName, blob: &[u8]) -> Result<Vec<u8>> {
+        self.open_named(&name.encode(), blob)
+    }
+
+    /// As [`RecordKey::seal`], for a blob outside the devices' sequences
+    /// (the group-wide wipe).
+    pub fn seal_named(&self, name: &str, body: &[u8], nonce: [u8; NONCE_LEN]) -> Result<Vec<u8>> {
         let mut sealed = pad(body)?;
         self.key
             .seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::from(self.aad(name)), &mut sealed)
@@ -156,8 +167,8 @@ impl RecordKey {
         Ok(blob)
     }
 
-    /// Opens the blob `name` sealed under this key: its body.
-    pub fn open(&self, name: &RecordName, blob: &[u8]) -> Result<Vec<u8>> {
+    /// As [`RecordKey::open`], for a blob outside the devices' sequences.
+    pub fn open_named(&self, name: &str, blob: &[u8]) -> Result<Vec<u8>> {
         if blob_epoch(blob)? != self.epoch {
             return Err(RecordError::UnknownEpoch { epoch: blob_epoch(blob)? });
         }

@@ -16,7 +16,7 @@ use log::{info, warn};
 use super::super::{Hearth, shield};
 use super::StoredGroup;
 use super::local::STATE;
-use super::removal::rotation_epoch;
+use super::removal::{WIPE, rotation_epoch};
 use crate::error::{Error, HearthError};
 use crate::store::crypto::random_bytes;
 use crate::sync::changes::{Body, Change, Outgoing, SyncState, pack};
@@ -68,6 +68,9 @@ pub struct SyncReport {
     /// Another device removed this one from the group: it has left it
     /// (its own data stays; nothing more syncs).
     pub removed_from_group: bool,
+    /// Another device deleted the person's data everywhere: everything
+    /// here is deleted, the group with it.
+    pub wiped: bool,
 }
 
 impl SyncReport {
@@ -150,7 +153,11 @@ impl Hearth {
         let listing = transport.list().map_err(|e| Ok(Stop::Transport(e)))?;
         let rotations: BTreeMap<u32, String> =
             listing.iter().filter_map(|b| rotation_epoch(&b.name).map(|e| (e, b.name.clone()))).collect();
-        let records: Vec<&SyncBlob> = listing.iter().filter(|b| rotation_epoch(&b.name).is_none()).collect();
+        if listing.iter().any(|b| b.name == WIPE) && self.take_wipe(transport, group, report)? {
+            return Ok(());
+        }
+        let records: Vec<&SyncBlob> =
+            listing.iter().filter(|b| rotation_epoch(&b.name).is_none() && b.name != WIPE).collect();
         for _ in 0..2 {
             if self.take_rotations(transport, &rotations, group, state, report)? {
                 return Ok(());

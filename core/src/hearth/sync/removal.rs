@@ -1,18 +1,25 @@
-//! The group's devices, removing one, and taking in the key rotations a
-//! removal leaves on the backend (`crate::sync::rotation`).
+//! The group's devices: removing one, taking in the key rotations a
+//! removal leaves on the backend (`crate::sync::rotation`), and deleting
+//! everything on every device of the group.
 
 use std::collections::BTreeMap;
 
 use log::{info, warn};
 
+use super::super::export::{ExportedSyncDevice, ExportedSyncGroup};
+use super::super::session::Session;
 use super::super::{Hearth, shield};
-use super::exchange::{RefusedRecord, Stop, SyncOptions, SyncReport, SyncTransport};
+use super::exchange::{RefusedRecord, Stop, SyncOptions, SyncReport, SyncTransport, SyncTransportError};
 use super::local::STATE;
 use super::{GROUP, StoredGroup, hex, random, unhex};
 use crate::error::{Error, HearthError};
+use crate::store::history::now_ms;
 use crate::sync::changes::SyncState;
-use crate::sync::records::RecordError;
+use crate::sync::records::{RecordError, RecordKey};
 use crate::sync::rotation::{Rotation, open_earlier, seal_earlier, wrap_key};
+
+/// The name of the group-wide wipe on the backend.
+pub(super) const WIPE: &str = "wipe";
 
 /// The name of the rotation to key epoch `epoch` on the backend.
 pub(super) fn rotation_name(epoch: u32) -> String {
@@ -43,6 +50,29 @@ type Step<T> = std::result::Result<T, std::result::Result<Stop, HearthError>>;
 
 fn internal(e: Error) -> std::result::Result<Stop, HearthError> {
     Err(e.into())
+}
+
+impl Session {
+    /// The sync group as an export lists it (never a key).
+    pub(crate) fn exported_sync_group(&self) -> crate::error::Result<Option<ExportedSyncGroup>> {
+        let Some(group) = self.store.get_json::<StoredGroup>(GROUP)? else { return Ok(None) };
+        let state = self.sync_state()?.unwrap_or_default();
+        Ok(Some(ExportedSyncGroup {
+            group_id: group.group_id.clone(),
+            device_id: group.device_id.clone(),
+            joined_ms: group.joined_ms,
+            key_epoch: group.epoch,
+            devices: state
+                .members
+                .iter()
+                .map(|(id, m)| ExportedSyncDevice {
+                    device_id: id.clone(),
+                    joined_ms: m.joined_ms,
+                    removed: state.removed.contains_key(id),
+                })
+                .collect(),
+        }))
+    }
 }
 
 impl Hearth {
@@ -117,6 +147,53 @@ impl Hearth {
             // Take the rotation in as every device does.
             self.sync(transport, SyncOptions::default())
         })
+    }
+
+    /// Deletes everything, here and on every device of the group: leaves a
+    /// wipe on the backend (sealed under the group's key: every device of
+    /// the group opens it on its next sync, deletes all its data and
+    /// leaves the group), deletes every other blob there, then deletes
+    /// everything here (`delete_all`). `delete_all` alone deletes only
+    /// here. When the backend fails, nothing is deleted anywhere
+    /// (`Io`, naming it): try again.
+    pub fn delete_everywhere(&self, transport: &dyn SyncTransport) -> std::result::Result<(), HearthError> {
+        shield(|| {
+            let group = self.stored_group()?.ok_or_else(|| Error::invalid("sync group", "this device is in none"))?;
+            let key = RecordKey::new(&group.key()?, group.epoch);
+            let body = format!("{{\"wipe_ms\":{}}}", now_ms()).into_bytes();
+            let blob = key.seal_named(WIPE, &body, random()?).map_err(|e| Error::Internal(e.to_string()))?;
+            let backend = |e: SyncTransportError| HearthError::Io { reason: format!("sync backend: {e}") };
+            transport.put(WIPE.into(), blob).map_err(backend)?;
+            for held in transport.list().map_err(backend)? {
+                if held.name != WIPE {
+                    transport.delete(held.name).map_err(backend)?;
+                }
+            }
+            info!("the person's data is deleted on every device of the group");
+            self.delete_all()
+        })
+    }
+
+    /// Whether the backend holds a wipe of this group: if so, this device
+    /// deletes everything (and with it the group).
+    pub(super) fn take_wipe(
+        &self,
+        transport: &dyn SyncTransport,
+        group: &StoredGroup,
+        report: &mut SyncReport,
+    ) -> Step<bool> {
+        let Some(blob) = transport.get(WIPE.into()).map_err(|e| Ok(Stop::Transport(e)))? else {
+            return Ok(false);
+        };
+        let keys = group.record_keys().map_err(internal)?;
+        if !keys.values().any(|k| k.open_named(WIPE, &blob).is_ok()) {
+            // Another group's (an earlier one of the person's, or not).
+            return Ok(false);
+        }
+        info!("another device of the group deleted everything everywhere: deleting everything here");
+        self.delete_all().map_err(Err)?;
+        report.wiped = true;
+        Ok(true)
     }
 
     /// Takes in the rotations past this device's key epoch, in order; a
