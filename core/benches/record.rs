@@ -9,21 +9,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+use hearth_core::testing::bench_event as event;
 use hearth_core::*;
 use rusqlite::{Connection, params};
 
 const BATCH: usize = 1000;
-
-fn event(i: u64) -> Event {
-    Event {
-        item_id: format!("catalog-item-{}", i % 5000),
-        kind: if i % 3 == 0 { EventKind::Complete } else { EventKind::Play },
-        timestamp_ms: 1_700_000_000_000 + i as i64 * 1000,
-        position_ms: Some(120_000),
-        duration_ms: Some(2_700_000),
-        context: EventContext { device: DeviceClass::Phone, local_hour: 20, locale: Some("en-US".into()) },
-    }
-}
 
 fn hearth(dir: &std::path::Path) -> Arc<Hearth> {
     let h = Hearth::open(HearthConfig::new(dir.to_str().unwrap()), Arc::new(FixedKeyProvider::new([7; 32]))).unwrap();

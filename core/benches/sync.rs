@@ -9,21 +9,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
-use hearth_core::testing::MemoryBackend;
+use hearth_core::testing::{MemoryBackend, bench_event};
 use hearth_core::*;
 
 const HISTORY: usize = 10_000;
-
-fn event(i: usize) -> Event {
-    Event {
-        item_id: format!("catalog-item-{}", i % 5000),
-        kind: if i % 3 == 0 { EventKind::Complete } else { EventKind::Play },
-        timestamp_ms: 1_700_000_000_000 + i as i64 * 1000,
-        position_ms: Some(120_000),
-        duration_ms: Some(2_700_000),
-        context: EventContext { device: DeviceClass::Phone, local_hour: 20, locale: Some("en-US".into()) },
-    }
-}
 
 fn store(dir: &std::path::Path, key: u8) -> Arc<Hearth> {
     Hearth::open(HearthConfig::new(dir.to_str().unwrap()), Arc::new(FixedKeyProvider::new([key; 32]))).unwrap()
@@ -52,7 +41,7 @@ fn bench(c: &mut Criterion) {
     let phone_dir = tempfile::tempdir().unwrap();
     let phone = store(phone_dir.path(), 1);
     phone.create_sync_group().unwrap();
-    phone.record_batch((0..HISTORY).map(event).collect()).unwrap();
+    phone.record_batch((0..HISTORY as u64).map(bench_event).collect()).unwrap();
     let backend = MemoryBackend::default();
     synced(&phone, &backend);
     let held: usize = backend.snapshot().values().map(Vec::len).sum();
@@ -87,11 +76,11 @@ fn bench(c: &mut Criterion) {
     let tv = store(tv_dir.path(), 3);
     pair(&phone, &tv);
     synced(&tv, &backend);
-    let mut next = HISTORY;
+    let mut next = HISTORY as u64;
     group.bench_function("incremental_10_events", |b| {
         b.iter_batched(
             || {
-                phone.record_batch((next..next + 10).map(event).collect()).unwrap();
+                phone.record_batch((next..next + 10).map(bench_event).collect()).unwrap();
                 next += 10;
                 synced(&phone, &backend);
             },

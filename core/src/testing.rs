@@ -378,3 +378,20 @@ impl SyncTransport for MemoryBackend {
         Ok(())
     }
 }
+
+/// The `i`th event of a synthetic history the benchmarks record: 5,000
+/// items, a play or (every third) a completion, one a second.
+pub fn bench_event(i: u64) -> crate::Event {
+    crate::Event {
+        item_id: format!("catalog-item-{}", i % 5000),
+        kind: if i % 3 == 0 { crate::EventKind::Complete } else { crate::EventKind::Play },
+        timestamp_ms: 1_700_000_000_000 + i as i64 * 1000,
+        position_ms: Some(120_000),
+        duration_ms: Some(2_700_000),
+        context: crate::EventContext {
+            device: crate::DeviceClass::Phone,
+            local_hour: 20,
+            locale: Some("en-US".into()),
+        },
+    }
+}

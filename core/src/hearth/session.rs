@@ -2,6 +2,7 @@
 //! profile, catalog cache, the audience summary), kept consistent as events
 //! come and go. One per open `Hearth`, behind its lock.
 
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -199,6 +200,41 @@ impl Session {
             self.unflushed += n;
             self.maybe_flush_profile();
         }
+    }
+
+    /// Saves the settings (and, in a sync group, which fields changed), in
+    /// one transaction.
+    pub(crate) fn save_settings(&mut self, settings: PrivacySettings) -> Result<()> {
+        settings.validate()?;
+        let mut states = vec![("settings", serde_json::to_vec(&settings)?)];
+        states.extend(self.settings_change(&settings)?);
+        self.store.put_states(&states)?;
+        self.settings = settings;
+        Ok(())
+    }
+
+    /// Deletes the events of an item (up to `through_ms`, or all of them)
+    /// and its experiment log records; in a sync group, a forget made here
+    /// (all of them) leaves a tombstone for the other devices, up to now or
+    /// the latest event it deleted. How many events went.
+    pub(crate) fn forget_item(&mut self, item_id: &str, through_ms: Option<i64>) -> Result<u64> {
+        let logged = crate::experiments::log::forget_item(&mut self.store, item_id)?;
+        if logged > 0 {
+            self.latest_exposure.clear();
+            info!("{logged} experiment log records forgot the item");
+        }
+        let latest = Cell::new(now_ms());
+        let deleted = self.delete_where(|e| {
+            let hit = e.item_id == item_id && through_ms.is_none_or(|t| e.timestamp_ms <= t);
+            if hit {
+                latest.set(latest.get().max(e.timestamp_ms));
+            }
+            hit
+        })?;
+        if through_ms.is_none() {
+            self.note_forget(item_id, latest.get())?;
+        }
+        Ok(deleted)
     }
 
     /// Deletes events (and experiment log records) older than the retention

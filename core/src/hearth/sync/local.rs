@@ -2,8 +2,6 @@
 //! next record (settings, forgotten items, retention), gathering them into
 //! changes, and applying another device's record, all or nothing.
 
-use std::cell::Cell;
-
 use log::{info, warn};
 use serde::{Deserialize, Serialize};
 
@@ -72,26 +70,21 @@ impl Session {
         Ok(Some(serde_json::to_vec(&state)?))
     }
 
-    /// Saves the settings, and, in a group, stamps each field that changed
-    /// for the next record, in one transaction.
-    pub(crate) fn save_settings(&mut self, settings: PrivacySettings) -> Result<()> {
-        settings.validate()?;
-        let (old, new) = (fields(&self.settings)?, fields(&settings)?);
-        let mut states = vec![("settings", serde_json::to_vec(&settings)?)];
+    /// In a group, the sync state with each settings field that `new`
+    /// changes stamped for the next record: a state record to write with
+    /// the settings, in one transaction.
+    pub(crate) fn settings_change(&self, new: &PrivacySettings) -> Result<Option<(&'static str, Vec<u8>)>> {
+        let (old, new) = (fields(&self.settings)?, fields(new)?);
         let now = now_ms();
-        if let Some(sync) = self.sync_state_after(|state| {
+        let state = self.sync_state_after(|state| {
             for (field, value) in &new {
                 if old.get(field) != Some(value) {
                     state.set_field(field, now);
                 }
             }
             Ok(())
-        })? {
-            states.push((STATE, sync));
-        }
-        self.store.put_states(&states)?;
-        self.settings = settings;
-        Ok(())
+        })?;
+        Ok(state.map(|bytes| (STATE, bytes)))
     }
 
     /// Stamps every settings field: the group's settings start as this
@@ -104,32 +97,16 @@ impl Session {
         Ok(())
     }
 
-    /// Deletes the events of an item (up to `through_ms`, or all of them)
-    /// and its experiment log records, and, in a group, keeps a tombstone
-    /// for the other devices. How many events went.
-    pub(crate) fn forget_item(&mut self, item_id: &str, through_ms: Option<i64>) -> Result<u64> {
-        let logged = crate::experiments::log::forget_item(&mut self.store, item_id)?;
-        if logged > 0 {
-            self.latest_exposure.clear();
-            info!("{logged} experiment log records forgot the item");
-        }
-        let latest = Cell::new(now_ms());
-        let deleted = self.delete_where(|e| {
-            let hit = e.item_id == item_id && through_ms.is_none_or(|t| e.timestamp_ms <= t);
-            if hit {
-                latest.set(latest.get().max(e.timestamp_ms));
-            }
-            hit
-        })?;
-        if through_ms.is_none()
-            && let Some(sync) = self.sync_state_after(|state| {
-                state.forget(item_id, latest.get());
-                Ok(())
-            })?
-        {
+    /// In a group, keeps a tombstone of an item forgotten here up to
+    /// `through_ms`, for the other devices.
+    pub(crate) fn note_forget(&mut self, item_id: &str, through_ms: i64) -> Result<()> {
+        if let Some(sync) = self.sync_state_after(|state| {
+            state.forget(item_id, through_ms);
+            Ok(())
+        })? {
             self.store.put_state(STATE, &sync)?;
         }
-        Ok(deleted)
+        Ok(())
     }
 
     /// In a group, notes that retention removed every event before

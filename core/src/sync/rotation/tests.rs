@@ -7,6 +7,17 @@ fn device(secret: u8) -> DeviceKeys {
     DeviceKeys::from_parts([secret; 32], pkcs8.as_ref()).unwrap()
 }
 
+/// The phone's rotation to epoch 2, removing a lost tablet.
+fn removing_the_tablet() -> Rotation {
+    Rotation {
+        epoch: 2,
+        by: "phone".into(),
+        removed: BTreeMap::from([("lost-tablet".to_string(), 4)]),
+        wraps: vec![],
+        earlier: String::new(),
+    }
+}
+
 /// The wrap and the earlier keys against values computed independently
 /// (Python's `cryptography`: X25519, HKDF-SHA256 and AESGCM over the same
 /// inputs).
@@ -23,13 +34,7 @@ fn a_wrap_and_the_earlier_keys_seal_to_the_known_answers() {
     );
     assert_eq!(tv.unwrap_key(&GROUP, 2, "0d0d0d0d0d0d0d0d", &wrap).unwrap(), [0x77; 32]);
     let earlier = BTreeMap::from([(1u32, [0x66u8; 32])]);
-    let rotation = Rotation {
-        epoch: 2,
-        by: "phone".into(),
-        removed: BTreeMap::from([("lost-tablet".to_string(), 4)]),
-        wraps: vec![],
-        earlier: String::new(),
-    };
+    let rotation = removing_the_tablet();
     assert_eq!(rotation.header(), br#"[2,"phone",{"lost-tablet":4}]"#);
     let sealed = seal_earlier(&GROUP, 2, &[0x77; 32], &earlier, &rotation.header());
     assert_eq!(
@@ -57,13 +62,7 @@ fn a_wrap_opens_only_for_its_device_epoch_and_group() {
 #[test]
 fn a_rotation_opens_only_under_its_signers_key_and_group() {
     let (phone, other) = (device(1), device(2));
-    let rotation = Rotation {
-        epoch: 2,
-        by: "phone".into(),
-        removed: BTreeMap::from([("lost-tablet".to_string(), 4)]),
-        wraps: vec![],
-        earlier: String::new(),
-    };
+    let rotation = removing_the_tablet();
     let blob = rotation.sign(&GROUP, &phone);
     let signer = |keys: &DeviceKeys| {
         let public = keys.public().1;
