@@ -55,6 +55,10 @@ fn the_tv_gets_the_phones_history_settings_and_tombstones() {
     assert_eq!(history(phone), history(tv));
     assert_eq!(phone.event_count().unwrap(), 51);
     assert_eq!(tv.settings().unwrap().blocked_categories, vec!["horror".to_string()]);
+    let status = tv.sync_status().unwrap();
+    assert_eq!(status.group, tv.sync_group().unwrap());
+    assert_eq!((status.key_epoch, status.devices, status.records_waiting), (1, 2, 0));
+    assert!(status.last_sync_complete && status.last_sync_ms.is_some());
     // A second sync with nothing new moves nothing.
     let idle = sync(tv, &backend);
     assert_eq!((idle.records_sent, idle.records_applied), (0, 0));
@@ -172,6 +176,8 @@ fn a_tampered_replayed_truncated_or_foreign_blob_changes_nothing() {
 
 #[test]
 fn a_sync_cut_off_at_any_call_loses_nothing_and_duplicates_nothing() {
+    let lone_dir = tempfile::tempdir().unwrap();
+    assert_eq!(open(lone_dir.path(), KEY_A).unwrap().sync_status().unwrap(), SyncStatus::default());
     for cut in 0..12 {
         let d = person(2);
         let (phone, tv) = (&d.all[0], &d.all[1]);
@@ -184,6 +190,7 @@ fn a_sync_cut_off_at_any_call_loses_nothing_and_duplicates_nothing() {
         backend.fail_after(None);
         if !cut_short.complete {
             assert!(cut_short.transport_error.is_some());
+            assert!(!tv.sync_status().unwrap().last_sync_complete);
         }
         sync(tv, &backend);
         sync(phone, &backend);

@@ -161,6 +161,9 @@ pub struct SyncState {
     /// Whether this device knows which key epoch the key it holds is of
     /// (a device that joins after a rotation learns it on its first sync).
     pub epoch_known: bool,
+    /// When the last sync ended here, and whether it got through.
+    pub last_sync_ms: Option<i64>,
+    pub last_sync_complete: bool,
 }
 
 /// How a ledger entry is known across devices: its writer charged it at

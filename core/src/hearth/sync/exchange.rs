@@ -19,6 +19,7 @@ use super::local::STATE;
 use super::removal::{WIPE, rotation_epoch};
 use crate::error::{Error, HearthError};
 use crate::store::crypto::random_bytes;
+use crate::store::history::now_ms;
 use crate::sync::changes::{Body, Change, Outgoing, SyncState, pack};
 use crate::sync::records::{MAX_BLOB, RecordError, RecordKey, RecordName, blob_epoch};
 pub use crate::sync::transport::{SyncBlob, SyncTransport, SyncTransportError};
@@ -35,6 +36,22 @@ impl Default for SyncOptions {
     fn default() -> Self {
         SyncOptions { time_budget_ms: 30_000 }
     }
+}
+
+/// Where sync stands on a device.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SyncStatus {
+    /// The device's group; None when it is in none.
+    pub group: Option<super::SyncGroupInfo>,
+    pub key_epoch: u32,
+    /// The group's devices this one knows of (itself included), removed
+    /// ones left out.
+    pub devices: u32,
+    /// Records written and not yet taken by the backend.
+    pub records_waiting: u32,
+    /// When the last sync ended, and whether it got through everything.
+    pub last_sync_ms: Option<i64>,
+    pub last_sync_complete: bool,
 }
 
 /// A record of another device that was not applied.
@@ -101,6 +118,23 @@ impl Hearth {
         self.with(|s| s.store.put_json(STATE, state))
     }
 
+    /// Where sync stands on this device: its group (None when in none),
+    /// the devices known, records waiting to be sent, and the last sync.
+    pub fn sync_status(&self) -> std::result::Result<SyncStatus, HearthError> {
+        shield(|| {
+            let Some(group) = self.stored_group()? else { return Ok(SyncStatus::default()) };
+            let state = self.with(|s| s.sync_state())?.unwrap_or_default();
+            Ok(SyncStatus {
+                group: Some(group.info()),
+                key_epoch: group.epoch,
+                devices: state.members.keys().filter(|d| !state.removed.contains_key(*d)).count() as u32,
+                records_waiting: state.outgoing.len() as u32,
+                last_sync_ms: state.last_sync_ms,
+                last_sync_complete: state.last_sync_complete,
+            })
+        })
+    }
+
     /// Syncs this device with the others of its group through `transport`:
     /// sends what a killed sync left unsent, applies the other devices'
     /// new records, then sends this device's changes. `InvalidInput` when
@@ -128,6 +162,11 @@ impl Hearth {
                 }
                 Err(Ok(Stop::OutOfTime)) => info!("sync stopped: its time budget is spent"),
                 Err(Err(e)) => return Err(e),
+            }
+            if !report.removed_from_group && !report.wiped {
+                state.last_sync_ms = Some(now_ms());
+                state.last_sync_complete = report.complete;
+                self.save_sync_state(&state)?;
             }
             info!(
                 "sync: {} records sent, {} applied, {} refused{}",

@@ -15,7 +15,7 @@ mod removal;
 
 use std::collections::BTreeMap;
 
-pub use exchange::{RefusedRecord, SyncBlob, SyncOptions, SyncReport, SyncTransport, SyncTransportError};
+pub use exchange::{RefusedRecord, SyncBlob, SyncOptions, SyncReport, SyncStatus, SyncTransport, SyncTransportError};
 pub use removal::SyncDevice;
 use serde::{Deserialize, Serialize};
 
