@@ -224,3 +224,103 @@ fn the_persons_budget_counts_every_devices_ledger() {
     assert!(ledger.entries.is_empty(), "the TV's own ledger stays its own");
     assert_eq!(ledger.epsilon_spent, on_phone);
 }
+
+/// A device of the group writes only for itself: a record under its name
+/// that stamps a setting as another device's, or announces other keys for
+/// a device already known, is refused whole.
+#[test]
+fn a_record_cannot_speak_for_another_device() {
+    use hearth_core::sync::records::{RecordKey, RecordName};
+    let d = person(2);
+    let (phone, tv) = (&d.all[0], &d.all[1]);
+    let backend = MemoryBackend::default();
+    sync(phone, &backend);
+    sync(tv, &backend);
+    let key = hearth_core::testing::sync_group_key(phone).unwrap();
+    let phone_id = phone.sync_group().unwrap().unwrap().device_id;
+    let device: [u8; 8] = std::array::from_fn(|i| u8::from_str_radix(&phone_id[2 * i..2 * i + 2], 16).unwrap());
+    let next = RecordName { device, seq: 2 };
+    let hex64 = "ab".repeat(32);
+    for body in [
+        r#"{"changes":[{"kind":"setting","field":"federated_opt_in","value":true,"at":{"ms":9000000000000,"n":0,"device":"ffffffffffffffff"}}]}"#.to_string(),
+        format!(r#"{{"changes":[{{"kind":"member","agreement":"{hex64}","signing":"{hex64}","joined_ms":1}}]}}"#),
+        r#"{"changes":[{"kind":"ledger","entry":{"run_id":1,"round":1,"at_ms":1,"status":"Sent","bytes_sent":1,"norm_before_clip":1.0,"norm_after_clip":1.0,"clip_norm":1.0,"noise_multiplier":1.0,"sampling_rate":0.01,"epsilon_total":-5.0}}]}"#.to_string(),
+    ] {
+        let blob = RecordKey::new(&key, 1).seal(&next, body.as_bytes(), [4; 12]).unwrap();
+        backend.blobs.lock().unwrap().insert(next.encode(), blob);
+        let before = tv.settings().unwrap();
+        let report = tv.sync(&backend, SyncOptions::default()).unwrap();
+        assert_eq!(report.records_applied, 0, "{body}");
+        assert_eq!(report.refused.len(), 1, "{body}");
+        assert_eq!(tv.settings().unwrap(), before);
+    }
+}
+
+#[test]
+fn event_ids_are_never_given_twice_so_no_new_event_is_left_unsent() {
+    let d = person(2);
+    let (phone, tv) = (&d.all[0], &d.all[1]);
+    let backend = MemoryBackend::default();
+    phone.record_batch(vec![event("a", EventKind::Play, T0), event("b", EventKind::Play, T0 + 1)]).unwrap();
+    sync(phone, &backend);
+    // The newest event goes, the store reopens, a new event comes.
+    phone.forget_item("b".into()).unwrap();
+    let tv = tv.clone();
+    let Devices { _dirs: dirs, all } = d;
+    drop(all);
+    let phone = open(dirs[0].path(), [1; 32]).unwrap();
+    phone.record(event("c", EventKind::Play, T0 + 2)).unwrap();
+    sync(&phone, &backend);
+    sync(&tv, &backend);
+    assert_eq!(history(&tv), history(&phone));
+    assert!(history(&tv).iter().any(|e| e.starts_with("c/")));
+    // And an id too long to be an item's is refused before anything.
+    assert!(matches!(phone.forget_item("x".repeat(300)), Err(HearthError::InvalidInput { .. })));
+}
+
+/// The backend, calling back while a sync is under way: the person changes
+/// a setting and forgets an item on the syncing device meanwhile.
+struct Meanwhile<'a> {
+    inner: &'a MemoryBackend,
+    device: &'a Hearth,
+    done: std::sync::atomic::AtomicBool,
+}
+
+impl SyncTransport for Meanwhile<'_> {
+    fn put(&self, name: String, blob: Vec<u8>) -> Result<(), SyncTransportError> {
+        self.inner.put(name, blob)
+    }
+    fn list(&self) -> Result<Vec<SyncBlob>, SyncTransportError> {
+        self.inner.list()
+    }
+    fn get(&self, name: String) -> Result<Option<Vec<u8>>, SyncTransportError> {
+        if !self.done.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            self.device.set_federated_opt_in(true).unwrap();
+            self.device.forget_item("mine".into()).unwrap();
+        }
+        self.inner.get(name)
+    }
+    fn delete(&self, name: String) -> Result<(), SyncTransportError> {
+        self.inner.delete(name)
+    }
+}
+
+#[test]
+fn what_the_person_changes_during_a_sync_is_not_lost() {
+    let d = person(2);
+    let (phone, tv) = (&d.all[0], &d.all[1]);
+    let backend = MemoryBackend::default();
+    tv.record(event("mine", EventKind::Play, T0)).unwrap();
+    sync(tv, &backend);
+    phone.record(event("other", EventKind::Play, T0 + 1)).unwrap();
+    sync(phone, &backend);
+    assert!(history(phone).iter().any(|e| e.starts_with("mine/")));
+    let meanwhile = Meanwhile { inner: &backend, device: tv, done: false.into() };
+    let report = tv.sync(&meanwhile, SyncOptions::default()).unwrap();
+    assert!(report.complete && report.records_applied == 1, "{report:?}");
+    sync(tv, &backend);
+    sync(phone, &backend);
+    assert!(phone.settings().unwrap().federated_opt_in, "the setting changed during the sync was lost");
+    assert!(!history(phone).iter().any(|e| e.starts_with("mine/")), "the forget made during the sync was lost");
+    assert_eq!(history(phone), history(tv));
+}

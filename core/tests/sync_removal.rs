@@ -97,6 +97,14 @@ fn a_removed_device_reads_nothing_written_afterwards() {
     let report = phone.sync(&backend, SyncOptions::default()).unwrap();
     assert_eq!(report.refused, vec![RefusedRecord { name: late.encode(), reason: RecordError::FromRemovedDevice }]);
 
+    // Nor can it wipe the group with the key it held.
+    let wipe = RecordKey::new(&stolen, 1).seal_named("wipe", br#"{"wipe_ms":1}"#, [8; 12]).unwrap();
+    backend.blobs.lock().unwrap().insert("wipe".into(), wipe);
+    let report = tv.sync(&backend, SyncOptions::default()).unwrap();
+    assert!(!report.wiped, "{report:?}");
+    assert!(tv.event_count().unwrap() > 0);
+    backend.blobs.lock().unwrap().remove("wipe");
+
     // A TV paired after the removal reads the whole history, the records
     // under the first key included, and nothing of the tablet's after.
     pair(&phone, &new_tv);

@@ -479,6 +479,9 @@ impl Hearth {
             if item_id.is_empty() {
                 return Err(Error::invalid("item_id", "must not be empty"));
             }
+            if item_id.len() > crate::store::history::MAX_ID_BYTES {
+                return Err(Error::invalid("item_id", "longer than 256 bytes: no event has such an id"));
+            }
             s.forget_item(&item_id, None)
         })
     }

@@ -223,7 +223,13 @@ impl Session {
             self.latest_exposure.clear();
             info!("{logged} experiment log records forgot the item");
         }
-        let latest = Cell::new(now_ms());
+        // The tombstone first (a kill after the delete must not lose it);
+        // a later one still if the item had events stamped past now.
+        let now = now_ms();
+        if through_ms.is_none() {
+            self.note_forget(item_id, now)?;
+        }
+        let latest = Cell::new(now);
         let deleted = self.delete_where(|e| {
             let hit = e.item_id == item_id && through_ms.is_none_or(|t| e.timestamp_ms <= t);
             if hit {
@@ -231,7 +237,7 @@ impl Session {
             }
             hit
         })?;
-        if through_ms.is_none() {
+        if through_ms.is_none() && latest.get() > now {
             self.note_forget(item_id, latest.get())?;
         }
         Ok(deleted)

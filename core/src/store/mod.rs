@@ -35,6 +35,9 @@ pub const DB_FILE: &str = "hearth.db";
 const SIDE_FILES: [&str; 3] = ["-wal", "-shm", "-journal"];
 /// The schema version this library writes.
 pub const SCHEMA_VERSION: u32 = 3;
+/// The state record of the largest event id ever given (written when
+/// events are deleted).
+const EVENTS_HIGH: &str = "events_high";
 /// Rows re-sealed per transaction during `rekey`.
 const REKEY_BATCH: usize = 256;
 const PAGE_SIZE: u64 = 4096;
@@ -123,7 +126,12 @@ impl Store {
         store.migrate(root)?;
         let (epoch, keys) = store.load_keys(root)?;
         store.set_keys(epoch, keys);
-        store.next_event_id = store.conn.query_row("SELECT COALESCE(MAX(id), 0) + 1 FROM events", [], |r| r.get(0))?;
+        let newest: i64 = store.conn.query_row("SELECT COALESCE(MAX(id), 0) FROM events", [], |r| r.get(0))?;
+        let given = match store.get_state(EVENTS_HIGH)? {
+            Some(bytes) => i64::from_le_bytes(bytes.try_into().map_err(|_| Error::Integrity { table: "state" })?),
+            None => 0,
+        };
+        store.next_event_id = newest.max(given) + 1;
         if store.rekey_target()?.is_some() {
             info!("resuming an interrupted rekey");
             store.finish_rekey()?;
@@ -279,6 +287,9 @@ impl Store {
                 stmt.execute([id])?;
             }
         }
+        // Ids are never given twice, even once the newest events are gone
+        // and the store reopens: sync numbers a device's events by id.
+        put_state_tx(&tx, &self.keys, EVENTS_HIGH, &(self.next_event_id - 1).to_le_bytes())?;
         tx.commit()?;
         Ok(())
     }
@@ -401,18 +412,26 @@ impl Store {
 
     /// Writes several state records in one transaction.
     pub(crate) fn put_states(&mut self, states: &[(&str, Vec<u8>)]) -> Result<()> {
+        self.write_states(states, &[])
+    }
+
+    /// Writes some state records and removes others, in one transaction.
+    pub(crate) fn write_states(&mut self, put: &[(&str, Vec<u8>)], delete: &[&str]) -> Result<()> {
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        for (name, value) in states {
+        for (name, value) in put {
             put_state_tx(&tx, &self.keys, name, value)?;
+        }
+        for name in delete {
+            tx.execute("DELETE FROM state WHERE name = ?1", [name])?;
         }
         tx.commit()?;
         Ok(())
     }
 
-    /// Removes a state record (nothing when there is none).
-    pub(crate) fn delete_state(&mut self, name: &str) -> Result<()> {
-        self.conn.execute("DELETE FROM state WHERE name = ?1", [name])?;
-        Ok(())
+    /// Removes state records (nothing for those there are not), in one
+    /// transaction.
+    pub(crate) fn delete_states(&mut self, names: &[&str]) -> Result<()> {
+        self.write_states(&[], names)
     }
 
     pub(crate) fn get_state(&self, name: &str) -> Result<Option<Vec<u8>>> {

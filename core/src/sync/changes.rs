@@ -166,6 +166,43 @@ pub struct SyncState {
     pub last_sync_complete: bool,
 }
 
+/// Changes made here, kept apart from the [`SyncState`] (which a sync
+/// under way rewrites) until the next record takes them in
+/// ([`SyncState::take_notes`]): settings fields stamped, items forgotten,
+/// retention's cut.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct LocalNotes {
+    pub fields: BTreeMap<String, Stamp>,
+    pub forgets: BTreeMap<String, i64>,
+    pub purge_before: i64,
+    /// The newest stamp made here since the notes were last taken.
+    pub clock: Stamp,
+}
+
+impl LocalNotes {
+    /// A stamp for a change made here now, past the state's clock
+    /// (`clock`, whose device is this one) and every stamp noted.
+    pub fn tick(&mut self, clock: &Stamp, now_ms: i64) -> Stamp {
+        let base = if (self.clock.ms, self.clock.n) > (clock.ms, clock.n) { &self.clock } else { clock };
+        let (ms, n) = if now_ms > base.ms { (now_ms, 0) } else { (base.ms, base.n.saturating_add(1)) };
+        self.clock = Stamp { ms, n, device: clock.device.clone() };
+        self.clock.clone()
+    }
+
+    /// Notes an item forgotten here, up to `through_ms`.
+    pub fn forget(&mut self, item_id: &str, through_ms: i64) {
+        let through = self.forgets.entry(item_id.into()).or_insert(i64::MIN);
+        *through = (*through).max(through_ms);
+    }
+
+    /// Whether a tombstone noted here covers an event.
+    pub fn covers(&self, event: &Event) -> bool {
+        event.timestamp_ms < self.purge_before
+            || self.forgets.get(&event.item_id).is_some_and(|through| event.timestamp_ms <= *through)
+    }
+}
+
 /// How a ledger entry is known across devices: its writer charged it at
 /// one moment for one round.
 pub fn ledger_key(entry: &LedgerEntry) -> String {
@@ -195,6 +232,23 @@ impl SyncState {
             self.clock.ms = seen.ms;
             self.clock.n = seen.n;
         }
+    }
+
+    /// Takes in the changes noted here since the last record: each is
+    /// written in the next one, unless a newer stamp from another device
+    /// came first.
+    pub fn take_notes(&mut self, notes: LocalNotes) {
+        self.observe(&notes.clock);
+        for (field, at) in notes.fields {
+            if self.fields.get(&field).is_none_or(|held| *held < at) {
+                self.fields.insert(field.clone(), at);
+                self.fields_unsent.insert(field);
+            }
+        }
+        for (item_id, through_ms) in notes.forgets {
+            self.forget(&item_id, through_ms);
+        }
+        self.purge_before = self.purge_before.max(notes.purge_before);
     }
 
     /// Notes a settings field changed here.

@@ -15,7 +15,7 @@ use log::{info, warn};
 
 use super::super::{Hearth, shield};
 use super::StoredGroup;
-use super::local::STATE;
+use super::local::{NOTES, STATE};
 use super::removal::{WIPE, rotation_epoch};
 use crate::error::{Error, HearthError};
 use crate::store::crypto::random_bytes;
@@ -192,13 +192,14 @@ impl Hearth {
         let listing = transport.list().map_err(|e| Ok(Stop::Transport(e)))?;
         let rotations: BTreeMap<u32, String> =
             listing.iter().filter_map(|b| rotation_epoch(&b.name).map(|e| (e, b.name.clone()))).collect();
-        if listing.iter().any(|b| b.name == WIPE) && self.take_wipe(transport, group, report)? {
-            return Ok(());
-        }
         let records: Vec<&SyncBlob> =
             listing.iter().filter(|b| rotation_epoch(&b.name).is_none() && b.name != WIPE).collect();
+        let wiped = listing.iter().any(|b| b.name == WIPE);
         for _ in 0..2 {
             if self.take_rotations(transport, &rotations, group, state, report)? {
+                return Ok(());
+            }
+            if wiped && self.take_wipe(transport, group, report)? {
                 return Ok(());
             }
             let keys = group.record_keys().map_err(|e| Err(e.into()))?;
@@ -209,8 +210,10 @@ impl Hearth {
                 break;
             }
         }
-        let key = RecordKey::new(&group.key().map_err(|e| Err(e.into()))?, group.epoch);
-        self.write_records(&key, &group.device_id, state, report)?;
+        if state.epoch_known {
+            let key = RecordKey::new(&group.key().map_err(|e| Err(e.into()))?, group.epoch);
+            self.write_records(&key, &group.device_id, state, report)?;
+        }
         self.send_outgoing(transport, state, report)
     }
 
@@ -320,23 +323,34 @@ impl Hearth {
         let device: [u8; 8] = crate::model::parse_hex(own_device)
             .and_then(|b| b.try_into().ok())
             .ok_or(Err(HearthError::from(Error::Integrity { table: "state" })))?;
-        let mut next = state.clone();
         let own = self.ledger_entries().map_err(Err)?;
-        let changes = self.with(|s| s.outgoing_changes(&mut next, &own)).map_err(Err)?;
-        if changes.is_empty() && next == *state {
-            return Ok(());
+        // Under one lock: the notes taken in, the changes gathered and
+        // sealed, and the state saved with the notes gone, in one
+        // transaction (a change noted meanwhile waits for the next).
+        let written = self
+            .with(|s| {
+                let mut next = state.clone();
+                next.take_notes(s.notes()?);
+                let changes = s.outgoing_changes(&mut next, &own)?;
+                if changes.is_empty() && next == *state {
+                    return Ok(None);
+                }
+                let events = changes.iter().filter(|c| matches!(c, Change::Event { .. })).count() as u64;
+                for body in pack(&changes)? {
+                    let name = RecordName { device, seq: next.next_seq };
+                    let nonce: [u8; 12] = random_bytes(12)?.try_into().expect("12 random bytes");
+                    let blob = key.seal(&name, &body, nonce).map_err(|e| Error::Internal(e.to_string()))?;
+                    next.outgoing.push(Outgoing { name: name.encode(), blob });
+                    next.next_seq += 1;
+                }
+                s.store.write_states(&[(STATE, serde_json::to_vec(&next)?)], &[NOTES])?;
+                Ok(Some((next, events)))
+            })
+            .map_err(Err)?;
+        if let Some((next, events)) = written {
+            report.events_sent += events;
+            *state = next;
         }
-        report.events_sent += changes.iter().filter(|c| matches!(c, Change::Event { .. })).count() as u64;
-        let bodies = pack(&changes).map_err(|e| Err(Error::from(e).into()))?;
-        for body in bodies {
-            let name = RecordName { device, seq: next.next_seq };
-            let nonce: [u8; 12] = random_bytes(12).map_err(|e| Err(e.into()))?.try_into().expect("12 random bytes");
-            let blob = key.seal(&name, &body, nonce).map_err(|e| Err(Error::Internal(e.to_string()).into()))?;
-            next.outgoing.push(Outgoing { name: name.encode(), blob });
-            next.next_seq += 1;
-        }
-        self.save_sync_state(&next).map_err(Err)?;
-        *state = next;
         Ok(())
     }
 }

@@ -12,11 +12,14 @@ use crate::federated::ledger::LedgerEntry;
 use crate::model::parse_hex;
 use crate::store::history::{Event, now_ms};
 use crate::store::settings::PrivacySettings;
-use crate::sync::changes::{Body, Change, Member, SyncState, ledger_key};
+use crate::sync::changes::{Body, Change, LocalNotes, Member, Stamp, SyncState, ledger_key};
 use crate::sync::records::RecordError;
 
 /// The state record of [`SyncState`].
 pub(crate) const STATE: &str = "sync_state";
+/// The state record of the [`LocalNotes`]: kept apart, as a sync under way
+/// rewrites the state from its own copy.
+pub(crate) const NOTES: &str = "sync_notes";
 
 /// An event as stored when it came from another device: its origin
 /// (`<device>:<number>`) beside it, so that it is never sent back out.
@@ -62,29 +65,35 @@ impl Session {
         self.store.get_json(STATE)
     }
 
-    /// The sync state changed by `f`, as bytes to store, when the device is
-    /// in a group (None otherwise).
-    fn sync_state_after(&self, f: impl FnOnce(&mut SyncState) -> Result<()>) -> Result<Option<Vec<u8>>> {
-        let Some(mut state) = self.sync_state()? else { return Ok(None) };
-        f(&mut state)?;
-        Ok(Some(serde_json::to_vec(&state)?))
+    /// The changes noted here and not yet taken into a record.
+    pub(crate) fn notes(&self) -> Result<LocalNotes> {
+        Ok(self.store.get_json(NOTES)?.unwrap_or_default())
     }
 
-    /// In a group, the sync state with each settings field that `new`
-    /// changes stamped for the next record: a state record to write with
-    /// the settings, in one transaction.
+    /// In a group, the notes changed by `f` (given the sync state's clock),
+    /// as bytes to store; None when the device is in no group.
+    fn notes_after(&self, f: impl FnOnce(&mut LocalNotes, &Stamp)) -> Result<Option<Vec<u8>>> {
+        let Some(state) = self.sync_state()? else { return Ok(None) };
+        let mut notes = self.notes()?;
+        f(&mut notes, &state.clock);
+        Ok(Some(serde_json::to_vec(&notes)?))
+    }
+
+    /// In a group, the notes with each settings field that `new` changes
+    /// stamped for the next record: a state record to write with the
+    /// settings, in one transaction.
     pub(crate) fn settings_change(&self, new: &PrivacySettings) -> Result<Option<(&'static str, Vec<u8>)>> {
         let (old, new) = (fields(&self.settings)?, fields(new)?);
         let now = now_ms();
-        let state = self.sync_state_after(|state| {
+        let notes = self.notes_after(|notes, clock| {
             for (field, value) in &new {
                 if old.get(field) != Some(value) {
-                    state.set_field(field, now);
+                    let at = notes.tick(clock, now);
+                    notes.fields.insert(field.clone(), at);
                 }
             }
-            Ok(())
         })?;
-        Ok(state.map(|bytes| (STATE, bytes)))
+        Ok(notes.map(|bytes| (NOTES, bytes)))
     }
 
     /// Stamps every settings field: the group's settings start as this
@@ -100,11 +109,8 @@ impl Session {
     /// In a group, keeps a tombstone of an item forgotten here up to
     /// `through_ms`, for the other devices.
     pub(crate) fn note_forget(&mut self, item_id: &str, through_ms: i64) -> Result<()> {
-        if let Some(sync) = self.sync_state_after(|state| {
-            state.forget(item_id, through_ms);
-            Ok(())
-        })? {
-            self.store.put_state(STATE, &sync)?;
+        if let Some(notes) = self.notes_after(|notes, _| notes.forget(item_id, through_ms))? {
+            self.store.put_state(NOTES, &notes)?;
         }
         Ok(())
     }
@@ -112,11 +118,8 @@ impl Session {
     /// In a group, notes that retention removed every event before
     /// `cutoff_ms` here.
     pub(crate) fn note_purge(&mut self, cutoff_ms: i64) -> Result<()> {
-        if let Some(sync) = self.sync_state_after(|state| {
-            state.purge_before = state.purge_before.max(cutoff_ms);
-            Ok(())
-        })? {
-            self.store.put_state(STATE, &sync)?;
+        if let Some(notes) = self.notes_after(|notes, _| notes.purge_before = notes.purge_before.max(cutoff_ms))? {
+            self.store.put_state(NOTES, &notes)?;
         }
         Ok(())
     }
@@ -202,6 +205,8 @@ impl Session {
     pub(crate) fn apply_record(&mut self, state: &mut SyncState, device: &str, body: Body) -> Result<Applied> {
         let now = now_ms();
         let mut next = state.clone();
+        // Changes noted here since the last record count as held here.
+        let notes = self.notes()?;
         let mut settings = fields(&self.settings)?;
         let mut settings_changed = false;
         let mut secret = None;
@@ -226,8 +231,12 @@ impl Session {
                     if !settings.contains_key(&field) {
                         return Err(refused(RecordError::Content("a setting this version does not know")));
                     }
+                    if at.device != device {
+                        return Err(refused(RecordError::Content("a stamp of another device")));
+                    }
                     next.observe(&at);
-                    if next.fields.get(&field).is_none_or(|held| *held < at) {
+                    let held = next.fields.get(&field).max(notes.fields.get(&field));
+                    if held.is_none_or(|held| *held < at) {
                         next.fields_unsent.remove(&field);
                         next.fields.insert(field.clone(), at);
                         settings.insert(field, value);
@@ -249,15 +258,32 @@ impl Session {
                         purge = Some(before_ms);
                     }
                 }
-                Change::Ledger { entry } => next.take_peer_entry(device, entry),
+                Change::Ledger { entry } => {
+                    // What an entry spent may be unknown (NaN counts as
+                    // infinite), never less than nothing.
+                    let terms = [entry.epsilon_total, entry.segment_report_epsilon, entry.noise_multiplier];
+                    if terms.iter().any(|x| *x < 0.0) || entry.sampling_rate < 0.0 {
+                        return Err(refused(RecordError::Content("a ledger entry that spent less than nothing")));
+                    }
+                    next.take_peer_entry(device, entry)
+                }
                 Change::Member { agreement, signing, joined_ms } => {
                     let key = |k: &str| parse_hex(k).is_some_and(|b| b.len() == 32);
                     if !key(&agreement) || !key(&signing) {
                         return Err(refused(RecordError::Content("a member's keys")));
                     }
-                    next.members.insert(device.to_string(), Member { agreement, signing, joined_ms });
+                    let member = Member { agreement, signing, joined_ms };
+                    // A device's keys are what it first announced: a record
+                    // that says otherwise is not the device's.
+                    if next.members.get(device).is_some_and(|known| *known != member) {
+                        return Err(refused(RecordError::Content("a member's keys changed")));
+                    }
+                    next.members.insert(device.to_string(), member);
                 }
                 Change::ExperimentSecret { secret: hex_secret, at } => {
+                    if at.device != device {
+                        return Err(refused(RecordError::Content("a stamp of another device")));
+                    }
                     let bytes: [u8; 32] = parse_hex(&hex_secret)
                         .and_then(|b| b.try_into().ok())
                         .ok_or_else(|| refused(RecordError::Content("an experiment secret")))?;
@@ -297,7 +323,7 @@ impl Session {
             self.latest_exposure.clear();
             applied.events_removed += self.delete_where(|e| e.timestamp_ms < cutoff)?;
         }
-        events.retain(|(_, e)| !next.is_dropped(e));
+        events.retain(|(_, e)| !next.is_dropped(e) && !notes.covers(e));
         applied.events = events.len() as u64;
         let rows: Vec<Imported> =
             events.iter().map(|(seq, event)| Imported { event, origin: format!("{device}:{seq}") }).collect();

@@ -321,10 +321,7 @@ impl Hearth {
             *self.pairing() = None;
             let had = self.stored_group()?.is_some();
             if had {
-                self.with(|s| {
-                    s.store.delete_state(local::STATE)?;
-                    s.store.delete_state(GROUP)
-                })?;
+                self.with(|s| s.store.delete_states(&[local::STATE, local::NOTES, GROUP]))?;
             }
             Ok(had)
         })

@@ -10,7 +10,7 @@ use super::super::export::{ExportedSyncDevice, ExportedSyncGroup};
 use super::super::session::Session;
 use super::super::{Hearth, shield};
 use super::exchange::{RefusedRecord, Stop, SyncOptions, SyncReport, SyncTransport, SyncTransportError};
-use super::local::STATE;
+use super::local::{NOTES, STATE};
 use super::{GROUP, StoredGroup, hex, random, unhex};
 use crate::error::{Error, HearthError};
 use crate::store::history::now_ms;
@@ -164,8 +164,10 @@ impl Hearth {
             let blob = key.seal_named(WIPE, &body, random()?).map_err(|e| Error::Internal(e.to_string()))?;
             let backend = |e: SyncTransportError| HearthError::Io { reason: format!("sync backend: {e}") };
             transport.put(WIPE.into(), blob).map_err(backend)?;
+            // The rotations stay: a device behind on key epochs catches up
+            // through them, and then opens the wipe.
             for held in transport.list().map_err(backend)? {
-                if held.name != WIPE {
+                if held.name != WIPE && rotation_epoch(&held.name).is_none() {
                     transport.delete(held.name).map_err(backend)?;
                 }
             }
@@ -174,8 +176,8 @@ impl Hearth {
         })
     }
 
-    /// Whether the backend holds a wipe of this group: if so, this device
-    /// deletes everything (and with it the group).
+    /// Whether the backend holds a wipe of this group under its current
+    /// key: if so, this device deletes everything (and with it the group).
     pub(super) fn take_wipe(
         &self,
         transport: &dyn SyncTransport,
@@ -185,9 +187,12 @@ impl Hearth {
         let Some(blob) = transport.get(WIPE.into()).map_err(|e| Ok(Stop::Transport(e)))? else {
             return Ok(false);
         };
-        let keys = group.record_keys().map_err(internal)?;
-        if !keys.values().any(|k| k.open_named(WIPE, &blob).is_ok()) {
-            // Another group's (an earlier one of the person's, or not).
+        // Only under the current key (rotations are taken first): a device
+        // removed from the group, which holds the earlier keys, cannot wipe
+        // it.
+        let key = RecordKey::new(&group.key().map_err(internal)?, group.epoch);
+        if key.open_named(WIPE, &blob).is_err() {
+            // Another group's, an earlier key's, or not a wipe at all.
             return Ok(false);
         }
         info!("another device of the group deleted everything everywhere: deleting everything here");
@@ -240,11 +245,7 @@ impl Hearth {
             };
             if rotation.removed.contains_key(&group.device_id) {
                 info!("this device was removed from its sync group; it leaves it");
-                self.with(|s| {
-                    s.store.delete_state(STATE)?;
-                    s.store.delete_state(GROUP)
-                })
-                .map_err(Err)?;
+                self.with(|s| s.store.delete_states(&[STATE, NOTES, GROUP])).map_err(Err)?;
                 report.removed_from_group = true;
                 return Ok(true);
             }
@@ -322,11 +323,14 @@ impl Hearth {
                 }
             }
         }
+        // Known once a rotation opened under the key, or when there is none
+        // to open; otherwise it asks again next time, and writes nothing
+        // meanwhile (a record sealed as the wrong epoch's would be refused).
+        state.epoch_known = found.is_some() || rotations.is_empty();
         if let Some((epoch, earlier)) = found {
             group.epoch = epoch;
             group.earlier = earlier.into_iter().map(|(e, k)| (e, hex(&k))).collect();
         }
-        state.epoch_known = true;
         self.save_group(group, state).map_err(Err)
     }
 
