@@ -315,12 +315,19 @@ fn what_the_person_changes_during_a_sync_is_not_lost() {
     phone.record(event("other", EventKind::Play, T0 + 1)).unwrap();
     sync(phone, &backend);
     assert!(history(phone).iter().any(|e| e.starts_with("mine/")));
+    // The TV has seen the phone's stamps (so its change comes after them
+    // by the clock, not concurrently within one millisecond); the phone
+    // changes another setting, which the TV takes in during its sync.
+    sync(tv, &backend);
+    phone.set_notifications_enabled(false).unwrap();
+    sync(phone, &backend);
     let meanwhile = Meanwhile { inner: &backend, device: tv, done: false.into() };
     let report = tv.sync(&meanwhile, SyncOptions::default()).unwrap();
     assert!(report.complete && report.records_applied == 1, "{report:?}");
     sync(tv, &backend);
     sync(phone, &backend);
     assert!(phone.settings().unwrap().federated_opt_in, "the setting changed during the sync was lost");
+    assert!(!tv.settings().unwrap().notifications_enabled);
     assert!(!history(phone).iter().any(|e| e.starts_with("mine/")), "the forget made during the sync was lost");
     assert_eq!(history(phone), history(tv));
 }
