@@ -41,6 +41,32 @@ pub struct Stamp {
     pub device: String,
 }
 
+impl Stamp {
+    /// The stamp `device` makes now for a change after this one: its wall
+    /// clock, or this stamp's time with the counter moved on when the
+    /// clock is not past it.
+    fn next(&self, now_ms: i64, device: &str) -> Stamp {
+        if now_ms > self.ms {
+            Stamp { ms: now_ms, n: 0, device: device.into() }
+        } else {
+            Stamp { ms: self.ms, n: self.n.saturating_add(1), device: device.into() }
+        }
+    }
+}
+
+/// Raises an item's tombstone to `through_ms` (a forget only ever covers
+/// more).
+fn raise(forgets: &mut BTreeMap<String, i64>, item_id: &str, through_ms: i64) {
+    let through = forgets.entry(item_id.into()).or_insert(i64::MIN);
+    *through = (*through).max(through_ms);
+}
+
+/// Whether the tombstones `forgets` and `purge_before` cover an event.
+fn covered(forgets: &BTreeMap<String, i64>, purge_before: i64, event: &Event) -> bool {
+    event.timestamp_ms < purge_before
+        || forgets.get(&event.item_id).is_some_and(|through| event.timestamp_ms <= *through)
+}
+
 /// One change in a record.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
@@ -185,21 +211,18 @@ impl LocalNotes {
     /// (`clock`, whose device is this one) and every stamp noted.
     pub fn tick(&mut self, clock: &Stamp, now_ms: i64) -> Stamp {
         let base = if (self.clock.ms, self.clock.n) > (clock.ms, clock.n) { &self.clock } else { clock };
-        let (ms, n) = if now_ms > base.ms { (now_ms, 0) } else { (base.ms, base.n.saturating_add(1)) };
-        self.clock = Stamp { ms, n, device: clock.device.clone() };
+        self.clock = base.next(now_ms, &clock.device);
         self.clock.clone()
     }
 
     /// Notes an item forgotten here, up to `through_ms`.
     pub fn forget(&mut self, item_id: &str, through_ms: i64) {
-        let through = self.forgets.entry(item_id.into()).or_insert(i64::MIN);
-        *through = (*through).max(through_ms);
+        raise(&mut self.forgets, item_id, through_ms);
     }
 
     /// Whether a tombstone noted here covers an event.
     pub fn covers(&self, event: &Event) -> bool {
-        event.timestamp_ms < self.purge_before
-            || self.forgets.get(&event.item_id).is_some_and(|through| event.timestamp_ms <= *through)
+        covered(&self.forgets, self.purge_before, event)
     }
 }
 
@@ -217,12 +240,7 @@ impl SyncState {
 
     /// A new stamp for a change made here now.
     pub fn tick(&mut self, now_ms: i64) -> Stamp {
-        let device = self.clock.device.clone();
-        self.clock = if now_ms > self.clock.ms {
-            Stamp { ms: now_ms, n: 0, device }
-        } else {
-            Stamp { ms: self.clock.ms, n: self.clock.n.saturating_add(1), device }
-        };
+        self.clock = self.clock.next(now_ms, &self.clock.device);
         self.clock.clone()
     }
 
@@ -260,15 +278,13 @@ impl SyncState {
 
     /// Notes an item forgotten here, up to `through_ms`.
     pub fn forget(&mut self, item_id: &str, through_ms: i64) {
-        let through = self.forgets.entry(item_id.into()).or_insert(i64::MIN);
-        *through = (*through).max(through_ms);
+        raise(&mut self.forgets, item_id, through_ms);
         self.forgets_unsent.insert(item_id.into());
     }
 
     /// Whether an event is covered by a tombstone known here.
     pub fn is_dropped(&self, event: &Event) -> bool {
-        event.timestamp_ms < self.purge_before
-            || self.forgets.get(&event.item_id).is_some_and(|through| event.timestamp_ms <= *through)
+        covered(&self.forgets, self.purge_before, event)
     }
 
     /// Every ledger entry of the person's other devices.

@@ -31,6 +31,11 @@ impl KeyType for Len {
     }
 }
 
+/// Lower-case hex, as sync names devices and keeps keys.
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// HKDF-SHA256 of `secret` under `salt` and `info`, filling `out`.
 fn hkdf(secret: &[u8], salt: &[u8], info: &[u8], out: &mut [u8]) {
     Salt::new(HKDF_SHA256, salt)

@@ -87,8 +87,7 @@ impl RecordName {
     pub const MAX_SEQ: u64 = 9_999_999_999;
 
     pub fn encode(&self) -> String {
-        let device: String = self.device.iter().map(|b| format!("{b:02x}")).collect();
-        format!("{device}-{:0width$}", self.seq, width = SEQ_DIGITS)
+        format!("{}-{:0width$}", super::hex(&self.device), self.seq, width = SEQ_DIGITS)
     }
 
     /// Parses a name this format writes; anything else is `Malformed`.

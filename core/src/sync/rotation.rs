@@ -32,6 +32,7 @@ use ring::signature::{ED25519, Ed25519KeyPair, KeyPair, UnparsedPublicKey};
 use serde::{Deserialize, Serialize};
 use x25519_dalek::{PublicKey, StaticSecret};
 
+use super::hex;
 use super::records::RecordError;
 
 const WRAP: &[u8] = b"hearth sync v1 wrap";
@@ -43,10 +44,6 @@ const SIGNATURE_LEN: usize = 64;
 pub const MAX_ROTATION: usize = 256 * 1024;
 
 type Result<T> = std::result::Result<T, RecordError>;
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
 
 fn unhex<const N: usize>(text: &str) -> Result<[u8; N]> {
     let bad = RecordError::Content("a key that is not hex of its length");

@@ -21,6 +21,7 @@ use crate::error::{Error, HearthError};
 use crate::store::crypto::random_bytes;
 use crate::store::history::now_ms;
 use crate::sync::changes::{Body, Change, Outgoing, SyncState, pack};
+use crate::sync::hex;
 use crate::sync::records::{MAX_BLOB, RecordError, RecordKey, RecordName, blob_epoch};
 pub use crate::sync::transport::{SyncBlob, SyncTransport, SyncTransportError};
 
@@ -97,10 +98,6 @@ impl SyncReport {
             self.refused.push(refused);
         }
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// A stop of the sync, with what it did so far.

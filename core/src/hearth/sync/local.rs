@@ -13,6 +13,7 @@ use crate::model::parse_hex;
 use crate::store::history::{Event, now_ms};
 use crate::store::settings::PrivacySettings;
 use crate::sync::changes::{Body, Change, LocalNotes, Member, Stamp, SyncState, ledger_key};
+use crate::sync::hex;
 use crate::sync::records::RecordError;
 
 /// The state record of [`SyncState`].
@@ -42,10 +43,6 @@ pub(crate) struct Applied {
     pub changes: u64,
     pub events: u64,
     pub events_removed: u64,
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The settings as a JSON object, field by field.

@@ -25,6 +25,7 @@ use crate::model::parse_hex;
 use crate::store::crypto::random_bytes;
 use crate::store::history::now_ms;
 use crate::sync::changes::{Member, SyncState};
+use crate::sync::hex;
 use crate::sync::pairing::{GroupKey, Inviter, Joiner, PairingError, PairingMessage};
 use crate::sync::records::RecordKey;
 use crate::sync::rotation::DeviceKeys;
@@ -74,10 +75,6 @@ pub struct SyncGroupInfo {
 pub(crate) enum Pairing {
     Inviting(Inviter),
     Joining(Joiner),
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// `N` bytes from the hex a stored group holds; an integrity failure when
