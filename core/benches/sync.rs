@@ -19,14 +19,14 @@ fn store(dir: &std::path::Path, key: u8) -> Arc<Hearth> {
 }
 
 fn pair(inviter: &Hearth, joiner: &Hearth) {
-    let answer = joiner.join_device(&inviter.invite_device().unwrap()).unwrap();
-    let (reveal, digits) = inviter.invite_answer(&answer).unwrap();
-    assert_eq!(joiner.join_reveal(&reveal).unwrap(), digits);
-    joiner.join_finish(&inviter.invite_confirm(true).unwrap().unwrap(), true).unwrap();
+    let answer = joiner.join_device(inviter.invite_device().unwrap()).unwrap();
+    let InviteReply { message: reveal, digits } = inviter.invite_answer(answer).unwrap();
+    assert_eq!(joiner.join_reveal(reveal).unwrap(), digits);
+    joiner.join_finish(inviter.invite_confirm(true).unwrap().unwrap(), true).unwrap();
 }
 
-fn synced(h: &Hearth, backend: &MemoryBackend) -> SyncReport {
-    let report = h.sync(backend, SyncOptions::default()).unwrap();
+fn synced(h: &Hearth, backend: &Arc<MemoryBackend>) -> SyncReport {
+    let report = h.sync(backend.clone(), SyncOptions::default()).unwrap();
     assert!(report.complete && report.refused.is_empty());
     report
 }
@@ -42,7 +42,7 @@ fn bench(c: &mut Criterion) {
     let phone = store(phone_dir.path(), 1);
     phone.create_sync_group().unwrap();
     phone.record_batch((0..HISTORY as u64).map(bench_event).collect()).unwrap();
-    let backend = MemoryBackend::default();
+    let backend = Arc::new(MemoryBackend::default());
     synced(&phone, &backend);
     let held: usize = backend.snapshot().values().map(Vec::len).sum();
     println!(

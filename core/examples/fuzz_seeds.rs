@@ -195,7 +195,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             Change::Purge { before_ms: 1_600_000_000_000 },
             Change::ExperimentSecret { secret: "ab".repeat(32), at },
         ];
-        let body = pack(&changes).map_err(|e| e.to_string())?.remove(0);
+        let body = pack(&changes).map_err(|e| e.to_string())?.remove(0).body;
         write(dir, "sync_records", "body", &[[1u8].as_slice(), &body].concat())?;
         let other = RecordKey::new(&GroupKey { group_id: [1; 16], profile_key: [2; 32] }, 1);
         let blob = other.seal(&RecordName { device: [0x0d; 8], seq: 1 }, &body, [0; 12]).map_err(|e| e.to_string())?;

@@ -71,8 +71,8 @@ pub use hearth::export::{
     ImportSummary,
 };
 pub use hearth::sync::{
-    RefusedRecord, SyncBlob, SyncDevice, SyncGroupInfo, SyncOptions, SyncReport, SyncStatus, SyncTransport,
-    SyncTransportError,
+    InviteReply, RefusalKind, RefusedRecord, SyncBlob, SyncDevice, SyncGroupInfo, SyncOptions, SyncReport, SyncStatus,
+    SyncTransport, SyncTransportError,
 };
 pub use hearth::{Hearth, HearthConfig, destroy_store};
 pub use logging::{HearthLogger, LogLevel, set_logger};

@@ -10,7 +10,7 @@ use std::collections::HashSet;
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
 use common::sync_backend::{DirBackend, pair};
@@ -248,10 +248,10 @@ fn rekey_survives_sigkill() {
 /// Incarnation `k` stamps its events from T0 + k * 10^6 on.
 fn child_sync(dir: &Path, backend: &Path, k: i64) {
     let tv = open(dir, KEY_B).unwrap();
-    let backend = DirBackend(backend.to_path_buf());
+    let backend = Arc::new(DirBackend(backend.to_path_buf()));
     let mut out = std::io::stdout().lock();
     for batch in 0.. {
-        tv.sync(&backend, SyncOptions::default()).unwrap();
+        tv.sync(backend.clone(), SyncOptions::default()).unwrap();
         let first = T0 + 1_000_000 * k + 100 * batch;
         tv.record_batch((0..20).map(|i| event(&format!("tv-{k}-{batch}"), EventKind::Play, first + i)).collect())
             .unwrap();
@@ -266,7 +266,7 @@ fn child_sync(dir: &Path, backend: &Path, k: i64) {
 fn sync_survives_sigkill() {
     let (phone_dir, tv_dir, backend_dir) =
         (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let backend = DirBackend(backend_dir.path().to_path_buf());
+    let backend = Arc::new(DirBackend(backend_dir.path().to_path_buf()));
     let phone = open(phone_dir.path(), KEY_A).unwrap();
     phone.create_sync_group().unwrap();
     {
@@ -278,7 +278,7 @@ fn sync_survives_sigkill() {
         phone
             .record_batch((0..40).map(|i| event(&format!("phone-{batch}"), EventKind::Play, first + i)).collect())
             .unwrap();
-        assert!(phone.sync(&backend, SyncOptions::default()).unwrap().complete);
+        assert!(phone.sync(backend.clone(), SyncOptions::default()).unwrap().complete);
     }
     let mut rng = rand::rngs::StdRng::seed_from_u64(11);
     let mut acknowledged: Vec<i64> = Vec::new();
@@ -300,7 +300,7 @@ fn sync_survives_sigkill() {
     let tv = open(tv_dir.path(), KEY_B).unwrap();
     assert_eq!(tv.integrity_check().unwrap(), "ok");
     for device in [&tv, &phone, &tv] {
-        let report = device.sync(&backend, SyncOptions::default()).unwrap();
+        let report = device.sync(backend.clone(), SyncOptions::default()).unwrap();
         assert!(report.complete && report.refused.is_empty(), "{report:?}");
     }
     let held = |h: &Hearth| {

@@ -42,7 +42,7 @@ fn history(h: &Hearth) -> BTreeSet<String> {
 fn the_tv_gets_the_phones_history_settings_and_tombstones() {
     let d = person(2);
     let (phone, tv) = (&d.all[0], &d.all[1]);
-    let backend = MemoryBackend::default();
+    let backend = Arc::new(MemoryBackend::default());
     phone.record_batch((0..50).map(|i| event(&format!("film-{i}"), EventKind::Play, T0 + i)).collect()).unwrap();
     phone.set_blocked_categories(vec!["horror".into()]).unwrap();
     tv.record(event("match-1", EventKind::Complete, T0 + 100)).unwrap();
@@ -76,7 +76,7 @@ fn the_tv_gets_the_phones_history_settings_and_tombstones() {
 #[test]
 fn the_backend_holds_only_sealed_blobs_of_the_bucket_sizes() {
     let d = person(2);
-    let backend = MemoryBackend::default();
+    let backend = Arc::new(MemoryBackend::default());
     let phone = &d.all[0];
     phone.upsert_catalog(vec![item("tt0111161", "The Shawshank Redemption", &["Drama"])]).unwrap();
     let mut events: Vec<Event> =
@@ -120,7 +120,7 @@ fn the_backend_holds_only_sealed_blobs_of_the_bucket_sizes() {
 fn a_tampered_replayed_truncated_or_foreign_blob_changes_nothing() {
     let d = person(2);
     let (phone, tv) = (&d.all[0], &d.all[1]);
-    let backend = MemoryBackend::default();
+    let backend = Arc::new(MemoryBackend::default());
     phone.record_batch((0..20).map(|i| event(&format!("a-{i}"), EventKind::Play, T0 + i)).collect()).unwrap();
     sync(phone, &backend);
     let (name, good) = backend.snapshot().into_iter().next().unwrap();
@@ -134,7 +134,7 @@ fn a_tampered_replayed_truncated_or_foreign_blob_changes_nothing() {
 
     // Another person's group writes under the same name.
     let other = person(1);
-    let foreign = MemoryBackend::default();
+    let foreign = Arc::new(MemoryBackend::default());
     other.all[0].record(event("theirs", EventKind::Play, T0)).unwrap();
     sync(&other.all[0], &foreign);
     let (_, theirs) = foreign.snapshot().into_iter().next().unwrap();
@@ -148,9 +148,9 @@ fn a_tampered_replayed_truncated_or_foreign_blob_changes_nothing() {
     ];
     for (what, bytes, want) in cases.drain(..) {
         backend.blobs.lock().unwrap().insert(name.clone(), bytes);
-        let report = tv.sync(&backend, SyncOptions::default()).unwrap();
+        let report = tv.sync(backend.clone(), SyncOptions::default()).unwrap();
         assert_eq!(report.records_applied, 0, "{what}");
-        assert_eq!(report.refused, vec![RefusedRecord { name: name.clone(), reason: want }], "{what}");
+        assert_eq!(report.refused, vec![RefusedRecord::new(name.clone(), &want)], "{what}");
         assert_eq!(without_time(&tv.export_json().unwrap()), without_time(&before), "{what}: something changed");
         assert_eq!(tv.settings().unwrap(), before_settings);
     }
@@ -158,9 +158,9 @@ fn a_tampered_replayed_truncated_or_foreign_blob_changes_nothing() {
     backend.blobs.lock().unwrap().insert(name.clone(), good.clone());
     let second = name.replace("-0000000001", "-0000000002");
     backend.blobs.lock().unwrap().insert(second.clone(), good.clone());
-    let report = tv.sync(&backend, SyncOptions::default()).unwrap();
+    let report = tv.sync(backend.clone(), SyncOptions::default()).unwrap();
     assert_eq!(report.records_applied, 1);
-    assert_eq!(report.refused, vec![RefusedRecord { name: second.clone(), reason: RecordError::Unsealed }]);
+    assert_eq!(report.refused, vec![RefusedRecord::new(second.clone(), &RecordError::Unsealed)]);
     assert_eq!(tv.event_count().unwrap(), 20);
     // Replayed: the same record again applies nothing more.
     backend.blobs.lock().unwrap().remove(&second);
@@ -168,9 +168,9 @@ fn a_tampered_replayed_truncated_or_foreign_blob_changes_nothing() {
     assert_eq!(report.records_applied, 0);
     assert_eq!(tv.event_count().unwrap(), 20);
     // And the other person's device, pointed at this backend, reads nothing.
-    let report = other.all[0].sync(&backend, SyncOptions::default()).unwrap();
+    let report = other.all[0].sync(backend.clone(), SyncOptions::default()).unwrap();
     assert_eq!(report.records_applied, 0);
-    assert!(report.refused.iter().all(|r| r.reason == RecordError::Unsealed), "{report:?}");
+    assert!(report.refused.iter().all(|r| r.kind == RefusalKind::DoesNotOpen), "{report:?}");
     assert_eq!(other.all[0].event_count().unwrap(), 1);
 }
 
@@ -181,18 +181,21 @@ fn a_sync_cut_off_at_any_call_loses_nothing_and_duplicates_nothing() {
     for cut in 0..12 {
         let d = person(2);
         let (phone, tv) = (&d.all[0], &d.all[1]);
-        let backend = MemoryBackend::default();
+        let backend = Arc::new(MemoryBackend::default());
         phone.record_batch((0..30).map(|i| event(&format!("p-{i}"), EventKind::Play, T0 + i)).collect()).unwrap();
         tv.record_batch((0..30).map(|i| event(&format!("t-{i}"), EventKind::Play, T0 + i)).collect()).unwrap();
         sync(phone, &backend);
         backend.fail_after(Some(cut));
-        let cut_short = tv.sync(&backend, SyncOptions::default()).unwrap();
+        let cut_short = tv.sync(backend.clone(), SyncOptions::default()).unwrap();
         backend.fail_after(None);
         if !cut_short.complete {
             assert!(cut_short.transport_error.is_some());
             assert!(!tv.sync_status().unwrap().last_sync_complete);
         }
-        sync(tv, &backend);
+        let rest = sync(tv, &backend);
+        // Every one of the TV's events is reported sent once, by the sync
+        // whose put the backend took.
+        assert_eq!(cut_short.events_sent + rest.events_sent, 30, "cut after {cut} calls");
         sync(phone, &backend);
         assert_eq!(tv.event_count().unwrap(), 60, "cut after {cut} calls");
         assert_eq!(phone.event_count().unwrap(), 60, "cut after {cut} calls");
@@ -204,7 +207,7 @@ fn a_sync_cut_off_at_any_call_loses_nothing_and_duplicates_nothing() {
 fn the_persons_budget_counts_every_devices_ledger() {
     let d = person(2);
     let (phone, tv) = (&d.all[0], &d.all[1]);
-    let backend = MemoryBackend::default();
+    let backend = Arc::new(MemoryBackend::default());
     // A ledger entry on the phone (brought in as an import would).
     let scratch = tempfile::tempdir().unwrap();
     let donor = open(scratch.path(), KEY_A).unwrap();
@@ -233,7 +236,7 @@ fn a_record_cannot_speak_for_another_device() {
     use hearth_core::sync::records::{RecordKey, RecordName};
     let d = person(2);
     let (phone, tv) = (&d.all[0], &d.all[1]);
-    let backend = MemoryBackend::default();
+    let backend = Arc::new(MemoryBackend::default());
     sync(phone, &backend);
     sync(tv, &backend);
     let key = hearth_core::testing::sync_group_key(phone).unwrap();
@@ -249,7 +252,7 @@ fn a_record_cannot_speak_for_another_device() {
         let blob = RecordKey::new(&key, 1).seal(&next, body.as_bytes(), [4; 12]).unwrap();
         backend.blobs.lock().unwrap().insert(next.encode(), blob);
         let before = tv.settings().unwrap();
-        let report = tv.sync(&backend, SyncOptions::default()).unwrap();
+        let report = tv.sync(backend.clone(), SyncOptions::default()).unwrap();
         assert_eq!(report.records_applied, 0, "{body}");
         assert_eq!(report.refused.len(), 1, "{body}");
         assert_eq!(tv.settings().unwrap(), before);
@@ -260,7 +263,7 @@ fn a_record_cannot_speak_for_another_device() {
 fn event_ids_are_never_given_twice_so_no_new_event_is_left_unsent() {
     let d = person(2);
     let (phone, tv) = (&d.all[0], &d.all[1]);
-    let backend = MemoryBackend::default();
+    let backend = Arc::new(MemoryBackend::default());
     phone.record_batch(vec![event("a", EventKind::Play, T0), event("b", EventKind::Play, T0 + 1)]).unwrap();
     sync(phone, &backend);
     // The newest event goes, the store reopens, a new event comes.
@@ -280,13 +283,13 @@ fn event_ids_are_never_given_twice_so_no_new_event_is_left_unsent() {
 
 /// The backend, calling back while a sync is under way: the person changes
 /// a setting and forgets an item on the syncing device meanwhile.
-struct Meanwhile<'a> {
-    inner: &'a MemoryBackend,
-    device: &'a Hearth,
+struct Meanwhile {
+    inner: Arc<MemoryBackend>,
+    device: Arc<Hearth>,
     done: std::sync::atomic::AtomicBool,
 }
 
-impl SyncTransport for Meanwhile<'_> {
+impl SyncTransport for Meanwhile {
     fn put(&self, name: String, blob: Vec<u8>) -> Result<(), SyncTransportError> {
         self.inner.put(name, blob)
     }
@@ -309,7 +312,7 @@ impl SyncTransport for Meanwhile<'_> {
 fn what_the_person_changes_during_a_sync_is_not_lost() {
     let d = person(2);
     let (phone, tv) = (&d.all[0], &d.all[1]);
-    let backend = MemoryBackend::default();
+    let backend = Arc::new(MemoryBackend::default());
     tv.record(event("mine", EventKind::Play, T0)).unwrap();
     sync(tv, &backend);
     phone.record(event("other", EventKind::Play, T0 + 1)).unwrap();
@@ -321,8 +324,8 @@ fn what_the_person_changes_during_a_sync_is_not_lost() {
     sync(tv, &backend);
     phone.set_notifications_enabled(false).unwrap();
     sync(phone, &backend);
-    let meanwhile = Meanwhile { inner: &backend, device: tv, done: false.into() };
-    let report = tv.sync(&meanwhile, SyncOptions::default()).unwrap();
+    let meanwhile = Meanwhile { inner: backend.clone(), device: tv.clone(), done: false.into() };
+    let report = tv.sync(Arc::new(meanwhile), SyncOptions::default()).unwrap();
     assert!(report.complete && report.records_applied == 1, "{report:?}");
     sync(tv, &backend);
     sync(phone, &backend);

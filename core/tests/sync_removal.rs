@@ -7,6 +7,7 @@
 mod common;
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 use common::sync_backend::{MemoryBackend, pair, sync};
 use common::*;
@@ -26,7 +27,7 @@ fn device_bytes(id: &str) -> [u8; 8] {
 fn a_removed_device_reads_nothing_written_afterwards() {
     let dirs: Vec<_> = (0..4).map(|_| tempfile::tempdir().unwrap()).collect();
     let [phone, tablet, tv, new_tv] = [0, 1, 2, 3].map(|i| open(dirs[i].path(), [i as u8 + 1; 32]).unwrap());
-    let backend = MemoryBackend::default();
+    let backend = Arc::new(MemoryBackend::default());
     phone.create_sync_group().unwrap();
     pair(&phone, &tablet);
     pair(&phone, &tv);
@@ -44,17 +45,17 @@ fn a_removed_device_reads_nothing_written_afterwards() {
     let before: BTreeSet<String> = backend.snapshot().into_keys().collect();
 
     // A device not in the group, or this one, cannot be removed.
-    assert!(matches!(phone.remove_sync_device(&backend, "00".repeat(8)), Err(HearthError::InvalidInput { .. })));
+    assert!(matches!(phone.remove_sync_device(backend.clone(), "00".repeat(8)), Err(HearthError::InvalidInput { .. })));
     let own = phone.sync_group().unwrap().unwrap().device_id;
-    assert!(matches!(phone.remove_sync_device(&backend, own), Err(HearthError::InvalidInput { .. })));
+    assert!(matches!(phone.remove_sync_device(backend.clone(), own), Err(HearthError::InvalidInput { .. })));
 
-    let report = phone.remove_sync_device(&backend, tablet_id.clone()).unwrap();
+    let report = phone.remove_sync_device(backend.clone(), tablet_id.clone()).unwrap();
     assert!(report.complete, "{report:?}");
     assert!(phone.sync_devices().unwrap().iter().any(|d| d.device_id == tablet_id && d.removed));
     phone.record(event("after-1", EventKind::Complete, T0 + 10)).unwrap();
     phone.set_blocked_categories(vec!["after".into()]).unwrap();
     sync(&phone, &backend);
-    let report = tv.sync(&backend, SyncOptions::default()).unwrap();
+    let report = tv.sync(backend.clone(), SyncOptions::default()).unwrap();
     assert!(report.complete && report.refused.is_empty(), "{report:?}");
     tv.record(event("after-tv", EventKind::Play, T0 + 11)).unwrap();
     sync(&tv, &backend);
@@ -76,7 +77,7 @@ fn a_removed_device_reads_nothing_written_afterwards() {
     }
     // The tablet itself, syncing: it learns it was removed and leaves, with
     // nothing of what was written since.
-    let report = tablet.sync(&backend, SyncOptions::default()).unwrap();
+    let report = tablet.sync(backend.clone(), SyncOptions::default()).unwrap();
     assert!(report.removed_from_group, "{report:?}");
     assert_eq!(tablet.sync_group().unwrap(), None);
     assert!(!history(&tablet).iter().any(|e| e.starts_with("after")));
@@ -94,13 +95,13 @@ fn a_removed_device_reads_nothing_written_afterwards() {
     let late = RecordName { device: device_bytes(&tablet_id), seq: applied + 1 };
     let body = br#"{"changes":[]}"#;
     backend.blobs.lock().unwrap().insert(late.encode(), RecordKey::new(&stolen, 1).seal(&late, body, [9; 12]).unwrap());
-    let report = phone.sync(&backend, SyncOptions::default()).unwrap();
-    assert_eq!(report.refused, vec![RefusedRecord { name: late.encode(), reason: RecordError::FromRemovedDevice }]);
+    let report = phone.sync(backend.clone(), SyncOptions::default()).unwrap();
+    assert_eq!(report.refused, vec![RefusedRecord::new(late.encode(), &RecordError::FromRemovedDevice)]);
 
     // Nor can it wipe the group with the key it held.
     let wipe = RecordKey::new(&stolen, 1).seal_named("wipe", br#"{"wipe_ms":1}"#, [8; 12]).unwrap();
     backend.blobs.lock().unwrap().insert("wipe".into(), wipe);
-    let report = tv.sync(&backend, SyncOptions::default()).unwrap();
+    let report = tv.sync(backend.clone(), SyncOptions::default()).unwrap();
     assert!(!report.wiped, "{report:?}");
     assert!(tv.event_count().unwrap() > 0);
     backend.blobs.lock().unwrap().remove("wipe");
@@ -108,9 +109,9 @@ fn a_removed_device_reads_nothing_written_afterwards() {
     // A TV paired after the removal reads the whole history, the records
     // under the first key included, and nothing of the tablet's after.
     pair(&phone, &new_tv);
-    let report = new_tv.sync(&backend, SyncOptions::default()).unwrap();
+    let report = new_tv.sync(backend.clone(), SyncOptions::default()).unwrap();
     assert!(report.complete, "{report:?}");
-    assert!(report.refused.iter().all(|r| r.reason == RecordError::FromRemovedDevice), "{report:?}");
+    assert!(report.refused.iter().all(|r| r.kind == RefusalKind::FromRemovedDevice), "{report:?}");
     assert_eq!(history(&new_tv), history(&phone));
     assert!(history(&new_tv).contains(&format!("tablet-1/{}", T0 + 1)));
     assert_eq!(new_tv.settings().unwrap().blocked_categories, vec!["after".to_string()]);
@@ -121,7 +122,7 @@ fn a_removed_device_reads_nothing_written_afterwards() {
 fn deleting_everywhere_deletes_on_every_device_and_nothing_of_a_stranger() {
     let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
     let [phone, tv, stranger] = [0, 1, 2].map(|i| open(dirs[i].path(), [i as u8 + 1; 32]).unwrap());
-    let backend = MemoryBackend::default();
+    let backend = Arc::new(MemoryBackend::default());
     phone.create_sync_group().unwrap();
     pair(&phone, &tv);
     stranger.create_sync_group().unwrap();
@@ -131,15 +132,15 @@ fn deleting_everywhere_deletes_on_every_device_and_nothing_of_a_stranger() {
     for d in [&phone, &tv] {
         sync(d, &backend);
     }
-    stranger.sync(&backend, SyncOptions::default()).unwrap();
+    stranger.sync(backend.clone(), SyncOptions::default()).unwrap();
     assert_eq!(tv.event_count().unwrap(), 30);
     // Everywhere, from the TV: its data and the backend's blobs go at once.
-    tv.delete_everywhere(&backend).unwrap();
+    tv.delete_everywhere(backend.clone()).unwrap();
     assert_eq!(tv.event_count().unwrap(), 0);
     assert_eq!(tv.sync_group().unwrap(), None);
     assert_eq!(backend.snapshot().into_keys().collect::<Vec<_>>(), vec!["wipe".to_string()]);
     // The phone, on its next sync.
-    let report = phone.sync(&backend, SyncOptions::default()).unwrap();
+    let report = phone.sync(backend.clone(), SyncOptions::default()).unwrap();
     assert!(report.wiped, "{report:?}");
     assert_eq!(phone.event_count().unwrap(), 0);
     assert_eq!(phone.settings().unwrap(), PrivacySettings::default());
@@ -147,7 +148,7 @@ fn deleting_everywhere_deletes_on_every_device_and_nothing_of_a_stranger() {
     assert_eq!(phone.privacy_ledger().unwrap().entries.len(), 0);
     // Another person's group on the same backend: the wipe does not open
     // for it, and nothing of theirs changes.
-    let report = stranger.sync(&backend, SyncOptions::default()).unwrap();
+    let report = stranger.sync(backend.clone(), SyncOptions::default()).unwrap();
     assert!(!report.wiped && report.complete, "{report:?}");
     assert_eq!(stranger.event_count().unwrap(), 1);
     assert!(stranger.sync_group().unwrap().is_some());
@@ -157,13 +158,13 @@ fn deleting_everywhere_deletes_on_every_device_and_nothing_of_a_stranger() {
 fn a_backend_that_fails_deletes_nothing_anywhere() {
     let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
     let [phone, tv] = [0, 1].map(|i| open(dirs[i].path(), [i as u8 + 1; 32]).unwrap());
-    let backend = MemoryBackend::default();
+    let backend = Arc::new(MemoryBackend::default());
     phone.create_sync_group().unwrap();
     pair(&phone, &tv);
     phone.record(event("kept", EventKind::Play, T0)).unwrap();
     sync(&phone, &backend);
     backend.fail_after(Some(0));
-    assert!(matches!(tv.delete_everywhere(&backend), Err(HearthError::Io { .. })));
+    assert!(matches!(tv.delete_everywhere(backend.clone()), Err(HearthError::Io { .. })));
     backend.fail_after(None);
     assert!(tv.sync_group().unwrap().is_some());
     assert!(!sync(&tv, &backend).wiped);
@@ -176,7 +177,7 @@ fn a_backend_that_fails_deletes_nothing_anywhere() {
 fn the_export_lists_the_group_and_never_a_key() {
     let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
     let [phone, tv] = [0, 1].map(|i| open(dirs[i].path(), [i as u8 + 1; 32]).unwrap());
-    let backend = MemoryBackend::default();
+    let backend = Arc::new(MemoryBackend::default());
     phone.create_sync_group().unwrap();
     pair(&phone, &tv);
     sync(&phone, &backend);

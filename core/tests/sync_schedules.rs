@@ -11,6 +11,7 @@
 mod common;
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use common::sync_backend::{MemoryBackend, pair};
 use common::*;
@@ -50,10 +51,10 @@ fn run(seed: u64, seen: &mut Seen) {
     let theirs = stranger.create_sync_group().unwrap().device_id;
     // What the person's devices refuse: the stranger's records, nothing else.
     let only_theirs = |report: &SyncReport| {
-        report.refused.iter().all(|r| r.name.starts_with(&theirs) && r.reason == sync::records::RecordError::Unsealed)
+        report.refused.iter().all(|r| r.name.starts_with(&theirs) && r.kind == RefusalKind::DoesNotOpen)
     };
     stranger.record(event("theirs", EventKind::Play, T0)).unwrap();
-    let backend = MemoryBackend::default();
+    let backend = Arc::new(MemoryBackend::default());
     let mut t = T0;
     let mut recorded = 0u64;
     for _ in 0..rng.random_range(5..30) {
@@ -95,13 +96,13 @@ fn run(seed: u64, seen: &mut Seen) {
                 // Sometimes the backend drops out part-way.
                 let cut = rng.random_bool(0.25).then(|| rng.random_range(0..6));
                 backend.fail_after(cut);
-                let report = d.sync(&backend, SyncOptions::default()).unwrap();
+                let report = d.sync(backend.clone(), SyncOptions::default()).unwrap();
                 backend.fail_after(None);
                 assert!(only_theirs(&report), "seed {seed}: {report:?}");
                 seen.syncs_cut_short += u64::from(!report.complete);
                 seen.events_removed += report.events_removed;
                 if rng.random_bool(0.3) {
-                    let report = stranger.sync(&backend, SyncOptions::default()).unwrap();
+                    let report = stranger.sync(backend.clone(), SyncOptions::default()).unwrap();
                     assert_eq!(report.records_applied, 0, "seed {seed}: the stranger applied a record");
                 }
             }
@@ -109,7 +110,7 @@ fn run(seed: u64, seen: &mut Seen) {
     }
     for _ in 0..2 {
         for i in rand::seq::index::sample(&mut rng, 3, 3) {
-            let report = devices[i].sync(&backend, SyncOptions::default()).unwrap();
+            let report = devices[i].sync(backend.clone(), SyncOptions::default()).unwrap();
             assert!(report.complete && only_theirs(&report), "seed {seed}: {report:?}");
             seen.events_removed += report.events_removed;
         }
@@ -129,7 +130,7 @@ fn run(seed: u64, seen: &mut Seen) {
         );
     }
     // The stranger: its own event only, and nothing of theirs in its store.
-    let report = stranger.sync(&backend, SyncOptions::default()).unwrap();
+    let report = stranger.sync(backend.clone(), SyncOptions::default()).unwrap();
     assert_eq!(report.records_applied, 0);
     assert_eq!(history(stranger).keys().cloned().collect::<Vec<_>>(), vec![format!("theirs/Play/{T0}")]);
 }

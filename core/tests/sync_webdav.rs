@@ -9,6 +9,7 @@ mod common;
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::sync_backend::pair;
@@ -83,7 +84,7 @@ fn files(root: &Path) -> Vec<(String, Vec<u8>)> {
 fn two_devices_sync_through_a_webdav_server_that_reads_nothing() {
     let root = tempfile::tempdir().unwrap();
     let server = start(root.path(), free_port());
-    let dav = transport(server.port);
+    let dav = Arc::new(transport(server.port));
     let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let phone = open(a.path(), KEY_A).unwrap();
     let tv = open(b.path(), KEY_B).unwrap();
@@ -95,7 +96,7 @@ fn two_devices_sync_through_a_webdav_server_that_reads_nothing() {
     phone.set_blocked_categories(vec!["Horror".into()]).unwrap();
     tv.record(event("live-football", EventKind::Complete, T0 + 1)).unwrap();
     for d in [&phone, &tv, &phone] {
-        let report = d.sync(&dav, SyncOptions::default()).unwrap();
+        let report = d.sync(dav.clone(), SyncOptions::default()).unwrap();
         assert!(report.complete && report.refused.is_empty(), "{report:?}");
     }
     assert_eq!(tv.event_count().unwrap(), 301);
@@ -130,11 +131,11 @@ fn two_devices_sync_through_a_webdav_server_that_reads_nothing() {
         .unwrap();
     let port = server.port;
     drop(server);
-    let report = phone.sync(&dav, SyncOptions::default()).unwrap();
+    let report = phone.sync(dav.clone(), SyncOptions::default()).unwrap();
     assert!(!report.complete && report.transport_error.is_some(), "{report:?}");
     let server = start(root.path(), port);
     for d in [&phone, &tv] {
-        let report = d.sync(&transport(server.port), SyncOptions::default()).unwrap();
+        let report = d.sync(Arc::new(transport(server.port)), SyncOptions::default()).unwrap();
         assert!(report.complete && report.refused.is_empty(), "{report:?}");
     }
     assert_eq!(tv.event_count().unwrap(), 351);

@@ -59,9 +59,9 @@ fuzz_target!(|data: &[u8]| {
         }
     };
     let before = (d.hearth.event_count().unwrap(), d.hearth.settings().unwrap());
-    let backend = MemoryBackend::default();
+    let backend = Arc::new(MemoryBackend::default());
     backend.blobs.lock().unwrap().insert(name.encode(), blob);
-    let report = d.hearth.sync(&backend, SyncOptions::default()).expect("sync answers");
+    let report = d.hearth.sync(backend.clone(), SyncOptions::default()).expect("sync answers");
     if report.records_applied == 1 {
         *seq += 1;
     } else {

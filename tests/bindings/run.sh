@@ -132,9 +132,12 @@ suite_kotlin() {
     fi
     # The JUnit run: one JVM, the native library found through JNA's path;
     # HEARTH_MODEL_DIR is the built-in model package, for the install tests.
+    # Every class of a *Test.kt file runs (its name is the file's).
+    local classes
+    mapfile -t classes < <(printf '%s\n' "${sources[@]}" | grep -E 'Test\.kt$' | sed -E 's:.*/(.*)\.kt$:org.hearth.\1:')
     HEARTH_MODEL_DIR="$repo/models/ranker-v1" \
         java -Djna.library.path="$(dirname "$lib")" -cp "$k/tests.jar:$k/hearth.jar:$cp:$KOTLIN_LIB/kotlin-stdlib.jar" \
-        org.junit.runner.JUnitCore org.hearth.HearthTest org.hearth.RankingTest org.hearth.FederatedTest org.hearth.SegmentsTest >"$k/junit.log" 2>&1
+        org.junit.runner.JUnitCore "${classes[@]}" >"$k/junit.log" 2>&1
     local status=$?
     if [ $status -ne 0 ]; then
         cat "$k/junit.log"

@@ -352,7 +352,7 @@ impl DeviceTrainer<'_> {
         let entries = h.ledger_entries().map_err(|e| self.reject(e))?;
         let epsilon_after = match h.epsilon_spent(&entries, Some(terms), 0.0) {
             Ok(e) => e,
-            Err(e) => return Err(self.reject(e.into())),
+            Err(e) => return Err(self.reject(e)),
         };
         // So little noise that the epsilon overflows is no noise.
         if !epsilon_after.is_finite() {

@@ -110,27 +110,35 @@ impl Body {
     }
 }
 
+/// A packed body, and how many events it holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Packed {
+    pub body: Vec<u8>,
+    pub events: u64,
+}
+
 /// Packs changes, in order, into bodies of at most [`MAX_BODY`] bytes.
 /// Each body holds whole changes; none is empty.
-pub fn pack(changes: &[Change]) -> Result<Vec<Vec<u8>>, serde_json::Error> {
+pub fn pack(changes: &[Change]) -> Result<Vec<Packed>, serde_json::Error> {
     const OPEN: &[u8] = br#"{"changes":["#;
     const CLOSE: &[u8] = b"]}";
     let mut bodies = Vec::new();
-    let mut body = OPEN.to_vec();
+    let mut body = Packed { body: OPEN.to_vec(), events: 0 };
     for change in changes {
         let json = serde_json::to_vec(change)?;
-        let first = body.len() == OPEN.len();
-        if !first && body.len() + 1 + json.len() + CLOSE.len() > MAX_BODY {
-            body.extend_from_slice(CLOSE);
-            bodies.push(std::mem::replace(&mut body, OPEN.to_vec()));
+        let first = body.body.len() == OPEN.len();
+        if !first && body.body.len() + 1 + json.len() + CLOSE.len() > MAX_BODY {
+            body.body.extend_from_slice(CLOSE);
+            bodies.push(std::mem::replace(&mut body, Packed { body: OPEN.to_vec(), events: 0 }));
         }
-        if body.len() > OPEN.len() {
-            body.push(b',');
+        if body.body.len() > OPEN.len() {
+            body.body.push(b',');
         }
-        body.extend_from_slice(&json);
+        body.body.extend_from_slice(&json);
+        body.events += matches!(change, Change::Event { .. }) as u64;
     }
-    if body.len() > OPEN.len() {
-        body.extend_from_slice(CLOSE);
+    if body.body.len() > OPEN.len() {
+        body.body.extend_from_slice(CLOSE);
         bodies.push(body);
     }
     Ok(bodies)
@@ -142,6 +150,9 @@ pub fn pack(changes: &[Change]) -> Result<Vec<Vec<u8>>, serde_json::Error> {
 pub struct Outgoing {
     pub name: String,
     pub blob: Vec<u8>,
+    /// The events it holds (for the report of the sync that sends it).
+    #[serde(default)]
+    pub events: u64,
 }
 
 /// What a device keeps to sync (sealed in its store with the group).

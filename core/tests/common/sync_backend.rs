@@ -3,20 +3,22 @@
 //! demand, and in a directory, which processes share; and pairing.
 
 pub use hearth_core::testing::MemoryBackend;
+use std::sync::Arc;
+
 use hearth_core::*;
 
 /// Pairs `joiner` into `inviter`'s group, the person confirming the digits.
 pub fn pair(inviter: &Hearth, joiner: &Hearth) {
-    let answer = joiner.join_device(&inviter.invite_device().unwrap()).unwrap();
-    let (reveal, digits) = inviter.invite_answer(&answer).unwrap();
-    assert_eq!(joiner.join_reveal(&reveal).unwrap(), digits);
+    let answer = joiner.join_device(inviter.invite_device().unwrap()).unwrap();
+    let InviteReply { message: reveal, digits } = inviter.invite_answer(answer).unwrap();
+    assert_eq!(joiner.join_reveal(reveal).unwrap(), digits);
     let welcome = inviter.invite_confirm(true).unwrap().unwrap();
-    joiner.join_finish(&welcome, true).unwrap();
+    joiner.join_finish(welcome, true).unwrap();
 }
 
 /// A sync that is expected to get through.
-pub fn sync(device: &Hearth, backend: &MemoryBackend) -> SyncReport {
-    let report = device.sync(backend, SyncOptions::default()).unwrap();
+pub fn sync(device: &Hearth, backend: &Arc<MemoryBackend>) -> SyncReport {
+    let report = device.sync(backend.clone(), SyncOptions::default()).unwrap();
     assert!(report.complete, "{report:?}");
     assert!(report.refused.is_empty(), "{report:?}");
     report

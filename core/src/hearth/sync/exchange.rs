@@ -9,6 +9,7 @@
 //! byte for byte, until the backend took it.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use log::{info, warn};
@@ -20,16 +21,18 @@ use super::removal::{WIPE, rotation_epoch};
 use crate::error::{Error, HearthError};
 use crate::store::crypto::random_bytes;
 use crate::store::history::now_ms;
-use crate::sync::changes::{Body, Change, Outgoing, SyncState, pack};
+use crate::sync::changes::{Body, Outgoing, SyncState, pack};
 use crate::sync::hex;
 use crate::sync::records::{MAX_BLOB, RecordError, RecordKey, RecordName, blob_epoch};
 pub use crate::sync::transport::{SyncBlob, SyncTransport, SyncTransportError};
 
 /// How long one sync may take.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, uniffi::Record)]
 pub struct SyncOptions {
     /// Between records, a sync that has run this long stops (what it did
-    /// is kept; the next sync goes on from there).
+    /// is kept; the next sync goes on from there). Each call to the
+    /// transport is bounded by the app's own timeout, not by this.
+    #[uniffi(default = 30000)]
     pub time_budget_ms: u64,
 }
 
@@ -40,7 +43,7 @@ impl Default for SyncOptions {
 }
 
 /// Where sync stands on a device.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, uniffi::Record)]
 pub struct SyncStatus {
     /// The device's group; None when it is in none.
     pub group: Option<super::SyncGroupInfo>,
@@ -55,15 +58,50 @@ pub struct SyncStatus {
     pub last_sync_complete: bool,
 }
 
+/// Why a record of another device was not applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, uniffi::Enum)]
+pub enum RefusalKind {
+    /// Not a sync record of this format (a bad name, size or version).
+    NotARecord,
+    /// Larger than any sync record.
+    TooLarge,
+    /// Sealed under a key epoch this device does not hold (yet).
+    UnknownEpoch,
+    /// It does not open under the group's key for its name: tampered
+    /// with, truncated, renamed, or another group's.
+    DoesNotOpen,
+    /// It opened, but holds what this version does not read.
+    NotValid,
+    /// Written by a removed device after its removal.
+    FromRemovedDevice,
+}
+
 /// A record of another device that was not applied.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
 pub struct RefusedRecord {
+    /// Its name on the backend.
     pub name: String,
-    pub reason: RecordError,
+    pub kind: RefusalKind,
+    /// Why, in words (for logs and support, not for people).
+    pub reason: String,
+}
+
+impl RefusedRecord {
+    pub fn new(name: impl Into<String>, reason: &RecordError) -> RefusedRecord {
+        let kind = match reason {
+            RecordError::Malformed(_) => RefusalKind::NotARecord,
+            RecordError::TooLarge { .. } => RefusalKind::TooLarge,
+            RecordError::UnknownEpoch { .. } => RefusalKind::UnknownEpoch,
+            RecordError::Unsealed => RefusalKind::DoesNotOpen,
+            RecordError::Content(_) => RefusalKind::NotValid,
+            RecordError::FromRemovedDevice => RefusalKind::FromRemovedDevice,
+        };
+        RefusedRecord { name: name.into(), kind, reason: reason.to_string() }
+    }
 }
 
 /// What one sync did.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, uniffi::Record)]
 pub struct SyncReport {
     /// Records of this device the backend took (sent again after a kill
     /// included).
@@ -114,7 +152,11 @@ impl Hearth {
     fn save_sync_state(&self, state: &SyncState) -> std::result::Result<(), HearthError> {
         self.with(|s| s.store.put_json(STATE, state))
     }
+}
 
+/// Sync, for Kotlin and Swift too.
+#[uniffi::export]
+impl Hearth {
     /// Where sync stands on this device: its group (None when in none),
     /// the devices known, records waiting to be sent, and the last sync.
     pub fn sync_status(&self) -> std::result::Result<SyncStatus, HearthError> {
@@ -138,7 +180,22 @@ impl Hearth {
     /// the device is in no group. A backend that fails or a time budget
     /// spent stops it early with what it did kept (`complete` false);
     /// another call goes on from there.
+    ///
+    /// Blocking: call it from a background worker (WorkManager,
+    /// BGProcessingTask), never the main thread; one sync runs at a time
+    /// on a store.
     pub fn sync(
+        &self,
+        transport: Arc<dyn SyncTransport>,
+        options: SyncOptions,
+    ) -> std::result::Result<SyncReport, HearthError> {
+        self.sync_through(&*transport, options)
+    }
+}
+
+impl Hearth {
+    /// `sync` over a transport the caller holds.
+    pub(super) fn sync_through(
         &self,
         transport: &dyn SyncTransport,
         options: SyncOptions,
@@ -209,7 +266,7 @@ impl Hearth {
         }
         if state.epoch_known {
             let key = RecordKey::new(&group.key().map_err(|e| Err(e.into()))?, group.epoch);
-            self.write_records(&key, &group.device_id, state, report)?;
+            self.write_records(&key, &group.device_id, state)?;
         }
         self.send_outgoing(transport, state, report)
     }
@@ -224,9 +281,10 @@ impl Hearth {
     ) -> std::result::Result<(), std::result::Result<Stop, HearthError>> {
         while let Some(record) = state.outgoing.first() {
             transport.put(record.name.clone(), record.blob.clone()).map_err(|e| Ok(Stop::Transport(e)))?;
-            state.outgoing.remove(0);
+            let sent = state.outgoing.remove(0);
             self.save_sync_state(state).map_err(Err)?;
             report.records_sent += 1;
+            report.events_sent += sent.events;
         }
         Ok(())
     }
@@ -253,7 +311,7 @@ impl Hearth {
                         by_device.entry(device).or_default().insert(name.seq, blob);
                     }
                 }
-                Err(reason) => report.refuse(RefusedRecord { name: blob.name.clone(), reason }),
+                Err(reason) => report.refuse(RefusedRecord::new(&blob.name, &reason)),
             }
         }
         for (device, records) in by_device {
@@ -262,7 +320,7 @@ impl Hearth {
                 if Instant::now() >= deadline {
                     return Err(Ok(Stop::OutOfTime));
                 }
-                let refuse = |reason| RefusedRecord { name: blob.name.clone(), reason };
+                let refuse = |reason| RefusedRecord::new(&blob.name, &reason);
                 if state.removed.get(&device).is_some_and(|last| seq > *last) {
                     report.refuse(refuse(RecordError::FromRemovedDevice));
                     break;
@@ -315,7 +373,6 @@ impl Hearth {
         key: &RecordKey,
         own_device: &str,
         state: &mut SyncState,
-        report: &mut SyncReport,
     ) -> std::result::Result<(), std::result::Result<Stop, HearthError>> {
         let device: [u8; 8] = crate::model::parse_hex(own_device)
             .and_then(|b| b.try_into().ok())
@@ -332,20 +389,18 @@ impl Hearth {
                 if changes.is_empty() && next == *state {
                     return Ok(None);
                 }
-                let events = changes.iter().filter(|c| matches!(c, Change::Event { .. })).count() as u64;
-                for body in pack(&changes)? {
+                for packed in pack(&changes)? {
                     let name = RecordName { device, seq: next.next_seq };
                     let nonce: [u8; 12] = random_bytes(12)?.try_into().expect("12 random bytes");
-                    let blob = key.seal(&name, &body, nonce).map_err(|e| Error::Internal(e.to_string()))?;
-                    next.outgoing.push(Outgoing { name: name.encode(), blob });
+                    let blob = key.seal(&name, &packed.body, nonce).map_err(|e| Error::Internal(e.to_string()))?;
+                    next.outgoing.push(Outgoing { name: name.encode(), blob, events: packed.events });
                     next.next_seq += 1;
                 }
                 s.store.write_states(&[(STATE, serde_json::to_vec(&next)?)], &[NOTES])?;
-                Ok(Some((next, events)))
+                Ok(Some(next))
             })
             .map_err(Err)?;
-        if let Some((next, events)) = written {
-            report.events_sent += events;
+        if let Some(next) = written {
             *state = next;
         }
         Ok(())

@@ -2,8 +2,8 @@
 //! and the pairing that brings another device in (`crate::sync::pairing`),
 //! driven by the app over bytes it relays (a QR code, its backend) and the
 //! digits it shows; then `sync` (exchange.rs) keeps the devices of the
-//! group in step through the app's backend. A Rust API for now; the Kotlin
-//! and Swift calls build on it.
+//! group in step through the app's backend. Kotlin and Swift call the same
+//! methods (UniFFI), with the backend as their own `SyncTransport`.
 //!
 //! One pairing at a time per store, held in memory: a pairing survives no
 //! restart (the person starts again), and nothing of it is written until
@@ -15,7 +15,9 @@ mod removal;
 
 use std::collections::BTreeMap;
 
-pub use exchange::{RefusedRecord, SyncBlob, SyncOptions, SyncReport, SyncStatus, SyncTransport, SyncTransportError};
+pub use exchange::{
+    RefusalKind, RefusedRecord, SyncBlob, SyncOptions, SyncReport, SyncStatus, SyncTransport, SyncTransportError,
+};
 pub use removal::SyncDevice;
 use serde::{Deserialize, Serialize};
 
@@ -61,7 +63,7 @@ fn first_epoch() -> u32 {
 }
 
 /// This device's sync group, as the person's screens show it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
 pub struct SyncGroupInfo {
     /// The group's id and this device's, in hex (random, not derived from
     /// anything of the person).
@@ -69,6 +71,21 @@ pub struct SyncGroupInfo {
     pub device_id: String,
     /// When this device created or joined the group.
     pub joined_ms: i64,
+}
+
+/// The inviter's step once the joiner answered: the message to relay back
+/// to the joiner, and the digits to show, which the joiner's screen shows
+/// too when no one came between them.
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
+pub struct InviteReply {
+    pub message: Vec<u8>,
+    /// Six digits ("042917"), shown as they are.
+    pub digits: String,
+}
+
+/// The digits a screen shows: zero-padded, always six.
+fn digits_text(digits: u32) -> String {
+    format!("{digits:06}")
 }
 
 /// A pairing under way on this device.
@@ -178,7 +195,15 @@ impl Hearth {
     fn pairing(&self) -> std::sync::MutexGuard<'_, Option<Pairing>> {
         self.pairing.lock().unwrap_or_else(|p| p.into_inner())
     }
+}
 
+/// Pairing: the inviter calls `invite_device`, `invite_answer` and
+/// `invite_confirm`; the joiner `join_device`, `join_reveal` and
+/// `join_finish`; the app relays the messages between them (a QR code one
+/// way, its backend or a second code the other) and shows the digits on
+/// both screens for the person to compare.
+#[uniffi::export]
+impl Hearth {
     /// This device's sync group, if it is in one.
     pub fn sync_group(&self) -> std::result::Result<Option<SyncGroupInfo>, HearthError> {
         shield(|| Ok(self.stored_group()?.map(|g| g.info())))
@@ -217,18 +242,20 @@ impl Hearth {
 
     /// The joiner's answer: the message to relay back, and the digits to
     /// show (the joiner shows the same ones).
-    pub fn invite_answer(&self, answer: &[u8]) -> std::result::Result<(Vec<u8>, u32), HearthError> {
+    pub fn invite_answer(&self, answer: Vec<u8>) -> std::result::Result<InviteReply, HearthError> {
         shield(|| {
             let mut pairing = self.pairing();
             let Some(Pairing::Inviting(inviter)) = pairing.as_mut() else {
                 return Err(Error::invalid("pairing", "no invitation under way").into());
             };
-            let Ok(PairingMessage::Answer(answer)) = PairingMessage::decode(answer) else {
+            let Ok(PairingMessage::Answer(answer)) = PairingMessage::decode(&answer) else {
                 *pairing = None;
                 return Err(Error::invalid("pairing", "not an answer").into());
             };
             match inviter.reveal(&answer) {
-                Ok((reveal, digits)) => Ok((PairingMessage::Reveal(reveal).encode(), digits)),
+                Ok((reveal, digits)) => {
+                    Ok(InviteReply { message: PairingMessage::Reveal(reveal).encode(), digits: digits_text(digits) })
+                }
                 Err(e) => {
                     *pairing = None;
                     Err(Error::from(e).into())
@@ -255,12 +282,12 @@ impl Hearth {
     /// Answers another device's invitation (its first message): the
     /// message to relay back. `InvalidInput` when this device is in a group
     /// already (leave it first).
-    pub fn join_device(&self, invitation: &[u8]) -> std::result::Result<Vec<u8>, HearthError> {
+    pub fn join_device(&self, invitation: Vec<u8>) -> std::result::Result<Vec<u8>, HearthError> {
         shield(|| {
             if self.stored_group()?.is_some() {
                 return Err(Error::invalid("sync group", "this device is in a group already").into());
             }
-            let PairingMessage::Commit(commit) = PairingMessage::decode(invitation).map_err(Error::from)? else {
+            let PairingMessage::Commit(commit) = PairingMessage::decode(&invitation).map_err(Error::from)? else {
                 return Err(Error::invalid("pairing", "not an invitation").into());
             };
             let (joiner, answer) = Joiner::answer(commit).map_err(Error::from)?;
@@ -269,21 +296,21 @@ impl Hearth {
         })
     }
 
-    /// The inviter's reveal: the digits to show.
-    pub fn join_reveal(&self, reveal: &[u8]) -> std::result::Result<u32, HearthError> {
+    /// The inviter's reveal: the digits to show (six, as they are).
+    pub fn join_reveal(&self, reveal: Vec<u8>) -> std::result::Result<String, HearthError> {
         shield(|| {
             let mut pairing = self.pairing();
             let Some(Pairing::Joining(joiner)) = pairing.as_mut() else {
                 return Err(Error::invalid("pairing", "no joining under way").into());
             };
-            let checked = match PairingMessage::decode(reveal) {
+            let checked = match PairingMessage::decode(&reveal) {
                 Ok(PairingMessage::Reveal(reveal)) => joiner.check(&reveal).map_err(Error::from),
                 _ => Err(Error::invalid("pairing", "not a reveal")),
             };
             if checked.is_err() {
                 *pairing = None;
             }
-            Ok(checked?)
+            Ok(digits_text(checked?))
         })
     }
 
@@ -291,12 +318,12 @@ impl Hearth {
     /// screens (`digits_match`): this device joins the group, its key
     /// sealed in the store. Without the confirmation, or with a welcome
     /// that does not open, nothing is stored and the pairing is over.
-    pub fn join_finish(&self, welcome: &[u8], digits_match: bool) -> std::result::Result<SyncGroupInfo, HearthError> {
+    pub fn join_finish(&self, welcome: Vec<u8>, digits_match: bool) -> std::result::Result<SyncGroupInfo, HearthError> {
         shield(|| {
             let Some(Pairing::Joining(joiner)) = self.pairing().take() else {
                 return Err(Error::invalid("pairing", "no joining under way").into());
             };
-            let PairingMessage::Welcome(welcome) = PairingMessage::decode(welcome).map_err(Error::from)? else {
+            let PairingMessage::Welcome(welcome) = PairingMessage::decode(&welcome).map_err(Error::from)? else {
                 return Err(Error::invalid("pairing", "not a welcome").into());
             };
             let key = joiner.accept(&welcome, digits_match).map_err(Error::from)?;

@@ -3,6 +3,7 @@
 //! everything on every device of the group.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use log::{info, warn};
 
@@ -36,7 +37,7 @@ pub(super) fn rotation_epoch(name: &str) -> Option<u32> {
 }
 
 /// A device of the person's group, as this device knows it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
 pub struct SyncDevice {
     pub device_id: String,
     /// When it created or joined the group (its own clock).
@@ -75,6 +76,8 @@ impl Session {
     }
 }
 
+/// The group's devices, for Kotlin and Swift too.
+#[uniffi::export]
 impl Hearth {
     /// The devices of this device's group that have announced themselves
     /// (by their first sync), this one included.
@@ -104,11 +107,12 @@ impl Hearth {
     /// given the new key: it pairs again.
     pub fn remove_sync_device(
         &self,
-        transport: &dyn SyncTransport,
+        transport: Arc<dyn SyncTransport>,
         device_id: String,
     ) -> std::result::Result<SyncReport, HearthError> {
+        let transport = &*transport;
         shield(|| {
-            let first = self.sync(transport, SyncOptions::default())?;
+            let first = self.sync_through(transport, SyncOptions::default())?;
             if !first.complete || first.removed_from_group {
                 return Err(Error::invalid("sync", "this device could not finish a sync first; try again").into());
             }
@@ -145,7 +149,7 @@ impl Hearth {
                 info!("device removed from the sync group; key epoch {epoch}");
             }
             // Take the rotation in as every device does.
-            self.sync(transport, SyncOptions::default())
+            self.sync_through(transport, SyncOptions::default())
         })
     }
 
@@ -154,9 +158,10 @@ impl Hearth {
     /// the group opens it on its next sync, deletes all its data and
     /// leaves the group), deletes every other blob there, then deletes
     /// everything here (`delete_all`). `delete_all` alone deletes only
-    /// here. When the backend fails, nothing is deleted anywhere
-    /// (`Io`, naming it): try again.
-    pub fn delete_everywhere(&self, transport: &dyn SyncTransport) -> std::result::Result<(), HearthError> {
+    /// here. When the backend fails (`Io`, naming it) before it took the
+    /// wipe, nothing is deleted anywhere; after, the other devices delete
+    /// on their next sync, and calling this again finishes here.
+    pub fn delete_everywhere(&self, transport: Arc<dyn SyncTransport>) -> std::result::Result<(), HearthError> {
         shield(|| {
             let group = self.stored_group()?.ok_or_else(|| Error::invalid("sync group", "this device is in none"))?;
             let key = RecordKey::new(&group.key()?, group.epoch);
@@ -175,7 +180,9 @@ impl Hearth {
             self.delete_all()
         })
     }
+}
 
+impl Hearth {
     /// Whether the backend holds a wipe of this group under its current
     /// key: if so, this device deletes everything (and with it the group).
     pub(super) fn take_wipe(
@@ -218,7 +225,7 @@ impl Hearth {
             self.find_own_epoch(rotations, group, state, &group_id, get)?;
         }
         for (&epoch, name) in rotations.range(group.epoch + 1..) {
-            let refuse = |reason| RefusedRecord { name: name.clone(), reason };
+            let refuse = |reason: RecordError| RefusedRecord::new(name.clone(), &reason);
             if epoch != group.epoch + 1 {
                 report.refuse(refuse(RecordError::Content("a rotation that skips an epoch")));
                 break;

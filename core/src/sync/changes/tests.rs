@@ -20,9 +20,11 @@ fn changes_pack_into_bounded_bodies_that_decode_in_order() {
     let bodies = pack(&changes).unwrap();
     assert!(bodies.len() > 1);
     let mut back = Vec::new();
-    for body in &bodies {
-        assert!(body.len() <= MAX_BODY, "{}", body.len());
-        back.extend(Body::decode(body).unwrap().changes);
+    for packed in &bodies {
+        assert!(packed.body.len() <= MAX_BODY, "{}", packed.body.len());
+        let decoded = Body::decode(&packed.body).unwrap().changes;
+        assert_eq!(packed.events, decoded.len() as u64);
+        back.extend(decoded);
     }
     assert_eq!(back, changes);
     assert!(pack(&[]).unwrap().is_empty());
