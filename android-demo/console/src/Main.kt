@@ -1,6 +1,7 @@
 // The Android demo's flow as a JVM console program: the same Hearth calls the
 // Compose app makes (home row with reasons, privacy screen, export, forget,
-// delete, a federated round over the app's HttpURLConnection transport),
+// delete, a federated round over the app's HttpURLConnection transport, and
+// the person's phone and TV pairing and syncing through the app's backend),
 // printed instead of drawn. It drives the app's own plain-Kotlin files
 // (android-demo/app/src/main/kotlin/org/hearth/demo/model: DemoModel,
 // DEMO_CATALOG; .../net: HttpFleetTransport), which tests/bindings/run.sh
@@ -41,6 +42,7 @@ import org.hearth.demo.model.DemoModel
 import org.hearth.demo.model.HomeRow
 import org.hearth.demo.model.PrivacyState
 import org.hearth.demo.net.HttpFleetTransport
+import org.hearth.demo.net.HttpSyncTransport
 import java.io.File
 import java.net.InetAddress
 import java.net.InetSocketAddress
@@ -439,10 +441,147 @@ fun run(dir: File) {
     }
 }
 
+/**
+ * A stand-in for the app's backend on 127.0.0.1: one blob store for the
+ * signed-in person (whose session token it checks), as HttpSyncTransport
+ * expects it. It keeps what it is sent, so the console reads it as the
+ * backend's owner would.
+ */
+class LocalBackend(private val token: String) : AutoCloseable {
+    private val server = HttpServer.create(InetSocketAddress(InetAddress.getLoopbackAddress(), 0), 0)
+    private val pool = Executors.newCachedThreadPool()
+    val blobs: MutableMap<String, ByteArray> = Collections.synchronizedMap(sortedMapOf())
+    val url: String get() = "http://127.0.0.1:${server.address.port}/sync"
+
+    init {
+        server.createContext("/sync") { x ->
+            val name = x.requestURI.path.removePrefix("/sync").trimStart('/')
+            val body = x.requestBody.use { it.readBytes() }
+            val empty = ByteArray(0)
+            val (code, reply) = when {
+                x.requestHeaders.getFirst("authorization") != "Bearer $token" -> 401 to empty
+                name.isEmpty() && x.requestMethod == "GET" ->
+                    200 to synchronized(blobs) { blobs.entries.joinToString("") { "${it.key} ${it.value.size}\n" } }.toByteArray()
+                name.isEmpty() || "/" in name -> 400 to empty
+                x.requestMethod == "PUT" -> 200 to empty.also { blobs[name] = body }
+                x.requestMethod == "GET" -> blobs[name]?.let { 200 to it } ?: (404 to empty)
+                x.requestMethod == "DELETE" -> 200 to empty.also { blobs.remove(name) }
+                else -> 405 to empty
+            }
+            x.sendResponseHeaders(code, if (reply.isEmpty()) -1 else reply.size.toLong())
+            if (reply.isNotEmpty()) x.responseBody.use { it.write(reply) }
+            x.close()
+        }
+        server.executor = pool
+        server.start()
+    }
+
+    override fun close() {
+        server.stop(0)
+        pool.shutdownNow()
+    }
+}
+
+/** The phone on the commute, 8 am. */
+val PHONE_MORNING = EventContext(device = DeviceClass.PHONE, localHour = 8u, locale = "en-GB")
+
+/**
+ * Your screens: the person's phone and TV, two stores, pair (the phone shows
+ * a QR code, both show six digits) and sync through the app's backend; the
+ * TV's home row then comes from what was watched on the phone. What the
+ * backend holds is read as its owner would.
+ */
+fun runScreens(root: File, now: Long) {
+    val token = "session-of-the-signed-in-person"
+    fun open(name: String, key: Int) =
+        DemoModel.openOrReset(HearthConfig(dataDir = File(root, name).path, durability = Durability.NORMAL), DemoKeys(key)).hearth
+    LocalBackend(token).use { backend ->
+        val transport = HttpSyncTransport(backend.url, token, allowCleartext = true)
+        open("phone", 0x20).use { phoneStore ->
+            open("tv", 0x60).use { tvStore ->
+                val phone = DemoModel(phoneStore)
+                val tv = DemoModel(tvStore)
+                phone.seedCatalogIfEmpty()
+                tv.seedCatalogIfEmpty()
+                val watched = listOf("d1" to EventKind.COMPLETE, "m1" to EventKind.PLAY, "m2" to EventKind.COMPLETE, "h2" to EventKind.PLAY)
+                val history = watched.mapIndexed { i, (id, kind) ->
+                    event(id, kind, 2 * 24 * 60 - 60L * i, now).copy(context = PHONE_MORNING)
+                }
+                verify(phoneStore.recordBatch(history) == RecordOutcome.Stored(history.size.toUInt())) { "the phone's history was not stored" }
+                println("Your screens: a phone with ${history.size} events (${watched.joinToString { phone.title(it.first) }}), a new TV with none")
+                val before = tv.home(HOME)
+                printRow("TV home row before pairing \u2014 no history on the TV yet", before)
+                verify(before.tiles.none { it.reason.startsWith("Because you watched") }) { "a TV with no history explains a tile by it" }
+                verify(tv.screens().group == null) { "the TV is in a group before pairing" }
+
+                // Pairing: the phone shows a QR code, the TV scans it; both show six digits.
+                val group = phone.startGroupIfNone()
+                val qr = DemoModel.qrText(phone.invite())
+                val answer = tv.answerInvitation(DemoModel.fromQrText(qr) ?: error("not a QR text"))
+                val reply = phone.invitationAnswered(answer)
+                val onTv = tv.digitsFor(reply.message)
+                println("pairing: the phone shows a QR code (${qr.length} characters); phone shows ${reply.digits}, TV shows $onTv")
+                verify(reply.digits == onTv && onTv.length == 6) { "the screens show ${reply.digits} and $onTv" }
+                val welcome = phone.confirmInvitation(digitsMatch = true) ?: error("no welcome")
+                val joined = tv.finishJoining(welcome, digitsMatch = true)
+                verify(joined.groupId == group.groupId) { "the TV joined another group" }
+
+                val sent = phone.syncNow(transport)
+                println("phone sync: ${DemoModel.describe(sent)}")
+                val got = tv.syncNow(transport)
+                println("TV sync: ${DemoModel.describe(got)}")
+                verify(sent.complete && sent.eventsSent == history.size.toULong()) { "phone sync $sent" }
+                verify(got.complete && got.eventsReceived == history.size.toULong()) { "TV sync $got" }
+                val after = tv.home(HOME)
+                printRow("TV home row after sync \u2014 for you, from what was watched on the phone", after)
+                verify(after.personalized && after != before) { "the TV's row did not change with the phone's history" }
+                verify(after.tiles.any { t -> watched.any { t.reason == "Because you watched ${tv.title(it.first)}" } }) {
+                    "no tile on the TV is explained by what was watched on the phone"
+                }
+                verify(after.tiles.none { it.itemId == "d1" || it.itemId == "m2" }) { "an item completed on the phone is on the TV's row" }
+                verify(after == phone.home(HOME)) { "the TV ranks the same history differently from the phone" }
+
+                // The backend's owner: names that say nothing, sizes from the padding
+                // buckets, no item id, field name, locale or setting in any blob.
+                val held = synchronized(backend.blobs) { backend.blobs.toMap() }
+                val sizes = listOf(1, 4, 16, 64, 256).map { 17 + it * 1024 + 16 }
+                val words = watched.map { "\"${it.first}\"" } + listOf("item_id", "timestamp_ms", "en-GB", "blocked")
+                println(
+                    "the backend holds ${held.size} blobs, ${held.values.sumOf { it.size }} bytes " +
+                        "(sizes ${held.values.map { it.size }.distinct().sorted()}), names like ${held.keys.first()}",
+                )
+                verify(held.keys.all { Regex("[0-9a-f]{16}-[0-9]{10}").matches(it) }) { "blob names ${held.keys}" }
+                verify(held.values.all { it.size in sizes }) { "a blob of a size outside the padding buckets" }
+                for ((name, blob) in held) {
+                    for (w in words) verify(!blob.containsBytes(w.toByteArray())) { "blob $name holds $w" }
+                }
+
+                // Forgetting on the TV forgets on the phone.
+                val forgotten = tv.forget("m1")
+                tv.syncNow(transport)
+                val back = phone.syncNow(transport)
+                println("forget \"${tv.title("m1")}\" on the TV: $forgotten event(s) there; phone sync: ${DemoModel.describe(back)}")
+                verify(back.eventsRemoved == 1uL) { "the phone did not forget: $back" }
+                verify(phoneStore.recentEvents(100u).none { it.itemId == "m1" }) { "the phone still holds the forgotten item" }
+
+                val screens = tv.screens()
+                println("your screens (on the TV): ${screens.statusText}; ${screens.devices.joinToString { (if (it.thisDevice) "this TV " else "phone ") + it.deviceId }}")
+                verify(screens.devices.size == 2 && screens.devices.count { it.thisDevice } == 1) { "screens ${screens.devices}" }
+                verify(screens.statusText == "2 screens; last sync complete") { screens.statusText }
+            }
+        }
+    }
+}
+
+fun ByteArray.containsBytes(needle: ByteArray): Boolean =
+    needle.isNotEmpty() && (0..size - needle.size).any { i -> needle.indices.all { this[i + it] == needle[it] } }
+
 fun main() {
     val dir = Files.createTempDirectory("hearth-console").toFile()
     val status = try {
         run(File(dir, "store"))
+        println()
+        runScreens(dir, System.currentTimeMillis())
         println("kotlin console: all checks passed")
         0
     } catch (e: CheckFailed) {

@@ -39,6 +39,14 @@ import org.hearth.RankOptions
 import org.hearth.RankResult
 import org.hearth.Ranker
 import org.hearth.RecordOutcome
+import org.hearth.InviteReply
+import org.hearth.SyncDevice
+import org.hearth.SyncGroupInfo
+import org.hearth.SyncOptions
+import org.hearth.SyncReport
+import org.hearth.SyncStatus
+import org.hearth.SyncTransport
+import org.hearth.SyncTransportException
 import org.hearth.destroyStore
 
 /** One tile of the home row: the title and the reason shown under it. */
@@ -73,6 +81,14 @@ data class PrivacyState(
     val watched: List<Watched>,
     /** The experiments on this device: the arm drawn here and what is logged (nothing of it is sent). */
     val experiments: List<ExperimentStatus> = emptyList(),
+)
+
+/** The "Your screens" screen: the person's sync group on this device, its screens, the last sync. */
+data class ScreensState(
+    /** Null when this device syncs with no other. */
+    val group: SyncGroupInfo?,
+    val devices: List<SyncDevice>,
+    val statusText: String,
 )
 
 /** A store opened by [DemoModel.openOrReset]; [wasReset] when the old one had to go. */
@@ -164,6 +180,46 @@ class DemoModel(private val hearth: Hearth, val catalog: List<CatalogItem> = DEM
     /** Stops a round in progress (it then throws HearthException.Federated, kind CANCELLED). */
     fun cancelParticipation() = hearth.cancelParticipation()
 
+    // ---- Your screens: the person's phone, tablet and TV share their history
+    // through the app's backend, which holds only sealed blobs.
+
+    /** The "Your screens" screen. */
+    fun screens(): ScreensState {
+        val status = hearth.syncStatus()
+        val devices = if (status.group == null) emptyList() else hearth.syncDevices()
+        return ScreensState(status.group, devices, describe(status))
+    }
+
+    /** "Add a screen" on a device in no group yet starts the person's group first. */
+    fun startGroupIfNone(): SyncGroupInfo = hearth.syncGroup() ?: hearth.createSyncGroup()
+
+    /** On the screen in the group: the invitation, shown as a QR code ([qrText]). */
+    fun invite(): ByteArray = hearth.inviteDevice()
+
+    /** On the new screen, which scanned the invitation: the answer, relayed back. */
+    fun answerInvitation(invitation: ByteArray): ByteArray = hearth.joinDevice(invitation)
+
+    /** On the inviting screen: the reveal to relay, and the six digits to show. */
+    fun invitationAnswered(answer: ByteArray): InviteReply = hearth.inviteAnswer(answer)
+
+    /** On the new screen: the six digits to show. */
+    fun digitsFor(reveal: ByteArray): String = hearth.joinReveal(reveal)
+
+    /** On the inviting screen, once the person compared the digits: the welcome to relay, or null. */
+    fun confirmInvitation(digitsMatch: Boolean): ByteArray? = hearth.inviteConfirm(digitsMatch)
+
+    /** On the new screen, once the person compared the digits: it joins the group. */
+    fun finishJoining(welcome: ByteArray, digitsMatch: Boolean): SyncGroupInfo = hearth.joinFinish(welcome, digitsMatch)
+
+    /** One sync over the app's backend (a worker's job: it blocks on the network). */
+    fun syncNow(transport: SyncTransport): SyncReport = hearth.sync(transport, SyncOptions())
+
+    /** "Remove this screen" for another device of the group (a TV left behind). */
+    fun removeScreen(transport: SyncTransport, deviceId: String): SyncReport = hearth.removeSyncDevice(transport, deviceId)
+
+    /** "Delete everything on every screen"; [deleteAll] deletes only here. */
+    fun deleteEverywhere(transport: SyncTransport) = hearth.deleteEverywhere(transport)
+
     companion object {
         /**
          * Opens the store; when the key no longer opens it (the platform
@@ -252,6 +308,48 @@ class DemoModel(private val hearth: Hearth, val catalog: List<CatalogItem> = DEM
                 is DeclineReason.NoPrivacyGuarantee -> "its noise gives no privacy guarantee (noise multiplier %.3g)".format(r.noiseMultiplier)
                 is DeclineReason.SecureAggregationRequired -> "the coordinator would have seen this update (not a secure round)"
             }
+        }
+
+        /**
+         * A pairing message as the text of a QR code: upper-case hex, which
+         * QR's alphanumeric mode packs densely (an invitation is 100 characters).
+         */
+        fun qrText(message: ByteArray): String = message.joinToString("") { "%02X".format(it.toInt() and 0xFF) }
+
+        /** The message a scanned QR code holds; null when it is not one. */
+        fun fromQrText(text: String): ByteArray? {
+            val t = text.trim()
+            if (t.length % 2 != 0 || t.any { it !in "0123456789ABCDEFabcdef" }) return null
+            return ByteArray(t.length / 2) { t.substring(2 * it, 2 * it + 2).toInt(16).toByte() }
+        }
+
+        /** Where sync stands, for the "Your screens" screen. */
+        fun describe(s: SyncStatus): String {
+            if (s.group == null) return "this screen syncs with no other"
+            val last = when {
+                s.lastSyncMs == null -> "not synced yet"
+                s.lastSyncComplete -> "last sync complete"
+                else -> "last sync not finished"
+            }
+            val waiting = if (s.recordsWaiting > 0u) "; ${s.recordsWaiting} records waiting to go" else ""
+            return "${s.devices} screens; $last$waiting"
+        }
+
+        /** What one sync did, for the log. */
+        fun describe(r: SyncReport): String {
+            if (r.wiped) return "your data was deleted on every screen, this one too"
+            if (r.removedFromGroup) return "this screen was removed from your screens; its own data stays"
+            val parts = mutableListOf("${r.eventsReceived} events in", "${r.eventsSent} out")
+            if (r.eventsRemoved > 0uL) parts += "${r.eventsRemoved} forgotten"
+            if (r.refused.isNotEmpty()) parts += "${r.refused.size} records refused"
+            if (!r.complete) {
+                parts += when (val e = r.transportError) {
+                    null -> "not finished (out of time): syncs on next time"
+                    is SyncTransportException.Unavailable -> "not finished (backend unavailable): syncs on next time"
+                    is SyncTransportException.Refused -> "not finished (backend refused: ${e.reason})"
+                }
+            }
+            return parts.joinToString(", ")
         }
 
         /** Whether the device's own coin put the update in the round's sum (no one else knows). */
