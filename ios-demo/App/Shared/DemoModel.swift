@@ -50,6 +50,14 @@ public struct PrivacyState: Equatable, Sendable {
     public let experiments: [ExperimentStatus]
 }
 
+/// The "Your screens" screen: the person's sync group on this device, its screens, the last sync.
+public struct ScreensState: Equatable, Sendable {
+    /// nil when this device syncs with no other.
+    public let group: SyncGroupInfo?
+    public let devices: [SyncDevice]
+    public let statusText: String
+}
+
 /// A store opened by `DemoModel.openOrReset`; `wasReset` when the old one had to go.
 public struct Opened: Sendable {
     public let hearth: Hearth
@@ -164,6 +172,96 @@ public final class DemoModel: Sendable {
 
     public func participate(transport: FleetTransport, conditions: DeviceConditions) throws -> ParticipationOutcome {
         try hearth.participateVia(transport: transport, conditions: conditions)
+    }
+
+    // MARK: Your screens: the person's phone, tablet and TV share their history
+    // through the app's backend, which holds only sealed blobs.
+
+    /// The "Your screens" screen.
+    public func screens() throws -> ScreensState {
+        let status = try hearth.syncStatus()
+        let devices = status.group == nil ? [] : try hearth.syncDevices()
+        return ScreensState(group: status.group, devices: devices, statusText: DemoModel.describe(status))
+    }
+
+    /// "Add a screen" on a device in no group yet starts the person's group first.
+    public func startGroupIfNone() throws -> SyncGroupInfo {
+        if let group = try hearth.syncGroup() { return group }
+        return try hearth.createSyncGroup()
+    }
+
+    /// On the screen in the group: the invitation, shown as a QR code (`qrText`).
+    public func invite() throws -> Data { try hearth.inviteDevice() }
+
+    /// On the new screen, which scanned the invitation: the answer, relayed back.
+    public func answerInvitation(_ invitation: Data) throws -> Data { try hearth.joinDevice(invitation: invitation) }
+
+    /// On the inviting screen: the reveal to relay, and the six digits to show.
+    public func invitationAnswered(_ answer: Data) throws -> InviteReply { try hearth.inviteAnswer(answer: answer) }
+
+    /// On the new screen: the six digits to show.
+    public func digits(for reveal: Data) throws -> String { try hearth.joinReveal(reveal: reveal) }
+
+    /// On the inviting screen, once the person compared the digits: the welcome to relay, or nil.
+    public func confirmInvitation(digitsMatch: Bool) throws -> Data? { try hearth.inviteConfirm(digitsMatch: digitsMatch) }
+
+    /// On the new screen, once the person compared the digits: it joins the group.
+    public func finishJoining(_ welcome: Data, digitsMatch: Bool) throws -> SyncGroupInfo {
+        try hearth.joinFinish(welcome: welcome, digitsMatch: digitsMatch)
+    }
+
+    /// One sync over the app's backend (a background task's job: it blocks on the network).
+    public func syncNow(_ transport: SyncTransport) throws -> SyncReport {
+        try hearth.sync(transport: transport, options: SyncOptions())
+    }
+
+    /// "Remove this screen" for another device of the group (a TV left behind).
+    public func removeScreen(_ transport: SyncTransport, deviceId: String) throws -> SyncReport {
+        try hearth.removeSyncDevice(transport: transport, deviceId: deviceId)
+    }
+
+    /// "Delete everything on every screen"; `deleteAll` deletes only here.
+    public func deleteEverywhere(_ transport: SyncTransport) throws { try hearth.deleteEverywhere(transport: transport) }
+
+    /// A pairing message as the text of a QR code: upper-case hex, which QR's
+    /// alphanumeric mode packs densely (an invitation is 100 characters).
+    public static func qrText(_ message: Data) -> String { message.map { String(format: "%02X", $0) }.joined() }
+
+    /// The message a scanned QR code holds; nil when it is not one.
+    public static func fromQrText(_ text: String) -> Data? {
+        let t = Array(text.trimmingCharacters(in: .whitespacesAndNewlines).utf8)
+        guard t.count % 2 == 0 else { return nil }
+        var out = Data(capacity: t.count / 2)
+        for i in stride(from: 0, to: t.count, by: 2) {
+            guard let byte = UInt8(String(decoding: t[i..<(i + 2)], as: UTF8.self), radix: 16) else { return nil }
+            out.append(byte)
+        }
+        return out
+    }
+
+    /// Where sync stands, for the "Your screens" screen.
+    public static func describe(_ s: SyncStatus) -> String {
+        guard s.group != nil else { return "this screen syncs with no other" }
+        let last = s.lastSyncMs == nil ? "not synced yet" : s.lastSyncComplete ? "last sync complete" : "last sync not finished"
+        let waiting = s.recordsWaiting > 0 ? "; \(s.recordsWaiting) records waiting to go" : ""
+        return "\(s.devices) screens; \(last)\(waiting)"
+    }
+
+    /// What one sync did, for the log.
+    public static func describe(_ r: SyncReport) -> String {
+        if r.wiped { return "your data was deleted on every screen, this one too" }
+        if r.removedFromGroup { return "this screen was removed from your screens; its own data stays" }
+        var parts = ["\(r.eventsReceived) events in", "\(r.eventsSent) out"]
+        if r.eventsRemoved > 0 { parts.append("\(r.eventsRemoved) forgotten") }
+        if !r.refused.isEmpty { parts.append("\(r.refused.count) records refused") }
+        if !r.complete {
+            switch r.transportError {
+            case nil: parts.append("not finished (out of time): syncs on next time")
+            case .Unavailable?: parts.append("not finished (backend unavailable): syncs on next time")
+            case .Refused(let reason)?: parts.append("not finished (backend refused: \(reason))")
+            }
+        }
+        return parts.joined(separator: ", ")
     }
 
     /// Opens the store; when the key no longer opens it (the Keychain item is

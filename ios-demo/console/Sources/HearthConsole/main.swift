@@ -1,8 +1,10 @@
 // The iOS demo's flow as a console program: the same Hearth calls the SwiftUI
 // app makes (home row with reasons, privacy screen, export, forget, delete, a
-// federated round over the app's URLSession transport), printed instead of
+// federated round over the app's URLSession transport, and the person's phone
+// and TV pairing and syncing through the app's backend), printed instead of
 // drawn. It drives the app's own Foundation-only files (ios-demo/App/Shared:
-// DemoModel, demoCatalog, URLSessionFleetTransport, as the HearthDemoKit
+// DemoModel, demoCatalog, URLSessionFleetTransport, URLSessionSyncTransport,
+// as the HearthDemoKit
 // target of ../../Package.swift). tests/bindings/run.sh (suite swift-console)
 // builds it in the Swift chroot against the generated bindings and runs it
 // against libhearth.so; any failed check exits non-zero.
@@ -84,12 +86,24 @@ func checkPrivacyOnTheSofa(_ p: PrivacyState) throws {
 /// A stand-in coordinator on 127.0.0.1 for the URLSession transport, one
 /// connection at a time: /echo returns the body, /status answers 503, /big
 /// 4 KiB, /slow answers after 1.5 s; /v1/fleet/... (Hearth's Fleet API
-/// calls) answers 403, as a SuperLink refusing an unknown node would.
+/// calls) answers 403, as a SuperLink refusing an unknown node would. And
+/// the app's backend for sync under /sync/: one blob store for the signed-in
+/// person (whose token it checks), as URLSessionSyncTransport expects it,
+/// which keeps what it is sent so the console reads it as its owner would.
 final class LocalServer: @unchecked Sendable {
     private let listener: Int32
     let port: UInt16
     private let lock = NSLock()
     private var requests: [(path: String, headers: [String: String])] = []
+    private var stored: [String: Data] = [:]
+    static let syncToken = "session-of-the-signed-in-person"
+
+    /// What the backend holds for sync: name and bytes.
+    var blobs: [String: Data] {
+        lock.lock()
+        defer { lock.unlock() }
+        return stored
+    }
 
     var url: URL { URL(string: "http://127.0.0.1:\(port)")! }
 
@@ -131,6 +145,7 @@ final class LocalServer: @unchecked Sendable {
         let separator: [UInt8] = Array("\r\n\r\n".utf8)
         var headerEnd: Int?
         var contentLength = 0
+        var method = ""
         var path = ""
         var headers: [String: String] = [:]
         while headerEnd == nil || received.count < headerEnd! + contentLength {
@@ -140,7 +155,9 @@ final class LocalServer: @unchecked Sendable {
             if headerEnd == nil, let range = received.firstRange(of: separator) {
                 headerEnd = range.upperBound
                 let lines = String(decoding: received[0..<range.lowerBound], as: UTF8.self).components(separatedBy: "\r\n")
-                path = lines.first?.split(separator: " ").dropFirst().first.map(String.init) ?? ""
+                let requestLine = lines.first?.split(separator: " ") ?? []
+                method = requestLine.first.map(String.init) ?? ""
+                path = requestLine.dropFirst().first.map(String.init) ?? ""
                 for line in lines.dropFirst() {
                     guard let colon = line.firstIndex(of: ":") else { continue }
                     let name = line[..<colon].lowercased()
@@ -163,11 +180,37 @@ final class LocalServer: @unchecked Sendable {
         case "/slow":
             Thread.sleep(forTimeInterval: 1.5)
             (status, reply) = ("200 OK", [0])
+        case _ where path.hasPrefix("/sync/"): (status, reply) = syncBackend(method, String(path.dropFirst(6)), headers, body)
         default: (status, reply) = ("403 Forbidden", [])
         }
         let head = "HTTP/1.1 \(status)\r\ncontent-length: \(reply.count)\r\nconnection: close\r\n\r\n"
         let bytes = Array(head.utf8) + reply
         _ = bytes.withUnsafeBytes { send(connection, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+    }
+}
+
+extension LocalServer {
+    /// The blob store: PUT, GET and DELETE of `/sync/<name>`, and GET of
+    /// `/sync/` for the list (`<name> <size>` lines).
+    fileprivate func syncBackend(_ method: String, _ name: String, _ headers: [String: String], _ body: [UInt8])
+        -> (String, [UInt8])
+    {
+        guard headers["authorization"] == "Bearer \(LocalServer.syncToken)" else { return ("401 Unauthorized", []) }
+        lock.lock()
+        defer { lock.unlock() }
+        switch (method, name) {
+        case ("GET", ""):
+            return ("200 OK", Array(stored.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value.count)\n" }.joined().utf8))
+        case (_, _) where name.isEmpty || name.contains("/"): return ("400 Bad Request", [])
+        case ("PUT", _):
+            stored[name] = Data(body)
+            return ("200 OK", [])
+        case ("GET", _): return stored[name].map { ("200 OK", [UInt8]($0)) } ?? ("404 Not Found", [])
+        case ("DELETE", _):
+            stored[name] = nil
+            return ("200 OK", [])
+        default: return ("405 Method Not Allowed", [])
+        }
     }
 }
 
@@ -472,11 +515,113 @@ func run(_ dir: URL) throws {
     try verify(try reopened.hearth.eventCount() == 0 && reopened.hearth.catalogSize() == 0, "the reset store is not empty")
 }
 
+/// The phone on the commute, 8 am.
+let phoneMorning = EventContext(device: .phone, localHour: 8, locale: "en-GB")
+
+/// Your screens: the person's phone and TV, two stores, pair (the phone shows
+/// a QR code, both show six digits) and sync through the app's backend; the
+/// TV's home row then comes from what was watched on the phone. What the
+/// backend holds is read as its owner would.
+func runScreens(_ root: URL, now: Int64) throws {
+    let server = try LocalServer()
+    defer { server.stop() }
+    guard let transport = URLSessionSyncTransport(
+        baseURL: server.url.appendingPathComponent("sync"), token: LocalServer.syncToken, allowCleartext: true)
+    else { throw CheckFailed(message: "no sync transport for \(server.url)") }
+    func open(_ name: String, _ key: UInt8) throws -> Hearth {
+        let config = HearthConfig(dataDir: root.appendingPathComponent(name).path, durability: .normal)
+        return try DemoModel.openOrReset(config: config, keys: DemoKeys(first: key)).hearth
+    }
+    let phoneStore = try open("phone", 0x20)
+    let tvStore = try open("tv", 0x60)
+    defer {
+        try? phoneStore.close()
+        try? tvStore.close()
+    }
+    let phone = DemoModel(hearth: phoneStore)
+    let tv = DemoModel(hearth: tvStore)
+    _ = try phone.seedCatalogIfEmpty()
+    _ = try tv.seedCatalogIfEmpty()
+    let watched: [(String, EventKind)] = [("d1", .complete), ("m1", .play), ("m2", .complete), ("h2", .play)]
+    let history = watched.enumerated().map { i, w in
+        let e = event(w.0, w.1, minutesAgo: 2 * 24 * 60 - 60 * Int64(i), now: now)
+        return Event(
+            itemId: e.itemId, kind: e.kind, timestampMs: e.timestampMs, positionMs: e.positionMs, durationMs: e.durationMs,
+            context: phoneMorning)
+    }
+    try verify(try phoneStore.recordBatch(events: history) == .stored(count: UInt32(history.count)), "the phone's history was not stored")
+    print(
+        "Your screens: a phone with \(history.count) events (\(watched.map { phone.title($0.0) }.joined(separator: ", "))), "
+            + "a new TV with none")
+    let before = try tv.home(options: home)
+    printRow("TV home row before pairing \u{2014} no history on the TV yet", before)
+    try verify(before.tiles.allSatisfy { !$0.reason.hasPrefix("Because you watched") }, "a TV with no history explains a tile by it")
+    try verify(try tv.screens().group == nil, "the TV is in a group before pairing")
+
+    // Pairing: the phone shows a QR code, the TV scans it; both show six digits.
+    let group = try phone.startGroupIfNone()
+    let qr = DemoModel.qrText(try phone.invite())
+    guard let scanned = DemoModel.fromQrText(qr) else { throw CheckFailed(message: "not a QR text: \(qr)") }
+    let answer = try tv.answerInvitation(scanned)
+    let reply = try phone.invitationAnswered(answer)
+    let onTv = try tv.digits(for: reply.message)
+    print("pairing: the phone shows a QR code (\(qr.count) characters); phone shows \(reply.digits), TV shows \(onTv)")
+    try verify(reply.digits == onTv && onTv.count == 6, "the screens show \(reply.digits) and \(onTv)")
+    guard let welcome = try phone.confirmInvitation(digitsMatch: true) else { throw CheckFailed(message: "no welcome") }
+    let joined = try tv.finishJoining(welcome, digitsMatch: true)
+    try verify(joined.groupId == group.groupId, "the TV joined another group")
+
+    let sent = try phone.syncNow(transport)
+    print("phone sync: \(DemoModel.describe(sent))")
+    let got = try tv.syncNow(transport)
+    print("TV sync: \(DemoModel.describe(got))")
+    try verify(sent.complete && sent.eventsSent == UInt64(history.count), "phone sync \(sent)")
+    try verify(got.complete && got.eventsReceived == UInt64(history.count), "TV sync \(got)")
+    let after = try tv.home(options: home)
+    printRow("TV home row after sync \u{2014} for you, from what was watched on the phone", after)
+    try verify(after.personalized && after != before, "the TV's row did not change with the phone's history")
+    let because = Set(watched.map { "Because you watched \(tv.title($0.0))" })
+    try verify(after.tiles.contains { because.contains($0.reason) }, "no tile on the TV is explained by what was watched on the phone")
+    try verify(!after.tiles.contains { $0.itemId == "d1" || $0.itemId == "m2" }, "an item completed on the phone is on the TV's row")
+    try verify(after == (try phone.home(options: home)), "the TV ranks the same history differently from the phone")
+
+    // The backend's owner: names that say nothing, sizes from the padding
+    // buckets, no item id, field name, locale or setting in any blob.
+    let held = server.blobs
+    let sizes = Set([1, 4, 16, 64, 256].map { 17 + $0 * 1024 + 16 })
+    let words = watched.map { "\"\($0.0)\"" } + ["item_id", "timestamp_ms", "en-GB", "blocked"]
+    let name = try NSRegularExpression(pattern: "^[0-9a-f]{16}-[0-9]{10}$")
+    print(
+        "the backend holds \(held.count) blobs, \(held.values.reduce(0) { $0 + $1.count }) bytes "
+            + "(sizes \(Set(held.values.map(\.count)).sorted())), names like \(held.keys.sorted().first ?? "none")")
+    for (n, blob) in held {
+        try verify(name.firstMatch(in: n, range: NSRange(n.startIndex..., in: n)) != nil, "blob name \(n)")
+        try verify(sizes.contains(blob.count), "blob \(n) of \(blob.count) bytes, outside the padding buckets")
+        for w in words { try verify(blob.range(of: Data(w.utf8)) == nil, "blob \(n) holds \(w)") }
+    }
+
+    // Forgetting on the TV forgets on the phone.
+    let forgotten = try tv.forget("m1")
+    _ = try tv.syncNow(transport)
+    let back = try phone.syncNow(transport)
+    print("forget \"\(tv.title("m1"))\" on the TV: \(forgotten) event(s) there; phone sync: \(DemoModel.describe(back))")
+    try verify(back.eventsRemoved == 1, "the phone did not forget: \(back)")
+    try verify(try phoneStore.recentEvents(limit: 100).allSatisfy { $0.itemId != "m1" }, "the phone still holds the forgotten item")
+
+    let screens = try tv.screens()
+    let listed = screens.devices.map { ($0.thisDevice ? "this TV " : "phone ") + $0.deviceId }.joined(separator: ", ")
+    print("your screens (on the TV): \(screens.statusText); \(listed)")
+    try verify(screens.devices.count == 2 && screens.devices.filter(\.thisDevice).count == 1, "screens \(screens.devices)")
+    try verify(screens.statusText == "2 screens; last sync complete", screens.statusText)
+}
+
 let root = FileManager.default.temporaryDirectory.appendingPathComponent("hearth-console-\(UUID().uuidString)")
 var status: Int32 = 0
 do {
     try FileManager.default.createDirectory(at: root, withIntermediateDirectories: true)
     try run(root.appendingPathComponent("store"))
+    print()
+    try runScreens(root, now: Int64(Date().timeIntervalSince1970 * 1000))
     print("swift console: all checks passed")
 } catch let failure as CheckFailed {
     fflush(stdout)  // what was printed so far comes before the failure
