@@ -320,6 +320,13 @@ pub fn sync_group_key(hearth: &crate::Hearth) -> Option<crate::sync::pairing::Gr
     hearth.group_key().ok().flatten()
 }
 
+/// A record's plaintext as `hearth` writes it under key epoch `epoch`: the
+/// body `json` signed with its own device key for the record `name` (tests
+/// write what a device of the group could, within its rights or not).
+pub fn sync_signed_body(hearth: &crate::Hearth, epoch: u32, name: &str, json: &[u8]) -> Option<Vec<u8>> {
+    hearth.signed_record_body(epoch, name, json).ok().flatten()
+}
+
 /// A sync backend in memory, as the app's backend would be: it stores the
 /// blobs it is given and hands them back; tests read everything it holds as
 /// an attacker would, and make it fail on demand.

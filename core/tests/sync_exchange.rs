@@ -230,33 +230,60 @@ fn the_persons_budget_counts_every_devices_ledger() {
 
 /// A device of the group writes only for itself: a record under its name
 /// that stamps a setting as another device's, or announces other keys for
-/// a device already known, is refused whole.
+/// a device already known, is refused whole, though its writer signed it;
+/// and a record under a device's name that it did not sign (another device
+/// of the group, holding the group's key, wrote it) is refused too.
 #[test]
 fn a_record_cannot_speak_for_another_device() {
     use hearth_core::sync::records::{RecordKey, RecordName};
-    let d = person(2);
-    let (phone, tv) = (&d.all[0], &d.all[1]);
+    use hearth_core::testing::{sync_group_key, sync_signed_body};
+    let d = person(3);
+    let (phone, tv, tablet) = (&d.all[0], &d.all[1], &d.all[2]);
     let backend = Arc::new(MemoryBackend::default());
     sync(phone, &backend);
     sync(tv, &backend);
-    let key = hearth_core::testing::sync_group_key(phone).unwrap();
+    sync(tablet, &backend);
+    sync(tv, &backend);
+    let key = sync_group_key(phone).unwrap();
     let phone_id = phone.sync_group().unwrap().unwrap().device_id;
     let device: [u8; 8] = std::array::from_fn(|i| u8::from_str_radix(&phone_id[2 * i..2 * i + 2], 16).unwrap());
     let next = RecordName { device, seq: 2 };
     let hex64 = "ab".repeat(32);
-    for body in [
-        r#"{"changes":[{"kind":"setting","field":"federated_opt_in","value":true,"at":{"ms":9000000000000,"n":0,"device":"ffffffffffffffff"}}]}"#.to_string(),
-        format!(r#"{{"changes":[{{"kind":"member","agreement":"{hex64}","signing":"{hex64}","joined_ms":1}}]}}"#),
-        r#"{"changes":[{"kind":"ledger","entry":{"run_id":1,"round":1,"at_ms":1,"status":"Sent","bytes_sent":1,"norm_before_clip":1.0,"norm_after_clip":1.0,"clip_norm":1.0,"noise_multiplier":1.0,"sampling_rate":0.01,"epsilon_total":-5.0}}]}"#.to_string(),
-    ] {
-        let blob = RecordKey::new(&key, 1).seal(&next, body.as_bytes(), [4; 12]).unwrap();
+    let opt_in = r#"{"changes":[{"kind":"setting","field":"federated_opt_in","value":true,"at":{"ms":9000000000000,"n":0,"device":"PHONE"}}]}"#;
+    let refuse = |plain: Vec<u8>, kind: RefusalKind, what: &str| {
+        let blob = RecordKey::new(&key, 1).seal(&next, &plain, [4; 12]).unwrap();
         backend.blobs.lock().unwrap().insert(next.encode(), blob);
         let before = tv.settings().unwrap();
         let report = tv.sync(backend.clone(), SyncOptions::default()).unwrap();
-        assert_eq!(report.records_applied, 0, "{body}");
-        assert_eq!(report.refused.len(), 1, "{body}");
-        assert_eq!(tv.settings().unwrap(), before);
+        assert_eq!(report.records_applied, 0, "{what}");
+        assert_eq!(report.refused.iter().map(|r| r.kind).collect::<Vec<_>>(), vec![kind], "{what}: {report:?}");
+        assert_eq!(tv.settings().unwrap(), before, "{what}");
+    };
+    for body in [
+        opt_in.replace("PHONE", "ffffffffffffffff"),
+        format!(r#"{{"changes":[{{"kind":"member","agreement":"{hex64}","signing":"{hex64}","joined_ms":1}}]}}"#),
+        r#"{"changes":[{"kind":"ledger","entry":{"run_id":1,"round":1,"at_ms":1,"status":"Sent","bytes_sent":1,"norm_before_clip":1.0,"norm_after_clip":1.0,"clip_norm":1.0,"noise_multiplier":1.0,"sampling_rate":0.01,"epsilon_total":-5.0}}]}"#.to_string(),
+    ] {
+        let signed = sync_signed_body(phone, 1, &next.encode(), body.as_bytes()).unwrap();
+        refuse(signed, RefusalKind::NotValid, &body);
     }
+    // The phone's own setting, stamped as the phone's, but signed by the
+    // tablet (which holds the group key): refused; unsigned, refused.
+    let as_phone = opt_in.replace("PHONE", &phone_id);
+    let by_tablet = sync_signed_body(tablet, 1, &next.encode(), as_phone.as_bytes()).unwrap();
+    refuse(by_tablet, RefusalKind::NotSignedByWriter, "signed by the tablet");
+    let mut unsigned = vec![0u8; 64];
+    unsigned.extend_from_slice(as_phone.as_bytes());
+    refuse(unsigned, RefusalKind::NotSignedByWriter, "not signed");
+    refuse(as_phone.as_bytes().to_vec(), RefusalKind::NotValid, "no signature at all");
+    // Signed by the phone, it is the phone's own change: applied.
+    backend.blobs.lock().unwrap().remove(&next.encode());
+    let signed = sync_signed_body(phone, 1, &next.encode(), as_phone.as_bytes()).unwrap();
+    let blob = RecordKey::new(&key, 1).seal(&next, &signed, [5; 12]).unwrap();
+    backend.blobs.lock().unwrap().insert(next.encode(), blob);
+    let report = tv.sync(backend.clone(), SyncOptions::default()).unwrap();
+    assert_eq!(report.records_applied, 1, "{report:?}");
+    assert!(tv.settings().unwrap().federated_opt_in);
 }
 
 #[test]

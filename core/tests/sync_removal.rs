@@ -11,7 +11,9 @@ use std::sync::Arc;
 
 use common::sync_backend::{MemoryBackend, pair, sync};
 use common::*;
+use hearth_core::sync::changes::sign_body;
 use hearth_core::sync::records::{RecordError, RecordKey, RecordName, blob_epoch};
+use hearth_core::sync::rotation::DeviceKeys;
 use hearth_core::testing::sync_group_key;
 use hearth_core::*;
 
@@ -98,6 +100,44 @@ fn a_removed_device_reads_nothing_written_afterwards() {
     let report = phone.sync(backend.clone(), SyncOptions::default()).unwrap();
     assert_eq!(report.refused, vec![RefusedRecord::new(late.encode(), &RecordError::FromRemovedDevice)]);
 
+    // Nor can it write in the name of a device that stays: under the TV's
+    // next number, sealed with the old key it holds, a record that forgets
+    // the phone's history does not carry the TV's signature.
+    let tv_id = tv.sync_group().unwrap().unwrap().device_id;
+    let mut tv_next = RecordName { device: device_bytes(&tv_id), seq: 1 };
+    while backend.snapshot().contains_key(&tv_next.encode()) {
+        tv_next.seq += 1;
+    }
+    let forger = DeviceKeys::generate().unwrap();
+    let json = format!(r#"{{"changes":[{{"kind":"forget","item_id":"before-1","through_ms":{}}}]}}"#, T0 + 100);
+    let plain = sign_body(&forger, &stolen.group_id, 1, &tv_next.encode(), json.as_bytes());
+    let forged = RecordKey::new(&stolen, 1).seal(&tv_next, &plain, [7; 12]).unwrap();
+    backend.blobs.lock().unwrap().insert(tv_next.encode(), forged);
+    let held = history(&phone);
+    let report = phone.sync(backend.clone(), SyncOptions::default()).unwrap();
+    let forged = RefusedRecord::new(tv_next.encode(), &RecordError::BadSignature);
+    assert!(report.refused.contains(&forged), "{report:?}");
+    assert_eq!(report.records_applied, 0, "{report:?}");
+    assert_eq!(history(&phone), held);
+    backend.blobs.lock().unwrap().remove(&tv_next.encode());
+    // Nor as a device the group never saw, announcing keys of its own in
+    // its first record and turning federated learning on for the person.
+    let (agreement, signing) = forger.public();
+    let ghost = RecordName { device: [0x66; 8], seq: 1 };
+    let json = format!(
+        r#"{{"changes":[{{"kind":"member","agreement":"{agreement}","signing":"{signing}","joined_ms":1}},{{"kind":"setting","field":"federated_opt_in","value":true,"at":{{"ms":9000000000000,"n":0,"device":"6666666666666666"}}}}]}}"#
+    );
+    let plain = sign_body(&forger, &stolen.group_id, 1, &ghost.encode(), json.as_bytes());
+    let forged = RecordKey::new(&stolen, 1).seal(&ghost, &plain, [6; 12]).unwrap();
+    backend.blobs.lock().unwrap().insert(ghost.encode(), forged);
+    for d in [&phone, &tv] {
+        let report = d.sync(backend.clone(), SyncOptions::default()).unwrap();
+        assert!(report.refused.contains(&RefusedRecord::new(ghost.encode(), &RecordError::NotKept)), "{report:?}");
+        assert!(!d.settings().unwrap().federated_opt_in);
+        assert!(!d.sync_devices().unwrap().iter().any(|m| m.device_id == "6666666666666666"));
+    }
+    backend.blobs.lock().unwrap().remove(&ghost.encode());
+
     // Nor can it wipe the group with the key it held.
     let wipe = RecordKey::new(&stolen, 1).seal_named("wipe", br#"{"wipe_ms":1}"#, [8; 12]).unwrap();
     backend.blobs.lock().unwrap().insert("wipe".into(), wipe);
@@ -171,6 +211,30 @@ fn a_backend_that_fails_deletes_nothing_anywhere() {
     assert_eq!(tv.event_count().unwrap(), 1);
     assert!(!sync(&phone, &backend).wiped);
     assert_eq!(phone.event_count().unwrap(), 1);
+}
+
+/// What a removed device wrote before its removal, and the remover had
+/// applied, reaches a device that had not seen it yet, though it comes
+/// under the earlier key from a device the rotation did not keep.
+#[test]
+fn a_removed_devices_records_from_before_reach_every_device() {
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let [phone, tablet, tv] = [0, 1, 2].map(|i| open(dirs[i].path(), [i as u8 + 1; 32]).unwrap());
+    let backend = Arc::new(MemoryBackend::default());
+    phone.create_sync_group().unwrap();
+    pair(&phone, &tablet);
+    pair(&phone, &tv);
+    sync(&phone, &backend);
+    sync(&tv, &backend);
+    tablet.record(event("tablet-1", EventKind::Play, T0)).unwrap();
+    sync(&tablet, &backend);
+    sync(&phone, &backend);
+    let tablet_id = tablet.sync_group().unwrap().unwrap().device_id;
+    assert!(phone.remove_sync_device(backend.clone(), tablet_id).unwrap().complete);
+    let report = tv.sync(backend.clone(), SyncOptions::default()).unwrap();
+    assert!(report.complete && report.refused.is_empty(), "{report:?}");
+    assert_eq!(report.events_received, 1);
+    assert_eq!(history(&tv), history(&phone));
 }
 
 #[test]

@@ -3,15 +3,19 @@
 //! which holds the key and may write any body. The first byte picks which:
 //! even, the rest is a blob the backend returns as the next record of
 //! another device (it must be refused: without the key nothing opens);
-//! odd, the rest is a body that device sealed honestly (it is applied or
-//! refused whole). Either way a real store takes it through `sync`;
-//! nothing may panic, and a refused record changes nothing stored.
+//! odd, the rest is a body that device signed and sealed honestly (it is
+//! applied or refused whole; the device announced its keys in its first
+//! record, which the harness wrote). Either way a real store takes it
+//! through `sync`; nothing may panic, and a refused record changes nothing
+//! stored.
 #![no_main]
 
 use std::sync::{Arc, Mutex, OnceLock};
 
+use hearth_core::sync::changes::sign_body;
 use hearth_core::sync::pairing::GroupKey;
 use hearth_core::sync::records::{RecordKey, RecordName};
+use hearth_core::sync::rotation::DeviceKeys;
 use hearth_core::testing::MemoryBackend;
 use hearth_core::*;
 use libfuzzer_sys::fuzz_target;
@@ -28,6 +32,8 @@ struct Device {
     _dir: std::path::PathBuf,
     hearth: Arc<Hearth>,
     key: GroupKey,
+    /// The other device's own keys.
+    writer: DeviceKeys,
     /// The other device's next record.
     seq: Mutex<u64>,
 }
@@ -41,7 +47,20 @@ fn device() -> &'static Device {
         let hearth = Hearth::open(config, Arc::new(Key)).expect("a store opens");
         hearth.create_sync_group().expect("a group");
         let key = hearth_core::testing::sync_group_key(&hearth).expect("its key");
-        Device { _dir: dir, hearth, key, seq: Mutex::new(1) }
+        // The other device's first record announces its keys.
+        let writer = DeviceKeys::generate().expect("keys");
+        let (agreement, signing) = writer.public();
+        let json = format!(
+            r#"{{"changes":[{{"kind":"member","agreement":"{agreement}","signing":"{signing}","joined_ms":1}}]}}"#
+        );
+        let first = RecordName { device: [0x0d; 8], seq: 1 };
+        let plain = sign_body(&writer, &key.group_id, 1, &first.encode(), json.as_bytes());
+        let backend = Arc::new(MemoryBackend::default());
+        let blob = RecordKey::new(&key, 1).seal(&first, &plain, [0; 12]).expect("sealed");
+        backend.blobs.lock().unwrap().insert(first.encode(), blob);
+        let report = hearth.sync(backend, SyncOptions::default()).expect("sync answers");
+        assert_eq!(report.records_applied, 1, "the announcement was not applied: {report:?}");
+        Device { _dir: dir, hearth, key, writer, seq: Mutex::new(2) }
     })
 }
 
@@ -53,7 +72,8 @@ fuzz_target!(|data: &[u8]| {
     let blob = if which % 2 == 0 {
         rest.to_vec()
     } else {
-        match RecordKey::new(&d.key, 1).seal(&name, rest, [0; 12]) {
+        let plain = sign_body(&d.writer, &d.key.group_id, 1, &name.encode(), rest);
+        match RecordKey::new(&d.key, 1).seal(&name, &plain, [0; 12]) {
             Ok(blob) => blob,
             Err(_) => return,
         }

@@ -28,6 +28,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 
 use super::records::{MAX_BODY, RecordError};
+use super::rotation::{DeviceKeys, SIGNATURE_LEN, verify};
 use crate::federated::ledger::LedgerEntry;
 use crate::store::history::Event;
 
@@ -108,6 +109,50 @@ impl Body {
     pub fn decode(bytes: &[u8]) -> Result<Body, RecordError> {
         serde_json::from_slice(bytes).map_err(|_| RecordError::Content("not a body of known changes"))
     }
+
+    /// The writer's public signing key, when this body announces it (the
+    /// writer's first record).
+    pub fn announced_signing(&self) -> Option<&str> {
+        self.changes.iter().find_map(|c| match c {
+            Change::Member { signing, .. } => Some(signing.as_str()),
+            _ => None,
+        })
+    }
+}
+
+const SIGNED_RECORD: &[u8] = b"hearth sync v1 record signature\0";
+
+/// What a writer signs for one record: a domain tag, the group id, the key
+/// epoch (u32 LE), the record's name and its JSON body. The sealed record
+/// holds the 64-byte Ed25519 signature, then the JSON.
+pub fn signed_message(group_id: &[u8; 16], epoch: u32, name: &str, json: &[u8]) -> Vec<u8> {
+    [SIGNED_RECORD, group_id, &epoch.to_le_bytes(), name.as_bytes(), json].concat()
+}
+
+/// The plaintext of a record: `signature | json`.
+pub fn sign_body(keys: &DeviceKeys, group_id: &[u8; 16], epoch: u32, name: &str, json: &[u8]) -> Vec<u8> {
+    [&keys.sign(&signed_message(group_id, epoch, name, json))[..], json].concat()
+}
+
+/// The body of an opened record, once its signature checks against the
+/// writer's key: `known`, the key the writer announced before, or else
+/// the one this record announces (its first). `BadSignature` when neither
+/// checks, `Content` when it is no body at all.
+pub fn open_body(
+    plain: &[u8],
+    group_id: &[u8; 16],
+    epoch: u32,
+    name: &str,
+    known: Option<&str>,
+) -> Result<Body, RecordError> {
+    if plain.len() < SIGNATURE_LEN {
+        return Err(RecordError::Content("no signature"));
+    }
+    let (signature, json) = plain.split_at(SIGNATURE_LEN);
+    let body = Body::decode(json)?;
+    let signer = known.or(body.announced_signing()).ok_or(RecordError::BadSignature)?;
+    verify(signer, &signed_message(group_id, epoch, name, json), signature)?;
+    Ok(body)
 }
 
 /// A packed body, and how many events it holds.
@@ -117,8 +162,8 @@ pub struct Packed {
     pub events: u64,
 }
 
-/// Packs changes, in order, into bodies of at most [`MAX_BODY`] bytes.
-/// Each body holds whole changes; none is empty.
+/// Packs changes, in order, into bodies whose signed plaintext is at most
+/// [`MAX_BODY`] bytes. Each body holds whole changes; none is empty.
 pub fn pack(changes: &[Change]) -> Result<Vec<Packed>, serde_json::Error> {
     const OPEN: &[u8] = br#"{"changes":["#;
     const CLOSE: &[u8] = b"]}";
@@ -127,7 +172,7 @@ pub fn pack(changes: &[Change]) -> Result<Vec<Packed>, serde_json::Error> {
     for change in changes {
         let json = serde_json::to_vec(change)?;
         let first = body.body.len() == OPEN.len();
-        if !first && body.body.len() + 1 + json.len() + CLOSE.len() > MAX_BODY {
+        if !first && body.body.len() + 1 + json.len() + CLOSE.len() > MAX_BODY - SIGNATURE_LEN {
             body.body.extend_from_slice(CLOSE);
             bodies.push(std::mem::replace(&mut body, Packed { body: OPEN.to_vec(), events: 0 }));
         }
@@ -195,6 +240,11 @@ pub struct SyncState {
     /// Devices removed from the group, each with the last of its records
     /// the group applies.
     pub removed: BTreeMap<String, u64>,
+    /// Per key rotation this device took (by its new epoch), the devices it
+    /// kept: a record sealed under an earlier epoch is taken only from a
+    /// device the next rotation after that epoch kept (a removed device
+    /// holds the earlier keys, and could write as a device never seen).
+    pub kept: BTreeMap<u32, BTreeSet<String>>,
     /// Whether this device knows which key epoch the key it holds is of
     /// (a device that joins after a rotation learns it on its first sync).
     pub epoch_known: bool,

@@ -43,6 +43,14 @@ pub enum RecordError {
     /// Written by a device removed from the group, after its removal.
     #[error("written by a device removed from the group, after its removal")]
     FromRemovedDevice,
+    /// It opened, but its writer's signature does not check (written with
+    /// the group's key by another device, or by a device not announced).
+    #[error("not signed by the device it names")]
+    BadSignature,
+    /// Sealed under a key epoch before a rotation that did not keep its
+    /// writer (a removed device, or one the group never knew).
+    #[error("sealed under an earlier key by a device the group's rotation did not keep")]
+    NotKept,
 }
 
 type Result<T> = std::result::Result<T, RecordError>;

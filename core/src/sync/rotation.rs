@@ -39,7 +39,8 @@ const WRAP: &[u8] = b"hearth sync v1 wrap";
 const EARLIER: &[u8] = b"hearth sync v1 earlier keys";
 const SIGNED: &[u8] = b"hearth sync v1 rotation\0";
 const VERSION: u8 = 1;
-const SIGNATURE_LEN: usize = 64;
+/// The length of an Ed25519 signature.
+pub const SIGNATURE_LEN: usize = 64;
 /// The largest rotation blob read (a group of a few hundred devices).
 pub const MAX_ROTATION: usize = 256 * 1024;
 
@@ -90,6 +91,19 @@ impl DeviceKeys {
     pub fn public(&self) -> (String, String) {
         (hex(PublicKey::from(&self.agreement).as_bytes()), hex(self.signing.public_key().as_ref()))
     }
+
+    /// An Ed25519 signature of `message` (the writer's signature on each of
+    /// its records, `super::changes::signed_message`).
+    pub fn sign(&self, message: &[u8]) -> [u8; SIGNATURE_LEN] {
+        self.signing.sign(message).as_ref().try_into().expect("an Ed25519 signature is 64 bytes")
+    }
+}
+
+/// Checks an Ed25519 `signature` of `message` under `public` (hex, as a
+/// member announces it): `BadSignature` when it does not check.
+pub fn verify(public: &str, message: &[u8], signature: &[u8]) -> Result<()> {
+    let public: [u8; 32] = unhex(public)?;
+    UnparsedPublicKey::new(&ED25519, public).verify(message, signature).map_err(|_| RecordError::BadSignature)
 }
 
 /// The new key wrapped for one device.

@@ -21,7 +21,7 @@ use super::removal::{WIPE, rotation_epoch};
 use crate::error::{Error, HearthError};
 use crate::store::crypto::random_bytes;
 use crate::store::history::now_ms;
-use crate::sync::changes::{Body, Outgoing, SyncState, pack};
+use crate::sync::changes::{Outgoing, SyncState, open_body, pack, sign_body};
 use crate::sync::hex;
 use crate::sync::records::{MAX_BLOB, RecordError, RecordKey, RecordName, blob_epoch};
 pub use crate::sync::transport::{SyncBlob, SyncTransport, SyncTransportError};
@@ -72,8 +72,12 @@ pub enum RefusalKind {
     DoesNotOpen,
     /// It opened, but holds what this version does not read.
     NotValid,
-    /// Written by a removed device after its removal.
+    /// Written by a removed device after its removal (or under an earlier
+    /// key by a device the group's key rotation did not keep).
     FromRemovedDevice,
+    /// Not signed by the device it names (another device of the group
+    /// wrote it with the group's key).
+    NotSignedByWriter,
 }
 
 /// A record of another device that was not applied.
@@ -94,7 +98,8 @@ impl RefusedRecord {
             RecordError::UnknownEpoch { .. } => RefusalKind::UnknownEpoch,
             RecordError::Unsealed => RefusalKind::DoesNotOpen,
             RecordError::Content(_) => RefusalKind::NotValid,
-            RecordError::FromRemovedDevice => RefusalKind::FromRemovedDevice,
+            RecordError::FromRemovedDevice | RecordError::NotKept => RefusalKind::FromRemovedDevice,
+            RecordError::BadSignature => RefusalKind::NotSignedByWriter,
         };
         RefusedRecord { name: name.into(), kind, reason: reason.to_string() }
     }
@@ -256,8 +261,7 @@ impl Hearth {
             if wiped && self.take_wipe(transport, group, report)? {
                 return Ok(());
             }
-            let keys = group.record_keys().map_err(|e| Err(e.into()))?;
-            self.receive(transport, &records, &keys, &group.device_id, deadline, state, report)?;
+            self.receive(transport, &records, group, deadline, state, report)?;
             // A rotation signed by a device announced only in the records
             // just applied is taken on the second pass.
             if rotations.range(group.epoch + 1..).next().is_none() {
@@ -265,8 +269,7 @@ impl Hearth {
             }
         }
         if state.epoch_known {
-            let key = RecordKey::new(&group.key().map_err(|e| Err(e.into()))?, group.epoch);
-            self.write_records(&key, &group.device_id, state)?;
+            self.write_records(group, state)?;
         }
         self.send_outgoing(transport, state, report)
     }
@@ -291,17 +294,18 @@ impl Hearth {
 
     /// Applies the other devices' records not yet applied, each device's
     /// in order; a refused record holds back that device's later ones.
-    #[allow(clippy::too_many_arguments)]
     fn receive(
         &self,
         transport: &dyn SyncTransport,
         listing: &[&SyncBlob],
-        keys: &BTreeMap<u32, RecordKey>,
-        own_device: &str,
+        group: &StoredGroup,
         deadline: Instant,
         state: &mut SyncState,
         report: &mut SyncReport,
     ) -> std::result::Result<(), std::result::Result<Stop, HearthError>> {
+        let keys = group.record_keys().map_err(|e| Err(e.into()))?;
+        let group_id = group.group_id().map_err(|e| Err(e.into()))?;
+        let own_device = group.device_id.as_str();
         let mut by_device: BTreeMap<String, BTreeMap<u64, &SyncBlob>> = BTreeMap::new();
         for blob in listing {
             match RecordName::parse(&blob.name) {
@@ -333,9 +337,23 @@ impl Hearth {
                     break;
                 };
                 let name = RecordName::parse(&blob.name).expect("parsed above");
-                let opened = blob_epoch(&bytes)
-                    .and_then(|epoch| keys.get(&epoch).ok_or(RecordError::UnknownEpoch { epoch })?.open(&name, &bytes));
-                let body = match opened.and_then(|b| Body::decode(&b)) {
+                // Opened under the key of its epoch, then checked against
+                // its writer's signing key.
+                let known = state.members.get(&device).map(|m| m.signing.as_str());
+                let opened = blob_epoch(&bytes).and_then(|epoch| {
+                    // (A removed device's records up to the last one the
+                    // group applies are its own, from before.)
+                    let before_removal = state.removed.get(&device).is_some_and(|last| seq <= *last);
+                    if let Some((_, kept)) = state.kept.range(epoch + 1..).next()
+                        && !kept.contains(&device)
+                        && !before_removal
+                    {
+                        return Err(RecordError::NotKept);
+                    }
+                    let plain = keys.get(&epoch).ok_or(RecordError::UnknownEpoch { epoch })?.open(&name, &bytes)?;
+                    open_body(&plain, &group_id, epoch, &blob.name, known)
+                });
+                let body = match opened {
                     Ok(body) => body,
                     Err(reason) => {
                         warn!("sync record {} refused: {reason}", blob.name);
@@ -370,13 +388,16 @@ impl Hearth {
     /// stored (to send) with the state that moved past them.
     fn write_records(
         &self,
-        key: &RecordKey,
-        own_device: &str,
+        group: &StoredGroup,
         state: &mut SyncState,
     ) -> std::result::Result<(), std::result::Result<Stop, HearthError>> {
-        let device: [u8; 8] = crate::model::parse_hex(own_device)
+        let internal = |e: Error| Err(HearthError::from(e));
+        let device: [u8; 8] = crate::model::parse_hex(&group.device_id)
             .and_then(|b| b.try_into().ok())
             .ok_or(Err(HearthError::from(Error::Integrity { table: "state" })))?;
+        let group_id = group.group_id().map_err(internal)?;
+        let key = RecordKey::new(&group.key().map_err(internal)?, group.epoch);
+        let signer = group.device_keys().map_err(internal)?;
         let own = self.ledger_entries().map_err(Err)?;
         // Under one lock: the notes taken in, the changes gathered and
         // sealed, and the state saved with the notes gone, in one
@@ -390,10 +411,11 @@ impl Hearth {
                     return Ok(None);
                 }
                 for packed in pack(&changes)? {
-                    let name = RecordName { device, seq: next.next_seq };
+                    let name = RecordName { device, seq: next.next_seq }.encode();
                     let nonce: [u8; 12] = random_bytes(12)?.try_into().expect("12 random bytes");
-                    let blob = key.seal(&name, &packed.body, nonce).map_err(|e| Error::Internal(e.to_string()))?;
-                    next.outgoing.push(Outgoing { name: name.encode(), blob, events: packed.events });
+                    let plain = sign_body(&signer, &group_id, group.epoch, &name, &packed.body);
+                    let blob = key.seal_named(&name, &plain, nonce).map_err(|e| Error::Internal(e.to_string()))?;
+                    next.outgoing.push(Outgoing { name, blob, events: packed.events });
                     next.next_seq += 1;
                 }
                 s.store.write_states(&[(STATE, serde_json::to_vec(&next)?)], &[NOTES])?;

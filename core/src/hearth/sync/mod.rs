@@ -192,6 +192,17 @@ impl Hearth {
         Ok(self.stored_group()?.map(|g| g.key()).transpose()?)
     }
 
+    /// A record's plaintext as this device signs it (for `testing`).
+    pub(crate) fn signed_record_body(
+        &self,
+        epoch: u32,
+        name: &str,
+        json: &[u8],
+    ) -> std::result::Result<Option<Vec<u8>>, HearthError> {
+        let Some(group) = self.stored_group()? else { return Ok(None) };
+        Ok(Some(crate::sync::changes::sign_body(&group.device_keys()?, &group.group_id()?, epoch, name, json)))
+    }
+
     fn pairing(&self) -> std::sync::MutexGuard<'_, Option<Pairing>> {
         self.pairing.lock().unwrap_or_else(|p| p.into_inner())
     }

@@ -290,6 +290,7 @@ impl Hearth {
             group.profile_key = hex(&key);
             group.epoch = epoch;
             state.removed.extend(rotation.removed);
+            state.kept.insert(epoch, rotation.wraps.iter().map(|w| w.device.clone()).collect());
             self.save_group(group, state).map_err(Err)?;
             info!("sync group key rotated to epoch {epoch}");
         }
