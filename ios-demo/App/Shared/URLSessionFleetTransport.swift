@@ -39,38 +39,15 @@ public final class URLSessionFleetTransport: FleetTransport {
         request.setValue("application/protobuf", forHTTPHeaderField: "accept")
         for header in headers { request.setValue(header.value, forHTTPHeaderField: header.name) }
 
-        let reply = Reply()
-        let task = session.dataTask(with: request) { data, response, error in
-            reply.finish(data: data, response: response, error: error)
-        }
-        task.resume()
-        guard reply.wait(seconds: timeout) else {
-            task.cancel()
+        guard let reply = BlockingExchange.run(request, on: session, seconds: timeout) else {
             throw TransportFailure.Timeout
         }
-        return try reply.body(maxBytes: maxReplyBytes)
-    }
-}
-
-/// One exchange's result, handed from URLSession's delegate queue to the waiting thread.
-private final class Reply: @unchecked Sendable {
-    // Written once by finish() before the semaphore is signalled, read after the wait.
-    private let done = DispatchSemaphore(value: 0)
-    private var data: Data?
-    private var response: URLResponse?
-    private var error: Error?
-
-    func finish(data: Data?, response: URLResponse?, error: Error?) {
-        self.data = data
-        self.response = response
-        self.error = error
-        done.signal()
+        return try replyBody(of: reply)
     }
 
-    /// false when `seconds` passed first.
-    func wait(seconds: TimeInterval) -> Bool { done.wait(timeout: .now() + seconds) == .success }
-
-    func body(maxBytes: Int) throws -> Data {
+    /// The reply's body, or the failure it is.
+    private func replyBody(of reply: BlockingExchange) throws -> Data {
+        let (data, response, error) = (reply.data, reply.response, reply.error)
         if let error = error as? URLError {
             if error.code == .timedOut { throw TransportFailure.Timeout }
             throw TransportFailure.Io(reason: "URLError \(error.code.rawValue)")
@@ -88,7 +65,7 @@ private final class Reply: @unchecked Sendable {
         }
         let body = data ?? Data()
         // URLSession has buffered the whole body by now; the bound still keeps it from Hearth.
-        if body.count > maxBytes || http.expectedContentLength > Int64(maxBytes) { throw TransportFailure.TooLarge }
+        if body.count > maxReplyBytes || http.expectedContentLength > Int64(maxReplyBytes) { throw TransportFailure.TooLarge }
         return body
     }
 }

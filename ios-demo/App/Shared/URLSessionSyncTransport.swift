@@ -75,43 +75,18 @@ public final class URLSessionSyncTransport: SyncTransport {
             request.httpBody = body
             request.setValue("application/octet-stream", forHTTPHeaderField: "content-type")
         }
-        let exchange = Exchange()
-        let task = session.dataTask(with: request) { data, response, error in
-            exchange.finish(data: data, response: response, error: error)
-        }
-        task.resume()
-        guard exchange.wait(seconds: timeout) else {
-            task.cancel()
+        guard let reply = BlockingExchange.run(request, on: session, seconds: timeout) else {
             throw SyncTransportError.Unavailable(reason: "timed out")
         }
-        return try exchange.result(method: method)
-    }
-}
-
-/// One exchange's result, handed from URLSession's delegate queue to the waiting thread.
-private final class Exchange: @unchecked Sendable {
-    // Written once by finish() before the semaphore is signalled, read after the wait.
-    private let done = DispatchSemaphore(value: 0)
-    private var data: Data?
-    private var response: URLResponse?
-    private var error: Error?
-
-    func finish(data: Data?, response: URLResponse?, error: Error?) {
-        self.data = data
-        self.response = response
-        self.error = error
-        done.signal()
-    }
-
-    /// false when `seconds` passed first.
-    func wait(seconds: TimeInterval) -> Bool { done.wait(timeout: .now() + seconds) == .success }
-
-    func result(method: String) throws -> Data? {
-        if let error = error as? URLError { throw SyncTransportError.Unavailable(reason: "URLError \(error.code.rawValue)") }
-        if let error { throw SyncTransportError.Unavailable(reason: String(describing: type(of: error))) }
-        guard let http = response as? HTTPURLResponse else { throw SyncTransportError.Unavailable(reason: "not an HTTP reply") }
+        if let error = reply.error as? URLError {
+            throw SyncTransportError.Unavailable(reason: "URLError \(error.code.rawValue)")
+        }
+        if let error = reply.error { throw SyncTransportError.Unavailable(reason: String(describing: type(of: error))) }
+        guard let http = reply.response as? HTTPURLResponse else {
+            throw SyncTransportError.Unavailable(reason: "not an HTTP reply")
+        }
         switch http.statusCode {
-        case 200..<300: return data ?? Data()
+        case 200..<300: return reply.data ?? Data()
         case 404 where method != "PUT": return nil
         case 429, 500...: throw SyncTransportError.Unavailable(reason: "HTTP \(http.statusCode)")
         default: throw SyncTransportError.Refused(reason: "HTTP \(http.statusCode)")
