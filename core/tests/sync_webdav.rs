@@ -141,3 +141,33 @@ fn two_devices_sync_through_a_webdav_server_that_reads_nothing() {
     assert_eq!(tv.event_count().unwrap(), 351);
     assert_eq!(phone.event_count().unwrap(), 351);
 }
+
+/// A server that drips its listing, a byte at a time within every read
+/// timeout, does not hold the sync: the listing gives up at the transport's
+/// timeout, as a whole.
+#[test]
+fn a_server_that_drips_its_listing_is_given_up_on_in_time() {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = std::thread::spawn(move || {
+        let (mut conn, _) = listener.accept().unwrap();
+        let mut request = [0u8; 1024];
+        let _ = conn.read(&mut request);
+        let started = Instant::now();
+        for byte in b"HTTP/1.0 207 Multi-Status\r\n\r\n<?xml version=\"1.0\"?>".iter().cycle() {
+            if conn.write_all(&[*byte]).is_err() || started.elapsed() > Duration::from_secs(10) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    });
+    let dav = WebDavTransport::new(&format!("http://127.0.0.1:{port}/"), Duration::from_secs(1));
+    let started = Instant::now();
+    let listed = dav.list();
+    let took = started.elapsed();
+    assert!(matches!(listed, Err(SyncTransportError::Unavailable { .. })), "{listed:?}");
+    assert!(took < Duration::from_secs(3), "the listing took {took:?}");
+    drop(dav);
+    server.join().unwrap();
+}

@@ -75,17 +75,36 @@ impl WebDavTransport {
             .map_err(io)?
             .next()
             .ok_or_else(|| unavailable("no address".into()))?;
-        let mut stream = std::net::TcpStream::connect_timeout(&addr, self.timeout).map_err(io)?;
-        stream.set_read_timeout(Some(self.timeout)).map_err(io)?;
-        stream.set_write_timeout(Some(self.timeout)).map_err(io)?;
+        // The whole exchange within the timeout, as ureq's global timeout
+        // bounds the other calls: each read waits at most what is left, so
+        // a server that drips its answer cannot hold the sync.
+        let deadline = std::time::Instant::now() + self.timeout;
+        let left = || {
+            deadline
+                .checked_duration_since(std::time::Instant::now())
+                .filter(|d| !d.is_zero())
+                .ok_or_else(|| unavailable(format!("the listing took longer than {:?}", self.timeout)))
+        };
+        let mut stream = std::net::TcpStream::connect_timeout(&addr, left()?).map_err(io)?;
+        stream.set_write_timeout(Some(left()?)).map_err(io)?;
         write!(stream, "PROPFIND {path} HTTP/1.0\r\nHost: {host}\r\nDepth: 1\r\nContent-Length: 0\r\n\r\n")
             .map_err(io)?;
         let mut reply = Vec::new();
-        stream.take(MAX_LISTING + 1).read_to_end(&mut reply).map_err(io)?;
-        if reply.len() as u64 > MAX_LISTING {
-            return Err(unavailable("a listing larger than the bound".into()));
+        let mut chunk = [0u8; 16 * 1024];
+        loop {
+            stream.set_read_timeout(Some(left()?)).map_err(io)?;
+            let n = match stream.read(&mut chunk) {
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                read => read.map_err(io)?,
+            };
+            if n == 0 {
+                return Ok(reply);
+            }
+            if reply.len() as u64 + n as u64 > MAX_LISTING {
+                return Err(unavailable("a listing larger than the bound".into()));
+            }
+            reply.extend_from_slice(&chunk[..n]);
         }
-        Ok(reply)
     }
 }
 

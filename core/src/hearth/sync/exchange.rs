@@ -337,10 +337,12 @@ impl Hearth {
                     break;
                 };
                 let name = RecordName::parse(&blob.name).expect("parsed above");
-                // Opened under the key of its epoch, then checked against
-                // its writer's signing key.
+                // Opened under the key of its epoch; from a device the
+                // rotations since that epoch kept; then checked against its
+                // writer's signing key.
                 let known = state.members.get(&device).map(|m| m.signing.as_str());
                 let opened = blob_epoch(&bytes).and_then(|epoch| {
+                    let plain = keys.get(&epoch).ok_or(RecordError::UnknownEpoch { epoch })?.open(&name, &bytes)?;
                     // (A removed device's records up to the last one the
                     // group applies are its own, from before.)
                     let before_removal = state.removed.get(&device).is_some_and(|last| seq <= *last);
@@ -350,7 +352,6 @@ impl Hearth {
                     {
                         return Err(RecordError::NotKept);
                     }
-                    let plain = keys.get(&epoch).ok_or(RecordError::UnknownEpoch { epoch })?.open(&name, &bytes)?;
                     open_body(&plain, &group_id, epoch, &blob.name, known)
                 });
                 let body = match opened {
