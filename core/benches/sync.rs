@@ -27,7 +27,7 @@ fn pair(inviter: &Hearth, joiner: &Hearth) {
 
 fn synced(h: &Hearth, backend: &Arc<MemoryBackend>) -> SyncReport {
     let report = h.sync(backend.clone(), SyncOptions::default()).unwrap();
-    assert!(report.complete && report.refused.is_empty());
+    assert!(report.complete && report.refused.is_empty(), "{report:?}");
     report
 }
 

@@ -361,3 +361,17 @@ fn what_the_person_changes_during_a_sync_is_not_lost() {
     assert!(!history(phone).iter().any(|e| e.starts_with("mine/")), "the forget made during the sync was lost");
     assert_eq!(history(phone), history(tv));
 }
+
+/// A device whose first sync carries more than one record of history
+/// announces its keys in the first of them, so a device that has never
+/// heard of it checks every one.
+#[test]
+fn a_first_sync_of_many_records_is_checked_from_its_first() {
+    let d = person(2);
+    let (phone, tv) = (&d.all[0], &d.all[1]);
+    let backend = Arc::new(MemoryBackend::default());
+    phone.record_batch((0..3_000).map(hearth_core::testing::bench_event).collect()).unwrap();
+    let sent = sync(phone, &backend);
+    assert!(sent.records_sent >= 3, "{sent:?}");
+    assert_eq!(sync(tv, &backend).events_received, 3_000);
+}

@@ -237,6 +237,94 @@ fn a_removed_devices_records_from_before_reach_every_device() {
     assert_eq!(history(&tv), history(&phone));
 }
 
+fn id(h: &Hearth) -> String {
+    h.sync_group().unwrap().unwrap().device_id
+}
+
+/// A device that took a rotation checks the devices it kept against the
+/// keys the remover signed into it: the removed device, with the backend,
+/// cannot forge the first record of a kept device this one has not read
+/// yet (announcing its own keys and turning federated learning on), and so
+/// is never handed a later key in that device's name.
+#[test]
+fn a_removed_device_cannot_forge_the_first_record_of_a_device_that_stays() {
+    use hearth_core::sync::rotation::Rotation;
+    let dirs: Vec<_> = (0..4).map(|_| tempfile::tempdir().unwrap()).collect();
+    let [phone, tablet, tv, laptop] = [0, 1, 2, 3].map(|i| open(dirs[i].path(), [i as u8 + 1; 32]).unwrap());
+    let backend = Arc::new(MemoryBackend::default());
+    phone.create_sync_group().unwrap();
+    for d in [&tablet, &tv, &laptop] {
+        pair(&phone, d);
+    }
+    for d in [&phone, &tablet, &tv, &phone] {
+        sync(d, &backend);
+    }
+    // The laptop announces itself; the phone reads it, the TV not yet.
+    sync(&laptop, &backend);
+    sync(&phone, &backend);
+    let stolen = sync_group_key(&tablet).unwrap();
+    assert!(phone.remove_sync_device(backend.clone(), id(&tablet)).unwrap().complete);
+
+    let laptop_id = id(&laptop);
+    let first = RecordName { device: device_bytes(&laptop_id), seq: 1 };
+    let forger = DeviceKeys::generate().unwrap();
+    let (agreement, signing) = forger.public();
+    let json = format!(
+        r#"{{"changes":[{{"kind":"member","agreement":"{agreement}","signing":"{signing}","joined_ms":1}},{{"kind":"setting","field":"federated_opt_in","value":true,"at":{{"ms":9000000000000,"n":0,"device":"{laptop_id}"}}}}]}}"#
+    );
+    let plain = sign_body(&forger, &stolen.group_id, 1, &first.encode(), json.as_bytes());
+    let forged = RecordKey::new(&stolen, 1).seal(&first, &plain, [3; 12]).unwrap();
+    backend.blobs.lock().unwrap().insert(first.encode(), forged);
+    let report = tv.sync(backend.clone(), SyncOptions::default()).unwrap();
+    assert!(report.refused.contains(&RefusedRecord::new(first.encode(), &RecordError::BadSignature)), "{report:?}");
+    assert!(!tv.settings().unwrap().federated_opt_in);
+
+    // The TV's own removal later wraps the next key to the laptop's real
+    // key, which the removed tablet cannot open.
+    assert!(tv.remove_sync_device(backend.clone(), id(&phone)).unwrap().complete);
+    let rotation = Rotation::parse_unverified(&backend.snapshot()["keys-0000000003"]).unwrap();
+    let wrap = rotation.wraps.iter().find(|w| w.device == laptop_id).unwrap();
+    assert!(forger.unwrap_key(&stolen.group_id, 3, &laptop_id, wrap).is_err());
+}
+
+/// A purge applied from another device is not sent again as this device's
+/// own: one device that takes a purge (here, one the removed tablet
+/// re-signed under a number the group had applied, which a device that had
+/// not read it yet takes: docs/sync.md) does not pass it on to the rest.
+#[test]
+fn a_purge_taken_from_another_device_is_not_sent_again_as_ones_own() {
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let [phone, tablet, tv] = [0, 1, 2].map(|i| open(dirs[i].path(), [i as u8 + 1; 32]).unwrap());
+    let backend = Arc::new(MemoryBackend::default());
+    phone.create_sync_group().unwrap();
+    pair(&phone, &tablet);
+    pair(&phone, &tv);
+    phone.record(event("p-1", EventKind::Play, T0)).unwrap();
+    for d in [&phone, &tablet, &tv, &phone] {
+        sync(d, &backend);
+    }
+    tablet.record(event("t-1", EventKind::Play, T0 + 1)).unwrap();
+    sync(&tablet, &backend);
+    let tablet_id = id(&tablet);
+    let mut last = RecordName { device: device_bytes(&tablet_id), seq: 1 };
+    while backend.snapshot().contains_key(&RecordName { seq: last.seq + 1, ..last }.encode()) {
+        last.seq += 1;
+    }
+    let stolen = sync_group_key(&tablet).unwrap();
+    let json = format!(r#"{{"changes":[{{"kind":"purge","before_ms":{}}}]}}"#, T0 + 1000);
+    let plain = hearth_core::testing::sync_signed_body(&tablet, 1, &last.encode(), json.as_bytes()).unwrap();
+    sync(&phone, &backend);
+    assert!(phone.remove_sync_device(backend.clone(), tablet_id).unwrap().complete);
+    let held = history(&phone);
+    assert_eq!(held.len(), 2);
+    let swapped = RecordKey::new(&stolen, 1).seal(&last, &plain, [1; 12]).unwrap();
+    backend.blobs.lock().unwrap().insert(last.encode(), swapped);
+    tv.sync(backend.clone(), SyncOptions::default()).unwrap();
+    sync(&tv, &backend);
+    sync(&phone, &backend);
+    assert_eq!(history(&phone), held, "the purge the TV took reached the phone");
+}
+
 #[test]
 fn the_export_lists_the_group_and_never_a_key() {
     let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();

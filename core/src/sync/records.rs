@@ -55,8 +55,10 @@ pub enum RecordError {
 
 type Result<T> = std::result::Result<T, RecordError>;
 
-/// The format version this library writes and reads.
-pub const VERSION: u8 = 1;
+/// The format version this library writes and reads: 2, whose plaintext
+/// is the writer's signature and the body (`super::changes::sign_body`).
+/// Version 1, unsigned, was never released and is refused.
+pub const VERSION: u8 = 2;
 const NONCE_LEN: usize = 12;
 const TAG_LEN: usize = 16;
 /// Version, epoch, nonce.

@@ -115,6 +115,15 @@ pub struct Wrap {
     pub sealed: String,
 }
 
+/// The public keys of a device a rotation keeps, as the remover knows them
+/// (hex, as the device announced them).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeptKeys {
+    pub agreement: String,
+    pub signing: String,
+}
+
 /// A rotation to a new key epoch.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -129,6 +138,11 @@ pub struct Rotation {
     pub wraps: Vec<Wrap>,
     /// Every earlier epoch's key, sealed under the new key.
     pub earlier: String,
+    /// The public keys of each device kept, as signed by the remover: a
+    /// device that takes the rotation checks those devices' records
+    /// against them, whatever an earlier-epoch record announced.
+    #[serde(default)]
+    pub keys: BTreeMap<String, KeptKeys>,
 }
 
 fn aes(key: &[u8; 32]) -> LessSafeKey {

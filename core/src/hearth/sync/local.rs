@@ -174,14 +174,17 @@ impl Session {
                 changes.push(Change::Ledger { entry: entry.clone() });
             }
         }
+        // First of all: the record that carries it (this device's first)
+        // is checked against the key it announces.
         if !state.member_sent
             && let Some(me) = state.members.get(&state.clock.device)
         {
-            changes.push(Change::Member {
+            let member = Change::Member {
                 agreement: me.agreement.clone(),
                 signing: me.signing.clone(),
                 joined_ms: me.joined_ms,
-            });
+            };
+            changes.insert(0, member);
             state.member_sent = true;
         }
         if let Some(secret) = assignment::existing_secret(&self.store)?.map(|s| hex(&s))
@@ -254,6 +257,9 @@ impl Session {
                         next.purge_before = before_ms;
                         purge = Some(before_ms);
                     }
+                    // Another device's purge is its own to send: this one
+                    // does not send it again as its own.
+                    next.purge_sent = next.purge_sent.max(before_ms);
                 }
                 Change::Ledger { entry } => {
                     // What an entry spent may be unknown (NaN counts as
@@ -269,13 +275,13 @@ impl Session {
                     if !key(&agreement) || !key(&signing) {
                         return Err(refused(RecordError::Content("a member's keys")));
                     }
-                    let member = Member { agreement, signing, joined_ms };
-                    // A device's keys are what it first announced: a record
-                    // that says otherwise is not the device's.
-                    if next.members.get(device).is_some_and(|known| *known != member) {
+                    // A device's keys are what it first announced, or what a
+                    // rotation said they are: a record that says otherwise
+                    // is not the device's.
+                    if next.members.get(device).is_some_and(|k| k.agreement != agreement || k.signing != signing) {
                         return Err(refused(RecordError::Content("a member's keys changed")));
                     }
-                    next.members.insert(device.to_string(), member);
+                    next.members.insert(device.to_string(), Member { agreement, signing, joined_ms });
                 }
                 Change::ExperimentSecret { secret: hex_secret, at } => {
                     if at.device != device {

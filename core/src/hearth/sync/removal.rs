@@ -15,9 +15,9 @@ use super::local::{NOTES, STATE};
 use super::{GROUP, StoredGroup, hex, random, unhex};
 use crate::error::{Error, HearthError};
 use crate::store::history::now_ms;
-use crate::sync::changes::SyncState;
+use crate::sync::changes::{Member, SyncState};
 use crate::sync::records::{RecordError, RecordKey};
-use crate::sync::rotation::{Rotation, open_earlier, seal_earlier, wrap_key};
+use crate::sync::rotation::{KeptKeys, Rotation, open_earlier, seal_earlier, wrap_key};
 
 /// The name of the group-wide wipe on the backend.
 pub(super) const WIPE: &str = "wipe";
@@ -133,13 +133,16 @@ impl Hearth {
                 let removed =
                     BTreeMap::from([(device_id.clone(), state.applied.get(&device_id).copied().unwrap_or(0))]);
                 let mut wraps = Vec::new();
+                let mut keys = BTreeMap::new();
                 for (id, member) in &state.members {
                     if *id != device_id && !state.removed.contains_key(id) {
                         wraps.push(wrap_key(&group_id, epoch, id, &unhex(&member.agreement)?, random()?, &key));
+                        let kept = KeptKeys { agreement: member.agreement.clone(), signing: member.signing.clone() };
+                        keys.insert(id.clone(), kept);
                     }
                 }
                 let mut rotation =
-                    Rotation { epoch, by: group.device_id.clone(), removed, wraps, earlier: String::new() };
+                    Rotation { epoch, by: group.device_id.clone(), removed, wraps, earlier: String::new(), keys };
                 rotation.earlier = seal_earlier(&group_id, epoch, &key, &group.epoch_keys()?, &rotation.header());
                 let blob = rotation.sign(&group_id, &group.device_keys()?);
                 if let Err(e) = transport.put(rotation_name(epoch), blob) {
@@ -291,6 +294,13 @@ impl Hearth {
             group.epoch = epoch;
             state.removed.extend(rotation.removed);
             state.kept.insert(epoch, rotation.wraps.iter().map(|w| w.device.clone()).collect());
+            // The kept devices' keys are the remover's, signed: a device
+            // whose first record this one has not read, or read forged,
+            // is checked (and wrapped to, later) under them.
+            for (device, keys) in rotation.keys {
+                let joined_ms = state.members.get(&device).map(|m| m.joined_ms).unwrap_or(0);
+                state.members.insert(device, Member { agreement: keys.agreement, signing: keys.signing, joined_ms });
+            }
             self.save_group(group, state).map_err(Err)?;
             info!("sync group key rotated to epoch {epoch}");
         }

@@ -26,7 +26,7 @@ fn a_record_seals_to_the_known_answer() {
     assert_eq!(blob.len(), 1057);
     assert_eq!(
         hex(digest(&SHA256, &blob).as_ref()),
-        "45d068bf6a62b6ff01bb9611fbf0297de52146448f0a05bbf8d2ac519b270aba"
+        "3cda2aec9012630ca91312796ad3c187ebf4bd83cf0baa1bfb48a4b92a977a6a"
     );
     assert_eq!(
         hex(&blob[blob.len() - 48..]),

@@ -10,6 +10,7 @@ fn device(secret: u8) -> DeviceKeys {
 /// The phone's rotation to epoch 2, removing a lost tablet.
 fn removing_the_tablet() -> Rotation {
     Rotation {
+        keys: BTreeMap::new(),
         epoch: 2,
         by: "phone".into(),
         removed: BTreeMap::from([("lost-tablet".to_string(), 4)]),
