@@ -321,10 +321,22 @@ pub fn sync_group_key(hearth: &crate::Hearth) -> Option<crate::sync::pairing::Gr
 }
 
 /// A record's plaintext as `hearth` writes it under key epoch `epoch`: the
-/// body `json` signed with its own device key for the record `name` (tests
-/// write what a device of the group could, within its rights or not).
-pub fn sync_signed_body(hearth: &crate::Hearth, epoch: u32, name: &str, json: &[u8]) -> Option<Vec<u8>> {
-    hearth.signed_record_body(epoch, name, json).ok().flatten()
+/// body `json` signed with its own device key for the record `name`, after
+/// the record whose chain value is `prev` (tests write what a device of the
+/// group could, within its rights or not).
+pub fn sync_signed_body(
+    hearth: &crate::Hearth,
+    epoch: u32,
+    name: &str,
+    prev: &[u8; 32],
+    json: &[u8],
+) -> Option<Vec<u8>> {
+    hearth.signed_record_body(epoch, name, prev, json).ok().flatten()
+}
+
+/// The chain value after the newest record `hearth` wrote.
+pub fn sync_own_chain(hearth: &crate::Hearth) -> Option<[u8; 32]> {
+    hearth.with(|s| s.sync_state()).ok().flatten().map(|state| state.own_chain_value())
 }
 
 /// A sync backend in memory, as the app's backend would be: it stores the

@@ -236,7 +236,7 @@ fn the_persons_budget_counts_every_devices_ledger() {
 #[test]
 fn a_record_cannot_speak_for_another_device() {
     use hearth_core::sync::records::{RecordKey, RecordName};
-    use hearth_core::testing::{sync_group_key, sync_signed_body};
+    use hearth_core::testing::{sync_group_key, sync_own_chain, sync_signed_body};
     let d = person(3);
     let (phone, tv, tablet) = (&d.all[0], &d.all[1], &d.all[2]);
     let backend = Arc::new(MemoryBackend::default());
@@ -248,6 +248,7 @@ fn a_record_cannot_speak_for_another_device() {
     let phone_id = phone.sync_group().unwrap().unwrap().device_id;
     let device: [u8; 8] = std::array::from_fn(|i| u8::from_str_radix(&phone_id[2 * i..2 * i + 2], 16).unwrap());
     let next = RecordName { device, seq: 2 };
+    let phone_chain = sync_own_chain(phone).unwrap();
     let hex64 = "ab".repeat(32);
     let opt_in = r#"{"changes":[{"kind":"setting","field":"federated_opt_in","value":true,"at":{"ms":9000000000000,"n":0,"device":"PHONE"}}]}"#;
     let refuse = |plain: Vec<u8>, kind: RefusalKind, what: &str| {
@@ -264,13 +265,13 @@ fn a_record_cannot_speak_for_another_device() {
         format!(r#"{{"changes":[{{"kind":"member","agreement":"{hex64}","signing":"{hex64}","joined_ms":1}}]}}"#),
         r#"{"changes":[{"kind":"ledger","entry":{"run_id":1,"round":1,"at_ms":1,"status":"Sent","bytes_sent":1,"norm_before_clip":1.0,"norm_after_clip":1.0,"clip_norm":1.0,"noise_multiplier":1.0,"sampling_rate":0.01,"epsilon_total":-5.0}}]}"#.to_string(),
     ] {
-        let signed = sync_signed_body(phone, 1, &next.encode(), body.as_bytes()).unwrap();
+        let signed = sync_signed_body(phone, 1, &next.encode(), &phone_chain, body.as_bytes()).unwrap();
         refuse(signed, RefusalKind::NotValid, &body);
     }
     // The phone's own setting, stamped as the phone's, but signed by the
     // tablet (which holds the group key): refused; unsigned, refused.
     let as_phone = opt_in.replace("PHONE", &phone_id);
-    let by_tablet = sync_signed_body(tablet, 1, &next.encode(), as_phone.as_bytes()).unwrap();
+    let by_tablet = sync_signed_body(tablet, 1, &next.encode(), &phone_chain, as_phone.as_bytes()).unwrap();
     refuse(by_tablet, RefusalKind::NotSignedByWriter, "signed by the tablet");
     let mut unsigned = vec![0u8; 64];
     unsigned.extend_from_slice(as_phone.as_bytes());
@@ -278,7 +279,7 @@ fn a_record_cannot_speak_for_another_device() {
     refuse(as_phone.as_bytes().to_vec(), RefusalKind::NotValid, "no signature at all");
     // Signed by the phone, it is the phone's own change: applied.
     backend.blobs.lock().unwrap().remove(&next.encode());
-    let signed = sync_signed_body(phone, 1, &next.encode(), as_phone.as_bytes()).unwrap();
+    let signed = sync_signed_body(phone, 1, &next.encode(), &phone_chain, as_phone.as_bytes()).unwrap();
     let blob = RecordKey::new(&key, 1).seal(&next, &signed, [5; 12]).unwrap();
     backend.blobs.lock().unwrap().insert(next.encode(), blob);
     let report = tv.sync(backend.clone(), SyncOptions::default()).unwrap();
@@ -374,4 +375,39 @@ fn a_first_sync_of_many_records_is_checked_from_its_first() {
     let sent = sync(phone, &backend);
     assert!(sent.records_sent >= 3, "{sent:?}");
     assert_eq!(sync(tv, &backend).events_received, 3_000);
+}
+
+/// A purge taken from another device is that device's to send: this one
+/// does not send it again as its own (one device that took a purge does
+/// not speak it to the group in its own name).
+#[test]
+fn a_purge_taken_from_another_device_is_not_sent_again_as_ones_own() {
+    use hearth_core::sync::changes::{Body, Change};
+    use hearth_core::sync::records::{RecordKey, RecordName};
+    let d = person(2);
+    let (phone, tv) = (&d.all[0], &d.all[1]);
+    let backend = Arc::new(MemoryBackend::default());
+    phone.record(event("old", EventKind::Play, T0)).unwrap();
+    sync(phone, &backend);
+    sync(tv, &backend);
+    phone.set_retention_days(Some(30)).unwrap();
+    phone.purge_expired().unwrap();
+    sync(phone, &backend);
+    assert_eq!(sync(tv, &backend).events_removed, 1);
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
+    tv.record(event("new", EventKind::Play, now - 60_000)).unwrap();
+    sync(tv, &backend);
+    let key = hearth_core::testing::sync_group_key(tv).unwrap();
+    let tv_id = tv.sync_group().unwrap().unwrap().device_id;
+    let mut read = 0;
+    for (name, blob) in backend.snapshot() {
+        if !name.starts_with(&tv_id) {
+            continue;
+        }
+        let plain = RecordKey::new(&key, 1).open(&RecordName::parse(&name).unwrap(), &blob).unwrap();
+        let body = Body::decode(&plain[64..]).unwrap();
+        assert!(!body.changes.iter().any(|c| matches!(c, Change::Purge { .. })), "{name}: {:?}", body.changes);
+        read += 1;
+    }
+    assert!(read >= 2);
 }

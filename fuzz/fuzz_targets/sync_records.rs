@@ -12,7 +12,7 @@
 
 use std::sync::{Arc, Mutex, OnceLock};
 
-use hearth_core::sync::changes::sign_body;
+use hearth_core::sync::changes::{CHAIN_START, sign_body};
 use hearth_core::sync::pairing::GroupKey;
 use hearth_core::sync::records::{RecordKey, RecordName};
 use hearth_core::sync::rotation::DeviceKeys;
@@ -34,8 +34,8 @@ struct Device {
     key: GroupKey,
     /// The other device's own keys.
     writer: DeviceKeys,
-    /// The other device's next record.
-    seq: Mutex<u64>,
+    /// The other device's next record, and its chain value before it.
+    seq: Mutex<(u64, [u8; 32])>,
 }
 
 fn device() -> &'static Device {
@@ -54,25 +54,28 @@ fn device() -> &'static Device {
             r#"{{"changes":[{{"kind":"member","agreement":"{agreement}","signing":"{signing}","joined_ms":1}}]}}"#
         );
         let first = RecordName { device: [0x0d; 8], seq: 1 };
-        let plain = sign_body(&writer, &key.group_id, 1, &first.encode(), json.as_bytes());
+        let (plain, chain) = sign_body(&writer, &key.group_id, 1, &first.encode(), &CHAIN_START, json.as_bytes());
         let backend = Arc::new(MemoryBackend::default());
         let blob = RecordKey::new(&key, 1).seal(&first, &plain, [0; 12]).expect("sealed");
         backend.blobs.lock().unwrap().insert(first.encode(), blob);
         let report = hearth.sync(backend, SyncOptions::default()).expect("sync answers");
         assert_eq!(report.records_applied, 1, "the announcement was not applied: {report:?}");
-        Device { _dir: dir, hearth, key, writer, seq: Mutex::new(2) }
+        Device { _dir: dir, hearth, key, writer, seq: Mutex::new((2, chain)) }
     })
 }
 
 fuzz_target!(|data: &[u8]| {
     let Some((&which, rest)) = data.split_first() else { return };
     let d = device();
-    let mut seq = d.seq.lock().unwrap();
-    let name = RecordName { device: [0x0d; 8], seq: *seq };
+    let mut next = d.seq.lock().unwrap();
+    let (seq, prev) = *next;
+    let name = RecordName { device: [0x0d; 8], seq };
+    let mut after = prev;
     let blob = if which % 2 == 0 {
         rest.to_vec()
     } else {
-        let plain = sign_body(&d.writer, &d.key.group_id, 1, &name.encode(), rest);
+        let (plain, chain) = sign_body(&d.writer, &d.key.group_id, 1, &name.encode(), &prev, rest);
+        after = chain;
         match RecordKey::new(&d.key, 1).seal(&name, &plain, [0; 12]) {
             Ok(blob) => blob,
             Err(_) => return,
@@ -83,7 +86,7 @@ fuzz_target!(|data: &[u8]| {
     backend.blobs.lock().unwrap().insert(name.encode(), blob);
     let report = d.hearth.sync(backend.clone(), SyncOptions::default()).expect("sync answers");
     if report.records_applied == 1 {
-        *seq += 1;
+        *next = (seq + 1, after);
     } else {
         assert!(which % 2 == 1 || !report.refused.is_empty(), "a forged blob was neither applied nor refused");
         assert_eq!((d.hearth.event_count().unwrap(), d.hearth.settings().unwrap()), before, "a refused record changed the store");

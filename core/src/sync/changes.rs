@@ -29,6 +29,7 @@ use serde::{Deserialize, Serialize};
 
 use super::records::{MAX_BODY, RecordError};
 use super::rotation::{DeviceKeys, SIGNATURE_LEN, verify};
+use super::unhex32;
 use crate::federated::ledger::LedgerEntry;
 use crate::store::history::Event;
 
@@ -120,39 +121,67 @@ impl Body {
     }
 }
 
-const SIGNED_RECORD: &[u8] = b"hearth sync v1 record signature\0";
+const SIGNED_RECORD: &[u8] = b"hearth sync v2 record signature\0";
+
+/// The start of every writer's chain: what its first record follows.
+pub const CHAIN_START: [u8; 32] = [0; 32];
 
 /// What a writer signs for one record: a domain tag, the group id, the key
-/// epoch (u32 LE), the record's name and its JSON body. The sealed record
-/// holds the 64-byte Ed25519 signature, then the JSON.
-pub fn signed_message(group_id: &[u8; 16], epoch: u32, name: &str, json: &[u8]) -> Vec<u8> {
-    [SIGNED_RECORD, group_id, &epoch.to_le_bytes(), name.as_bytes(), json].concat()
+/// epoch (u32 LE), the record's name, the chain value of the writer's
+/// record before it ([`chain`]; [`CHAIN_START`] for its first) and its
+/// JSON body. The sealed record holds the 64-byte Ed25519 signature, then
+/// the JSON. The chain makes each record name its predecessor, so a
+/// rotation that names a removed device's last chain value fixes what all
+/// of that device's records were.
+pub fn signed_message(group_id: &[u8; 16], epoch: u32, name: &str, prev: &[u8; 32], json: &[u8]) -> Vec<u8> {
+    [SIGNED_RECORD, group_id, &epoch.to_le_bytes(), name.as_bytes(), prev, json].concat()
 }
 
-/// The plaintext of a record: `signature | json`.
-pub fn sign_body(keys: &DeviceKeys, group_id: &[u8; 16], epoch: u32, name: &str, json: &[u8]) -> Vec<u8> {
-    [&keys.sign(&signed_message(group_id, epoch, name, json))[..], json].concat()
+/// The chain value after a record: SHA-256 of the one before it and the
+/// record's signature.
+pub fn chain(prev: &[u8; 32], signature: &[u8]) -> [u8; 32] {
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    ctx.update(prev);
+    ctx.update(signature);
+    ctx.finish().as_ref().try_into().expect("SHA-256 is 32 bytes")
 }
 
-/// The body of an opened record, once its signature checks against the
-/// writer's key: `known`, the key the writer announced before, or else
-/// the one this record announces (its first). `BadSignature` when neither
-/// checks, `Content` when it is no body at all.
+/// The plaintext of a record, `signature | json`, and the chain value
+/// after it.
+pub fn sign_body(
+    keys: &DeviceKeys,
+    group_id: &[u8; 16],
+    epoch: u32,
+    name: &str,
+    prev: &[u8; 32],
+    json: &[u8],
+) -> (Vec<u8>, [u8; 32]) {
+    let signature = keys.sign(&signed_message(group_id, epoch, name, prev, json));
+    ([&signature[..], json].concat(), chain(prev, &signature))
+}
+
+/// The body of an opened record, and the chain value after it, once its
+/// signature checks against the writer's key (`known`, the key the writer
+/// announced before, or else the one this record announces: its first)
+/// and its place in the writer's chain (`prev`, the chain value of the
+/// writer's record before it). `BadSignature` when it does not check,
+/// `Content` when it is no body at all.
 pub fn open_body(
     plain: &[u8],
     group_id: &[u8; 16],
     epoch: u32,
     name: &str,
+    prev: &[u8; 32],
     known: Option<&str>,
-) -> Result<Body, RecordError> {
+) -> Result<(Body, [u8; 32]), RecordError> {
     if plain.len() < SIGNATURE_LEN {
         return Err(RecordError::Content("no signature"));
     }
     let (signature, json) = plain.split_at(SIGNATURE_LEN);
     let body = Body::decode(json)?;
     let signer = known.or(body.announced_signing()).ok_or(RecordError::BadSignature)?;
-    verify(signer, &signed_message(group_id, epoch, name, json), signature)?;
-    Ok(body)
+    verify(signer, &signed_message(group_id, epoch, name, prev, json), signature)?;
+    Ok((body, chain(prev, signature)))
 }
 
 /// A packed body, and how many events it holds.
@@ -240,6 +269,14 @@ pub struct SyncState {
     /// Devices removed from the group, each with the last of its records
     /// the group applies.
     pub removed: BTreeMap<String, u64>,
+    /// This device's chain value after its newest record, and each other
+    /// writer's after its newest record applied here (hex; none: the
+    /// chain's start).
+    pub own_chain: Option<String>,
+    pub chains: BTreeMap<String, String>,
+    /// Each removed device's chain value after the last of its records the
+    /// group applies, as the rotation that removed it says.
+    pub removed_chains: BTreeMap<String, String>,
     /// Per key rotation this device took (by its new epoch), the devices it
     /// kept: a record sealed under an earlier epoch is taken only from a
     /// device the next rotation after that epoch kept (a removed device
@@ -294,6 +331,17 @@ pub fn ledger_key(entry: &LedgerEntry) -> String {
 }
 
 impl SyncState {
+    /// A writer's chain value after its newest record applied here (its
+    /// start when none is).
+    pub fn chain_of(&self, device: &str) -> [u8; 32] {
+        self.chains.get(device).and_then(|h| unhex32(h)).unwrap_or(CHAIN_START)
+    }
+
+    /// This device's own chain value after its newest record.
+    pub fn own_chain_value(&self) -> [u8; 32] {
+        self.own_chain.as_deref().and_then(unhex32).unwrap_or(CHAIN_START)
+    }
+
     /// A state for a device that just joined or created a group.
     pub fn new(device: &str) -> SyncState {
         SyncState { next_seq: 1, clock: Stamp { ms: 0, n: 0, device: device.into() }, ..SyncState::default() }

@@ -36,6 +36,18 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// 32 bytes from their lower- or upper-case hex; None when it is not that.
+pub(crate) fn unhex32(text: &str) -> Option<[u8; 32]> {
+    if text.len() != 64 || !text.is_ascii() {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&text[2 * i..2 * i + 2], 16).ok()?;
+    }
+    Some(out)
+}
+
 /// HKDF-SHA256 of `secret` under `salt` and `info`, filling `out`.
 fn hkdf(secret: &[u8], salt: &[u8], info: &[u8], out: &mut [u8]) {
     Salt::new(HKDF_SHA256, salt)

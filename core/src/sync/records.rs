@@ -51,6 +51,10 @@ pub enum RecordError {
     /// writer (a removed device, or one the group never knew).
     #[error("sealed under an earlier key by a device the group's rotation did not keep")]
     NotKept,
+    /// A removed device's records that do not lead to the chain value its
+    /// removal names: not the records the group applied.
+    #[error("not the records of a removed device that its removal names")]
+    OffChain,
 }
 
 type Result<T> = std::result::Result<T, RecordError>;

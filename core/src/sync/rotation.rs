@@ -143,6 +143,11 @@ pub struct Rotation {
     /// against them, whatever an earlier-epoch record announced.
     #[serde(default)]
     pub keys: BTreeMap<String, KeptKeys>,
+    /// Each removed device's chain value (hex) after the last of its
+    /// records the remover applied (`super::changes::chain`): a device
+    /// that had not read them yet takes them only if they lead there.
+    #[serde(default)]
+    pub removed_chains: BTreeMap<String, String>,
 }
 
 fn aes(key: &[u8; 32]) -> LessSafeKey {

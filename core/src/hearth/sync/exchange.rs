@@ -98,7 +98,9 @@ impl RefusedRecord {
             RecordError::UnknownEpoch { .. } => RefusalKind::UnknownEpoch,
             RecordError::Unsealed => RefusalKind::DoesNotOpen,
             RecordError::Content(_) => RefusalKind::NotValid,
-            RecordError::FromRemovedDevice | RecordError::NotKept => RefusalKind::FromRemovedDevice,
+            RecordError::FromRemovedDevice | RecordError::NotKept | RecordError::OffChain => {
+                RefusalKind::FromRemovedDevice
+            }
             RecordError::BadSignature => RefusalKind::NotSignedByWriter,
         };
         RefusedRecord { name: name.into(), kind, reason: reason.to_string() }
@@ -320,6 +322,24 @@ impl Hearth {
         }
         for (device, records) in by_device {
             let mut seq = state.applied.get(&device).copied().unwrap_or(0) + 1;
+            // A removed device's records not applied here yet are taken only
+            // if they lead to the chain value its removal names.
+            if let (Some(last), Some(pinned)) = (state.removed.get(&device), state.removed_chains.get(&device))
+                && seq <= *last
+            {
+                let led = removed_records_lead_to(transport, &records, &keys, &group_id, state, &device, seq, *last);
+                match led.map_err(|e| Ok(Stop::Transport(e)))? {
+                    Lead::To(after) if hex(&after) == *pinned => {}
+                    Lead::To(_) | Lead::Broken => {
+                        if let Some(blob) = records.get(&seq) {
+                            report.refuse(RefusedRecord::new(&blob.name, &RecordError::OffChain));
+                        }
+                        continue;
+                    }
+                    // Not all there yet: they wait.
+                    Lead::Missing => continue,
+                }
+            }
             while let Some(blob) = records.get(&seq) {
                 if Instant::now() >= deadline {
                     return Err(Ok(Stop::OutOfTime));
@@ -341,6 +361,7 @@ impl Hearth {
                 // rotations since that epoch kept; then checked against its
                 // writer's signing key.
                 let known = state.members.get(&device).map(|m| m.signing.as_str());
+                let prev = state.chain_of(&device);
                 let opened = blob_epoch(&bytes).and_then(|epoch| {
                     let plain = keys.get(&epoch).ok_or(RecordError::UnknownEpoch { epoch })?.open(&name, &bytes)?;
                     // (A removed device's records up to the last one the
@@ -352,10 +373,10 @@ impl Hearth {
                     {
                         return Err(RecordError::NotKept);
                     }
-                    open_body(&plain, &group_id, epoch, &blob.name, known)
+                    open_body(&plain, &group_id, epoch, &blob.name, &prev, known)
                 });
-                let body = match opened {
-                    Ok(body) => body,
+                let (body, after) = match opened {
+                    Ok(opened) => opened,
                     Err(reason) => {
                         warn!("sync record {} refused: {reason}", blob.name);
                         report.refuse(refuse(reason));
@@ -364,6 +385,7 @@ impl Hearth {
                 };
                 let mut next = state.clone();
                 next.applied.insert(device.clone(), seq);
+                next.chains.insert(device.clone(), hex(&after));
                 match self.with(|s| s.apply_record(&mut next, &device, body)) {
                     Ok(applied) => {
                         *state = next;
@@ -406,6 +428,7 @@ impl Hearth {
         let written = self
             .with(|s| {
                 let mut next = state.clone();
+                let mut prev = next.own_chain_value();
                 next.take_notes(s.notes()?);
                 let changes = s.outgoing_changes(&mut next, &own)?;
                 if changes.is_empty() && next == *state {
@@ -414,7 +437,9 @@ impl Hearth {
                 for packed in pack(&changes)? {
                     let name = RecordName { device, seq: next.next_seq }.encode();
                     let nonce: [u8; 12] = random_bytes(12)?.try_into().expect("12 random bytes");
-                    let plain = sign_body(&signer, &group_id, group.epoch, &name, &packed.body);
+                    let (plain, after) = sign_body(&signer, &group_id, group.epoch, &name, &prev, &packed.body);
+                    prev = after;
+                    next.own_chain = Some(hex(&prev));
                     let blob = key.seal_named(&name, &plain, nonce).map_err(|e| Error::Internal(e.to_string()))?;
                     next.outgoing.push(Outgoing { name, blob, events: packed.events });
                     next.next_seq += 1;
@@ -428,4 +453,46 @@ impl Hearth {
         }
         Ok(())
     }
+}
+
+/// Where a removed device's records lead.
+enum Lead {
+    /// To this chain value.
+    To([u8; 32]),
+    /// One of them is not on the backend (yet).
+    Missing,
+    /// One of them does not open or check.
+    Broken,
+}
+
+/// The chain value a removed device's records `from..=last` lead to, from
+/// where this device stands in its chain.
+#[allow(clippy::too_many_arguments)]
+fn removed_records_lead_to(
+    transport: &dyn SyncTransport,
+    records: &BTreeMap<u64, &SyncBlob>,
+    keys: &BTreeMap<u32, RecordKey>,
+    group_id: &[u8; 16],
+    state: &SyncState,
+    device: &str,
+    from: u64,
+    last: u64,
+) -> std::result::Result<Lead, SyncTransportError> {
+    let mut prev = state.chain_of(device);
+    let mut known = state.members.get(device).map(|m| m.signing.clone());
+    for seq in from..=last {
+        let Some(blob) = records.get(&seq) else { return Ok(Lead::Missing) };
+        let Some(bytes) = transport.get(blob.name.clone())? else { return Ok(Lead::Missing) };
+        let Ok(name) = RecordName::parse(&blob.name) else { return Ok(Lead::Broken) };
+        let opened = blob_epoch(&bytes).and_then(|epoch| {
+            let plain = keys.get(&epoch).ok_or(RecordError::UnknownEpoch { epoch })?.open(&name, &bytes)?;
+            open_body(&plain, group_id, epoch, &blob.name, &prev, known.as_deref())
+        });
+        let Ok((body, after)) = opened else { return Ok(Lead::Broken) };
+        if known.is_none() {
+            known = body.announced_signing().map(String::from);
+        }
+        prev = after;
+    }
+    Ok(Lead::To(prev))
 }

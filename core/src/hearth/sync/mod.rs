@@ -197,10 +197,13 @@ impl Hearth {
         &self,
         epoch: u32,
         name: &str,
+        prev: &[u8; 32],
         json: &[u8],
     ) -> std::result::Result<Option<Vec<u8>>, HearthError> {
         let Some(group) = self.stored_group()? else { return Ok(None) };
-        Ok(Some(crate::sync::changes::sign_body(&group.device_keys()?, &group.group_id()?, epoch, name, json)))
+        let (plain, _) =
+            crate::sync::changes::sign_body(&group.device_keys()?, &group.group_id()?, epoch, name, prev, json);
+        Ok(Some(plain))
     }
 
     fn pairing(&self) -> std::sync::MutexGuard<'_, Option<Pairing>> {

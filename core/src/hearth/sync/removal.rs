@@ -141,8 +141,16 @@ impl Hearth {
                         keys.insert(id.clone(), kept);
                     }
                 }
-                let mut rotation =
-                    Rotation { epoch, by: group.device_id.clone(), removed, wraps, earlier: String::new(), keys };
+                let removed_chains = BTreeMap::from([(device_id.clone(), hex(&state.chain_of(&device_id)))]);
+                let mut rotation = Rotation {
+                    epoch,
+                    by: group.device_id.clone(),
+                    removed,
+                    wraps,
+                    earlier: String::new(),
+                    keys,
+                    removed_chains,
+                };
                 rotation.earlier = seal_earlier(&group_id, epoch, &key, &group.epoch_keys()?, &rotation.header());
                 let blob = rotation.sign(&group_id, &group.device_keys()?);
                 if let Err(e) = transport.put(rotation_name(epoch), blob) {
@@ -293,6 +301,7 @@ impl Hearth {
             group.profile_key = hex(&key);
             group.epoch = epoch;
             state.removed.extend(rotation.removed);
+            state.removed_chains.extend(rotation.removed_chains);
             state.kept.insert(epoch, rotation.wraps.iter().map(|w| w.device.clone()).collect());
             // The kept devices' keys are the remover's, signed: a device
             // whose first record this one has not read, or read forged,

@@ -76,34 +76,47 @@ fn tombstones_cover_what_they_name_and_only_that() {
 
 /// A record's signature, made independently (Python's `cryptography`,
 /// Ed25519 with the seed 00 01 .. 1f) over the message `signed_message`
-/// lays out: it checks, and no other group, epoch, name or body does.
+/// lays out, after a record whose chain value is 22 22 .. 22: it checks,
+/// and leads to the chain value SHA-256 gives; no other group, epoch,
+/// name, predecessor or body checks.
 #[test]
 fn a_record_signature_checks_against_the_known_answer() {
     let public = "03a107bff3ce10be1d70dd18e74bc09967e4d6309ba50d5f1ddc8664125531b8";
-    let signature = "c98f93d40301a45c0cd6b3191aec6401f098662f7f0e29d756b82b7d88693e8c\
-                     5b927e32acee3cf5f0d0c54b50e16582b33cf76e327e43f51b83b2fe25c5570e";
-    let signature: Vec<u8> = (0..64).map(|i| u8::from_str_radix(&signature[2 * i..2 * i + 2], 16).unwrap()).collect();
+    let signature = "d679ddeea509476c8ce3e4c555ec73b032d2f680134248bac523c292200258c7\
+                     0442185c0ae673e8b63ea4f5ab0ced1fa76e140cab5c9a807085fb3b151d290e";
+    let unhex = |h: &str| -> Vec<u8> {
+        (0..h.len() / 2).map(|i| u8::from_str_radix(&h[2 * i..2 * i + 2], 16).unwrap()).collect()
+    };
+    let signature = unhex(&signature.replace(' ', ""));
     let json = br#"{"changes":[{"kind":"purge","before_ms":1600000000000}]}"#;
     let name = "0d0d0d0d0d0d0d0d-0000000002";
+    let prev = [0x22; 32];
     let plain = [&signature[..], json].concat();
-    let body = open_body(&plain, &[0x11; 16], 3, name, Some(public)).unwrap();
+    let (body, after) = open_body(&plain, &[0x11; 16], 3, name, &prev, Some(public)).unwrap();
     assert_eq!(body.changes, vec![Change::Purge { before_ms: 1_600_000_000_000 }]);
-    let refused =
-        |group: [u8; 16], epoch: u32, name: &str, plain: &[u8]| open_body(plain, &group, epoch, name, Some(public));
-    assert_eq!(refused([0x12; 16], 3, name, &plain), Err(RecordError::BadSignature));
-    assert_eq!(refused([0x11; 16], 2, name, &plain), Err(RecordError::BadSignature));
-    assert_eq!(refused([0x11; 16], 3, "0d0d0d0d0d0d0d0d-0000000003", &plain), Err(RecordError::BadSignature));
+    assert_eq!(after.to_vec(), unhex("6870b632cc154237aade162daabb78f2d19554183a6dd8273628e8cfa1f9f408"));
+    let refused = |group: [u8; 16], epoch: u32, name: &str, prev: [u8; 32], plain: &[u8]| {
+        open_body(plain, &group, epoch, name, &prev, Some(public)).map(|_| ())
+    };
+    assert_eq!(refused([0x12; 16], 3, name, prev, &plain), Err(RecordError::BadSignature));
+    assert_eq!(refused([0x11; 16], 2, name, prev, &plain), Err(RecordError::BadSignature));
+    assert_eq!(refused([0x11; 16], 3, "0d0d0d0d0d0d0d0d-0000000003", prev, &plain), Err(RecordError::BadSignature));
+    assert_eq!(refused([0x11; 16], 3, name, CHAIN_START, &plain), Err(RecordError::BadSignature));
     // The body changed by one digit (before_ms 1700000000000).
     let mut changed = plain.clone();
     let at = 64 + json.iter().position(|&b| b == b'6').unwrap();
     changed[at] = b'7';
-    assert_eq!(refused([0x11; 16], 3, name, &changed), Err(RecordError::BadSignature));
+    assert_eq!(refused([0x11; 16], 3, name, prev, &changed), Err(RecordError::BadSignature));
     // Unknown writer, and no announcement in the body: refused.
-    assert_eq!(open_body(&plain, &[0x11; 16], 3, name, None), Err(RecordError::BadSignature));
-    // Signed and checked by a device's own keys, round trip.
+    assert_eq!(open_body(&plain, &[0x11; 16], 3, name, &prev, None).map(|_| ()), Err(RecordError::BadSignature));
+    // Signed and checked by a device's own keys, round trip, chained.
     let keys = DeviceKeys::generate().unwrap();
     let (_, signing) = keys.public();
-    let plain = sign_body(&keys, &[0x11; 16], 3, name, json);
-    assert!(open_body(&plain, &[0x11; 16], 3, name, Some(&signing)).is_ok());
-    assert_eq!(open_body(&plain, &[0x11; 16], 3, name, Some(public)), Err(RecordError::BadSignature));
+    let (plain, after) = sign_body(&keys, &[0x11; 16], 3, name, &prev, json);
+    assert_eq!(open_body(&plain, &[0x11; 16], 3, name, &prev, Some(&signing)).unwrap().1, after);
+    assert_eq!(after, chain(&prev, &plain[..64]));
+    assert_eq!(
+        open_body(&plain, &[0x11; 16], 3, name, &prev, Some(public)).map(|_| ()),
+        Err(RecordError::BadSignature)
+    );
 }

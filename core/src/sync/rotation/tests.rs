@@ -11,6 +11,7 @@ fn device(secret: u8) -> DeviceKeys {
 fn removing_the_tablet() -> Rotation {
     Rotation {
         keys: BTreeMap::new(),
+        removed_chains: BTreeMap::new(),
         epoch: 2,
         by: "phone".into(),
         removed: BTreeMap::from([("lost-tablet".to_string(), 4)]),
