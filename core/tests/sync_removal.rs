@@ -7,7 +7,8 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use common::sync_backend::{MemoryBackend, pair, sync};
 use common::*;
@@ -331,6 +332,159 @@ fn a_removed_device_cannot_rewrite_its_records_for_a_device_behind() {
     assert_eq!(report.refused, vec![refused], "{report:?}");
     assert!(history(&tv).contains(&format!("p-1/{T0}")), "{:?}", history(&tv));
     assert!(!history(&tv).contains(&format!("t-1/{}", T0 + 1)), "the tablet's records were taken: {:?}", history(&tv));
+}
+
+/// A backend that serves `name` genuinely on the first get and `swap` on
+/// every later one (what a colluding backend can do at will).
+struct SwapOnSecondGet {
+    inner: Arc<MemoryBackend>,
+    name: String,
+    swap: Vec<u8>,
+    gets: Mutex<usize>,
+}
+
+impl SyncTransport for SwapOnSecondGet {
+    fn put(&self, name: String, blob: Vec<u8>) -> Result<(), SyncTransportError> {
+        self.inner.put(name, blob)
+    }
+    fn list(&self) -> Result<Vec<SyncBlob>, SyncTransportError> {
+        self.inner.list()
+    }
+    fn get(&self, name: String) -> Result<Option<Vec<u8>>, SyncTransportError> {
+        if name == self.name {
+            let mut gets = self.gets.lock().unwrap();
+            *gets += 1;
+            if *gets > 1 {
+                return Ok(Some(self.swap.clone()));
+            }
+        }
+        self.inner.get(name)
+    }
+    fn delete(&self, name: String) -> Result<(), SyncTransportError> {
+        self.inner.delete(name)
+    }
+}
+
+/// The check of a removed device's records and the loop that applies them
+/// read each record twice; a backend that serves the real one to the check
+/// and a re-signed one after is refused (the record applied is the one
+/// checked).
+#[test]
+fn a_removed_devices_record_is_applied_as_the_bytes_its_check_read() {
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let [phone, tablet, tv] = [0, 1, 2].map(|i| open(dirs[i].path(), [i as u8 + 1; 32]).unwrap());
+    let backend = Arc::new(MemoryBackend::default());
+    phone.create_sync_group().unwrap();
+    pair(&phone, &tablet);
+    pair(&phone, &tv);
+    phone.record(event("p-1", EventKind::Play, T0)).unwrap();
+    for d in [&phone, &tablet, &tv, &phone] {
+        sync(d, &backend);
+    }
+    tablet.record(event("t-1", EventKind::Play, T0 + 1)).unwrap();
+    sync(&tablet, &backend);
+    sync(&phone, &backend);
+    let tablet_id = id(&tablet);
+    let stolen = sync_group_key(&tablet).unwrap();
+    let mut prev = CHAIN_START;
+    let mut last = RecordName { device: device_bytes(&tablet_id), seq: 1 };
+    loop {
+        let next = RecordName { seq: last.seq + 1, ..last };
+        if !backend.snapshot().contains_key(&next.encode()) {
+            break;
+        }
+        let plain = RecordKey::new(&stolen, 1).open(&last, &backend.snapshot()[&last.encode()]).unwrap();
+        prev = chain(&prev, &plain[..64]);
+        last = next;
+    }
+    let json = format!(r#"{{"changes":[{{"kind":"purge","before_ms":{}}}]}}"#, T0 + 1000);
+    let plain = hearth_core::testing::sync_signed_body(&tablet, 1, &last.encode(), &prev, json.as_bytes()).unwrap();
+    assert!(phone.remove_sync_device(backend.clone(), tablet_id).unwrap().complete);
+    let swapped = RecordKey::new(&stolen, 1).seal(&last, &plain, [1; 12]).unwrap();
+    // The genuine record stays on the backend; only the second get differs.
+    let evil =
+        Arc::new(SwapOnSecondGet { inner: backend.clone(), name: last.encode(), swap: swapped, gets: Mutex::new(0) });
+    let report = tv.sync(evil, SyncOptions::default()).unwrap();
+    assert!(report.refused.contains(&RefusedRecord::new(last.encode(), &RecordError::OffChain)), "{report:?}");
+    assert!(history(&tv).contains(&format!("p-1/{T0}")), "the forged purge was applied: {:?}", history(&tv));
+}
+
+/// A backend whose every get takes `delay`.
+struct Slow {
+    inner: Arc<MemoryBackend>,
+    delay: Duration,
+}
+
+impl SyncTransport for Slow {
+    fn put(&self, name: String, blob: Vec<u8>) -> Result<(), SyncTransportError> {
+        self.inner.put(name, blob)
+    }
+    fn list(&self) -> Result<Vec<SyncBlob>, SyncTransportError> {
+        self.inner.list()
+    }
+    fn get(&self, name: String) -> Result<Option<Vec<u8>>, SyncTransportError> {
+        std::thread::sleep(self.delay);
+        self.inner.get(name)
+    }
+    fn delete(&self, name: String) -> Result<(), SyncTransportError> {
+        self.inner.delete(name)
+    }
+}
+
+/// Checking a removed device's backlog keeps within the time budget and
+/// keeps what it read: a backlog longer than one sync's budget is checked
+/// and applied across syncs, and the device's own records go out.
+#[test]
+fn a_removed_devices_backlog_longer_than_the_budget_is_read_across_syncs() {
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let [phone, tablet, tv] = [0, 1, 2].map(|i| open(dirs[i].path(), [i as u8 + 1; 32]).unwrap());
+    let backend = Arc::new(MemoryBackend::default());
+    phone.create_sync_group().unwrap();
+    pair(&phone, &tablet);
+    pair(&phone, &tv);
+    for d in [&phone, &tablet, &tv, &phone, &tv] {
+        sync(d, &backend);
+    }
+    // The tablet writes 40 records while the TV is offline.
+    for i in 0..40 {
+        tablet.record(event(&format!("t-{i}"), EventKind::Play, T0 + i)).unwrap();
+        sync(&tablet, &backend);
+    }
+    sync(&phone, &backend);
+    assert!(phone.remove_sync_device(backend.clone(), id(&tablet)).unwrap().complete);
+    tv.record(event("tv-own", EventKind::Play, T0 + 5000)).unwrap();
+    // 10 ms a get: the 40 records take 400 ms to read; the budget is 300 ms,
+    // enough for ~30 records a sync.
+    let slow = Arc::new(Slow { inner: backend.clone(), delay: Duration::from_millis(10) });
+    let mut got = 0;
+    for _ in 0..6 {
+        let report = tv.sync(slow.clone(), SyncOptions { time_budget_ms: 300 }).unwrap();
+        got += report.records_applied;
+    }
+    assert_eq!(got, 40, "six syncs applied {got} of the 40 records");
+    sync(&phone, &backend);
+    assert!(history(&phone).contains(&format!("tv-own/{}", T0 + 5000)), "the TV never sent its own record");
+}
+
+/// A device one rotation behind that deletes everywhere syncs first, so
+/// its wipe is sealed under the key the others hold.
+#[test]
+fn deleting_everywhere_from_a_device_behind_on_a_rotation_reaches_the_others() {
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let [phone, tablet, tv] = [0, 1, 2].map(|i| open(dirs[i].path(), [i as u8 + 1; 32]).unwrap());
+    let backend = Arc::new(MemoryBackend::default());
+    phone.create_sync_group().unwrap();
+    pair(&phone, &tablet);
+    pair(&phone, &tv);
+    phone.record(event("p-1", EventKind::Play, T0)).unwrap();
+    for d in [&phone, &tablet, &tv, &phone] {
+        sync(d, &backend);
+    }
+    assert!(phone.remove_sync_device(backend.clone(), id(&tablet)).unwrap().complete);
+    // The TV has not synced since; the person deletes everything from it.
+    tv.delete_everywhere(backend.clone()).unwrap();
+    let report = phone.sync(backend.clone(), SyncOptions::default()).unwrap();
+    assert!(report.wiped, "the phone kept everything: {} events", phone.event_count().unwrap());
 }
 
 #[test]

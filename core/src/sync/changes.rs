@@ -282,6 +282,17 @@ pub struct SyncState {
     /// device the next rotation after that epoch kept (a removed device
     /// holds the earlier keys, and could write as a device never seen).
     pub kept: BTreeMap<u32, BTreeSet<String>>,
+    /// The public keys of devices a rotation this device took kept, as the
+    /// remover signed them, for those this device had not heard from: their
+    /// records are checked against them (and a later removal here wraps to
+    /// them); what a device announced itself is never replaced.
+    pub pinned: BTreeMap<String, Member>,
+    /// For a removed device whose records up to the last the group applies
+    /// are not all applied here: the chain value after each one read so far
+    /// (hex, by number). They are applied only once the whole run leads to
+    /// the value the removal names, and each only as the bytes that were
+    /// checked.
+    pub removed_checked: BTreeMap<String, BTreeMap<u64, String>>,
     /// Whether this device knows which key epoch the key it holds is of
     /// (a device that joins after a rotation learns it on its first sync).
     pub epoch_known: bool,
@@ -335,6 +346,12 @@ impl SyncState {
     /// start when none is).
     pub fn chain_of(&self, device: &str) -> [u8; 32] {
         self.chains.get(device).and_then(|h| unhex32(h)).unwrap_or(CHAIN_START)
+    }
+
+    /// The key a device's records are checked against: the one it
+    /// announced, or else the one a rotation this device took pinned.
+    pub fn signing_key(&self, device: &str) -> Option<&str> {
+        self.members.get(device).or(self.pinned.get(device)).map(|m| m.signing.as_str())
     }
 
     /// This device's own chain value after its newest record.

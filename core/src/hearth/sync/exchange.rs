@@ -17,7 +17,7 @@ use log::{info, warn};
 use super::super::{Hearth, shield};
 use super::StoredGroup;
 use super::local::{NOTES, STATE};
-use super::removal::{WIPE, rotation_epoch};
+use super::removal::{Checked, Scan, WIPE, rotation_epoch};
 use crate::error::{Error, HearthError};
 use crate::store::crypto::random_bytes;
 use crate::store::history::now_ms;
@@ -323,21 +323,16 @@ impl Hearth {
         for (device, records) in by_device {
             let mut seq = state.applied.get(&device).copied().unwrap_or(0) + 1;
             // A removed device's records not applied here yet are taken only
-            // if they lead to the chain value its removal names.
-            if let (Some(last), Some(pinned)) = (state.removed.get(&device), state.removed_chains.get(&device))
-                && seq <= *last
-            {
-                let led = removed_records_lead_to(transport, &records, &keys, &group_id, state, &device, seq, *last);
-                match led.map_err(|e| Ok(Stop::Transport(e)))? {
-                    Lead::To(after) if hex(&after) == *pinned => {}
-                    Lead::To(_) | Lead::Broken => {
-                        if let Some(blob) = records.get(&seq) {
-                            report.refuse(RefusedRecord::new(&blob.name, &RecordError::OffChain));
-                        }
-                        continue;
+            // once they all lead to the chain value its removal names.
+            let scan = Scan { transport, records: &records, keys: &keys, group_id: &group_id, deadline };
+            match self.check_removed(&scan, state, &device, seq)? {
+                Checked::NotRemoved | Checked::Leads => {}
+                Checked::Wait => continue,
+                Checked::OffChain => {
+                    if let Some(blob) = records.get(&seq) {
+                        report.refuse(RefusedRecord::new(&blob.name, &RecordError::OffChain));
                     }
-                    // Not all there yet: they wait.
-                    Lead::Missing => continue,
+                    continue;
                 }
             }
             while let Some(blob) = records.get(&seq) {
@@ -360,7 +355,7 @@ impl Hearth {
                 // Opened under the key of its epoch; from a device the
                 // rotations since that epoch kept; then checked against its
                 // writer's signing key.
-                let known = state.members.get(&device).map(|m| m.signing.as_str());
+                let known = state.signing_key(&device);
                 let prev = state.chain_of(&device);
                 let opened = blob_epoch(&bytes).and_then(|epoch| {
                     let plain = keys.get(&epoch).ok_or(RecordError::UnknownEpoch { epoch })?.open(&name, &bytes)?;
@@ -375,6 +370,12 @@ impl Hearth {
                     }
                     open_body(&plain, &group_id, epoch, &blob.name, &prev, known)
                 });
+                // A removed device's record is the one its check read.
+                let checked = state.removed_checked.get(&device).and_then(|c| c.get(&seq));
+                let opened = opened.and_then(|(body, after)| match checked {
+                    Some(value) if *value != hex(&after) => Err(RecordError::OffChain),
+                    _ => Ok((body, after)),
+                });
                 let (body, after) = match opened {
                     Ok(opened) => opened,
                     Err(reason) => {
@@ -386,6 +387,12 @@ impl Hearth {
                 let mut next = state.clone();
                 next.applied.insert(device.clone(), seq);
                 next.chains.insert(device.clone(), hex(&after));
+                if let Some(checked) = next.removed_checked.get_mut(&device) {
+                    checked.remove(&seq);
+                    if checked.is_empty() {
+                        next.removed_checked.remove(&device);
+                    }
+                }
                 match self.with(|s| s.apply_record(&mut next, &device, body)) {
                     Ok(applied) => {
                         *state = next;
@@ -453,46 +460,4 @@ impl Hearth {
         }
         Ok(())
     }
-}
-
-/// Where a removed device's records lead.
-enum Lead {
-    /// To this chain value.
-    To([u8; 32]),
-    /// One of them is not on the backend (yet).
-    Missing,
-    /// One of them does not open or check.
-    Broken,
-}
-
-/// The chain value a removed device's records `from..=last` lead to, from
-/// where this device stands in its chain.
-#[allow(clippy::too_many_arguments)]
-fn removed_records_lead_to(
-    transport: &dyn SyncTransport,
-    records: &BTreeMap<u64, &SyncBlob>,
-    keys: &BTreeMap<u32, RecordKey>,
-    group_id: &[u8; 16],
-    state: &SyncState,
-    device: &str,
-    from: u64,
-    last: u64,
-) -> std::result::Result<Lead, SyncTransportError> {
-    let mut prev = state.chain_of(device);
-    let mut known = state.members.get(device).map(|m| m.signing.clone());
-    for seq in from..=last {
-        let Some(blob) = records.get(&seq) else { return Ok(Lead::Missing) };
-        let Some(bytes) = transport.get(blob.name.clone())? else { return Ok(Lead::Missing) };
-        let Ok(name) = RecordName::parse(&blob.name) else { return Ok(Lead::Broken) };
-        let opened = blob_epoch(&bytes).and_then(|epoch| {
-            let plain = keys.get(&epoch).ok_or(RecordError::UnknownEpoch { epoch })?.open(&name, &bytes)?;
-            open_body(&plain, group_id, epoch, &blob.name, &prev, known.as_deref())
-        });
-        let Ok((body, after)) = opened else { return Ok(Lead::Broken) };
-        if known.is_none() {
-            known = body.announced_signing().map(String::from);
-        }
-        prev = after;
-    }
-    Ok(Lead::To(prev))
 }

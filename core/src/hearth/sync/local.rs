@@ -278,7 +278,8 @@ impl Session {
                     // A device's keys are what it first announced, or what a
                     // rotation said they are: a record that says otherwise
                     // is not the device's.
-                    if next.members.get(device).is_some_and(|k| k.agreement != agreement || k.signing != signing) {
+                    let held = next.members.get(device).or(next.pinned.get(device));
+                    if held.is_some_and(|k| k.agreement != agreement || k.signing != signing) {
                         return Err(refused(RecordError::Content("a member's keys changed")));
                     }
                     next.members.insert(device.to_string(), Member { agreement, signing, joined_ms });

@@ -4,19 +4,21 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Instant;
 
 use log::{info, warn};
 
 use super::super::export::{ExportedSyncDevice, ExportedSyncGroup};
 use super::super::session::Session;
 use super::super::{Hearth, shield};
-use super::exchange::{RefusedRecord, Stop, SyncOptions, SyncReport, SyncTransport, SyncTransportError};
+use super::exchange::{RefusedRecord, Stop, SyncBlob, SyncOptions, SyncReport, SyncTransport, SyncTransportError};
 use super::local::{NOTES, STATE};
 use super::{GROUP, StoredGroup, hex, random, unhex};
 use crate::error::{Error, HearthError};
 use crate::store::history::now_ms;
+use crate::sync::changes::open_body;
 use crate::sync::changes::{Member, SyncState};
-use crate::sync::records::{RecordError, RecordKey};
+use crate::sync::records::{RecordError, RecordKey, RecordName, blob_epoch};
 use crate::sync::rotation::{KeptKeys, Rotation, open_earlier, seal_earlier, wrap_key};
 
 /// The name of the group-wide wipe on the backend.
@@ -124,7 +126,7 @@ impl Hearth {
                 if device_id == group.device_id {
                     return Err(Error::invalid("device_id", "this device: leave the group instead").into());
                 }
-                if !state.members.contains_key(&device_id) || state.removed.contains_key(&device_id) {
+                if state.signing_key(&device_id).is_none() || state.removed.contains_key(&device_id) {
                     return Err(Error::invalid("device_id", "not a device of the group").into());
                 }
                 let group_id = group.group_id()?;
@@ -134,7 +136,9 @@ impl Hearth {
                     BTreeMap::from([(device_id.clone(), state.applied.get(&device_id).copied().unwrap_or(0))]);
                 let mut wraps = Vec::new();
                 let mut keys = BTreeMap::new();
-                for (id, member) in &state.members {
+                // The devices announced here, and those a rotation pinned.
+                let pinned = state.pinned.iter().filter(|(id, _)| !state.members.contains_key(*id));
+                for (id, member) in state.members.iter().chain(pinned) {
                     if *id != device_id && !state.removed.contains_key(id) {
                         wraps.push(wrap_key(&group_id, epoch, id, &unhex(&member.agreement)?, random()?, &key));
                         let kept = KeptKeys { agreement: member.agreement.clone(), signing: member.signing.clone() };
@@ -169,11 +173,29 @@ impl Hearth {
     /// the group opens it on its next sync, deletes all its data and
     /// leaves the group), deletes every other blob there, then deletes
     /// everything here (`delete_all`). `delete_all` alone deletes only
-    /// here. When the backend fails (`Io`, naming it) before it took the
+    /// here. It syncs first (so the wipe is sealed under the key the others
+    /// hold). When the backend fails (`Io`, naming it) before it took the
     /// wipe, nothing is deleted anywhere; after, the other devices delete
     /// on their next sync, and calling this again finishes here.
     pub fn delete_everywhere(&self, transport: Arc<dyn SyncTransport>) -> std::result::Result<(), HearthError> {
+        let transport = &*transport;
         shield(|| {
+            self.stored_group()?.ok_or_else(|| Error::invalid("sync group", "this device is in none"))?;
+            // In step first: a wipe sealed under a key epoch the others have
+            // moved past would open nowhere.
+            let first = self.sync_through(transport, SyncOptions::default())?;
+            if first.wiped {
+                return Ok(());
+            }
+            if first.removed_from_group {
+                return Err(Error::invalid("sync group", "this device was removed from its group").into());
+            }
+            if !first.complete {
+                let why = first.transport_error.map_or("out of time".to_string(), |e| e.to_string());
+                return Err(HearthError::Io {
+                    reason: format!("sync backend: could not sync first ({why}); try again"),
+                });
+            }
             let group = self.stored_group()?.ok_or_else(|| Error::invalid("sync group", "this device is in none"))?;
             let key = RecordKey::new(&group.key()?, group.epoch);
             let body = format!("{{\"wipe_ms\":{}}}", now_ms()).into_bytes();
@@ -245,11 +267,10 @@ impl Hearth {
             // Signed by a device this one has not heard of yet: perhaps one
             // whose records come later in this sync.
             let by = Rotation::parse_unverified(&blob).map(|r| r.by);
-            if by.as_ref().is_ok_and(|by| !state.members.contains_key(by)) {
+            if by.as_ref().is_ok_and(|by| state.signing_key(by).is_none()) {
                 break;
             }
-            let signer =
-                |by: &str| state.members.get(by).filter(|_| !state.removed.contains_key(by)).map(|m| m.signing.clone());
+            let signer = |by: &str| state.signing_key(by).filter(|_| !state.removed.contains_key(by)).map(String::from);
             let rotation = match Rotation::open(&group_id, &blob, signer) {
                 Ok(r) if r.epoch == epoch => r,
                 Ok(_) => {
@@ -303,12 +324,22 @@ impl Hearth {
             state.removed.extend(rotation.removed);
             state.removed_chains.extend(rotation.removed_chains);
             state.kept.insert(epoch, rotation.wraps.iter().map(|w| w.device.clone()).collect());
-            // The kept devices' keys are the remover's, signed: a device
-            // whose first record this one has not read, or read forged,
-            // is checked (and wrapped to, later) under them.
+            // The kept devices' keys, as the remover signed them: a device
+            // whose first record this one has not read yet is checked (and
+            // wrapped to, later) under them. Keys this device already holds
+            // are its own reading, and stay.
             for (device, keys) in rotation.keys {
-                let joined_ms = state.members.get(&device).map(|m| m.joined_ms).unwrap_or(0);
-                state.members.insert(device, Member { agreement: keys.agreement, signing: keys.signing, joined_ms });
+                let held = state.members.get(&device).or(state.pinned.get(&device));
+                match held {
+                    Some(h) if h.agreement != keys.agreement || h.signing != keys.signing => {
+                        warn!("rotation to epoch {epoch} names other keys for a device than this one holds");
+                    }
+                    Some(_) => {}
+                    None => {
+                        let kept = Member { agreement: keys.agreement, signing: keys.signing, joined_ms: 0 };
+                        state.pinned.insert(device, kept);
+                    }
+                }
             }
             self.save_group(group, state).map_err(Err)?;
             info!("sync group key rotated to epoch {epoch}");
@@ -363,5 +394,96 @@ impl Hearth {
 
     fn save_group(&self, group: &StoredGroup, state: &SyncState) -> std::result::Result<(), HearthError> {
         self.with(|s| s.store.put_states(&[(GROUP, serde_json::to_vec(group)?), (STATE, serde_json::to_vec(state)?)]))
+    }
+}
+
+/// What a removed device's records are read with, to check them.
+pub(super) struct Scan<'a> {
+    pub(super) transport: &'a dyn SyncTransport,
+    pub(super) records: &'a BTreeMap<u64, &'a SyncBlob>,
+    pub(super) keys: &'a BTreeMap<u32, RecordKey>,
+    pub(super) group_id: &'a [u8; 16],
+    pub(super) deadline: Instant,
+}
+
+/// Whether a device's records from some number on may be applied.
+pub(super) enum Checked {
+    /// Not a removed device, or past the records its removal covers.
+    NotRemoved,
+    /// A removed device's: they lead to the value its removal names.
+    Leads,
+    /// Not all on the backend yet.
+    Wait,
+    /// They do not lead there: not the records the group applied.
+    OffChain,
+}
+
+impl Hearth {
+    /// For a removed device whose records up to the last one the group
+    /// applies are not all applied here, reads them (from where earlier
+    /// syncs got to, within the time budget) and says whether they lead to
+    /// the chain value its removal names, keeping the value after each in
+    /// `state.removed_checked` for the apply loop to hold each record to.
+    pub(super) fn check_removed(
+        &self,
+        scan: &Scan<'_>,
+        state: &mut SyncState,
+        device: &str,
+        from: u64,
+    ) -> Step<Checked> {
+        let (Some(&last), Some(pinned)) = (state.removed.get(device), state.removed_chains.get(device).cloned()) else {
+            return Ok(Checked::NotRemoved);
+        };
+        if from > last {
+            return Ok(Checked::NotRemoved);
+        }
+        let mut checked = state.removed_checked.remove(device).unwrap_or_default();
+        checked.retain(|seq, _| *seq >= from);
+        let mut at = checked.keys().next_back().copied().unwrap_or(from - 1);
+        let mut prev = match checked.get(&at) {
+            Some(value) => crate::sync::unhex32(value).ok_or(Err(Error::Integrity { table: "state" }.into()))?,
+            None => state.chain_of(device),
+        };
+        let mut known = state.signing_key(device).map(String::from);
+        let outcome = loop {
+            if at == last {
+                break if hex(&prev) == pinned { Checked::Leads } else { Checked::OffChain };
+            }
+            if Instant::now() >= scan.deadline {
+                state.removed_checked.insert(device.to_string(), checked);
+                return Err(Ok(Stop::OutOfTime));
+            }
+            let Some(blob) = scan.records.get(&(at + 1)) else { break Checked::Wait };
+            let got = scan.transport.get(blob.name.clone()).map_err(|e| Ok(Stop::Transport(e)));
+            let bytes = match got {
+                Ok(Some(bytes)) => bytes,
+                Ok(None) => break Checked::Wait,
+                Err(stop) => {
+                    state.removed_checked.insert(device.to_string(), checked);
+                    return Err(stop);
+                }
+            };
+            let opened = RecordName::parse(&blob.name).and_then(|name| {
+                let epoch = blob_epoch(&bytes)?;
+                let plain = scan.keys.get(&epoch).ok_or(RecordError::UnknownEpoch { epoch })?.open(&name, &bytes)?;
+                open_body(&plain, scan.group_id, epoch, &blob.name, &prev, known.as_deref())
+            });
+            let Ok((body, after)) = opened else { break Checked::OffChain };
+            if known.is_none() {
+                known = body.announced_signing().map(String::from);
+            }
+            prev = after;
+            at += 1;
+            checked.insert(at, hex(&prev));
+        };
+        match outcome {
+            // Kept for the apply loop (and a sync cut short resumes here).
+            Checked::Leads | Checked::Wait => {
+                state.removed_checked.insert(device.to_string(), checked);
+            }
+            // Read again from the start next time (the backend may mend).
+            _ => {}
+        }
+        Ok(outcome)
     }
 }
