@@ -288,12 +288,19 @@ fn a_removed_device_cannot_forge_the_first_record_of_a_device_that_stays() {
     assert!(forger.unwrap_key(&stolen.group_id, 3, &laptop_id, wrap).is_err());
 }
 
-/// A removed device, with the backend, cannot put other content under a
-/// number the group had applied from it: a device that had not read that
-/// record yet checks the device's records against the chain value the
-/// removal names, and refuses them (its history stays).
-#[test]
-fn a_removed_device_cannot_rewrite_its_records_for_a_device_behind() {
+/// A phone, a removed tablet and a TV that had not read the tablet's last
+/// record; that record re-signed by the tablet as a purge of everything,
+/// chained after its real records (as anyone holding the old key computes
+/// the chain from the backend), sealed with the key it held; and its name.
+struct Rewritten {
+    _dirs: Vec<tempfile::TempDir>,
+    tv: Arc<Hearth>,
+    backend: Arc<MemoryBackend>,
+    last: RecordName,
+    swapped: Vec<u8>,
+}
+
+fn a_removed_tablet_rewrites_its_last_record() -> Rewritten {
     let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
     let [phone, tablet, tv] = [0, 1, 2].map(|i| open(dirs[i].path(), [i as u8 + 1; 32]).unwrap());
     let backend = Arc::new(MemoryBackend::default());
@@ -309,8 +316,6 @@ fn a_removed_device_cannot_rewrite_its_records_for_a_device_behind() {
     sync(&phone, &backend);
     let tablet_id = id(&tablet);
     let stolen = sync_group_key(&tablet).unwrap();
-    // The tablet's last record, and the chain value before it, as anyone
-    // holding the old key computes it from the backend.
     let mut prev = CHAIN_START;
     let mut last = RecordName { device: device_bytes(&tablet_id), seq: 1 };
     loop {
@@ -326,6 +331,16 @@ fn a_removed_device_cannot_rewrite_its_records_for_a_device_behind() {
     let plain = hearth_core::testing::sync_signed_body(&tablet, 1, &last.encode(), &prev, json.as_bytes()).unwrap();
     assert!(phone.remove_sync_device(backend.clone(), tablet_id).unwrap().complete);
     let swapped = RecordKey::new(&stolen, 1).seal(&last, &plain, [1; 12]).unwrap();
+    Rewritten { _dirs: dirs, tv, backend, last, swapped }
+}
+
+/// A removed device, with the backend, cannot put other content under a
+/// number the group had applied from it: a device that had not read that
+/// record yet checks the device's records against the chain value the
+/// removal names, and refuses them (its history stays).
+#[test]
+fn a_removed_device_cannot_rewrite_its_records_for_a_device_behind() {
+    let Rewritten { tv, backend, last, swapped, .. } = a_removed_tablet_rewrites_its_last_record();
     backend.blobs.lock().unwrap().insert(last.encode(), swapped);
     let report = tv.sync(backend.clone(), SyncOptions::default()).unwrap();
     let refused = RefusedRecord::new(last.encode(), &RecordError::OffChain);
@@ -371,36 +386,7 @@ impl SyncTransport for SwapOnSecondGet {
 /// checked).
 #[test]
 fn a_removed_devices_record_is_applied_as_the_bytes_its_check_read() {
-    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
-    let [phone, tablet, tv] = [0, 1, 2].map(|i| open(dirs[i].path(), [i as u8 + 1; 32]).unwrap());
-    let backend = Arc::new(MemoryBackend::default());
-    phone.create_sync_group().unwrap();
-    pair(&phone, &tablet);
-    pair(&phone, &tv);
-    phone.record(event("p-1", EventKind::Play, T0)).unwrap();
-    for d in [&phone, &tablet, &tv, &phone] {
-        sync(d, &backend);
-    }
-    tablet.record(event("t-1", EventKind::Play, T0 + 1)).unwrap();
-    sync(&tablet, &backend);
-    sync(&phone, &backend);
-    let tablet_id = id(&tablet);
-    let stolen = sync_group_key(&tablet).unwrap();
-    let mut prev = CHAIN_START;
-    let mut last = RecordName { device: device_bytes(&tablet_id), seq: 1 };
-    loop {
-        let next = RecordName { seq: last.seq + 1, ..last };
-        if !backend.snapshot().contains_key(&next.encode()) {
-            break;
-        }
-        let plain = RecordKey::new(&stolen, 1).open(&last, &backend.snapshot()[&last.encode()]).unwrap();
-        prev = chain(&prev, &plain[..64]);
-        last = next;
-    }
-    let json = format!(r#"{{"changes":[{{"kind":"purge","before_ms":{}}}]}}"#, T0 + 1000);
-    let plain = hearth_core::testing::sync_signed_body(&tablet, 1, &last.encode(), &prev, json.as_bytes()).unwrap();
-    assert!(phone.remove_sync_device(backend.clone(), tablet_id).unwrap().complete);
-    let swapped = RecordKey::new(&stolen, 1).seal(&last, &plain, [1; 12]).unwrap();
+    let Rewritten { tv, backend, last, swapped, .. } = a_removed_tablet_rewrites_its_last_record();
     // The genuine record stays on the backend; only the second get differs.
     let evil =
         Arc::new(SwapOnSecondGet { inner: backend.clone(), name: last.encode(), swap: swapped, gets: Mutex::new(0) });
