@@ -29,7 +29,7 @@ use serde::{Deserialize, Serialize};
 
 use super::records::{MAX_BODY, RecordError};
 use super::rotation::{DeviceKeys, SIGNATURE_LEN, verify};
-use super::unhex32;
+use super::unhex;
 use crate::federated::ledger::LedgerEntry;
 use crate::store::history::Event;
 
@@ -345,7 +345,7 @@ impl SyncState {
     /// A writer's chain value after its newest record applied here (its
     /// start when none is).
     pub fn chain_of(&self, device: &str) -> [u8; 32] {
-        self.chains.get(device).and_then(|h| unhex32(h)).unwrap_or(CHAIN_START)
+        self.chains.get(device).and_then(|h| unhex(h)).unwrap_or(CHAIN_START)
     }
 
     /// The key a device's records are checked against: the one it
@@ -356,7 +356,7 @@ impl SyncState {
 
     /// This device's own chain value after its newest record.
     pub fn own_chain_value(&self) -> [u8; 32] {
-        self.own_chain.as_deref().and_then(unhex32).unwrap_or(CHAIN_START)
+        self.own_chain.as_deref().and_then(unhex).unwrap_or(CHAIN_START)
     }
 
     /// A state for a device that just joined or created a group.

@@ -17,6 +17,8 @@
 //! zeros` up to the smallest of [`BUCKETS`] that holds it; an opened blob
 //! whose padding is not all zeros or whose length does not fit is refused.
 
+use std::collections::BTreeMap;
+
 use ring::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
 
 use super::pairing::GroupKey;
@@ -193,6 +195,14 @@ impl RecordKey {
             .map_err(|_| RecordError::Unsealed)?;
         unpad(plain).map(<[u8]>::to_vec)
     }
+}
+
+/// Opens the blob `name` under the key of the epoch it says it is sealed
+/// under, of those in `keys`: the epoch and the plaintext.
+pub fn open_under(keys: &BTreeMap<u32, RecordKey>, name: &RecordName, blob: &[u8]) -> Result<(u32, Vec<u8>)> {
+    let epoch = blob_epoch(blob)?;
+    let plain = keys.get(&epoch).ok_or(RecordError::UnknownEpoch { epoch })?.open(name, blob)?;
+    Ok((epoch, plain))
 }
 
 /// The key epoch a blob says it is sealed under, after the checks that

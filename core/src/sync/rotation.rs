@@ -47,15 +47,7 @@ pub const MAX_ROTATION: usize = 256 * 1024;
 type Result<T> = std::result::Result<T, RecordError>;
 
 fn unhex<const N: usize>(text: &str) -> Result<[u8; N]> {
-    let bad = RecordError::Content("a key that is not hex of its length");
-    if text.len() != 2 * N || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(bad);
-    }
-    let mut out = [0u8; N];
-    for (i, byte) in out.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(&text[2 * i..2 * i + 2], 16).map_err(|_| bad.clone())?;
-    }
-    Ok(out)
+    super::unhex(text).ok_or(RecordError::Content("a key that is not hex of its length"))
 }
 
 /// A device's own keys in its group.

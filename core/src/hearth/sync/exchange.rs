@@ -23,7 +23,7 @@ use crate::store::crypto::random_bytes;
 use crate::store::history::now_ms;
 use crate::sync::changes::{Outgoing, SyncState, open_body, pack, sign_body};
 use crate::sync::hex;
-use crate::sync::records::{MAX_BLOB, RecordError, RecordKey, RecordName, blob_epoch};
+use crate::sync::records::{MAX_BLOB, RecordError, RecordKey, RecordName, open_under};
 pub use crate::sync::transport::{SyncBlob, SyncTransport, SyncTransportError};
 
 /// How long one sync may take.
@@ -357,8 +357,7 @@ impl Hearth {
                 // writer's signing key.
                 let known = state.signing_key(&device);
                 let prev = state.chain_of(&device);
-                let opened = blob_epoch(&bytes).and_then(|epoch| {
-                    let plain = keys.get(&epoch).ok_or(RecordError::UnknownEpoch { epoch })?.open(&name, &bytes)?;
+                let opened = open_under(&keys, &name, &bytes).and_then(|(epoch, plain)| {
                     // (A removed device's records up to the last one the
                     // group applies are its own, from before.)
                     let before_removal = state.removed.get(&device).is_some_and(|last| seq <= *last);

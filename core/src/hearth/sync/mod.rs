@@ -28,7 +28,7 @@ use crate::store::crypto::random_bytes;
 use crate::store::history::now_ms;
 use crate::sync::changes::{Member, SyncState};
 use crate::sync::hex;
-use crate::sync::pairing::{GroupKey, Inviter, Joiner, PairingError, PairingMessage};
+use crate::sync::pairing::{GroupKey, Inviter, Joiner, PairingError, PairingMessage, SAS_DIGITS};
 use crate::sync::records::RecordKey;
 use crate::sync::rotation::DeviceKeys;
 
@@ -83,9 +83,9 @@ pub struct InviteReply {
     pub digits: String,
 }
 
-/// The digits a screen shows: zero-padded, always six.
+/// The digits a screen shows: zero-padded, always `SAS_DIGITS` of them.
 fn digits_text(digits: u32) -> String {
-    format!("{digits:06}")
+    format!("{digits:0width$}", width = SAS_DIGITS as usize)
 }
 
 /// A pairing under way on this device.
@@ -97,7 +97,7 @@ pub(crate) enum Pairing {
 /// `N` bytes from the hex a stored group holds; an integrity failure when
 /// it is not that.
 fn unhex<const N: usize>(text: &str) -> Result<[u8; N]> {
-    parse_hex(text).and_then(|b| b.try_into().ok()).ok_or(Error::Integrity { table: "state" })
+    crate::sync::unhex(text).ok_or(Error::Integrity { table: "state" })
 }
 
 fn random<const N: usize>() -> Result<[u8; N]> {

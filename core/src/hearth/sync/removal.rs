@@ -16,9 +16,8 @@ use super::local::{NOTES, STATE};
 use super::{GROUP, StoredGroup, hex, random, unhex};
 use crate::error::{Error, HearthError};
 use crate::store::history::now_ms;
-use crate::sync::changes::open_body;
-use crate::sync::changes::{Member, SyncState};
-use crate::sync::records::{RecordError, RecordKey, RecordName, blob_epoch};
+use crate::sync::changes::{Member, SyncState, open_body};
+use crate::sync::records::{RecordError, RecordKey, RecordName, open_under};
 use crate::sync::rotation::{KeptKeys, Rotation, open_earlier, seal_earlier, wrap_key};
 
 /// The name of the group-wide wipe on the backend.
@@ -180,8 +179,7 @@ impl Hearth {
     pub fn delete_everywhere(&self, transport: Arc<dyn SyncTransport>) -> std::result::Result<(), HearthError> {
         let transport = &*transport;
         shield(|| {
-            self.stored_group()?.ok_or_else(|| Error::invalid("sync group", "this device is in none"))?;
-            // In step first: a wipe sealed under a key epoch the others have
+            // In step first (a device in no group is refused there): a wipe sealed under a key epoch the others have
             // moved past would open nowhere.
             let first = self.sync_through(transport, SyncOptions::default())?;
             if first.wiped {
@@ -441,34 +439,27 @@ impl Hearth {
         checked.retain(|seq, _| *seq >= from);
         let mut at = checked.keys().next_back().copied().unwrap_or(from - 1);
         let mut prev = match checked.get(&at) {
-            Some(value) => crate::sync::unhex32(value).ok_or(Err(Error::Integrity { table: "state" }.into()))?,
+            Some(value) => unhex(value).map_err(internal)?,
             None => state.chain_of(device),
         };
         let mut known = state.signing_key(device).map(String::from);
         let outcome = loop {
             if at == last {
-                break if hex(&prev) == pinned { Checked::Leads } else { Checked::OffChain };
+                break Ok(if hex(&prev) == pinned { Checked::Leads } else { Checked::OffChain });
             }
             if Instant::now() >= scan.deadline {
-                state.removed_checked.insert(device.to_string(), checked);
-                return Err(Ok(Stop::OutOfTime));
+                break Err(Ok(Stop::OutOfTime));
             }
-            let Some(blob) = scan.records.get(&(at + 1)) else { break Checked::Wait };
-            let got = scan.transport.get(blob.name.clone()).map_err(|e| Ok(Stop::Transport(e)));
-            let bytes = match got {
+            let Some(blob) = scan.records.get(&(at + 1)) else { break Ok(Checked::Wait) };
+            let bytes = match scan.transport.get(blob.name.clone()) {
                 Ok(Some(bytes)) => bytes,
-                Ok(None) => break Checked::Wait,
-                Err(stop) => {
-                    state.removed_checked.insert(device.to_string(), checked);
-                    return Err(stop);
-                }
+                Ok(None) => break Ok(Checked::Wait),
+                Err(e) => break Err(Ok(Stop::Transport(e))),
             };
-            let opened = RecordName::parse(&blob.name).and_then(|name| {
-                let epoch = blob_epoch(&bytes)?;
-                let plain = scan.keys.get(&epoch).ok_or(RecordError::UnknownEpoch { epoch })?.open(&name, &bytes)?;
-                open_body(&plain, scan.group_id, epoch, &blob.name, &prev, known.as_deref())
-            });
-            let Ok((body, after)) = opened else { break Checked::OffChain };
+            let opened = RecordName::parse(&blob.name).and_then(|name| open_under(scan.keys, &name, &bytes)).and_then(
+                |(epoch, plain)| open_body(&plain, scan.group_id, epoch, &blob.name, &prev, known.as_deref()),
+            );
+            let Ok((body, after)) = opened else { break Ok(Checked::OffChain) };
             if known.is_none() {
                 known = body.announced_signing().map(String::from);
             }
@@ -476,14 +467,11 @@ impl Hearth {
             at += 1;
             checked.insert(at, hex(&prev));
         };
-        match outcome {
-            // Kept for the apply loop (and a sync cut short resumes here).
-            Checked::Leads | Checked::Wait => {
-                state.removed_checked.insert(device.to_string(), checked);
-            }
-            // Read again from the start next time (the backend may mend).
-            _ => {}
+        // Kept for the apply loop, and for a sync cut short to resume from;
+        // after a mismatch, read again from the start (the backend may mend).
+        if !matches!(outcome, Ok(Checked::OffChain)) {
+            state.removed_checked.insert(device.to_string(), checked);
         }
-        Ok(outcome)
+        outcome
     }
 }
