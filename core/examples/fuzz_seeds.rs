@@ -13,7 +13,18 @@ use hearth_core::testing::fleet_frames;
 use hearth_core::*;
 use prost::Message;
 
+/// The NNEF graphs as committed: a build with the `onnx` feature (this
+/// example's default) has no NNEF graphs built in, and the fuzz targets
+/// are built with `nnef`.
+const INFERENCE_NNEF: &[u8] = include_bytes!("../../models/ranker-v1/inference.nnef.tar");
+const TRAIN_STEP_NNEF: &[u8] = include_bytes!("../../models/ranker-v1/train_step.nnef.tar");
+
+/// Writes one seed. An empty seed is refused: it would leave a target to
+/// find its format from nothing.
 fn write(dir: &Path, target: &str, name: &str, bytes: &[u8]) -> std::io::Result<()> {
+    if bytes.is_empty() {
+        return Err(std::io::Error::other(format!("the seed {target}/{name} is empty")));
+    }
     let d = dir.join(target);
     std::fs::create_dir_all(&d)?;
     std::fs::write(d.join(name), bytes)
@@ -99,7 +110,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // Model packages: the manifest, the NNEF inference graph.
     write(dir, "model_manifest", "builtin", &package.manifest)?;
-    write(dir, "nnef_graph", "builtin", &package.inference_nnef)?;
+    write(dir, "nnef_graph", "inference", INFERENCE_NNEF)?;
+    // Refused by the inference graph's checks, but a whole archive to
+    // mutate.
+    write(dir, "nnef_graph", "train-step", TRAIN_STEP_NNEF)?;
 
     // An export document of a small store.
     let data = tempfile::tempdir()?;
