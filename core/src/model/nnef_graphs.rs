@@ -151,10 +151,18 @@ fn matches(model: &TypedModel, outlets: &[OutletId], want: &[TensorSpec], name: 
         })
 }
 
+/// The NNEF reader, made once per process: making one parses tract's
+/// standard library of fragments, which took about half of checking a
+/// graph.
+fn reader() -> &'static tract_nnef::framework::Nnef {
+    static READER: std::sync::OnceLock<tract_nnef::framework::Nnef> = std::sync::OnceLock::new();
+    READER.get_or_init(tract_nnef::nnef)
+}
+
 /// Parses a graph, checks its ops, types it, and checks its inputs and
 /// outputs against the manifest.
 pub(super) fn check_graph(what: &str, bytes: &[u8], io: &GraphIo) -> Result<TypedModel> {
-    let nnef = tract_nnef::nnef();
+    let nnef = reader();
     let proto = nnef
         .proto_model_for_read(&mut &bytes[..])
         .map_err(|e| ModelRejection::Malformed.err(format!("{what}: not an NNEF archive ({e})")))?;
