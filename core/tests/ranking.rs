@@ -509,6 +509,11 @@ fn every_malformed_package_is_rejected_with_its_own_error_and_ranking_goes_on() 
             node.op_type = "Elu".into();
         });
         cases.push(("unknown op", signer.sign(with_manifest(&unknown, |_| ())), ModelRejection::UnknownOp));
+        let twice = edit_inference_graph(&v2, |proto| {
+            let node = proto.graph.as_mut().unwrap().node.iter_mut().find(|n| n.op_type == "Transpose").unwrap();
+            node.attribute.iter_mut().find(|a| a.name == "perm").unwrap().ints = vec![1, 1];
+        });
+        cases.push(("transpose with an axis twice", signer.sign(with_manifest(&twice, |_| ())), ModelRejection::Malformed));
         let custom_domain = edit_inference_graph(&v2, |proto| {
             proto.graph.as_mut().unwrap().node[0].domain = "com.example".into();
         });
@@ -540,6 +545,13 @@ fn every_malformed_package_is_rejected_with_its_own_error_and_ranking_goes_on() 
             signer.sign(with_manifest(&custom_domain, |_| ())),
             ModelRejection::UnknownOp,
         ));
+        // Found by the nnef_graph fuzz target: tract's transpose with an
+        // axis twice allocated without end and aborted the process.
+        let twice = edit_nnef_text(&v2, |t| {
+            t.replacen("transpose(item_b2_user, axes = [1, 2, 0])", "transpose(item_b2_user, axes = [1, 1, 0])", 1)
+        });
+        assert_ne!(twice.inference_nnef, v2.inference_nnef);
+        cases.push(("transpose with an axis twice", signer.sign(with_manifest(&twice, |_| ())), ModelRejection::Malformed));
     }
     cases.push(("older version", good.clone(), ModelRejection::Stale));
 

@@ -1,7 +1,7 @@
 //! Graphs from tract's NNEF (`*.nnef.tar`) with tract-nnef alone.
 
 use super::*;
-use tract_nnef::ast::{Assignment, RValue, Subscript};
+use tract_nnef::ast::{Assignment, Invocation, Literal, RValue, Subscript};
 
 /// A checked graph, typed (not yet optimized).
 pub(super) type Graph = TypedModel;
@@ -55,8 +55,8 @@ const KNOWN_NNEF_OPS: &[&str] = &[
 /// The one fragment tract writes into a graph: the model's properties.
 const PROPERTIES_FRAGMENT: &str = "tract_core_properties";
 
-/// Every operation invoked in `rvalue`.
-fn invoked<'a>(rvalue: &'a RValue, out: &mut Vec<&'a str>) {
+/// Every invocation in `rvalue`.
+fn invoked<'a>(rvalue: &'a RValue, out: &mut Vec<&'a Invocation>) {
     match rvalue {
         RValue::Identifier(_) | RValue::Literal(_) => {}
         RValue::Binary(a, _, b) => {
@@ -83,7 +83,7 @@ fn invoked<'a>(rvalue: &'a RValue, out: &mut Vec<&'a str>) {
             invoked(&c.otherwise, out);
         }
         RValue::Invocation(call) => {
-            out.push(&call.id.0);
+            out.push(call);
             call.arguments.iter().for_each(|a| invoked(&a.rvalue, out));
         }
     }
@@ -92,7 +92,7 @@ fn invoked<'a>(rvalue: &'a RValue, out: &mut Vec<&'a str>) {
 /// The ops check, on the parsed document: known operations only, no
 /// fragments of the package's own (they could define any op), no
 /// registries beyond tract-core's, no quantization.
-fn check_ops(what: &str, proto: &tract_nnef::ProtoModel) -> Result<()> {
+fn check_ops<'a>(what: &str, proto: &'a tract_nnef::ProtoModel) -> Result<()> {
     let unknown = |detail: String| Err(ModelRejection::UnknownOp.err(format!("{what}: {detail}")));
     let doc = &proto.doc;
     for (id, value) in &doc.extension {
@@ -109,11 +109,9 @@ fn check_ops(what: &str, proto: &tract_nnef::ProtoModel) -> Result<()> {
         return unknown("quantized tensors".into());
     }
     let mut calls = Vec::new();
-    let mut body = |assignments: &'_ [Assignment]| {
+    let mut body = |assignments: &'a [Assignment]| {
         for a in assignments {
-            let mut found = Vec::new();
-            invoked(&a.right, &mut found);
-            calls.extend(found.into_iter().map(str::to_string));
+            invoked(&a.right, &mut calls);
         }
     };
     for fragment in &doc.fragments {
@@ -124,10 +122,49 @@ fn check_ops(what: &str, proto: &tract_nnef::ProtoModel) -> Result<()> {
     }
     body(&doc.graph_def.body);
     let known: HashSet<&str> = KNOWN_NNEF_OPS.iter().copied().collect();
-    match calls.iter().find(|c| !known.contains(c.as_str())) {
-        Some(op) => unknown(format!("op {op:?}")),
-        None => Ok(()),
+    if let Some(op) = calls.iter().find(|c| !known.contains(c.id.0.as_str())) {
+        return unknown(format!("op {:?}", op.id.0));
     }
+    for call in calls.iter().filter(|c| c.id.0 == "transpose") {
+        if !is_permutation(argument(call, "axes", 1)) {
+            return Err(ModelRejection::Malformed.err(format!("{what}: a transpose whose axes are not a permutation")));
+        }
+    }
+    Ok(())
+}
+
+/// An invocation's argument by name, or else at its position.
+fn argument<'a>(call: &'a Invocation, name: &str, position: usize) -> Option<&'a RValue> {
+    match call.arguments.iter().find(|a| a.id.as_ref().is_some_and(|id| id.0 == name)) {
+        Some(a) => Some(&a.rvalue),
+        None => call.arguments.get(position).filter(|a| a.id.is_none()).map(|a| &a.rvalue),
+    }
+}
+
+/// Whether `axes` is written out as a permutation of 0..n: tract's
+/// transpose loops, allocating without end, on one with an axis twice.
+fn is_permutation(axes: Option<&RValue>) -> bool {
+    let numbers: Option<Vec<usize>> = match axes {
+        Some(RValue::Literal(Literal::Array(items))) => items
+            .iter()
+            .map(|l| match l {
+                Literal::Numeric(n) => n.parse().ok(),
+                _ => None,
+            })
+            .collect(),
+        Some(RValue::Array(items)) => items
+            .iter()
+            .map(|r| match r {
+                RValue::Literal(Literal::Numeric(n)) => n.parse().ok(),
+                _ => None,
+            })
+            .collect(),
+        _ => None,
+    };
+    numbers.is_some_and(|mut axes| {
+        axes.sort_unstable();
+        axes.iter().enumerate().all(|(i, &a)| i == a)
+    })
 }
 
 /// A tensor's shape as the manifest writes it: sizes as numbers, the
