@@ -552,6 +552,10 @@ fn every_malformed_package_is_rejected_with_its_own_error_and_ranking_goes_on() 
         });
         assert_ne!(twice.inference_nnef, v2.inference_nnef);
         cases.push(("transpose with an axis twice", signer.sign(with_manifest(&twice, |_| ())), ModelRejection::Malformed));
+        // Also found by it: an assignment to no name panicked in tract.
+        let unnamed = edit_nnef_text(&v2, |t| t.replacen("\n  item_ids = tract_core_external(", "\n   = tract_core_external(", 1));
+        assert_ne!(unnamed.inference_nnef, v2.inference_nnef);
+        cases.push(("assignment to no name", signer.sign(with_manifest(&unnamed, |_| ())), ModelRejection::Malformed));
     }
     cases.push(("older version", good.clone(), ModelRejection::Stale));
 

@@ -1,7 +1,7 @@
 //! Graphs from tract's NNEF (`*.nnef.tar`) with tract-nnef alone.
 
 use super::*;
-use tract_nnef::ast::{Assignment, Invocation, Literal, RValue, Subscript};
+use tract_nnef::ast::{Assignment, Invocation, LValue, Literal, RValue, Subscript};
 
 /// A checked graph, typed (not yet optimized).
 pub(super) type Graph = TypedModel;
@@ -108,19 +108,27 @@ fn check_ops<'a>(what: &str, proto: &'a tract_nnef::ProtoModel) -> Result<()> {
     if proto.quantization.as_ref().is_some_and(|q| !q.is_empty()) {
         return unknown("quantized tensors".into());
     }
-    let mut calls = Vec::new();
-    let mut body = |assignments: &'a [Assignment]| {
-        for a in assignments {
-            invoked(&a.right, &mut calls);
-        }
-    };
+    let mut bodies: Vec<&'a [Assignment]> = vec![&doc.graph_def.body];
     for fragment in &doc.fragments {
         if fragment.decl.id.0 != PROPERTIES_FRAGMENT {
             return unknown(format!("fragment {:?}", fragment.decl.id.0));
         }
-        body(fragment.body.as_deref().unwrap_or_default());
+        bodies.push(fragment.body.as_deref().unwrap_or_default());
     }
-    body(&doc.graph_def.body);
+    let mut calls = Vec::new();
+    for a in bodies.into_iter().flatten() {
+        // tract names a node after the first identifier assigned, and
+        // panics when there is none: `() = ...` is refused here.
+        let name = |l: &LValue| matches!(l, LValue::Identifier(id) if !id.0.is_empty());
+        let named = match &a.left {
+            LValue::Identifier(_) => name(&a.left),
+            LValue::Tuple(items) | LValue::Array(items) => !items.is_empty() && items.iter().all(name),
+        };
+        if !named {
+            return Err(ModelRejection::Malformed.err(format!("{what}: an assignment to no name")));
+        }
+        invoked(&a.right, &mut calls);
+    }
     let known: HashSet<&str> = KNOWN_NNEF_OPS.iter().copied().collect();
     if let Some(op) = calls.iter().find(|c| !known.contains(c.id.0.as_str())) {
         return unknown(format!("op {:?}", op.id.0));
