@@ -556,6 +556,18 @@ fn every_malformed_package_is_rejected_with_its_own_error_and_ranking_goes_on() 
         let unnamed = edit_nnef_text(&v2, |t| t.replacen("\n  item_ids = tract_core_external(", "\n   = tract_core_external(", 1));
         assert_ne!(unnamed.inference_nnef, v2.inference_nnef);
         cases.push(("assignment to no name", signer.sign(with_manifest(&unnamed, |_| ())), ModelRejection::Malformed));
+        // And: tract's parser takes exponential time in runs of operators
+        // and in nesting (68 `+` after a call, 40 nested brackets did not
+        // finish in minutes); both are refused before it runs, at once.
+        let line = "user_mm1_concat_einsum_k_40__47_1 = squeeze(user_mm1_concat_einsum_k_40__47, axes = [0]);";
+        let pluses = edit_nnef_text(&v2, |t| t.replacen(line, &line.replace("]);", &format!("]){};", "+".repeat(68))), 1));
+        let nested = edit_nnef_text(&v2, |t| {
+            t.replacen(line, &line.replace("axes = [0]", &format!("axes = {}0{}", "[".repeat(40), "]".repeat(40))), 1)
+        });
+        for (what, package) in [("68 operators in a row", pluses), ("40 nested brackets", nested)] {
+            assert_ne!(package.inference_nnef, v2.inference_nnef);
+            cases.push((what, signer.sign(with_manifest(&package, |_| ())), ModelRejection::Malformed));
+        }
     }
     cases.push(("older version", good.clone(), ModelRejection::Stale));
 

@@ -196,6 +196,90 @@ fn matches(model: &TypedModel, outlets: &[OutletId], want: &[TensorSpec], name: 
         })
 }
 
+/// Brackets nested deeper than this are refused; tract's own graphs reach 4.
+const MAX_NESTING: usize = 8;
+
+/// The archive and its `graph.nnef` as text, before tract's parser sees
+/// them. That parser backtracks, and its time grows exponentially with
+/// nested brackets or runs of operators: 68 `+` in a row (a finding of the
+/// `nnef_graph` fuzz target) or 40 nested brackets did not finish in
+/// minutes, which would hold a device's install for good. Refused here:
+/// entries other than `graph.nnef` and `.dat` tensors, nesting deeper than
+/// [`MAX_NESTING`], two operators in a row (but `->` and `= -`), the `if`
+/// and `for` forms, comments and single quotes, none of which tract's
+/// writer produces.
+fn check_archive(what: &str, bytes: &[u8]) -> Result<()> {
+    let malformed = |detail: &str| Err(ModelRejection::Malformed.err(format!("{what}: {detail}")));
+    let not_archive = |e: std::io::Error| ModelRejection::Malformed.err(format!("{what}: not an NNEF archive ({e})"));
+    let mut graph = None;
+    for entry in tar::Archive::new(bytes).entries().map_err(not_archive)? {
+        let mut entry = entry.map_err(not_archive)?;
+        let path = entry.path().map_err(not_archive)?.to_string_lossy().into_owned();
+        if path == "graph.nnef" && graph.is_none() {
+            let mut text = String::new();
+            std::io::Read::read_to_string(&mut entry, &mut text).map_err(not_archive)?;
+            graph = Some(text);
+        } else if !path.ends_with(".dat") {
+            return malformed(&format!("an archive entry {path:?}"));
+        }
+    }
+    let Some(text) = graph else { return malformed("no graph.nnef in the archive") };
+    match check_text(&text) {
+        Some(detail) => malformed(detail),
+        None => Ok(()),
+    }
+}
+
+/// What makes `text` one to refuse (see [`check_archive`]), if anything.
+fn check_text(text: &str) -> Option<&'static str> {
+    const OPERATORS: &str = "+-*/^!<>=&|?";
+    let (mut depth, mut string) = (0usize, false);
+    let mut operator: Option<char> = None;
+    let mut word = String::new();
+    for c in text.chars() {
+        if string {
+            string = c != '"';
+            continue;
+        }
+        if c.is_alphanumeric() || c == '_' {
+            word.push(c);
+            operator = None;
+            continue;
+        }
+        if word == "if" || word == "for" {
+            return Some("an if or for form");
+        }
+        word.clear();
+        match c {
+            '"' => {
+                string = true;
+                operator = None;
+            }
+            '(' | '[' | '{' => {
+                depth += 1;
+                if depth > MAX_NESTING {
+                    return Some("brackets nested too deep");
+                }
+                operator = None;
+            }
+            ')' | ']' | '}' => {
+                depth = depth.saturating_sub(1);
+                operator = None;
+            }
+            '#' | '\'' => return Some("a comment or a single quote"),
+            c if OPERATORS.contains(c) => {
+                if operator.is_some_and(|p| !matches!((p, c), ('-', '>') | ('=', '-'))) {
+                    return Some("two operators in a row");
+                }
+                operator = Some(c);
+            }
+            c if c.is_whitespace() => {}
+            _ => operator = None,
+        }
+    }
+    None
+}
+
 /// The NNEF reader, made once per process: making one parses tract's
 /// standard library of fragments, which took about half of checking a
 /// graph.
@@ -207,6 +291,7 @@ fn reader() -> &'static tract_nnef::framework::Nnef {
 /// Parses a graph, checks its ops, types it, and checks its inputs and
 /// outputs against the manifest.
 pub(super) fn check_graph(what: &str, bytes: &[u8], io: &GraphIo) -> Result<TypedModel> {
+    check_archive(what, bytes)?;
     let nnef = reader();
     let proto = nnef
         .proto_model_for_read(&mut &bytes[..])
