@@ -158,6 +158,16 @@ pub fn build_unsigned_package(package: &crate::ModelPackage) -> Result<(), crate
     Ok(model::build_unsigned(package)?)
 }
 
+/// For fuzz targets that reach tract: puts the default panic hook back,
+/// once, so that a panic the library catches on purpose (tract's, on a
+/// malformed graph, answered as `Malformed`) is not made an abort by
+/// libFuzzer's hook. A panic that escapes the target still aborts, in
+/// libfuzzer-sys's wrapper.
+pub fn unwind_caught_panics() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| drop(std::panic::take_hook()));
+}
+
 /// One graph file checked against the built-in manifest and planned.
 pub fn check_inference_graph(bytes: &[u8]) -> Result<(), crate::HearthError> {
     Ok(model::check_inference_graph(bytes)?)

@@ -564,7 +564,13 @@ fn every_malformed_package_is_rejected_with_its_own_error_and_ranking_goes_on() 
         let nested = edit_nnef_text(&v2, |t| {
             t.replacen(line, &line.replace("axes = [0]", &format!("axes = {}0{}", "[".repeat(40), "]".repeat(40))), 1)
         });
-        for (what, package) in [("68 operators in a row", pluses), ("40 nested brackets", nested)] {
+        // And: a reduction over an axis beyond the tensor's rank panicked in
+        // tract; the library catches tract's panics as the package's fault.
+        let reduce = "history_wsum = sum_reduce(history_weights, axes = [0]);";
+        let beyond = edit_nnef_text(&v2, |t| t.replacen(reduce, &reduce.replace("[0]", "[5]"), 1));
+        for (what, package) in
+            [("68 operators in a row", pluses), ("40 nested brackets", nested), ("reduce over axis 5 of 1", beyond)]
+        {
             assert_ne!(package.inference_nnef, v2.inference_nnef);
             cases.push((what, signer.sign(with_manifest(&package, |_| ())), ModelRejection::Malformed));
         }

@@ -439,6 +439,18 @@ fn step_loss(t: &TValue) -> Result<f32> {
     Ok(float_slice(t)?.first().copied().unwrap_or(f32::NAN))
 }
 
+/// Runs tract on a package's graph. tract panics on some malformed graphs
+/// (an axis beyond a tensor's rank, found by fuzzing): such a panic is the
+/// package's fault, a `Malformed` package, not the device's. The library
+/// unwinds on panic (the workspace's release profile), so it is caught here.
+pub(super) fn in_tract<T>(what: &str, f: impl FnOnce() -> TractResult<T>) -> Result<T> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        Ok(Ok(t)) => Ok(t),
+        Ok(Err(e)) => Err(ModelRejection::Malformed.err(format!("{what}: tract cannot build the graph ({e})"))),
+        Err(_) => Err(ModelRejection::Malformed.err(format!("{what}: tract failed on the graph (a panic, caught)"))),
+    }
+}
+
 /// The built-in package, verified and planned once per process.
 /// What follows a package's signature check, without it (the signature
 /// keeps everything else out; fuzzing looks behind it): the manifest, the

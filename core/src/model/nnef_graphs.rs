@@ -297,9 +297,7 @@ pub(super) fn check_graph(what: &str, bytes: &[u8], io: &GraphIo) -> Result<Type
         .proto_model_for_read(&mut &bytes[..])
         .map_err(|e| ModelRejection::Malformed.err(format!("{what}: not an NNEF archive ({e})")))?;
     check_ops(what, &proto)?;
-    let model = nnef
-        .model_for_proto_model(&proto)
-        .map_err(|e| ModelRejection::Malformed.err(format!("{what}: tract cannot build the graph ({e})")))?;
+    let model = in_tract(what, || nnef.model_for_proto_model(&proto))?;
     if !matches(&model, &model.inputs, &io.inputs, |o| model.node(o.node).name.clone()) {
         return Err(ModelRejection::WrongShape.err(format!("{what}: graph inputs differ from the manifest")));
     }
@@ -347,6 +345,5 @@ pub(super) fn build_shaped_plan(baked: &TypedModel, n: usize, k: usize) -> Tract
 }
 
 pub(super) fn build_plan(what: &str, model: &TypedModel) -> Result<Plan> {
-    let build = || -> TractResult<Plan> { model.clone().into_optimized()?.into_runnable() };
-    build().map_err(|e| ModelRejection::Malformed.err(format!("{what}: tract cannot build the graph ({e})")))
+    in_tract(what, || model.clone().into_optimized()?.into_runnable())
 }

@@ -104,7 +104,5 @@ pub(super) fn build_shaped_plan(baked: &ModelProto, n: usize, k: usize) -> Tract
 }
 
 pub(super) fn build_plan(what: &str, proto: &ModelProto) -> Result<Plan> {
-    let build =
-        || -> TractResult<Plan> { tract_onnx::onnx().model_for_proto_model(proto)?.into_optimized()?.into_runnable() };
-    build().map_err(|e| ModelRejection::Malformed.err(format!("{what}: tract cannot build the graph ({e})")))
+    in_tract(what, || tract_onnx::onnx().model_for_proto_model(proto)?.into_optimized()?.into_runnable())
 }
