@@ -52,6 +52,7 @@ import build  # noqa: E402
 import numpy as np  # noqa: E402
 
 NEWEST = 500  # the device's cap on positives per round
+ID_TABLES = ("id_bias", "emb_item", "emb_history")
 
 
 def main():
@@ -71,12 +72,35 @@ def main():
     ap.add_argument("--server-lr-final", type=float, default=None)
     ap.add_argument("--momentum", type=float, default=0.0, help="FedAvgM's server momentum (--server avg)")
     ap.add_argument("--tau", type=float, default=1e-6, help="FedAdam's tau (the simulator's: 1e-6)")
+    ap.add_argument("--id-server", choices=("same", "avg"), default="same",
+                    help="the server update of the id tables (id_bias, emb_item, emb_history): the towers' "
+                         "(same), or FedAvg(M) at --id-server-lr with --id-momentum, which moves a row whose "
+                         "mean is mostly noise by that noise times the rate rather than by about the rate")
+    ap.add_argument("--id-server-lr", type=float, default=1.0)
+    ap.add_argument("--id-momentum", type=float, default=0.0)
+    ap.add_argument("--beta1", type=float, default=0.9, help="FedAdam's first-moment decay")
+    ap.add_argument("--tower-scale", type=float, default=1.0,
+                    help="the device scales the towers' part of its update by this before clipping, and the "
+                         "server divides the towers' mean by it: below 1, the id tables get more of the clip "
+                         "norm (so more signal against the same noise) and the towers more noise")
+    ap.add_argument("--tau-noise", type=float, default=0.0,
+                    help="FedAdam's tau raised by this many times the noise std on the mean, so a coordinate "
+                         "whose mean is mostly noise moves less than the rate")
     ap.add_argument("--noise", type=float, default=0.0,
                     help="noise multiplier z: the coordinator adds N(0, (z*C/n)^2) to each coordinate of the mean")
     ap.add_argument("--cohort", type=int, default=None,
                     help="fleet-scale noise: std z*C/K for a simulated cohort of K (as `hearth simulate --cohort`)")
     ap.add_argument("--eval-every", type=int, default=25)
     ap.add_argument("--seed", type=int, default=42)
+    ap.add_argument("--vocab", type=int, default=None,
+                    help="id rows only for the VOCAB most popular items of the catalog (by the popularity "
+                         "the fallback ranks by), every other item sharing one more row; default: the "
+                         "manifest's hashing")
+    ap.add_argument("--id-rows", type=int, default=None,
+                    help="hash the item ids into ID_ROWS rows instead of the manifest's (ignored with --vocab)")
+    ap.add_argument("--id-dim", type=int, default=None,
+                    help="train only the first ID_DIM columns of the id embeddings (the rest stay zero "
+                         "and are neither sent nor noised), as a model with a smaller embedding would")
     args = ap.parse_args()
 
     S = E.Schema(json.loads((E.RANKER_DIR / "manifest.json").read_text()))
@@ -84,6 +108,12 @@ def main():
     ph = E.phase(data, E.split(data), args.phase)
     U, I = data["n_users"], data["n_items"]
     rows = np.array([S.row(E.item_id(i)) for i in range(I)], dtype=np.int64)
+    if args.id_rows is not None:
+        rows = np.array([build.fnv1a64(E.item_id(i)) % args.id_rows for i in range(I)], dtype=np.int64)
+    if args.vocab is not None:
+        by_popularity = sorted(range(I), key=lambda i: (-ph["counts"][i], i))
+        rows = np.full(I, min(args.vocab, I), dtype=np.int64)
+        rows[by_popularity[:args.vocab]] = np.arange(min(args.vocab, I))
     id_strings = [E.item_id(i).encode() for i in range(I)]
     id_rank = np.empty(I, dtype=np.int64)
     id_rank[sorted(range(I), key=lambda i: id_strings[i])] = np.arange(I)
@@ -92,6 +122,12 @@ def main():
     feats = E.item_features(S, data["meta"], ph["counts"], dt.datetime.now(dt.timezone.utc).year)
     p = E.load_weights(S, E.RANKER_DIR / "weights.bin")
     names = [n for n, _ in S.params]
+    # What a device trains and sends: 1 where a value is a shared parameter.
+    shared = {k: np.ones(p[k].shape) for k in names}
+    if args.id_dim is not None:
+        for k in ("emb_item", "emb_history"):
+            shared[k][:, args.id_dim:] = 0.0
+            p[k] = (p[k] * shared[k]).astype(np.float32)
     by_user = [np.nonzero(ex["uid"] == u)[0][-NEWEST:] for u in range(U)]
     c = 1 + args.negatives
 
@@ -123,7 +159,7 @@ def main():
                 g = build.backward(w, cache, gs.astype(np.float32))
                 for k in names:
                     w[k] = (w[k] - args.lr * g[k]).astype(np.float32)
-        d = {k: w[k].astype(np.float64) - p[k] for k in names}
+        d = {k: (w[k].astype(np.float64) - p[k]) * (1.0 if k in ID_TABLES else args.tower_scale) for k in names}
         norm = float(np.sqrt(sum(float((v ** 2).sum()) for v in d.values())))
         if not np.isfinite(norm):
             return None, norm
@@ -149,21 +185,26 @@ def main():
             for k in names:
                 total[k] += d[k]
         mean = {k: v / max(len(norms), 1) for k, v in total.items()}
+        noise_std = args.noise * args.clip / (args.cohort or args.clients)
         if args.noise > 0:
-            std = args.noise * args.clip / (args.cohort or args.clients)
-            mean = {k: v + noise_rng.normal(0.0, std, size=v.shape) for k, v in mean.items()}
+            mean = {k: v + noise_rng.normal(0.0, noise_std, size=v.shape) * shared[k] for k, v in mean.items()}
+        mean = {k: v if k in ID_TABLES else v / args.tower_scale for k, v in mean.items()}
         lr = args.server_lr
         if args.server_lr_final is not None and args.rounds > 1:
             lr += (args.server_lr_final - args.server_lr) * (r - 1) / (args.rounds - 1)
         for k in names:
-            if args.server == "avg":
+            if args.id_server == "avg" and k in ID_TABLES:
+                m1[k] = args.id_momentum * m1[k] + mean[k]
+                p[k] = (p[k] + args.id_server_lr * m1[k]).astype(np.float32)
+            elif args.server == "avg":
                 m1[k] = args.momentum * m1[k] + mean[k]
                 p[k] = (p[k] + lr * m1[k]).astype(np.float32)
             else:
                 g = -mean[k]
-                m1[k] = 0.9 * m1[k] + 0.1 * g
+                m1[k] = args.beta1 * m1[k] + (1 - args.beta1) * g
                 m2[k] = 0.99 * m2[k] + 0.01 * g * g
-                step = (m1[k] / (1 - 0.9 ** r)) / (np.sqrt(m2[k] / (1 - 0.99 ** r)) + args.tau)
+                tau = args.tau + args.tau_noise * noise_std
+                step = (m1[k] / (1 - args.beta1 ** r)) / (np.sqrt(m2[k] / (1 - 0.99 ** r)) + tau)
                 p[k] = (p[k] - lr * step).astype(np.float32)
         if r % args.eval_every == 0 or r == args.rounds:
             m = quality(p)
