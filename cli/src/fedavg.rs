@@ -558,7 +558,8 @@ impl Coordinator {
         // sqrt(K / n) = sqrt(n K) C s, within the room the round's scale s
         // leaves for K / rate updates.
         let kept = round.sampling_rate * cohort as f64;
-        let fine = Quantization { scale: q.scale * (kept / n).max(1.0).sqrt(), max_cohort: updates.len().max(1) as u32, ..*q };
+        let fine =
+            Quantization { scale: q.scale * (kept / n).max(1.0).sqrt(), max_cohort: updates.len().max(1) as u32, ..*q };
         let mut sum = vec![0u32; self.weights.len()];
         for u in updates {
             let v = fine.quantize_with(u, || self.rng.random()).map_err(|e| anyhow!("quantizing an update: {e}"))?;

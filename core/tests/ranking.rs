@@ -513,7 +513,11 @@ fn every_malformed_package_is_rejected_with_its_own_error_and_ranking_goes_on() 
             let node = proto.graph.as_mut().unwrap().node.iter_mut().find(|n| n.op_type == "Transpose").unwrap();
             node.attribute.iter_mut().find(|a| a.name == "perm").unwrap().ints = vec![1, 1];
         });
-        cases.push(("transpose with an axis twice", signer.sign(with_manifest(&twice, |_| ())), ModelRejection::Malformed));
+        cases.push((
+            "transpose with an axis twice",
+            signer.sign(with_manifest(&twice, |_| ())),
+            ModelRejection::Malformed,
+        ));
         let custom_domain = edit_inference_graph(&v2, |proto| {
             proto.graph.as_mut().unwrap().node[0].domain = "com.example".into();
         });
@@ -551,16 +555,23 @@ fn every_malformed_package_is_rejected_with_its_own_error_and_ranking_goes_on() 
             t.replacen("transpose(item_b2_user, axes = [1, 2, 0])", "transpose(item_b2_user, axes = [1, 1, 0])", 1)
         });
         assert_ne!(twice.inference_nnef, v2.inference_nnef);
-        cases.push(("transpose with an axis twice", signer.sign(with_manifest(&twice, |_| ())), ModelRejection::Malformed));
+        cases.push((
+            "transpose with an axis twice",
+            signer.sign(with_manifest(&twice, |_| ())),
+            ModelRejection::Malformed,
+        ));
         // Also found by it: an assignment to no name panicked in tract.
-        let unnamed = edit_nnef_text(&v2, |t| t.replacen("\n  item_ids = tract_core_external(", "\n   = tract_core_external(", 1));
+        let unnamed = edit_nnef_text(&v2, |t| {
+            t.replacen("\n  item_ids = tract_core_external(", "\n   = tract_core_external(", 1)
+        });
         assert_ne!(unnamed.inference_nnef, v2.inference_nnef);
         cases.push(("assignment to no name", signer.sign(with_manifest(&unnamed, |_| ())), ModelRejection::Malformed));
         // And: tract's parser takes exponential time in runs of operators
         // and in nesting (68 `+` after a call, 40 nested brackets did not
         // finish in minutes); both are refused before it runs, at once.
         let line = "user_mm1_concat_einsum_k_40__47_1 = squeeze(user_mm1_concat_einsum_k_40__47, axes = [0]);";
-        let pluses = edit_nnef_text(&v2, |t| t.replacen(line, &line.replace("]);", &format!("]){};", "+".repeat(68))), 1));
+        let pluses =
+            edit_nnef_text(&v2, |t| t.replacen(line, &line.replace("]);", &format!("]){};", "+".repeat(68))), 1));
         let nested = edit_nnef_text(&v2, |t| {
             t.replacen(line, &line.replace("axes = [0]", &format!("axes = {}0{}", "[".repeat(40), "]".repeat(40))), 1)
         });
