@@ -188,5 +188,5 @@ if __name__ == "__main__":
         s = Stream(bytes([seed]) * 32)
         print(f"seed [{seed}; 32], sigma^2 = {num}/{den}:", [discrete_gaussian(s, num, den) for _ in range(12)])
     print("table sampler:")
-    for seed, num, den in [(7, 1, 2), (7, 2, 1), (8, 10_000, 3), (9, 1_000_000, 1), (10, 81_000_000, 1), (11, 412_300_000, 1)]:
+    for seed, num, den in [(7, 1, 2), (7, 2, 1), (8, 10_000, 3), (9, 1_000_000, 1), (10, 81_000_000, 1)]:
         print(f"seed [{seed}; 32], sigma^2 = {num}/{den}:", table_sample(Stream(bytes([seed]) * 32), num, den, 12))
