@@ -78,6 +78,8 @@ def main():
                          "mean is mostly noise by that noise times the rate rather than by about the rate")
     ap.add_argument("--id-server-lr", type=float, default=1.0)
     ap.add_argument("--id-momentum", type=float, default=0.0)
+    ap.add_argument("--noise-only", default=None,
+                    help="comma-separated parameter names: add the noise to these alone (to see where it harms)")
     ap.add_argument("--beta1", type=float, default=0.9, help="FedAdam's first-moment decay")
     ap.add_argument("--tower-scale", type=float, default=1.0,
                     help="the device scales the towers' part of its update by this before clipping, and the "
@@ -187,7 +189,9 @@ def main():
         mean = {k: v / max(len(norms), 1) for k, v in total.items()}
         noise_std = args.noise * args.clip / (args.cohort or args.clients)
         if args.noise > 0:
-            mean = {k: v + noise_rng.normal(0.0, noise_std, size=v.shape) * shared[k] for k, v in mean.items()}
+            noised = set(args.noise_only.split(",")) if args.noise_only else set(names)
+            mean = {k: v + noise_rng.normal(0.0, noise_std, size=v.shape) * shared[k] if k in noised else v
+                    for k, v in mean.items()}
         mean = {k: v if k in ID_TABLES else v / args.tower_scale for k, v in mean.items()}
         lr = args.server_lr
         if args.server_lr_final is not None and args.rounds > 1:
