@@ -549,40 +549,51 @@ fn every_malformed_package_is_rejected_with_its_own_error_and_ranking_goes_on() 
             signer.sign(with_manifest(&custom_domain, |_| ())),
             ModelRejection::UnknownOp,
         ));
-        // Found by the nnef_graph fuzz target: tract's transpose with an
-        // axis twice allocated without end and aborted the process.
-        let twice = edit_nnef_text(&v2, |t| {
-            t.replacen("transpose(item_b2_user, axes = [1, 2, 0])", "transpose(item_b2_user, axes = [1, 1, 0])", 1)
-        });
-        assert_ne!(twice.inference_nnef, v2.inference_nnef);
-        cases.push((
-            "transpose with an axis twice",
-            signer.sign(with_manifest(&twice, |_| ())),
-            ModelRejection::Malformed,
-        ));
-        // Also found by it: an assignment to no name panicked in tract.
-        let unnamed = edit_nnef_text(&v2, |t| {
-            t.replacen("\n  item_ids = tract_core_external(", "\n   = tract_core_external(", 1)
-        });
-        assert_ne!(unnamed.inference_nnef, v2.inference_nnef);
-        cases.push(("assignment to no name", signer.sign(with_manifest(&unnamed, |_| ())), ModelRejection::Malformed));
-        // And: tract's parser takes exponential time in runs of operators
-        // and in nesting (68 `+` after a call, 40 nested brackets did not
-        // finish in minutes); both are refused before it runs, at once.
+        // Found by the nnef_graph fuzz target, each stopping a device inside
+        // tract: a transpose with an axis twice allocated without end and
+        // aborted the process; an assignment to no name panicked; the
+        // parser takes exponential time in runs of operators and in nesting
+        // (68 `+` after a call, 40 nested brackets did not finish in
+        // minutes), refused before it runs; a reduction over an axis beyond
+        // the tensor's rank panicked (tract's panics are caught as the
+        // package's fault).
         let line = "user_mm1_concat_einsum_k_40__47_1 = squeeze(user_mm1_concat_einsum_k_40__47, axes = [0]);";
-        let pluses =
-            edit_nnef_text(&v2, |t| t.replacen(line, &line.replace("]);", &format!("]){};", "+".repeat(68))), 1));
-        let nested = edit_nnef_text(&v2, |t| {
-            t.replacen(line, &line.replace("axes = [0]", &format!("axes = {}0{}", "[".repeat(40), "]".repeat(40))), 1)
-        });
-        // And: a reduction over an axis beyond the tensor's rank panicked in
-        // tract; the library catches tract's panics as the package's fault.
         let reduce = "history_wsum = sum_reduce(history_weights, axes = [0]);";
-        let beyond = edit_nnef_text(&v2, |t| t.replacen(reduce, &reduce.replace("[0]", "[5]"), 1));
-        for (what, package) in
-            [("68 operators in a row", pluses), ("40 nested brackets", nested), ("reduce over axis 5 of 1", beyond)]
-        {
-            assert_ne!(package.inference_nnef, v2.inference_nnef);
+        let edited = [
+            (
+                "transpose with an axis twice",
+                edit_nnef_text(&v2, |t| {
+                    t.replacen(
+                        "transpose(item_b2_user, axes = [1, 2, 0])",
+                        "transpose(item_b2_user, axes = [1, 1, 0])",
+                        1,
+                    )
+                }),
+            ),
+            (
+                "assignment to no name",
+                edit_nnef_text(&v2, |t| {
+                    t.replacen("\n  item_ids = tract_core_external(", "\n   = tract_core_external(", 1)
+                }),
+            ),
+            (
+                "68 operators in a row",
+                edit_nnef_text(&v2, |t| t.replacen(line, &line.replace("]);", &format!("]){};", "+".repeat(68))), 1)),
+            ),
+            (
+                "40 nested brackets",
+                edit_nnef_text(&v2, |t| {
+                    t.replacen(
+                        line,
+                        &line.replace("axes = [0]", &format!("axes = {}0{}", "[".repeat(40), "]".repeat(40))),
+                        1,
+                    )
+                }),
+            ),
+            ("reduce over axis 5 of 1", edit_nnef_text(&v2, |t| t.replacen(reduce, &reduce.replace("[0]", "[5]"), 1))),
+        ];
+        for (what, package) in edited {
+            assert_ne!(package.inference_nnef, v2.inference_nnef, "{what}");
             cases.push((what, signer.sign(with_manifest(&package, |_| ())), ModelRejection::Malformed));
         }
     }

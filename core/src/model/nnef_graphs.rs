@@ -152,18 +152,16 @@ fn argument<'a>(call: &'a Invocation, name: &str, position: usize) -> Option<&'a
 /// Whether `axes` is written out as a permutation of 0..n: tract's
 /// transpose loops, allocating without end, on one with an axis twice.
 fn is_permutation(axes: Option<&RValue>) -> bool {
+    let number = |l: &Literal| match l {
+        Literal::Numeric(n) => n.parse::<usize>().ok(),
+        _ => None,
+    };
     let numbers: Option<Vec<usize>> = match axes {
-        Some(RValue::Literal(Literal::Array(items))) => items
-            .iter()
-            .map(|l| match l {
-                Literal::Numeric(n) => n.parse().ok(),
-                _ => None,
-            })
-            .collect(),
+        Some(RValue::Literal(Literal::Array(items))) => items.iter().map(number).collect(),
         Some(RValue::Array(items)) => items
             .iter()
             .map(|r| match r {
-                RValue::Literal(Literal::Numeric(n)) => n.parse().ok(),
+                RValue::Literal(l) => number(l),
                 _ => None,
             })
             .collect(),
