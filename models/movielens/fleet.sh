@@ -28,11 +28,15 @@
 # EPSILONS=1,2,4,8 ROUNDS=200 CLIENTS=100 LR=0.3 NEGATIVES=32 EPOCHS=1
 # CLIP=0.1 SERVER_OPT=adam SERVER_LR=0.1 SERVER_LR_FINAL=0.01 EVAL_EVERY=50
 # SEED=42 MODE=central COIN= BITS=32 EXTRA="" (more `hearth simulate`
-# options, e.g. "--adaptive-clip 0.5"). One `hearth simulate` process per
-# fleet, two at a time, one thread each; each fleet is 1 + |EPSILONS| runs
-# of ROUNDS rounds (about 3 s a round, an hour a fleet, on this 2-core
-# machine). Writes $HEARTH_MOVIELENS_OUT/fleet/N-K[-distributed].json and
-# ~/.cache/hearth/logs/fleet-N-K[-distributed].log.
+# options, e.g. "--adaptive-clip 0.5") PARTS=2 JOBS=2 BLOCK= (another
+# block of docs/federated.md, and its chart models/movielens/BLOCK.svg, for
+# a recipe beside the default one) COMMAND_ENV= (the settings the block's
+# "Reproduce" line names). Each fleet is 1 + |EPSILONS| runs of ROUNDS
+# rounds, dealt over PARTS `hearth simulate` processes, JOBS at a time, one
+# thread each (about 4.5 s a round on this 2-core machine: 75 min a fleet
+# of 200 rounds on both cores). Writes
+# $HEARTH_MOVIELENS_OUT/fleet/N-K[-distributed][.partP].json and
+# ~/.cache/hearth/logs/fleet-N-K[-distributed][.partP].log.
 set -euo pipefail
 
 # shellcheck source=common.sh
@@ -43,12 +47,13 @@ FLEETS="${FLEETS:-943:100 100000:1000 1000000:10000}" EPSILONS="${EPSILONS:-1,2,
 ROUNDS="${ROUNDS:-200}" CLIENTS="${CLIENTS:-100}" LR="${LR:-0.3}" NEGATIVES="${NEGATIVES:-32}" EPOCHS="${EPOCHS:-1}"
 CLIP="${CLIP:-0.1}" SERVER_OPT="${SERVER_OPT:-adam}" SERVER_LR="${SERVER_LR:-0.1}" SERVER_LR_FINAL="${SERVER_LR_FINAL:-0.01}"
 EVAL_EVERY="${EVAL_EVERY:-50}" SEED="${SEED:-42}" EXTRA="${EXTRA:-}"
-MODE="${MODE:-central}" COIN="${COIN:-}" BITS="${BITS:-32}"
+MODE="${MODE:-central}" COIN="${COIN:-}" BITS="${BITS:-32}" PARTS="${PARTS:-2}" JOBS="${JOBS:-2}"
 case "$MODE" in
   central) suffix="" block="fleet-movielens" ;;
   distributed) suffix="-distributed" block="fleet-distributed-movielens" ;;
   *) echo "fleet.sh: MODE must be central or distributed" >&2; exit 2 ;;
 esac
+block="${BLOCK:-$block}"
 
 if [ ! -f "$data/ml-100k.inter" ]; then
   echo "fleet.sh: no MovieLens data yet; running run.sh first" >&2
@@ -76,23 +81,36 @@ for fleet in $FLEETS; do
       --cohort "$setup" --bits "$BITS" --clip "$CLIP" --p "$coin")"
     mode=(--noise-mode distributed --secagg-bits "$BITS" --device-sampling-rate "$coin")
   fi
-  echo "fleet.sh: N = $n, K = $k ($MODE): z = 0,$zs (logs in $logs)" >&2
-  nice -n 10 "$hearth" simulate "${common[@]}" "${mode[@]}" "${extra[@]}" --population "$n" --cohort "$k" \
-    --noise-multiplier "0,$zs" --json "$out/$n-$k$suffix.json" >"$logs/fleet-$n-$k$suffix.log" 2>&1 &
-  pids+=($!)
-  records+=("$out/$n-$k$suffix.json")
-  # Two at a time.
-  if [ "${#pids[@]}" -ge 2 ]; then
-    wait "${pids[0]}" || { echo "fleet.sh: a run failed (logs in $logs)" >&2; exit 1; }
-    pids=("${pids[@]:1}")
-  fi
+  echo "fleet.sh: N = $n, K = $k ($MODE): z = 0,$zs in $PARTS processes (logs in $logs)" >&2
+  # The fleet's runs (z = 0 first), dealt round-robin over PARTS processes:
+  # each run starts from the built-in model with the same samples, so a
+  # part's runs are the ones one process would make.
+  IFS=, read -r -a all <<<"0,$zs"
+  for ((part = 0; part < PARTS && part < ${#all[@]}; part++)); do
+    list=""
+    for ((i = part; i < ${#all[@]}; i += PARTS)); do list="${list:+$list,}${all[$i]}"; done
+    name="$n-$k$suffix"
+    [ "$PARTS" -gt 1 ] && name="$name.part$((part + 1))"
+    nice -n 10 "$hearth" simulate "${common[@]}" "${mode[@]}" "${extra[@]}" --population "$n" --cohort "$k" \
+      --noise-multiplier "$list" --json "$out/$name.json" >"$logs/fleet-$name.log" 2>&1 &
+    pids+=($!)
+    records+=("$out/$name.json")
+    # JOBS at a time.
+    if [ "${#pids[@]}" -ge "$JOBS" ]; then
+      wait "${pids[0]}" || { echo "fleet.sh: a run failed (logs in $logs)" >&2; exit 1; }
+      pids=("${pids[@]:1}")
+    fi
+  done
 done
 for pid in "${pids[@]}"; do
   wait "$pid" || { echo "fleet.sh: a run failed (logs in $logs)" >&2; exit 1; }
 done
 echo "fleet.sh: done in $(($(date +%s) - start))s" >&2
 page=()
-[ "$update" = 1 ] && page=(--page "$repo/docs/federated.md" --chart "$here/fleet-ndcg$suffix.svg")
+chart="$here/fleet-ndcg$suffix.svg"
+[ -n "${BLOCK:-}" ] && chart="$here/$BLOCK.svg"
+[ "$update" = 1 ] && page=(--page "$repo/docs/federated.md" --chart "$chart")
 command="models/movielens/fleet.sh --update-docs"
 [ "$MODE" = distributed ] && command="MODE=distributed $command"
+[ -n "${COMMAND_ENV:-}" ] && command="$COMMAND_ENV $command"
 python3 "$here/fleet_table.py" "${records[@]}" --epsilons "$EPSILONS" --block "$block" --command "$command" "${page[@]}"

@@ -4,8 +4,10 @@ simulated fleets, one record (`hearth simulate --json`) per fleet.
 
 Usage: fleet_table.py RECORD... --epsilons 1,2,4,8 --command CMD [--page docs/federated.md] [--chart F.svg]
 
-Each record holds a run without noise and one run per target epsilon (in
-that order). Prints the block; with --page, rewrites the text between
+Each fleet's records hold a run without noise and one run per target
+epsilon between them: fleet.sh splits a fleet's runs over processes, and the
+records of one fleet (the same N and K) are merged, the run without noise
+first, then by epsilon. Prints the block; with --page, rewrites the text between
 <!-- fleet-movielens:begin --> and <!-- fleet-movielens:end -->; with
 --chart, also draws NDCG@10 against epsilon, one line per fleet, as an SVG
 (the block links it). Standard library only.
@@ -92,6 +94,28 @@ def chart(records, path):
     Path(path).write_text("\n".join(out) + "\n")
 
 
+def merged(records):
+    """One record per fleet: the runs of records with the same N and K
+    together, the run without noise first, then by epsilon (the run's last
+    measured one)."""
+    fleets = {}
+    for r in records:
+        key = (r.get("population", r["devices"]), r.get("cohort"))
+        if key in fleets:
+            fleets[key]["runs"] += r["runs"]
+        else:
+            fleets[key] = dict(r, runs=list(r["runs"]))
+
+    def order(run):
+        last = last_measured(run)
+        e = last["epsilon"] if last else None
+        return (run["noise_multiplier"] != 0, e if e is not None else float("inf"))
+
+    for r in fleets.values():
+        r["runs"].sort(key=order)
+    return list(fleets.values())
+
+
 def block(records, command, chart_link=None, name="fleet-movielens"):
     first = records[0]
     rounds = len(first["runs"][0]["rounds"])
@@ -137,7 +161,7 @@ def main():
     p.add_argument("--block", default="fleet-movielens", help="the block's marker name")
     p.add_argument("--chart", help="write the SVG chart here (linked from the block relative to --page)")
     a = p.parse_args()
-    records = [json.load(open(r)) for r in a.records]
+    records = merged([json.load(open(r)) for r in a.records])
     link = None
     if a.chart:
         chart(records, a.chart)
