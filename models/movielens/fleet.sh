@@ -27,7 +27,8 @@
 # Settings (environment): FLEETS="943:100 100000:1000 1000000:10000"
 # EPSILONS=1,2,4,8 ROUNDS=200 CLIENTS=100 LR=0.3 NEGATIVES=32 EPOCHS=1
 # CLIP=0.1 SERVER_OPT=adam SERVER_LR=0.1 SERVER_LR_FINAL=0.01 EVAL_EVERY=50
-# SEED=42 MODE=central COIN= BITS=32 EXTRA="" (more `hearth simulate`
+# SEED=42 MODE=central COIN= BITS=32 HONEST=2/3 (distributed: the honest
+# fraction the devices size their shares for) EXTRA="" (more `hearth simulate`
 # options, e.g. "--adaptive-clip 0.5") PARTS=2 JOBS=2 BLOCK= (another
 # block of docs/federated.md, and its chart models/movielens/BLOCK.svg, for
 # a recipe beside the default one) COMMAND_ENV= (the settings the block's
@@ -47,7 +48,7 @@ FLEETS="${FLEETS:-943:100 100000:1000 1000000:10000}" EPSILONS="${EPSILONS:-1,2,
 ROUNDS="${ROUNDS:-200}" CLIENTS="${CLIENTS:-100}" LR="${LR:-0.3}" NEGATIVES="${NEGATIVES:-32}" EPOCHS="${EPOCHS:-1}"
 CLIP="${CLIP:-0.1}" SERVER_OPT="${SERVER_OPT:-adam}" SERVER_LR="${SERVER_LR:-0.1}" SERVER_LR_FINAL="${SERVER_LR_FINAL:-0.01}"
 EVAL_EVERY="${EVAL_EVERY:-50}" SEED="${SEED:-42}" EXTRA="${EXTRA:-}"
-MODE="${MODE:-central}" COIN="${COIN:-}" BITS="${BITS:-32}" PARTS="${PARTS:-2}" JOBS="${JOBS:-2}"
+MODE="${MODE:-central}" COIN="${COIN:-}" BITS="${BITS:-32}" HONEST="${HONEST:-0.6666666666666666}" PARTS="${PARTS:-2}" JOBS="${JOBS:-2}"
 case "$MODE" in
   central) suffix="" block="fleet-movielens" ;;
   distributed) suffix="-distributed" block="fleet-distributed-movielens" ;;
@@ -78,8 +79,8 @@ for fleet in $FLEETS; do
     coin="${COIN:-$rate}"
     setup="$(python3 -c 'import math, sys; print(math.ceil(int(sys.argv[1]) / float(sys.argv[2])))' "$k" "$coin")"
     zs="$(python3 "$here/match_epsilon.py" --central "$zs" --q "$rate" --rounds "$ROUNDS" --delta "$delta" \
-      --cohort "$setup" --bits "$BITS" --clip "$CLIP" --p "$coin")"
-    mode=(--noise-mode distributed --secagg-bits "$BITS" --device-sampling-rate "$coin")
+      --cohort "$setup" --bits "$BITS" --clip "$CLIP" --p "$coin" --honest-fraction "$HONEST")"
+    mode=(--noise-mode distributed --secagg-bits "$BITS" --device-sampling-rate "$coin" --honest-fraction "$HONEST")
   fi
   echo "fleet.sh: N = $n, K = $k ($MODE): z = 0,$zs in $PARTS processes (logs in $logs)" >&2
   # The fleet's runs (z = 0 first), dealt round-robin over PARTS processes:
