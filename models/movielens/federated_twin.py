@@ -88,6 +88,13 @@ def main():
     ap.add_argument("--tau-noise", type=float, default=0.0,
                     help="FedAdam's tau raised by this many times the noise std on the mean, so a coordinate "
                          "whose mean is mostly noise moves less than the rate")
+    ap.add_argument("--id-decay", type=float, default=0.0,
+                    help="after each server step the id embeddings shrink by this fraction (decoupled weight "
+                         "decay, post-processing): a row moved by noise alone drifts back, one with signal "
+                         "settles where its steps balance the decay")
+    ap.add_argument("--tie", action="store_true",
+                    help="one id embedding table for both roles (emb_history is emb_item): each row gets the "
+                         "gradients of both, and is sent and noised once")
     ap.add_argument("--noise", type=float, default=0.0,
                     help="noise multiplier z: the coordinator adds N(0, (z*C/n)^2) to each coordinate of the mean")
     ap.add_argument("--cohort", type=int, default=None,
@@ -130,6 +137,9 @@ def main():
         for k in ("emb_item", "emb_history"):
             shared[k][:, args.id_dim:] = 0.0
             p[k] = (p[k] * shared[k]).astype(np.float32)
+    if args.tie:
+        p["emb_history"] = p["emb_item"].copy()
+    sent = [k for k in names if not (args.tie and k == "emb_history")]
     by_user = [np.nonzero(ex["uid"] == u)[0][-NEWEST:] for u in range(U)]
     c = 1 + args.negatives
 
@@ -159,10 +169,12 @@ def main():
                 scores, cache = build.forward(w, z, feats[cand.ravel()], rows[cand.ravel()], hr, hw)
                 _, gs = build.loss_and_dscores(scores, labels, np.ones_like(labels))
                 g = build.backward(w, cache, gs.astype(np.float32))
+                if args.tie:
+                    g["emb_item"] = g["emb_history"] = g["emb_item"] + g["emb_history"]
                 for k in names:
                     w[k] = (w[k] - args.lr * g[k]).astype(np.float32)
         d = {k: (w[k].astype(np.float64) - p[k]) * (1.0 if k in ID_TABLES else args.tower_scale) for k in names}
-        norm = float(np.sqrt(sum(float((v ** 2).sum()) for v in d.values())))
+        norm = float(np.sqrt(sum(float((d[k] ** 2).sum()) for k in sent)))
         if not np.isfinite(norm):
             return None, norm
         if norm > args.clip:
@@ -192,6 +204,8 @@ def main():
             noised = set(args.noise_only.split(",")) if args.noise_only else set(names)
             mean = {k: v + noise_rng.normal(0.0, noise_std, size=v.shape) * shared[k] if k in noised else v
                     for k, v in mean.items()}
+        if args.tie:
+            mean["emb_history"] = mean["emb_item"]
         mean = {k: v if k in ID_TABLES else v / args.tower_scale for k, v in mean.items()}
         lr = args.server_lr
         if args.server_lr_final is not None and args.rounds > 1:
@@ -210,6 +224,8 @@ def main():
                 tau = args.tau + args.tau_noise * noise_std
                 step = (m1[k] / (1 - args.beta1 ** r)) / (np.sqrt(m2[k] / (1 - 0.99 ** r)) + tau)
                 p[k] = (p[k] - lr * step).astype(np.float32)
+            if args.id_decay and k in ("emb_item", "emb_history"):
+                p[k] = (p[k] * (1.0 - args.id_decay)).astype(np.float32)
         if r % args.eval_every == 0 or r == args.rounds:
             m = quality(p)
             print(f"round {r}: NDCG@10 {m['ndcg_at_10']:.4f} HR@10 {m['hit_rate_at_10']:.4f}, mean norm before "
