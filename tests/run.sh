@@ -16,6 +16,8 @@ cd "$repo"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/hearth/target}"
 export CARGO_TERM_COLOR=never
 mkdir -p "$CARGO_TARGET_DIR"
+# Earlier checkouts' outputs of the workspace's own crates fill the disk.
+bash tests/toolchains/prune-target.sh || true
 
 lane_rust() {
     command -v cargo >/dev/null || { echo "cargo is required (rustup)"; return 1; }
