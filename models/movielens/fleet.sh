@@ -28,7 +28,8 @@
 # EPSILONS=1,2,4,8 ROUNDS=200 CLIENTS=100 LR=0.3 NEGATIVES=32 EPOCHS=1
 # CLIP=0.1 SERVER_OPT=adam SERVER_LR=0.1 SERVER_LR_FINAL=0.01 EVAL_EVERY=50
 # SEED=42 MODE=central COIN= BITS=32 HONEST=2/3 (distributed: the honest
-# fraction the devices size their shares for) EXTRA="" (more `hearth simulate`
+# fraction the devices size their shares for) NOISELESS=1 (0: no run
+# without noise; the table then has no reference, for modes.sh) EXTRA="" (more `hearth simulate`
 # options, e.g. "--adaptive-clip 0.5") PARTS=2 JOBS=2 BLOCK= (another
 # block of docs/federated.md, and its chart models/movielens/BLOCK.svg, for
 # a recipe beside the default one) COMMAND_ENV= (the settings the block's
@@ -48,7 +49,7 @@ FLEETS="${FLEETS:-943:100 100000:1000 1000000:10000}" EPSILONS="${EPSILONS:-1,2,
 ROUNDS="${ROUNDS:-200}" CLIENTS="${CLIENTS:-100}" LR="${LR:-0.3}" NEGATIVES="${NEGATIVES:-32}" EPOCHS="${EPOCHS:-1}"
 CLIP="${CLIP:-0.1}" SERVER_OPT="${SERVER_OPT:-adam}" SERVER_LR="${SERVER_LR:-0.1}" SERVER_LR_FINAL="${SERVER_LR_FINAL:-0.01}"
 EVAL_EVERY="${EVAL_EVERY:-50}" SEED="${SEED:-42}" EXTRA="${EXTRA:-}"
-MODE="${MODE:-central}" COIN="${COIN:-}" BITS="${BITS:-32}" HONEST="${HONEST:-0.6666666666666666}" PARTS="${PARTS:-2}" JOBS="${JOBS:-2}"
+MODE="${MODE:-central}" COIN="${COIN:-}" BITS="${BITS:-32}" HONEST="${HONEST:-0.6666666666666666}" NOISELESS="${NOISELESS:-1}" PARTS="${PARTS:-2}" JOBS="${JOBS:-2}"
 case "$MODE" in
   central) suffix="" block="fleet-movielens" ;;
   distributed) suffix="-distributed" block="fleet-distributed-movielens" ;;
@@ -82,11 +83,15 @@ for fleet in $FLEETS; do
       --cohort "$setup" --bits "$BITS" --clip "$CLIP" --p "$coin" --honest-fraction "$HONEST")"
     mode=(--noise-mode distributed --secagg-bits "$BITS" --device-sampling-rate "$coin" --honest-fraction "$HONEST")
   fi
-  echo "fleet.sh: N = $n, K = $k ($MODE): z = 0,$zs in $PARTS processes (logs in $logs)" >&2
-  # The fleet's runs (z = 0 first), dealt round-robin over PARTS processes:
-  # each run starts from the built-in model with the same samples, so a
-  # part's runs are the ones one process would make.
-  IFS=, read -r -a all <<<"0,$zs"
+  echo "fleet.sh: N = $n, K = $k ($MODE): z = $([ "$NOISELESS" = 1 ] && echo 0,)$zs in $PARTS processes (logs in $logs)" >&2
+  # The fleet's runs (z = 0 first, unless NOISELESS=0), dealt round-robin
+  # over PARTS processes. Each run starts from the built-in model and draws
+  # the same devices each round; the devices' local randomness (negatives,
+  # order) also follows the run's place in its process's list, so a split
+  # fleet's runs are like one process's in distribution, not bit for bit.
+  runs="$zs"
+  [ "$NOISELESS" = 1 ] && runs="0,$zs"
+  IFS=, read -r -a all <<<"$runs"
   for ((part = 0; part < PARTS && part < ${#all[@]}; part++)); do
     list=""
     for ((i = part; i < ${#all[@]}; i += PARTS)); do list="${list:+$list,}${all[$i]}"; done
