@@ -112,6 +112,8 @@ for pid in "${pids[@]}"; do
   wait "$pid" || { echo "fleet.sh: a run failed (logs in $logs)" >&2; exit 1; }
 done
 echo "fleet.sh: done in $(($(date +%s) - start))s" >&2
+# Without a run without noise there is no reference for the table.
+[ "$NOISELESS" = 1 ] || exit 0
 page=()
 chart="$here/fleet-ndcg$suffix.svg"
 [ -n "${BLOCK:-}" ] && chart="$here/$BLOCK.svg"

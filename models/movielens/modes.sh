@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Issue 17's quality check at fleet scale: distributed mode against central
+# mode at the same epsilon, over several seeds. A seed's two runs are
+# paired: they draw the same devices each round and train them with the
+# same local randomness, so what differs is who adds the noise and how
+# much each mode's accounting asks for the same epsilon (fleet.sh's
+# settings, its runs without a noiseless reference).
+#
+#   models/movielens/modes.sh                run, print the table
+#   models/movielens/modes.sh --update-docs  also rewrite the block between
+#                                            <!-- modes-movielens:begin --> and
+#                                            <!-- modes-movielens:end --> in docs/federated.md
+#
+# Settings (environment): FLEET=1000000:10000 EPSILONS=8 SEEDS="42 43 44"
+# HONEST=1 (the fraction of the cohort the devices count on: at 1 the two
+# modes differ by the accounting and the discrete noise alone; at 2/3 the
+# devices' shares carry sqrt(3/2) times more) and fleet.sh's others
+# (ROUNDS, CLIP, COIN, BITS, ...). Per seed, the central and the
+# distributed fleet side by side, one thread each: 2 x |EPSILONS| runs of
+# ROUNDS rounds (about 15 min a run of 200 rounds here). Writes
+# $HEARTH_MOVIELENS_OUT/modes/seed-S/fleet/N-K[-distributed].json and
+# ~/.cache/hearth/logs/modes-seed-S-{central,distributed}.log.
+set -euo pipefail
+
+# shellcheck source=common.sh
+. "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+movielens_options "$@"
+FLEET="${FLEET:-1000000:10000}" EPSILONS="${EPSILONS:-8}" SEEDS="${SEEDS:-42 43 44}" HONEST="${HONEST:-1}"
+movielens_hearth
+mkdir -p "$logs"
+start=$(date +%s)
+dirs=()
+for seed in $SEEDS; do
+  dir="$out/modes/seed-$seed"
+  dirs+=("$dir")
+  pids=()
+  for mode in central distributed; do
+    HEARTH_BIN="$hearth" HEARTH_MOVIELENS_OUT="$dir" MODE="$mode" SEED="$seed" HONEST="$HONEST" FLEETS="$FLEET" \
+      EPSILONS="$EPSILONS" NOISELESS=0 PARTS=1 JOBS=1 \
+      bash "$here/fleet.sh" >"$logs/modes-seed-$seed-$mode.log" 2>&1 &
+    pids+=($!)
+  done
+  for pid in "${pids[@]}"; do
+    wait "$pid" || { echo "modes.sh: a run of seed $seed failed (logs in $logs/modes-seed-$seed-*.log)" >&2; exit 1; }
+  done
+  echo "modes.sh: seed $seed done at $(($(date +%s) - start))s" >&2
+done
+page=()
+[ "$update" = 1 ] && page=(--page "$repo/docs/federated.md")
+command="models/movielens/modes.sh --update-docs"
+[ "$HONEST" != 1 ] && command="HONEST=$HONEST $command"
+python3 "$here/modes_table.py" "${dirs[@]}" --fleet "$FLEET" --command "$command" "${page[@]}"
