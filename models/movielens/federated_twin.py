@@ -92,6 +92,10 @@ def main():
                     help="after each server step the id embeddings shrink by this fraction (decoupled weight "
                          "decay, post-processing): a row moved by noise alone drifts back, one with signal "
                          "settles where its steps balance the decay")
+    ap.add_argument("--local-history", action="store_true",
+                    help="emb_history is personal: each device keeps its own copy (the shipped one at first), "
+                         "trains it on its own examples and never sends it, so it is neither averaged nor "
+                         "noised; the shared model is the rest")
     ap.add_argument("--tie", action="store_true",
                     help="one id embedding table for both roles (emb_history is emb_item): each row gets the "
                          "gradients of both, and is sent and noised once")
@@ -139,16 +143,30 @@ def main():
             p[k] = (p[k] * shared[k]).astype(np.float32)
     if args.tie:
         p["emb_history"] = p["emb_item"].copy()
+    if args.local_history:
+        shared["emb_history"][:] = 0.0  # never sent, so never noised
     sent = [k for k in names if not (args.tie and k == "emb_history")]
     by_user = [np.nonzero(ex["uid"] == u)[0][-NEWEST:] for u in range(U)]
     c = 1 + args.negatives
 
+    # --local-history: each device's own emb_history, once it has trained.
+    personal = {}
+
     def quality(p):
-        return E.rank_metrics(E.score_all(p, q, feats, rows, S.history_eps), ph["target"], ph["seen"])
+        scores = E.score_all(p, q, feats, rows, S.history_eps)
+        if personal:
+            alpha = q["hist_w"] / (q["hist_w"].sum(axis=1, keepdims=True) + np.float32(S.history_eps))
+            for u, table in personal.items():
+                own = (alpha[u][:, None] * table[q["hist_rows"][u]]).sum(axis=0)
+                shared_eu = (alpha[u][:, None] * p["emb_history"][q["hist_rows"][u]]).sum(axis=0)
+                scores[u] += (own - shared_eu) @ p["emb_item"][rows].T
+        return E.rank_metrics(scores, ph["target"], ph["seen"])
 
     def local(p, u, rng):
         idx = by_user[u]
         w = {k: v.copy() for k, v in p.items()}
+        if args.local_history:
+            w["emb_history"] = personal.get(u, p["emb_history"]).copy()
         seen = ph["seen"][u]
         for _ in range(args.epochs):
             order = rng.permutation(len(idx))
@@ -173,6 +191,9 @@ def main():
                     g["emb_item"] = g["emb_history"] = g["emb_item"] + g["emb_history"]
                 for k in names:
                     w[k] = (w[k] - args.lr * g[k]).astype(np.float32)
+        if args.local_history:
+            personal[u] = w["emb_history"]
+            w["emb_history"] = p["emb_history"]
         d = {k: (w[k].astype(np.float64) - p[k]) * (1.0 if k in ID_TABLES else args.tower_scale) for k in names}
         norm = float(np.sqrt(sum(float((d[k] ** 2).sum()) for k in sent)))
         if not np.isfinite(norm):

@@ -29,10 +29,11 @@
 # CLIP=0.1 SERVER_OPT=adam SERVER_LR=0.1 SERVER_LR_FINAL=0.01 EVAL_EVERY=50
 # SEED=42 MODE=central COIN= BITS=32 HONEST=2/3 (distributed: the honest
 # fraction the devices size their shares for) NOISELESS=1 (0: no run
-# without noise; the table then has no reference, for modes.sh) EXTRA="" (more `hearth simulate`
-# options, e.g. "--adaptive-clip 0.5") PARTS=2 JOBS=2 BLOCK= (another
-# block of docs/federated.md, and its chart models/movielens/BLOCK.svg, for
-# a recipe beside the default one) COMMAND_ENV= (the settings the block's
+# without noise, and no table, which needs it as the reference; for
+# modes.sh) EXTRA="" (more `hearth simulate` options, e.g.
+# "--adaptive-clip 0.5") PARTS=2 JOBS=2 BLOCK= (another block of
+# docs/federated.md, and its chart models/movielens/BLOCK.svg, for a recipe
+# beside the default one) COMMAND_ENV= (the settings the block's
 # "Reproduce" line names). Each fleet is 1 + |EPSILONS| runs of ROUNDS
 # rounds, dealt over PARTS `hearth simulate` processes, JOBS at a time, one
 # thread each (about 4.5 s a round on this 2-core machine: 75 min a fleet
