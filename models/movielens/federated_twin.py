@@ -96,6 +96,9 @@ def main():
                     help="emb_history is personal: each device keeps its own copy (the shipped one at first), "
                          "trains it on its own examples and never sends it, so it is neither averaged nor "
                          "noised; the shared model is the rest")
+    ap.add_argument("--frozen-history", action="store_true",
+                    help="emb_history stays as shipped (random codes of the history items): not trained, sent "
+                         "or noised; emb_item learns to match them")
     ap.add_argument("--tie", action="store_true",
                     help="one id embedding table for both roles (emb_history is emb_item): each row gets the "
                          "gradients of both, and is sent and noised once")
@@ -143,7 +146,7 @@ def main():
             p[k] = (p[k] * shared[k]).astype(np.float32)
     if args.tie:
         p["emb_history"] = p["emb_item"].copy()
-    if args.local_history:
+    if args.local_history or args.frozen_history:
         shared["emb_history"][:] = 0.0  # never sent, so never noised
     sent = [k for k in names if not (args.tie and k == "emb_history")]
     by_user = [np.nonzero(ex["uid"] == u)[0][-NEWEST:] for u in range(U)]
@@ -193,6 +196,7 @@ def main():
                     w[k] = (w[k] - args.lr * g[k]).astype(np.float32)
         if args.local_history:
             personal[u] = w["emb_history"]
+        if args.local_history or args.frozen_history:
             w["emb_history"] = p["emb_history"]
         d = {k: (w[k].astype(np.float64) - p[k]) * (1.0 if k in ID_TABLES else args.tower_scale) for k in names}
         norm = float(np.sqrt(sum(float((d[k] ** 2).sum()) for k in sent)))
