@@ -36,14 +36,18 @@ print("\n".join(sorted(names)))
 )"
 [ -n "$names" ] || { echo "prune-target: no workspace targets found; nothing removed"; exit 0; }
 
+# One find expression for every name: lib<name>-<hash>.rlib/.rmeta/.so/.a/.d,
+# <name>-<hash> and its .d.
+patterns=()
+while IFS= read -r name; do
+    patterns+=(${patterns[@]:+-o} -name "$name-*" -o -name "lib$name-*")
+done <<<"$names"
+
 before=$(df -Pk "${dirs[0]}" 2>/dev/null | awk 'NR == 2 {print $4}')
 for dir in "${dirs[@]}"; do
     [ -d "$dir" ] || continue
     while IFS= read -r deps; do
-        while IFS= read -r name; do
-            # lib<name>-<hash>.rlib/.rmeta/.so/.a/.d, <name>-<hash> and its .d
-            find "$deps" -maxdepth 1 -type f \( -name "$name-*" -o -name "lib$name-*" \) -mmin +"$minutes" -delete
-        done <<<"$names"
+        find "$deps" -maxdepth 1 -type f \( "${patterns[@]}" \) -mmin +"$minutes" -delete
     done < <(find "$dir" -maxdepth 4 -type d -name deps)
     while IFS= read -r inc; do
         find "$inc" -mindepth 1 -maxdepth 1 -type d -mmin +"$minutes" -exec rm -rf {} +
