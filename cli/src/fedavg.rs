@@ -179,6 +179,11 @@ pub fn fleet_setup_cohort(k: u64, rate: f64) -> u64 {
 }
 
 /// A standard normal draw (Box-Muller).
+/// The fewest grid steps the devices' summed noise may span for paired
+/// noise to round a normal deviate in place of the discrete Gaussian: at
+/// this sigma the two are within 1e-3 of each other in total variation.
+const PAIRED_MIN_SIGMA: f64 = 30.0;
+
 pub fn normal(rng: &mut StdRng) -> f64 {
     let u1: f64 = rng.random_range(f64::EPSILON..1.0);
     let u2: f64 = rng.random();
@@ -208,6 +213,9 @@ pub struct Coordinator {
     /// Adaptive clipping, its state in the run (each run starts again from
     /// `clip`).
     adaptive: Option<AdaptiveClip>,
+    /// Paired noise (`set_paired_noise`): the stream of normal deviates
+    /// the noise is made from.
+    paired: Option<StdRng>,
 }
 
 /// What one aggregation did.
@@ -275,6 +283,7 @@ impl Coordinator {
             threads: 1,
             noise_cohort: None,
             adaptive: None,
+            paired: None,
         })
     }
 
@@ -319,6 +328,24 @@ impl Coordinator {
     /// the model's size); a run repeats for the same count.
     pub fn set_threads(&mut self, threads: usize) {
         self.threads = threads.max(1);
+    }
+
+    /// Paired noise, for comparing the two noise modes at fleet scale
+    /// (`hearth simulate --paired-noise`): with `Some(seed)`, each
+    /// coordinate's noise is made from one normal deviate of a stream
+    /// seeded by `seed` alone, in either mode and in the same order: the
+    /// central noise is the deviate times its std, the devices' summed
+    /// noise the deviate times its std on their integer grid, rounded. Two
+    /// runs with the same seed then add the same draws, each at its own
+    /// mode's size, so their difference is what the mode changes rather
+    /// than where the noise fell. The devices' summed noise has a standard
+    /// deviation of thousands of grid steps at fleet scale, where a rounded
+    /// normal and a discrete Gaussian of the same variance are within
+    /// about 1/sigma^2 of each other in total variation. Only for fleet-scale
+    /// distributed rounds (`set_noise_cohort`); a round of real shares
+    /// refuses it.
+    pub fn set_paired_noise(&mut self, seed: Option<u64>) {
+        self.paired = seed.map(StdRng::seed_from_u64);
     }
 
     /// The key devices must trust (hex).
@@ -450,10 +477,11 @@ impl Coordinator {
                     None => self.noise_multiplier,
                 };
                 let std = z * self.clip() / self.noise_cohort.map_or(n, |k| k as f64);
+                let rng = self.paired.as_mut().unwrap_or(&mut self.rng);
                 for m in mean.iter_mut() {
                     *m /= n;
                     if std > 0.0 {
-                        *m += std * normal(&mut self.rng);
+                        *m += std * normal(rng);
                     }
                 }
                 (mean, std)
@@ -505,6 +533,9 @@ impl Coordinator {
         updates: &[Vec<f32>],
         left_out: usize,
     ) -> Result<Vec<f64>> {
+        if self.paired.is_some() {
+            return Err(anyhow!("paired noise is for fleet-scale rounds; these devices draw their own shares"));
+        }
         let q = &round.quantization;
         let cohort = (updates.len() + left_out) as u32;
         let share = if self.noise_multiplier > 0.0 {
@@ -569,11 +600,24 @@ impl Coordinator {
         if self.noise_multiplier > 0.0 {
             let summed = round.noise.share_variance(q.clip_norm, q.scale, cohort) * cohort as f64;
             let sampler = DiscreteGaussian::at_least(summed).map_err(|e| anyhow!("the devices' summed noise: {e}"))?;
-            let mut bits = RandomBits::new(<ChaCha20Rng as rand_core::SeedableRng>::from_seed(self.rng.random()));
-            let sampler = sampler.sampler();
             let denominator = q.scale * round.sampling_rate * cohort as f64;
-            for m in mean.iter_mut() {
-                *m += sampler.sample(&mut bits) as f64 / denominator;
+            if let Some(paired) = self.paired.as_mut() {
+                let sigma = sampler.variance().sqrt();
+                if sigma < PAIRED_MIN_SIGMA {
+                    return Err(anyhow!(
+                        "paired noise needs the devices' summed noise to span at least {PAIRED_MIN_SIGMA} grid steps \
+                         (it spans {sigma:.1}): more --secagg-bits"
+                    ));
+                }
+                for m in mean.iter_mut() {
+                    *m += (sigma * normal(paired)).round() / denominator;
+                }
+            } else {
+                let mut bits = RandomBits::new(<ChaCha20Rng as rand_core::SeedableRng>::from_seed(self.rng.random()));
+                let sampler = sampler.sampler();
+                for m in mean.iter_mut() {
+                    *m += sampler.sample(&mut bits) as f64 / denominator;
+                }
             }
         }
         Ok(mean)
@@ -793,6 +837,51 @@ mod tests {
         assert!(mean.abs() < 5.0 * want / (d.len() as f64).sqrt() + 1e-7, "mean {mean}");
         assert!((std / want - 1.0).abs() < 0.02, "std {std} vs {want}");
         assert_eq!(fleet_setup_cohort(10_000, 0.3), 33_334);
+    }
+
+    /// One round's noise on the weights of a FedAvg coordinator at rate 1
+    /// whose devices all sent zeros.
+    fn fleet_noise(mode: NoiseMode, seed: u64, paired: Option<u64>) -> (Vec<f64>, f64) {
+        let mut c = Coordinator::new(0.5, 1.0, FEDAVG, seed).unwrap();
+        c.set_noise_mode(mode).unwrap();
+        c.set_noise_cohort(Some(10_000));
+        c.set_paired_noise(paired);
+        let start = c.weights.clone();
+        let (_, a) = c.aggregate(&vec![vec![0f32; start.len()]; 4], 0).unwrap();
+        (c.weights.iter().zip(&start).map(|(w, s)| (w - s) as f64).collect(), a.noise_std)
+    }
+
+    fn correlation(a: &[f64], b: &[f64]) -> f64 {
+        let dot = |x: &[f64], y: &[f64]| x.iter().zip(y).map(|(p, q)| p * q).sum::<f64>();
+        dot(a, b) / (dot(a, a) * dot(b, b)).sqrt()
+    }
+
+    #[test]
+    fn paired_noise_adds_the_same_draws_in_either_mode_at_its_own_size() {
+        let distributed = NoiseMode::Distributed { bits: 32, honest_fraction: 2.0 / 3.0, sampling_rate: 0.1 };
+        // Other seeds for everything else the coordinators draw.
+        let (central, central_std) = fleet_noise(NoiseMode::Central, 3, Some(9));
+        let (shares, shares_std) = fleet_noise(distributed, 4, Some(9));
+        assert!(shares_std > central_std);
+        // The same deviates: the devices' noise is the central noise scaled
+        // (and rounded to the grid, thousands of steps to a std).
+        assert!(correlation(&central, &shares) > 0.9999, "{}", correlation(&central, &shares));
+        let rms = |d: &[f64]| (d.iter().map(|x| x * x).sum::<f64>() / d.len() as f64).sqrt();
+        assert!((rms(&central) / central_std - 1.0).abs() < 0.02);
+        assert!((rms(&shares) / shares_std - 1.0).abs() < 0.02);
+        // Another stream is another draw; without pairing, the exact sampler.
+        let (other, _) = fleet_noise(distributed, 4, Some(10));
+        assert!(correlation(&shares, &other).abs() < 0.02);
+        let (exact, exact_std) = fleet_noise(distributed, 4, None);
+        assert_eq!(exact_std, shares_std);
+        assert!(correlation(&shares, &exact).abs() < 0.02);
+        assert!((rms(&exact) / exact_std - 1.0).abs() < 0.02);
+        // A round of real shares (no simulated cohort) refuses pairing.
+        let mut c = Coordinator::new(0.5, 1.0, FEDAVG, 3).unwrap();
+        c.set_noise_mode(distributed).unwrap();
+        c.set_paired_noise(Some(9));
+        let zeros = vec![vec![0f32; c.weights.len()]; 4];
+        assert!(c.aggregate(&zeros, 0).unwrap_err().to_string().contains("paired noise"));
     }
 
     #[test]

@@ -171,6 +171,15 @@ struct SimulateArgs {
     /// --population).
     #[arg(long, requires = "population")]
     cohort: Option<u64>,
+    /// Fleet-scale simulation: make the noise from a stream of normal
+    /// deviates seeded by --seed alone, the same in both --noise-mode
+    /// values (central: deviate x z*C/K; distributed: the devices' summed
+    /// discrete noise as the deviate x its std on their integer grid,
+    /// rounded). A central and a distributed run with the same seed then
+    /// differ by what the mode changes, not by where the noise fell: the
+    /// paired comparison of models/movielens/modes.sh.
+    #[arg(long, requires = "population")]
+    paired_noise: bool,
     /// Adaptive clipping (central mode): the clip norm starts at --clip and
     /// follows this quantile of the devices' update norms (Andrew et al.,
     /// NeurIPS 2021), each device reporting whether it was clipped, the
@@ -313,6 +322,7 @@ fn main() {
                 device_sampling_rate,
                 population,
                 cohort,
+                paired_noise,
                 adaptive_clip,
                 clip_lr,
                 clip_count_noise,
@@ -388,7 +398,7 @@ fn main() {
                             );
                         }
                     }
-                    Some(simulate::FleetScale { population: n, cohort: k })
+                    Some(simulate::FleetScale { population: n, cohort: k, paired_noise })
                 }
                 _ => None,
             };

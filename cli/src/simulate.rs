@@ -58,6 +58,10 @@ pub enum Source {
 pub struct FleetScale {
     pub population: u64,
     pub cohort: u64,
+    /// `--paired-noise`: the noise made from a stream of normal deviates
+    /// seeded by `--seed` alone, the same in either noise mode
+    /// (`Coordinator::set_paired_noise`).
+    pub paired_noise: bool,
 }
 
 /// `--adaptive-clip` and its options: the count's noise is the expected
@@ -243,6 +247,10 @@ pub struct Record {
     population: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     cohort: Option<u64>,
+    /// `--paired-noise`: the noise drawn from the seed's own stream of
+    /// normal deviates, to pair a central run with a distributed one.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    paired_noise: bool,
     delta: f64,
     initial: (f64, f64),
     popularity: (f64, f64),
@@ -253,6 +261,10 @@ pub struct Record {
 fn central() -> String {
     "central".into()
 }
+
+/// Mixed into `--seed` for the paired noise's stream, so it is not the
+/// stream of anything else the seed draws.
+const PAIRED_NOISE_STREAM: u64 = 0x7061_6972_6564;
 
 /// The sampling rate the accountant is given: K / N for a simulated fleet,
 /// else the draw's.
@@ -324,6 +336,7 @@ pub fn simulate(
             c.set_noise_mode(f.noise_mode)?;
             c.set_threads(f.threads);
             c.set_noise_cohort(f.fleet.map(|f| f.cohort));
+            c.set_paired_noise(f.fleet.filter(|f| f.paired_noise).map(|_| seed ^ PAIRED_NOISE_STREAM));
             if let Some(a) = f.adaptive {
                 // The expected cohort: the simulated one, or the draw's.
                 let cohort = f.fleet.map_or(f.sampling.rate(devices) * devices as f64, |s| s.cohort as f64);
@@ -531,6 +544,7 @@ pub fn simulate(
             server_lr_final: fed.server_lr_final,
             population: fed.fleet.map(|f| f.population),
             cohort: fed.fleet.map(|f| f.cohort),
+            paired_noise: fed.fleet.is_some_and(|f| f.paired_noise),
             delta: fed
                 .delta
                 .unwrap_or(1.0 / (fed.fleet.map_or(devices.len() as u64, |f| f.population) as f64).powf(1.1)),

@@ -102,6 +102,15 @@ def main():
     ap.add_argument("--tie", action="store_true",
                     help="one id embedding table for both roles (emb_history is emb_item): each row gets the "
                          "gradients of both, and is sent and noised once")
+    ap.add_argument("--gate", type=float, default=0.0,
+                    help="FedAdam steps an id embedding row only where its squared norm exceeds GATE times "
+                         "what the noise alone gives it (post-processing of the noised mean: no privacy cost)")
+    ap.add_argument("--gate-on", choices=("momentum", "mean"), default="momentum",
+                    help="what the gate measures: the row of Adam's bias-corrected first moment, or of the "
+                         "round's noised mean")
+    ap.add_argument("--ema", default=None,
+                    help="comma-separated decays: also evaluate exponential moving averages of the server's "
+                         "model (post-processing, no privacy cost), e.g. 0.9,0.98")
     ap.add_argument("--noise", type=float, default=0.0,
                     help="noise multiplier z: the coordinator adds N(0, (z*C/n)^2) to each coordinate of the mean")
     ap.add_argument("--cohort", type=int, default=None,
@@ -210,6 +219,9 @@ def main():
     noise_rng = np.random.default_rng(args.seed + 1)
     m1 = {k: np.zeros(p[k].shape) for k in names}
     m2 = {k: np.zeros(p[k].shape) for k in names}
+    decays = [float(b) for b in args.ema.split(",")] if args.ema else []
+    averages = {b: {k: p[k].astype(np.float64) for k in names} for b in decays}
+    gated = {"emb_item": [], "emb_history": []}
     m0 = quality(p)
     print(f"round 0: NDCG@10 {m0['ndcg_at_10']:.4f} HR@10 {m0['hit_rate_at_10']:.4f} ({args.phase} item)", flush=True)
     t0 = time.perf_counter()
@@ -248,14 +260,33 @@ def main():
                 m2[k] = 0.99 * m2[k] + 0.01 * g * g
                 tau = args.tau + args.tau_noise * noise_std
                 step = (m1[k] / (1 - args.beta1 ** r)) / (np.sqrt(m2[k] / (1 - 0.99 ** r)) + tau)
+                if args.gate > 0 and noise_std > 0 and k in ("emb_item", "emb_history"):
+                    if args.gate_on == "momentum":
+                        x = m1[k] / (1 - args.beta1 ** r)
+                        var = (noise_std ** 2 * (1 - args.beta1) ** 2 * (1 - args.beta1 ** (2 * r))
+                               / (1 - args.beta1 ** 2) / (1 - args.beta1 ** r) ** 2)
+                    else:
+                        x, var = g, noise_std ** 2
+                    live = (x ** 2).sum(axis=1) > args.gate * x.shape[1] * var
+                    gated[k].append(float(live.mean()))
+                    step = step * live[:, None]
                 p[k] = (p[k] - lr * step).astype(np.float32)
             if args.id_decay and k in ("emb_item", "emb_history"):
                 p[k] = (p[k] * (1.0 - args.id_decay)).astype(np.float32)
+        for b, a in averages.items():
+            for k in names:
+                a[k] = b * a[k] + (1.0 - b) * p[k]
         if r % args.eval_every == 0 or r == args.rounds:
             m = quality(p)
             print(f"round {r}: NDCG@10 {m['ndcg_at_10']:.4f} HR@10 {m['hit_rate_at_10']:.4f}, mean norm before "
                   f"clip {np.mean(norms):.3f}, {len(norms)} of {args.clients} devices "
                   f"[{time.perf_counter() - t0:.0f} s]", flush=True)
+            if args.gate > 0 and gated["emb_item"]:
+                print("  rows stepped: " + ", ".join(f"{k} {np.mean(v[-args.eval_every:]):.3f}"
+                                                    for k, v in gated.items()), flush=True)
+            for b, a in averages.items():
+                m = quality({k: v.astype(np.float32) for k, v in a.items()})
+                print(f"  average {b}: NDCG@10 {m['ndcg_at_10']:.4f} HR@10 {m['hit_rate_at_10']:.4f}", flush=True)
 
 
 if __name__ == "__main__":

@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
 # Issue 17's quality check at fleet scale: distributed mode against central
 # mode at the same epsilon, over several seeds. A seed's two runs are
-# paired: they draw the same devices each round and train them with the
-# same local randomness, so what differs is who adds the noise and how
-# much each mode's accounting asks for the same epsilon (fleet.sh's
-# settings, its runs without a noiseless reference).
+# paired: they draw the same devices each round, train them with the same
+# local randomness and, with PAIRED=1 (the default), add the same noise
+# draws, each at its own mode's size (`hearth simulate --paired-noise`), so
+# what differs is who adds the noise, how much each mode's accounting asks
+# for the same epsilon, and the devices' quantization (fleet.sh's settings,
+# its runs without a noiseless reference). Unpaired, where the noise fell
+# moves a run's NDCG@10 by about 10%, and a 2% comparison would need dozens
+# of seeds.
 #
 #   models/movielens/modes.sh                run, print the table
 #   models/movielens/modes.sh --update-docs  also rewrite the block between
@@ -12,13 +16,15 @@
 #                                            <!-- modes-movielens:end --> in docs/federated.md
 #
 # Settings (environment): FLEET=1000000:10000 EPSILONS=8 SEEDS="42 43 44"
-# HONEST=1 (the fraction of the cohort the devices count on: at 1 the two
+# PAIRED=1 HONEST=1 (the fraction of the cohort the devices count on: at 1 the two
 # modes differ by the accounting and the discrete noise alone; at 2/3 the
 # devices' shares carry sqrt(3/2) times more) and fleet.sh's others
 # (ROUNDS, CLIP, COIN, BITS, ...). Per seed, the central and the
 # distributed fleet side by side, one thread each: 2 x |EPSILONS| runs of
-# ROUNDS rounds (about 15 min a run of 200 rounds here). Writes
-# $HEARTH_MOVIELENS_OUT/modes/seed-S/fleet/N-K[-distributed].json and
+# ROUNDS rounds (about 15 min a run of 200 rounds here). A seed whose two
+# records are already there and complete is not run again, so seeds can be
+# added a few at a time. Writes
+# $HEARTH_MOVIELENS_OUT/modes/[paired/]seed-S/fleet/N-K[-distributed].json and
 # ~/.cache/hearth/logs/modes-seed-S-{central,distributed}.log.
 set -euo pipefail
 
@@ -26,17 +32,35 @@ set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 movielens_options "$@"
 FLEET="${FLEET:-1000000:10000}" EPSILONS="${EPSILONS:-8}" SEEDS="${SEEDS:-42 43 44}" HONEST="${HONEST:-1}"
+PAIRED="${PAIRED:-1}" ROUNDS="${ROUNDS:-200}"
+extra="${EXTRA:-}" under=""
+[ "$PAIRED" = 1 ] && { extra="$extra --paired-noise"; under="paired/"; }
 movielens_hearth
 mkdir -p "$logs"
 start=$(date +%s)
 dirs=()
 for seed in $SEEDS; do
-  dir="$out/modes/seed-$seed"
+  dir="$out/modes/${under}seed-$seed"
   dirs+=("$dir")
+  if python3 - "$dir/fleet" "${FLEET/:/-}" "$ROUNDS" "$EPSILONS" <<'PY'
+import json, sys
+from pathlib import Path
+folder, name, rounds, epsilons = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3]), sys.argv[4].split(",")
+try:
+    records = [json.loads((folder / f"{name}{s}.json").read_text()) for s in ("", "-distributed")]
+except (OSError, ValueError):
+    sys.exit(1)
+done = all(len(r["runs"]) == len(epsilons) and all(len(x["rounds"]) == rounds for x in r["runs"]) for r in records)
+sys.exit(0 if done else 1)
+PY
+  then
+    echo "modes.sh: seed $seed already done ($dir)" >&2
+    continue
+  fi
   pids=()
   for mode in central distributed; do
     HEARTH_BIN="$hearth" HEARTH_MOVIELENS_OUT="$dir" MODE="$mode" SEED="$seed" HONEST="$HONEST" FLEETS="$FLEET" \
-      EPSILONS="$EPSILONS" NOISELESS=0 PARTS=1 JOBS=1 \
+      EPSILONS="$EPSILONS" NOISELESS=0 PARTS=1 JOBS=1 ROUNDS="$ROUNDS" EXTRA="$extra" \
       bash "$here/fleet.sh" >"$logs/modes-seed-$seed-$mode.log" 2>&1 &
     pids+=($!)
   done
@@ -49,4 +73,5 @@ page=()
 [ "$update" = 1 ] && page=(--page "$repo/docs/federated.md")
 command="models/movielens/modes.sh --update-docs"
 [ "$HONEST" != 1 ] && command="HONEST=$HONEST $command"
+[ "$PAIRED" != 1 ] && command="PAIRED=$PAIRED $command"
 python3 "$here/modes_table.py" "${dirs[@]}" --fleet "$FLEET" --command "$command" "${page[@]}"

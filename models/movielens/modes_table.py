@@ -6,8 +6,9 @@ Usage: modes_table.py SEED_DIR... --fleet N:K --command CMD [--page docs/federat
 
 Each SEED_DIR holds fleet/N-K.json (central) and fleet/N-K-distributed.json
 (fleet.sh's records, one run per target epsilon, in the same order). A
-seed's two runs are paired (same devices drawn, same local randomness), so
-the table gives each seed's ratio and their mean with its standard error.
+seed's two runs are paired (same devices drawn, same local randomness, and
+with `--paired-noise` the same noise draws at each mode's size), so the
+table gives each seed's ratio and their mean with its standard error.
 Standard library only.
 """
 
@@ -43,14 +44,17 @@ def block(seeds, fleet, command):
     pairs = [(Path(d).name.removeprefix("seed-"), *load(d, n, k)) for d in seeds]
     first_c, first_d = pairs[0][1], pairs[0][2]
     rounds = len(first_c["runs"][0]["rounds"])
+    paired = all(c.get("paired_noise") and d.get("paired_noise") for _, c, d in pairs)
+    same = ("same devices, train them with the same local randomness and add the same noise draws, each at its "
+            "mode's size" if paired else "same devices and train them with the same local randomness")
     lines = [
         BEGIN,
         "",
         f"{first_c['source'].split(' (')[0]}, the 943 real devices training for a fleet of N = {n:,} with cohorts "
         f"of K = {k:,} ({rounds} rounds, C = {first_c['clip_norm']}, server {first_c['server_optimizer']}), "
-        f"central mode against {first_d['noise_mode']} at the same epsilon, over {len(pairs)} seeds (seeds {', '.join(s for s, _, _ in pairs)}). A seed's two runs draw the "
-        "same devices and train them with the same local randomness; the last column is the mean of the seeds' "
-        "ratios, with its standard error:",
+        f"central mode against {first_d['noise_mode']} at the same epsilon, over {len(pairs)} seeds (seeds {', '.join(s for s, _, _ in pairs)}). "
+        f"A seed's two runs draw the {same}; the last column is the mean of the seeds' ratios, with its standard "
+        "error:",
         "",
         "| epsilon | z (central / distributed) | noise std on the mean (central / distributed) | central NDCG@10 "
         "by seed | distributed NDCG@10 by seed | distributed / central |",
