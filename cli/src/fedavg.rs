@@ -216,6 +216,9 @@ pub struct Coordinator {
     /// Paired noise (`set_paired_noise`): the stream of normal deviates
     /// the noise is made from.
     paired: Option<StdRng>,
+    /// The devices' weight on the dense parameters (`set_dense_weight`)
+    /// and where those are in the flat weights.
+    dense: Option<(f64, Vec<std::ops::Range<usize>>)>,
 }
 
 /// What one aggregation did.
@@ -284,6 +287,7 @@ impl Coordinator {
             noise_cohort: None,
             adaptive: None,
             paired: None,
+            dense: None,
         })
     }
 
@@ -346,6 +350,33 @@ impl Coordinator {
     /// refuses it.
     pub fn set_paired_noise(&mut self, seed: Option<u64>) {
         self.paired = seed.map(StdRng::seed_from_u64);
+    }
+
+    /// The weight in (0, 1] the devices put on the dense parameters' part
+    /// of their updates before clipping (`RoundSettings::dense_weight`;
+    /// None or 1: none). The mean, noise included, is divided by it on
+    /// those parameters before the optimizer, so they move as their
+    /// updates said and carry 1 / weight times the noise.
+    pub fn set_dense_weight(&mut self, weight: Option<f64>) -> Result<()> {
+        let Some(w) = weight.filter(|w| *w != 1.0) else {
+            self.dense = None;
+            return Ok(());
+        };
+        if !(w.is_finite() && w > 0.0 && w <= 1.0) {
+            return Err(anyhow!("the dense weight must be in (0, 1]"));
+        }
+        let manifest: serde_json::Value = serde_json::from_slice(&self.base.manifest)?;
+        let mut ranges = Vec::new();
+        let mut at = 0usize;
+        for p in manifest["parameters"].as_array().ok_or_else(|| anyhow!("manifest without parameters"))? {
+            let count = p["count"].as_u64().ok_or_else(|| anyhow!("a parameter without a count"))? as usize;
+            if p["gradient_rows_of"].is_null() {
+                ranges.push(at..at + count);
+            }
+            at += count;
+        }
+        self.dense = Some((w, ranges));
+        Ok(())
     }
 
     /// The key devices must trust (hex).
@@ -494,6 +525,12 @@ impl Coordinator {
                 (mean, round.mean_noise_std((updates.len() + left_out) as u32))
             }
         };
+        let mut mean = mean;
+        if let Some((w, ranges)) = &self.dense {
+            for r in ranges {
+                mean[r.clone()].iter_mut().for_each(|m| *m /= w);
+            }
+        }
         self.steps += 1;
         match self.optimizer {
             ServerOptimizer::Momentum { lr, momentum } => {
@@ -902,6 +939,27 @@ mod tests {
         // std is 0.24 steps, so 4 devices' mean at the round's grid has
         // 0.12 steps; K devices' 0.0024. (f32 weights add about 1e-8.)
         assert!(rms < 0.01 * step, "rms {rms} for a step of {step}");
+    }
+
+    #[test]
+    fn a_dense_weight_is_divided_out_of_the_dense_parameters_only() {
+        let mut c = Coordinator::new(1.0, 0.0, FEDAVG, 3).unwrap();
+        assert!(c.set_dense_weight(Some(0.0)).is_err() && c.set_dense_weight(Some(1.5)).is_err());
+        c.set_dense_weight(Some(0.25)).unwrap();
+        let manifest: serde_json::Value = serde_json::from_slice(&ModelPackage::builtin().manifest).unwrap();
+        let dense: Vec<bool> = manifest["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|p| std::iter::repeat_n(p["gradient_rows_of"].is_null(), p["count"].as_u64().unwrap() as usize))
+            .collect();
+        assert!(dense.iter().any(|d| *d) && dense.iter().any(|d| !*d));
+        let start = c.weights.clone();
+        c.aggregate(&[vec![0.01f32; start.len()]], 0).unwrap();
+        for ((w, s), d) in c.weights.iter().zip(&start).zip(&dense) {
+            let want = if *d { 0.04 } else { 0.01 };
+            assert!(((w - s) - want).abs() < 1e-5, "{} vs {want}", w - s);
+        }
     }
 
     #[test]

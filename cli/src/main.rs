@@ -220,6 +220,12 @@ struct SimulateArgs {
     /// last round.
     #[arg(long)]
     server_lr_final: Option<f64>,
+    /// The devices scale the dense parameters' part of their update (all
+    /// but the id tables) by this weight in (0, 1] before clipping, so C
+    /// bounds mostly the id tables; the coordinator divides it out after
+    /// the noise, which the dense parameters then carry 1 / weight times.
+    #[arg(long)]
+    dense_weight: Option<f64>,
     /// Server momentum of `avg` (FedAvgM; 0: plain FedAvg).
     #[arg(long, default_value_t = 0.0)]
     server_momentum: f64,
@@ -334,6 +340,7 @@ fn main() {
                 server_opt,
                 server_lr,
                 server_lr_final,
+                dense_weight,
                 server_momentum,
                 initial_model,
                 eval_every,
@@ -402,6 +409,9 @@ fn main() {
                 }
                 _ => None,
             };
+            if dense_weight.is_some() && flower.is_some() {
+                bail!("with --flower the coordinator's run config sets dense-weight");
+            }
             if let Some(z) = gate_noise {
                 if !(z.is_finite() && z > 0.0) {
                     bail!("--gate-noise must be a number > 0");
@@ -426,6 +436,7 @@ fn main() {
                 negatives,
                 server,
                 server_lr_final,
+                dense_weight,
                 initial_model,
                 eval_every,
                 delta,

@@ -91,6 +91,9 @@ pub struct Federated {
     /// The server learning rate falls linearly from the optimizer's to this
     /// over each run's rounds (constant when `None`).
     pub server_lr_final: Option<f64>,
+    /// `--dense-weight`: the devices' weight on the dense part of their
+    /// update before clipping, divided out by the coordinator.
+    pub dense_weight: Option<f64>,
     /// A model package to start from instead of the built-in model (its
     /// weights, re-signed by the coordinator and installed on every device
     /// before anything is ranked).
@@ -241,6 +244,8 @@ pub struct Record {
     server_optimizer: String,
     #[serde(default)]
     server_lr_final: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    dense_weight: Option<f64>,
     /// A simulated fleet's size N and cohort K (`--population`,
     /// `--cohort`): the noise is z C / K and `sampling_rate` K / N.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -336,6 +341,7 @@ pub fn simulate(
             c.set_noise_mode(f.noise_mode)?;
             c.set_threads(f.threads);
             c.set_noise_cohort(f.fleet.map(|f| f.cohort));
+            c.set_dense_weight(f.dense_weight)?;
             c.set_paired_noise(f.fleet.filter(|f| f.paired_noise).map(|_| seed ^ PAIRED_NOISE_STREAM));
             if let Some(a) = f.adaptive {
                 // The expected cohort: the simulated one, or the draw's.
@@ -542,6 +548,7 @@ pub fn simulate(
             negatives_per_positive: fed.negatives,
             server_optimizer: format!("{:?}", fed.server),
             server_lr_final: fed.server_lr_final,
+            dense_weight: fed.dense_weight,
             population: fed.fleet.map(|f| f.population),
             cohort: fed.fleet.map(|f| f.cohort),
             paired_noise: fed.fleet.is_some_and(|f| f.paired_noise),
@@ -830,6 +837,7 @@ fn run_all(
                                     learning_rate: fed.learning_rate,
                                     negatives_per_positive: fed.negatives,
                                     max_examples: None,
+                                    dense_weight: fed.dense_weight,
                                     seed: seed ^ ((round as u64) << 32) ^ ((run as u64) << 48) ^ i as u64,
                                 };
                                 if let Some(u) = fedavg::local_round(&devices[i].hearth, &settings)? {

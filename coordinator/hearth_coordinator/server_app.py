@@ -114,6 +114,11 @@ def main(grid: Grid, context: Context) -> None:
         train_config["learning-rate"] = float(cfg["learning-rate"])
     if int(cfg.get("max-examples", 0)) > 0:
         train_config["max-examples"] = int(cfg["max-examples"])
+    dense_weight = float(cfg.get("dense-weight", 1.0))
+    if dense_weight != 1.0:
+        # Secure rounds send train_config as it is; plain ones through
+        # HearthFedAvg.configure_train, which sets the same.
+        train_config["dense-weight"] = dense_weight
     optimizer = ServerOptimizer(
         kind=str(cfg.get("server-optimizer", "fedavg")),
         lr=float(cfg.get("server-learning-rate", 1.0)),
@@ -164,6 +169,8 @@ def main(grid: Grid, context: Context) -> None:
         on_round=on_round,
         round_gap=float(cfg.get("round-gap", 8.0)),
         adaptive=adaptive,
+        dense_weight=dense_weight,
+        dense_names=[p["name"] for p in manifest["parameters"] if p.get("gradient_rows_of") is None],
     )
     # With n = min-nodes, the fewest a round waits for; each round checks
     # again with the n it kept.

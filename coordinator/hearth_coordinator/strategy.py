@@ -297,6 +297,8 @@ class HearthFedAvg(FedAvg):
         on_round: Callable[[list[dict], list[tuple[str, np.ndarray]]], None] | None = None,
         round_gap: float = 0.0,
         adaptive: AdaptiveClip | None = None,
+        dense_weight: float = 1.0,
+        dense_names: Iterable[str] = (),
     ) -> None:
         super().__init__(
             fraction_train=1.0,
@@ -309,6 +311,13 @@ class HearthFedAvg(FedAvg):
             raise ValueError(f"noise-check must be one of {', '.join(NOISE_CHECKS)}, not {noise_check!r}")
         if not (math.isfinite(max_noise_ratio) and max_noise_ratio > 0):
             raise ValueError("max-noise-ratio must be a positive number")
+        if not (math.isfinite(dense_weight) and 0.0 < dense_weight <= 1.0):
+            raise ValueError(f"dense-weight must be in (0, 1], not {dense_weight}")
+        # The devices scale the dense parameters' part of their update by
+        # this weight before clipping (sent as `dense-weight`); the noised
+        # mean is divided by it on those parameters before the optimizer.
+        self.dense_weight = dense_weight
+        self.dense_names = frozenset(dense_names)
         self.clip_norm = clip_norm
         self.noise_multiplier = noise_multiplier
         # Adaptive clipping: clip_norm follows it round by round, and the
@@ -368,6 +377,8 @@ class HearthFedAvg(FedAvg):
             time.sleep(self.round_gap)
         # The round's C (adaptive clipping moves it between rounds).
         config["clip-norm"] = self.clip_norm
+        if self.dense_weight != 1.0:
+            config["dense-weight"] = self.dense_weight
         return super().configure_train(server_round, arrays, config, grid)
 
     def aggregate_train(
@@ -445,6 +456,9 @@ class HearthFedAvg(FedAvg):
                 summary["refused"] = f"noise ratio {ratio:.4g} above max-noise-ratio {self.max_noise_ratio}"
             else:
                 noisy = mean if devices_noise is not None else add_noise(mean, summary["noise_std"], self.rng)
+                if self.dense_weight != 1.0:
+                    noisy = [(k, a / self.dense_weight if k in self.dense_names else a) for k, a in noisy]
+                    summary["dense_weight"] = self.dense_weight
                 new = self.optimizer.step(self.current, noisy)
                 summary["applied"] = True
         if self.adaptive is not None and unclipped_count is not None and n > 0:

@@ -193,6 +193,27 @@ class Logged(logging.Handler):
             self.logger.addHandler(h)
 
 
+def test_a_dense_weight_is_divided_out_of_the_dense_arrays_of_the_mean_only():
+    s = hearth(dense_weight=0.25, dense_names=["w"])
+    nrng = np.random.default_rng(3)
+    deltas = [a_delta(nrng) for _ in range(3)]
+    arrays, _ = s.aggregate_train(1, [reply_of(valid_content(d), node=i) for i, d in enumerate(deltas)])
+    new = dict(strategy.from_arrays(arrays))
+    want = mean_of(deltas)
+    assert np.allclose(new["w"], want[0] / 0.25, atol=1e-6) and np.allclose(new["b"], want[1], atol=1e-6)
+    assert s.rounds[-1]["dense_weight"] == 0.25
+    plain = hearth()
+    arrays, _ = plain.aggregate_train(1, [reply_of(valid_content(d), node=i) for i, d in enumerate(deltas)])
+    assert np.allclose(dict(strategy.from_arrays(arrays))["w"], want[0], atol=1e-6)
+    assert "dense_weight" not in plain.rounds[-1]
+    for bad in (0.0, -1.0, 1.5, float("nan")):
+        try:
+            hearth(dense_weight=bad)
+        except ValueError:
+            continue
+        raise AssertionError(f"accepted dense-weight {bad}")
+
+
 def test_a_reply_whose_num_examples_is_not_a_count_is_dropped_and_the_round_goes_on():
     nrng = np.random.default_rng(3)
     good = [a_delta(nrng) for _ in range(2)]

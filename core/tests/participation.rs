@@ -311,7 +311,7 @@ fn the_budget_stops_a_round_before_it_is_spent_and_then_stops_asking() {
 }
 
 #[test]
-fn a_round_may_cap_the_examples_and_a_bad_whole_number_setting_is_a_protocol_error() {
+fn a_round_may_cap_the_examples_or_weight_the_dense_part_and_a_bad_setting_is_a_protocol_error() {
     let cases = [
         ("max-examples", ConfigValue::Int(5), true),
         ("max-examples", ConfigValue::Int(0), false),
@@ -319,6 +319,12 @@ fn a_round_may_cap_the_examples_and_a_bad_whole_number_setting_is_a_protocol_err
         ("local-epochs", ConfigValue::Int(2), true),
         ("local-epochs", ConfigValue::Int(21), false),
         ("local-epochs", ConfigValue::String("2".into()), false),
+        ("dense-weight", ConfigValue::Double(0.1), true),
+        ("dense-weight", ConfigValue::Int(1), true),
+        ("dense-weight", ConfigValue::Double(0.0), false),
+        ("dense-weight", ConfigValue::Double(1.5), false),
+        ("dense-weight", ConfigValue::Double(f64::NAN), false),
+        ("dense-weight", ConfigValue::String("0.1".into()), false),
     ];
     for (key, cap, ok) in cases {
         let dir = tempfile::tempdir().unwrap();

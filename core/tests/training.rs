@@ -101,3 +101,44 @@ fn a_round_can_cap_the_positives_it_trains_on() {
     assert_eq!(capped.steps, 1, "7 examples are one batch of the manifest's 16");
     assert_eq!(local_update(&h, 1.0, 1, 1).unwrap().examples, 40, "the default takes all 40 (at most 500)");
 }
+
+#[test]
+fn a_dense_weight_scales_the_dense_part_before_clipping_and_nothing_else() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = store(dir.path());
+    // Where the dense parameters are: those whose gradient is not rows of
+    // an id table.
+    let manifest: serde_json::Value = serde_json::from_slice(&ModelPackage::builtin().manifest).unwrap();
+    let mut dense = Vec::new();
+    for p in manifest["parameters"].as_array().unwrap() {
+        let count = p["count"].as_u64().unwrap() as usize;
+        dense.extend(std::iter::repeat_n(p["gradient_rows_of"].is_null(), count));
+    }
+    let with = |weight: Option<f64>, clip: f64| {
+        let round = RoundSettings { dense_weight: weight, ..RoundSettings::new(clip, 1) };
+        hearth_core::testing::local_update_with(&h, &round, None).unwrap()
+    };
+    let plain = with(None, 1e6);
+    let weighted = with(Some(0.1), 1e6);
+    assert_eq!(plain.delta.len(), dense.len());
+    let scale = plain.delta.iter().fold(0f32, |m, d| m.max(d.abs()));
+    let mut moved = (0, 0);
+    for ((p, w), d) in plain.delta.iter().zip(&weighted.delta).zip(&dense) {
+        let want = if *d { p * 0.1 } else { *p };
+        assert!((w - want).abs() <= 1e-3 * scale, "{w} vs {want}");
+        if *p != 0.0 {
+            if *d { moved.0 += 1 } else { moved.1 += 1 }
+        }
+    }
+    assert!(moved.0 > 0 && moved.1 > 0, "both parts trained: {moved:?}");
+    // The bound is on the weighted update, which is what is sent.
+    let clipped = with(Some(0.1), 0.01);
+    assert!(clipped.norm <= 0.01 && (clipped.norm_before_clip - weighted.norm).abs() <= 1e-3 * weighted.norm);
+    for bad in [0.0, -0.5, 1.5, f64::NAN] {
+        let round = RoundSettings { dense_weight: Some(bad), ..RoundSettings::new(1.0, 1) };
+        assert!(
+            matches!(hearth_core::testing::local_update_with(&h, &round, None), Err(HearthError::InvalidInput { .. })),
+            "{bad}"
+        );
+    }
+}

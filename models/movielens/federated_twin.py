@@ -108,6 +108,9 @@ def main():
     ap.add_argument("--gate-on", choices=("momentum", "mean"), default="momentum",
                     help="what the gate measures: the row of Adam's bias-corrected first moment, or of the "
                          "round's noised mean")
+    ap.add_argument("--norm-split", action="store_true",
+                    help="at each evaluation, print how the devices' updates (before clipping) share their squared "
+                         "norm: towers, id_bias, emb_item rows of the device's own positives and the rest, emb_history")
     ap.add_argument("--ema", default=None,
                     help="comma-separated decays: also evaluate exponential moving averages of the server's "
                          "model (post-processing, no privacy cost), e.g. 0.9,0.98")
@@ -161,6 +164,7 @@ def main():
     by_user = [np.nonzero(ex["uid"] == u)[0][-NEWEST:] for u in range(U)]
     c = 1 + args.negatives
 
+    split = {k: [] for k in ("towers", "id_bias", "emb_item own", "emb_item rest", "emb_history")}
     # --local-history: each device's own emb_history, once it has trained.
     personal = {}
 
@@ -213,6 +217,15 @@ def main():
             return None, norm
         if norm > args.clip:
             d = {k: v * (args.clip / norm) for k, v in d.items()}
+        if args.norm_split:
+            own = np.zeros(d["emb_item"].shape[0], dtype=bool)
+            own[rows[ex["item"][idx]]] = True
+            sq = lambda a: float((a ** 2).sum())  # noqa: E731
+            split["towers"].append(sum(sq(d[k]) for k in names if k not in ID_TABLES) / norm ** 2)
+            split["id_bias"].append(sq(d["id_bias"]) / norm ** 2)
+            split["emb_item own"].append(sq(d["emb_item"][own]) / norm ** 2)
+            split["emb_item rest"].append(sq(d["emb_item"][~own]) / norm ** 2)
+            split["emb_history"].append(sq(d["emb_history"]) / norm ** 2)
         return d, norm
 
     rng = np.random.default_rng(args.seed)
@@ -281,6 +294,11 @@ def main():
             print(f"round {r}: NDCG@10 {m['ndcg_at_10']:.4f} HR@10 {m['hit_rate_at_10']:.4f}, mean norm before "
                   f"clip {np.mean(norms):.3f}, {len(norms)} of {args.clients} devices "
                   f"[{time.perf_counter() - t0:.0f} s]", flush=True)
+            if args.norm_split:
+                print("  share of the squared norm: " + ", ".join(f"{k} {np.mean(v):.2f}" for k, v in split.items()),
+                      flush=True)
+                for v in split.values():
+                    v.clear()
             if args.gate > 0 and gated["emb_item"]:
                 print("  rows stepped: " + ", ".join(f"{k} {np.mean(v[-args.eval_every:]):.3f}"
                                                     for k, v in gated.items()), flush=True)

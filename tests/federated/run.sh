@@ -115,15 +115,18 @@ HEARTH_DEVICES="$devices" HEARTH_GLOBAL_WEIGHTS="$work/out/weights.bin" HEARTH_C
 [ "${PIPESTATUS[0]}" -eq 0 ] || exit 1
 
 # The command line's simulator against the same SuperLink: a second run of
-# the ServerApp, with FedAdam on the server and adaptive clipping (a plain
-# round's count is the coordinator's own, from the updates it sees), 3
-# synthetic devices from `hearth simulate --flower`.
+# the ServerApp, with FedAdam on the server, adaptive clipping (a plain
+# round's count is the coordinator's own, from the updates it sees) and a
+# dense weight (the devices scale the dense part of their update before
+# clipping, the coordinator divides it out), 3 synthetic devices from
+# `hearth simulate --flower`.
 echo "federated: hearth simulate --flower (3 devices, 2 rounds)"
 cargo build -p hearth-cli --locked 2>&1 | tail -1
 flwr run coordinator local --run-config \
     "model-dir='$repo/models/ranker-v1' signing-key='$work/coordinator.key' out-dir='$work/out-cli' \
 min-nodes=3 num-server-rounds=2 clip-norm=$clip noise-multiplier=$noise learning-rate=$lr round-timeout=600.0 \
-server-optimizer='fedadam' server-learning-rate=0.02 secure-aggregation=false adaptive-clip-quantile=0.5" \
+server-optimizer='fedadam' server-learning-rate=0.02 secure-aggregation=false adaptive-clip-quantile=0.5 \
+dense-weight=0.5" \
     | tail -1
 "$CARGO_TARGET_DIR/debug/hearth" simulate --devices 3 --rounds 2 --flower "http://127.0.0.1:$port" \
     --trust-key "$(cat "$work/coordinator.pub")" --round-wait 600 | tee "$work/cli.log" | grep -E "^ {4}|federated rounds"
@@ -136,6 +139,7 @@ assert s["server_optimizer"] == "fedadam" and s["server_learning_rate"] == 0.02,
 assert [r["participants"] for r in s["rounds"]] == [3, 3], s["rounds"]
 first, second = s["rounds"]
 assert first["clip_norm"] == s["clip_norm"] and second["clip_norm"] == first["next_clip_norm"], s["rounds"]
+assert all(r["dense_weight"] == 0.5 for r in s["rounds"]), s["rounds"]
 PY
 # Secure aggregation with distributed noise: the same devices in secure
 # rounds, some dropping at each stage, each adding its share of the noise

@@ -459,6 +459,7 @@ impl Trainer for DeviceTrainer<'_> {
             learning_rate: ins.learning_rate,
             negatives_per_positive: None,
             max_examples: ins.max_examples,
+            dense_weight: ins.dense_weight,
             seed: self.seed ^ ins.round.unwrap_or(0),
         };
         let update = match h.local_update_from(candidate.as_ref().map(|(_, m)| m.clone()), &settings, Some(&ins.flat()))

@@ -40,6 +40,9 @@ pub(crate) struct TrainingPlan {
     pub max_examples: usize,
     /// L2 bound C of the update.
     pub clip_norm: f64,
+    /// The factor the dense parameters' part of the delta is scaled by
+    /// before clipping (1: none).
+    pub dense_weight: f32,
     pub seed: u64,
 }
 
@@ -55,6 +58,14 @@ pub struct RoundSettings {
     /// Train on at most this many positives, the newest (500 when `None`):
     /// bounds a round's time on a device with a long history.
     pub max_examples: Option<usize>,
+    /// Scales the dense parameters' part of the update (every parameter
+    /// but the id tables) by this weight in (0, 1] before clipping, so the
+    /// bound C spends itself on the id tables, whose rows few devices
+    /// touch, rather than on the towers every device moves (1 when
+    /// `None`). The update leaves with that part still scaled: the
+    /// coordinator divides it out after the noise, so the dense
+    /// parameters carry 1 / weight times the noise, which they bear.
+    pub dense_weight: Option<f64>,
     /// Seeds the shuffling and the negatives.
     pub seed: u64,
 }
@@ -67,6 +78,7 @@ impl RoundSettings {
             learning_rate: None,
             negatives_per_positive: None,
             max_examples: None,
+            dense_weight: None,
             seed,
         }
     }
@@ -81,6 +93,7 @@ impl TrainingPlan {
             learning_rate: round.learning_rate.map_or(base.learning_rate, |lr| lr as f32),
             negatives_per_positive: round.negatives_per_positive.unwrap_or(base.negatives_per_positive),
             max_examples: round.max_examples.unwrap_or(base.max_examples),
+            dense_weight: round.dense_weight.map_or(base.dense_weight, |w| w as f32),
             ..base
         }
     }
@@ -94,6 +107,7 @@ impl TrainingPlan {
             negatives_per_positive: t.negatives_per_positive,
             max_examples: 500,
             clip_norm,
+            dense_weight: 1.0,
             seed,
         }
     }
@@ -113,6 +127,9 @@ impl TrainingPlan {
         }
         if !(self.clip_norm.is_finite() && self.clip_norm > 0.0) {
             return Err(Error::invalid("clip_norm", "must be a positive number"));
+        }
+        if !(self.dense_weight.is_finite() && self.dense_weight > 0.0 && self.dense_weight <= 1.0) {
+            return Err(Error::invalid("dense_weight", "must be in (0, 1]"));
         }
         Ok(())
     }
@@ -312,6 +329,15 @@ pub(crate) fn train(
     let mut delta: Vec<f32> = local.iter().zip(&global_flat).map(|(l, g)| l - g).collect();
     if delta.iter().any(|d| !d.is_finite()) {
         return Err(diverged("the update is not finite"));
+    }
+    if plan.dense_weight != 1.0 {
+        let mut at = 0;
+        for p in &model.manifest.parameters {
+            if p.gradient_rows_of.is_none() {
+                delta[at..at + p.count].iter_mut().for_each(|d| *d *= plan.dense_weight);
+            }
+            at += p.count;
+        }
     }
     let norm_before_clip = clip(&mut delta, plan.clip_norm);
     let norm = l2(&delta);

@@ -21,6 +21,11 @@ pub struct TrainInstruction {
     /// The most positives to train on (`max-examples`, 1 to 5,000), when the
     /// server sets it; the device's default (500) otherwise.
     pub max_examples: Option<usize>,
+    /// The weight of the dense parameters' part of the update before
+    /// clipping (`dense-weight`, in (0, 1]), when the server sets one: the
+    /// clip bound then spends itself more on the id tables, and the
+    /// coordinator divides the dense part by it after the noise.
+    pub dense_weight: Option<f64>,
     /// The global parameters, named, in the server's order.
     pub arrays: Vec<(String, F32Array)>,
     /// The whole train config, for keys this module does not read (such as
@@ -151,6 +156,11 @@ pub(super) fn instruction(
         Some(_) => return Err(FleetError::Protocol("learning-rate must be in (0, 10]".into())),
     };
     let max_examples = whole_number(get("max-examples"), "max-examples", MAX_EXAMPLES_PER_ROUND)?;
+    let dense_weight = match get("dense-weight").map(|v| v.as_f64()) {
+        None => None,
+        Some(Some(w)) if w.is_finite() && w > 0.0 && w <= 1.0 => Some(w),
+        Some(_) => return Err(FleetError::Protocol("dense-weight must be in (0, 1]".into())),
+    };
     let round = get("server-round").and_then(ConfigValue::as_f64).map(|r| r as u64);
     Ok(TrainInstruction {
         run_id,
@@ -159,6 +169,7 @@ pub(super) fn instruction(
         epochs,
         learning_rate,
         max_examples,
+        dense_weight,
         arrays,
         config,
         aggregation: Aggregation::Plain,
