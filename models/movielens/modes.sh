@@ -19,7 +19,8 @@
 # PAIRED=1 HONEST=1 (the fraction of the cohort the devices count on: at 1 the two
 # modes differ by the accounting and the discrete noise alone; at 2/3 the
 # devices' shares carry sqrt(3/2) times more) and fleet.sh's others
-# (ROUNDS, CLIP, COIN, BITS, ...). Per seed, the central and the
+# (ROUNDS, CLIP, COIN, BITS, EXTRA, ...; COMMAND_ENV is put before the
+# Reproduce line's command, as fleet.sh's). Per seed, the central and the
 # distributed fleet side by side, one thread each: 2 x |EPSILONS| runs of
 # ROUNDS rounds (about 15 min a run of 200 rounds here). A seed whose two
 # records are already there and complete is not run again, so seeds can be
@@ -74,4 +75,5 @@ page=()
 command="models/movielens/modes.sh --update-docs"
 [ "$HONEST" != 1 ] && command="HONEST=$HONEST $command"
 [ "$PAIRED" != 1 ] && command="PAIRED=$PAIRED $command"
+[ -n "${COMMAND_ENV:-}" ] && command="$COMMAND_ENV $command"
 python3 "$here/modes_table.py" "${dirs[@]}" --fleet "$FLEET" --command "$command" "${page[@]}"
