@@ -62,7 +62,9 @@ def chart(records, path):
            f'<text x="{(left + w - right) / 2}" y="{h - 10}" text-anchor="middle">epsilon (whole training, log scale)</text>',
            f'<text x="15" y="{(top + h - bottom) / 2}" transform="rotate(-90 15 {(top + h - bottom) / 2})" '
            'text-anchor="middle">NDCG@10 (test item)</text>']
-    ticks = sorted(set(eps_all))
+    # One tick per target epsilon: the accountant spends each to within
+    # about 1e-5, so the measured values round to it.
+    ticks = sorted({round(e, 2) for e in eps_all})
     for e in ticks:
         out.append(f'<text x="{x(e):.1f}" y="{y(0) + 18:.1f}" text-anchor="middle">{e:g}</text>')
     out.append(f'<text x="{x(2 ** hi):.1f}" y="{y(0) + 18:.1f}" text-anchor="middle">no noise</text>')
