@@ -84,7 +84,9 @@ def main():
     ap.add_argument("--tower-scale", type=float, default=1.0,
                     help="the device scales the towers' part of its update by this before clipping, and the "
                          "server divides the towers' mean by it: below 1, the id tables get more of the clip "
-                         "norm (so more signal against the same noise) and the towers more noise")
+                         "norm (so more signal against the same noise) and the towers more noise; the SDK's "
+                         "dense-weight (`hearth simulate --dense-weight`), towers meaning every parameter but "
+                         "the id tables")
     ap.add_argument("--tau-noise", type=float, default=0.0,
                     help="FedAdam's tau raised by this many times the noise std on the mean, so a coordinate "
                          "whose mean is mostly noise moves less than the rate")
