@@ -178,12 +178,12 @@ pub fn fleet_setup_cohort(k: u64, rate: f64) -> u64 {
     (k as f64 / rate).ceil() as u64
 }
 
-/// A standard normal draw (Box-Muller).
 /// The fewest grid steps the devices' summed noise may span for paired
 /// noise to round a normal deviate in place of the discrete Gaussian: at
 /// this sigma the two are within 1e-3 of each other in total variation.
 const PAIRED_MIN_SIGMA: f64 = 30.0;
 
+/// A standard normal draw (Box-Muller).
 pub fn normal(rng: &mut StdRng) -> f64 {
     let u1: f64 = rng.random_range(f64::EPSILON..1.0);
     let u2: f64 = rng.random();
