@@ -7,8 +7,8 @@
 # what differs is who adds the noise, how much each mode's accounting asks
 # for the same epsilon, and the devices' quantization (fleet.sh's settings,
 # its runs without a noiseless reference). Unpaired, where the noise fell
-# moves a run's NDCG@10 by about 10%, and a 2% comparison would need dozens
-# of seeds.
+# moves a run's NDCG@10 by itself (one unpaired pair ended 12% apart), and
+# a 2% comparison would need dozens of seeds.
 #
 #   models/movielens/modes.sh                run, print the table
 #   models/movielens/modes.sh --update-docs  also rewrite the block between
