@@ -352,7 +352,7 @@ impl Coordinator {
         self.paired = seed.map(StdRng::seed_from_u64);
     }
 
-    /// The weight in (0, 1] the devices put on the dense parameters' part
+    /// The weight in [1e-6, 1] the devices put on the dense parameters' part
     /// of their updates before clipping (`RoundSettings::dense_weight`;
     /// None or 1: none). The mean, noise included, is divided by it on
     /// those parameters before the optimizer, so they move as their
@@ -362,8 +362,8 @@ impl Coordinator {
             self.dense = None;
             return Ok(());
         };
-        if !(w.is_finite() && w > 0.0 && w <= 1.0) {
-            return Err(anyhow!("the dense weight must be in (0, 1]"));
+        if !(w.is_finite() && (1e-6..=1.0).contains(&w)) {
+            return Err(anyhow!("the dense weight must be in [1e-6, 1], as the devices check"));
         }
         let manifest: serde_json::Value = serde_json::from_slice(&self.base.manifest)?;
         let mut ranges = Vec::new();

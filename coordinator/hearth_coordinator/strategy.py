@@ -311,8 +311,11 @@ class HearthFedAvg(FedAvg):
             raise ValueError(f"noise-check must be one of {', '.join(NOISE_CHECKS)}, not {noise_check!r}")
         if not (math.isfinite(max_noise_ratio) and max_noise_ratio > 0):
             raise ValueError("max-noise-ratio must be a positive number")
-        if not (math.isfinite(dense_weight) and 0.0 < dense_weight <= 1.0):
-            raise ValueError(f"dense-weight must be in (0, 1], not {dense_weight}")
+        # The devices refuse a weight below 1e-6 (an f32 weight would round
+        # towards zero, and the dense parameters carry 1 / weight times the
+        # noise).
+        if not (math.isfinite(dense_weight) and 1e-6 <= dense_weight <= 1.0):
+            raise ValueError(f"dense-weight must be in [1e-6, 1], not {dense_weight}")
         # The devices scale the dense parameters' part of their update by
         # this weight before clipping (sent as `dense-weight`); the noised
         # mean is divided by it on those parameters before the optimizer.

@@ -206,7 +206,7 @@ def test_a_dense_weight_is_divided_out_of_the_dense_arrays_of_the_mean_only():
     arrays, _ = plain.aggregate_train(1, [reply_of(valid_content(d), node=i) for i, d in enumerate(deltas)])
     assert np.allclose(dict(strategy.from_arrays(arrays))["w"], want[0], atol=1e-6)
     assert "dense_weight" not in plain.rounds[-1]
-    for bad in (0.0, -1.0, 1.5, float("nan")):
+    for bad in (0.0, 1e-300, -1.0, 1.5, float("nan")):
         try:
             hearth(dense_weight=bad)
         except ValueError:

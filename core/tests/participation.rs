@@ -321,7 +321,10 @@ fn a_round_may_cap_the_examples_or_weight_the_dense_part_and_a_bad_setting_is_a_
         ("local-epochs", ConfigValue::String("2".into()), false),
         ("dense-weight", ConfigValue::Double(0.1), true),
         ("dense-weight", ConfigValue::Int(1), true),
+        ("dense-weight", ConfigValue::Double(1e-6), true),
         ("dense-weight", ConfigValue::Double(0.0), false),
+        // Positive, but an f32 weight would be zero.
+        ("dense-weight", ConfigValue::Double(1e-300), false),
         ("dense-weight", ConfigValue::Double(1.5), false),
         ("dense-weight", ConfigValue::Double(f64::NAN), false),
         ("dense-weight", ConfigValue::String("0.1".into()), false),

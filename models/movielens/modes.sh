@@ -23,8 +23,9 @@
 # Reproduce line's command, as fleet.sh's). Per seed, the central and the
 # distributed fleet side by side, one thread each: 2 x |EPSILONS| runs of
 # ROUNDS rounds (about 15 min a run of 200 rounds here). A seed whose two
-# records are already there and complete is not run again, so seeds can be
-# added a few at a time. Writes
+# records are already there and complete, made with the same settings (its
+# folder's `settings` file), is not run again, so seeds can be added a few
+# at a time; one made with other settings stops the script. Writes
 # $HEARTH_MOVIELENS_OUT/modes/[paired/]seed-S/fleet/N-K[-distributed].json and
 # ~/.cache/hearth/logs/modes-seed-S-{central,distributed}.log.
 set -euo pipefail
@@ -36,6 +37,10 @@ FLEET="${FLEET:-1000000:10000}" EPSILONS="${EPSILONS:-8}" SEEDS="${SEEDS:-42 43 
 PAIRED="${PAIRED:-1}" ROUNDS="${ROUNDS:-200}"
 extra="${EXTRA:-}" under=""
 [ "$PAIRED" = 1 ] && { extra="$extra --paired-noise"; under="paired/"; }
+# What a seed's records must have been made with to count as done.
+settings="fleet=$FLEET epsilons=$EPSILONS rounds=$ROUNDS clip=${CLIP:-} honest=$HONEST coin=${COIN:-} bits=${BITS:-}"
+read -r -a words <<<"$extra"
+settings="$settings extra=${words[*]}"
 movielens_hearth
 mkdir -p "$logs"
 start=$(date +%s)
@@ -55,9 +60,16 @@ done = all(len(r["runs"]) == len(epsilons) and all(len(x["rounds"]) == rounds fo
 sys.exit(0 if done else 1)
 PY
   then
+    if [ "$(cat "$dir/settings" 2>/dev/null)" != "$settings" ]; then
+      echo "modes.sh: seed $seed's records in $dir were made with other settings than" >&2
+      echo "  $settings; move them away or set HEARTH_MOVIELENS_OUT" >&2
+      exit 1
+    fi
     echo "modes.sh: seed $seed already done ($dir)" >&2
     continue
   fi
+  mkdir -p "$dir"
+  printf '%s\n' "$settings" >"$dir/settings"
   pids=()
   for mode in central distributed; do
     HEARTH_BIN="$hearth" HEARTH_MOVIELENS_OUT="$dir" MODE="$mode" SEED="$seed" HONEST="$HONEST" FLEETS="$FLEET" \

@@ -46,6 +46,11 @@ pub(crate) struct TrainingPlan {
     pub seed: u64,
 }
 
+/// The smallest dense weight a round may ask for: below it the dense
+/// parameters would carry over a million times the noise, and an f32
+/// weight would round towards zero.
+pub const MIN_DENSE_WEIGHT: f64 = 1e-6;
+
 /// What a round asks of local training; `None` keeps the model manifest's
 /// default. A coordinator's train config fills this in.
 #[derive(Debug, Clone, PartialEq)]
@@ -59,12 +64,13 @@ pub struct RoundSettings {
     /// bounds a round's time on a device with a long history.
     pub max_examples: Option<usize>,
     /// Scales the dense parameters' part of the update (every parameter
-    /// but the id tables) by this weight in (0, 1] before clipping, so the
-    /// bound C spends itself on the id tables, whose rows few devices
-    /// touch, rather than on the towers every device moves (1 when
-    /// `None`). The update leaves with that part still scaled: the
-    /// coordinator divides it out after the noise, so the dense
-    /// parameters carry 1 / weight times the noise, which they bear.
+    /// but the id tables) by this weight, from [`MIN_DENSE_WEIGHT`] to 1,
+    /// before clipping, so the bound C spends itself on the id tables,
+    /// whose rows few devices touch, rather than on the towers every
+    /// device moves (1 when `None`). The update leaves with that part
+    /// still scaled: the coordinator divides it out after the noise, so
+    /// the dense parameters carry 1 / weight times the noise, which they
+    /// bear.
     pub dense_weight: Option<f64>,
     /// Seeds the shuffling and the negatives.
     pub seed: u64,
@@ -128,8 +134,9 @@ impl TrainingPlan {
         if !(self.clip_norm.is_finite() && self.clip_norm > 0.0) {
             return Err(Error::invalid("clip_norm", "must be a positive number"));
         }
-        if !(self.dense_weight.is_finite() && self.dense_weight > 0.0 && self.dense_weight <= 1.0) {
-            return Err(Error::invalid("dense_weight", "must be in (0, 1]"));
+        if !(self.dense_weight.is_finite() && self.dense_weight >= MIN_DENSE_WEIGHT as f32 && self.dense_weight <= 1.0)
+        {
+            return Err(Error::invalid("dense_weight", "must be in [1e-6, 1]"));
         }
         Ok(())
     }

@@ -4,7 +4,7 @@
 //! an update passes before it leaves.
 
 use super::{Aggregation, ConfigValue, F32Array, FleetError, Record};
-use crate::model::training::l2;
+use crate::model::training::{MIN_DENSE_WEIGHT, l2};
 
 /// What the server asks for in a train message.
 #[derive(Debug, Clone, PartialEq)]
@@ -22,7 +22,7 @@ pub struct TrainInstruction {
     /// server sets it; the device's default (500) otherwise.
     pub max_examples: Option<usize>,
     /// The weight of the dense parameters' part of the update before
-    /// clipping (`dense-weight`, in (0, 1]), when the server sets one: the
+    /// clipping (`dense-weight`, in [1e-6, 1]), when the server sets one: the
     /// clip bound then spends itself more on the id tables, and the
     /// coordinator divides the dense part by it after the noise.
     pub dense_weight: Option<f64>,
@@ -158,8 +158,8 @@ pub(super) fn instruction(
     let max_examples = whole_number(get("max-examples"), "max-examples", MAX_EXAMPLES_PER_ROUND)?;
     let dense_weight = match get("dense-weight").map(|v| v.as_f64()) {
         None => None,
-        Some(Some(w)) if w.is_finite() && w > 0.0 && w <= 1.0 => Some(w),
-        Some(_) => return Err(FleetError::Protocol("dense-weight must be in (0, 1]".into())),
+        Some(Some(w)) if w.is_finite() && (MIN_DENSE_WEIGHT..=1.0).contains(&w) => Some(w),
+        Some(_) => return Err(FleetError::Protocol("dense-weight must be in [1e-6, 1]".into())),
     };
     let round = get("server-round").and_then(ConfigValue::as_f64).map(|r| r as u64);
     Ok(TrainInstruction {
