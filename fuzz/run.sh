@@ -63,11 +63,16 @@ for t in "${targets[@]}"; do
     log="$corpora/$t.log"
     runs=()
     [ -z "${HEARTH_FUZZ_RUNS:-}" ] || runs=(-runs="$HEARTH_FUZZ_RUNS")
+    # A target that opens a store (sync_records) makes it under TMPDIR and
+    # cannot remove it when libFuzzer exits: each run gets its own, removed
+    # after it.
+    scratch="$(mktemp -d)"
     started=$SECONDS
-    "$build/$t" "$corpus" "$seeds/$t" -max_total_time="$seconds" -max_len=1048576 -timeout=10 \
+    TMPDIR="$scratch" "$build/$t" "$corpus" "$seeds/$t" -max_total_time="$seconds" -max_len=1048576 -timeout=10 \
         -malloc_limit_mb=256 -rss_limit_mb=2048 -print_final_stats=1 \
         -artifact_prefix="fuzz/artifacts/$t/" "${runs[@]}" >"$log" 2>&1
     status=$?
+    rm -rf "$scratch"
     elapsed=$((SECONDS - started))
     # -a: a log may quote an input's bytes.
     execs=$(grep -ao 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$' | tail -1)
