@@ -39,6 +39,15 @@ def at_round(run, n):
     return next((r for r in run["rounds"] if r["round"] == n and r["ndcg_at_10"] is not None), None)
 
 
+def recipe(record):
+    """A fleet record's clip bound, dense weight (when one was set) and
+    server optimizer, as a table caption names them."""
+    weight = record.get("dense_weight")
+    dense = (f", the dense parameters' part of each update weighted by {weight} before clipping"
+             if weight not in (None, 1.0) else "")
+    return f"C = {record['clip_norm']}{dense}, server {record['server_optimizer']}"
+
+
 def fed_lr(record):
     """The server learning rate in a record's optimizer description."""
     text = record["server_optimizer"]

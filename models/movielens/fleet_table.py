@@ -17,7 +17,7 @@ import argparse
 import json
 from pathlib import Path
 
-from federated_table import eps, last_measured, replace_block, wrap
+from federated_table import eps, last_measured, recipe, replace_block, wrap
 
 def markers(name):
     return f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
@@ -127,10 +127,7 @@ def block(records, command, chart_link=None, name="fleet-movielens"):
         "",
         f"{first['source'].split(' (')[0]}, the 943 real devices training "
         f"({first['sampling'].replace('Fixed(', '').rstrip(')')} drawn a round, {rounds} rounds from the built-in "
-        f"model, C = {first['clip_norm']}"
-        + (f", the dense parameters' part of each update weighted by {first['dense_weight']} before clipping"
-           if first.get("dense_weight") not in (None, 1.0) else "")
-        + f", server {first['server_optimizer']}), standing for fleets of N devices with "
+        f"model, {recipe(first)}), standing for fleets of N devices with "
         "cohorts of K: the coordinator's noise on the mean is z C / K and the accountant's sampling rate K / N, "
         "at delta = 1/N^1.1. Each z spends the row's epsilon over the rounds exactly"
         + (":" if first["noise_mode"] == "central" else

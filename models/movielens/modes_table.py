@@ -18,7 +18,7 @@ import math
 import statistics
 from pathlib import Path
 
-from federated_table import eps, last_measured, replace_block, wrap
+from federated_table import eps, last_measured, recipe, replace_block, wrap
 
 BEGIN, END = "<!-- modes-movielens:begin -->", "<!-- modes-movielens:end -->"
 
@@ -51,10 +51,7 @@ def block(seeds, fleet, command):
         BEGIN,
         "",
         f"{first_c['source'].split(' (')[0]}, the 943 real devices training for a fleet of N = {n:,} with cohorts "
-        f"of K = {k:,} ({rounds} rounds, C = {first_c['clip_norm']}"
-        + (f", the dense parameters' part of each update weighted by {first_c['dense_weight']} before clipping"
-           if first_c.get("dense_weight") not in (None, 1.0) else "")
-        + f", server {first_c['server_optimizer']}), "
+        f"of K = {k:,} ({rounds} rounds, {recipe(first_c)}), "
         f"central mode against {first_d['noise_mode']} at the same epsilon, over {len(pairs)} seeds (seeds {', '.join(s for s, _, _ in pairs)}). "
         f"A seed's two runs draw the {same}; the last column is the mean of the seeds' ratios, with its standard "
         "error:",
