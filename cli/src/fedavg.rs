@@ -19,7 +19,7 @@
 use std::sync::Arc;
 
 use anyhow::{Context, Result, anyhow};
-use hearth_core::testing::RoundSettings;
+use hearth_core::testing::{MIN_DENSE_WEIGHT, RoundSettings};
 use hearth_core::{Hearth, ModelPackage};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -362,7 +362,7 @@ impl Coordinator {
             self.dense = None;
             return Ok(());
         };
-        if !(w.is_finite() && (1e-6..=1.0).contains(&w)) {
+        if !(w.is_finite() && (MIN_DENSE_WEIGHT..=1.0).contains(&w)) {
             return Err(anyhow!("the dense weight must be in [1e-6, 1], as the devices check"));
         }
         let manifest: serde_json::Value = serde_json::from_slice(&self.base.manifest)?;

@@ -93,7 +93,7 @@ impl Inference {
 
 /// What local training produced (the clipped delta and its record).
 pub use crate::model::training::LocalUpdate as UpdateReport;
-pub use crate::model::training::RoundSettings;
+pub use crate::model::training::{MIN_DENSE_WEIGHT, RoundSettings};
 
 /// The device's clipping, for benchmarks and tests: scales `delta` so its
 /// L2 norm is at most `c` and returns the norm before.
